@@ -574,6 +574,9 @@ fn port(p: &Node) -> Result<Port, String> {
         }
         None => short_port(p.as_text().ok_or("expected a port")?)?,
     };
+    if container.trim().is_empty() || host.as_ref().is_some_and(|h| h.trim().is_empty()) {
+        return Err("the port is empty after variable substitution; is a variable unset?".into());
+    }
     if proto != "tcp" {
         return Err(format!("{proto} ports cannot be routed; only tcp is supported"));
     }

@@ -65,7 +65,7 @@ fn parse_until(s: &str, mut i: usize, bare: Bare, in_fallback: bool, depth: usiz
             let name = &s[start..j];
             let err = |message: String| InterpError { offset: dollar, message };
             if j >= b.len() {
-                return Err(err(format!("`${{` at byte {dollar} is never closed with `}}`")));
+                return Err(err(format!("`{}` is never closed with `}}`", excerpt(s, dollar))));
             }
             if name.is_empty() || !is_name_start(b[start]) {
                 return Err(err(format!("`{}` does not start with a variable name", excerpt(s, dollar))));
@@ -81,7 +81,7 @@ fn parse_until(s: &str, mut i: usize, bare: Bare, in_fallback: bool, depth: usiz
                     }
                     let (fb, end) = parse_until(s, j + 2, bare, true, depth + 1)?;
                     if end >= b.len() {
-                        return Err(err(format!("`${{{name}:-` at byte {dollar} is never closed with `}}`")));
+                        return Err(err(format!("`{}` is never closed with `}}`", excerpt(s, dollar))));
                     }
                     i = end + 1;
                     Some(fb)

@@ -13,6 +13,7 @@ pub mod interp;
 pub mod model;
 pub mod repo;
 pub mod resolve;
+pub mod schema;
 pub mod secret;
 pub mod span;
 pub mod validate;

@@ -350,7 +350,8 @@ pub fn resolve(file: &str, root: &Node, env_vars: Option<&EnvVarsFile>, opts: &O
                 .iter()
                 .filter_map(|n| n.get("name").or(Some(n)).and_then(Node::as_text).map(str::to_owned))
                 .collect();
-            apply_environment_template(root, name, &mut d)
+            // Applied: the merged tree no longer carries environment templates.
+            without(&apply_environment_template(root, name, &mut d), &["environment_templates"])
         }
         None => root.clone(),
     };

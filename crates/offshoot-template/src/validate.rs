@@ -42,6 +42,13 @@ impl Names<'_> {
 }
 
 fn hint_name(d: &mut Diagnostics, name: &str, candidates: &[&str]) {
+    let mut unique: Vec<&str> = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        if !unique.contains(c) {
+            unique.push(c);
+        }
+    }
+    let candidates = &unique[..];
     match did_you_mean(name, candidates.iter().copied()) {
         Some(s) => d.hint(format!("did you mean `{s}`?")),
         None if !candidates.is_empty() && candidates.len() <= 12 => d.hint(format!("defined: {}", candidates.join(", "))),

@@ -1,0 +1,201 @@
+//! Resolution: environment templates, variable layers, built-ins, mapping, secrets.
+
+use offshoot_template::document::{self, Kind};
+use offshoot_template::envvars::VarValue;
+use offshoot_template::resolve::{self, Options, Resolved};
+
+const TEMPLATE: &str = r#"
+app: shop
+hostnames:
+- web: web-${env_id}.${domain}
+- rcon-ws: ws-${env_id}.${domain}
+resources:
+  cpu: {limits: 1000m, requests: 100m}
+  memory: {limits: 1Gi, requests: 100Mi}
+  replicas: 1
+parameters:
+- name: model
+  default: llama3
+services:
+- name: web
+  image: shop/web
+  build:
+    context: web
+    args:
+    - API=${envs.API_URL}
+    - TOKEN=${envs.TOKEN}
+  ports:
+  - type: node_port
+    port: '8080'
+    target_port: '80'
+  envs:
+  - key: MODEL
+    value: ${parameters.model}
+  init:
+  - name: migrate
+    command: [sh, -c, "echo $PHASE"]
+    envs:
+    - key: PHASE
+      value: init
+- name: rcon-ws
+  image: busybox
+- name: db
+  image: postgres
+jobs:
+- name: seed
+  from_services: web
+  command: [seed]
+environment_templates:
+- name: ephemeral
+  resources:
+    replicas: 2
+  services:
+  - name: db
+    remove: true
+  - name: cache
+    add: true
+    image: redis
+  datasets:
+  - name: customers
+- name: permanent
+  domain: example.org
+workflows:
+- name: setup
+  parallelize:
+  - step: all
+    tasks: [services.all]
+  - step: seed
+    tasks: [jobs.seed]
+    halt_on_error: true
+- name: teardown
+  order_from: [release.remove_environment]
+"#;
+
+const VARS: &str = r#"
+defaults:
+- key: LEVEL
+  value: default
+- key: DEBUG
+  value: TRUE
+- key: PORT
+  value: 1001
+- key: TOKEN
+  value: s3cr3t
+  secret: true
+services:
+  web:
+  - key: LEVEL
+    value: service
+  - key: API_URL
+    value: http://api
+envs:
+- key: LEVEL
+  value: environment
+mapping:
+  PUBLIC_URL: ${WEB_INGRESS_URL}/app
+  COMMIT: RELEASE_COMMIT_SHORT
+  WS: wss://$RCON_WS_INGRESS_HOST
+  FALLBACK: ${NOT_SET:-fallback}
+  LEAK: prefix-${TOKEN}
+"#;
+
+fn resolve(env_template: Option<&str>) -> Resolved {
+    let t = document::check("t.yaml", TEMPLATE, Some(Kind::Template));
+    assert!(!t.has_errors(), "{:?}", t.diagnostics);
+    let v = document::check("v.yaml", VARS, Some(Kind::EnvVars));
+    assert!(!v.has_errors(), "{:?}", v.diagnostics);
+    let opts = Options {
+        environment_template: env_template.map(str::to_owned),
+        branch: "feature/x".into(),
+        env_id: "ted1bc4".into(),
+        commit: Some("0123456789abcdef".into()),
+        domain: "localhost".into(),
+        ..Options::default()
+    };
+    resolve::resolve("t.yaml", t.root.as_ref().expect("root"), v.env_vars.as_ref(), &opts).expect("resolves")
+}
+
+fn plain(v: Option<&VarValue>) -> &str {
+    match v {
+        Some(VarValue::Plain(s)) => s,
+        other => panic!("expected a plain value, got {other:?}"),
+    }
+}
+
+#[test]
+fn environment_template_is_applied() {
+    let r = resolve(None);
+    assert_eq!(r.environment_template.as_deref(), Some("ephemeral"));
+    let names: Vec<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "rcon-ws", "cache"]);
+    assert!(r.services.iter().all(|s| s.replicas == 2));
+    assert_eq!(r.services[0].cpu.limits.as_deref(), Some("1000m"), "resources are merged, not replaced");
+    assert_eq!(r.datasets, ["customers"]);
+    let p = resolve(Some("permanent"));
+    assert_eq!(p.domain, "example.org");
+    assert_eq!(p.services[0].hostnames, ["web-ted1bc4.example.org"]);
+    assert_eq!(p.services.len(), 3);
+}
+
+#[test]
+fn variables_are_layered() {
+    let r = resolve(None);
+    let web = &r.services[0];
+    assert_eq!(web.hostnames, ["web-ted1bc4.localhost"]);
+    assert_eq!(plain(web.env.get("LEVEL")), "environment");
+    assert_eq!(plain(web.env.get("DEBUG")), "TRUE", "unquoted booleans keep their spelling");
+    assert_eq!(plain(web.env.get("PORT")), "1001");
+    assert_eq!(plain(web.env.get("MODEL")), "llama3");
+    assert_eq!(plain(web.env.get("RELEASE_ENV")), "true");
+    assert_eq!(plain(web.env.get("RELEASE_BRANCH_NAME")), "feature/x");
+    assert_eq!(plain(web.env.get("RELEASE_COMMIT_SHORT")), "0123456");
+    assert_eq!(plain(web.env.get("RCON_WS_INGRESS_HOST")), "ws-ted1bc4.localhost");
+    assert_eq!(plain(web.env.get("WEB_INGRESS_URL")), "https://web-ted1bc4.localhost");
+    assert_eq!(plain(web.env.get("PUBLIC_URL")), "https://web-ted1bc4.localhost/app");
+    assert_eq!(plain(web.env.get("COMMIT")), "0123456");
+    assert_eq!(plain(web.env.get("WS")), "wss://ws-ted1bc4.localhost");
+    assert_eq!(plain(web.env.get("FALLBACK")), "fallback");
+    // The other services get the defaults, not web's service variables.
+    assert_eq!(plain(r.services[1].env.get("LEVEL")), "environment");
+    assert!(!r.services[1].env.contains_key("API_URL"));
+    // Init containers inherit the service's variables and image, plus their own.
+    assert_eq!(plain(web.init[0].env.get("PHASE")), "init");
+    assert_eq!(plain(web.init[0].env.get("MODEL")), "llama3");
+    assert_eq!(web.init[0].image.as_deref(), Some("shop/web"));
+    // Jobs take their service's image and variables.
+    assert_eq!(r.jobs[0].image.as_deref(), Some("shop/web"));
+    assert_eq!(plain(r.jobs[0].env.get("API_URL")), "http://api");
+}
+
+#[test]
+fn secrets_stay_secret() {
+    let r = resolve(None);
+    let web = &r.services[0];
+    assert!(web.env.get("TOKEN").is_some_and(VarValue::is_secret));
+    assert!(web.env.get("LEAK").is_some_and(VarValue::is_secret), "a value built from a secret is secret");
+    assert_eq!(web.env.get("LEAK").map(VarValue::expose), Some("prefix-s3cr3t"));
+    let build = web.build.as_ref().expect("build");
+    assert_eq!(build.args.get("API").map(VarValue::expose), Some("http://api"));
+    assert!(build.args.get("TOKEN").is_some_and(VarValue::is_secret));
+    let json = serde_json::to_string(&r).expect("json");
+    assert!(!json.contains("s3cr3t"), "a secret leaked into the output");
+    assert!(json.contains("[redacted]"));
+}
+
+#[test]
+fn workflows_are_normalized() {
+    let r = resolve(None);
+    let setup = &r.workflows["setup"];
+    assert_eq!(setup[0].tasks, ["services.web", "services.rcon-ws", "services.cache"]);
+    assert!(setup[1].halt_on_error && setup[1].wait_for_finish);
+    assert_eq!(r.workflows["teardown"][0].tasks, ["release.remove_environment"]);
+}
+
+#[test]
+fn unknown_environment_template_is_an_error() {
+    let t = document::check("t.yaml", TEMPLATE, Some(Kind::Template));
+    let opts = Options { environment_template: Some("staging".into()), env_id: "x".into(), ..Options::default() };
+    let errors = resolve::resolve("t.yaml", t.root.as_ref().expect("root"), None, &opts).expect_err("staging is not defined");
+    assert_eq!(errors[0].code, "unknown-environment-template");
+    assert_eq!(errors[0].hint.as_deref(), Some("defined: ephemeral, permanent"));
+}
