@@ -404,7 +404,11 @@ fn quantity(d: &mut Diagnostics, q: Option<&Text>, unit: Unit) {
 }
 
 fn depends_on_cycles(d: &mut Diagnostics, services: &[Service]) {
-    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    // The first definition of a name is the one a duplicate is reported against.
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, s) in services.iter().enumerate() {
+        index.entry(s.name.as_str()).or_insert(i);
+    }
     // 0 = unvisited, 1 = on the stack, 2 = done.
     let mut state = vec![0u8; services.len()];
     let mut reported: HashSet<usize> = HashSet::new();

@@ -130,3 +130,11 @@ fn release_yaml_paths_stay_inside_the_repository() {
     let codes: Vec<&str> = doc.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.code).collect();
     assert_eq!(codes, vec!["invalid-path", "invalid-path"]);
 }
+
+#[test]
+fn depends_on_cycles_are_errors() {
+    let src = "services:\n- name: web\n  image: a\n  depends_on: [api]\n- name: api\n  image: b\n  depends_on: [db]\n- name: db\n  image: c\n  depends_on: [web]\n- name: solo\n  image: d\n  depends_on: [solo]\n";
+    let doc = document::check("t.yaml", src, Some(Kind::Template));
+    let cycles: Vec<&str> = doc.diagnostics.iter().filter(|d| d.code == "dependency-cycle").map(|d| d.message.as_str()).collect();
+    assert_eq!(cycles, ["depends_on forms a cycle: web -> api -> db -> web", "depends_on forms a cycle: solo -> solo"]);
+}
