@@ -1,0 +1,145 @@
+//! The `offshoot` binary as scripts use it: exit codes, output formats, files written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn offshoot(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_offshoot")).args(args).output().expect("run offshoot")
+}
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+#[test]
+fn validate_the_example_repository() {
+    let o = offshoot(&["validate", example().to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("ok: 3 files checked, no problems"), "{}", stdout(&o));
+}
+
+#[test]
+fn validate_reports_errors_with_positions_and_exit_code_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write(dir.path(), "t.yaml", "services:\n- name: web\n  image: nginx\n  ports:\n  - type: node_prot\n    port: 80\n");
+    let o = offshoot(&["validate", f.to_str().expect("utf-8")]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("t.yaml:5:11: error: `node_prot` is not a valid port type"), "{out}");
+    assert!(out.contains("hint: did you mean `node_port`?"), "{out}");
+
+    let o = offshoot(&["validate", f.to_str().expect("utf-8"), "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let d = &v["diagnostics"][0];
+    for key in ["file", "line", "column", "severity", "code", "message", "hint"] {
+        assert!(d.get(key).is_some(), "missing {key} in {d}");
+    }
+    assert_eq!(d["line"], 5);
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["code"], "invalid-value");
+}
+
+#[test]
+fn strict_turns_warnings_into_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write(dir.path(), "t.yaml", "services:\n- name: web\n  image: nginx\n  imgae: typo\n");
+    let f = f.to_str().expect("utf-8");
+    assert_eq!(offshoot(&["validate", f]).status.code(), Some(0));
+    assert_eq!(offshoot(&["validate", f, "--strict"]).status.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(offshoot(&["validate"]).status.code(), Some(2));
+    assert_eq!(offshoot(&["validate", ".", "--kind", "nonsense"]).status.code(), Some(2));
+    assert_eq!(offshoot(&["frobnicate"]).status.code(), Some(2));
+    let o = offshoot(&["template", "generate", "/nonexistent-dir-for-offshoot"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("error:"));
+}
+
+#[test]
+fn kind_can_be_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write(dir.path(), "v.yaml", "defaults:\n- key: A\n  value: 1\n");
+    let f = f.to_str().expect("utf-8");
+    assert_eq!(offshoot(&["validate", f, "--kind", "env-vars"]).status.code(), Some(0));
+    // Read as a template, `defaults` is an unknown key: a warning, so still 0 unless strict.
+    assert_eq!(offshoot(&["validate", f, "--kind", "template", "--strict"]).status.code(), Some(1));
+}
+
+#[test]
+fn generate_writes_a_valid_template_and_reports_what_was_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "docker-compose.yml",
+        "services:\n  web:\n    build: ./web\n    command: npm start\n    ports: [\"${WEB_PORT:-3000}:3000\"]\n    volumes: [\"./web:/app\"]\n    environment:\n      - API_URL=http://api:8080\n    depends_on: [api]\n  api:\n    image: busybox:stable\n    expose: [\"8080\"]\n    restart: always\n",
+    );
+    let out_dir = dir.path().join("out");
+    let o = offshoot(&[
+        "template",
+        "generate",
+        dir.path().to_str().expect("utf-8"),
+        "--app",
+        "shop",
+        "--out-dir",
+        out_dir.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("bind mounts"), "{stderr}");
+    assert!(stderr.contains("`restart`"), "{stderr}");
+    let template = std::fs::read_to_string(out_dir.join("application_template.yaml")).expect("template written");
+    assert!(template.contains("- web: web-shop-${env_id}.${domain}"), "{template}");
+    assert!(template.contains("port: \"3000\""), "{template}");
+    let vars = std::fs::read_to_string(out_dir.join("environment_variables.yaml")).expect("vars written");
+    assert!(vars.contains("API_URL"), "{vars}");
+    for f in ["application_template.yaml", "environment_variables.yaml"] {
+        let o = offshoot(&["validate", out_dir.join(f).to_str().expect("utf-8"), "--strict"]);
+        assert_eq!(o.status.code(), Some(0), "{f}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn resolve_prints_json_with_secrets_redacted() {
+    let o = offshoot(&[
+        "template",
+        "resolve",
+        example().to_str().expect("utf-8"),
+        "--branch",
+        "feature/x",
+        "--env-id",
+        "abc1234",
+        "--commit",
+        "0123456789",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(!out.contains("change-me"), "secret leaked: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let api = v["services"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "api")).expect("api");
+    assert_eq!(api["env"]["API_TOKEN"], "[redacted]");
+    assert_eq!(api["env"]["PUBLIC_API"], "https://api-abc1234.localhost/v1");
+    assert_eq!(api["env"]["SHORT_SHA"], "0123456");
+    assert_eq!(api["hostnames"][0], "api-abc1234.localhost");
+    let web = v["services"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "web")).expect("web");
+    assert_eq!(web["build"]["args"]["API_URL"], "https://api-abc1234.localhost");
+    let o = offshoot(&["template", "resolve", example().to_str().expect("utf-8"), "--environment-template", "permanent"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["services"][0]["replicas"], 2);
+}
