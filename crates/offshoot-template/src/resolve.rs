@@ -454,8 +454,18 @@ fn build(
         let snapshot = env.clone();
         for (k, v) in &vars.mapping {
             // A bare variable name is a reference; anything else is interpolated.
-            let expr = if crate::envvars::is_env_name(v) && !v.is_empty() { format!("${{{}}}", v.value) } else { v.value.clone() };
-            let value = snapshot.render(&expr, Bare::Expand, &BTreeMap::new(), &format!("mapping `{k}`"), d, v.span);
+            let value = if crate::envvars::is_env_name(v) {
+                snapshot.0.get(v.as_str()).cloned().unwrap_or_else(|| {
+                    d.warn(
+                        v.span,
+                        "undefined-variable",
+                        format!("mapping `{k}`: `{v}` is not a defined variable; it is used as literal text"),
+                    );
+                    VarValue::Plain(v.value.clone())
+                })
+            } else {
+                snapshot.render(v, Bare::Expand, &BTreeMap::new(), &format!("mapping `{k}`"), d, v.span)
+            };
             env.0.insert(k.value.clone(), value);
         }
         env

@@ -97,6 +97,7 @@ mapping:
   WS: wss://$RCON_WS_INGRESS_HOST
   FALLBACK: ${NOT_SET:-fallback}
   LEAK: prefix-${TOKEN}
+  STAGE: production
 "#;
 
 fn resolve(env_template: Option<&str>) -> Resolved {
@@ -155,6 +156,8 @@ fn variables_are_layered() {
     assert_eq!(plain(web.env.get("COMMIT")), "0123456");
     assert_eq!(plain(web.env.get("WS")), "wss://ws-ted1bc4.localhost");
     assert_eq!(plain(web.env.get("FALLBACK")), "fallback");
+    assert_eq!(plain(web.env.get("STAGE")), "production", "a bare word that names no variable is literal");
+    assert!(r.warnings.iter().any(|w| w.code == "undefined-variable" && w.message.contains("STAGE")));
     // The other services get the defaults, not web's service variables.
     assert_eq!(plain(r.services[1].env.get("LEVEL")), "environment");
     assert!(!r.services[1].env.contains_key("API_URL"));
