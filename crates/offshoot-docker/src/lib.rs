@@ -1,0 +1,451 @@
+//! [`Runtime`] over the Docker Engine API (bollard), negotiating the API version so that it
+//! works with Docker 20.10 (API 1.41) and newer. One bridge network per environment, every
+//! service reachable by its name (a network alias), every container, network and volume
+//! labelled `offshoot.managed`, `offshoot.env`, `offshoot.app`.
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    BuildImageOptions, CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt as _;
+use offshoot_runtime::{
+    Applied, BuildRequest, Completed, ContainerSpec, LABEL_APP, LABEL_CONFIG_HASH, LABEL_ENV, LABEL_MANAGED, LABEL_ROLE, LABEL_SERVICE,
+    MountSource, Namespace, Observed, Outcome, Result, Role, Runtime, RuntimeError, State,
+};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+/// Lines of build output kept for the error of a failed build.
+const LOG_TAIL_LINES: usize = 30;
+
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+}
+
+fn engine(operation: &'static str, object: &str, e: DockerError) -> RuntimeError {
+    match e {
+        DockerError::IOError { .. } | DockerError::HyperResponseError { .. } | DockerError::SocketNotFoundError(_) => {
+            RuntimeError::Unavailable { message: e.to_string() }
+        }
+        other => RuntimeError::Engine { operation, object: object.to_owned(), message: server_message(&other) },
+    }
+}
+
+fn server_message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn status(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn push_tail(tail: &mut VecDeque<String>, line: &str) {
+    if tail.len() == LOG_TAIL_LINES {
+        tail.pop_front();
+    }
+    tail.push_back(line.to_owned());
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the
+    /// API version.
+    pub async fn connect() -> Result<Self> {
+        let docker = Docker::connect_with_local_defaults().map_err(|e| RuntimeError::Unavailable { message: e.to_string() })?;
+        let docker = docker.negotiate_version().await.map_err(|e| RuntimeError::Unavailable { message: e.to_string() })?;
+        Ok(DockerRuntime { docker })
+    }
+
+    /// The API version agreed with the engine.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    fn labels(ns: &Namespace, spec: &ContainerSpec) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = ns.labels().into_iter().collect();
+        labels.insert(LABEL_SERVICE.to_owned(), spec.service.clone());
+        labels.insert(LABEL_ROLE.to_owned(), spec.role.as_str().to_owned());
+        labels.insert(LABEL_CONFIG_HASH.to_owned(), spec.config_hash());
+        labels
+    }
+
+    async fn ensure_volume(&self, ns: &Namespace, name: &str) -> Result<()> {
+        let req =
+            VolumeCreateRequest { name: Some(name.to_owned()), labels: Some(ns.labels().into_iter().collect()), ..Default::default() };
+        self.docker.create_volume(req).await.map_err(|e| engine("create volume", name, e))?;
+        Ok(())
+    }
+
+    async fn create(&self, ns: &Namespace, spec: &ContainerSpec) -> Result<()> {
+        let mut binds = Vec::new();
+        let mut tmpfs = HashMap::new();
+        for m in &spec.mounts {
+            match &m.source {
+                MountSource::Volume(v) => {
+                    let name = ns.volume_name(v);
+                    self.ensure_volume(ns, &name).await?;
+                    binds.push(format!("{name}:{}", m.target));
+                }
+                MountSource::Tmpfs { size } => {
+                    tmpfs.insert(m.target.clone(), size.map_or_else(String::new, |s| format!("size={s}")));
+                }
+            }
+        }
+        let port_key = |p: &u16| format!("{p}/tcp");
+        let exposed: Vec<String> = spec.published_ports.iter().map(port_key).collect();
+        let bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
+            .published_ports
+            .iter()
+            .map(|p| (port_key(p), Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }])))
+            .collect();
+        let network = ns.name();
+        let host_config = HostConfig {
+            binds: (!binds.is_empty()).then_some(binds),
+            tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            network_mode: Some(network.clone()),
+            nano_cpus: spec.cpu_millis.map(|m| (m as i64) * 1_000_000),
+            memory: spec.memory_bytes.map(|b| b as i64),
+            restart_policy: (spec.role == Role::Service)
+                .then_some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+            ..Default::default()
+        };
+        let aliases = if spec.role == Role::Service { Some(vec![spec.service.clone()]) } else { None };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            cmd: spec.cmd.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(Self::labels(ns, spec)),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            host_config: Some(host_config),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(network, EndpointSettings { aliases, ..Default::default() })])),
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
+        self.docker.create_container(Some(opts), body).await.map_err(|e| match status(&e) {
+            Some(404) => RuntimeError::ImageUnavailable { image: spec.image.clone(), message: server_message(&e) },
+            _ => engine("create container", &spec.name, e),
+        })?;
+        self.docker.start_container(&spec.name, None).await.map_err(|e| engine("start container", &spec.name, e))?;
+        Ok(())
+    }
+
+    async fn host_ports(&self, container: &str) -> Result<BTreeMap<u16, u16>> {
+        let info = self.docker.inspect_container(container, None).await.map_err(|e| engine("inspect container", container, e))?;
+        let mut out = BTreeMap::new();
+        for (key, bindings) in info.network_settings.and_then(|n| n.ports).unwrap_or_default() {
+            let Some(port) = key.split('/').next().and_then(|p| p.parse::<u16>().ok()) else { continue };
+            if let Some(host) = bindings.unwrap_or_default().iter().find_map(|b| b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()))
+            {
+                out.insert(port, host);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_force(&self, container: &str) -> Result<()> {
+        let opts = RemoveContainerOptions { force: true, v: false, ..Default::default() };
+        match self.docker.remove_container(container, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(()),
+            Err(e) => Err(engine("remove container", container, e)),
+        }
+    }
+
+    async fn collect_logs(&self, container: &str, tail: Option<usize>) -> Result<String> {
+        let opts = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: tail.map_or_else(|| "all".to_owned(), |t| t.to_string()),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(container, Some(opts));
+        let mut out = String::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => out.push_str(&String::from_utf8_lossy(&c.into_bytes())),
+                Err(e) => return Err(engine("read logs of", container, e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn state_of(s: Option<&str>, exit: Option<i64>) -> State {
+    match s.unwrap_or("") {
+        "created" => State::Created,
+        "running" => State::Running,
+        "restarting" => State::Restarting,
+        "exited" | "dead" => State::Exited { code: exit.unwrap_or(-1) },
+        other => State::Other(other.to_owned()),
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn ensure_namespace(&self, ns: &Namespace) -> Result<()> {
+        let name = ns.name();
+        match self.docker.inspect_network(&name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => return Err(engine("inspect network", &name, e)),
+        }
+        let req = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(ns.labels().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(409) => Ok(()),
+            Err(e) => Err(engine("create network", &name, e)),
+        }
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(engine("inspect image", image, e)),
+        }
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<()> {
+        if self.image_exists(image).await? {
+            return Ok(());
+        }
+        let opts = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        return Err(RuntimeError::ImageUnavailable { image: image.to_owned(), message: detail });
+                    }
+                }
+                Err(e) => return Err(RuntimeError::ImageUnavailable { image: image.to_owned(), message: server_message(&e) }),
+            }
+        }
+        Ok(())
+    }
+
+    async fn build(&self, req: BuildRequest, log: &(dyn Fn(&str) + Send + Sync)) -> Result<()> {
+        let opts = BuildImageOptions {
+            dockerfile: req.dockerfile.clone(),
+            t: Some(req.tag.clone()),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(req.args.clone().into_iter().collect()),
+            labels: Some(req.labels.clone().into_iter().collect()),
+            target: req.target.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.build_image(opts, None, Some(bollard::body_full(bytes::Bytes::from(req.context))));
+        let mut tail = VecDeque::new();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    let message = server_message(&e);
+                    push_tail(&mut tail, &message);
+                    return Err(RuntimeError::BuildFailed { tag: req.tag, message, log_tail: Vec::from(tail).join("\n") });
+                }
+            };
+            if let Some(text) = info.stream.as_deref() {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    log(line);
+                    push_tail(&mut tail, line);
+                }
+            }
+            if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                log(&error);
+                push_tail(&mut tail, &error);
+                return Err(RuntimeError::BuildFailed { tag: req.tag, message: error, log_tail: Vec::from(tail).join("\n") });
+            }
+        }
+        if !self.image_exists(&req.tag).await? {
+            return Err(RuntimeError::BuildFailed {
+                tag: req.tag,
+                message: "the engine reported no image".into(),
+                log_tail: Vec::from(tail).join("\n"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, ns: &Namespace, spec: &ContainerSpec) -> Result<Applied> {
+        let hash = spec.config_hash();
+        let outcome = match self.docker.inspect_container(&spec.name, None).await {
+            Ok(info) => {
+                let same = info.config.as_ref().and_then(|c| c.labels.as_ref()).and_then(|l| l.get(LABEL_CONFIG_HASH)) == Some(&hash);
+                let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                if same && running {
+                    Outcome::Unchanged
+                } else {
+                    self.remove_force(&spec.name).await?;
+                    self.create(ns, spec).await?;
+                    Outcome::Replaced
+                }
+            }
+            Err(e) if status(&e) == Some(404) => {
+                self.create(ns, spec).await?;
+                Outcome::Created
+            }
+            Err(e) => return Err(engine("inspect container", &spec.name, e)),
+        };
+        Ok(Applied { outcome, host_ports: self.host_ports(&spec.name).await? })
+    }
+
+    async fn run_to_completion(&self, ns: &Namespace, spec: &ContainerSpec, timeout: Duration) -> Result<Completed> {
+        // A leftover from an interrupted run is replaced, not reused.
+        self.remove_force(&spec.name).await?;
+        self.create(ns, spec).await?;
+        let wait = async {
+            let mut stream = self.docker.wait_container(&spec.name, None::<WaitContainerOptions>);
+            match stream.next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
+                Some(Err(e)) => Err(engine("wait for container", &spec.name, e)),
+                None => {
+                    Err(RuntimeError::Engine { operation: "wait for container", object: spec.name.clone(), message: "no status".into() })
+                }
+            }
+        };
+        let result = tokio::time::timeout(timeout, wait).await;
+        let logs = self.collect_logs(&spec.name, None).await.unwrap_or_default();
+        self.remove_force(&spec.name).await?;
+        match result {
+            Ok(code) => Ok(Completed { exit_code: code?, logs }),
+            Err(_) => Err(RuntimeError::Timeout { object: spec.name.clone(), timeout }),
+        }
+    }
+
+    async fn exec(&self, container: &str, cmd: &[String]) -> Result<Completed> {
+        let opts = CreateExecOptions::<String> {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let created = self.docker.create_exec(container, opts).await.map_err(|e| engine("exec in", container, e))?;
+        let mut logs = String::new();
+        if let StartExecResults::Attached { mut output, .. } =
+            self.docker.start_exec(&created.id, None).await.map_err(|e| engine("exec in", container, e))?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk {
+                    Ok(c) => logs.push_str(&String::from_utf8_lossy(&c.into_bytes())),
+                    Err(e) => return Err(engine("read exec output of", container, e)),
+                }
+            }
+        }
+        let info = self.docker.inspect_exec(&created.id).await.map_err(|e| engine("inspect exec in", container, e))?;
+        Ok(Completed { exit_code: info.exit_code.unwrap_or(-1), logs })
+    }
+
+    async fn list(&self, env_id: Option<&str>) -> Result<Vec<Observed>> {
+        let mut labels = vec![format!("{LABEL_MANAGED}=true")];
+        if let Some(env) = env_id {
+            labels.push(format!("{LABEL_ENV}={env}"));
+        }
+        let opts = ListContainersOptions { all: true, filters: Some(HashMap::from([("label".to_owned(), labels)])), ..Default::default() };
+        let list = self.docker.list_containers(Some(opts)).await.map_err(|e| engine("list containers", "offshoot", e))?;
+        let mut out = Vec::new();
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            let name = c.names.unwrap_or_default().first().map(|n| n.trim_start_matches('/').to_owned()).unwrap_or_default();
+            let state_str = c.state.map(|s| s.to_string());
+            let exit =
+                c.status.as_deref().and_then(|s| s.strip_prefix("Exited (")).and_then(|s| s.split(')').next()).and_then(|s| s.parse().ok());
+            let host_ports =
+                c.ports.unwrap_or_default().iter().filter_map(|p| Some((p.private_port, p.public_port?))).collect::<BTreeMap<u16, u16>>();
+            out.push(Observed {
+                name,
+                env_id: label(LABEL_ENV),
+                app: label(LABEL_APP),
+                service: label(LABEL_SERVICE),
+                role: label(LABEL_ROLE),
+                config_hash: label(LABEL_CONFIG_HASH),
+                state: state_of(state_str.as_deref(), exit),
+                host_ports,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn logs(&self, container: &str, tail: usize) -> Result<String> {
+        self.collect_logs(container, Some(tail)).await
+    }
+
+    async fn remove(&self, container: &str) -> Result<()> {
+        self.remove_force(container).await
+    }
+
+    async fn teardown(&self, env_id: &str) -> Result<()> {
+        for c in self.list(Some(env_id)).await? {
+            self.remove_force(&c.name).await?;
+        }
+        let network = Namespace::new(env_id, "").name();
+        match self.docker.remove_network(&network).await {
+            Ok(()) => {}
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => return Err(engine("remove network", &network, e)),
+        }
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_ENV}={env_id}")])]);
+        let volumes = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions { filters: Some(filters) }))
+            .await
+            .map_err(|e| engine("list volumes", env_id, e))?;
+        for v in volumes.volumes.unwrap_or_default() {
+            match self.docker.remove_volume(&v.name, Some(RemoveVolumeOptions { force: true })).await {
+                Ok(()) => {}
+                Err(e) if status(&e) == Some(404) => {}
+                Err(e) => return Err(engine("remove volume", &v.name, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Networks and volumes managed by Offshoot, for orphan checks: (kind, name, env id).
+pub async fn managed_objects(rt: &DockerRuntime, env_id: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let labels = vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_ENV}={env_id}")];
+    for c in rt.list(Some(env_id)).await? {
+        out.push(("container".to_owned(), c.name));
+    }
+    let nets = rt
+        .docker
+        .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+            filters: Some(HashMap::from([("label".to_owned(), labels.clone())])),
+        }))
+        .await
+        .map_err(|e| engine("list networks", env_id, e))?;
+    out.extend(nets.into_iter().filter_map(|n| n.name).map(|n| ("network".to_owned(), n)));
+    let vols = rt
+        .docker
+        .list_volumes(Some(ListVolumesOptions { filters: Some(HashMap::from([("label".to_owned(), labels)])) }))
+        .await
+        .map_err(|e| engine("list volumes", env_id, e))?;
+    out.extend(vols.volumes.unwrap_or_default().into_iter().map(|v| ("volume".to_owned(), v.name)));
+    Ok(out)
+}

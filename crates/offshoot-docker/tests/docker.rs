@@ -1,0 +1,186 @@
+//! Against the real Docker engine (started by `.ci/run`), with the local `busybox:stable` image.
+
+use offshoot_docker::{DockerRuntime, managed_objects};
+use offshoot_runtime::{BuildRequest, ContainerSpec, Mount, MountSource, Namespace, Outcome, Role, Runtime, RuntimeError, State};
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+fn unique_env() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("t{:x}{}", (t ^ std::process::id()) & 0xfffff, N.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn runtime() -> DockerRuntime {
+    let rt = DockerRuntime::connect().await.expect("the Docker engine must be running (see .ci/run)");
+    assert!(rt.image_exists("busybox:stable").await.expect("inspect"), "the local busybox:stable image is missing (see scripts/services)");
+    rt
+}
+
+fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, name, body.as_bytes()).expect("tar");
+    }
+    b.into_inner().expect("tar")
+}
+
+fn spec(env: &str, service: &str, image: &str, cmd: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        name: format!("offshoot-{env}-{service}"),
+        service: service.into(),
+        role: Role::Service,
+        image: image.into(),
+        entrypoint: None,
+        cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
+        env: BTreeMap::new(),
+        published_ports: vec![],
+        mounts: vec![],
+        cpu_millis: Some(500),
+        memory_bytes: Some(64 * 1024 * 1024),
+    }
+}
+
+/// A real HTTP/1.1 GET to 127.0.0.1, retried while the server starts.
+fn http_get(port: u16, path: &str) -> String {
+    for _ in 0..50 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            if s.read_to_string(&mut out).is_ok() && out.starts_with("HTTP/") {
+                return out;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no HTTP answer on 127.0.0.1:{port}");
+}
+
+#[tokio::test]
+async fn environment_lifecycle_on_docker() {
+    let rt = runtime().await;
+    let env = unique_env();
+    let ns = Namespace::new(&env, "shop");
+    rt.ensure_namespace(&ns).await.expect("namespace");
+    rt.ensure_namespace(&ns).await.expect("namespace again");
+
+    // Build from an in-memory context, with a build argument.
+    let tag = format!("offshoot-test/{env}:web");
+    let context = tar_of(&[(
+        "Dockerfile",
+        "FROM busybox:stable\nARG GREETING\nRUN mkdir -p /www && echo \"$GREETING\" > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    )]);
+    let lines = std::sync::Mutex::new(Vec::<String>::new());
+    let req = BuildRequest {
+        tag: tag.clone(),
+        context,
+        dockerfile: "Dockerfile".into(),
+        args: BTreeMap::from([("GREETING".into(), "hello from the build".into())]),
+        target: None,
+        labels: BTreeMap::from([("offshoot.managed".into(), "true".into())]),
+    };
+    rt.build(req, &|l| lines.lock().expect("lock").push(l.to_owned())).await.expect("build");
+    assert!(!lines.lock().expect("lock").is_empty(), "build output is streamed");
+
+    // A service with a published port answers real HTTP on 127.0.0.1.
+    let mut web = spec(&env, "web", &tag, &["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    web.cmd = None; // the image's CMD
+    web.published_ports = vec![8080];
+    web.mounts = vec![Mount { source: MountSource::Volume("data".into()), target: "/data".into() }];
+    let applied = rt.apply(&ns, &web).await.expect("apply web");
+    assert_eq!(applied.outcome, Outcome::Created);
+    let port = applied.host_ports[&8080];
+    assert!(http_get(port, "/").contains("hello from the build"));
+
+    // Unchanged configuration: the container is left alone.
+    let again = rt.apply(&ns, &web).await.expect("apply again");
+    assert_eq!(again.outcome, Outcome::Unchanged);
+    assert_eq!(again.host_ports[&8080], port);
+
+    // A file on the persistent volume survives a replacement.
+    let put = rt.exec(&web.name, &["sh".into(), "-c".into(), "echo kept > /data/file".into()]).await.expect("exec");
+    assert_eq!(put.exit_code, 0);
+    web.env.insert("LEVEL".into(), "debug".into());
+    let replaced = rt.apply(&ns, &web).await.expect("apply changed");
+    assert_eq!(replaced.outcome, Outcome::Replaced);
+    let got = rt.exec(&web.name, &["sh".into(), "-c".into(), "cat /data/file; echo $LEVEL".into()]).await.expect("exec");
+    assert_eq!(got.logs.split_whitespace().collect::<Vec<_>>(), ["kept", "debug"]);
+
+    // Services reach each other by name.
+    let client = spec(&env, "client", "busybox:stable", &["sleep", "300"]);
+    rt.apply(&ns, &client).await.expect("apply client");
+    let fetched = rt
+        .exec(
+            &client.name,
+            &["sh".into(), "-c".into(), "for i in 1 2 3 4 5; do wget -qO- http://web:8080/ && exit 0; sleep 0.5; done; exit 1".into()],
+        )
+        .await
+        .expect("exec");
+    assert_eq!(fetched.exit_code, 0, "{}", fetched.logs);
+    assert!(fetched.logs.contains("hello from the build"));
+
+    // Jobs run to completion with their exit code and output, and are removed.
+    let mut job = spec(&env, "migrate", "busybox:stable", &["sh", "-c", "echo migrating $RELEASE_ENV_ID; exit 3"]);
+    job.role = Role::Job;
+    job.name = format!("offshoot-{env}-job-migrate");
+    job.env.insert("RELEASE_ENV_ID".into(), env.clone());
+    let done = rt.run_to_completion(&ns, &job, Duration::from_secs(60)).await.expect("job");
+    assert_eq!(done.exit_code, 3);
+    assert!(done.logs.contains(&format!("migrating {env}")), "{}", done.logs);
+    let mut slow = job.clone();
+    slow.cmd = Some(vec!["sleep".into(), "60".into()]);
+    let timed_out = rt.run_to_completion(&ns, &slow, Duration::from_secs(1)).await;
+    assert!(matches!(timed_out, Err(RuntimeError::Timeout { .. })), "{timed_out:?}");
+
+    let listed = rt.list(Some(&env)).await.expect("list");
+    let names: Vec<(&str, &str)> = listed.iter().map(|o| (o.service.as_str(), o.role.as_str())).collect();
+    assert_eq!(names, [("client", "service"), ("web", "service")], "jobs are gone, services labelled");
+    assert!(listed.iter().all(|o| o.state == State::Running && o.app == "shop"));
+    assert!(rt.logs(&web.name, 10).await.is_ok());
+
+    // Teardown leaves no container, network or volume with the environment's label.
+    rt.teardown(&env).await.expect("teardown");
+    rt.teardown(&env).await.expect("teardown is idempotent");
+    assert_eq!(managed_objects(&rt, &env).await.expect("objects"), Vec::<(String, String)>::new());
+}
+
+#[tokio::test]
+async fn a_failing_build_reports_its_log_tail() {
+    let rt = runtime().await;
+    let env = unique_env();
+    let req = BuildRequest {
+        tag: format!("offshoot-test/{env}:broken"),
+        context: tar_of(&[("Dockerfile", "FROM busybox:stable\nRUN echo about to fail && exit 7\n")]),
+        dockerfile: "Dockerfile".into(),
+        args: BTreeMap::new(),
+        target: None,
+        labels: BTreeMap::new(),
+    };
+    match rt.build(req, &|_| {}).await {
+        Err(RuntimeError::BuildFailed { message, log_tail, .. }) => {
+            assert!(message.contains("non-zero code: 7") || message.contains("returned a non-zero code"), "{message}");
+            assert!(log_tail.contains("about to fail"), "{log_tail}");
+        }
+        other => panic!("expected a failed build, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_image_is_reported_with_the_registrys_message() {
+    let rt = runtime().await;
+    // A registry on a closed loopback port: the pull fails without leaving the machine.
+    match rt.ensure_image("localhost:1/offshoot/missing:1").await {
+        Err(RuntimeError::ImageUnavailable { image, message }) => {
+            assert_eq!(image, "localhost:1/offshoot/missing:1");
+            assert!(message.contains("localhost:1"), "{message}");
+        }
+        other => panic!("expected ImageUnavailable, got {other:?}"),
+    }
+}

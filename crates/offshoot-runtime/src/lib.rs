@@ -1,0 +1,284 @@
+//! What an environment needs from the machinery that runs it, and nothing more: a namespace per
+//! environment, image builds, long-running containers applied idempotently, run-to-completion
+//! jobs, exec, observation by label, and teardown. The Docker engine implements it
+//! (`offshoot-docker`); Kubernetes will later.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// Every object Offshoot creates carries these labels.
+pub const LABEL_MANAGED: &str = "offshoot.managed";
+pub const LABEL_ENV: &str = "offshoot.env";
+pub const LABEL_APP: &str = "offshoot.app";
+pub const LABEL_SERVICE: &str = "offshoot.service";
+pub const LABEL_ROLE: &str = "offshoot.role";
+/// Hash of a container's whole specification: equal hash, nothing to do.
+pub const LABEL_CONFIG_HASH: &str = "offshoot.config-hash";
+
+/// One environment's isolated space: a network on Docker, a namespace on Kubernetes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    pub env_id: String,
+    pub app: String,
+}
+
+impl Namespace {
+    pub fn new(env_id: impl Into<String>, app: impl Into<String>) -> Self {
+        Namespace { env_id: env_id.into(), app: app.into() }
+    }
+
+    /// Name of the environment's network (Docker) or namespace (Kubernetes).
+    pub fn name(&self) -> String {
+        format!("offshoot-{}", self.env_id)
+    }
+
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_ENV.to_owned(), self.env_id.clone()),
+            (LABEL_APP.to_owned(), self.app.clone()),
+        ])
+    }
+
+    /// The name of a named volume of this environment.
+    pub fn volume_name(&self, volume: &str) -> String {
+        format!("offshoot-{}-{volume}", self.env_id)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Service,
+    Init,
+    Job,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Service => "service",
+            Role::Init => "init",
+            Role::Job => "job",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum MountSource {
+    /// A named volume of the environment (persistent, or shared through `claim`).
+    Volume(String),
+    /// Memory-backed, `size` in bytes.
+    Tmpfs { size: Option<u64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Mount {
+    pub source: MountSource,
+    pub target: String,
+}
+
+/// A container to run in a namespace. Kubernetes semantics: `entrypoint` replaces the image's
+/// entrypoint (`command`), `cmd` its arguments (`args`); `None` keeps the image's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    /// Unique name of the container.
+    pub name: String,
+    /// The service it belongs to; also its name on the network.
+    pub service: String,
+    pub role: Role,
+    pub image: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    /// Container ports published on 127.0.0.1 (at a port the engine picks) for the router.
+    pub published_ports: Vec<u16>,
+    pub mounts: Vec<Mount>,
+    pub cpu_millis: Option<u64>,
+    pub memory_bytes: Option<u64>,
+}
+
+impl ContainerSpec {
+    /// A stable hash of everything in the specification (and the image's id, which the caller
+    /// puts in `image` as a content tag or digest).
+    pub fn config_hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Created,
+    /// Same image and configuration: the running container was left alone.
+    Unchanged,
+    /// The configuration changed: the old container was replaced.
+    Replaced,
+}
+
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub outcome: Outcome,
+    /// Container port → port on 127.0.0.1.
+    pub host_ports: BTreeMap<u16, u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Created,
+    Running,
+    Restarting,
+    Exited { code: i64 },
+    Other(String),
+}
+
+/// A container as the runtime sees it.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub name: String,
+    pub env_id: String,
+    pub app: String,
+    pub service: String,
+    pub role: String,
+    pub config_hash: String,
+    pub state: State,
+    pub host_ports: BTreeMap<u16, u16>,
+}
+
+/// Build an image from a tar of its context.
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    pub tag: String,
+    /// A tar archive of the build context.
+    pub context: Vec<u8>,
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completed {
+    pub exit_code: i64,
+    pub logs: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("cannot reach the container engine: {message}")]
+    Unavailable { message: String },
+    #[error("building image `{tag}` failed: {message}")]
+    BuildFailed {
+        tag: String,
+        message: String,
+        /// The last lines of the build log.
+        log_tail: String,
+    },
+    #[error("image `{image}` is not available: {message}")]
+    ImageUnavailable { image: String, message: String },
+    #[error("{operation} `{object}` failed: {message}")]
+    Engine { operation: &'static str, object: String, message: String },
+    #[error("`{object}` did not finish within {timeout:?}")]
+    Timeout { object: String, timeout: Duration },
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// The runtime interface. Every operation is idempotent: applying a spec twice, removing
+/// what is gone, or tearing down an empty namespace succeeds.
+pub trait Runtime: Send + Sync {
+    /// Creates the namespace if missing.
+    fn ensure_namespace(&self, ns: &Namespace) -> impl Future<Output = Result<()>> + Send;
+    fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Pulls an image unless it is present.
+    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Builds an image; `log` receives the build output line by line.
+    fn build(&self, req: BuildRequest, log: &(dyn Fn(&str) + Send + Sync)) -> impl Future<Output = Result<()>> + Send;
+    /// Makes a long-running container match `spec`: create it, leave it alone if its hash is
+    /// unchanged and it runs, or replace it.
+    fn apply(&self, ns: &Namespace, spec: &ContainerSpec) -> impl Future<Output = Result<Applied>> + Send;
+    /// Runs a container to completion (init containers, jobs) and removes it.
+    fn run_to_completion(&self, ns: &Namespace, spec: &ContainerSpec, timeout: Duration) -> impl Future<Output = Result<Completed>> + Send;
+    /// Runs a command in a running container: its exit code and combined output.
+    fn exec(&self, container: &str, cmd: &[String]) -> impl Future<Output = Result<Completed>> + Send;
+    /// Containers managed by Offshoot, of one environment or of all.
+    fn list(&self, env_id: Option<&str>) -> impl Future<Output = Result<Vec<Observed>>> + Send;
+    fn logs(&self, container: &str, tail: usize) -> impl Future<Output = Result<String>> + Send;
+    fn remove(&self, container: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Removes every container, volume and the network of an environment.
+    fn teardown(&self, env_id: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Parses a Kubernetes-style memory quantity into bytes (`256Mi`, `1Gi`, `500M`).
+pub fn memory_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let m = match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024f64.powi(4),
+        _ => return None,
+    };
+    Some((n * m) as u64)
+}
+
+/// Parses a CPU quantity into thousandths of a core (`500m`, `2`, `0.5`).
+pub fn cpu_millis(q: &str) -> Option<u64> {
+    let q = q.trim();
+    match q.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().ok().map(|v| v as u64),
+        None => q.parse::<f64>().ok().map(|v| (v * 1000.0) as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(memory_bytes("256Mi"), Some(256 * 1024 * 1024));
+        assert_eq!(memory_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(memory_bytes("lots"), None);
+        assert_eq!(cpu_millis("500m"), Some(500));
+        assert_eq!(cpu_millis("2"), Some(2000));
+        assert_eq!(cpu_millis("0.25"), Some(250));
+    }
+
+    #[test]
+    fn config_hash_changes_with_any_field() {
+        let spec = ContainerSpec {
+            name: "c".into(),
+            service: "web".into(),
+            role: Role::Service,
+            image: "busybox:stable".into(),
+            entrypoint: None,
+            cmd: None,
+            env: BTreeMap::new(),
+            published_ports: vec![],
+            mounts: vec![],
+            cpu_millis: None,
+            memory_bytes: None,
+        };
+        let mut other = spec.clone();
+        assert_eq!(spec.config_hash(), other.config_hash());
+        other.env.insert("A".into(), "1".into());
+        assert_ne!(spec.config_hash(), other.config_hash());
+    }
+}
