@@ -1,0 +1,111 @@
+//! Against real git repositories made in temporary directories.
+
+use offshoot_git::{CommitFiles, GitError, Mirror};
+use offshoot_template::repo::{self, Source};
+use std::path::Path;
+use std::process::Command;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn write(dir: &Path, path: &str, body: &str) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, body).expect("write");
+}
+
+fn source_repo(dir: &Path) {
+    git(dir, &["init", "-q"]);
+    write(dir, ".release.yaml", "application_template: .release/application_template.yaml\n");
+    write(dir, ".release/application_template.yaml", "app: demo\nservices:\n- name: web\n  image: busybox:stable\n");
+    write(dir, "web/Dockerfile", "FROM busybox:stable\n");
+    write(dir, "web/run.sh", "#!/bin/sh\necho hi\n");
+    write(dir, "api/main.txt", "api v1\n");
+    std::os::unix::fs::symlink("run.sh", dir.join("web/start")).expect("symlink");
+    Command::new("chmod").args(["+x", dir.join("web/run.sh").to_str().expect("utf-8")]).status().expect("chmod");
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "first"]);
+}
+
+#[test]
+fn mirror_resolve_read_and_archive() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    source_repo(&src);
+    let main1 = git(&src, &["rev-parse", "HEAD"]);
+    git(&src, &["checkout", "-qb", "feature/x"]);
+    write(&src, "api/main.txt", "api v2\n");
+    git(&src, &["commit", "-qam", "feature"]);
+    let feature = git(&src, &["rev-parse", "HEAD"]);
+    git(&src, &["checkout", "-q", "main"]);
+
+    let m = Mirror::sync(src.to_str().expect("utf-8"), &tmp.path().join("mirror")).expect("sync");
+    assert_eq!(m.branches().expect("branches"), ["feature/x", "main"]);
+    assert_eq!(m.default_branch().expect("default").as_deref(), Some("main"));
+    assert_eq!(m.resolve("main").expect("resolve").as_deref(), Some(main1.as_str()));
+    assert_eq!(m.resolve("feature/x").expect("resolve").as_deref(), Some(feature.as_str()));
+    assert_eq!(m.resolve("nope").expect("resolve"), None);
+
+    // Files at a commit, not from a working copy.
+    assert_eq!(m.read_file(&main1, "api/main.txt").expect("read"), Some(b"api v1\n".to_vec()));
+    assert_eq!(m.read_file(&feature, "./api/main.txt").expect("read"), Some(b"api v2\n".to_vec()));
+    assert_eq!(m.read_file(&main1, "api/missing").expect("read"), None);
+    assert!(matches!(m.read_file(&main1, "../etc/passwd"), Err(GitError::BadPath { .. })));
+    assert!(matches!(m.read_file("0123456789012345678901234567890123456789", "x"), Err(GitError::UnknownCommit { .. })));
+
+    // Tree ids change exactly when the directory changes.
+    assert_eq!(m.tree_id(&main1, "web").expect("tree"), m.tree_id(&feature, "web").expect("tree"));
+    assert_ne!(m.tree_id(&main1, "api").expect("tree"), m.tree_id(&feature, "api").expect("tree"));
+    assert_eq!(m.tree_id(&main1, "nope").expect("tree"), None);
+
+    // The build context: files with modes, symlinks kept.
+    let tar_bytes = m.archive(&main1, "web").expect("archive");
+    let mut ar = tar::Archive::new(tar_bytes.as_slice());
+    let mut entries: Vec<(String, u32, bool)> = ar
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            let e = e.expect("entry");
+            let path = e.path().expect("path").display().to_string();
+            (path, e.header().mode().expect("mode"), e.header().entry_type().is_symlink())
+        })
+        .collect();
+    entries.sort();
+    assert_eq!(entries, [("Dockerfile".into(), 0o644, false), ("run.sh".into(), 0o755, false), ("start".into(), 0o777, true)]);
+
+    // The application's configuration is found at a commit.
+    let files = CommitFiles { mirror: &m, commit: main1.clone() };
+    let found = repo::discover(&files, None);
+    match found.source {
+        Some(Source::Release { template: Some(t), .. }) => {
+            assert_eq!(t.1.template.and_then(|t| t.app).map(|a| a.value).as_deref(), Some("demo"))
+        }
+        other => panic!("expected Release files, got {other:?}"),
+    }
+
+    // New commits arrive with a fetch (and with a second sync).
+    write(&src, "api/main.txt", "api v3\n");
+    git(&src, &["commit", "-qam", "third"]);
+    let main2 = git(&src, &["rev-parse", "HEAD"]);
+    m.fetch().expect("fetch");
+    assert_eq!(m.resolve("main").expect("resolve").as_deref(), Some(main2.as_str()));
+    let again = Mirror::sync(src.to_str().expect("utf-8"), &tmp.path().join("mirror")).expect("sync again");
+    assert!(again.has_commit(&main2).expect("has"));
+}
+
+#[test]
+fn a_missing_source_is_a_fetch_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let err = Mirror::sync(tmp.path().join("nothing-here").to_str().expect("utf-8"), &tmp.path().join("m")).expect_err("no source");
+    assert!(matches!(err, GitError::Fetch { .. }), "{err}");
+    assert!(!tmp.path().join("m").exists(), "nothing half-made is left");
+}
