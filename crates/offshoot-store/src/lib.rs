@@ -1,0 +1,514 @@
+//! The control plane's state over sqlx. SQLite (a file in the data directory) by default,
+//! PostgreSQL when given a `postgres://` URL; one portable SQL through sqlx's `Any` driver,
+//! embedded migrations per backend. Rows are plain structs; JSON columns are text the server
+//! owns.
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, FromRow};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error while trying to {operation}")]
+    Db {
+        operation: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the database")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("{what} `{name}` already exists")]
+    Conflict { what: &'static str, name: String },
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
+    Url(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { operation, source }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct App {
+    pub name: String,
+    pub repo: String,
+    pub default_branch: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct AppVersion {
+    pub app: String,
+    pub version: i64,
+    pub template: String,
+    pub env_vars: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct Secret {
+    pub app: String,
+    /// Empty for a secret of every service.
+    pub service: String,
+    pub key: String,
+    pub ciphertext: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct Environment {
+    pub id: String,
+    pub app: String,
+    pub branch: String,
+    pub commit_sha: Option<String>,
+    pub environment_template: Option<String>,
+    pub status: String,
+    pub reason: Option<String>,
+    /// The forked template and variables (later app edits do not touch them).
+    pub template: String,
+    pub env_vars: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct Deployment {
+    pub id: String,
+    pub env_id: String,
+    pub workflow: String,
+    pub commit_sha: Option<String>,
+    pub status: String,
+    pub error: Option<String>,
+    /// JSON: phase name → milliseconds.
+    pub phases: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct Step {
+    pub deployment: String,
+    pub idx: i64,
+    pub name: String,
+    pub status: String,
+    pub output: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct ServiceRow {
+    pub env_id: String,
+    pub name: String,
+    pub status: String,
+    pub reason: Option<String>,
+    /// JSON the server owns (image, host ports, hostnames).
+    pub detail: String,
+}
+
+const ENV_COLUMNS: &str =
+    "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at";
+const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`: `sqlite://PATH` or
+    /// `postgres://USER:PASSWORD@HOST/DB`.
+    pub async fn open(url: &str) -> Result<Store> {
+        install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://") {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            (Backend::Sqlite, format!("sqlite://{path}{sep}mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        // SQLite allows one writer; a single connection serializes writes without busy errors.
+        let max = if backend == Backend::Sqlite { 1 } else { 8 };
+        let pool = AnyPoolOptions::new().max_connections(max).connect(&url).await.map_err(db("connect"))?;
+        if backend == Backend::Sqlite {
+            for pragma in ["PRAGMA foreign_keys = ON", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"] {
+                sqlx::query(pragma).execute(&pool).await.map_err(db("configure SQLite"))?;
+            }
+        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await.map_err(StoreError::Migrate)?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // Tokens ------------------------------------------------------------------------------
+
+    pub async fn add_token(&self, hash: &str, name: &str) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (hash, name, created_at) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db("add a token"))?;
+        Ok(())
+    }
+
+    pub async fn token_exists(&self, hash: &str) -> Result<bool> {
+        let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("check a token"))?;
+        Ok(n.0 > 0)
+    }
+
+    pub async fn token_count(&self) -> Result<i64> {
+        let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens").fetch_one(&self.pool).await.map_err(db("count tokens"))?;
+        Ok(n.0)
+    }
+
+    // Applications --------------------------------------------------------------------------
+
+    /// Creates an application with its template and variables as version 1.
+    pub async fn create_app(&self, app: &App, template: &str, env_vars: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let exists: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM apps WHERE name = $1")
+            .bind(&app.name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("find an app"))?;
+        if exists.0 > 0 {
+            return Err(StoreError::Conflict { what: "application", name: app.name.clone() });
+        }
+        sqlx::query("INSERT INTO apps (name, repo, default_branch, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&app.name)
+            .bind(&app.repo)
+            .bind(&app.default_branch)
+            .bind(app.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("create an app"))?;
+        sqlx::query("INSERT INTO app_versions (app, version, template, env_vars, created_at) VALUES ($1, 1, $2, $3, $4)")
+            .bind(&app.name)
+            .bind(template)
+            .bind(env_vars)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("store version 1"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(())
+    }
+
+    pub async fn apps(&self) -> Result<Vec<App>> {
+        sqlx::query_as("SELECT name, repo, default_branch, created_at FROM apps ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list apps"))
+    }
+
+    pub async fn app(&self, name: &str) -> Result<Option<App>> {
+        sqlx::query_as("SELECT name, repo, default_branch, created_at FROM apps WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find an app"))
+    }
+
+    /// Deletes an application with its versions and secrets (environments are torn down first
+    /// by the caller).
+    pub async fn delete_app(&self, name: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        for q in ["DELETE FROM secrets WHERE app = $1", "DELETE FROM app_versions WHERE app = $1"] {
+            sqlx::query(q).bind(name).execute(&mut *tx).await.map_err(db("delete an app"))?;
+        }
+        let r = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await.map_err(db("delete an app"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Saves a new version; returns its number.
+    pub async fn add_version(&self, app: &str, template: &str, env_vars: &str) -> Result<i64> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let last: (i64,) = sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM app_versions WHERE app = $1")
+            .bind(app)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("find the last version"))?;
+        let version = last.0 + 1;
+        sqlx::query("INSERT INTO app_versions (app, version, template, env_vars, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(app)
+            .bind(version)
+            .bind(template)
+            .bind(env_vars)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("store a version"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(version)
+    }
+
+    pub async fn latest_version(&self, app: &str) -> Result<Option<AppVersion>> {
+        sqlx::query_as("SELECT app, version, template, env_vars, created_at FROM app_versions WHERE app = $1 ORDER BY version DESC LIMIT 1")
+            .bind(app)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find the latest version"))
+    }
+
+    // Secrets ------------------------------------------------------------------------------
+
+    pub async fn set_secret(&self, s: &Secret) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO secrets (app, service, key, ciphertext) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (app, service, key) DO UPDATE SET ciphertext = excluded.ciphertext",
+        )
+        .bind(&s.app)
+        .bind(&s.service)
+        .bind(&s.key)
+        .bind(&s.ciphertext)
+        .execute(&self.pool)
+        .await
+        .map_err(db("store a secret"))?;
+        Ok(())
+    }
+
+    pub async fn secrets(&self, app: &str) -> Result<Vec<Secret>> {
+        sqlx::query_as("SELECT app, service, key, ciphertext FROM secrets WHERE app = $1 ORDER BY service, key")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list secrets"))
+    }
+
+    // Environments ---------------------------------------------------------------------------
+
+    pub async fn create_env(&self, e: &Environment) -> Result<()> {
+        sqlx::query(&format!("INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+            .bind(&e.id)
+            .bind(&e.app)
+            .bind(&e.branch)
+            .bind(&e.commit_sha)
+            .bind(&e.environment_template)
+            .bind(&e.status)
+            .bind(&e.reason)
+            .bind(&e.template)
+            .bind(&e.env_vars)
+            .bind(e.expires_at)
+            .bind(e.created_at)
+            .bind(e.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db("create an environment"))?;
+        Ok(())
+    }
+
+    pub async fn env(&self, id: &str) -> Result<Option<Environment>> {
+        sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find an environment"))
+    }
+
+    /// Environments, newest first; of one app if given; without deleted ones unless asked.
+    pub async fn envs(&self, app: Option<&str>, include_deleted: bool) -> Result<Vec<Environment>> {
+        let mut sql = format!("SELECT {ENV_COLUMNS} FROM environments WHERE ($1 = '' OR app = $1)");
+        if !include_deleted {
+            sql.push_str(" AND status <> 'deleted'");
+        }
+        sql.push_str(" ORDER BY created_at DESC, id");
+        sqlx::query_as(&sql).bind(app.unwrap_or("")).fetch_all(&self.pool).await.map_err(db("list environments"))
+    }
+
+    pub async fn set_env_status(&self, id: &str, status: &str, reason: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE environments SET status = $1, reason = $2, updated_at = $3 WHERE id = $4")
+            .bind(status)
+            .bind(reason)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update an environment"))?;
+        Ok(())
+    }
+
+    pub async fn set_env_commit(&self, id: &str, commit: &str) -> Result<()> {
+        sqlx::query("UPDATE environments SET commit_sha = $1, updated_at = $2 WHERE id = $3")
+            .bind(commit)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update an environment"))?;
+        Ok(())
+    }
+
+    // Deployments and their steps -----------------------------------------------------------------
+
+    pub async fn create_deployment(&self, d: &Deployment) -> Result<()> {
+        sqlx::query(&format!("INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
+            .bind(&d.id)
+            .bind(&d.env_id)
+            .bind(&d.workflow)
+            .bind(&d.commit_sha)
+            .bind(&d.status)
+            .bind(&d.error)
+            .bind(&d.phases)
+            .bind(d.created_at)
+            .bind(d.finished_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db("create a deployment"))?;
+        Ok(())
+    }
+
+    pub async fn deployment(&self, id: &str) -> Result<Option<Deployment>> {
+        sqlx::query_as(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find a deployment"))
+    }
+
+    pub async fn deployments(&self, env_id: &str) -> Result<Vec<Deployment>> {
+        sqlx::query_as(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE env_id = $1 ORDER BY created_at, id"))
+            .bind(env_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list deployments"))
+    }
+
+    /// Deployments that were running when the server stopped, oldest first.
+    pub async fn unfinished_deployments(&self) -> Result<Vec<Deployment>> {
+        sqlx::query_as(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status = 'running' ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list unfinished deployments"))
+    }
+
+    pub async fn set_phases(&self, id: &str, phases: &str) -> Result<()> {
+        sqlx::query("UPDATE deployments SET phases = $1 WHERE id = $2")
+            .bind(phases)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("record phases"))?;
+        Ok(())
+    }
+
+    pub async fn finish_deployment(&self, id: &str, status: &str, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE deployments SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
+            .bind(status)
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("finish a deployment"))?;
+        Ok(())
+    }
+
+    pub async fn steps(&self, deployment: &str) -> Result<Vec<Step>> {
+        sqlx::query_as("SELECT deployment, idx, name, status, output FROM steps WHERE deployment = $1 ORDER BY idx")
+            .bind(deployment)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list steps"))
+    }
+
+    /// Records a step's progress (the workflow resumes from these after a restart).
+    pub async fn set_step(&self, s: &Step) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO steps (deployment, idx, name, status, output) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (deployment, idx) DO UPDATE SET name = excluded.name, status = excluded.status, output = excluded.output",
+        )
+        .bind(&s.deployment)
+        .bind(s.idx)
+        .bind(&s.name)
+        .bind(&s.status)
+        .bind(&s.output)
+        .execute(&self.pool)
+        .await
+        .map_err(db("record a step"))?;
+        Ok(())
+    }
+
+    // Services --------------------------------------------------------------------------------
+
+    pub async fn set_service(&self, s: &ServiceRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO services (env_id, name, status, reason, detail) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (env_id, name) DO UPDATE SET status = excluded.status, reason = excluded.reason, detail = excluded.detail",
+        )
+        .bind(&s.env_id)
+        .bind(&s.name)
+        .bind(&s.status)
+        .bind(&s.reason)
+        .bind(&s.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(db("record a service"))?;
+        Ok(())
+    }
+
+    pub async fn services(&self, env_id: &str) -> Result<Vec<ServiceRow>> {
+        sqlx::query_as("SELECT env_id, name, status, reason, detail FROM services WHERE env_id = $1 ORDER BY name")
+            .bind(env_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list services"))
+    }
+
+    // Build logs --------------------------------------------------------------------------------
+
+    pub async fn set_build_log(&self, deployment: &str, service: &str, log: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO build_logs (deployment, service, log) VALUES ($1, $2, $3) \
+             ON CONFLICT (deployment, service) DO UPDATE SET log = excluded.log",
+        )
+        .bind(deployment)
+        .bind(service)
+        .bind(log)
+        .execute(&self.pool)
+        .await
+        .map_err(db("store a build log"))?;
+        Ok(())
+    }
+
+    pub async fn build_logs(&self, deployment: &str) -> Result<Vec<(String, String)>> {
+        sqlx::query_as("SELECT service, log FROM build_logs WHERE deployment = $1 ORDER BY service")
+            .bind(deployment)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read build logs"))
+    }
+}

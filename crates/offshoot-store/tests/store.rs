@@ -1,0 +1,142 @@
+//! One suite, run on SQLite and on PostgreSQL (started by `scripts/services`).
+
+use offshoot_store::{App, Backend, Deployment, Environment, Secret, ServiceRow, Step, Store, StoreError, now_ms};
+
+fn env(id: &str, app: &str) -> Environment {
+    Environment {
+        id: id.into(),
+        app: app.into(),
+        branch: "feature/x".into(),
+        commit_sha: None,
+        environment_template: Some("ephemeral".into()),
+        status: "creating".into(),
+        reason: None,
+        template: "app: shop\n".into(),
+        env_vars: "defaults: []\n".into(),
+        expires_at: Some(now_ms() + 3_600_000),
+        created_at: now_ms(),
+        updated_at: now_ms(),
+    }
+}
+
+async fn suite(store: Store) {
+    // Tokens are stored by hash.
+    assert_eq!(store.token_count().await.expect("count"), 0);
+    store.add_token("hash-1", "admin").await.expect("token");
+    assert!(store.token_exists("hash-1").await.expect("exists"));
+    assert!(!store.token_exists("hash-2").await.expect("exists"));
+
+    // Applications and versions.
+    let app = App { name: "shop".into(), repo: "/srv/shop".into(), default_branch: "main".into(), created_at: now_ms() };
+    store.create_app(&app, "app: shop\n", "defaults: []\n").await.expect("create");
+    assert!(matches!(store.create_app(&app, "", "").await, Err(StoreError::Conflict { .. })));
+    assert_eq!(store.apps().await.expect("apps"), vec![app.clone()]);
+    assert_eq!(store.latest_version("shop").await.expect("v").map(|v| v.version), Some(1));
+    assert_eq!(store.add_version("shop", "app: shop # v2\n", "defaults: []\n").await.expect("v2"), 2);
+    let latest = store.latest_version("shop").await.expect("v").expect("some");
+    assert_eq!((latest.version, latest.template.as_str()), (2, "app: shop # v2\n"));
+
+    // Secrets are upserted.
+    let mut s = Secret { app: "shop".into(), service: "api".into(), key: "TOKEN".into(), ciphertext: "c1".into() };
+    store.set_secret(&s).await.expect("secret");
+    s.ciphertext = "c2".into();
+    store.set_secret(&s).await.expect("secret again");
+    assert_eq!(store.secrets("shop").await.expect("secrets"), vec![s]);
+
+    // Environments.
+    store.create_env(&env("abc1234", "shop")).await.expect("env");
+    store.create_env(&env("def5678", "shop")).await.expect("env");
+    store.set_env_commit("abc1234", "0123456789").await.expect("commit");
+    store.set_env_status("abc1234", "ready", None).await.expect("status");
+    store.set_env_status("def5678", "deleted", Some("deleted by user")).await.expect("status");
+    let e = store.env("abc1234").await.expect("env").expect("some");
+    assert_eq!((e.status.as_str(), e.commit_sha.as_deref()), ("ready", Some("0123456789")));
+    assert_eq!(store.envs(Some("shop"), false).await.expect("envs").len(), 1);
+    assert_eq!(store.envs(None, true).await.expect("envs").len(), 2);
+    assert!(store.envs(Some("other"), true).await.expect("envs").is_empty());
+
+    // Deployments, steps (the resume log), services, build logs.
+    let d = Deployment {
+        id: "dep-1".into(),
+        env_id: "abc1234".into(),
+        workflow: "setup".into(),
+        commit_sha: Some("0123456789".into()),
+        status: "running".into(),
+        error: None,
+        phases: "{}".into(),
+        created_at: now_ms(),
+        finished_at: None,
+    };
+    store.create_deployment(&d).await.expect("deployment");
+    assert_eq!(store.unfinished_deployments().await.expect("unfinished"), vec![d.clone()]);
+    let step = Step { deployment: "dep-1".into(), idx: 0, name: "data".into(), status: "running".into(), output: String::new() };
+    store.set_step(&step).await.expect("step");
+    store.set_step(&Step { status: "done".into(), output: "ok".into(), ..step }).await.expect("step done");
+    let steps = store.steps("dep-1").await.expect("steps");
+    assert_eq!((steps.len(), steps[0].status.as_str(), steps[0].output.as_str()), (1, "done", "ok"));
+    store.set_phases("dep-1", r#"{"build":12}"#).await.expect("phases");
+    store.finish_deployment("dep-1", "succeeded", None).await.expect("finish");
+    assert!(store.unfinished_deployments().await.expect("unfinished").is_empty());
+    let done = store.deployment("dep-1").await.expect("d").expect("some");
+    assert_eq!((done.status.as_str(), done.phases.as_str()), ("succeeded", r#"{"build":12}"#));
+    assert!(done.finished_at.is_some());
+    store
+        .set_service(&ServiceRow {
+            env_id: "abc1234".into(),
+            name: "web".into(),
+            status: "ready".into(),
+            reason: None,
+            detail: "{}".into(),
+        })
+        .await
+        .expect("svc");
+    store
+        .set_service(&ServiceRow {
+            env_id: "abc1234".into(),
+            name: "web".into(),
+            status: "failed".into(),
+            reason: Some("probe".into()),
+            detail: "{}".into(),
+        })
+        .await
+        .expect("svc");
+    let services = store.services("abc1234").await.expect("services");
+    assert_eq!((services.len(), services[0].status.as_str()), (1, "failed"));
+    store.set_build_log("dep-1", "web", "Step 1/2").await.expect("log");
+    assert_eq!(store.build_logs("dep-1").await.expect("logs"), vec![("web".to_owned(), "Step 1/2".to_owned())]);
+    assert_eq!(store.deployments("abc1234").await.expect("deployments").len(), 1);
+
+    assert!(store.delete_app("shop").await.expect("delete"));
+    assert!(store.app("shop").await.expect("app").is_none());
+    assert!(store.secrets("shop").await.expect("secrets").is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("offshoot.db").display());
+    let store = Store::open(&url).await.expect("open");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    suite(store).await;
+    // Reopening runs no migration twice.
+    Store::open(&url).await.expect("reopen").close().await;
+}
+
+#[tokio::test]
+async fn postgres() {
+    let admin = std::env::var("OFFSHOOT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://offshoot:offshoot@127.0.0.1:5432/postgres".into());
+    let name = format!("offshoot_test_{}_{}", std::process::id(), now_ms() % 1_000_000);
+    let (base, _) = admin.rsplit_once('/').expect("a database URL");
+    {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL must be running: run `bash scripts/services`");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    }
+    let store = Store::open(&format!("{base}/{name}")).await.expect("open");
+    assert_eq!(store.backend(), Backend::Postgres);
+    suite(store).await;
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect");
+    sqlx::query(&format!("DROP DATABASE {name}")).execute(&mut conn).await.expect("drop database");
+}
