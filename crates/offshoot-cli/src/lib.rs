@@ -1,6 +1,9 @@
 //! The command layer: parses arguments, reads files, prints results. Errors are `anyhow` with
 //! action-phrased context; `main` prints the chain and any hint and picks the exit code.
 
+mod app_cmd;
+pub mod client;
+mod env_cmd;
 mod files;
 mod template_cmd;
 mod validate_cmd;
@@ -33,21 +36,63 @@ enum Command {
     /// Generate and resolve templates.
     #[command(subcommand)]
     Template(template_cmd::Command),
+    /// Run the control plane: API, environment controller and router.
+    Server(ServerArgs),
+    /// Applications: a repository's template and variables.
+    #[command(subcommand)]
+    App(app_cmd::Command),
+    /// Environments: one running copy of an application per branch.
+    #[command(subcommand)]
+    Env(env_cmd::Command),
 }
 
-/// Runs the CLI and returns the process exit code: 0 success, 1 failure, 2 usage error.
-pub fn main() -> ExitCode {
+/// Arguments of `offshoot server`, handed to the server by the binary (this crate does not
+/// depend on it).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: std::net::SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub router_listen: std::net::SocketAddr,
+    /// Default: $OFFSHOOT_DATA_DIR, else ~/.local/share/offshoot.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// `postgres://...` to keep state in PostgreSQL (default: SQLite in the data directory).
+    #[arg(long, env = "OFFSHOOT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Hostnames are `<name>.<domain>`; `localhost` resolves to this machine with no DNS set-up.
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+}
+
+/// What the binary should do after parsing.
+pub enum Dispatch {
+    Exit(ExitCode),
+    Server(ServerArgs),
+}
+
+/// Parses arguments and runs client commands; `offshoot server` is handed back to the binary.
+/// Exit codes: 0 success, 1 failure, 2 usage error.
+pub fn main() -> Dispatch {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            return Dispatch::Exit(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)));
         }
     };
     let result = match cli.command {
         Command::Validate(args) => validate_cmd::run(args, cli.output),
         Command::Template(cmd) => template_cmd::run(cmd, cli.output),
+        Command::Server(args) => return Dispatch::Server(args),
+        Command::App(cmd) => app_cmd::run(cmd, cli.output),
+        Command::Env(cmd) => env_cmd::run(cmd, cli.output),
     };
+    Dispatch::Exit(exit_code(result))
+}
+
+/// Prints an error chain with its hint and picks the exit code.
+pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -83,16 +128,18 @@ impl std::error::Error for Hint {}
 
 fn report_error(e: &anyhow::Error) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "error: {e}");
-    let mut hint = None;
-    for cause in e.chain().skip(1) {
+    // Hints travel as context layers; the first other layer is the error, the rest its causes.
+    let mut hints = Vec::new();
+    let mut first = true;
+    for cause in e.chain() {
         if let Some(h) = cause.downcast_ref::<Hint>() {
-            hint = Some(h.0.clone());
+            hints.push(h.0.clone());
             continue;
         }
-        let _ = writeln!(err, "  caused by: {cause}");
+        let _ = writeln!(err, "{}{cause}", if first { "error: " } else { "  caused by: " });
+        first = false;
     }
-    if let Some(h) = hint.or_else(|| e.downcast_ref::<Hint>().map(|h| h.0.clone())) {
+    for h in hints {
         let _ = writeln!(err, "  hint: {h}");
     }
 }

@@ -239,6 +239,8 @@ fn resolve_cmd(a: ResolveArgs, output: Output) -> Result<ExitCode> {
         commit: a.commit,
         app: None,
         domain: a.domain,
+        force_domain: false,
+        ingress_port: None,
         parameters: a.params.into_iter().collect(),
     };
     match resolve::resolve(&file, &root, env_vars.as_ref(), &opts) {

@@ -16,8 +16,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt as _;
 use offshoot_runtime::{
-    Applied, BuildRequest, Completed, ContainerSpec, LABEL_APP, LABEL_CONFIG_HASH, LABEL_ENV, LABEL_MANAGED, LABEL_ROLE, LABEL_SERVICE,
-    MountSource, Namespace, Observed, Outcome, Result, Role, Runtime, RuntimeError, State,
+    Applied, BuildRequest, Completed, ContainerSpec, LABEL_APP, LABEL_CONFIG_HASH, LABEL_ENV, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE,
+    LABEL_SERVICE, MountSource, Namespace, Observed, Outcome, Result, Role, Runtime, RuntimeError, State,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -89,7 +89,8 @@ impl DockerRuntime {
         Ok(())
     }
 
-    async fn create(&self, ns: &Namespace, spec: &ContainerSpec) -> Result<()> {
+    /// Creates and starts a container; returns its id.
+    async fn create(&self, ns: &Namespace, spec: &ContainerSpec) -> Result<String> {
         let mut binds = Vec::new();
         let mut tmpfs = HashMap::new();
         for m in &spec.mounts {
@@ -138,34 +139,52 @@ impl DockerRuntime {
             ..Default::default()
         };
         let opts = CreateContainerOptions { name: Some(spec.name.clone()), ..Default::default() };
-        self.docker.create_container(Some(opts), body).await.map_err(|e| match status(&e) {
+        let created = self.docker.create_container(Some(opts), body).await.map_err(|e| match status(&e) {
             Some(404) => RuntimeError::ImageUnavailable { image: spec.image.clone(), message: server_message(&e) },
             _ => engine("create container", &spec.name, e),
         })?;
-        self.docker.start_container(&spec.name, None).await.map_err(|e| engine("start container", &spec.name, e))?;
-        Ok(())
+        self.docker.start_container(&created.id, None).await.map_err(|e| engine("start container", &spec.name, e))?;
+        Ok(created.id)
     }
 
-    async fn host_ports(&self, container: &str) -> Result<BTreeMap<u16, u16>> {
+    /// Published ports and the address on the environment's network.
+    async fn addresses(&self, container: &str, network: &str) -> Result<(BTreeMap<u16, u16>, Option<std::net::IpAddr>)> {
         let info = self.docker.inspect_container(container, None).await.map_err(|e| engine("inspect container", container, e))?;
+        let settings = info.network_settings.unwrap_or_default();
+        let ip =
+            settings.networks.as_ref().and_then(|n| n.get(network)).and_then(|n| n.ip_address.as_deref()).and_then(|ip| ip.parse().ok());
         let mut out = BTreeMap::new();
-        for (key, bindings) in info.network_settings.and_then(|n| n.ports).unwrap_or_default() {
+        for (key, bindings) in settings.ports.unwrap_or_default() {
             let Some(port) = key.split('/').next().and_then(|p| p.parse::<u16>().ok()) else { continue };
             if let Some(host) = bindings.unwrap_or_default().iter().find_map(|b| b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()))
             {
                 out.insert(port, host);
             }
         }
-        Ok(out)
+        Ok((out, ip))
     }
 
+    /// Removes a container (by name or id) and waits until it is gone, so that its name can be
+    /// reused at once (a removal already in progress answers 409 while the name is still taken).
     async fn remove_force(&self, container: &str) -> Result<()> {
         let opts = RemoveContainerOptions { force: true, v: false, ..Default::default() };
         match self.docker.remove_container(container, Some(opts)).await {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(status(&e), Some(404) | Some(409)) => Ok(()),
-            Err(e) => Err(engine("remove container", container, e)),
+            Ok(()) => return Ok(()),
+            Err(e) if status(&e) == Some(404) => return Ok(()),
+            Err(e) if status(&e) == Some(409) => {}
+            Err(e) => return Err(engine("remove container", container, e)),
         }
+        for _ in 0..100 {
+            match self.docker.inspect_container(container, None).await {
+                Err(e) if status(&e) == Some(404) => return Ok(()),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Err(RuntimeError::Engine {
+            operation: "remove container",
+            object: container.to_owned(),
+            message: "still present after 5 seconds".into(),
+        })
     }
 
     async fn collect_logs(&self, container: &str, tail: Option<usize>) -> Result<String> {
@@ -309,15 +328,18 @@ impl Runtime for DockerRuntime {
             }
             Err(e) => return Err(engine("inspect container", &spec.name, e)),
         };
-        Ok(Applied { outcome, host_ports: self.host_ports(&spec.name).await? })
+        let (host_ports, ip) = self.addresses(&spec.name, &ns.name()).await?;
+        Ok(Applied { outcome, host_ports, ip })
     }
 
     async fn run_to_completion(&self, ns: &Namespace, spec: &ContainerSpec, timeout: Duration) -> Result<Completed> {
         // A leftover from an interrupted run is replaced, not reused.
         self.remove_force(&spec.name).await?;
-        self.create(ns, spec).await?;
+        // From here on the container is addressed by id: its name may still resolve to a
+        // predecessor being removed.
+        let id = self.create(ns, spec).await?;
         let wait = async {
-            let mut stream = self.docker.wait_container(&spec.name, None::<WaitContainerOptions>);
+            let mut stream = self.docker.wait_container(&id, None::<WaitContainerOptions>);
             match stream.next().await {
                 Some(Ok(r)) => Ok(r.status_code),
                 Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
@@ -328,8 +350,8 @@ impl Runtime for DockerRuntime {
             }
         };
         let result = tokio::time::timeout(timeout, wait).await;
-        let logs = self.collect_logs(&spec.name, None).await.unwrap_or_default();
-        self.remove_force(&spec.name).await?;
+        let logs = self.collect_logs(&id, None).await.unwrap_or_default();
+        self.remove_force(&id).await?;
         match result {
             Ok(code) => Ok(Completed { exit_code: code?, logs }),
             Err(_) => Err(RuntimeError::Timeout { object: spec.name.clone(), timeout }),
@@ -380,6 +402,7 @@ impl Runtime for DockerRuntime {
                 name,
                 env_id: label(LABEL_ENV),
                 app: label(LABEL_APP),
+                instance: label(LABEL_INSTANCE),
                 service: label(LABEL_SERVICE),
                 role: label(LABEL_ROLE),
                 config_hash: label(LABEL_CONFIG_HASH),
@@ -403,7 +426,7 @@ impl Runtime for DockerRuntime {
         for c in self.list(Some(env_id)).await? {
             self.remove_force(&c.name).await?;
         }
-        let network = Namespace::new(env_id, "").name();
+        let network = Namespace::new(env_id, "", "").name();
         match self.docker.remove_network(&network).await {
             Ok(()) => {}
             Err(e) if status(&e) == Some(404) => {}

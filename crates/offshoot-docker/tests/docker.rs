@@ -44,13 +44,18 @@ fn spec(env: &str, service: &str, image: &str, cmd: &[&str]) -> ContainerSpec {
         mounts: vec![],
         cpu_millis: Some(500),
         memory_bytes: Some(64 * 1024 * 1024),
+        volatile_env: Default::default(),
     }
 }
 
 /// A real HTTP/1.1 GET to 127.0.0.1, retried while the server starts.
 fn http_get(port: u16, path: &str) -> String {
+    http_get_addr(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path)
+}
+
+fn http_get_addr(addr: std::net::SocketAddr, path: &str) -> String {
     for _ in 0..50 {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
             let mut out = String::new();
@@ -60,14 +65,14 @@ fn http_get(port: u16, path: &str) -> String {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("no HTTP answer on 127.0.0.1:{port}");
+    panic!("no HTTP answer on {addr}");
 }
 
 #[tokio::test]
 async fn environment_lifecycle_on_docker() {
     let rt = runtime().await;
     let env = unique_env();
-    let ns = Namespace::new(&env, "shop");
+    let ns = Namespace::new(&env, "shop", "docker-tests");
     rt.ensure_namespace(&ns).await.expect("namespace");
     rt.ensure_namespace(&ns).await.expect("namespace again");
 
@@ -97,6 +102,8 @@ async fn environment_lifecycle_on_docker() {
     let applied = rt.apply(&ns, &web).await.expect("apply web");
     assert_eq!(applied.outcome, Outcome::Created);
     let port = applied.host_ports[&8080];
+    let ip = applied.ip.expect("an address on the environment's network");
+    assert!(http_get_addr(std::net::SocketAddr::new(ip, 8080), "/").contains("hello from the build"), "reachable at its own address");
     assert!(http_get(port, "/").contains("hello from the build"));
 
     // Unchanged configuration: the container is left alone.
@@ -134,6 +141,13 @@ async fn environment_lifecycle_on_docker() {
     let done = rt.run_to_completion(&ns, &job, Duration::from_secs(60)).await.expect("job");
     assert_eq!(done.exit_code, 3);
     assert!(done.logs.contains(&format!("migrating {env}")), "{}", done.logs);
+    // A job that takes a while is waited for, not timed out early.
+    let mut two = job.clone();
+    two.cmd = Some(vec!["sh".into(), "-c".into(), "sleep 2; echo slept".into()]);
+    let started = std::time::Instant::now();
+    let done = rt.run_to_completion(&ns, &two, Duration::from_secs(300)).await.expect("two-second job");
+    assert_eq!(done.exit_code, 0);
+    assert!(started.elapsed() >= Duration::from_secs(2), "returned after {:?}", started.elapsed());
     let mut slow = job.clone();
     slow.cmd = Some(vec!["sleep".into(), "60".into()]);
     let timed_out = rt.run_to_completion(&ns, &slow, Duration::from_secs(1)).await;
@@ -142,7 +156,7 @@ async fn environment_lifecycle_on_docker() {
     let listed = rt.list(Some(&env)).await.expect("list");
     let names: Vec<(&str, &str)> = listed.iter().map(|o| (o.service.as_str(), o.role.as_str())).collect();
     assert_eq!(names, [("client", "service"), ("web", "service")], "jobs are gone, services labelled");
-    assert!(listed.iter().all(|o| o.state == State::Running && o.app == "shop"));
+    assert!(listed.iter().all(|o| o.state == State::Running && o.app == "shop" && o.instance == "docker-tests"));
     assert!(rt.logs(&web.name, 10).await.is_ok());
 
     // Teardown leaves no container, network or volume with the environment's label.

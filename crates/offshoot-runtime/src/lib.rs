@@ -15,6 +15,9 @@ pub const LABEL_ENV: &str = "offshoot.env";
 pub const LABEL_APP: &str = "offshoot.app";
 pub const LABEL_SERVICE: &str = "offshoot.service";
 pub const LABEL_ROLE: &str = "offshoot.role";
+/// Which Offshoot server owns an object: several may share one engine, and each reconciles
+/// only its own.
+pub const LABEL_INSTANCE: &str = "offshoot.instance";
 /// Hash of a container's whole specification: equal hash, nothing to do.
 pub const LABEL_CONFIG_HASH: &str = "offshoot.config-hash";
 
@@ -23,11 +26,13 @@ pub const LABEL_CONFIG_HASH: &str = "offshoot.config-hash";
 pub struct Namespace {
     pub env_id: String,
     pub app: String,
+    /// The owning server's instance id.
+    pub instance: String,
 }
 
 impl Namespace {
-    pub fn new(env_id: impl Into<String>, app: impl Into<String>) -> Self {
-        Namespace { env_id: env_id.into(), app: app.into() }
+    pub fn new(env_id: impl Into<String>, app: impl Into<String>, instance: impl Into<String>) -> Self {
+        Namespace { env_id: env_id.into(), app: app.into(), instance: instance.into() }
     }
 
     /// Name of the environment's network (Docker) or namespace (Kubernetes).
@@ -40,6 +45,7 @@ impl Namespace {
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
             (LABEL_ENV.to_owned(), self.env_id.clone()),
             (LABEL_APP.to_owned(), self.app.clone()),
+            (LABEL_INSTANCE.to_owned(), self.instance.clone()),
         ])
     }
 
@@ -99,13 +105,19 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// Variables whose change alone does not require a restart (the deployed commit, say): a
+    /// running container keeps the values it was started with.
+    #[serde(skip)]
+    pub volatile_env: std::collections::BTreeSet<String>,
 }
 
 impl ContainerSpec {
-    /// A stable hash of everything in the specification (and the image's id, which the caller
-    /// puts in `image` as a content tag or digest).
+    /// A stable hash of everything in the specification but `volatile_env` (and the image's
+    /// id, which the caller puts in `image` as a content tag or digest).
     pub fn config_hash(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
+        let mut stable = self.clone();
+        stable.env.retain(|k, _| !self.volatile_env.contains(k));
+        let json = serde_json::to_vec(&stable).unwrap_or_default();
         let digest = Sha256::digest(&json);
         digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
     }
@@ -126,6 +138,9 @@ pub struct Applied {
     pub outcome: Outcome,
     /// Container port → port on 127.0.0.1.
     pub host_ports: BTreeMap<u16, u16>,
+    /// The container's address in its namespace, reachable from this machine (probes go here,
+    /// not through published ports, which a proxy may answer for a dead service).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -144,6 +159,7 @@ pub struct Observed {
     pub name: String,
     pub env_id: String,
     pub app: String,
+    pub instance: String,
     pub service: String,
     pub role: String,
     pub config_hash: String,
@@ -275,10 +291,17 @@ mod tests {
             mounts: vec![],
             cpu_millis: None,
             memory_bytes: None,
+            volatile_env: Default::default(),
         };
         let mut other = spec.clone();
         assert_eq!(spec.config_hash(), other.config_hash());
         other.env.insert("A".into(), "1".into());
         assert_ne!(spec.config_hash(), other.config_hash());
+        let mut volatile = other.clone();
+        volatile.volatile_env.insert("SHA".into());
+        volatile.env.insert("SHA".into(), "abc".into());
+        let mut later = volatile.clone();
+        later.env.insert("SHA".into(), "def".into());
+        assert_eq!(volatile.config_hash(), later.config_hash(), "volatile variables do not count");
     }
 }

@@ -415,6 +415,16 @@ impl Store {
             .map_err(db("list unfinished deployments"))
     }
 
+    pub async fn set_deployment_commit(&self, id: &str, commit: &str) -> Result<()> {
+        sqlx::query("UPDATE deployments SET commit_sha = $1 WHERE id = $2")
+            .bind(commit)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("record a commit"))?;
+        Ok(())
+    }
+
     pub async fn set_phases(&self, id: &str, phases: &str) -> Result<()> {
         sqlx::query("UPDATE deployments SET phases = $1 WHERE id = $2")
             .bind(phases)

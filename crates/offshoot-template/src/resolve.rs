@@ -24,6 +24,11 @@ pub struct Options {
     pub app: Option<String>,
     /// Used when the template has no `domain`.
     pub domain: String,
+    /// Use `domain` even when the template names one (a server answering for its own domain).
+    pub force_domain: bool,
+    /// How `<SERVICE>_INGRESS_URL` is written: `https://HOST` as Release does when `None`, or
+    /// `http://HOST:PORT` for a router on that port.
+    pub ingress_port: Option<u16>,
     /// Values of `parameters` (defaults apply to the rest).
     pub parameters: BTreeMap<String, String>,
 }
@@ -378,7 +383,10 @@ fn build(
     d: &mut Diagnostics,
 ) -> Resolved {
     let app = t.app.as_ref().map(|a| a.value.clone()).or_else(|| opts.app.clone()).unwrap_or_else(|| "app".into());
-    let domain = t.domain.as_ref().map_or_else(|| opts.domain.clone(), |x| x.value.clone());
+    let domain = match &t.domain {
+        Some(d) if !opts.force_domain => d.value.clone(),
+        _ => opts.domain.clone(),
+    };
     let placeholders: BTreeMap<String, String> = [("env_id".to_owned(), opts.env_id.clone()), ("domain".to_owned(), domain.clone())].into();
     let expand_host = |h: &str| {
         let pieces = interp::parse(h, Bare::Literal).unwrap_or_default();
@@ -426,7 +434,12 @@ fn build(
         if let Some(h) = hosts.first() {
             let p = service_var_prefix(svc);
             builtins.set(format!("{p}_INGRESS_HOST"), h);
-            builtins.set(format!("{p}_INGRESS_URL"), format!("https://{h}"));
+            let url = match opts.ingress_port {
+                None => format!("https://{h}"),
+                Some(80) => format!("http://{h}"),
+                Some(port) => format!("http://{h}:{port}"),
+            };
+            builtins.set(format!("{p}_INGRESS_URL"), url);
         }
     }
     let params: BTreeMap<String, String> = t

@@ -1,5 +1,26 @@
-//! The `offshoot` binary: parses arguments and hands over to the command layer.
+//! The `offshoot` binary: the CLI, and `offshoot server`, which it hands to the control plane.
 
-fn main() -> std::process::ExitCode {
-    offshoot_cli::main()
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match offshoot_cli::main() {
+        offshoot_cli::Dispatch::Exit(code) => code,
+        offshoot_cli::Dispatch::Server(args) => offshoot_cli::exit_code(server(args)),
+    }
+}
+
+fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OFFSHOOT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let config = offshoot_server::Config {
+        listen: args.listen,
+        router_listen: args.router_listen,
+        data_dir: args.data_dir.unwrap_or_else(offshoot_cli::client::default_data_dir),
+        database_url: args.database_url,
+        domain: args.domain,
+        reconcile_every: std::time::Duration::from_secs(5),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(offshoot_server::run(config))?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,137 @@
+//! `offshoot app ...`
+
+use crate::client::{Api, enc};
+use crate::{Output, out};
+use anyhow::{Context as _, Result, bail};
+use offshoot_api_types as api;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Subcommand)]
+pub(crate) enum Command {
+    /// Create an application from a repository: its `.release.yaml` files, else a template
+    /// generated from its docker-compose file, become version 1.
+    Create {
+        /// A local path or a git URL.
+        #[arg(long)]
+        repo: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Branch whose configuration is read (default: the repository's default branch).
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// List applications.
+    List,
+    /// Show an application.
+    Show { name: String },
+    /// Delete an application (it must have no environments).
+    Delete { name: String },
+    /// Print the Application Template, or save a new version from a file.
+    Template {
+        name: String,
+        #[arg(long)]
+        set_file: Option<PathBuf>,
+    },
+    /// Print the Environment Variables file, or save a new version from a file.
+    EnvVars {
+        name: String,
+        #[arg(long)]
+        set_file: Option<PathBuf>,
+    },
+    /// Secrets, encrypted at rest and never shown.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Set a secret; the value is read from standard input.
+    Set {
+        name: String,
+        key: String,
+        /// Only for this service (default: every service).
+        #[arg(long)]
+        service: Option<String>,
+    },
+}
+
+fn print_app(a: &api::App, output: Output) {
+    match output {
+        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(a).unwrap_or_default())),
+        Output::Human => {
+            out(&format!("{}  version {}  {}  default branch {}  ({})\n", a.name, a.version, a.repo, a.default_branch, a.source))
+        }
+    }
+}
+
+pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
+    let api = Api::from_env()?;
+    match cmd {
+        Command::Create { repo, name, branch } => {
+            let repo = match std::path::Path::new(&repo).canonicalize() {
+                Ok(p) => p.display().to_string(),
+                Err(_) => repo,
+            };
+            let a: api::App = api.post("/apps", &api::AppCreate { repo, name, branch })?;
+            print_app(&a, output);
+        }
+        Command::List => {
+            let apps: Vec<api::App> = api.get("/apps")?;
+            match output {
+                Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&apps).unwrap_or_default())),
+                Output::Human if apps.is_empty() => out("no applications; create one with `offshoot app create --repo PATH`\n"),
+                Output::Human => apps.iter().for_each(|a| print_app(a, output)),
+            }
+        }
+        Command::Show { name } => print_app(&api.get(&format!("/apps/{}", enc(&name)))?, output),
+        Command::Delete { name } => {
+            api.delete(&format!("/apps/{}", enc(&name)))?;
+            if output == Output::Human {
+                out(&format!("deleted application {name}\n"));
+            }
+        }
+        Command::Template { name, set_file } => file_cmd(&api, &name, set_file, output, true)?,
+        Command::EnvVars { name, set_file } => file_cmd(&api, &name, set_file, output, false)?,
+        Command::Secret(SecretCommand::Set { name, key, service }) => {
+            let mut value = String::new();
+            std::io::stdin().read_to_string(&mut value).context("read the secret from standard input")?;
+            let value = value.strip_suffix('\n').unwrap_or(&value).to_owned();
+            if value.is_empty() {
+                bail!("no value on standard input (pipe it in: `printf %s VALUE | offshoot app secret set ...`)");
+            }
+            api.post_empty(&format!("/apps/{}/secrets", enc(&name)), &api::SecretSet { key: key.clone(), service, value })?;
+            if output == Output::Human {
+                out(&format!("secret {key} set for {name}\n"));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn file_cmd(api: &Api, name: &str, set_file: Option<PathBuf>, output: Output, template: bool) -> Result<()> {
+    let path = format!("/apps/{}/template", enc(name));
+    let t: api::Template = match set_file {
+        Some(f) => {
+            let text = crate::files::read_text(&f)?;
+            let body = if template {
+                api::TemplateUpdate { template: Some(text), env_vars: None }
+            } else {
+                api::TemplateUpdate { template: None, env_vars: Some(text) }
+            };
+            let saved: api::Template = api.put(&path, &body)?;
+            if output == Output::Human {
+                crate::err(&format!("saved as version {}\n", saved.version));
+                return Ok(());
+            }
+            saved
+        }
+        None => api.get(&path)?,
+    };
+    match output {
+        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&t).unwrap_or_default())),
+        Output::Human => out(if template { &t.template } else { &t.env_vars }),
+    }
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! `offshoot env ...`
+
+use crate::client::{Api, enc};
+use crate::{Output, err, out};
+use anyhow::{Result, bail};
+use offshoot_api_types as api;
+use offshoot_api_types::status;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Subcommand)]
+pub(crate) enum Command {
+    /// Create an environment for a branch; returns its id at once unless --wait.
+    Create {
+        app: String,
+        #[arg(long)]
+        branch: String,
+        #[arg(long)]
+        environment_template: Option<String>,
+        /// Lifetime, e.g. `72h`, `30m`, `2d`; the environment is torn down when it expires.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<u64>,
+        /// Wait until it is ready (exit 1 if it fails).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List environments.
+    List {
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Show an environment: status, services, URLs, deployments.
+    Show { id: String },
+    /// Print the logs of the environment's services.
+    Logs {
+        id: String,
+        service: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        tail: usize,
+        /// Keep printing new output.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Run a command in a service's container: `offshoot env exec ID SERVICE -- CMD...`.
+    Exec {
+        id: String,
+        service: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Deploy the branch's newest commit (or --commit SHA): runs `patch`.
+    Deploy {
+        id: String,
+        #[arg(long)]
+        commit: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Tear an environment down (runs `teardown`).
+    Delete {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// `72h`, `30m`, `45s`, `2d`, or plain seconds.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration like 72h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(|| format!("`{s}` is out of range"))
+}
+
+fn print_env(e: &api::Env) -> String {
+    let mut s = format!("{}  {}  {}@{}  {}", e.id, e.app, e.branch, e.commit.as_deref().map_or("-", |c| c.get(..7).unwrap_or(c)), e.status);
+    if let Some(r) = &e.reason {
+        s.push_str(&format!("  ({r})"));
+    }
+    s.push('\n');
+    for svc in &e.services {
+        s.push_str(&format!("  {:<16} {:<12} {}", svc.name, svc.status, svc.urls.join(" ")));
+        if let Some(r) = &svc.reason {
+            s.push_str(&format!("  {r}"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn show(e: &api::Env, output: Output) {
+    match output {
+        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(e).unwrap_or_default())),
+        Output::Human => out(&print_env(e)),
+    }
+}
+
+/// Polls until the environment settles; shows progress on a terminal.
+fn wait(api: &Api, id: &str, until_deleted: bool, output: Output) -> Result<api::Env> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if output == Output::Json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let start = Instant::now();
+    loop {
+        let e: api::Env = api.get(&format!("/envs/{}", enc(id)))?;
+        let services: Vec<String> = e.services.iter().map(|s| format!("{} {}", s.name, s.status)).collect();
+        bar.set_message(format!("{} {} [{}] {:.0}s", e.id, e.status, services.join(", "), start.elapsed().as_secs_f64()));
+        let settled = if until_deleted { e.status == status::DELETED || e.status == status::FAILED } else { status::is_settled(&e.status) };
+        if settled {
+            bar.finish_and_clear();
+            return Ok(e);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn finish(e: api::Env, output: Output) -> Result<ExitCode> {
+    show(&e, output);
+    if e.status == status::FAILED {
+        err(&format!("error: environment {} failed: {}\n", e.id, e.reason.as_deref().unwrap_or("see `offshoot env show`")));
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
+    let api = Api::from_env()?;
+    match cmd {
+        Command::Create { app, branch, environment_template, ttl, wait: w } => {
+            let e: api::Env = api.post("/envs", &api::EnvCreate { app, branch, environment_template, ttl_seconds: ttl })?;
+            if w {
+                return finish(wait(&api, &e.id, false, output)?, output);
+            }
+            show(&e, output);
+        }
+        Command::List { app } => {
+            let q = app.map_or_else(String::new, |a| format!("?app={}", enc(&a)));
+            let envs: Vec<api::Env> = api.get(&format!("/envs{q}"))?;
+            match output {
+                Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&envs).unwrap_or_default())),
+                Output::Human if envs.is_empty() => out("no environments\n"),
+                Output::Human => envs.iter().for_each(|e| out(&print_env(e))),
+            }
+        }
+        Command::Show { id } => show(&api.get(&format!("/envs/{}", enc(&id)))?, output),
+        Command::Logs { id, service, tail, follow } => {
+            let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+            loop {
+                let q = format!("?tail={tail}{}", service.as_ref().map_or_else(String::new, |s| format!("&service={}", enc(s))));
+                let logs: Vec<api::Logs> = api.get(&format!("/envs/{}/logs{q}", enc(&id)))?;
+                if output == Output::Json && !follow {
+                    out(&format!("{}\n", serde_json::to_string_pretty(&logs).unwrap_or_default()));
+                    break;
+                }
+                for l in &logs {
+                    let lines: Vec<&str> = l.logs.lines().collect();
+                    let from = seen.get(&l.service).copied().unwrap_or(0).min(lines.len());
+                    for line in &lines[from..] {
+                        out(&format!("{}| {line}\n", l.service));
+                    }
+                    seen.insert(l.service.clone(), lines.len());
+                }
+                if !follow {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        Command::Exec { id, service, command } => {
+            let r: api::ExecResult = api.post(&format!("/envs/{}/exec", enc(&id)), &api::ExecRequest { service, command })?;
+            match output {
+                Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&r).unwrap_or_default())),
+                Output::Human => out(&r.output),
+            }
+            return Ok(ExitCode::from(u8::try_from(r.exit_code).unwrap_or(1)));
+        }
+        Command::Deploy { id, commit, wait: w } => {
+            let e: api::Env = api.post(&format!("/envs/{}/deploy", enc(&id)), &api::EnvDeploy { commit })?;
+            if w {
+                std::thread::sleep(Duration::from_millis(200));
+                return finish(wait(&api, &e.id, false, output)?, output);
+            }
+            show(&e, output);
+        }
+        Command::Delete { id, wait: w } => {
+            let e: api::Env = api.delete_json(&format!("/envs/{}", enc(&id)))?;
+            if w {
+                let e = wait(&api, &e.id, true, output)?;
+                if e.status != status::DELETED {
+                    bail!("environment {} did not tear down: {}", e.id, e.reason.unwrap_or_default());
+                }
+                return finish(e, output);
+            }
+            show(&e, output);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("72h"), Ok(259_200));
+        assert_eq!(super::parse_duration("90"), Ok(90));
+        assert!(super::parse_duration("3w").is_err());
+        assert!(super::parse_duration("0s").is_err());
+    }
+}

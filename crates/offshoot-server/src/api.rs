@@ -1,0 +1,460 @@
+//! The HTTP API (`/api/v1`, bearer token) and `/healthz`.
+
+use crate::controller::{self, Shared};
+use crate::crypto::{hash_token, random_bytes};
+use crate::error::ApiError;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use offshoot_api_types as api;
+use offshoot_api_types::status;
+use offshoot_git::CommitFiles;
+use offshoot_runtime::Runtime as _;
+use offshoot_store::{Deployment, Environment, now_ms};
+use offshoot_template::document::{self, Kind};
+use offshoot_template::repo::{self, RepoFiles as _, Source};
+use serde::Deserialize;
+
+/// Largest request body the API accepts.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+pub(crate) fn router(ctx: Shared) -> Router {
+    let api = Router::new()
+        .route("/apps", post(create_app).get(list_apps))
+        .route("/apps/{name}", get(show_app).delete(delete_app))
+        .route("/apps/{name}/template", get(get_template).put(put_template))
+        .route("/apps/{name}/secrets", post(set_secret))
+        .route("/envs", post(create_env).get(list_envs))
+        .route("/envs/{id}", get(show_env).delete(delete_env))
+        .route("/envs/{id}/deploy", post(deploy_env))
+        .route("/envs/{id}/logs", get(env_logs))
+        .route("/envs/{id}/exec", post(env_exec))
+        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/api/v1", api)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(ctx)
+}
+
+async fn auth(State(ctx): State<Shared>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = match token {
+        Some(t) if !t.is_empty() => ctx.store.token_exists(&hash_token(t)).await.unwrap_or(false),
+        _ => false,
+    };
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` header is required")
+            .hint("the admin token is in the server's data directory, `admin-token`")
+            .into_response()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !name.starts_with('-')
+}
+
+/// A name from a repository path or URL: its last component, lower case.
+fn name_from_repo(repo: &str) -> String {
+    let last = repo.trim_end_matches('/').rsplit(['/', ':']).next().unwrap_or("app").trim_end_matches(".git");
+    let n: String = last.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    n.trim_matches('-').chars().take(40).collect()
+}
+
+/// New environment ids: 7 lower-case letters and digits.
+fn new_env_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    random_bytes::<7>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+fn new_deployment_id() -> String {
+    format!("d{}", crate::crypto::hex(&random_bytes::<8>()))
+}
+
+async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiError> {
+    let v = ctx.store.latest_version(&a.name).await?;
+    let source = if v.as_ref().is_some_and(|v| v.template.starts_with("# generated")) { "compose" } else { "release" };
+    Ok(api::App {
+        name: a.name,
+        repo: a.repo,
+        default_branch: a.default_branch,
+        version: v.map_or(0, |v| v.version),
+        source: source.into(),
+        created_at: a.created_at,
+    })
+}
+
+/// The configuration files of a commit: Release's files, or a template generated from compose.
+fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result<(String, String, bool), ApiError> {
+    let files = CommitFiles { mirror, commit: commit.to_owned() };
+    let found = repo::discover(&files, None);
+    let errors: Vec<_> = found.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
+    if !errors.is_empty() {
+        return Err(ApiError::invalid("the repository's .release.yaml is invalid", &errors));
+    }
+    match found.source {
+        Some(Source::Release { template: Some(t), env_vars }) => {
+            let template = files.read(&t.0).unwrap_or_default();
+            let env_vars = env_vars.and_then(|e| files.read(&e.0)).unwrap_or_else(|| "defaults: []\n".to_owned());
+            Ok((template, env_vars, false))
+        }
+        Some(Source::Release { template: None, .. }) => {
+            Err(ApiError::bad_request("the repository's .release.yaml names no application template"))
+        }
+        Some(Source::Compose { path }) => {
+            let src = files.read(&path).unwrap_or_default();
+            let read = |p: &str| files.read(p);
+            let opts = offshoot_template::compose::Options { app: Some(app.to_owned()), read_file: Some(&read), ..Default::default() };
+            let (generated, diags) = offshoot_template::compose::generate(&path, &src, &opts);
+            match generated.filter(|_| !diags.iter().any(|d| d.is_error())) {
+                Some(g) => Ok((format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml(), true)),
+                None => Err(ApiError::invalid(format!("cannot generate a template from `{path}`"), &diags)),
+            }
+        }
+        None => Err(ApiError::bad_request("the repository has no .release.yaml, .release/ files or docker-compose file")),
+    }
+}
+
+fn check_files(template: &str, env_vars: &str) -> Result<(), ApiError> {
+    let t = document::check("application_template.yaml", template, Some(Kind::Template));
+    let v = document::check("environment_variables.yaml", env_vars, Some(Kind::EnvVars));
+    let errors: Vec<_> = t.diagnostics.iter().chain(&v.diagnostics).filter(|d| d.is_error()).cloned().collect();
+    if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid("the configuration is invalid", &errors)) }
+}
+
+async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>) -> Result<(StatusCode, Json<api::App>), ApiError> {
+    let repo = match std::path::Path::new(&body.repo).canonicalize() {
+        Ok(p) if p.is_dir() => p.display().to_string(),
+        _ if body.repo.contains("://") || body.repo.contains('@') => body.repo.clone(),
+        _ => return Err(ApiError::bad_request(format!("`{}` is neither a directory nor a git URL", body.repo))),
+    };
+    let mirror = ctx.sync_mirror(&repo).await.map_err(|e| ApiError::bad_request(format!("cannot fetch `{repo}`: {e}")))?;
+    let (m, branch, fallback) = (mirror.clone(), body.branch.clone(), body.name.clone().unwrap_or_else(|| name_from_repo(&repo)));
+    let (default_branch, template, env_vars) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let default = m.default_branch().map_err(|e| ApiError::bad_request(e.to_string()))?.unwrap_or_else(|| "main".into());
+        let branch = branch.unwrap_or_else(|| default.clone());
+        let commit =
+            m.resolve(&branch).map_err(|e| ApiError::bad_request(e.to_string()))?.ok_or_else(|| ApiError::not_found("branch", &branch))?;
+        let (t, v, _) = read_config(&m, &commit, &fallback)?;
+        Ok((default, t, v))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))??;
+    // The name: as given, else the template's `app` (as Release does), else the repository's.
+    let from_template = document::check("t", &template, Some(Kind::Template)).template.and_then(|t| t.app).map(|a| a.value);
+    let name = body.name.clone().or(from_template).unwrap_or_else(|| name_from_repo(&repo));
+    if !valid_name(&name) {
+        return Err(ApiError::bad_request(format!("`{name}` is not a valid application name"))
+            .hint("use 1 to 40 lower-case letters, digits and `-`; choose one with `--name`"));
+    }
+    if ctx.store.app(&name).await?.is_some() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("application `{name}` already exists"))
+            .hint("choose another with `--name`"));
+    }
+    check_files(&template, &env_vars)?;
+    let app = offshoot_store::App { name: name.clone(), repo, default_branch, created_at: now_ms() };
+    ctx.store.create_app(&app, &template, &env_vars).await?;
+    tracing::info!(app = %name, "application created");
+    Ok((StatusCode::CREATED, Json(app_dto(&ctx, app).await?)))
+}
+
+async fn list_apps(State(ctx): State<Shared>) -> Result<Json<Vec<api::App>>, ApiError> {
+    let mut out = Vec::new();
+    for a in ctx.store.apps().await? {
+        out.push(app_dto(&ctx, a).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn find_app(ctx: &Shared, name: &str) -> Result<offshoot_store::App, ApiError> {
+    ctx.store.app(name).await?.ok_or_else(|| ApiError::not_found("application", name).hint("`offshoot app list` shows the applications"))
+}
+
+async fn show_app(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::App>, ApiError> {
+    let a = find_app(&ctx, &name).await?;
+    Ok(Json(app_dto(&ctx, a).await?))
+}
+
+async fn delete_app(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    find_app(&ctx, &name).await?;
+    let live = ctx.store.envs(Some(&name), false).await?;
+    if !live.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("application `{name}` still has {} environment(s)", live.len()),
+        )
+        .hint("delete them first with `offshoot env delete ID`"));
+    }
+    ctx.store.delete_app(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_template(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Template>, ApiError> {
+    find_app(&ctx, &name).await?;
+    let v = ctx.store.latest_version(&name).await?.ok_or_else(|| ApiError::not_found("template of", &name))?;
+    Ok(Json(api::Template { app: name, version: v.version, template: v.template, env_vars: v.env_vars }))
+}
+
+async fn put_template(
+    State(ctx): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<api::TemplateUpdate>,
+) -> Result<Json<api::Template>, ApiError> {
+    find_app(&ctx, &name).await?;
+    let cur = ctx.store.latest_version(&name).await?.ok_or_else(|| ApiError::not_found("template of", &name))?;
+    let template = body.template.unwrap_or(cur.template);
+    let env_vars = body.env_vars.unwrap_or(cur.env_vars);
+    check_files(&template, &env_vars)?;
+    let version = ctx.store.add_version(&name, &template, &env_vars).await?;
+    Ok(Json(api::Template { app: name, version, template, env_vars }))
+}
+
+async fn set_secret(State(ctx): State<Shared>, Path(name): Path<String>, Json(body): Json<api::SecretSet>) -> Result<StatusCode, ApiError> {
+    find_app(&ctx, &name).await?;
+    if !body.key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') || body.key.is_empty() || body.key.len() > 200 {
+        return Err(ApiError::bad_request(format!("`{}` is not a valid variable name", body.key)));
+    }
+    if body.value.len() > 64 * 1024 {
+        return Err(ApiError::bad_request("a secret may be at most 64 KiB"));
+    }
+    let service = body.service.unwrap_or_default();
+    let ciphertext = ctx.key.encrypt(&body.value, &format!("{name}/{service}/{}", body.key))?;
+    ctx.store.set_secret(&offshoot_store::Secret { app: name, service, key: body.key, ciphertext }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, ApiError> {
+    let mut services = Vec::new();
+    for s in ctx.store.services(&e.id).await? {
+        let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
+        let hostnames: Vec<String> =
+            detail["hostnames"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(str::to_owned)).collect();
+        let urls = hostnames.iter().map(|h| format!("http://{h}:{}/", ctx.router_port)).collect();
+        services.push(api::Service { name: s.name, status: s.status, reason: s.reason, hostnames, urls });
+    }
+    let deployments = ctx
+        .store
+        .deployments(&e.id)
+        .await?
+        .into_iter()
+        .map(|d| api::Deployment {
+            id: d.id,
+            workflow: d.workflow,
+            commit: d.commit_sha,
+            status: d.status,
+            error: d.error,
+            phases: serde_json::from_str(&d.phases).unwrap_or_default(),
+            created_at: d.created_at,
+            finished_at: d.finished_at,
+        })
+        .collect();
+    Ok(api::Env {
+        id: e.id,
+        app: e.app,
+        branch: e.branch,
+        commit: e.commit_sha,
+        status: e.status,
+        reason: e.reason,
+        environment_template: e.environment_template,
+        services,
+        deployments,
+        created_at: e.created_at,
+        expires_at: e.expires_at,
+    })
+}
+
+/// Features this runtime cannot run are refused at creation, before anything starts.
+fn unsupported(t: &offshoot_template::model::Template) -> Option<String> {
+    if !t.charts.is_empty() {
+        return Some("this template uses Helm `charts`, which the Docker runtime cannot run".into());
+    }
+    if !t.infrastructure.is_empty() {
+        return Some("this template uses Terraform `infrastructure`, which the Docker runtime cannot run".into());
+    }
+    if !t.app_imports.is_empty() {
+        return Some("this template uses `app_imports`, which are not supported yet".into());
+    }
+    None
+}
+
+fn start_deployment(env_id: &str, workflow: &str, commit: Option<String>) -> Deployment {
+    Deployment {
+        id: new_deployment_id(),
+        env_id: env_id.to_owned(),
+        workflow: workflow.to_owned(),
+        commit_sha: commit,
+        status: "running".into(),
+        error: None,
+        phases: "{}".into(),
+        created_at: now_ms(),
+        finished_at: None,
+    }
+}
+
+async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
+    let app = find_app(&ctx, &body.app).await?;
+    let version = ctx.store.latest_version(&app.name).await?.ok_or_else(|| ApiError::not_found("template of", &app.name))?;
+    let doc = document::check("application_template.yaml", &version.template, Some(Kind::Template));
+    let errors: Vec<_> = doc.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
+    if !errors.is_empty() {
+        return Err(ApiError::invalid("the application's template is invalid", &errors));
+    }
+    if let Some(why) = doc.template.as_ref().and_then(unsupported) {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported", why));
+    }
+    if let (Some(name), Some(t)) = (&body.environment_template, &doc.template)
+        && !t.environment_templates.iter().any(|e| e.name.as_str() == name)
+    {
+        let names: Vec<&str> = t.environment_templates.iter().map(|e| e.name.as_str()).collect();
+        return Err(
+            ApiError::bad_request(format!("environment template `{name}` is not defined")).hint(format!("defined: {}", names.join(", ")))
+        );
+    }
+    let mirror = ctx.sync_mirror(&app.repo).await.map_err(|e| ApiError::bad_request(format!("cannot fetch `{}`: {e}", app.repo)))?;
+    let (m, b) = (mirror.clone(), body.branch.clone());
+    let (exists, branches) =
+        tokio::task::spawn_blocking(move || (m.resolve(&b).ok().flatten().is_some(), m.branches().unwrap_or_default()))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+    if !exists {
+        return Err(ApiError::not_found("branch", &body.branch).hint(format!("branches of `{}`: {}", app.name, branches.join(", "))));
+    }
+    let id = new_env_id();
+    let now = now_ms();
+    let env = Environment {
+        id: id.clone(),
+        app: app.name.clone(),
+        branch: body.branch.clone(),
+        commit_sha: None,
+        environment_template: body.environment_template.clone().or_else(|| {
+            doc.template
+                .as_ref()
+                .and_then(|t| t.environment_templates.iter().any(|e| e.name.as_str() == "ephemeral").then(|| "ephemeral".to_owned()))
+        }),
+        status: status::CREATING.into(),
+        reason: None,
+        template: version.template,
+        env_vars: version.env_vars,
+        expires_at: body.ttl_seconds.map(|s| now + (s as i64) * 1000),
+        created_at: now,
+        updated_at: now,
+    };
+    ctx.store.create_env(&env).await?;
+    let dep = start_deployment(&id, "setup", None);
+    ctx.store.create_deployment(&dep).await?;
+    controller::spawn(&ctx, dep.id);
+    tracing::info!(env = %id, app = %app.name, branch = %body.branch, "environment created");
+    Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, env).await?)))
+}
+
+#[derive(Deserialize)]
+struct EnvQuery {
+    app: Option<String>,
+}
+
+async fn list_envs(State(ctx): State<Shared>, Query(q): Query<EnvQuery>) -> Result<Json<Vec<api::Env>>, ApiError> {
+    let mut out = Vec::new();
+    for e in ctx.store.envs(q.app.as_deref(), false).await? {
+        out.push(env_dto(&ctx, e).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn find_env(ctx: &Shared, id: &str) -> Result<Environment, ApiError> {
+    ctx.store.env(id).await?.ok_or_else(|| ApiError::not_found("environment", id).hint("`offshoot env list` shows the environments"))
+}
+
+async fn show_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::Env>, ApiError> {
+    let e = find_env(&ctx, &id).await?;
+    Ok(Json(env_dto(&ctx, e).await?))
+}
+
+async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
+    let e = find_env(&ctx, &id).await?;
+    if e.status != status::DELETED && e.status != status::TEARING_DOWN {
+        ctx.store.set_env_status(&id, status::TEARING_DOWN, None).await?;
+        let dep = start_deployment(&id, "teardown", None);
+        ctx.store.create_deployment(&dep).await?;
+        controller::spawn(&ctx, dep.id);
+    }
+    let e = find_env(&ctx, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
+}
+
+async fn deploy_env(
+    State(ctx): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<api::EnvDeploy>,
+) -> Result<(StatusCode, Json<api::Env>), ApiError> {
+    let e = find_env(&ctx, &id).await?;
+    if e.status == status::DELETED || e.status == status::TEARING_DOWN {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("environment `{id}` is {}", e.status)));
+    }
+    if let Some(c) = &body.commit
+        && (c.len() != 40 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::bad_request(format!("`{c}` is not a full commit SHA")));
+    }
+    ctx.store.set_env_status(&id, status::DEPLOYING, None).await?;
+    let dep = start_deployment(&id, "patch", body.commit);
+    ctx.store.create_deployment(&dep).await?;
+    controller::spawn(&ctx, dep.id);
+    let e = find_env(&ctx, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    service: Option<String>,
+    tail: Option<usize>,
+}
+
+async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<Vec<api::Logs>>, ApiError> {
+    find_env(&ctx, &id).await?;
+    let mut out = Vec::new();
+    let tail = q.tail.unwrap_or(200).min(10_000);
+    for c in ctx.rt.list(Some(&id)).await.map_err(anyhow::Error::new)? {
+        if q.service.as_ref().is_some_and(|s| s != &c.service) || c.role != "service" {
+            continue;
+        }
+        let logs = ctx.rt.logs(&c.name, tail).await.map_err(anyhow::Error::new)?;
+        out.push(api::Logs { service: c.service, logs });
+    }
+    if out.is_empty()
+        && let Some(s) = q.service
+    {
+        return Err(ApiError::not_found("running service", &s));
+    }
+    Ok(Json(out))
+}
+
+async fn env_exec(
+    State(ctx): State<Shared>,
+    Path(id): Path<String>,
+    Json(body): Json<api::ExecRequest>,
+) -> Result<Json<api::ExecResult>, ApiError> {
+    find_env(&ctx, &id).await?;
+    if body.command.is_empty() {
+        return Err(ApiError::bad_request("no command given"));
+    }
+    let running = ctx.rt.list(Some(&id)).await.map_err(anyhow::Error::new)?;
+    let c = running
+        .iter()
+        .find(|c| c.service == body.service && c.role == "service")
+        .ok_or_else(|| ApiError::not_found("running service", &body.service))?;
+    let done = ctx.rt.exec(&c.name, &body.command).await.map_err(anyhow::Error::new)?;
+    Ok(Json(api::ExecResult { exit_code: done.exit_code, output: done.logs }))
+}

@@ -1,0 +1,717 @@
+//! The environment controller: runs a deployment (fetch → resolve → build → workflow steps)
+//! or a teardown, recording every step so that a restarted server resumes where it stopped.
+//! One operation per environment at a time (a lock per environment id).
+
+use crate::crypto::SecretKey;
+use crate::router;
+use offshoot_api_types::status;
+use offshoot_docker::DockerRuntime;
+use offshoot_git::Mirror;
+use offshoot_runtime::{BuildRequest, ContainerSpec, Mount, MountSource, Namespace, Role, Runtime, State};
+use offshoot_store::{Deployment, Environment, ServiceRow, Step, Store};
+use offshoot_template::document::{self, Kind};
+use offshoot_template::envvars::{EnvVarsFile, Var, VarValue};
+use offshoot_template::model::{Probe, VolumeType};
+use offshoot_template::resolve::{self, Resolved, ResolvedService};
+use offshoot_template::secret::SecretString;
+use offshoot_template::span::Sp;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Ctx {
+    pub(crate) store: Store,
+    pub(crate) rt: DockerRuntime,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) domain: String,
+    pub(crate) router_port: u16,
+    pub(crate) key: SecretKey,
+    /// This server's id: the label on everything it creates.
+    pub(crate) instance: String,
+    pub(crate) routes: router::Table,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub(crate) type Shared = Arc<Ctx>;
+
+/// Attempts of a failing init container before the service fails.
+const INIT_ATTEMPTS: u32 = 4;
+
+impl Ctx {
+    pub(crate) fn new(
+        store: Store,
+        rt: DockerRuntime,
+        data_dir: PathBuf,
+        domain: String,
+        router_port: u16,
+        key: SecretKey,
+        instance: String,
+    ) -> Self {
+        Ctx { store, rt, data_dir, domain, router_port, key, instance, routes: router::Table::default(), locks: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock_for(&self, env_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(env_id.to_owned()).or_default().clone()
+    }
+
+    /// Mirrors are kept per repository (several apps may share one).
+    pub(crate) fn mirror_path(&self, repo: &str) -> PathBuf {
+        let digest: String = Sha256::digest(repo.as_bytes()).iter().take(10).map(|b| format!("{b:02x}")).collect();
+        self.data_dir.join("repos").join(format!("{digest}.git"))
+    }
+
+    /// Fetches a repository into its mirror.
+    pub(crate) async fn sync_mirror(&self, repo: &str) -> Result<Mirror, String> {
+        let (repo, dest) = (repo.to_owned(), self.mirror_path(repo));
+        tokio::task::spawn_blocking(move || Mirror::sync(&repo, &dest)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    }
+
+    /// Rebuilds the routing table from the store.
+    pub(crate) async fn refresh_routes(&self) {
+        match router::load(&self.store).await {
+            Ok(t) => self.routes.replace(t),
+            Err(e) => tracing::error!(error = %e, "cannot rebuild the routing table"),
+        }
+    }
+}
+
+/// Starts running a deployment in the background.
+pub(crate) fn spawn(ctx: &Shared, deployment_id: String) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = run(&ctx, &deployment_id).await {
+            tracing::error!(deployment = %deployment_id, error = %e, "deployment could not run");
+        }
+    });
+}
+
+async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
+    let Some(dep) = ctx.store.deployment(deployment_id).await? else { return Ok(()) };
+    let lock = ctx.lock_for(&dep.env_id);
+    let _guard = lock.lock().await;
+    // Re-read under the lock: another run may have finished it.
+    let Some(dep) = ctx.store.deployment(deployment_id).await? else { return Ok(()) };
+    if dep.status != "running" {
+        return Ok(());
+    }
+    let Some(env) = ctx.store.env(&dep.env_id).await? else { return Ok(()) };
+    tracing::info!(env = %env.id, workflow = %dep.workflow, deployment = %dep.id, "running");
+    let result = match dep.workflow.as_str() {
+        "teardown" => teardown(ctx, &dep, &env).await,
+        _ => deploy(ctx, &dep, &env).await,
+    };
+    match result {
+        Ok(()) => {
+            ctx.store.finish_deployment(&dep.id, "succeeded", None).await?;
+            let next = if dep.workflow == "teardown" { status::DELETED } else { status::READY };
+            ctx.store.set_env_status(&env.id, next, None).await?;
+            tracing::info!(env = %env.id, workflow = %dep.workflow, "done");
+        }
+        Err(reason) => {
+            ctx.store.finish_deployment(&dep.id, "failed", Some(&reason)).await?;
+            ctx.store.set_env_status(&env.id, status::FAILED, Some(&reason)).await?;
+            tracing::warn!(env = %env.id, workflow = %dep.workflow, %reason, "failed");
+        }
+    }
+    ctx.refresh_routes().await;
+    Ok(())
+}
+
+fn ms(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+/// The environment's forked configuration with the app's secrets, resolved.
+pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&str>) -> Result<Resolved, String> {
+    let tdoc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
+    let root = tdoc.root.ok_or_else(|| "the environment's template does not parse".to_owned())?;
+    let vdoc = document::check("environment_variables.yaml", &env.env_vars, Some(Kind::EnvVars));
+    let mut vars = vdoc.env_vars.unwrap_or_default();
+    add_secrets(ctx, &env.app, &mut vars).await?;
+    let opts = resolve::Options {
+        environment_template: env.environment_template.clone(),
+        branch: env.branch.clone(),
+        env_id: env.id.clone(),
+        commit: commit.map(str::to_owned).or_else(|| env.commit_sha.clone()),
+        app: Some(env.app.clone()),
+        domain: ctx.domain.clone(),
+        force_domain: true,
+        ingress_port: Some(ctx.router_port),
+        parameters: BTreeMap::new(),
+    };
+    resolve::resolve("application_template.yaml", &root, Some(&vars), &opts).map_err(|diags| {
+        diags.iter().filter(|d| d.is_error()).map(|d| format!("{}:{}: {}", d.line, d.column, d.message)).collect::<Vec<_>>().join("; ")
+    })
+}
+
+async fn add_secrets(ctx: &Ctx, app: &str, vars: &mut EnvVarsFile) -> Result<(), String> {
+    for s in ctx.store.secrets(app).await.map_err(|e| e.to_string())? {
+        let value =
+            ctx.key.decrypt(&s.ciphertext, &format!("{app}/{}/{}", s.service, s.key)).map_err(|e| format!("secret `{}`: {e}", s.key))?;
+        let var =
+            Var { key: Sp::synthetic(s.key.clone()), value: Some(Sp::synthetic(VarValue::Secret(SecretString::new(value)))), secret: true };
+        if s.service.is_empty() {
+            vars.defaults.retain(|v| v.key.value != s.key);
+            vars.defaults.push(var);
+        } else {
+            match vars.services.iter_mut().find(|(name, _)| name.value == s.service) {
+                Some((_, list)) => {
+                    list.retain(|v| v.key.value != s.key);
+                    list.push(var);
+                }
+                None => vars.services.push((Sp::synthetic(s.service.clone()), vec![var])),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn exposed(env: &BTreeMap<String, VarValue>) -> BTreeMap<String, String> {
+    env.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect()
+}
+
+/// Tag of a built image: a hash of everything that goes into it.
+fn content_tag(app: &str, service: &str, tree: &str, s: &ResolvedService) -> String {
+    let b = s.build.as_ref();
+    let mut h = Sha256::new();
+    h.update(tree.as_bytes());
+    if let Some(b) = b {
+        h.update(b.dockerfile.as_deref().unwrap_or("Dockerfile").as_bytes());
+        h.update(b.target.as_deref().unwrap_or("").as_bytes());
+        for (k, v) in &b.args {
+            h.update(format!("\0{k}={}", v.expose()).as_bytes());
+        }
+    }
+    let digest: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("offshoot/{app}/{service}:{digest}")
+}
+
+async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: &str, reason: Option<&str>, detail: serde_json::Value) {
+    let row = ServiceRow {
+        env_id: env_id.into(),
+        name: name.into(),
+        status: st.into(),
+        reason: reason.map(str::to_owned),
+        detail: detail.to_string(),
+    };
+    if let Err(e) = ctx.store.set_service(&row).await {
+        tracing::error!(error = %e, "cannot record a service");
+    }
+}
+
+async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
+    let mut phases: BTreeMap<String, u64> = BTreeMap::new();
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    if env.status != status::CREATING {
+        ctx.store.set_env_status(&env.id, status::DEPLOYING, None).await.map_err(store_err)?;
+    }
+    let app = ctx.store.app(&env.app).await.map_err(store_err)?.ok_or("the application was deleted")?;
+
+    // Fetch.
+    let t = Instant::now();
+    let mirror = ctx.sync_mirror(&app.repo).await.map_err(|e| format!("fetch: {e}"))?;
+    let commit = match &dep.commit_sha {
+        Some(c) => {
+            let m = mirror.clone();
+            let c2 = c.clone();
+            let ok = tokio::task::spawn_blocking(move || m.has_commit(&c2)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            if !ok {
+                return Err(format!("commit `{c}` is not in the repository"));
+            }
+            c.clone()
+        }
+        None => {
+            let (m, b) = (mirror.clone(), env.branch.clone());
+            tokio::task::spawn_blocking(move || m.resolve(&b))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("branch `{}` does not exist in the repository", env.branch))?
+        }
+    };
+    ctx.store.set_env_commit(&env.id, &commit).await.map_err(store_err)?;
+    ctx.store.set_deployment_commit(&dep.id, &commit).await.map_err(store_err)?;
+    phases.insert("fetch".into(), ms(t));
+
+    // Resolve.
+    let resolved = resolve_env(ctx, env, Some(&commit)).await?;
+    let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
+    ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
+
+    // Build (content-addressed: an unchanged context is never rebuilt) and pull.
+    let t = Instant::now();
+    let mut images: HashMap<String, String> = HashMap::new();
+    for s in &resolved.services {
+        let image = match &s.build {
+            Some(b) => {
+                let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
+                let tree = tokio::task::spawn_blocking(move || m.tree_id(&c, &dir))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("service `{}`: build context `{}` does not exist at {}", s.name, b.context, short(&commit)))?;
+                let tag = content_tag(&app.name, &s.name, &tree, s);
+                if !ctx.rt.image_exists(&tag).await.map_err(|e| e.to_string())? {
+                    set_service(ctx, &env.id, &s.name, "building", None, serde_json::json!({})).await;
+                    let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
+                    let context = tokio::task::spawn_blocking(move || m.archive(&c, &dir))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                    let req = BuildRequest {
+                        tag: tag.clone(),
+                        context,
+                        dockerfile: b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()),
+                        args: exposed(&b.args),
+                        target: b.target.clone(),
+                        labels: BTreeMap::from([("offshoot.managed".into(), "true".into()), ("offshoot.app".into(), app.name.clone())]),
+                    };
+                    let log = Mutex::new(String::new());
+                    let result = ctx
+                        .rt
+                        .build(req, &|line| log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_str(&format!("{line}\n")))
+                        .await;
+                    let log = log.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let _ = ctx.store.set_build_log(&dep.id, &s.name, &log).await;
+                    if let Err(e) = result {
+                        let tail = match &e {
+                            offshoot_runtime::RuntimeError::BuildFailed { log_tail, .. } => format!("\n{log_tail}"),
+                            _ => String::new(),
+                        };
+                        set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
+                        return Err(format!("service `{}`: {e}{tail}", s.name));
+                    }
+                }
+                tag
+            }
+            None if s.static_site.is_some() => continue,
+            None => {
+                let image = s.image.clone().ok_or_else(|| format!("service `{}` has no image", s.name))?;
+                if let Err(e) = ctx.rt.ensure_image(&image).await {
+                    set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
+                    return Err(format!("service `{}`: {e}", s.name));
+                }
+                image
+            }
+        };
+        images.insert(s.name.clone(), image);
+    }
+    phases.insert("build".into(), ms(t));
+    let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
+
+    // Workflow steps, each recorded; done steps are skipped on resume.
+    let t = Instant::now();
+    let steps = workflow_steps(&resolved, &dep.workflow);
+    let done: HashSet<i64> =
+        ctx.store.steps(&dep.id).await.map_err(store_err)?.into_iter().filter(|s| s.status == "done").map(|s| s.idx).collect();
+    let plan = Arc::new(Plan { resolved, volatile: volatile_keys(&env.env_vars), images, ns, env_id: env.id.clone() });
+    for (i, step) in steps.iter().enumerate() {
+        let idx = i as i64;
+        if done.contains(&idx) {
+            continue;
+        }
+        let record =
+            |status: &str, output: String| Step { deployment: dep.id.clone(), idx, name: step.name.clone(), status: status.into(), output };
+        ctx.store.set_step(&record("running", String::new())).await.map_err(store_err)?;
+        if !step.wait_for_finish {
+            let (ctx2, plan2, tasks) = (ctx.clone(), plan.clone(), step.tasks.clone());
+            tokio::spawn(async move {
+                if let Err(e) = run_step(&ctx2, &plan2, &tasks).await {
+                    tracing::warn!(error = %e, "a step that was not waited for failed");
+                }
+            });
+            ctx.store.set_step(&record("done", "started without waiting".into())).await.map_err(store_err)?;
+            continue;
+        }
+        match run_step(ctx, &plan, &step.tasks).await {
+            Ok(output) => ctx.store.set_step(&record("done", output)).await.map_err(store_err)?,
+            Err(e) => {
+                ctx.store.set_step(&record("failed", e.clone())).await.map_err(store_err)?;
+                return Err(format!("step `{}`: {e}", step.name));
+            }
+        }
+    }
+    phases.insert("start".into(), ms(t));
+    let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
+    Ok(())
+}
+
+fn short(c: &str) -> &str {
+    c.get(..7).unwrap_or(c)
+}
+
+struct Plan {
+    resolved: Resolved,
+    volatile: std::collections::BTreeSet<String>,
+    images: HashMap<String, String>,
+    ns: Namespace,
+    env_id: String,
+}
+
+#[derive(Clone)]
+struct PlannedStep {
+    name: String,
+    tasks: Vec<String>,
+    wait_for_finish: bool,
+}
+
+/// The steps of a workflow; a template without it gets Release's defaults.
+fn workflow_steps(r: &Resolved, workflow: &str) -> Vec<PlannedStep> {
+    if let Some(steps) = r.workflows.get(workflow) {
+        return steps
+            .iter()
+            .map(|s| PlannedStep { name: s.name.clone(), tasks: s.tasks.clone(), wait_for_finish: s.wait_for_finish })
+            .collect();
+    }
+    let services = |only_built: bool| {
+        r.services.iter().filter(|s| !only_built || s.has_repo).map(|s| format!("services.{}", s.name)).collect::<Vec<_>>()
+    };
+    match workflow {
+        "setup" => vec![PlannedStep { name: "services-0".into(), tasks: services(false), wait_for_finish: true }],
+        "patch" => vec![PlannedStep { name: "services-0".into(), tasks: services(true), wait_for_finish: true }],
+        _ => {
+            vec![PlannedStep { name: "remove-environment".into(), tasks: vec!["release.remove_environment".into()], wait_for_finish: true }]
+        }
+    }
+}
+
+/// Runs a step's tasks concurrently, services in `depends_on` order within the step.
+async fn run_step(ctx: &Shared, plan: &Arc<Plan>, tasks: &[String]) -> Result<String, String> {
+    let in_step: HashSet<&str> = tasks.iter().filter_map(|t| t.strip_prefix("services.")).collect();
+    let mut remaining: Vec<&String> = tasks.iter().collect();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut outputs = Vec::new();
+    let mut errors = Vec::new();
+    while !remaining.is_empty() {
+        let (wave, rest): (Vec<&String>, Vec<&String>) = remaining.iter().partition(|t| {
+            let deps = t
+                .strip_prefix("services.")
+                .and_then(|n| plan.resolved.services.iter().find(|s| s.name == n))
+                .map(|s| s.depends_on.clone())
+                .unwrap_or_default();
+            deps.iter().all(|d| !in_step.contains(d.as_str()) || finished.contains(d))
+        });
+        // A cycle cannot happen (validation refuses it); start the rest together if it did.
+        let wave = if wave.is_empty() { rest.clone() } else { wave };
+        let results = futures_util::future::join_all(wave.iter().map(|t| run_task(ctx, plan, t))).await;
+        for (t, r) in wave.iter().zip(results) {
+            match r {
+                Ok(out) => {
+                    if !out.is_empty() {
+                        outputs.push(format!("{t}: {out}"));
+                    }
+                }
+                Err(e) => errors.push(format!("{t}: {e}")),
+            }
+            finished.insert(t.strip_prefix("services.").unwrap_or(t).to_owned());
+        }
+        remaining.retain(|t| !wave.contains(t));
+    }
+    if errors.is_empty() { Ok(outputs.join("\n")) } else { Err(errors.join("; ")) }
+}
+
+async fn run_task(ctx: &Shared, plan: &Arc<Plan>, task: &str) -> Result<String, String> {
+    if let Some(name) = task.strip_prefix("services.") {
+        let s = plan.resolved.services.iter().find(|s| s.name == name).ok_or_else(|| format!("service `{name}` is not defined"))?;
+        start_service(ctx, plan, s).await.map(|_| String::new())
+    } else if let Some(name) = task.strip_prefix("jobs.") {
+        run_job(ctx, plan, name).await
+    } else if task == "release.remove_environment" {
+        ctx.rt.teardown(&plan.env_id).await.map_err(|e| e.to_string()).map(|_| String::new())
+    } else {
+        Err(format!("this runtime cannot run `{task}`"))
+    }
+}
+
+fn mounts(s: &ResolvedService) -> Vec<Mount> {
+    s.volumes
+        .iter()
+        .filter_map(|v| {
+            let target = v.mount_path.as_ref()?.value.clone();
+            let source = match (&v.kind, &v.claim) {
+                (_, Some(c)) => MountSource::Volume(format!("shared-{}", c.value)),
+                (Some(k), None) if k.value == VolumeType::Shmem => {
+                    MountSource::Tmpfs { size: v.size.as_ref().and_then(|s| offshoot_runtime::memory_bytes(s)) }
+                }
+                (Some(k), None) if k.value == VolumeType::Persistent => MountSource::Volume(v.name.as_ref()?.value.clone()),
+                _ => return None,
+            };
+            Some(Mount { source, target })
+        })
+        .collect()
+}
+
+fn probe_port(p: &Probe) -> Option<u16> {
+    p.http_get
+        .as_ref()
+        .and_then(|h| h.port.as_ref())
+        .or(p.tcp_socket.as_ref().and_then(|t| t.port.as_ref()))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+fn service_spec(plan: &Plan, s: &ResolvedService) -> ContainerSpec {
+    // Node ports are published on 127.0.0.1 for the router; the rest stay inside.
+    let mut ports: Vec<u16> =
+        s.ports.iter().filter(|p| p.kind == offshoot_template::model::PortType::NodePort).map(|p| p.target_port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ContainerSpec {
+        name: format!("offshoot-{}-{}", plan.env_id, s.name),
+        service: s.name.clone(),
+        role: Role::Service,
+        image: plan.images.get(&s.name).cloned().unwrap_or_default(),
+        entrypoint: s.command.clone(),
+        cmd: s.args.clone(),
+        env: exposed(&s.env),
+        published_ports: ports,
+        mounts: mounts(s),
+        cpu_millis: s.cpu.limits.as_deref().and_then(offshoot_runtime::cpu_millis),
+        memory_bytes: s.memory.limits.as_deref().and_then(offshoot_runtime::memory_bytes),
+        volatile_env: plan.volatile.clone(),
+    }
+}
+
+/// The volatile variables, and every `mapping` entry derived from one.
+fn volatile_keys(env_vars: &str) -> std::collections::BTreeSet<String> {
+    let mut out: std::collections::BTreeSet<String> = VOLATILE.iter().map(|v| (*v).to_owned()).collect();
+    let vars = document::check("environment_variables.yaml", env_vars, Some(Kind::EnvVars)).env_vars.unwrap_or_default();
+    for (k, v) in &vars.mapping {
+        let names: Vec<String> = if v.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            vec![v.value.clone()]
+        } else {
+            offshoot_template::interp::parse(v, offshoot_template::interp::Bare::Expand)
+                .map(|p| offshoot_template::interp::names(&p).into_iter().map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        if names.iter().any(|n| out.contains(n)) {
+            out.insert(k.value.clone());
+        }
+    }
+    out
+}
+
+/// The deployed commit changes with every push; alone, it does not restart a service whose
+/// image and configuration are unchanged (that service keeps the commit it was deployed at).
+const VOLATILE: &[&str] = &["RELEASE_COMMIT_SHA", "RELEASE_COMMIT_SHORT"];
+
+async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result<(), String> {
+    let env_id = &plan.env_id;
+    let urls_detail =
+        |port: Option<u16>| serde_json::json!({ "hostnames": s.hostnames, "upstream_port": port, "image": plan.images.get(&s.name) });
+    if s.static_site.is_some() {
+        let reason = "static sites are not served by this runtime yet";
+        set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), urls_detail(None)).await;
+        return Err(reason.into());
+    }
+    let spec = service_spec(plan, s);
+    // Init containers run in order to completion, with the service's image, variables and
+    // volumes unless they name their own image; a failing one is retried with back-off.
+    for init in &s.init {
+        set_service(ctx, env_id, &s.name, "initializing", Some(&format!("init container `{}`", init.name)), urls_detail(None)).await;
+        let ispec = ContainerSpec {
+            name: format!("offshoot-{env_id}-{}-init-{}", s.name, init.name),
+            role: Role::Init,
+            image: init.image.clone().filter(|i| Some(i) != s.image.as_ref()).unwrap_or_else(|| spec.image.clone()),
+            entrypoint: init.command.clone(),
+            cmd: init.args.clone(),
+            env: exposed(&init.env),
+            published_ports: vec![],
+            ..spec.clone()
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = ctx.rt.run_to_completion(&plan.ns, &ispec, Duration::from_secs(300)).await;
+            let failure = match r {
+                Ok(c) if c.exit_code == 0 => break,
+                Ok(c) => format!("init container `{}` exited with code {}: {}", init.name, c.exit_code, tail(&c.logs, 5)),
+                Err(e) => format!("init container `{}`: {e}", init.name),
+            };
+            if attempt >= INIT_ATTEMPTS {
+                set_service(ctx, env_id, &s.name, status::FAILED, Some(&failure), urls_detail(None)).await;
+                return Err(failure);
+            }
+            set_service(ctx, env_id, &s.name, "initializing", Some(&format!("{failure} (retry {attempt})")), urls_detail(None)).await;
+            tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
+        }
+    }
+    set_service(ctx, env_id, &s.name, "starting", None, urls_detail(None)).await;
+    let applied = match ctx.rt.apply(&plan.ns, &spec).await {
+        Ok(a) => a,
+        Err(e) => {
+            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e.to_string()), urls_detail(None)).await;
+            return Err(e.to_string());
+        }
+    };
+    let upstream = s
+        .ports
+        .iter()
+        .find(|p| p.kind == offshoot_template::model::PortType::NodePort)
+        .and_then(|p| applied.host_ports.get(&p.target_port).copied());
+    match wait_ready(ctx, &spec.name, s.readiness_probe.as_ref(), applied.ip).await {
+        Ok(()) => {
+            set_service(ctx, env_id, &s.name, status::READY, None, urls_detail(upstream)).await;
+            ctx.refresh_routes().await;
+            Ok(())
+        }
+        Err(e) => {
+            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), urls_detail(upstream)).await;
+            Err(e)
+        }
+    }
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join(" | ")
+}
+
+/// Waits for readiness: the probe succeeding (or, without a probe, the container running).
+/// Fails with the probe's last error after `initial_delay + period × failure_threshold`.
+async fn wait_ready(ctx: &Ctx, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
+    let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
+    let (period, threshold, initial) = match probe {
+        Some(p) => (secs(&p.period_seconds, 10).max(1), secs(&p.failure_threshold, 3).max(1), secs(&p.initial_delay_seconds, 0)),
+        None => (1, 5, 0),
+    };
+    let deadline = Instant::now() + Duration::from_secs(initial + period * threshold);
+    tokio::time::sleep(Duration::from_secs(initial)).await;
+    loop {
+        // A container that stopped will not become ready.
+        let observed = ctx.rt.list(None).await.map_err(|e| e.to_string())?;
+        match observed.iter().find(|o| o.name == container).map(|o| o.state.clone()) {
+            Some(State::Exited { code }) => {
+                let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
+                return Err(format!("the container exited with code {code}: {}", tail(&logs, 5)));
+            }
+            Some(State::Restarting) => {
+                let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
+                return Err(format!("the container keeps exiting: {}", tail(&logs, 5)));
+            }
+            None => return Err("the container disappeared".into()),
+            _ => {}
+        }
+        let result = match probe {
+            None => Ok(()),
+            Some(p) => probe_once(ctx, container, p, ip).await,
+        };
+        let last = match result {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("never became ready: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis((period * 1000).min(1000))).await;
+    }
+}
+
+async fn probe_once(ctx: &Ctx, container: &str, p: &Probe, ip: Option<std::net::IpAddr>) -> Result<(), String> {
+    let timeout = Duration::from_secs(p.timeout_seconds.as_ref().map_or(1, |t| t.value.max(1)));
+    if let Some(e) = &p.exec {
+        let cmd: Vec<String> = e.command.iter().map(|c| c.value.clone()).collect();
+        let r = tokio::time::timeout(timeout, ctx.rt.exec(container, &cmd))
+            .await
+            .map_err(|_| format!("exec probe timed out after {timeout:?}"))?;
+        let c = r.map_err(|e| e.to_string())?;
+        return if c.exit_code == 0 { Ok(()) } else { Err(format!("exec probe exited with code {}: {}", c.exit_code, tail(&c.logs, 2))) };
+    }
+    let port = probe_port(p).ok_or("the probe has no port")?;
+    let addr = std::net::SocketAddr::new(ip.ok_or("the container has no address")?, port);
+    let connect = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to port {port} timed out"))?;
+    let mut stream = connect.map_err(|e| format!("port {port}: {e}"))?;
+    let Some(h) = &p.http_get else { return Ok(()) };
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let path = h.path.as_ref().map_or("/", |p| p.value.as_str());
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: offshoot-probe\r\nConnection: close\r\n\r\n");
+    let exchange = async {
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = vec![0u8; 64];
+        let n = stream.read(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let head = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("GET {path} timed out"))?
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+    if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path} answered {code}")) }
+}
+
+async fn run_job(ctx: &Shared, plan: &Plan, name: &str) -> Result<String, String> {
+    let job = plan.resolved.jobs.iter().find(|j| j.name == name).ok_or_else(|| format!("job `{name}` is not defined"))?;
+    let base = job.from_service.as_ref().and_then(|f| plan.resolved.services.iter().find(|s| &s.name == f));
+    let image = job
+        .from_service
+        .as_ref()
+        .and_then(|f| plan.images.get(f).cloned())
+        .or_else(|| job.image.clone())
+        .ok_or_else(|| format!("job `{name}` has no image"))?;
+    if job.from_service.is_none() {
+        ctx.rt.ensure_image(&image).await.map_err(|e| e.to_string())?;
+    }
+    let spec = ContainerSpec {
+        name: format!("offshoot-{}-job-{name}", plan.env_id),
+        service: name.to_owned(),
+        role: Role::Job,
+        image,
+        entrypoint: job.command.clone(),
+        cmd: job.args.clone(),
+        env: exposed(&job.env),
+        published_ports: vec![],
+        mounts: base.map(mounts).unwrap_or_default(),
+        cpu_millis: None,
+        memory_bytes: None,
+        volatile_env: Default::default(),
+    };
+    let done =
+        ctx.rt.run_to_completion(&plan.ns, &spec, Duration::from_secs(job.completed_timeout_seconds)).await.map_err(|e| e.to_string())?;
+    if done.exit_code == 0 {
+        Ok(tail(&done.logs, 20))
+    } else {
+        Err(format!("job `{name}` exited with code {}: {}", done.exit_code, tail(&done.logs, 10)))
+    }
+}
+
+async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
+    ctx.store.set_env_status(&env.id, status::TEARING_DOWN, None).await.map_err(|e| e.to_string())?;
+    // The teardown workflow's jobs run first (they may need the environment); the removal
+    // itself always happens, even when the configuration no longer resolves.
+    if let Ok(resolved) = resolve_env(ctx, env, None).await {
+        let jobs: Vec<String> =
+            workflow_steps(&resolved, "teardown").into_iter().flat_map(|s| s.tasks).filter(|t| t.starts_with("jobs.")).collect();
+        if !jobs.is_empty() {
+            let mut images = HashMap::new();
+            for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
+                if let Some(i) =
+                    serde_json::from_str::<serde_json::Value>(&s.detail).ok().and_then(|d| d["image"].as_str().map(str::to_owned))
+                {
+                    images.insert(s.name, i);
+                }
+            }
+            let plan = Arc::new(Plan {
+                resolved,
+                volatile: volatile_keys(&env.env_vars),
+                images,
+                ns: Namespace::new(&env.id, &env.app, &ctx.instance),
+                env_id: env.id.clone(),
+            });
+            for j in jobs {
+                if let Err(e) = run_task(ctx, &plan, &j).await {
+                    tracing::warn!(env = %env.id, task = %j, error = %e, "a teardown job failed; removing the environment anyway");
+                }
+            }
+        }
+    }
+    ctx.rt.teardown(&env.id).await.map_err(|e| e.to_string())?;
+    for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
+        set_service(ctx, &env.id, &s.name, status::DELETED, None, serde_json::json!({})).await;
+    }
+    let _ = dep;
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! The one error type at the HTTP boundary: a status, a stable code, a public message.
+//! Internal causes are logged, never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use offshoot_api_types::ErrorBody;
+
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
+    pub(crate) diagnostics: Vec<serde_json::Value>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), hint: None, diagnostics: Vec::new() }
+    }
+    pub(crate) fn not_found(what: &str, name: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} `{name}` does not exist"))
+    }
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub(crate) fn invalid(message: impl Into<String>, diagnostics: &[offshoot_template::diag::Diagnostic]) -> Self {
+        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration", message);
+        e.diagnostics = diagnostics.iter().filter_map(|d| serde_json::to_value(d).ok()).collect();
+        e
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        tracing::error!(error = format!("{e:#}"), "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+    }
+}
+
+impl From<offshoot_store::StoreError> for ApiError {
+    fn from(e: offshoot_store::StoreError) -> Self {
+        match e {
+            offshoot_store::StoreError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            other => anyhow::Error::new(other).into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { code: self.code.to_owned(), message: self.message, hint: self.hint, diagnostics: self.diagnostics };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,188 @@
+//! The control plane: `offshoot server`. The HTTP API, the environment controller, the
+//! reconciler (resume interrupted work, remove orphans, expire environments) and the router.
+
+mod api;
+mod controller;
+mod crypto;
+mod error;
+mod router;
+
+use anyhow::{Context as _, Result};
+use controller::{Ctx, Shared};
+use offshoot_api_types::status;
+use offshoot_docker::DockerRuntime;
+use offshoot_runtime::Runtime as _;
+use offshoot_store::{Deployment, Store, now_ms};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub router_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; default: SQLite in the data directory.
+    pub database_url: Option<String>,
+    pub domain: String,
+    /// How often the reconciler runs.
+    pub reconcile_every: Duration,
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("create the data directory `{}`", config.data_dir.display()))?;
+    let url = config.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("offshoot.db").display()));
+    let store = Store::open(&url).await.context("open the database")?;
+    ensure_admin_token(&store, &config).await?;
+    let key = crypto::SecretKey::load_or_create(&config.data_dir.join("secret.key"))?;
+    let instance = instance_id(&config)?;
+    let rt = DockerRuntime::connect().await.context("connect to the Docker engine")?;
+    let api_listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
+    let router_listener =
+        tokio::net::TcpListener::bind(config.router_listen).await.with_context(|| format!("listen on {}", config.router_listen))?;
+    let router_port = router_listener.local_addr()?.port();
+    let ctx: Shared = Arc::new(Ctx::new(store, rt, config.data_dir.clone(), config.domain.clone(), router_port, key, instance));
+    ctx.refresh_routes().await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(router::serve(router_listener, ctx.clone(), stop_rx.clone()));
+    recover(&ctx).await;
+    tokio::spawn(reconcile_loop(ctx.clone(), config.reconcile_every, stop_rx.clone()));
+    tracing::info!(api = %api_listener.local_addr()?, router = %router_port, domain = %config.domain, "offshoot server ready");
+    let mut stop = stop_rx.clone();
+    axum::serve(api_listener, api::router(ctx.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+            let _ = stop.changed().await;
+        })
+        .await
+        .context("serve the API")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+    }
+}
+
+/// This server's instance id (`DATA_DIR/instance-id`, created on first start): every object
+/// it creates carries it, and it reconciles only those.
+fn instance_id(config: &Config) -> Result<String> {
+    let path = config.data_dir.join("instance-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_owned());
+    }
+    let id = crypto::hex(&crypto::random_bytes::<8>());
+    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("write `{}`", path.display()))?;
+    Ok(id)
+}
+
+/// On first start: an admin token, stored as a hash, written to `DATA_DIR/admin-token` (0600).
+async fn ensure_admin_token(store: &Store, config: &Config) -> Result<()> {
+    if store.token_count().await? > 0 {
+        return Ok(());
+    }
+    let token = crypto::new_token();
+    store.add_token(&crypto::hash_token(&token), "admin").await?;
+    crypto::write_private(&config.data_dir.join("admin-token"), format!("{token}\n").as_bytes())?;
+    tracing::info!(path = %config.data_dir.join("admin-token").display(), "admin token created");
+    Ok(())
+}
+
+/// After a restart: resume every deployment that was running.
+async fn recover(ctx: &Shared) {
+    match ctx.store.unfinished_deployments().await {
+        Ok(list) => {
+            for d in list {
+                tracing::info!(env = %d.env_id, workflow = %d.workflow, deployment = %d.id, "resuming an interrupted deployment");
+                controller::spawn(ctx, d.id);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list unfinished deployments"),
+    }
+}
+
+async fn reconcile_loop(ctx: Shared, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = reconcile(&ctx).await {
+            tracing::warn!(error = format!("{e:#}"), "reconcile failed; retrying later");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {},
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Compares the database with the labelled containers: removes orphans (containers of
+/// environments that do not exist or were deleted), recreates missing services of ready
+/// environments, and tears down expired environments.
+async fn reconcile(ctx: &Shared) -> Result<()> {
+    let observed: Vec<_> = ctx.rt.list(None).await?.into_iter().filter(|o| o.instance == ctx.instance).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for o in &observed {
+        if !seen.insert(o.env_id.clone()) {
+            continue;
+        }
+        let env = ctx.store.env(&o.env_id).await?;
+        if env.as_ref().is_none_or(|e| e.status == status::DELETED) {
+            tracing::info!(env = %o.env_id, "removing orphaned containers");
+            ctx.rt.teardown(&o.env_id).await?;
+        }
+    }
+    for env in ctx.store.envs(None, false).await? {
+        if env.expires_at.is_some_and(|t| t <= now_ms()) && env.status != status::TEARING_DOWN {
+            tracing::info!(env = %env.id, "expired; tearing down");
+            ctx.store.set_env_status(&env.id, status::TEARING_DOWN, Some("expired")).await?;
+            let dep = Deployment {
+                id: format!("d{}", crypto::hex(&crypto::random_bytes::<8>())),
+                env_id: env.id.clone(),
+                workflow: "teardown".into(),
+                commit_sha: None,
+                status: "running".into(),
+                error: None,
+                phases: "{}".into(),
+                created_at: now_ms(),
+                finished_at: None,
+            };
+            ctx.store.create_deployment(&dep).await?;
+            controller::spawn(ctx, dep.id);
+            continue;
+        }
+        if env.status != status::READY {
+            continue;
+        }
+        // A ready environment whose service container vanished is redeployed (idempotent:
+        // running, unchanged services are left alone).
+        let missing = ctx.store.services(&env.id).await?.into_iter().any(|s| {
+            s.status == status::READY && !observed.iter().any(|o| o.env_id == env.id && o.service == s.name && o.role == "service")
+        });
+        if missing {
+            tracing::info!(env = %env.id, "a service container is missing; redeploying");
+            ctx.store.set_env_status(&env.id, status::DEPLOYING, Some("recreating missing services")).await?;
+            let dep = Deployment {
+                id: format!("d{}", crypto::hex(&crypto::random_bytes::<8>())),
+                env_id: env.id.clone(),
+                workflow: "setup".into(),
+                commit_sha: env.commit_sha.clone(),
+                status: "running".into(),
+                error: None,
+                phases: "{}".into(),
+                created_at: now_ms(),
+                finished_at: None,
+            };
+            ctx.store.create_deployment(&dep).await?;
+            controller::spawn(ctx, dep.id);
+        }
+    }
+    Ok(())
+}
