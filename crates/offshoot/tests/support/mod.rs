@@ -1,0 +1,165 @@
+//! Driving a real `offshoot server` process through the CLI: shared by the end-to-end tests and
+//! the benchmark.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_offshoot")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+pub struct Server {
+    pub child: Child,
+    pub data: PathBuf,
+    pub api: u16,
+    pub router: u16,
+    db: Option<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(data: &Path, db: Option<&str>) -> Server {
+        let (api, router) = (free_port(), free_port());
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+            "--router-listen",
+            &format!("127.0.0.1:{router}"),
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ]);
+        if let Some(db) = db {
+            cmd.args(["--database-url", db]);
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).expect("log file");
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("start the server");
+        let s = Server { child, data: data.to_owned(), api, router, db: db.map(str::to_owned), _tmp: None };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http(api, "localhost", "/healthz").is_some_and(|r| r.contains("ok")) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server did not start; see {}", data.with_extension("log").display());
+    }
+
+    pub fn new(db: Option<&str>) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start(&tmp.path().join("data"), db);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let token = std::fs::read_to_string(self.data.join("admin-token")).expect("admin token");
+        Command::new(bin())
+            .args(args)
+            .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", self.api))
+            .env("OFFSHOOT_TOKEN", token.trim())
+            .output()
+            .expect("run the CLI")
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let o = self.cli(&all);
+        assert!(o.status.success(), "{args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&o.stdout)))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn instance(&self) -> String {
+        std::fs::read_to_string(self.data.join("instance-id")).unwrap_or_default().trim().to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        // Leave nothing behind on the engine, whatever the test did.
+        let ids = docker(&["ps", "-aq", "--filter", &format!("label=offshoot.instance={}", self.instance())]);
+        for id in ids.split_whitespace() {
+            docker(&["rm", "-f", id]);
+        }
+        let _ = &self.db;
+    }
+}
+
+pub fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().expect("docker CLI");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A real HTTP/1.1 request to 127.0.0.1:port with a Host header; the whole response.
+pub fn http(port: u16, host: &str, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+pub fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() { copy_dir(&src, &dst) } else { std::fs::copy(&src, &dst).map(|_| ()).expect("copy") }
+    }
+}
+
+/// The example shop as a git repository, with `edit` applied to its template.
+pub fn shop_repo(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop"), dir.path());
+    let t = dir.path().join(".release/application_template.yaml");
+    let text = std::fs::read_to_string(&t).expect("template");
+    std::fs::write(&t, edit(text)).expect("write");
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "shop"]);
+    dir
+}
+
+pub fn containers(env: &str) -> Vec<(String, String)> {
+    let out = docker(&["ps", "-a", "--filter", &format!("label=offshoot.env={env}"), "--format", "{{.Names}} {{.ID}}"]);
+    let mut v: Vec<(String, String)> = out.lines().filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned()))).collect();
+    v.sort();
+    v
+}
+
+pub fn leftovers(env: &str) -> String {
+    let label = format!("label=offshoot.env={env}");
+    format!(
+        "{}{}{}",
+        docker(&["ps", "-aq", "--filter", &label]),
+        docker(&["network", "ls", "-q", "--filter", &label]),
+        docker(&["volume", "ls", "-q", "--filter", &label])
+    )
+}
