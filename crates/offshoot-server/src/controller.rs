@@ -239,7 +239,6 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     // Resolve.
     let resolved = resolve_env(ctx, env, Some(&commit)).await?;
     let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
-    ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
     let t = Instant::now();
@@ -300,13 +299,19 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
         images.insert(s.name.clone(), image);
     }
     phases.insert("build".into(), ms(t));
+    // Only now, with every image at hand: a failed build leaves nothing behind.
+    ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
     let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
 
-    // Workflow steps, each recorded; done steps are skipped on resume.
+    // Workflow steps, each recorded; done steps are skipped on resume. A failing task stops the
+    // workflow only under `halt_on_error` (the step's, or the job's); otherwise the workflow
+    // goes on, as on Release, and the environment ends `failed` with every reason.
     let t = Instant::now();
     let steps = workflow_steps(&resolved, &dep.workflow);
-    let done: HashSet<i64> =
-        ctx.store.steps(&dep.id).await.map_err(store_err)?.into_iter().filter(|s| s.status == "done").map(|s| s.idx).collect();
+    let earlier = ctx.store.steps(&dep.id).await.map_err(store_err)?;
+    let done: HashSet<i64> = earlier.iter().filter(|s| s.status == "done" || s.status == "failed").map(|s| s.idx).collect();
+    let mut failures: Vec<String> =
+        earlier.iter().filter(|s| s.status == "failed").map(|s| format!("step `{}`: {}", s.name, s.output)).collect();
     let plan = Arc::new(Plan { resolved, volatile: volatile_keys(&env.env_vars), images, ns, env_id: env.id.clone() });
     for (i, step) in steps.iter().enumerate() {
         let idx = i as i64;
@@ -320,7 +325,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
             let (ctx2, plan2, tasks) = (ctx.clone(), plan.clone(), step.tasks.clone());
             tokio::spawn(async move {
                 if let Err(e) = run_step(&ctx2, &plan2, &tasks).await {
-                    tracing::warn!(error = %e, "a step that was not waited for failed");
+                    tracing::warn!(error = %e.message, "a step that was not waited for failed");
                 }
             });
             ctx.store.set_step(&record("done", "started without waiting".into())).await.map_err(store_err)?;
@@ -329,14 +334,20 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
         match run_step(ctx, &plan, &step.tasks).await {
             Ok(output) => ctx.store.set_step(&record("done", output)).await.map_err(store_err)?,
             Err(e) => {
-                ctx.store.set_step(&record("failed", e.clone())).await.map_err(store_err)?;
-                return Err(format!("step `{}`: {e}", step.name));
+                ctx.store.set_step(&record("failed", e.message.clone())).await.map_err(store_err)?;
+                let failure = format!("step `{}`: {}", step.name, e.message);
+                if step.halt_on_error || e.halt {
+                    return Err(failure);
+                }
+                failures.push(failure);
             }
         }
     }
     phases.insert("start".into(), ms(t));
+    // Wall time from the request to a ready environment.
+    phases.insert("ready".into(), u64::try_from(offshoot_store::now_ms() - dep.created_at).unwrap_or(0));
     let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
-    Ok(())
+    if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
 }
 
 fn short(c: &str) -> &str {
@@ -356,6 +367,13 @@ struct PlannedStep {
     name: String,
     tasks: Vec<String>,
     wait_for_finish: bool,
+    halt_on_error: bool,
+}
+
+/// Why a step failed, and whether a task asked to stop the workflow.
+struct StepError {
+    message: String,
+    halt: bool,
 }
 
 /// The steps of a workflow; a template without it gets Release's defaults.
@@ -363,28 +381,39 @@ fn workflow_steps(r: &Resolved, workflow: &str) -> Vec<PlannedStep> {
     if let Some(steps) = r.workflows.get(workflow) {
         return steps
             .iter()
-            .map(|s| PlannedStep { name: s.name.clone(), tasks: s.tasks.clone(), wait_for_finish: s.wait_for_finish })
+            .map(|s| PlannedStep {
+                name: s.name.clone(),
+                tasks: s.tasks.clone(),
+                wait_for_finish: s.wait_for_finish,
+                halt_on_error: s.halt_on_error,
+            })
             .collect();
     }
     let services = |only_built: bool| {
         r.services.iter().filter(|s| !only_built || s.has_repo).map(|s| format!("services.{}", s.name)).collect::<Vec<_>>()
     };
     match workflow {
-        "setup" => vec![PlannedStep { name: "services-0".into(), tasks: services(false), wait_for_finish: true }],
-        "patch" => vec![PlannedStep { name: "services-0".into(), tasks: services(true), wait_for_finish: true }],
+        "setup" => vec![PlannedStep { name: "services-0".into(), tasks: services(false), wait_for_finish: true, halt_on_error: false }],
+        "patch" => vec![PlannedStep { name: "services-0".into(), tasks: services(true), wait_for_finish: true, halt_on_error: false }],
         _ => {
-            vec![PlannedStep { name: "remove-environment".into(), tasks: vec!["release.remove_environment".into()], wait_for_finish: true }]
+            vec![PlannedStep {
+                name: "remove-environment".into(),
+                tasks: vec!["release.remove_environment".into()],
+                wait_for_finish: true,
+                halt_on_error: true,
+            }]
         }
     }
 }
 
 /// Runs a step's tasks concurrently, services in `depends_on` order within the step.
-async fn run_step(ctx: &Shared, plan: &Arc<Plan>, tasks: &[String]) -> Result<String, String> {
+async fn run_step(ctx: &Shared, plan: &Arc<Plan>, tasks: &[String]) -> Result<String, StepError> {
     let in_step: HashSet<&str> = tasks.iter().filter_map(|t| t.strip_prefix("services.")).collect();
     let mut remaining: Vec<&String> = tasks.iter().collect();
     let mut finished: HashSet<String> = HashSet::new();
     let mut outputs = Vec::new();
     let mut errors = Vec::new();
+    let mut halt = false;
     while !remaining.is_empty() {
         let (wave, rest): (Vec<&String>, Vec<&String>) = remaining.iter().partition(|t| {
             let deps = t
@@ -404,13 +433,20 @@ async fn run_step(ctx: &Shared, plan: &Arc<Plan>, tasks: &[String]) -> Result<St
                         outputs.push(format!("{t}: {out}"));
                     }
                 }
-                Err(e) => errors.push(format!("{t}: {e}")),
+                Err(e) => {
+                    // A job with `halt_on_error` stops the workflow.
+                    halt |= t
+                        .strip_prefix("jobs.")
+                        .and_then(|j| plan.resolved.jobs.iter().find(|x| x.name == j))
+                        .is_some_and(|j| j.halt_on_error);
+                    errors.push(format!("{t}: {e}"));
+                }
             }
             finished.insert(t.strip_prefix("services.").unwrap_or(t).to_owned());
         }
         remaining.retain(|t| !wave.contains(t));
     }
-    if errors.is_empty() { Ok(outputs.join("\n")) } else { Err(errors.join("; ")) }
+    if errors.is_empty() { Ok(outputs.join("\n")) } else { Err(StepError { message: errors.join("; "), halt }) }
 }
 
 async fn run_task(ctx: &Shared, plan: &Arc<Plan>, task: &str) -> Result<String, String> {

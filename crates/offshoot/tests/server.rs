@@ -52,7 +52,7 @@ fn shop_lifecycle_routed_patched_and_deleted() {
     assert!(v2.contains(&format!("v2 {id}")), "{v2}");
     let deployments = patched["deployments"].as_array().expect("deployments");
     assert_eq!(deployments.len(), 2);
-    for phase in ["fetch", "build", "start"] {
+    for phase in ["fetch", "build", "start", "ready"] {
         assert!(deployments[1]["phases"].get(phase).is_some(), "phase {phase} missing: {patched}");
     }
 
@@ -147,6 +147,7 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
     assert_eq!(e["status"], "failed");
     let reason = e["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("building image") && reason.contains("compiling"), "{reason}");
+    assert_eq!(leftovers(e["id"].as_str().expect("id")), "", "a failed build leaves nothing behind");
 
     // A service that never becomes ready: failed with the probe's last error.
     let unready = shop_repo(|t| {
@@ -178,4 +179,38 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
         .output()
         .expect("cli");
     assert!(String::from_utf8_lossy(&o.stderr).contains("Bearer"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn the_reconciler_recreates_missing_services_and_expires_environments() {
+    let repo = shop_repo(|t| t);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "shop", "--branch", "main", "--ttl", "25s", "--wait"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    assert_eq!(env["status"], "ready");
+    // A service container removed behind Offshoot's back comes back.
+    docker(&["rm", "-f", &format!("offshoot-{id}-web")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = s.json(&["env", "show", &id]);
+        let back = containers(&id).iter().any(|(n, _)| n == &format!("offshoot-{id}-web"));
+        if back && e["status"] == "ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "web was not recreated: {e}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(http(s.router, &format!("web-{id}.localhost"), "/").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+    // Past its time to live, the environment is torn down by itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let e = s.json(&["env", "show", &id]);
+        if e["status"] == "deleted" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not expire: {e}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(leftovers(&id), "");
 }
