@@ -418,6 +418,10 @@ impl Runtime for DockerRuntime {
         self.collect_logs(container, Some(tail)).await
     }
 
+    async fn address(&self, ns: &Namespace, container: &str) -> Result<Option<std::net::IpAddr>> {
+        Ok(self.addresses(container, &ns.name()).await?.1)
+    }
+
     async fn remove(&self, container: &str) -> Result<()> {
         self.remove_force(container).await
     }

@@ -228,6 +228,8 @@ pub trait Runtime: Send + Sync {
     /// Containers managed by Offshoot, of one environment or of all.
     fn list(&self, env_id: Option<&str>) -> impl Future<Output = Result<Vec<Observed>>> + Send;
     fn logs(&self, container: &str, tail: usize) -> impl Future<Output = Result<String>> + Send;
+    /// A container's address in its namespace.
+    fn address(&self, ns: &Namespace, container: &str) -> impl Future<Output = Result<Option<std::net::IpAddr>>> + Send;
     fn remove(&self, container: &str) -> impl Future<Output = Result<()>> + Send;
     /// Removes every container, volume and the network of an environment.
     fn teardown(&self, env_id: &str) -> impl Future<Output = Result<()>> + Send;

@@ -32,6 +32,9 @@ pub(crate) struct Ctx {
     pub(crate) instance: String,
     pub(crate) routes: router::Table,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Liveness monitors: one generation per (environment, service); a monitor whose
+    /// generation is no longer current stops.
+    liveness: Mutex<HashMap<(String, String), u64>>,
 }
 
 pub(crate) type Shared = Arc<Ctx>;
@@ -49,7 +52,18 @@ impl Ctx {
         key: SecretKey,
         instance: String,
     ) -> Self {
-        Ctx { store, rt, data_dir, domain, router_port, key, instance, routes: router::Table::default(), locks: Mutex::new(HashMap::new()) }
+        Ctx {
+            store,
+            rt,
+            data_dir,
+            domain,
+            router_port,
+            key,
+            instance,
+            routes: router::Table::default(),
+            locks: Mutex::new(HashMap::new()),
+            liveness: Mutex::new(HashMap::new()),
+        }
     }
 
     fn lock_for(&self, env_id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -591,6 +605,9 @@ async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result
         Ok(()) => {
             set_service(ctx, env_id, &s.name, status::READY, None, urls_detail(upstream)).await;
             ctx.refresh_routes().await;
+            if let Some(p) = &s.liveness_probe {
+                watch_liveness(ctx, plan.ns.clone(), spec.clone(), p.clone(), applied.ip);
+            }
             Ok(())
         }
         Err(e) => {
@@ -750,4 +767,83 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
     }
     let _ = dep;
     Ok(())
+}
+
+/// Watches a service's liveness probe; after `failure_threshold` consecutive failures the
+/// container is recreated from its image (a fresh filesystem, as a Kubernetes restart) and the
+/// reason recorded.
+pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, probe: Probe, mut ip: Option<std::net::IpAddr>) {
+    let (service, container) = (spec.service.clone(), spec.name.clone());
+    let key = (ns.env_id.clone(), service.clone());
+    let generation = {
+        let mut map = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = map.entry(key.clone()).or_insert(0);
+        *g += 1;
+        *g
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
+        let (period, threshold) = (secs(&probe.period_seconds, 10).max(1), secs(&probe.failure_threshold, 3).max(1));
+        tokio::time::sleep(Duration::from_secs(secs(&probe.initial_delay_seconds, 0))).await;
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(period)).await;
+            let current = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).copied();
+            let live = matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == status::READY || e.status == status::DEPLOYING);
+            if current != Some(generation) || !live {
+                return;
+            }
+            match probe_once(&ctx, &container, &probe, ip).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    if failures < threshold {
+                        continue;
+                    }
+                    failures = 0;
+                    let reason = format!("restarted after {threshold} failed liveness probes: {e}");
+                    tracing::warn!(env = %ns.env_id, %service, %reason);
+                    let recreated = match ctx.rt.remove(&container).await {
+                        Ok(()) => ctx.rt.apply(&ns, &spec).await,
+                        Err(e) => Err(e),
+                    };
+                    match recreated {
+                        Ok(a) => ip = a.ip,
+                        Err(err) => tracing::warn!(env = %ns.env_id, %service, error = %err, "restart failed"),
+                    }
+                    if let Ok(rows) = ctx.store.services(&ns.env_id).await
+                        && let Some(row) = rows.into_iter().find(|r| r.name == service)
+                    {
+                        let _ = ctx.store.set_service(&ServiceRow { reason: Some(reason), ..row }).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// After a restart of the server: liveness monitors for the services of ready environments.
+pub(crate) async fn rewatch(ctx: &Shared) {
+    let Ok(envs) = ctx.store.envs(None, false).await else { return };
+    for env in envs.into_iter().filter(|e| e.status == status::READY) {
+        let Ok(resolved) = resolve_env(ctx, &env, None).await else { continue };
+        // The images the services run, as recorded when they became ready.
+        let mut images = HashMap::new();
+        for row in ctx.store.services(&env.id).await.unwrap_or_default() {
+            let detail: serde_json::Value = serde_json::from_str(&row.detail).unwrap_or_default();
+            if let Some(i) = detail["image"].as_str() {
+                images.insert(row.name.clone(), i.to_owned());
+            }
+        }
+        let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
+        let plan = Plan { volatile: volatile_keys(&env.env_vars), images, ns: ns.clone(), env_id: env.id.clone(), resolved };
+        for s in &plan.resolved.services {
+            if let Some(p) = &s.liveness_probe {
+                let spec = service_spec(&plan, s);
+                let ip = ctx.rt.address(&ns, &spec.name).await.ok().flatten();
+                watch_liveness(ctx, ns.clone(), spec, p.clone(), ip);
+            }
+        }
+    }
 }

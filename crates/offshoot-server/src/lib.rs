@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(router::serve(router_listener, ctx.clone(), stop_rx.clone()));
     recover(&ctx).await;
+    controller::rewatch(&ctx).await;
     tokio::spawn(reconcile_loop(ctx.clone(), config.reconcile_every, stop_rx.clone()));
     tracing::info!(api = %api_listener.local_addr()?, router = %router_port, domain = %config.domain, "offshoot server ready");
     let mut stop = stop_rx.clone();

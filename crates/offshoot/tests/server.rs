@@ -214,3 +214,40 @@ fn the_reconciler_recreates_missing_services_and_expires_environments() {
     }
     assert_eq!(leftovers(&id), "");
 }
+
+#[test]
+fn a_failing_liveness_probe_restarts_the_container() {
+    // The API's liveness probe checks /www/health every second; removing it fails the probe.
+    let repo = shop_repo(|t| t.replace("period_seconds: 5\n    failure_threshold: 3", "period_seconds: 1\n    failure_threshold: 2"));
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    let api = format!("offshoot-{id}-api");
+    let container_id = |c: &str| docker(&["inspect", "--format", "{{.Id}}", c]).trim().to_owned();
+    let first = container_id(&api);
+    let o = s.cli(&["env", "exec", &id, "api", "--", "rm", "/www/health"]);
+    assert!(o.status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = s.json(&["env", "show", &id]);
+        let reason = e["services"]
+            .as_array()
+            .and_then(|v| v.iter().find(|s| s["name"] == "api"))
+            .and_then(|s| s["reason"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        let now = container_id(&api);
+        if !now.is_empty() && now != first && reason.contains("failed liveness probes") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not restarted: {e}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Recreated from its image, the API passes its probe again and stays.
+    let second = container_id(&api);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(container_id(&api), second, "restarted again: the fresh container should be healthy");
+    assert_eq!(containers(&id).len(), 3);
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+}
