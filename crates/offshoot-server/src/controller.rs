@@ -32,7 +32,7 @@ pub(crate) struct Ctx {
     pub(crate) instance: String,
     pub(crate) routes: router::Table,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Liveness monitors: one generation per (environment, service); a monitor whose
+    /// Liveness monitors: one generation per (environment, container); a monitor whose
     /// generation is no longer current stops.
     liveness: Mutex<HashMap<(String, String), u64>>,
 }
@@ -589,24 +589,44 @@ async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result
         }
     }
     set_service(ctx, env_id, &s.name, "starting", None, urls_detail(None)).await;
-    let applied = match ctx.rt.apply(&plan.ns, &spec).await {
-        Ok(a) => a,
-        Err(e) => {
-            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e.to_string()), urls_detail(None)).await;
-            return Err(e.to_string());
+    // One container per replica, all answering to the service's name on the network.
+    let replicas: Vec<ContainerSpec> = (0..s.replicas.max(1))
+        .map(|i| if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } })
+        .collect();
+    let mut applied = Vec::new();
+    for r in &replicas {
+        match ctx.rt.apply(&plan.ns, r).await {
+            Ok(a) => applied.push(a),
+            Err(e) => {
+                set_service(ctx, env_id, &s.name, status::FAILED, Some(&e.to_string()), urls_detail(None)).await;
+                return Err(e.to_string());
+            }
         }
-    };
+    }
+    // Replicas beyond the wanted number (a template that scaled down) are removed.
+    let wanted: HashSet<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
+    for o in ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())? {
+        if o.service == s.name && o.role == "service" && o.instance == ctx.instance && !wanted.contains(o.name.as_str()) {
+            ctx.rt.remove(&o.name).await.map_err(|e| e.to_string())?;
+        }
+    }
+    // The router sends to the first replica (round robin across replicas comes with the ingress
+    // work).
     let upstream = s
         .ports
         .iter()
         .find(|p| p.kind == offshoot_template::model::PortType::NodePort)
-        .and_then(|p| applied.host_ports.get(&p.target_port).copied());
-    match wait_ready(ctx, &spec.name, s.readiness_probe.as_ref(), applied.ip).await {
-        Ok(()) => {
+        .and_then(|p| applied[0].host_ports.get(&p.target_port).copied());
+    let probes = replicas.iter().zip(&applied).map(|(r, a)| wait_ready(ctx, &r.name, s.readiness_probe.as_ref(), a.ip));
+    let results = futures_util::future::join_all(probes).await;
+    match results.into_iter().collect::<Result<Vec<()>, String>>() {
+        Ok(_) => {
             set_service(ctx, env_id, &s.name, status::READY, None, urls_detail(upstream)).await;
             ctx.refresh_routes().await;
             if let Some(p) = &s.liveness_probe {
-                watch_liveness(ctx, plan.ns.clone(), spec.clone(), p.clone(), applied.ip);
+                for (r, a) in replicas.iter().zip(&applied) {
+                    watch_liveness(ctx, plan.ns.clone(), r.clone(), p.clone(), a.ip);
+                }
             }
             Ok(())
         }
@@ -774,7 +794,7 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
 /// reason recorded.
 pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, probe: Probe, mut ip: Option<std::net::IpAddr>) {
     let (service, container) = (spec.service.clone(), spec.name.clone());
-    let key = (ns.env_id.clone(), service.clone());
+    let key = (ns.env_id.clone(), container.clone());
     let generation = {
         let mut map = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let g = map.entry(key.clone()).or_insert(0);
@@ -841,8 +861,11 @@ pub(crate) async fn rewatch(ctx: &Shared) {
         for s in &plan.resolved.services {
             if let Some(p) = &s.liveness_probe {
                 let spec = service_spec(&plan, s);
-                let ip = ctx.rt.address(&ns, &spec.name).await.ok().flatten();
-                watch_liveness(ctx, ns.clone(), spec, p.clone(), ip);
+                for i in 0..s.replicas.max(1) {
+                    let r = if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } };
+                    let ip = ctx.rt.address(&ns, &r.name).await.ok().flatten();
+                    watch_liveness(ctx, ns.clone(), r, p.clone(), ip);
+                }
             }
         }
     }

@@ -251,3 +251,32 @@ fn a_failing_liveness_probe_restarts_the_container() {
     assert_eq!(containers(&id).len(), 3);
     assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
 }
+
+#[test]
+fn replicas_share_the_service_name() {
+    let repo =
+        shop_repo(|t| t.replace("- name: web\n  image: offshoot/shop/web", "- name: web\n  replicas: 3\n  image: offshoot/shop/web"));
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id").to_owned();
+    let names: Vec<String> = containers(&id).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            format!("offshoot-{id}-api"),
+            format!("offshoot-{id}-store"),
+            format!("offshoot-{id}-web"),
+            format!("offshoot-{id}-web-1"),
+            format!("offshoot-{id}-web-2")
+        ]
+    );
+    // Every replica answers under the service's name.
+    let o =
+        s.cli(&["env", "exec", &id, "api", "--", "sh", "-c", "nslookup web 2>/dev/null | grep -c '^Address' ; wget -qO- http://web:8080/"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("<h1>Shop</h1>"), "{out}");
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+    assert_eq!(leftovers(&id), "");
+}
