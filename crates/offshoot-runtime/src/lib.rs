@@ -235,49 +235,9 @@ pub trait Runtime: Send + Sync {
     fn teardown(&self, env_id: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// Parses a Kubernetes-style memory quantity into bytes (`256Mi`, `1Gi`, `500M`).
-pub fn memory_bytes(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
-    let (n, unit) = q.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let m = match unit {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024f64.powi(4),
-        _ => return None,
-    };
-    Some((n * m) as u64)
-}
-
-/// Parses a CPU quantity into thousandths of a core (`500m`, `2`, `0.5`).
-pub fn cpu_millis(q: &str) -> Option<u64> {
-    let q = q.trim();
-    match q.strip_suffix('m') {
-        Some(m) => m.parse::<f64>().ok().map(|v| v as u64),
-        None => q.parse::<f64>().ok().map(|v| (v * 1000.0) as u64),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(memory_bytes("256Mi"), Some(256 * 1024 * 1024));
-        assert_eq!(memory_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(memory_bytes("lots"), None);
-        assert_eq!(cpu_millis("500m"), Some(500));
-        assert_eq!(cpu_millis("2"), Some(2000));
-        assert_eq!(cpu_millis("0.25"), Some(250));
-    }
 
     #[test]
     fn config_hash_changes_with_any_field() {

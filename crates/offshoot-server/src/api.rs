@@ -13,7 +13,7 @@ use offshoot_api_types as api;
 use offshoot_api_types::status;
 use offshoot_git::CommitFiles;
 use offshoot_runtime::Runtime as _;
-use offshoot_store::{Deployment, Environment, now_ms};
+use offshoot_store::{Environment, now_ms};
 use offshoot_template::document::{self, Kind};
 use offshoot_template::repo::{self, RepoFiles as _, Source};
 use serde::Deserialize;
@@ -77,10 +77,6 @@ fn name_from_repo(repo: &str) -> String {
 fn new_env_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     random_bytes::<7>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
-}
-
-fn new_deployment_id() -> String {
-    format!("d{}", crate::crypto::hex(&random_bytes::<8>()))
 }
 
 async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiError> {
@@ -290,20 +286,6 @@ fn unsupported(t: &offshoot_template::model::Template) -> Option<String> {
     None
 }
 
-fn start_deployment(env_id: &str, workflow: &str, commit: Option<String>) -> Deployment {
-    Deployment {
-        id: new_deployment_id(),
-        env_id: env_id.to_owned(),
-        workflow: workflow.to_owned(),
-        commit_sha: commit,
-        status: "running".into(),
-        error: None,
-        phases: "{}".into(),
-        created_at: now_ms(),
-        finished_at: None,
-    }
-}
-
 async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let app = find_app(&ctx, &body.app).await?;
     let version = ctx.store.latest_version(&app.name).await?.ok_or_else(|| ApiError::not_found("template of", &app.name))?;
@@ -353,7 +335,7 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
         updated_at: now,
     };
     ctx.store.create_env(&env).await?;
-    let dep = start_deployment(&id, "setup", None);
+    let dep = controller::new_deployment(&id, "setup", None);
     ctx.store.create_deployment(&dep).await?;
     controller::spawn(&ctx, dep.id);
     tracing::info!(env = %id, app = %app.name, branch = %body.branch, "environment created");
@@ -386,7 +368,7 @@ async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result
     let e = find_env(&ctx, &id).await?;
     if e.status != status::DELETED && e.status != status::TEARING_DOWN {
         ctx.store.set_env_status(&id, status::TEARING_DOWN, None).await?;
-        let dep = start_deployment(&id, "teardown", None);
+        let dep = controller::new_deployment(&id, "teardown", None);
         ctx.store.create_deployment(&dep).await?;
         controller::spawn(&ctx, dep.id);
     }
@@ -409,7 +391,7 @@ async fn deploy_env(
         return Err(ApiError::bad_request(format!("`{c}` is not a full commit SHA")));
     }
     ctx.store.set_env_status(&id, status::DEPLOYING, None).await?;
-    let dep = start_deployment(&id, "patch", body.commit);
+    let dep = controller::new_deployment(&id, "patch", body.commit);
     ctx.store.create_deployment(&dep).await?;
     controller::spawn(&ctx, dep.id);
     let e = find_env(&ctx, &id).await?;

@@ -15,6 +15,7 @@ use offshoot_template::model::{Probe, VolumeType};
 use offshoot_template::resolve::{self, Resolved, ResolvedService};
 use offshoot_template::secret::SecretString;
 use offshoot_template::span::Sp;
+use offshoot_template::validate::parse_quantity;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -89,6 +90,21 @@ impl Ctx {
             Ok(t) => self.routes.replace(t),
             Err(e) => tracing::error!(error = %e, "cannot rebuild the routing table"),
         }
+    }
+}
+
+/// A new deployment record, running from now.
+pub(crate) fn new_deployment(env_id: &str, workflow: &str, commit: Option<String>) -> Deployment {
+    Deployment {
+        id: format!("d{}", crate::crypto::hex(&crate::crypto::random_bytes::<8>())),
+        env_id: env_id.to_owned(),
+        workflow: workflow.to_owned(),
+        commit_sha: commit,
+        status: "running".into(),
+        error: None,
+        phases: "{}".into(),
+        created_at: offshoot_store::now_ms(),
+        finished_at: None,
     }
 }
 
@@ -484,7 +500,7 @@ fn mounts(s: &ResolvedService) -> Vec<Mount> {
             let source = match (&v.kind, &v.claim) {
                 (_, Some(c)) => MountSource::Volume(format!("shared-{}", c.value)),
                 (Some(k), None) if k.value == VolumeType::Shmem => {
-                    MountSource::Tmpfs { size: v.size.as_ref().and_then(|s| offshoot_runtime::memory_bytes(s)) }
+                    MountSource::Tmpfs { size: v.size.as_ref().and_then(|s| parse_quantity(s)).map(|b| b as u64) }
                 }
                 (Some(k), None) if k.value == VolumeType::Persistent => MountSource::Volume(v.name.as_ref()?.value.clone()),
                 _ => return None,
@@ -518,8 +534,8 @@ fn service_spec(plan: &Plan, s: &ResolvedService) -> ContainerSpec {
         env: exposed(&s.env),
         published_ports: ports,
         mounts: mounts(s),
-        cpu_millis: s.cpu.limits.as_deref().and_then(offshoot_runtime::cpu_millis),
-        memory_bytes: s.memory.limits.as_deref().and_then(offshoot_runtime::memory_bytes),
+        cpu_millis: s.cpu.limits.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
+        memory_bytes: s.memory.limits.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
         volatile_env: plan.volatile.clone(),
     }
 }

@@ -12,7 +12,7 @@ use controller::{Ctx, Shared};
 use offshoot_api_types::status;
 use offshoot_docker::DockerRuntime;
 use offshoot_runtime::Runtime as _;
-use offshoot_store::{Deployment, Store, now_ms};
+use offshoot_store::{Store, now_ms};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -144,17 +144,7 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         if env.expires_at.is_some_and(|t| t <= now_ms()) && env.status != status::TEARING_DOWN {
             tracing::info!(env = %env.id, "expired; tearing down");
             ctx.store.set_env_status(&env.id, status::TEARING_DOWN, Some("expired")).await?;
-            let dep = Deployment {
-                id: format!("d{}", crypto::hex(&crypto::random_bytes::<8>())),
-                env_id: env.id.clone(),
-                workflow: "teardown".into(),
-                commit_sha: None,
-                status: "running".into(),
-                error: None,
-                phases: "{}".into(),
-                created_at: now_ms(),
-                finished_at: None,
-            };
+            let dep = controller::new_deployment(&env.id, "teardown", None);
             ctx.store.create_deployment(&dep).await?;
             controller::spawn(ctx, dep.id);
             continue;
@@ -170,17 +160,7 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         if missing {
             tracing::info!(env = %env.id, "a service container is missing; redeploying");
             ctx.store.set_env_status(&env.id, status::DEPLOYING, Some("recreating missing services")).await?;
-            let dep = Deployment {
-                id: format!("d{}", crypto::hex(&crypto::random_bytes::<8>())),
-                env_id: env.id.clone(),
-                workflow: "setup".into(),
-                commit_sha: env.commit_sha.clone(),
-                status: "running".into(),
-                error: None,
-                phases: "{}".into(),
-                created_at: now_ms(),
-                finished_at: None,
-            };
+            let dep = controller::new_deployment(&env.id, "setup", env.commit_sha.clone());
             ctx.store.create_deployment(&dep).await?;
             controller::spawn(ctx, dep.id);
         }

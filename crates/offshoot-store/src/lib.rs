@@ -1,14 +1,15 @@
 //! The control plane's state over sqlx. SQLite (a file in the data directory) by default,
 //! PostgreSQL when given a `postgres://` URL; one portable SQL through sqlx's `Any` driver,
-//! embedded migrations per backend. Rows are plain structs; JSON columns are text the server
+//! embedded migrations that run on both. Rows are plain structs; JSON columns are text the server
 //! owns.
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// One set of migrations, in SQL that SQLite and PostgreSQL both accept (TEXT, BIGINT, no
+/// backend-specific types); split it per backend when one needs its own.
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -151,11 +152,7 @@ impl Store {
                 sqlx::query(pragma).execute(&pool).await.map_err(db("configure SQLite"))?;
             }
         }
-        let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&pool).await.map_err(StoreError::Migrate)?;
+        MIGRATIONS.run(&pool).await.map_err(StoreError::Migrate)?;
         Ok(Store { pool, backend })
     }
 
