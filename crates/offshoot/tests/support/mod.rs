@@ -92,10 +92,17 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
-        // Leave nothing behind on the engine, whatever the test did.
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label=offshoot.instance={}", self.instance())]);
-        for id in ids.split_whitespace() {
+        // Leave nothing behind on the engine, whatever the test did (failed environments keep
+        // their network and volumes until deleted).
+        let label = format!("label=offshoot.instance={}", self.instance());
+        for id in docker(&["ps", "-aq", "--filter", &label]).split_whitespace() {
             docker(&["rm", "-f", id]);
+        }
+        for id in docker(&["network", "ls", "-q", "--filter", &label]).split_whitespace() {
+            docker(&["network", "rm", id]);
+        }
+        for id in docker(&["volume", "ls", "-q", "--filter", &label]).split_whitespace() {
+            docker(&["volume", "rm", "-f", id]);
         }
         let _ = &self.db;
     }
