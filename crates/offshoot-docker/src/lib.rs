@@ -82,28 +82,75 @@ impl DockerRuntime {
         labels
     }
 
-    async fn ensure_volume(&self, ns: &Namespace, name: &str) -> Result<()> {
-        let req =
-            VolumeCreateRequest { name: Some(name.to_owned()), labels: Some(ns.labels().into_iter().collect()), ..Default::default() };
+    /// Creates a named volume unless it exists; `tmpfs` makes it memory-backed.
+    async fn ensure_volume(&self, ns: &Namespace, name: &str, tmpfs: Option<Option<u64>>) -> Result<()> {
+        let driver_opts = tmpfs.map(|size| {
+            let mut o = HashMap::from([("type".to_owned(), "tmpfs".to_owned()), ("device".to_owned(), "tmpfs".to_owned())]);
+            if let Some(size) = size {
+                o.insert("o".to_owned(), format!("size={size}"));
+            }
+            o
+        });
+        let req = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(ns.labels().into_iter().collect()),
+            driver: Some("local".to_owned()),
+            driver_opts,
+            ..Default::default()
+        };
         self.docker.create_volume(req).await.map_err(|e| engine("create volume", name, e))?;
         Ok(())
+    }
+
+    /// Keeps a memory-backed volume mounted for the environment's lifetime, as a pod keeps its
+    /// memory `emptyDir`: Docker mounts a tmpfs volume afresh for each container otherwise, and
+    /// what an init container wrote would be gone when the service starts. The holder runs the
+    /// service's own image (`sleep`), labelled like everything else, so teardown removes it.
+    async fn hold_tmpfs(&self, ns: &Namespace, volume: &str, image: &str) -> Result<()> {
+        let name = format!("{volume}-holder");
+        if let Ok(info) = self.docker.inspect_container(&name, None).await {
+            if info.state.and_then(|s| s.running).unwrap_or(false) {
+                return Ok(());
+            }
+            self.remove_force(&name).await?;
+        }
+        let mut labels: HashMap<String, String> = ns.labels().into_iter().collect();
+        labels.insert(LABEL_ROLE.to_owned(), "holder".to_owned());
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            entrypoint: Some(vec!["sleep".to_owned()]),
+            cmd: Some(vec!["2147483647".to_owned()]),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{volume}:/held")]),
+                network_mode: Some("none".to_owned()),
+                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        match self.docker.create_container(Some(opts), body).await {
+            Ok(c) => self.docker.start_container(&c.id, None).await.map_err(|e| engine("start container", &name, e)),
+            Err(e) if status(&e) == Some(409) => Ok(()),
+            Err(e) => Err(engine("create container", &name, e)),
+        }
     }
 
     /// Creates and starts a container; returns its id.
     async fn create(&self, ns: &Namespace, spec: &ContainerSpec) -> Result<String> {
         let mut binds = Vec::new();
-        let mut tmpfs = HashMap::new();
         for m in &spec.mounts {
-            match &m.source {
-                MountSource::Volume(v) => {
-                    let name = ns.volume_name(v);
-                    self.ensure_volume(ns, &name).await?;
-                    binds.push(format!("{name}:{}", m.target));
-                }
-                MountSource::Tmpfs { size } => {
-                    tmpfs.insert(m.target.clone(), size.map_or_else(String::new, |s| format!("size={s}")));
-                }
+            let (v, tmpfs) = match &m.source {
+                MountSource::Volume(v) => (v, None),
+                MountSource::Tmpfs { name, size } => (name, Some(*size)),
+            };
+            let name = ns.volume_name(v);
+            self.ensure_volume(ns, &name, tmpfs).await?;
+            if tmpfs.is_some() {
+                self.hold_tmpfs(ns, &name, &spec.image).await?;
             }
+            binds.push(format!("{name}:{}", m.target));
         }
         let port_key = |p: &u16| format!("{p}/tcp");
         let exposed: Vec<String> = spec.published_ports.iter().map(port_key).collect();
@@ -115,7 +162,6 @@ impl DockerRuntime {
         let network = ns.name();
         let host_config = HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
-            tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             network_mode: Some(network.clone()),
             nano_cpus: spec.cpu_millis.map(|m| (m as i64) * 1_000_000),

@@ -133,6 +133,22 @@ async fn environment_lifecycle_on_docker() {
     assert_eq!(fetched.exit_code, 0, "{}", fetched.logs);
     assert!(fetched.logs.contains("hello from the build"));
 
+    // A shmem volume is memory-backed and shared: what an init container writes, the service
+    // reads.
+    let shm = vec![Mount { source: MountSource::Tmpfs { name: "cache".into(), size: Some(8 << 20) }, target: "/cache".into() }];
+    let mut init = spec(&env, "cached", "busybox:stable", &["sh", "-c", "echo warmed > /cache/state"]);
+    init.role = Role::Init;
+    init.name = format!("offshoot-{env}-cached-init");
+    init.mounts = shm.clone();
+    assert_eq!(rt.run_to_completion(&ns, &init, Duration::from_secs(30)).await.expect("init").exit_code, 0);
+    let mut cached = spec(&env, "cached", "busybox:stable", &["sleep", "300"]);
+    cached.mounts = shm;
+    rt.apply(&ns, &cached).await.expect("apply cached");
+    let seen =
+        rt.exec(&cached.name, &["sh".into(), "-c".into(), "cat /cache/state; grep ' /cache ' /proc/mounts".into()]).await.expect("exec");
+    assert!(seen.logs.contains("warmed") && seen.logs.contains("tmpfs"), "{}", seen.logs);
+    rt.remove(&cached.name).await.expect("remove cached");
+
     // Jobs run to completion with their exit code and output, and are removed.
     let mut job = spec(&env, "migrate", "busybox:stable", &["sh", "-c", "echo migrating $RELEASE_ENV_ID; exit 3"]);
     job.role = Role::Job;
@@ -155,7 +171,7 @@ async fn environment_lifecycle_on_docker() {
 
     let listed = rt.list(Some(&env)).await.expect("list");
     let names: Vec<(&str, &str)> = listed.iter().map(|o| (o.service.as_str(), o.role.as_str())).collect();
-    assert_eq!(names, [("client", "service"), ("web", "service")], "jobs are gone, services labelled");
+    assert_eq!(names, [("", "holder"), ("client", "service"), ("web", "service")], "jobs are gone, services labelled");
     assert!(listed.iter().all(|o| o.state == State::Running && o.app == "shop" && o.instance == "docker-tests"));
     assert!(rt.logs(&web.name, 10).await.is_ok());
 

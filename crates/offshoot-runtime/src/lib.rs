@@ -77,8 +77,9 @@ impl Role {
 pub enum MountSource {
     /// A named volume of the environment (persistent, or shared through `claim`).
     Volume(String),
-    /// Memory-backed, `size` in bytes.
-    Tmpfs { size: Option<u64> },
+    /// A memory-backed named volume of the environment (`shmem`), `size` in bytes: every
+    /// container that mounts it (a service and its init containers) sees the same files.
+    Tmpfs { name: String, size: Option<u64> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -499,9 +499,10 @@ fn mounts(s: &ResolvedService) -> Vec<Mount> {
             let target = v.mount_path.as_ref()?.value.clone();
             let source = match (&v.kind, &v.claim) {
                 (_, Some(c)) => MountSource::Volume(format!("shared-{}", c.value)),
-                (Some(k), None) if k.value == VolumeType::Shmem => {
-                    MountSource::Tmpfs { size: v.size.as_ref().and_then(|s| parse_quantity(s)).map(|b| b as u64) }
-                }
+                (Some(k), None) if k.value == VolumeType::Shmem => MountSource::Tmpfs {
+                    name: v.name.as_ref().map_or_else(|| format!("shm-{}", s.name), |n| n.value.clone()),
+                    size: v.size.as_ref().and_then(|s| parse_quantity(s)).map(|b| b as u64),
+                },
                 (Some(k), None) if k.value == VolumeType::Persistent => MountSource::Volume(v.name.as_ref()?.value.clone()),
                 _ => return None,
             };
