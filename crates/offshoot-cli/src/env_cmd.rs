@@ -40,6 +40,9 @@ pub(crate) enum Command {
         /// Keep printing new output.
         #[arg(long)]
         follow: bool,
+        /// The image build logs of the latest deployment instead.
+        #[arg(long, conflicts_with = "follow")]
+        build: bool,
     },
     /// Run a command in a service's container: `offshoot env exec ID SERVICE -- CMD...`.
     Exec {
@@ -151,7 +154,18 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             }
         }
         Command::Show { id } => show(&api.get(&format!("/envs/{}", enc(&id)))?, output),
-        Command::Logs { id, service, tail, follow } => {
+        Command::Logs { id, service, build: true, .. } => {
+            let logs: Vec<api::Logs> = api.get(&format!("/envs/{}/build-logs", enc(&id)))?;
+            let logs: Vec<api::Logs> = logs.into_iter().filter(|l| service.as_ref().is_none_or(|s| s == &l.service)).collect();
+            match output {
+                Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&logs).unwrap_or_default())),
+                Output::Human if logs.is_empty() => {
+                    out("no build logs: nothing was built (images are reused when their content is unchanged)\n")
+                }
+                Output::Human => logs.iter().for_each(|l| l.logs.lines().for_each(|line| out(&format!("{}| {line}\n", l.service)))),
+            }
+        }
+        Command::Logs { id, service, tail, follow, .. } => {
             let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
             loop {
                 let q = format!("?tail={tail}{}", service.as_ref().map_or_else(String::new, |s| format!("&service={}", enc(s))));

@@ -31,6 +31,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}", get(show_env).delete(delete_env))
         .route("/envs/{id}/deploy", post(deploy_env))
         .route("/envs/{id}/logs", get(env_logs))
+        .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/exec", post(env_exec))
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     Router::new()
@@ -421,6 +422,18 @@ async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Q
         return Err(ApiError::not_found("running service", &s));
     }
     Ok(Json(out))
+}
+
+/// The build logs of the environment's latest deployment that built anything.
+async fn build_logs(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<Vec<api::Logs>>, ApiError> {
+    find_env(&ctx, &id).await?;
+    for d in ctx.store.deployments(&id).await?.into_iter().rev() {
+        let logs = ctx.store.build_logs(&d.id).await?;
+        if !logs.is_empty() {
+            return Ok(Json(logs.into_iter().map(|(service, logs)| api::Logs { service, logs }).collect()));
+        }
+    }
+    Ok(Json(Vec::new()))
 }
 
 async fn env_exec(

@@ -148,6 +148,8 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
     let reason = e["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("building image") && reason.contains("compiling"), "{reason}");
     assert_eq!(leftovers(e["id"].as_str().expect("id")), "", "a failed build leaves nothing behind");
+    let o = s.cli(&["env", "logs", e["id"].as_str().expect("id"), "--build"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("web| compiling"), "{}", String::from_utf8_lossy(&o.stdout));
 
     // A service that never becomes ready: failed with the probe's last error.
     let unready = shop_repo(|t| {
