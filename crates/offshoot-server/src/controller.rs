@@ -74,7 +74,7 @@ impl Ctx {
 
     /// Mirrors are kept per repository (several apps may share one).
     pub(crate) fn mirror_path(&self, repo: &str) -> PathBuf {
-        let digest: String = Sha256::digest(repo.as_bytes()).iter().take(10).map(|b| format!("{b:02x}")).collect();
+        let digest = crate::crypto::hex(&Sha256::digest(repo.as_bytes())[..10]);
         self.data_dir.join("repos").join(format!("{digest}.git"))
     }
 
@@ -215,7 +215,7 @@ fn content_tag(app: &str, service: &str, tree: &str, s: &ResolvedService) -> Str
             h.update(format!("\0{k}={}", v.expose()).as_bytes());
         }
     }
-    let digest: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let digest = crate::crypto::hex(&h.finalize()[..8]);
     format!("offshoot/{app}/{service}:{digest}")
 }
 
@@ -546,7 +546,7 @@ fn volatile_keys(env_vars: &str) -> std::collections::BTreeSet<String> {
     let mut out: std::collections::BTreeSet<String> = VOLATILE.iter().map(|v| (*v).to_owned()).collect();
     let vars = document::check("environment_variables.yaml", env_vars, Some(Kind::EnvVars)).env_vars.unwrap_or_default();
     for (k, v) in &vars.mapping {
-        let names: Vec<String> = if v.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        let names: Vec<String> = if offshoot_template::envvars::is_env_name(v) {
             vec![v.value.clone()]
         } else {
             offshoot_template::interp::parse(v, offshoot_template::interp::Bare::Expand)
@@ -634,7 +634,7 @@ async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result
         .iter()
         .find(|p| p.kind == offshoot_template::model::PortType::NodePort)
         .and_then(|p| applied[0].host_ports.get(&p.target_port).copied());
-    let probes = replicas.iter().zip(&applied).map(|(r, a)| wait_ready(ctx, &r.name, s.readiness_probe.as_ref(), a.ip));
+    let probes = replicas.iter().zip(&applied).map(|(r, a)| wait_ready(ctx, env_id, &r.name, s.readiness_probe.as_ref(), a.ip));
     let results = futures_util::future::join_all(probes).await;
     match results.into_iter().collect::<Result<Vec<()>, String>>() {
         Ok(_) => {
@@ -661,7 +661,7 @@ fn tail(s: &str, lines: usize) -> String {
 
 /// Waits for readiness: the probe succeeding (or, without a probe, the container running).
 /// Fails with the probe's last error after `initial_delay + period × failure_threshold`.
-async fn wait_ready(ctx: &Ctx, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
+async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
     let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
     let (period, threshold, initial) = match probe {
         Some(p) => (secs(&p.period_seconds, 10).max(1), secs(&p.failure_threshold, 3).max(1), secs(&p.initial_delay_seconds, 0)),
@@ -671,7 +671,7 @@ async fn wait_ready(ctx: &Ctx, container: &str, probe: Option<&Probe>, ip: Optio
     tokio::time::sleep(Duration::from_secs(initial)).await;
     loop {
         // A container that stopped will not become ready.
-        let observed = ctx.rt.list(None).await.map_err(|e| e.to_string())?;
+        let observed = ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())?;
         match observed.iter().find(|o| o.name == container).map(|o| o.state.clone()) {
             Some(State::Exited { code }) => {
                 let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();

@@ -94,7 +94,8 @@ fn var(d: &mut Diagnostics, n: &Node) -> Option<Var> {
     Some(Var { key: key?, value, secret })
 }
 
-pub(crate) fn is_env_name(s: &str) -> bool {
+/// A portable variable name: letters, digits and `_`, not starting with a digit.
+pub fn is_env_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty() && !b[0].is_ascii_digit() && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
