@@ -67,6 +67,11 @@ impl Ctx {
         }
     }
 
+    /// Whether an operation on the environment is under way (the reconciler leaves it alone).
+    pub(crate) fn is_busy(&self, env_id: &str) -> bool {
+        self.lock_for(env_id).try_lock().is_err()
+    }
+
     fn lock_for(&self, env_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         locks.entry(env_id.to_owned()).or_default().clone()
@@ -841,6 +846,9 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
                     failures = 0;
                     let reason = format!("restarted after {threshold} failed liveness probes: {e}");
                     tracing::warn!(env = %ns.env_id, %service, %reason);
+                    // Under the environment's lock: no deployment or reconcile round meanwhile.
+                    let lock = ctx.lock_for(&ns.env_id);
+                    let _guard = lock.lock().await;
                     let recreated = match ctx.rt.remove(&container).await {
                         Ok(()) => ctx.rt.apply(&ns, &spec).await,
                         Err(e) => Err(e),

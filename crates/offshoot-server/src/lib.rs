@@ -149,16 +149,19 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
             controller::spawn(ctx, dep.id);
             continue;
         }
-        if env.status != status::READY {
+        if env.status != status::READY || ctx.is_busy(&env.id) {
             continue;
         }
-        // A ready environment whose service container vanished is redeployed (idempotent:
-        // running, unchanged services are left alone).
-        let missing = ctx.store.services(&env.id).await?.into_iter().any(|s| {
-            s.status == status::READY && !observed.iter().any(|o| o.env_id == env.id && o.service == s.name && o.role == "service")
-        });
+        // A ready environment whose service container vanished or stopped is redeployed
+        // (idempotent: running, unchanged services are left alone).
+        let running = |name: &str| {
+            observed
+                .iter()
+                .any(|o| o.env_id == env.id && o.service == name && o.role == "service" && o.state == offshoot_runtime::State::Running)
+        };
+        let missing = ctx.store.services(&env.id).await?.into_iter().any(|s| s.status == status::READY && !running(&s.name));
         if missing {
-            tracing::info!(env = %env.id, "a service container is missing; redeploying");
+            tracing::info!(env = %env.id, "a service container is missing or stopped; redeploying");
             ctx.store.set_env_status(&env.id, status::DEPLOYING, Some("recreating missing services")).await?;
             let dep = controller::new_deployment(&env.id, "setup", env.commit_sha.clone());
             ctx.store.create_deployment(&dep).await?;

@@ -188,7 +188,7 @@ fn the_reconciler_recreates_missing_services_and_expires_environments() {
     let repo = shop_repo(|t| t);
     let s = Server::new(None);
     s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
-    let env = s.json(&["env", "create", "shop", "--branch", "main", "--ttl", "25s", "--wait"]);
+    let env = s.json(&["env", "create", "shop", "--branch", "main", "--ttl", "40s", "--wait"]);
     let id = env["id"].as_str().expect("id").to_owned();
     assert_eq!(env["status"], "ready");
     // A service container removed behind Offshoot's back comes back.
@@ -204,6 +204,15 @@ fn the_reconciler_recreates_missing_services_and_expires_environments() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(http(s.router, &format!("web-{id}.localhost"), "/").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
+    // A stopped service: the router answers 502 naming it, then the reconciler brings it back.
+    docker(&["stop", "-t", "1", &format!("offshoot-{id}-web")]);
+    let down = http(s.router, &format!("web-{id}.localhost"), "/").expect("router answers");
+    assert!(down.starts_with("HTTP/1.1 502") && down.contains(&id) && down.contains("web"), "{down}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http(s.router, &format!("web-{id}.localhost"), "/").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "the stopped service was not brought back");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // Past its time to live, the environment is torn down by itself.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
