@@ -135,7 +135,7 @@ async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
     let Some(env) = ctx.store.env(&dep.env_id).await? else { return Ok(()) };
     tracing::info!(env = %env.id, workflow = %dep.workflow, deployment = %dep.id, "running");
     let result = match dep.workflow.as_str() {
-        "teardown" => teardown(ctx, &dep, &env).await,
+        "teardown" => teardown(ctx, &env).await,
         _ => deploy(ctx, &dep, &env).await,
     };
     match result {
@@ -773,7 +773,7 @@ async fn run_job(ctx: &Shared, plan: &Plan, name: &str) -> Result<String, String
     }
 }
 
-async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
+async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
     ctx.store.set_env_status(&env.id, status::TEARING_DOWN, None).await.map_err(|e| e.to_string())?;
     // The teardown workflow's jobs run first (they may need the environment); the removal
     // itself always happens, even when the configuration no longer resolves.
@@ -807,7 +807,6 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
     for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
         set_service(ctx, &env.id, &s.name, status::DELETED, None, serde_json::json!({})).await;
     }
-    let _ = dep;
     Ok(())
 }
 

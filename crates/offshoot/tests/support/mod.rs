@@ -21,7 +21,6 @@ pub struct Server {
     pub data: PathBuf,
     pub api: u16,
     pub router: u16,
-    db: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -43,7 +42,7 @@ impl Server {
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).expect("log file");
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("start the server");
-        let s = Server { child, data: data.to_owned(), api, router, db: db.map(str::to_owned), _tmp: None };
+        let s = Server { child, data: data.to_owned(), api, router, _tmp: None };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if http(api, "localhost", "/healthz").is_some_and(|r| r.contains("ok")) {
@@ -104,7 +103,6 @@ impl Drop for Server {
         for id in docker(&["volume", "ls", "-q", "--filter", &label]).split_whitespace() {
             docker(&["volume", "rm", "-f", id]);
         }
-        let _ = &self.db;
     }
 }
 
