@@ -94,7 +94,7 @@ async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiEr
 }
 
 /// The configuration files of a commit: Release's files, or a template generated from compose.
-fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result<(String, String, bool), ApiError> {
+fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result<(String, String), ApiError> {
     let files = CommitFiles { mirror, commit: commit.to_owned() };
     let found = repo::discover(&files, None);
     let errors: Vec<_> = found.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
@@ -105,7 +105,7 @@ fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result
         Some(Source::Release { template: Some(t), env_vars }) => {
             let template = files.read(&t.0).unwrap_or_default();
             let env_vars = env_vars.and_then(|e| files.read(&e.0)).unwrap_or_else(|| "defaults: []\n".to_owned());
-            Ok((template, env_vars, false))
+            Ok((template, env_vars))
         }
         Some(Source::Release { template: None, .. }) => {
             Err(ApiError::bad_request("the repository's .release.yaml names no application template"))
@@ -116,7 +116,7 @@ fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result
             let opts = offshoot_template::compose::Options { app: Some(app.to_owned()), read_file: Some(&read), ..Default::default() };
             let (generated, diags) = offshoot_template::compose::generate(&path, &src, &opts);
             match generated.filter(|_| !diags.iter().any(|d| d.is_error())) {
-                Some(g) => Ok((format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml(), true)),
+                Some(g) => Ok((format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml())),
                 None => Err(ApiError::invalid(format!("cannot generate a template from `{path}`"), &diags)),
             }
         }
@@ -144,7 +144,7 @@ async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>)
         let branch = branch.unwrap_or_else(|| default.clone());
         let commit =
             m.resolve(&branch).map_err(|e| ApiError::bad_request(e.to_string()))?.ok_or_else(|| ApiError::not_found("branch", &branch))?;
-        let (t, v, _) = read_config(&m, &commit, &fallback)?;
+        let (t, v) = read_config(&m, &commit, &fallback)?;
         Ok((default, t, v))
     })
     .await
