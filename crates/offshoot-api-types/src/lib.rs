@@ -69,8 +69,18 @@ pub struct Service {
     pub reason: Option<String>,
     /// Bare host names.
     pub hostnames: Vec<String>,
-    /// With scheme and router port.
+    /// With scheme, router port and path.
     pub urls: Vec<String>,
+    /// Load-balancer ports: the service's port and where it is reachable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<LoadBalancer>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoadBalancer {
+    pub port: u16,
+    /// `127.0.0.1:N`.
+    pub address: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

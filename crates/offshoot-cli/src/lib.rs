@@ -37,7 +37,7 @@ enum Command {
     #[command(subcommand)]
     Template(template_cmd::Command),
     /// Run the control plane: API, environment controller and router.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Applications: a repository's template and variables.
     #[command(subcommand)]
     App(app_cmd::Command),
@@ -63,12 +63,35 @@ pub struct ServerArgs {
     /// Hostnames are `<name>.<domain>`; `localhost` resolves to this machine with no DNS set-up.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
+    /// Networks (CIDR) allowed on `private` routes, and whose X-Forwarded-* headers are kept.
+    /// Repeat for several.
+    #[arg(long = "trusted-network", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"])]
+    pub trusted_networks: Vec<String>,
+    /// Also serve the router over TLS (HTTP/2 by ALPN) on this address; needs --tls-cert and
+    /// --tls-key.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain (e.g. a wildcard for the domain); reloaded when the file changes.
+    #[arg(long, requires = "tls_listen")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, requires = "tls_listen")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Router client connections served at once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a client has to send a request head (also the HTTP/1 keep-alive wait).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds without traffic after which a router connection is closed.
+    #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout: u64,
 }
 
 /// What the binary should do after parsing.
 pub enum Dispatch {
     Exit(ExitCode),
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
 }
 
 /// Parses arguments and runs client commands; `offshoot server` is handed back to the binary.

@@ -61,6 +61,20 @@ fn push_tail(tail: &mut VecDeque<String>, line: &str) {
 }
 
 impl DockerRuntime {
+    /// One item each time one of Offshoot's containers starts, stops, dies or is removed (the
+    /// stream ends when the engine connection does).
+    pub fn container_events(&self) -> impl futures_util::Stream<Item = Result<String>> + Send + 'static {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")]),
+            ("event".to_owned(), ["start", "die", "stop", "destroy", "pause", "unpause"].map(str::to_owned).to_vec()),
+        ]);
+        let opts = bollard::query_parameters::EventsOptions { filters: Some(filters), ..Default::default() };
+        self.docker
+            .events(Some(opts))
+            .map(|e| e.map(|m| m.actor.and_then(|a| a.id).unwrap_or_default()).map_err(|e| engine("watch events of", "containers", e)))
+    }
+
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the
     /// API version.
     pub async fn connect() -> Result<Self> {
@@ -442,6 +456,14 @@ impl Runtime for DockerRuntime {
             let state_str = c.state.map(|s| s.to_string());
             let exit =
                 c.status.as_deref().and_then(|s| s.strip_prefix("Exited (")).and_then(|s| s.split(')').next()).and_then(|s| s.parse().ok());
+            let network = format!("offshoot-{}", label(LABEL_ENV));
+            let ip = c
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .and_then(|n| n.get(&network))
+                .and_then(|n| n.ip_address.as_deref())
+                .and_then(|ip| ip.parse().ok());
             let host_ports =
                 c.ports.unwrap_or_default().iter().filter_map(|p| Some((p.private_port, p.public_port?))).collect::<BTreeMap<u16, u16>>();
             out.push(Observed {
@@ -454,6 +476,7 @@ impl Runtime for DockerRuntime {
                 config_hash: label(LABEL_CONFIG_HASH),
                 state: state_of(state_str.as_deref(), exit),
                 host_ports,
+                ip,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -166,6 +166,8 @@ pub struct Observed {
     pub config_hash: String,
     pub state: State,
     pub host_ports: BTreeMap<u16, u16>,
+    /// The container's address on its environment's network, when it has one.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Build an image from a tar of its context.

@@ -34,11 +34,19 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/exec", post(env_exec))
         .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
+    // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
+    let metrics = Router::new().route("/metrics", get(metrics)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(metrics)
         .nest("/api/v1", api)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx)
+}
+
+async fn metrics(State(ctx): State<Shared>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], ctx.router.metrics_text())
+        .into_response()
 }
 
 async fn auth(State(ctx): State<Shared>, req: Request, next: Next) -> Response {
@@ -235,12 +243,28 @@ async fn set_secret(State(ctx): State<Shared>, Path(name): Path<String>, Json(bo
 
 pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, ApiError> {
     let mut services = Vec::new();
+    let lbs = ctx.load_balancers();
     for s in ctx.store.services(&e.id).await? {
         let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
         let hostnames: Vec<String> =
             detail["hostnames"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(str::to_owned)).collect();
-        let urls = hostnames.iter().map(|h| format!("http://{h}:{}/", ctx.router_port)).collect();
-        services.push(api::Service { name: s.name, status: s.status, reason: s.reason, hostnames, urls });
+        let routing: crate::routes::Routing = serde_json::from_value(detail["routing"].clone()).unwrap_or_default();
+        let (scheme, port) = match ctx.tls_port {
+            Some(p) => ("https", p),
+            None => ("http", ctx.router_port),
+        };
+        let mut urls: Vec<String> = Vec::new();
+        for (host, path, _) in &routing.routes {
+            let url = format!("{scheme}://{host}:{port}{}", if path.starts_with('/') { path.as_str() } else { "/" });
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        let load_balancers = crate::routes::lb_for_env(&lbs, &e.id, &s.name)
+            .into_iter()
+            .map(|(port, addr)| api::LoadBalancer { port, address: addr.to_string() })
+            .collect();
+        services.push(api::Service { name: s.name, status: s.status, reason: s.reason, hostnames, urls, load_balancers });
     }
     let deployments = ctx
         .store

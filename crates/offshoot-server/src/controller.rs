@@ -3,7 +3,6 @@
 //! One operation per environment at a time (a lock per environment id).
 
 use crate::crypto::SecretKey;
-use crate::router;
 use offshoot_api_types::status;
 use offshoot_docker::DockerRuntime;
 use offshoot_git::Mirror;
@@ -31,7 +30,14 @@ pub(crate) struct Ctx {
     pub(crate) key: SecretKey,
     /// This server's id: the label on everything it creates.
     pub(crate) instance: String,
-    pub(crate) routes: router::Table,
+    pub(crate) router: Arc<offshoot_router::Router>,
+    pub(crate) tcp: offshoot_router::tcp::TcpProxies,
+    /// The TLS listener's port, when there is one (URLs then use `https`).
+    pub(crate) tls_port: Option<u16>,
+    /// Containers failing their readiness probe: out of the router's pool.
+    unready: Mutex<HashSet<String>>,
+    /// The open load-balancer ports.
+    load_balancers: Mutex<BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Liveness monitors: one generation per (environment, container); a monitor whose
     /// generation is no longer current stops.
@@ -40,19 +46,30 @@ pub(crate) struct Ctx {
 
 pub(crate) type Shared = Arc<Ctx>;
 
+/// Where the load-balancer ports are remembered between runs.
+const LB_FILE: &str = "load-balancers.json";
+
 /// Attempts of a failing init container before the service fails.
 const INIT_ATTEMPTS: u32 = 4;
 
 impl Ctx {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Store,
         rt: DockerRuntime,
         data_dir: PathBuf,
         domain: String,
-        router_port: u16,
+        (router, router_port, tls_port): (Arc<offshoot_router::Router>, u16, Option<u16>),
         key: SecretKey,
         instance: String,
     ) -> Self {
+        // The load-balancer ports of the last run, to open the same ones again.
+        let load_balancers = std::fs::read_to_string(data_dir.join(LB_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Vec<(offshoot_router::tcp::TcpKey, std::net::SocketAddr)>>(&t).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         Ctx {
             store,
             rt,
@@ -61,7 +78,11 @@ impl Ctx {
             router_port,
             key,
             instance,
-            routes: router::Table::default(),
+            router,
+            tcp: offshoot_router::tcp::TcpProxies::default(),
+            tls_port,
+            unready: Mutex::new(HashSet::new()),
+            load_balancers: Mutex::new(load_balancers),
             locks: Mutex::new(HashMap::new()),
             liveness: Mutex::new(HashMap::new()),
         }
@@ -89,11 +110,38 @@ impl Ctx {
         tokio::task::spawn_blocking(move || Mirror::sync(&repo, &dest)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 
-    /// Rebuilds the routing table from the store.
+    /// Rebuilds the routing table from the store and the running containers.
     pub(crate) async fn refresh_routes(&self) {
-        match router::load(&self.store).await {
-            Ok(t) => self.routes.replace(t),
-            Err(e) => tracing::error!(error = %e, "cannot rebuild the routing table"),
+        if let Err(e) = crate::routes::refresh(self).await {
+            tracing::error!(error = format!("{e:#}"), "cannot rebuild the routing table");
+        }
+    }
+
+    pub(crate) fn unready_containers(&self) -> HashSet<String> {
+        self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Marks a container (un)ready; `true` when that changed.
+    fn set_ready(&self, container: &str, ready: bool) -> bool {
+        let mut set = self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ready { set.remove(container) } else { set.insert(container.to_owned()) }
+    }
+
+    pub(crate) fn load_balancers(&self) -> BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr> {
+        self.load_balancers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Records the open load-balancer ports (also on disk, to reopen the same after a restart).
+    pub(crate) fn set_load_balancers(&self, open: BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr>) {
+        let mut current = self.load_balancers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != open {
+            let list: Vec<_> = open.iter().collect();
+            if let Ok(text) = serde_json::to_string(&list)
+                && let Err(e) = std::fs::write(self.data_dir.join(LB_FILE), text)
+            {
+                tracing::warn!(error = %e, "cannot record the load-balancer ports");
+            }
+            *current = open;
         }
     }
 }
@@ -571,18 +619,30 @@ const VOLATILE: &[&str] = &["RELEASE_COMMIT_SHA", "RELEASE_COMMIT_SHORT"];
 
 async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result<(), String> {
     let env_id = &plan.env_id;
-    let urls_detail =
-        |port: Option<u16>| serde_json::json!({ "hostnames": s.hostnames, "upstream_port": port, "image": plan.images.get(&s.name) });
+    let node_port = s.ports.iter().find(|p| p.kind == offshoot_template::model::PortType::NodePort && !p.loadbalancer);
+    let routing = crate::routes::Routing {
+        routes: plan
+            .resolved
+            .routes
+            .iter()
+            .filter(|r| r.service == s.name)
+            .map(|r| (r.host.clone(), r.path.clone(), r.visibility.clone()))
+            .collect(),
+        port: node_port.or_else(|| s.ports.iter().find(|p| !p.loadbalancer)).map(|p| p.target_port),
+        lb_ports: s.ports.iter().filter(|p| p.loadbalancer).map(|p| p.target_port).collect(),
+        ingress: serde_json::to_value(&plan.resolved.ingress).ok().filter(|v| !v.is_null()),
+    };
+    let detail = || serde_json::json!({ "hostnames": s.hostnames, "image": plan.images.get(&s.name), "routing": routing });
     if s.static_site.is_some() {
         let reason = "static sites are not served by this runtime yet";
-        set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), urls_detail(None)).await;
+        set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), detail()).await;
         return Err(reason.into());
     }
     let spec = service_spec(plan, s);
     // Init containers run in order to completion, with the service's image, variables and
     // volumes unless they name their own image; a failing one is retried with back-off.
     for init in &s.init {
-        set_service(ctx, env_id, &s.name, "initializing", Some(&format!("init container `{}`", init.name)), urls_detail(None)).await;
+        set_service(ctx, env_id, &s.name, "initializing", Some(&format!("init container `{}`", init.name)), detail()).await;
         let ispec = ContainerSpec {
             name: format!("offshoot-{env_id}-{}-init-{}", s.name, init.name),
             role: Role::Init,
@@ -603,14 +663,14 @@ async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result
                 Err(e) => format!("init container `{}`: {e}", init.name),
             };
             if attempt >= INIT_ATTEMPTS {
-                set_service(ctx, env_id, &s.name, status::FAILED, Some(&failure), urls_detail(None)).await;
+                set_service(ctx, env_id, &s.name, status::FAILED, Some(&failure), detail()).await;
                 return Err(failure);
             }
-            set_service(ctx, env_id, &s.name, "initializing", Some(&format!("{failure} (retry {attempt})")), urls_detail(None)).await;
+            set_service(ctx, env_id, &s.name, "initializing", Some(&format!("{failure} (retry {attempt})")), detail()).await;
             tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
         }
     }
-    set_service(ctx, env_id, &s.name, "starting", None, urls_detail(None)).await;
+    set_service(ctx, env_id, &s.name, "starting", None, detail()).await;
     // One container per replica, all answering to the service's name on the network.
     let replicas: Vec<ContainerSpec> = (0..s.replicas.max(1))
         .map(|i| if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } })
@@ -620,7 +680,7 @@ async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result
         match ctx.rt.apply(&plan.ns, r).await {
             Ok(a) => applied.push(a),
             Err(e) => {
-                set_service(ctx, env_id, &s.name, status::FAILED, Some(&e.to_string()), urls_detail(None)).await;
+                set_service(ctx, env_id, &s.name, status::FAILED, Some(&e.to_string()), detail()).await;
                 return Err(e.to_string());
             }
         }
@@ -632,28 +692,27 @@ async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result
             ctx.rt.remove(&o.name).await.map_err(|e| e.to_string())?;
         }
     }
-    // The router sends to the first replica (round robin across replicas comes with the ingress
-    // work).
-    let upstream = s
-        .ports
-        .iter()
-        .find(|p| p.kind == offshoot_template::model::PortType::NodePort)
-        .and_then(|p| applied[0].host_ports.get(&p.target_port).copied());
     let probes = replicas.iter().zip(&applied).map(|(r, a)| wait_ready(ctx, env_id, &r.name, s.readiness_probe.as_ref(), a.ip));
     let results = futures_util::future::join_all(probes).await;
     match results.into_iter().collect::<Result<Vec<()>, String>>() {
         Ok(_) => {
-            set_service(ctx, env_id, &s.name, status::READY, None, urls_detail(upstream)).await;
+            set_service(ctx, env_id, &s.name, status::READY, None, detail()).await;
+            for r in &replicas {
+                ctx.set_ready(&r.name, true);
+            }
             ctx.refresh_routes().await;
-            if let Some(p) = &s.liveness_probe {
-                for (r, a) in replicas.iter().zip(&applied) {
+            for (r, a) in replicas.iter().zip(&applied) {
+                if let Some(p) = &s.liveness_probe {
                     watch_liveness(ctx, plan.ns.clone(), r.clone(), p.clone(), a.ip);
+                }
+                if let Some(p) = &s.readiness_probe {
+                    watch_readiness(ctx, plan.ns.clone(), r.name.clone(), p.clone());
                 }
             }
             Ok(())
         }
         Err(e) => {
-            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), urls_detail(upstream)).await;
+            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail()).await;
             Err(e)
         }
     }
@@ -867,6 +926,54 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
     });
 }
 
+/// Watches a replica's readiness probe once it is serving: after `failure_threshold`
+/// consecutive failures it leaves the router's pool, and it comes back at the first success.
+pub(crate) fn watch_readiness(ctx: &Shared, ns: Namespace, container: String, probe: Probe) {
+    let key = (ns.env_id.clone(), format!("{container}#readiness"));
+    let generation = {
+        let mut map = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = map.entry(key.clone()).or_insert(0);
+        *g += 1;
+        *g
+    };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
+        let (period, threshold) = (secs(&probe.period_seconds, 10).max(1), secs(&probe.failure_threshold, 3).max(1));
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(period)).await;
+            let current = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).copied();
+            let live = matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == status::READY || e.status == status::DEPLOYING);
+            if current != Some(generation) {
+                return;
+            }
+            if !live {
+                ctx.set_ready(&container, true);
+                return;
+            }
+            // The address may change when the container is recreated.
+            let ip = ctx.rt.address(&ns, &container).await.ok().flatten();
+            match probe_once(&ctx, &container, &probe, ip).await {
+                Ok(()) => {
+                    failures = 0;
+                    if ctx.set_ready(&container, true) {
+                        tracing::info!(env = %ns.env_id, %container, "ready again; back in the router's pool");
+                        ctx.refresh_routes().await;
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= threshold && ctx.set_ready(&container, false) {
+                        tracing::warn!(env = %ns.env_id, %container, error = %e, "failed its readiness probe; out of the router's pool");
+                        ctx.refresh_routes().await;
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// After a restart of the server: liveness monitors for the services of ready environments.
 pub(crate) async fn rewatch(ctx: &Shared) {
     let Ok(envs) = ctx.store.envs(None, false).await else { return };
@@ -883,10 +990,13 @@ pub(crate) async fn rewatch(ctx: &Shared) {
         let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
         let plan = Plan { volatile: volatile_keys(&env.env_vars), images, ns: ns.clone(), env_id: env.id.clone(), resolved };
         for s in &plan.resolved.services {
-            if let Some(p) = &s.liveness_probe {
-                let spec = service_spec(&plan, s);
-                for i in 0..s.replicas.max(1) {
-                    let r = if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } };
+            let spec = service_spec(&plan, s);
+            for i in 0..s.replicas.max(1) {
+                let r = if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } };
+                if let Some(p) = &s.readiness_probe {
+                    watch_readiness(ctx, ns.clone(), r.name.clone(), p.clone());
+                }
+                if let Some(p) = &s.liveness_probe {
                     let ip = ctx.rt.address(&ns, &r.name).await.ok().flatten();
                     watch_liveness(ctx, ns.clone(), r, p.clone(), ip);
                 }

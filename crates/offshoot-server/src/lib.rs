@@ -5,7 +5,7 @@ mod api;
 mod controller;
 mod crypto;
 mod error;
-mod router;
+mod routes;
 
 use anyhow::{Context as _, Result};
 use controller::{Ctx, Shared};
@@ -18,6 +18,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use offshoot_router::RouterConfig;
+
+/// A network in CIDR notation (`10.0.0.0/8`), or one address.
+pub fn parse_network(s: &str) -> Result<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .with_context(|| format!("`{s}` is not a network: write it like `10.0.0.0/8` or `192.168.1.5`"))
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -28,6 +38,17 @@ pub struct Config {
     pub domain: String,
     /// How often the reconciler runs.
     pub reconcile_every: Duration,
+    /// The router's limits and trusted networks.
+    pub router: offshoot_router::RouterConfig,
+    /// A TLS listener: address, certificate chain and key (PEM), reloaded when they change.
+    pub tls: Option<TlsListen>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsListen {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -43,15 +64,40 @@ pub async fn run(config: Config) -> Result<()> {
     let router_listener =
         tokio::net::TcpListener::bind(config.router_listen).await.with_context(|| format!("listen on {}", config.router_listen))?;
     let router_port = router_listener.local_addr()?.port();
-    let ctx: Shared = Arc::new(Ctx::new(store, rt, config.data_dir.clone(), config.domain.clone(), router_port, key, instance));
+    let tls = match &config.tls {
+        Some(t) => {
+            let loaded = offshoot_router::Tls::load(&t.cert, &t.key).context("load the TLS certificate")?;
+            let l = tokio::net::TcpListener::bind(t.listen).await.with_context(|| format!("listen on {}", t.listen))?;
+            Some((loaded, l))
+        }
+        None => None,
+    };
+    let tls_port = tls.as_ref().and_then(|(_, l)| l.local_addr().ok()).map(|a| a.port());
+    let mut router_config = config.router.clone();
+    router_config.temp_dir = config.data_dir.join("proxy-temp");
+    let router = offshoot_router::Router::new(router_config);
+    let ctx: Shared = Arc::new(Ctx::new(
+        store,
+        rt,
+        config.data_dir.clone(),
+        config.domain.clone(),
+        (router.clone(), router_port, tls_port),
+        key,
+        instance,
+    ));
     ctx.refresh_routes().await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(router::serve(router_listener, ctx.clone(), stop_rx.clone()));
+    let mut draining = vec![tokio::spawn(offshoot_router::serve(router.clone(), router_listener, None, stop_rx.clone()))];
+    if let Some((loaded, listener)) = tls {
+        loaded.watch(Duration::from_secs(2), stop_rx.clone());
+        draining.push(tokio::spawn(offshoot_router::serve(router.clone(), listener, Some(loaded), stop_rx.clone())));
+    }
     recover(&ctx).await;
     controller::rewatch(&ctx).await;
     tokio::spawn(reconcile_loop(ctx.clone(), config.reconcile_every, stop_rx.clone()));
-    tracing::info!(api = %api_listener.local_addr()?, router = %router_port, domain = %config.domain, "offshoot server ready");
+    tokio::spawn(follow_containers(ctx.clone(), stop_rx.clone()));
+    tracing::info!(api = %api_listener.local_addr()?, router = %router_port, tls = ?tls_port, domain = %config.domain, "offshoot server ready");
     let mut stop = stop_rx.clone();
     axum::serve(api_listener, api::router(ctx.clone()))
         .with_graceful_shutdown(async move {
@@ -61,6 +107,10 @@ pub async fn run(config: Config) -> Result<()> {
         })
         .await
         .context("serve the API")?;
+    // The router stops accepting and finishes the requests in flight.
+    for d in draining {
+        let _ = d.await;
+    }
     Ok(())
 }
 
@@ -112,11 +162,40 @@ async fn recover(ctx: &Shared) {
     }
 }
 
+/// Rebuilds the routing table as soon as a container starts or stops, so that the router never
+/// waits on an address that is gone.
+async fn follow_containers(ctx: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use futures_util::StreamExt as _;
+    loop {
+        let mut events = std::pin::pin!(ctx.rt.container_events());
+        loop {
+            tokio::select! {
+                e = events.next() => match e {
+                    Some(Ok(_)) => ctx.refresh_routes().await,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "container events interrupted; reconnecting");
+                        break;
+                    }
+                    None => break,
+                },
+                _ = stop.changed() => return,
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 async fn reconcile_loop(ctx: Shared, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         if let Err(e) = reconcile(&ctx).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile failed; retrying later");
         }
+        // Containers recreated outside a deployment (liveness, the reconciler) may have new
+        // addresses.
+        ctx.refresh_routes().await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {},
             _ = stop.changed() => return,

@@ -9,6 +9,7 @@ pub(crate) mod decode;
 pub mod diag;
 pub mod document;
 pub mod envvars;
+pub mod ingress;
 pub mod interp;
 pub mod model;
 pub mod repo;

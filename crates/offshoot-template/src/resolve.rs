@@ -44,6 +44,9 @@ pub struct Resolved {
     pub services: Vec<ResolvedService>,
     pub jobs: Vec<ResolvedJob>,
     pub rules: Vec<ResolvedRule>,
+    /// Everything the router serves for this environment, rules first (in order), then the
+    /// `hostnames` entries (path `/`, public).
+    pub routes: Vec<ResolvedRoute>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Ingress>,
     pub workflows: BTreeMap<String, Vec<ResolvedStep>>,
@@ -108,6 +111,9 @@ pub struct ResolvedPort {
     pub kind: PortType,
     pub port: u16,
     pub target_port: u16,
+    /// A dedicated TCP port rather than the HTTP router.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub loadbalancer: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -143,6 +149,15 @@ pub struct ResolvedJob {
 pub struct ResolvedRule {
     pub service: String,
     pub hostnames: Vec<String>,
+    pub path: String,
+    pub visibility: String,
+}
+
+/// One host and path prefix routed to a service.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ResolvedRoute {
+    pub service: String,
+    pub host: String,
     pub path: String,
     pub visibility: String,
 }
@@ -393,8 +408,16 @@ fn build(
         interp::render(&pieces, &mut |n| placeholders.get(n).cloned()).0.to_ascii_lowercase()
     };
     let mut hostnames: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut plain_routes = Vec::new();
     for h in &t.hostnames {
-        hostnames.entry(h.service.as_str()).or_default().push(expand_host(&h.template));
+        let host = expand_host(&h.template);
+        plain_routes.push(ResolvedRoute {
+            service: h.service.value.clone(),
+            host: host.clone(),
+            path: "/".into(),
+            visibility: "public".into(),
+        });
+        hostnames.entry(h.service.as_str()).or_default().push(host);
     }
     let rules: Vec<ResolvedRule> = t
         .rules
@@ -415,6 +438,18 @@ fn build(
         }
     }
     hostnames.remove("");
+    let routes: Vec<ResolvedRoute> = rules
+        .iter()
+        .flat_map(|r| {
+            r.hostnames.iter().map(|h| ResolvedRoute {
+                service: r.service.clone(),
+                host: h.clone(),
+                path: r.path.clone(),
+                visibility: r.visibility.clone(),
+            })
+        })
+        .chain(plain_routes)
+        .collect();
 
     // Built-in variables, the same for every service.
     let mut builtins = Env::default();
@@ -564,6 +599,7 @@ fn build(
         services,
         jobs,
         rules,
+        routes,
         ingress: t.ingress.clone(),
         workflows,
         datasets,
@@ -611,7 +647,12 @@ fn resolve_service(
         .filter_map(|p: &Port| {
             let port: u16 = p.port.as_ref()?.trim().parse().ok()?;
             let target = p.target_port.as_ref().and_then(|t| t.trim().parse().ok()).unwrap_or(port);
-            Some(ResolvedPort { kind: p.kind.as_ref().map_or(PortType::ContainerPort, |k| k.value), port, target_port: target })
+            Some(ResolvedPort {
+                kind: p.kind.as_ref().map_or(PortType::ContainerPort, |k| k.value),
+                port,
+                target_port: target,
+                loadbalancer: p.loadbalancer.as_ref().is_some_and(|b| b.value),
+            })
         })
         .collect();
     let is_static = s.is_static.as_ref().is_some_and(|b| b.value);

@@ -88,6 +88,9 @@ pub fn check_template(t: &Template, d: &mut Diagnostics) {
     if let Some(r) = &t.resources {
         resources(d, r);
     }
+    for i in t.ingress.iter().chain(t.environment_templates.iter().filter_map(|e| e.ingress.as_ref())) {
+        ingress_settings(d, i);
+    }
     let shared: Vec<&str> = t.shared_volumes.iter().map(|v| v.name.as_str()).collect();
     for v in &t.shared_volumes {
         quantity(d, v.size.as_ref(), Unit::Bytes);
@@ -400,6 +403,50 @@ fn quantity(d: &mut Diagnostics, q: Option<&Text>, unit: Unit) {
             d.hint("did you mean `Mi`?");
         }
         Some(_) => {}
+    }
+}
+
+/// Every `ingress` value must read as NGINX would read it.
+fn ingress_settings(d: &mut Diagnostics, i: &crate::model::Ingress) {
+    use crate::ingress::{parse_duration, parse_size, parse_switch};
+    let sizes = [
+        ("proxy_body_size", &i.proxy_body_size),
+        ("proxy_buffer_size", &i.proxy_buffer_size),
+        ("proxy_max_temp_file_size", &i.proxy_max_temp_file_size),
+    ];
+    for (key, v) in sizes {
+        if let Some(v) = v
+            && parse_size(v).is_none()
+        {
+            d.error(v.span, "invalid-value", format!("`{key}: {v}` is not a size"));
+            d.hint("write bytes, or a number with `k`, `m` or `g`, like `30m`");
+        }
+    }
+    let times = [
+        ("proxy_read_timeout", &i.proxy_read_timeout),
+        ("proxy_send_timeout", &i.proxy_send_timeout),
+        ("proxy_connect_timeout", &i.proxy_connect_timeout),
+    ];
+    for (key, v) in times {
+        match v.as_ref().map(|v| (v, parse_duration(v))) {
+            Some((v, None)) => {
+                d.error(v.span, "invalid-value", format!("`{key}: {v}` is not a duration"));
+                d.hint("write seconds, like `180`, or with units, like `1m30s`");
+            }
+            Some((v, Some(t))) if t.is_zero() => d.error(v.span, "invalid-value", format!("`{key}` must be more than 0")),
+            _ => {}
+        }
+    }
+    if let Some(v) = &i.proxy_buffering
+        && parse_switch(v).is_none()
+    {
+        d.error(v.span, "invalid-value", format!("`proxy_buffering: {v}` is neither on nor off"));
+        d.hint("write `true` or `false`");
+    }
+    if let Some(v) = &i.proxy_buffers_number
+        && v.trim().parse::<u32>().map_or(true, |n| n == 0 || n > 1024)
+    {
+        d.error(v.span, "invalid-value", format!("`proxy_buffers_number: {v}` must be a number from 1 to 1024"));
     }
 }
 

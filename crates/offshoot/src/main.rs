@@ -5,7 +5,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match offshoot_cli::main() {
         offshoot_cli::Dispatch::Exit(code) => code,
-        offshoot_cli::Dispatch::Server(args) => offshoot_cli::exit_code(server(args)),
+        offshoot_cli::Dispatch::Server(args) => offshoot_cli::exit_code(server(*args)),
     }
 }
 
@@ -19,6 +19,17 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
         database_url: args.database_url,
         domain: args.domain,
         reconcile_every: std::time::Duration::from_secs(5),
+        router: offshoot_server::RouterConfig {
+            trusted: args.trusted_networks.iter().map(|n| offshoot_server::parse_network(n)).collect::<anyhow::Result<_>>()?,
+            max_connections: args.max_connections as usize,
+            header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
+            idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+            ..offshoot_server::RouterConfig::default()
+        },
+        tls: match (args.tls_listen, args.tls_cert, args.tls_key) {
+            (Some(listen), Some(cert), Some(key)) => Some(offshoot_server::TlsListen { listen, cert, key }),
+            _ => None,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(offshoot_server::run(config))?;

@@ -204,10 +204,13 @@ fn the_reconciler_recreates_missing_services_and_expires_environments() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(http(s.router, &format!("web-{id}.localhost"), "/").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
-    // A stopped service: the router answers 502 naming it, then the reconciler brings it back.
+    // A stopped service: at once out of the router's pool (503 naming it, not a wait on a dead
+    // address), then the reconciler brings it back.
     docker(&["stop", "-t", "1", &format!("offshoot-{id}-web")]);
+    let t = Instant::now();
     let down = http(s.router, &format!("web-{id}.localhost"), "/").expect("router answers");
-    assert!(down.starts_with("HTTP/1.1 502") && down.contains(&id) && down.contains("web"), "{down}");
+    assert!(down.starts_with("HTTP/1.1 503") && down.contains(&id) && down.contains("web"), "{down}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !http(s.router, &format!("web-{id}.localhost"), "/").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
         assert!(Instant::now() < deadline, "the stopped service was not brought back");

@@ -48,6 +48,13 @@ fn the_cli_does_not_depend_on_server_crates() {
 }
 
 #[test]
+fn the_router_depends_on_no_other_offshoot_crate() {
+    let manifest = std::fs::read_to_string(root().join("crates/offshoot-router/Cargo.toml")).expect("manifest");
+    let deps = manifest.split("[dependencies]").nth(1).and_then(|s| s.split("\n[").next()).unwrap_or("");
+    assert!(!deps.contains("offshoot-"), "offshoot-router depends on another Offshoot crate:\n{deps}");
+}
+
+#[test]
 fn every_crate_is_described_in_architecture_md() {
     let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     for e in std::fs::read_dir(root().join("crates")).expect("crates").flatten() {

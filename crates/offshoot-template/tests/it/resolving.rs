@@ -202,3 +202,44 @@ fn unknown_environment_template_is_an_error() {
     assert_eq!(errors[0].code, "unknown-environment-template");
     assert_eq!(errors[0].hint.as_deref(), Some("defined: ephemeral, permanent"));
 }
+
+#[test]
+fn routes_list_rules_in_order_then_hostnames() {
+    let text = TEMPLATE.replace(
+        "resources:\n  cpu:",
+        "rules:\n- service: rcon-ws\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /api/v1/streaming\n  visibility: private\n- service: web\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /\nresources:\n  cpu:",
+    );
+    let t = document::check("t.yaml", &text, Some(Kind::Template));
+    assert!(!t.has_errors(), "{:?}", t.diagnostics);
+    let opts = Options { env_id: "e1".into(), domain: "localhost".into(), ..Options::default() };
+    let r = resolve::resolve("t.yaml", t.root.as_ref().expect("root"), None, &opts).expect("resolves");
+    let routes: Vec<(&str, &str, &str, &str)> =
+        r.routes.iter().map(|r| (r.service.as_str(), r.host.as_str(), r.path.as_str(), r.visibility.as_str())).collect();
+    assert_eq!(
+        routes,
+        [
+            ("rcon-ws", "shop-e1.localhost", "/api/v1/streaming", "private"),
+            ("web", "shop-e1.localhost", "/", "public"),
+            ("web", "web-e1.localhost", "/", "public"),
+            ("rcon-ws", "ws-e1.localhost", "/", "public"),
+        ]
+    );
+}
+
+#[test]
+fn ingress_values_must_read_as_nginx_reads_them() {
+    let good = "ingress:\n  proxy_body_size: 30m\n  proxy_buffering: true\n  proxy_buffers_number: 4\n  proxy_read_timeout: '180'\n  proxy_send_timeout: 1m30s\nservices:\n- name: a\n  image: x\n";
+    let t = document::check("t.yaml", good, Some(Kind::Template));
+    assert!(!t.has_errors(), "{:?}", t.diagnostics);
+    let bad = "ingress:\n  proxy_body_size: 30 MB\n  proxy_read_timeout: soon\n  proxy_buffering: maybe\n  proxy_buffers_number: 0\nservices:\n- name: a\n  image: x\n";
+    let t = document::check("t.yaml", bad, Some(Kind::Template));
+    let errors: Vec<(u32, String)> = t
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == offshoot_template::diag::Severity::Error)
+        .map(|d| (d.line, d.message.clone()))
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert_eq!(errors[0].0, 2);
+    assert!(errors[0].1.contains("proxy_body_size: 30 MB") && errors[1].1.contains("proxy_read_timeout"), "{errors:?}");
+}

@@ -26,6 +26,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, db: Option<&str>) -> Server {
+        Server::start_with(data, db, &[])
+    }
+
+    /// Started with extra `offshoot server` arguments.
+    pub fn start_with(data: &Path, db: Option<&str>, extra: &[&str]) -> Server {
         let (api, router) = (free_port(), free_port());
         let mut cmd = Command::new(bin());
         cmd.args([
@@ -40,6 +45,7 @@ impl Server {
         if let Some(db) = db {
             cmd.args(["--database-url", db]);
         }
+        cmd.args(extra);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).expect("log file");
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("start the server");
         let s = Server { child, data: data.to_owned(), api, router, _tmp: None };
@@ -54,10 +60,18 @@ impl Server {
     }
 
     pub fn new(db: Option<&str>) -> Server {
+        Server::new_with(db, &[])
+    }
+
+    pub fn new_with(db: Option<&str>, extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut s = Server::start(&tmp.path().join("data"), db);
+        let mut s = Server::start_with(&tmp.path().join("data"), db, extra);
         s._tmp = Some(tmp);
         s
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data.join("admin-token")).expect("admin token").trim().to_owned()
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -109,6 +123,18 @@ impl Drop for Server {
 pub fn docker(args: &[&str]) -> String {
     let o = Command::new("docker").args(args).output().expect("docker CLI");
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A raw HTTP/1.1 exchange: `head` is the request without its final blank line.
+pub fn http_raw(port: u16, head: &str, body: &[u8]) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    // The router may answer (413) before taking the whole body.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
 /// A real HTTP/1.1 request to 127.0.0.1:port with a Host header; the whole response.

@@ -1,0 +1,19 @@
+//! The router in front of environments. A routing table (pure; [`table`]) maps a request's
+//! host and path to a service's ready replicas; a reverse proxy on hyper ([`Router`]) streams
+//! the request there under the environment's `ingress` settings; listeners ([`serve`]) speak
+//! HTTP/1.1, h2c and TLS (HTTP/2 by ALPN), with limits, timeouts and a graceful drain; [`tcp`]
+//! opens the load-balancer ports.
+
+mod body;
+pub mod ingress;
+mod metrics;
+mod proxy;
+mod server;
+pub mod table;
+pub mod tcp;
+
+pub use body::ProxyBody;
+pub use ingress::IngressSettings;
+pub use proxy::{Router, RouterConfig, Scheme};
+pub use server::{Tls, TlsError, serve};
+pub use table::{Backend, Route, RouteError, Table, Visibility};

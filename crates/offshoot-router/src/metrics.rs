@@ -1,0 +1,83 @@
+//! Prometheus metrics of the router: requests by environment, service and status class,
+//! latency to the response head by environment, upstream errors by kind.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) env: Arc<str>,
+    pub(crate) service: Arc<str>,
+    pub(crate) code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EnvLabels {
+    pub(crate) env: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ErrorLabels {
+    pub(crate) env: Arc<str>,
+    pub(crate) service: Arc<str>,
+    pub(crate) kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 65 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) latency: Family<EnvLabels, Histogram, fn() -> Histogram>,
+    pub(crate) upstream_errors: Family<ErrorLabels, Counter>,
+    pub(crate) connections: Gauge,
+    pub(crate) spilled_bytes: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("offshoot_router");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<EnvLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let upstream_errors = Family::<ErrorLabels, Counter>::default();
+        let connections = Gauge::default();
+        let spilled_bytes = Counter::default();
+        registry.register("buffer_file_bytes", "Response bytes read ahead into temporary files (proxy_buffering)", spilled_bytes.clone());
+        registry.register("requests", "Requests answered, by environment, service and status class", requests.clone());
+        registry.register("request_duration_seconds", "Time to the response head, by environment", latency.clone());
+        registry.register(
+            "upstream_errors",
+            "Upstream failures (connect, timeout, reset), by environment and service",
+            upstream_errors.clone(),
+        );
+        registry.register("open_connections", "Client connections open now", connections.clone());
+        Metrics { registry, requests, latency, upstream_errors, connections, spilled_bytes }
+    }
+
+    /// The text exposition format.
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+pub(crate) fn code_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

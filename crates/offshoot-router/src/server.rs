@@ -1,0 +1,313 @@
+//! Listeners: plain HTTP (HTTP/1.1 and h2c) and TLS (ALPN `h2` / `http/1.1`, certificate
+//! reloaded when its files change), with connection limits, timeouts and a graceful drain.
+
+use crate::proxy::{Router, Scheme};
+use pin_project_lite::pin_project;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// A TLS certificate problem, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read the certificate `{path}`: {source}")]
+    Cert { path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("`{0}` holds no certificate")]
+    NoCert(PathBuf),
+    #[error("cannot read the private key `{path}`: {source}")]
+    Key { path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("the private key `{path}` is not usable: {source}")]
+    BadKey { path: PathBuf, source: rustls::Error },
+    #[error("the certificate `{cert}` does not match the key `{key}`: {source}")]
+    Mismatch { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The certificate and key (PEM files) the TLS listener serves, reloaded when they change.
+#[derive(Debug)]
+pub struct Tls {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: arc_swap::ArcSwap<CertifiedKey>,
+    stamp: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn modified(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn load_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::Cert { path: cert.to_owned(), source })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCert(cert.to_owned()));
+    }
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.to_owned(), source })?;
+    let ck = CertifiedKey::from_der(certs, der, &provider()).map_err(|source| match source {
+        rustls::Error::InconsistentKeys(_) => TlsError::Mismatch { cert: cert.to_owned(), key: key.to_owned(), source },
+        source => TlsError::BadKey { path: key.to_owned(), source },
+    })?;
+    Ok(ck)
+}
+
+impl Tls {
+    /// Loads a certificate chain and its private key.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Tls>, TlsError> {
+        let ck = load_key(cert, key)?;
+        let tls = Arc::new_cyclic(|weak: &std::sync::Weak<Tls>| {
+            let resolver = Arc::new(WeakResolver(weak.clone()));
+            let mut config = rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_no_client_auth().with_cert_resolver(resolver.clone()))
+                .unwrap_or_else(|_| {
+                    // The default provider always supports the default versions.
+                    rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(resolver)
+                });
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Tls {
+                cert_path: cert.to_owned(),
+                key_path: key.to_owned(),
+                current: arc_swap::ArcSwap::from_pointee(ck),
+                stamp: Mutex::new((modified(cert), modified(key))),
+                config: Arc::new(config),
+            }
+        });
+        Ok(tls)
+    }
+
+    /// Reloads the files when their modification times changed; `Ok(true)` when a new
+    /// certificate is in use. A bad new pair leaves the old one in use.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let stamp = (modified(&self.cert_path), modified(&self.key_path));
+        let mut last = self.stamp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *last == stamp {
+            return Ok(false);
+        }
+        let ck = load_key(&self.cert_path, &self.key_path)?;
+        self.current.store(Arc::new(ck));
+        *last = stamp;
+        Ok(true)
+    }
+
+    /// Checks the files every `every` until `shutdown`.
+    pub fn watch(self: &Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let tls = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.changed() => return,
+                }
+                match tls.reload_if_changed() {
+                    Ok(true) => tracing::info!(cert = %tls.cert_path.display(), "TLS certificate reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; the previous one stays in use"),
+                }
+            }
+        });
+    }
+}
+
+#[derive(Debug)]
+struct WeakResolver(std::sync::Weak<Tls>);
+
+impl ResolvesServerCert for WeakResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let _ = hello;
+        self.0.upgrade().map(|t| t.current.load_full())
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+pin_project! {
+    /// Records when bytes last moved, for the idle timeout.
+    struct IdleIo<T> {
+        #[pin]
+        inner: T,
+        last: Arc<AtomicU64>,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for IdleIo<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let r = this.inner.poll_read(cx, buf);
+        if r.is_ready() {
+            this.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for IdleIo<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        if r.is_ready() {
+            this.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            this.last.store(now_ms(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// The connection budget shared by a router's listeners.
+pub(crate) fn limiter(max: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)))
+}
+
+/// Serves `listener` until `shutdown` turns true, then stops accepting, asks every connection
+/// to finish its requests in flight, and waits for them up to the drain timeout.
+pub async fn serve(router: Arc<Router>, listener: TcpListener, tls: Option<Arc<Tls>>, mut shutdown: watch::Receiver<bool>) {
+    let slots = router.connections.clone();
+    let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "router accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (router, acceptor, shutdown) = (router.clone(), acceptor.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            router.metrics.connections.inc();
+            let handshake_timeout = router.config.header_read_timeout;
+            match acceptor {
+                None => connection(&router, stream, peer, Scheme::Http, shutdown).await,
+                Some(a) => match tokio::time::timeout(handshake_timeout, a.accept(stream)).await {
+                    Ok(Ok(s)) => connection(&router, s, peer, Scheme::Https, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                },
+            }
+            router.metrics.connections.dec();
+        });
+    }
+    drop(listener);
+    drain(&router).await;
+}
+
+/// Waits until every connection of the router ended, up to the drain timeout.
+async fn drain(router: &Router) {
+    let all = u32::try_from(router.config.max_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+    match tokio::time::timeout(router.config.drain_timeout, router.connections.acquire_many(all)).await {
+        Ok(Ok(permits)) => drop(permits),
+        _ => tracing::warn!(open = router.metrics.connections.get(), "router drain timed out; closing the remaining connections"),
+    }
+}
+
+async fn connection<T>(router: &Arc<Router>, io: T, peer: std::net::SocketAddr, scheme: Scheme, mut shutdown: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let last = Arc::new(AtomicU64::new(now_ms()));
+    let io = IdleIo { inner: io, last: last.clone() };
+    let r = router.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let r = r.clone();
+        async move { Ok::<_, std::convert::Infallible>(r.handle(req, peer, scheme).await) }
+    });
+    let cfg = &router.config;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_read_timeout).max_buf_size(cfg.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let idle = cfg.idle_timeout;
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let quiet_for = Duration::from_millis(now_ms().saturating_sub(last.load(Ordering::Relaxed)));
+        let idle_wait = idle.saturating_sub(quiet_for);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %peer, error = %e, "router connection ended");
+                }
+                return;
+            }
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = tokio::time::sleep(idle_wait), if !closing => {
+                let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Ordering::Relaxed)));
+                if quiet >= idle {
+                    tracing::debug!(client = %peer, "closing an idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Feeds the router: builds its table from the store (what each service should answer for, as
+//! recorded when it became ready) and the runtime (where its running replicas are now), then
+//! swaps it in; opens and closes the load-balancer ports to match.
+
+use crate::controller::Ctx;
+use offshoot_api_types::status;
+use offshoot_router::tcp::{TcpKey, TcpRoute};
+use offshoot_router::{Backend, IngressSettings, Route, Table, Visibility};
+use offshoot_template::ingress::{parse_duration, parse_size, parse_switch};
+use offshoot_template::model::Ingress;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// What a ready service records for the router (in its row's detail).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Routing {
+    /// `(host, path, visibility)`, rules first.
+    #[serde(default)]
+    pub(crate) routes: Vec<(String, String, String)>,
+    /// The container port HTTP goes to.
+    #[serde(default)]
+    pub(crate) port: Option<u16>,
+    /// Container ports with `loadbalancer: true`.
+    #[serde(default)]
+    pub(crate) lb_ports: Vec<u16>,
+    /// The environment's `ingress` block as written.
+    #[serde(default)]
+    pub(crate) ingress: Option<serde_json::Value>,
+}
+
+/// The router's view of an `ingress` block; values were validated with the template, so one
+/// that does not parse keeps the default.
+pub(crate) fn settings(ingress: Option<&Ingress>) -> IngressSettings {
+    let mut s = IngressSettings::default();
+    let Some(i) = ingress else { return s };
+    let text = |t: &Option<offshoot_template::span::Text>| t.as_ref().map(|v| v.value.clone());
+    if let Some(v) = text(&i.proxy_body_size).and_then(|v| parse_size(&v)) {
+        s.body_limit = (v > 0).then_some(v);
+    }
+    if let Some(v) = text(&i.proxy_read_timeout).and_then(|v| parse_duration(&v)).filter(|d| !d.is_zero()) {
+        s.read_timeout = v;
+    }
+    if let Some(v) = text(&i.proxy_send_timeout).and_then(|v| parse_duration(&v)).filter(|d| !d.is_zero()) {
+        s.send_timeout = v;
+    }
+    if let Some(v) = text(&i.proxy_buffering).and_then(|v| parse_switch(&v)) {
+        s.buffering = v;
+    }
+    if let Some(v) = text(&i.proxy_buffer_size).and_then(|v| parse_size(&v)).and_then(|v| usize::try_from(v).ok()) {
+        s.buffer_size = v.clamp(1024, 1 << 20);
+    }
+    if let Some(v) = text(&i.proxy_buffers_number).and_then(|v| v.trim().parse::<usize>().ok()) {
+        s.buffers_number = v.clamp(1, 1024);
+    }
+    if let Some(v) = text(&i.proxy_max_temp_file_size).and_then(|v| parse_size(&v)) {
+        s.max_temp_file_size = v;
+    }
+    s
+}
+
+/// The same, from the JSON recorded in a service's detail.
+fn settings_from_json(v: Option<&serde_json::Value>) -> IngressSettings {
+    let Some(v) = v else { return IngressSettings::default() };
+    let field = |k: &str| -> Option<offshoot_template::span::Text> {
+        let s = match &v[k] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => return None,
+        };
+        Some(offshoot_template::span::Sp::new(s, Default::default()))
+    };
+    let i = Ingress {
+        proxy_body_size: field("proxy_body_size"),
+        proxy_buffer_size: field("proxy_buffer_size"),
+        proxy_buffering: field("proxy_buffering"),
+        proxy_buffers_number: field("proxy_buffers_number"),
+        proxy_max_temp_file_size: field("proxy_max_temp_file_size"),
+        proxy_read_timeout: field("proxy_read_timeout"),
+        proxy_send_timeout: field("proxy_send_timeout"),
+        proxy_connect_timeout: field("proxy_connect_timeout"),
+    };
+    settings(Some(&i))
+}
+
+/// Rebuilds the routing table and the load-balancer ports.
+pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
+    use offshoot_runtime::Runtime as _;
+    let observed = ctx.rt.list(None).await?;
+    let unready = ctx.unready_containers();
+    // Running, ready service replicas: (env, service) → addresses.
+    let mut replicas: HashMap<(&str, &str), Vec<IpAddr>> = HashMap::new();
+    for o in &observed {
+        if o.role == "service"
+            && o.instance == ctx.instance
+            && o.state == offshoot_runtime::State::Running
+            && !unready.contains(&o.name)
+            && let Some(ip) = o.ip
+        {
+            replicas.entry((o.env_id.as_str(), o.service.as_str())).or_default().push(ip);
+        }
+    }
+    let mut routes = Vec::new();
+    let mut tcp = Vec::new();
+    let preferred = ctx.load_balancers();
+    for env in ctx.store.envs(None, false).await? {
+        let mut ingress: Option<Arc<IngressSettings>> = None;
+        for s in ctx.store.services(&env.id).await? {
+            let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
+            let routing: Routing = serde_json::from_value(detail["routing"].clone()).unwrap_or_default();
+            let settings = ingress.get_or_insert_with(|| Arc::new(settings_from_json(routing.ingress.as_ref()))).clone();
+            let ips = replicas.get(&(env.id.as_str(), s.name.as_str())).cloned().unwrap_or_default();
+            let upstreams: Vec<SocketAddr> =
+                routing.port.map(|p| ips.iter().map(|ip| SocketAddr::new(*ip, p)).collect()).unwrap_or_default();
+            let mut backend = Backend::new(&env.id, &s.name, upstreams.clone(), settings);
+            if env.status == status::TEARING_DOWN {
+                backend = backend.unavailable(status::TEARING_DOWN);
+            } else if s.status != status::READY {
+                backend = backend.unavailable(s.status.clone());
+            } else if upstreams.is_empty() {
+                backend = backend.unavailable("not ready: no replica is running and passing its readiness probe");
+            }
+            let backend = Arc::new(backend);
+            for (host, path, visibility) in &routing.routes {
+                routes.push(Route {
+                    host: host.clone(),
+                    path: path.clone(),
+                    visibility: Visibility::parse(visibility).unwrap_or(Visibility::Public),
+                    backend: backend.clone(),
+                });
+            }
+            if s.status == status::READY {
+                for p in &routing.lb_ports {
+                    let key: TcpKey = (env.id.clone(), s.name.clone(), *p);
+                    let preferred = preferred.get(&key).map(SocketAddr::port);
+                    tcp.push(TcpRoute { key, preferred, upstreams: ips.iter().map(|ip| SocketAddr::new(*ip, *p)).collect() });
+                }
+            }
+        }
+    }
+    let (table, rejected) = Table::build(routes);
+    for (r, e) in rejected {
+        tracing::warn!(env = %r.backend.env_id, service = %r.backend.service, error = %e, "route not served");
+    }
+    ctx.router.swap(table);
+    let open = ctx.tcp.sync(tcp).await;
+    ctx.set_load_balancers(open);
+    Ok(())
+}
+
+/// Load-balancer addresses as shown to users: `service:port` → `127.0.0.1:N`.
+pub(crate) fn lb_for_env(all: &BTreeMap<TcpKey, SocketAddr>, env_id: &str, service: &str) -> Vec<(u16, SocketAddr)> {
+    all.iter().filter(|((e, s, _), _)| e == env_id && s == service).map(|((_, _, p), a)| (*p, *a)).collect()
+}
