@@ -83,6 +83,9 @@ pub struct ServerArgs {
     /// Seconds a client has to send a request head (also the HTTP/1 keep-alive wait).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout: u64,
+    /// Threads serving the router, each its own event loop (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub router_threads: usize,
     /// Seconds without traffic after which a router connection is closed.
     #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub idle_timeout: u64,

@@ -61,18 +61,22 @@ fn push_tail(tail: &mut VecDeque<String>, line: &str) {
 }
 
 impl DockerRuntime {
-    /// One item each time one of Offshoot's containers starts, stops, dies or is removed (the
-    /// stream ends when the engine connection does).
-    pub fn container_events(&self) -> impl futures_util::Stream<Item = Result<String>> + Send + 'static {
+    /// `(action, container name)` each time one of Offshoot's containers starts, stops, dies,
+    /// is paused or is removed (the stream ends when the engine connection does).
+    pub fn container_events(&self) -> impl futures_util::Stream<Item = Result<(String, String)>> + Send + 'static {
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
             ("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")]),
             ("event".to_owned(), ["start", "die", "stop", "destroy", "pause", "unpause"].map(str::to_owned).to_vec()),
         ]);
         let opts = bollard::query_parameters::EventsOptions { filters: Some(filters), ..Default::default() };
-        self.docker
-            .events(Some(opts))
-            .map(|e| e.map(|m| m.actor.and_then(|a| a.id).unwrap_or_default()).map_err(|e| engine("watch events of", "containers", e)))
+        self.docker.events(Some(opts)).map(|e| {
+            e.map(|m| {
+                let name = m.actor.and_then(|a| a.attributes).and_then(|mut a| a.remove("name")).unwrap_or_default();
+                (m.action.unwrap_or_default(), name)
+            })
+            .map_err(|e| engine("watch events of", "containers", e))
+        })
     }
 
     /// Connects to the local engine (`DOCKER_HOST` or the default socket) and negotiates the

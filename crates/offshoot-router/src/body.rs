@@ -133,16 +133,19 @@ impl Body for RequestBody {
 #[error("the upstream sent nothing for {0:?}")]
 pub(crate) struct ReadTimeout(Duration);
 
-/// The upstream's response body, cut when it is silent for longer than the read timeout.
+/// The upstream's response body, cut when it is silent for longer than the read timeout. The
+/// timer is armed only when the upstream makes the reader wait (a body already received costs
+/// no timer).
 pub(crate) struct ResponseBody {
     inner: Incoming,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
 }
 
 impl ResponseBody {
     pub(crate) fn new(inner: Incoming, timeout: Duration) -> Self {
-        ResponseBody { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)) }
+        ResponseBody { inner, timeout, sleep: None, armed: false }
     }
 }
 
@@ -154,14 +157,21 @@ impl Body for ResponseBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(r) => {
-                let deadline = tokio::time::Instant::now() + this.timeout;
-                this.sleep.as_mut().reset(deadline);
+                this.armed = false;
                 Poll::Ready(r.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ReadTimeout(this.timeout))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.timeout;
+                let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.armed {
+                    sleep.as_mut().reset(deadline);
+                    this.armed = true;
+                }
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(ReadTimeout(this.timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -15,5 +15,5 @@ pub mod tcp;
 pub use body::ProxyBody;
 pub use ingress::IngressSettings;
 pub use proxy::{Router, RouterConfig, Scheme};
-pub use server::{Tls, TlsError, serve};
+pub use server::{Tls, TlsError, serve, serve_threads};
 pub use table::{Backend, Route, RouteError, Table, Visibility};

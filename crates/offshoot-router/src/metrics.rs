@@ -33,8 +33,27 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
+/// One backend's series, looked up once and then updated without a map lookup.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+impl Stats {
+    pub(crate) fn record(&self, status: u16, elapsed: std::time::Duration) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.by_class[class].inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 pub(crate) struct Metrics {
     registry: Registry,
+    /// Requests no route matched.
+    pub(crate) unrouted: Stats,
     pub(crate) requests: Family<RequestLabels, Counter>,
     pub(crate) latency: Family<EnvLabels, Histogram, fn() -> Histogram>,
     pub(crate) upstream_errors: Family<ErrorLabels, Counter>,
@@ -59,7 +78,25 @@ impl Metrics {
             upstream_errors.clone(),
         );
         registry.register("open_connections", "Client connections open now", connections.clone());
-        Metrics { registry, requests, latency, upstream_errors, connections, spilled_bytes }
+        let mut m = Metrics {
+            registry,
+            unrouted: Stats { by_class: Default::default(), latency: latency_histogram() },
+            requests,
+            latency,
+            upstream_errors,
+            connections,
+            spilled_bytes,
+        };
+        m.unrouted = m.stats("-", "-");
+        m
+    }
+
+    /// The series of one environment's service.
+    pub(crate) fn stats(&self, env: &str, service: &str) -> Stats {
+        let (env, service): (Arc<str>, Arc<str>) = (env.into(), service.into());
+        let by_class =
+            CLASSES.map(|code| self.requests.get_or_create(&RequestLabels { env: env.clone(), service: service.clone(), code }).clone());
+        Stats { by_class, latency: self.latency.get_or_create(&EnvLabels { env }).clone() }
     }
 
     /// The text exposition format.
@@ -69,15 +106,5 @@ impl Metrics {
             out.clear();
         }
         out
-    }
-}
-
-pub(crate) fn code_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
     }
 }

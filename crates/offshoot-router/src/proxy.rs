@@ -1,13 +1,14 @@
 //! The reverse proxy: one request in, one request to a replica out, bodies streamed both ways.
 
 use crate::body::{Progress, ProxyBody, RequestBody, ResponseBody};
-use crate::metrics::{EnvLabels, ErrorLabels, Metrics, RequestLabels, code_class};
+use crate::metrics::{ErrorLabels, Metrics};
 use crate::table::{Backend, Table, Visibility, normalize_host, normalize_path};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Parts as UriParts, Scheme as UriScheme};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -83,26 +84,33 @@ impl Scheme {
     }
 }
 
-/// The router: a routing table swapped whole, a pool of upstream connections, metrics.
+/// A pool of keep-alive connections to upstreams (one per serving thread, so a request and its
+/// upstream connection stay on one thread).
+pub(crate) type Upstreams = Client<HttpConnector, RequestBody>;
+
+/// The router: a routing table swapped whole, metrics, the connection budget.
 pub struct Router {
     table: ArcSwap<Table>,
     pub(crate) config: RouterConfig,
-    client: Client<HttpConnector, RequestBody>,
     pub(crate) metrics: Metrics,
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl Router {
     pub fn new(config: RouterConfig) -> Arc<Self> {
+        let connections = crate::server::limiter(config.max_connections);
+        Arc::new(Router { table: ArcSwap::from_pointee(Table::default()), config, metrics: Metrics::new(), connections })
+    }
+
+    /// A new pool of upstream connections.
+    pub(crate) fn upstreams(&self) -> Upstreams {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_connect_timeout(Some(self.config.connect_timeout));
         connector.enforce_http(true);
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256).set_host(false);
-        let client = builder.build(connector);
-        let connections = crate::server::limiter(config.max_connections);
-        Arc::new(Router { table: ArcSwap::from_pointee(Table::default()), config, client, metrics: Metrics::new(), connections })
+        builder.build(connector)
     }
 
     /// Replaces the routing table. Requests already routed finish on the old one; no request
@@ -128,60 +136,72 @@ impl Router {
         self.config.trusted.iter().any(|n| n.contains(&ip))
     }
 
+    /// What the proxy needs to know about a client connection, worked out once per connection.
+    pub(crate) fn client(&self, addr: SocketAddr, scheme: Scheme, upstreams: Upstreams) -> ClientInfo {
+        let ip = addr.ip();
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        ClientInfo {
+            addr,
+            scheme,
+            trusted: self.trusted(ip),
+            upstreams,
+            ip: HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            node,
+        }
+    }
+
     /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, scheme: Scheme) -> Response<ProxyBody> {
+    pub(crate) async fn handle(&self, req: Request<Incoming>, client: &ClientInfo) -> Response<ProxyBody> {
         let started = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let log = tracing::enabled!(target: "offshoot::access", tracing::Level::INFO);
+        let line = log.then(|| (req.method().clone(), truncate(req.uri().path(), 200).to_owned()));
         let table = self.table.load();
-        let (resp, env, service) = self.route(&table, req, peer, scheme).await;
+        let (resp, backend) = self.route(&table, req, client).await;
         let status = resp.status().as_u16();
         let elapsed = started.elapsed();
-        let (env, service) = (env.unwrap_or_else(|| Arc::from("-")), service.unwrap_or_else(|| Arc::from("-")));
-        self.metrics.requests.get_or_create(&RequestLabels { env: env.clone(), service: service.clone(), code: code_class(status) }).inc();
-        self.metrics.latency.get_or_create(&EnvLabels { env: env.clone() }).observe(elapsed.as_secs_f64());
-        tracing::info!(target: "offshoot::access", %env, %service, %method, path = %truncate(&path, 200), status, ms = elapsed.as_secs_f64() * 1000.0, client = %peer.ip());
+        let stats = backend.as_ref().map_or(&self.metrics.unrouted, |b| b.stats.get_or_init(|| self.metrics.stats(&b.env_id, &b.service)));
+        stats.record(status, elapsed);
+        if let Some((method, path)) = line {
+            let (env, service) = backend.as_ref().map_or(("-", "-"), |b| (&*b.env_id, &*b.service));
+            tracing::info!(target: "offshoot::access", env, service, %method, path, status, ms = elapsed.as_secs_f64() * 1000.0, client = %client.addr.ip());
+        }
         resp
     }
 
-    async fn route(
-        &self,
-        table: &Table,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-        scheme: Scheme,
-    ) -> (Response<ProxyBody>, Option<Arc<str>>, Option<Arc<str>>) {
+    async fn route(&self, table: &Table, mut req: Request<Incoming>, client: &ClientInfo) -> (Response<ProxyBody>, Option<Arc<Backend>>) {
         // The host: from the absolute-form target or `:authority`, else the Host header.
         let raw_host = match req.uri().authority() {
             Some(a) => Some(a.as_str().to_owned()),
             None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned),
         };
         let Some(raw_host) = raw_host else {
-            return (page(StatusCode::BAD_REQUEST, "Bad Request", "The request names no host."), None, None);
+            return (page(StatusCode::BAD_REQUEST, "Bad Request", "The request names no host."), None);
         };
         let Some(host) = normalize_host(&raw_host) else {
-            return (page(StatusCode::BAD_REQUEST, "Bad Request", "The Host header is not a valid hostname."), None, None);
+            return (page(StatusCode::BAD_REQUEST, "Bad Request", "The Host header is not a valid hostname."), None);
         };
         let Some(path) = normalize_path(req.uri().path()) else {
-            return (page(StatusCode::BAD_REQUEST, "Bad Request", "The request path is not valid."), None, None);
+            return (page(StatusCode::BAD_REQUEST, "Bad Request", "The request path is not valid."), None);
         };
         let Some(m) = table.lookup(&host, &path) else {
-            return (page(StatusCode::NOT_FOUND, "Not Found", "No environment answers for this address."), None, None);
+            return (page(StatusCode::NOT_FOUND, "Not Found", "No environment answers for this address."), None);
         };
-        let b: &Arc<Backend> = m.backend;
-        let ids = (Some(b.env_id.clone()), Some(b.service.clone()));
-        if m.visibility == Visibility::Private && !self.trusted(peer.ip()) {
-            return (page(StatusCode::FORBIDDEN, "Forbidden", "This address is private to the environment's network."), ids.0, ids.1);
+        let b: Arc<Backend> = m.backend.clone();
+        if m.visibility == Visibility::Private && !client.trusted {
+            return (page(StatusCode::FORBIDDEN, "Forbidden", "This address is private to the environment's network."), Some(b));
         }
         if let Some(state) = &b.unavailable {
             let text = format!("Service `{}` of environment `{}` is {state}. Try again in a moment.", b.service, b.env_id);
-            return (page(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &text), ids.0, ids.1);
+            return (page(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &text), Some(b));
         }
-        let settings = b.settings.clone();
+        let settings = &b.settings;
         if let Some(limit) = settings.body_limit
             && req.body().size_hint().lower() > limit
         {
-            return (too_large(limit), ids.0, ids.1);
+            return (too_large(limit), Some(b));
         }
 
         // The request to send: same method, target and headers, minus hop-by-hop ones, plus
@@ -189,22 +209,23 @@ impl Router {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let mut headers = std::mem::take(&mut parts.headers);
-        strip_hop_by_hop(&mut headers);
-        if let Some(proto) = &upgrade {
-            headers.insert(header::UPGRADE, proto.clone());
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.extensions.clear();
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(proto) = upgrade {
+            parts.headers.insert(header::UPGRADE, proto);
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        if !headers.contains_key(header::HOST)
+        if !parts.headers.contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(&raw_host)
         {
-            headers.insert(header::HOST, v);
+            parts.headers.insert(header::HOST, v);
         }
-        self.forwarding_headers(&mut headers, peer, &raw_host, scheme);
-        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        forwarding_headers(&mut parts.headers, client, &raw_host);
+        let pq = parts.uri.path_and_query().cloned();
         let bodiless = body.is_end_stream();
         let progress = Progress::new(bodiless);
-        let mut body = Some(if bodiless {
+        let mut next_body = Some(if bodiless {
             RequestBody::empty(progress.clone())
         } else {
             RequestBody::new(body, settings.body_limit, progress.clone())
@@ -213,91 +234,63 @@ impl Router {
         // Replicas in turn: a replica that refuses the connection is skipped when the request
         // can be sent again (it has no body).
         let attempts = if bodiless { b.upstreams.len().max(1) } else { 1 };
+        let mut parts = Some(parts);
         let mut last_error = String::new();
-        for _ in 0..attempts {
-            let Some(addr) = b.pick() else { break };
-            let Ok(uri) = Uri::builder().scheme("http").authority(addr.to_string()).path_and_query(pq.as_str()).build() else {
-                return (page(StatusCode::BAD_REQUEST, "Bad Request", "The request target is not valid."), ids.0, ids.1);
+        for attempt in 0..attempts {
+            let Some(i) = b.pick() else { break };
+            let (Some(body), Some(mut head)) = (next_body.take(), parts.take()) else { break };
+            if attempt + 1 < attempts {
+                parts = Some(copy_head(&head));
+            }
+            let mut uri = UriParts::default();
+            uri.scheme = Some(UriScheme::HTTP);
+            uri.authority = Some(b.authorities[i].clone());
+            uri.path_and_query = pq.clone();
+            let Ok(uri) = Uri::from_parts(uri) else {
+                return (page(StatusCode::BAD_REQUEST, "Bad Request", "The request target is not valid."), Some(b));
             };
-            let mut out = Request::new(match body.take() {
-                Some(b) => b,
-                None => break,
-            });
-            *out.method_mut() = parts.method.clone();
-            *out.uri_mut() = uri;
-            *out.version_mut() = Version::HTTP_11;
-            *out.headers_mut() = headers.clone();
+            head.uri = uri;
+            let out = Request::from_parts(head, body);
             let sent = tokio::select! {
-                r = self.client.request(out) => Ok(r),
+                r = client.upstreams.request(out) => Ok(r),
                 read = progress.expired(settings.send_timeout, settings.read_timeout) => Err(read),
             };
             let resp = match sent {
                 Err(read_timeout) => {
                     let kind = if read_timeout { "read_timeout" } else { "send_timeout" };
-                    self.upstream_error(b, kind);
+                    self.upstream_error(&b, kind);
                     let text = format!("Service `{}` of environment `{}` did not answer in time.", b.service, b.env_id);
-                    return (page(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout", &text), ids.0, ids.1);
+                    return (page(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout", &text), Some(b));
                 }
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     if progress.too_large.load(std::sync::atomic::Ordering::Acquire) {
-                        return (too_large(settings.body_limit.unwrap_or(0)), ids.0, ids.1);
+                        return (too_large(settings.body_limit.unwrap_or(0)), Some(b));
                     }
                     let connect = e.is_connect();
-                    self.upstream_error(b, if connect { "connect" } else { "reset" });
+                    self.upstream_error(&b, if connect { "connect" } else { "reset" });
                     last_error = format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
-                    tracing::warn!(env = %b.env_id, service = %b.service, upstream = %addr, error = %last_error, "upstream error");
+                    tracing::warn!(env = %b.env_id, service = %b.service, upstream = %b.upstreams[i], error = %last_error, "upstream error");
                     if connect && bodiless {
-                        body = Some(RequestBody::empty(progress.clone()));
+                        next_body = Some(RequestBody::empty(progress.clone()));
                         continue;
                     }
                     break;
                 }
             };
-            return (self.respond(resp, b, client_upgrade, &settings), ids.0, ids.1);
+            let resp = self.respond(resp, &b, client_upgrade, settings);
+            return (resp, Some(b));
         }
         let text = if last_error.is_empty() {
             format!("Service `{}` of environment `{}` has no ready replica.", b.service, b.env_id)
         } else {
             format!("Service `{}` of environment `{}` did not answer.", b.service, b.env_id)
         };
-        (page(StatusCode::BAD_GATEWAY, "Bad Gateway", &text), ids.0, ids.1)
+        (page(StatusCode::BAD_GATEWAY, "Bad Gateway", &text), Some(b))
     }
 
     fn upstream_error(&self, b: &Backend, kind: &'static str) {
         self.metrics.upstream_errors.get_or_create(&ErrorLabels { env: b.env_id.clone(), service: b.service.clone(), kind }).inc();
-    }
-
-    fn forwarding_headers(&self, headers: &mut HeaderMap, peer: SocketAddr, host: &str, scheme: Scheme) {
-        let ip = peer.ip();
-        // Headers a trusted proxy in front of us set are extended; anyone else's are replaced.
-        let keep = self.trusted(ip);
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).filter(|_| keep) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
-        };
-        set(headers, "x-forwarded-for", &xff);
-        if !(keep && headers.contains_key("x-forwarded-proto")) {
-            headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme.as_str()));
-        }
-        if !(keep && headers.contains_key("x-forwarded-host")) {
-            set(headers, "x-forwarded-host", host);
-        }
-        let node = match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let quoted_host = if host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
-            host.to_owned()
-        } else {
-            format!("\"{}\"", host.replace(['"', '\\'], ""))
-        };
-        let element = format!("for={node};host={quoted_host};proto={}", scheme.as_str());
-        let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()).filter(|_| keep) {
-            Some(prev) => format!("{prev}, {element}"),
-            None => element,
-        };
-        set(headers, header::FORWARDED.as_str(), &forwarded);
     }
 
     fn respond(
@@ -359,6 +352,57 @@ impl Router {
     }
 }
 
+/// A request head for another attempt.
+fn copy_head(h: &hyper::http::request::Parts) -> hyper::http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = h.method.clone();
+    parts.uri = h.uri.clone();
+    parts.version = h.version;
+    parts.headers = h.headers.clone();
+    parts
+}
+
+/// A client connection's address, scheme and standing.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientInfo {
+    pub(crate) addr: SocketAddr,
+    pub(crate) scheme: Scheme,
+    /// From a trusted network: may use private routes; its forwarding headers are extended.
+    pub(crate) trusted: bool,
+    upstreams: Upstreams,
+    ip: HeaderValue,
+    /// The `for=` value of `Forwarded`.
+    node: String,
+}
+
+/// `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`: a trusted client's are extended, anyone
+/// else's replaced.
+fn forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo, host: &str) {
+    let keep = client.trusted;
+    match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()).filter(|_| keep) {
+        Some(prev) => set(headers, "x-forwarded-for", &format!("{prev}, {}", client.addr.ip())),
+        None => {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), client.ip.clone());
+        }
+    }
+    if !(keep && headers.contains_key("x-forwarded-proto")) {
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(client.scheme.as_str()));
+    }
+    if !(keep && headers.contains_key("x-forwarded-host")) {
+        set(headers, "x-forwarded-host", host);
+    }
+    let quoted_host = if host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+        std::borrow::Cow::Borrowed(host)
+    } else {
+        std::borrow::Cow::Owned(format!("\"{}\"", host.replace(['"', '\\'], "")))
+    };
+    let element = format!("for={};host={quoted_host};proto={}", client.node, client.scheme.as_str());
+    match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()).filter(|_| keep) {
+        Some(prev) => set(headers, header::FORWARDED.as_str(), &format!("{prev}, {element}")),
+        None => set(headers, header::FORWARDED.as_str(), &element),
+    }
+}
+
 fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
@@ -401,14 +445,19 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1): the fixed list and any header the
 /// `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for h in named.iter().chain(HOP_BY_HOP.iter()) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for h in &named {
+            headers.remove(h);
+        }
+    }
+    for h in &HOP_BY_HOP {
         headers.remove(h);
     }
 }

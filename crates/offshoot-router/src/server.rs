@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// A TLS certificate problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -203,47 +203,144 @@ pub(crate) fn limiter(max: usize) -> Arc<Semaphore> {
 }
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting, asks every connection
-/// to finish its requests in flight, and waits for them up to the drain timeout.
-pub async fn serve(router: Arc<Router>, listener: TcpListener, tls: Option<Arc<Tls>>, mut shutdown: watch::Receiver<bool>) {
+/// to finish its requests in flight, and waits for them up to the drain timeout. Connections run
+/// on the calling runtime.
+pub async fn serve(router: Arc<Router>, listener: TcpListener, tls: Option<Arc<Tls>>, shutdown: watch::Receiver<bool>) {
+    let upstreams = router.upstreams();
+    let ctx = Arc::new(ConnCtx {
+        router: router.clone(),
+        tls: tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone())),
+        shutdown: shutdown.clone(),
+    });
+    accept_loop(&router, &listener, shutdown, |stream, peer, permit| match tokio::net::TcpStream::from_std(stream) {
+        Ok(stream) => {
+            tokio::spawn(ctx.clone().run(stream, peer, permit, upstreams.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "router cannot use a connection"),
+    })
+    .await;
+    drop(listener);
+    drain(&router).await;
+}
+
+/// Serves `listener` with `threads` worker threads, each running its own single-threaded
+/// runtime and upstream pool, as NGINX runs one event loop per worker: a connection, its
+/// requests and their upstream connections stay on one thread, with no hand-offs between
+/// threads. Connections are dealt to the workers in turn. Returns when all have drained.
+pub async fn serve_threads(
+    router: Arc<Router>,
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    shutdown: watch::Receiver<bool>,
+    threads: usize,
+) -> io::Result<()> {
+    let ctx = Arc::new(ConnCtx {
+        router: router.clone(),
+        tls: tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone())),
+        shutdown: shutdown.clone(),
+    });
+    let mut workers = Vec::new();
+    let mut done = Vec::new();
+    for i in 0..threads.max(1) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let ctx = ctx.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name(format!("offshoot-router-{i}")).spawn(move || {
+            rt.block_on(async move {
+                let upstreams = ctx.router.upstreams();
+                let mut running = tokio::task::JoinSet::new();
+                while let Some((stream, peer, permit)) = rx.recv().await {
+                    match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            running.spawn(ctx.clone().run(stream, peer, permit, upstreams.clone()));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "router cannot use a connection"),
+                    }
+                    while running.try_join_next().is_some() {}
+                }
+                // The acceptor has drained (or given up): what is left is cut.
+                running.abort_all();
+            });
+            let _ = done_tx.send(());
+        })?;
+        workers.push(tx);
+        done.push(done_rx);
+    }
+    let mut next = 0usize;
+    accept_loop(&router, &listener, shutdown, |stream, peer, permit| {
+        let _ = workers[next % workers.len()].send((stream, peer, permit));
+        next = next.wrapping_add(1);
+    })
+    .await;
+    drop(listener);
+    drain(&router).await;
+    drop(workers);
+    for d in done {
+        let _ = d.await;
+    }
+    Ok(())
+}
+
+/// What every connection of a listener shares.
+struct ConnCtx {
+    router: Arc<Router>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ConnCtx {
+    async fn run(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        permit: OwnedSemaphorePermit,
+        upstreams: crate::proxy::Upstreams,
+    ) {
+        let _permit = permit;
+        let router = &self.router;
+        router.metrics.connections.inc();
+        match &self.tls {
+            None => connection(router, stream, router.client(peer, Scheme::Http, upstreams), self.shutdown.clone()).await,
+            Some(a) => match tokio::time::timeout(router.config.header_read_timeout, a.accept(stream)).await {
+                Ok(Ok(s)) => connection(router, s, router.client(peer, Scheme::Https, upstreams), self.shutdown.clone()).await,
+                Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+            },
+        }
+        router.metrics.connections.dec();
+    }
+}
+
+/// Accepts connections within the connection budget until `shutdown`, handing each to `take`.
+async fn accept_loop(
+    router: &Router,
+    listener: &TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+    mut take: impl FnMut(std::net::TcpStream, std::net::SocketAddr, OwnedSemaphorePermit),
+) {
     let slots = router.connections.clone();
-    let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => return,
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
+        match accepted.and_then(|(s, peer)| {
+            s.set_nodelay(true)?;
+            Ok((s.into_std()?, peer))
+        }) {
+            Ok((stream, peer)) => take(stream, peer, permit),
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "router accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let (router, acceptor, shutdown) = (router.clone(), acceptor.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            router.metrics.connections.inc();
-            let handshake_timeout = router.config.header_read_timeout;
-            match acceptor {
-                None => connection(&router, stream, peer, Scheme::Http, shutdown).await,
-                Some(a) => match tokio::time::timeout(handshake_timeout, a.accept(stream)).await {
-                    Ok(Ok(s)) => connection(&router, s, peer, Scheme::Https, shutdown).await,
-                    Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-                },
-            }
-            router.metrics.connections.dec();
-        });
+        }
     }
-    drop(listener);
-    drain(&router).await;
 }
 
 /// Waits until every connection of the router ended, up to the drain timeout.
@@ -255,7 +352,7 @@ async fn drain(router: &Router) {
     }
 }
 
-async fn connection<T>(router: &Arc<Router>, io: T, peer: std::net::SocketAddr, scheme: Scheme, mut shutdown: watch::Receiver<bool>)
+async fn connection<T>(router: &Arc<Router>, io: T, client: crate::proxy::ClientInfo, mut shutdown: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -263,9 +360,11 @@ where
     let last = Arc::new(AtomicU64::new(now_ms()));
     let io = IdleIo { inner: io, last: last.clone() };
     let r = router.clone();
+    let peer = client.addr;
+    let client = Arc::new(client);
     let service = hyper::service::service_fn(move |req| {
-        let r = r.clone();
-        async move { Ok::<_, std::convert::Infallible>(r.handle(req, peer, scheme).await) }
+        let (r, client) = (r.clone(), client.clone());
+        async move { Ok::<_, std::convert::Infallible>(r.handle(req, &client).await) }
     });
     let cfg = &router.config;
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -44,12 +44,26 @@ pub struct Backend {
     /// The ready replicas' addresses; requests go round robin.
     pub upstreams: Vec<SocketAddr>,
     pub settings: Arc<IngressSettings>,
+    /// `upstreams` as URI authorities, made once.
+    pub(crate) authorities: Vec<hyper::http::uri::Authority>,
+    /// This backend's metrics, looked up once.
+    pub(crate) stats: std::sync::OnceLock<crate::metrics::Stats>,
     next: AtomicUsize,
 }
 
 impl Backend {
     pub fn new(env_id: &str, service: &str, upstreams: Vec<SocketAddr>, settings: Arc<IngressSettings>) -> Self {
-        Backend { env_id: env_id.into(), service: service.into(), unavailable: None, upstreams, settings, next: AtomicUsize::new(0) }
+        let authorities = upstreams.iter().filter_map(|a| a.to_string().parse().ok()).collect();
+        Backend {
+            env_id: env_id.into(),
+            service: service.into(),
+            unavailable: None,
+            upstreams,
+            settings,
+            authorities,
+            stats: std::sync::OnceLock::new(),
+            next: AtomicUsize::new(0),
+        }
     }
 
     pub fn unavailable(mut self, state: impl Into<String>) -> Self {
@@ -57,12 +71,12 @@ impl Backend {
         self
     }
 
-    /// The next upstream, round robin; `None` when there is none.
-    pub fn pick(&self) -> Option<SocketAddr> {
+    /// The index of the next upstream, round robin; `None` when there is none.
+    pub fn pick(&self) -> Option<usize> {
         match self.upstreams.len() {
             0 => None,
-            1 => Some(self.upstreams[0]),
-            n => Some(self.upstreams[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+            1 => Some(0),
+            n => Some(self.next.fetch_add(1, Ordering::Relaxed) % n),
         }
     }
 }
@@ -354,7 +368,7 @@ mod tests {
     fn round_robin_visits_every_upstream() {
         let addrs: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
         let b = Backend::new("e", "s", addrs.clone(), Arc::default());
-        let picked: Vec<_> = (0..6).filter_map(|_| b.pick()).collect();
+        let picked: Vec<_> = (0..6).filter_map(|_| b.pick()).map(|i| b.upstreams[i]).collect();
         assert_eq!(picked, [addrs.clone(), addrs].concat());
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Ctx {
     pub(crate) tls_port: Option<u16>,
     /// Containers failing their readiness probe: out of the router's pool.
     unready: Mutex<HashSet<String>>,
+    /// Containers the engine reported dead, stopped or paused since they last started.
+    dead: Mutex<HashSet<String>>,
     /// The open load-balancer ports.
     load_balancers: Mutex<BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -82,6 +84,7 @@ impl Ctx {
             tcp: offshoot_router::tcp::TcpProxies::default(),
             tls_port,
             unready: Mutex::new(HashSet::new()),
+            dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),
             locks: Mutex::new(HashMap::new()),
             liveness: Mutex::new(HashMap::new()),
@@ -117,8 +120,26 @@ impl Ctx {
         }
     }
 
+    /// Containers that must not get traffic: failing readiness, or reported down by the engine.
     pub(crate) fn unready_containers(&self) -> HashSet<String> {
-        self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        let mut out = self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        out.extend(self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned());
+        out
+    }
+
+    /// Forgets containers that no longer exist.
+    pub(crate) fn forget_dead_except(&self, existing: &HashSet<&str>) {
+        self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|c| existing.contains(c.as_str()));
+    }
+
+    /// Records what the engine said about a container.
+    pub(crate) fn set_alive(&self, container: &str, alive: bool) {
+        let mut dead = self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if alive {
+            dead.remove(container);
+        } else {
+            dead.insert(container.to_owned());
+        }
     }
 
     /// Marks a container (un)ready; `true` when that changed.

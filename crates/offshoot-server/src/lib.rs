@@ -42,6 +42,8 @@ pub struct Config {
     pub router: offshoot_router::RouterConfig,
     /// A TLS listener: address, certificate chain and key (PEM), reloaded when they change.
     pub tls: Option<TlsListen>,
+    /// Threads serving the router (each its own event loop); 0 for one per core.
+    pub router_threads: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -88,10 +90,14 @@ pub async fn run(config: Config) -> Result<()> {
     ctx.refresh_routes().await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut draining = vec![tokio::spawn(offshoot_router::serve(router.clone(), router_listener, None, stop_rx.clone()))];
+    let threads = match config.router_threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    };
+    let mut draining = vec![tokio::spawn(offshoot_router::serve_threads(router.clone(), router_listener, None, stop_rx.clone(), threads))];
     if let Some((loaded, listener)) = tls {
         loaded.watch(Duration::from_secs(2), stop_rx.clone());
-        draining.push(tokio::spawn(offshoot_router::serve(router.clone(), listener, Some(loaded), stop_rx.clone())));
+        draining.push(tokio::spawn(offshoot_router::serve_threads(router.clone(), listener, Some(loaded), stop_rx.clone(), threads)));
     }
     recover(&ctx).await;
     controller::rewatch(&ctx).await;
@@ -109,7 +115,9 @@ pub async fn run(config: Config) -> Result<()> {
         .context("serve the API")?;
     // The router stops accepting and finishes the requests in flight.
     for d in draining {
-        let _ = d.await;
+        if let Ok(Err(e)) = d.await {
+            tracing::error!(error = %e, "the router stopped with an error");
+        }
     }
     Ok(())
 }
@@ -171,7 +179,13 @@ async fn follow_containers(ctx: Shared, mut stop: tokio::sync::watch::Receiver<b
         loop {
             tokio::select! {
                 e = events.next() => match e {
-                    Some(Ok(_)) => ctx.refresh_routes().await,
+                    Some(Ok((action, container))) => {
+                        tracing::debug!(%action, %container, "container event; rebuilding the routing table");
+                        // The engine's list may still show a container that just died as
+                        // running: the event is what counts.
+                        ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
+                        ctx.refresh_routes().await;
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "container events interrupted; reconnecting");
                         break;

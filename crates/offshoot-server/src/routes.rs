@@ -88,6 +88,7 @@ fn settings_from_json(v: Option<&serde_json::Value>) -> IngressSettings {
 pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
     use offshoot_runtime::Runtime as _;
     let observed = ctx.rt.list(None).await?;
+    ctx.forget_dead_except(&observed.iter().map(|o| o.name.as_str()).collect());
     let unready = ctx.unready_containers();
     // Running, ready service replicas: (env, service) → addresses.
     let mut replicas: HashMap<(&str, &str), Vec<IpAddr>> = HashMap::new();

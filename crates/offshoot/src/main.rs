@@ -26,6 +26,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
             ..offshoot_server::RouterConfig::default()
         },
+        router_threads: args.router_threads,
         tls: match (args.tls_listen, args.tls_cert, args.tls_key) {
             (Some(listen), Some(cert), Some(key)) => Some(offshoot_server::TlsListen { listen, cert, key }),
             _ => None,
