@@ -88,7 +88,9 @@ fn print_env(e: &api::Env) -> String {
     }
     s.push('\n');
     for svc in &e.services {
-        s.push_str(&format!("  {:<16} {:<12} {}", svc.name, svc.status, svc.urls.join(" ")));
+        let mut targets = svc.urls.clone();
+        targets.extend(svc.load_balancers.iter().map(|lb| format!("tcp {}={}", lb.port, lb.address)));
+        s.push_str(&format!("  {:<16} {:<12} {}", svc.name, svc.status, targets.join(" ")));
         if let Some(r) = &svc.reason {
             s.push_str(&format!("  {r}"));
         }

@@ -12,8 +12,6 @@ pub struct IngressSettings {
     pub read_timeout: Duration,
     /// Longest silence while sending the request body upstream. Over it: 504.
     pub send_timeout: Duration,
-    /// Longest wait to connect to a replica. Over it: the next replica, then 502.
-    pub connect_timeout: Duration,
     /// Read the upstream's response ahead of a slow client, in memory
     /// (`buffers_number × buffer_size`) then in a temporary file (`max_temp_file_size`).
     pub buffering: bool,
@@ -29,7 +27,6 @@ impl Default for IngressSettings {
             body_limit: Some(1 << 20),
             read_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(5),
             buffering: false,
             buffer_size: 4096,
             buffers_number: 4,

@@ -92,6 +92,8 @@ fn rules_ingress_limits_visibility_replicas_and_load_balancers() {
     let lb = store["load_balancers"][0].clone();
     assert_eq!(lb["port"], 6379, "{shown}");
     let addr: std::net::SocketAddr = lb["address"].as_str().expect("address").parse().expect("addr");
+    let human = String::from_utf8_lossy(&s.cli(&["env", "show", &id]).stdout).into_owned();
+    assert!(human.contains(&format!("tcp 6379={addr}")), "{human}");
     assert!(addr.ip().is_loopback());
     let mut c = std::net::TcpStream::connect(addr).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
