@@ -50,8 +50,13 @@ impl Stats {
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The kinds of upstream error counted.
+pub(crate) const ERROR_KINDS: [&str; 5] = ["connect", "reset", "read_timeout", "send_timeout", "header_too_big"];
+
 pub(crate) struct Metrics {
     registry: Registry,
+    /// The `(environment, service)` pairs that have series.
+    known: std::sync::Mutex<std::collections::HashSet<(Arc<str>, Arc<str>)>>,
     /// Requests no route matched.
     pub(crate) unrouted: Stats,
     pub(crate) requests: Family<RequestLabels, Counter>,
@@ -80,6 +85,7 @@ impl Metrics {
         registry.register("open_connections", "Client connections open now", connections.clone());
         let mut m = Metrics {
             registry,
+            known: std::sync::Mutex::default(),
             unrouted: Stats { by_class: Default::default(), latency: latency_histogram() },
             requests,
             latency,
@@ -94,9 +100,29 @@ impl Metrics {
     /// The series of one environment's service.
     pub(crate) fn stats(&self, env: &str, service: &str) -> Stats {
         let (env, service): (Arc<str>, Arc<str>) = (env.into(), service.into());
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((env.clone(), service.clone()));
         let by_class =
             CLASSES.map(|code| self.requests.get_or_create(&RequestLabels { env: env.clone(), service: service.clone(), code }).clone());
         Stats { by_class, latency: self.latency.get_or_create(&EnvLabels { env }).clone() }
+    }
+
+    /// Drops the series of services no longer routed (ephemeral environments would otherwise
+    /// grow the exposition without bound).
+    pub(crate) fn retain(&self, live: &std::collections::HashSet<(&str, &str)>) {
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<(Arc<str>, Arc<str>)> = known.iter().filter(|(e, s)| &**e != "-" && !live.contains(&(&**e, &**s))).cloned().collect();
+        for (env, service) in gone {
+            for code in CLASSES {
+                self.requests.remove(&RequestLabels { env: env.clone(), service: service.clone(), code });
+            }
+            for kind in ERROR_KINDS {
+                self.upstream_errors.remove(&ErrorLabels { env: env.clone(), service: service.clone(), kind });
+            }
+            known.remove(&(env.clone(), service));
+            if !known.iter().any(|(e, _)| *e == env) && !live.iter().any(|(e, _)| *e == &*env) {
+                self.latency.remove(&EnvLabels { env });
+            }
+        }
     }
 
     /// The text exposition format.

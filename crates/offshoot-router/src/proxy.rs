@@ -116,6 +116,8 @@ impl Router {
     /// Replaces the routing table. Requests already routed finish on the old one; no request
     /// sees a half-built table.
     pub fn swap(&self, table: Table) {
+        let live = table.services();
+        self.metrics.retain(&live.iter().map(|(e, s)| (&**e, &**s)).collect());
         self.table.store(Arc::new(table));
     }
 

@@ -170,6 +170,11 @@ impl Table {
         Ok(())
     }
 
+    /// Every `(environment, service)` the table routes to.
+    pub fn services(&self) -> std::collections::HashSet<(Arc<str>, Arc<str>)> {
+        self.exact.values().chain(self.wildcard.values()).flatten().map(|e| (e.backend.env_id.clone(), e.backend.service.clone())).collect()
+    }
+
     /// How many routes the table holds.
     pub fn len(&self) -> usize {
         self.len

@@ -156,6 +156,10 @@ async fn rules_route_by_exact_host_then_longest_prefix_and_unknown_hosts_get_a_b
     let metrics = r.router.metrics_text();
     assert!(metrics.contains(r#"offshoot_router_requests_total{env="e1",service="api",code="2xx"} 3"#), "{metrics}");
     assert!(metrics.contains("offshoot_router_request_duration_seconds_bucket"), "{metrics}");
+    // Once its routes are gone, an environment's series go too.
+    r.router.swap(Table::build(vec![route("*.test", "/", &bx)]).0);
+    let metrics = r.router.metrics_text();
+    assert!(!metrics.contains(r#"env="e1""#) && metrics.contains(r#"env="e2""#), "{metrics}");
 }
 
 #[tokio::test]

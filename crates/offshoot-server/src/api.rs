@@ -253,8 +253,12 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
             Some(p) => ("https", p),
             None => ("http", ctx.router_port),
         };
+        let conflicts = ctx.route_conflicts(&e.id, &s.name);
         let mut urls: Vec<String> = Vec::new();
         for (host, path, _) in &routing.routes {
+            if conflicts.iter().any(|c| &c.host == host && &c.path == path) {
+                continue;
+            }
             let url = format!("{scheme}://{host}:{port}{}", if path.starts_with('/') { path.as_str() } else { "/" });
             if !urls.contains(&url) {
                 urls.push(url);
@@ -264,7 +268,13 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
             .into_iter()
             .map(|(port, addr)| api::LoadBalancer { port, address: addr.to_string() })
             .collect();
-        services.push(api::Service { name: s.name, status: s.status, reason: s.reason, hostnames, urls, load_balancers });
+        let notes: Vec<&str> = conflicts.iter().map(|c| c.message.as_str()).collect();
+        let reason = match (s.reason, notes.is_empty()) {
+            (r, true) => r,
+            (Some(r), false) => Some(format!("{r}; {}", notes.join("; "))),
+            (None, false) => Some(notes.join("; ")),
+        };
+        services.push(api::Service { name: s.name, status: s.status, reason, hostnames, urls, load_balancers });
     }
     let deployments = ctx
         .store

@@ -38,6 +38,8 @@ pub(crate) struct Ctx {
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
     dead: Mutex<HashSet<String>>,
+    /// Routes the router could not take, by (environment, service).
+    route_conflicts: Mutex<BTreeMap<(String, String), Vec<crate::routes::RouteConflict>>>,
     /// The open load-balancer ports.
     load_balancers: Mutex<BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -86,6 +88,7 @@ impl Ctx {
             unready: Mutex::new(HashSet::new()),
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),
+            route_conflicts: Mutex::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
             liveness: Mutex::new(HashMap::new()),
         }
@@ -146,6 +149,16 @@ impl Ctx {
     fn set_ready(&self, container: &str, ready: bool) -> bool {
         let mut set = self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if ready { set.remove(container) } else { set.insert(container.to_owned()) }
+    }
+
+    pub(crate) fn set_route_conflicts(&self, c: BTreeMap<(String, String), Vec<crate::routes::RouteConflict>>) {
+        *self.route_conflicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+    }
+
+    /// Why some of a service's routes are not served (another environment has them).
+    pub(crate) fn route_conflicts(&self, env_id: &str, service: &str) -> Vec<crate::routes::RouteConflict> {
+        let c = self.route_conflicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.get(&(env_id.to_owned(), service.to_owned())).cloned().unwrap_or_default()
     }
 
     pub(crate) fn load_balancers(&self) -> BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr> {

@@ -105,7 +105,10 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
     let mut routes = Vec::new();
     let mut tcp = Vec::new();
     let preferred = ctx.load_balancers();
-    for env in ctx.store.envs(None, false).await? {
+    // Oldest first: when two environments claim one host and path, the one that had it keeps it.
+    let mut envs = ctx.store.envs(None, false).await?;
+    envs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    for env in envs {
         let mut ingress: Option<Arc<IngressSettings>> = None;
         for s in ctx.store.services(&env.id).await? {
             let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
@@ -141,13 +144,28 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
         }
     }
     let (table, rejected) = Table::build(routes);
+    let mut conflicts: BTreeMap<(String, String), Vec<RouteConflict>> = BTreeMap::new();
     for (r, e) in rejected {
         tracing::warn!(env = %r.backend.env_id, service = %r.backend.service, error = %e, "route not served");
+        conflicts.entry((r.backend.env_id.to_string(), r.backend.service.to_string())).or_default().push(RouteConflict {
+            host: r.host.clone(),
+            path: r.path.clone(),
+            message: format!("not served: {e}"),
+        });
     }
+    ctx.set_route_conflicts(conflicts);
     ctx.router.swap(table);
     let open = ctx.tcp.sync(tcp).await;
     ctx.set_load_balancers(open);
     Ok(())
+}
+
+/// A route of a service that the router could not take.
+#[derive(Clone, Debug)]
+pub(crate) struct RouteConflict {
+    pub(crate) host: String,
+    pub(crate) path: String,
+    pub(crate) message: String,
 }
 
 /// Load-balancer addresses as shown to users: `service:port` → `127.0.0.1:N`.

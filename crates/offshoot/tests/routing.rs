@@ -12,7 +12,7 @@ fn routed_shop() -> tempfile::TempDir {
     let repo = shop_repo(|t| {
         t.replace(
             "- api: api-${env_id}.${domain}\n",
-            "- api: api-${env_id}.${domain}\nrules:\n- service: api\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /cgi-bin\n- service: api\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /admin\n  visibility: private\n- service: web\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /\ningress:\n  proxy_body_size: 1k\n  proxy_read_timeout: '1'\n",
+            "- api: api-${env_id}.${domain}\nrules:\n- service: api\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /cgi-bin\n- service: api\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /admin\n  visibility: private\n- service: web\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /\n- service: web\n  hostnames:\n  - fixed.${domain}\n  path: /\ningress:\n  proxy_body_size: 1k\n  proxy_read_timeout: '1'\n",
         )
         .replace("- name: api\n  image: offshoot/shop/api", "- name: api\n  replicas: 2\n  image: offshoot/shop/api")
         .replace("    port: '6379'\n  volumes:", "    port: '6379'\n    loadbalancer: true\n  volumes:")
@@ -125,6 +125,18 @@ fn rules_ingress_limits_visibility_replicas_and_load_balancers() {
         assert!(Instant::now() < deadline, "the unready replica still gets traffic: {answers:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // A second environment of the app cannot take the fixed hostname the first one serves:
+    // its `env show` says so, and the first keeps it.
+    let second = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    let id2 = second["id"].as_str().expect("id").to_owned();
+    let shown = s.json(&["env", "show", &id2]);
+    let web2 = shown["services"].as_array().and_then(|v| v.iter().find(|s| s["name"] == "web")).expect("web");
+    let reason = web2["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("fixed.localhost") && reason.contains(&id), "{shown}");
+    assert!(!web2["urls"].to_string().contains("fixed.localhost"), "{shown}");
+    assert!(http(s.router, "fixed.localhost", "/").expect("answer").contains("<h1>Shop</h1>"));
+    assert_eq!(s.json(&["env", "delete", &id2, "--wait"])["status"], "deleted");
 
     assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
     // Its load-balancer port is closed with it.
