@@ -11,7 +11,11 @@ fn main() -> ExitCode {
 
 fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OFFSHOOT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Logs (an access line per routed request among them) go through a writer thread, so a
+    // request never waits on stderr; lines are kept, not dropped, when it falls behind.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer).init();
     let config = offshoot_server::Config {
         listen: args.listen,
         router_listen: args.router_listen,
