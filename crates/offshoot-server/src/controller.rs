@@ -38,6 +38,9 @@ pub(crate) struct Ctx {
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
     dead: Mutex<HashSet<String>>,
+    /// One routing-table rebuild at a time: a rebuild that read older state never swaps in after
+    /// one that read newer state.
+    refreshing: tokio::sync::Mutex<()>,
     /// Routes the router could not take, by (environment, service).
     route_conflicts: Mutex<BTreeMap<(String, String), Vec<crate::routes::RouteConflict>>>,
     /// The open load-balancer ports.
@@ -89,6 +92,7 @@ impl Ctx {
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),
             route_conflicts: Mutex::new(BTreeMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             liveness: Mutex::new(HashMap::new()),
         }
@@ -118,6 +122,7 @@ impl Ctx {
 
     /// Rebuilds the routing table from the store and the running containers.
     pub(crate) async fn refresh_routes(&self) {
+        let _one_at_a_time = self.refreshing.lock().await;
         if let Err(e) = crate::routes::refresh(self).await {
             tracing::error!(error = format!("{e:#}"), "cannot rebuild the routing table");
         }

@@ -184,6 +184,11 @@ async fn follow_containers(ctx: Shared, mut stop: tokio::sync::watch::Receiver<b
                         // The engine's list may still show a container that just died as
                         // running: the event is what counts.
                         ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
+                        // Events come in bursts (a deployment): take those already waiting,
+                        // then rebuild once.
+                        while let Some(Some(Ok((action, container)))) = futures_util::FutureExt::now_or_never(events.next()) {
+                            ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
+                        }
                         ctx.refresh_routes().await;
                     }
                     Some(Err(e)) => {
