@@ -218,7 +218,9 @@ impl Router {
             parts.headers.insert(header::UPGRADE, proto);
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        if !parts.headers.contains_key(header::HOST)
+        // The upstream sees the host the request was routed by: an absolute-form target or
+        // `:authority` wins over a `Host` header, as for routing.
+        if (parts.uri.authority().is_some() || !parts.headers.contains_key(header::HOST))
             && let Ok(v) = HeaderValue::from_str(&raw_host)
         {
             parts.headers.insert(header::HOST, v);

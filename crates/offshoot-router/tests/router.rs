@@ -193,6 +193,14 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_removed() {
         assert!(!seen.contains(gone), "{gone} reached the upstream: {seen}");
     }
     assert!(!headers.contains_key("keep-alive"));
+
+    // An absolute-form target routes, and the upstream sees its host, not a different Host.
+    let mut raw = TcpStream::connect(r.addr).await.unwrap();
+    raw.write_all(b"GET http://h.test/headers HTTP/1.1\r\nHost: elsewhere.test\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    raw.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out).to_lowercase();
+    assert!(out.starts_with("http/1.1 200") && out.contains("host: h.test\n") && !out.contains("elsewhere"), "{out}");
 }
 
 #[tokio::test]
