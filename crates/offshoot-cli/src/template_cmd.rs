@@ -241,6 +241,7 @@ fn resolve_cmd(a: ResolveArgs, output: Output) -> Result<ExitCode> {
         domain: a.domain,
         force_domain: false,
         ingress_port: None,
+        ingress_tls: false,
         parameters: a.params.into_iter().collect(),
     };
     match resolve::resolve(&file, &root, env_vars.as_ref(), &opts) {

@@ -261,7 +261,8 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
         app: Some(env.app.clone()),
         domain: ctx.domain.clone(),
         force_domain: true,
-        ingress_port: Some(ctx.router_port),
+        ingress_port: Some(ctx.tls_port.unwrap_or(ctx.router_port)),
+        ingress_tls: ctx.tls_port.is_some(),
         parameters: BTreeMap::new(),
     };
     resolve::resolve("application_template.yaml", &root, Some(&vars), &opts).map_err(|diags| {

@@ -29,6 +29,8 @@ pub struct Options {
     /// How `<SERVICE>_INGRESS_URL` is written: `https://HOST` as Release does when `None`, or
     /// `http://HOST:PORT` for a router on that port.
     pub ingress_port: Option<u16>,
+    /// With `ingress_port`: the router speaks TLS there (`https://HOST:PORT`).
+    pub ingress_tls: bool,
     /// Values of `parameters` (defaults apply to the rest).
     pub parameters: BTreeMap<String, String>,
 }
@@ -469,10 +471,11 @@ fn build(
         if let Some(h) = hosts.first() {
             let p = service_var_prefix(svc);
             builtins.set(format!("{p}_INGRESS_HOST"), h);
-            let url = match opts.ingress_port {
-                None => format!("https://{h}"),
-                Some(80) => format!("http://{h}"),
-                Some(port) => format!("http://{h}:{port}"),
+            let url = match (opts.ingress_port, opts.ingress_tls) {
+                (None, _) | (Some(443), true) => format!("https://{h}"),
+                (Some(80), false) => format!("http://{h}"),
+                (Some(port), false) => format!("http://{h}:{port}"),
+                (Some(port), true) => format!("https://{h}:{port}"),
             };
             builtins.set(format!("{p}_INGRESS_URL"), url);
         }

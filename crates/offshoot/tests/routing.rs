@@ -144,3 +144,51 @@ fn rules_ingress_limits_visibility_replicas_and_load_balancers() {
     assert!(std::net::TcpStream::connect(addr).is_err(), "the load-balancer port outlived the environment");
     assert_eq!(leftovers(&id), "");
 }
+
+#[test]
+fn the_server_serves_https_with_http2_and_picks_up_a_new_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let write_cert = |cn: &str| {
+        let mut params = rcgen::CertificateParams::new(vec!["*.localhost".to_owned()]).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let k = rcgen::KeyPair::generate().expect("key");
+        let c = params.self_signed(&k).expect("certificate");
+        std::fs::write(&cert, c.pem()).expect("write");
+        std::fs::write(&key, k.serialize_pem()).expect("write");
+    };
+    write_cert("first");
+    let tls_port = free_port();
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let s = Server::new_with(
+        None,
+        &["--tls-listen", &tls_listen, "--tls-cert", cert.to_str().expect("utf-8"), "--tls-key", key.to_str().expect("utf-8")],
+    );
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    let web = env["services"].as_array().and_then(|v| v.iter().find(|s| s["name"] == "web")).expect("web");
+    let url = format!("https://web-{id}.localhost:{tls_port}/");
+    assert_eq!(web["urls"][0], url.as_str(), "{env}");
+    let curl = |url: &str| {
+        let o = std::process::Command::new("curl")
+            .args(["-sk", "--http2", "-v", "--resolve", &format!("web-{id}.localhost:{tls_port}:127.0.0.1"), url])
+            .output()
+            .expect("curl");
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (body, trace) = curl(&url);
+    // The front end was built with the API's URL as the router serves it: https, TLS port.
+    assert!(body.contains(&format!("https://api-{id}.localhost:{tls_port}")), "{body}{trace}");
+    assert!(trace.contains("HTTP/2 200") && trace.contains("CN=first"), "{trace}");
+    // A new certificate on disk is served without a restart.
+    std::thread::sleep(Duration::from_millis(1100));
+    write_cert("second");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !curl(&url).1.contains("CN=second") {
+        assert!(Instant::now() < deadline, "the new certificate was not picked up");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+}
