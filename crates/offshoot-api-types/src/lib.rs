@@ -112,6 +112,27 @@ pub struct Env {
     pub deployments: Vec<Deployment>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// The environments of the imported apps (`app_imports`), in import order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<Import>,
+    /// For an imported app's environment: the importing environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Things to know that did not stop the environment (e.g. imports of imports not followed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// One imported app's environment, and why its branch was chosen.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Import {
+    pub app: String,
+    pub branch: String,
+    pub commit: Option<String>,
+    pub env_id: String,
+    pub status: String,
+    /// `explicit branch`, `same-name branch`, or `fell back to <branch>`.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

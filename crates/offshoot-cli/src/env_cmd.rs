@@ -96,6 +96,16 @@ fn print_env(e: &api::Env) -> String {
         }
         s.push('\n');
     }
+    for i in &e.imports {
+        let commit = i.commit.as_deref().map_or("-", |c| c.get(..7).unwrap_or(c));
+        s.push_str(&format!("  import {:<9} {}@{}  env {}  {}  ({})\n", i.app, i.branch, commit, i.env_id, i.status, i.reason));
+    }
+    if let Some(p) = &e.parent {
+        s.push_str(&format!("  imported by environment {p}\n"));
+    }
+    for w in &e.warnings {
+        s.push_str(&format!("  warning: {w}\n"));
+    }
     s
 }
 

@@ -28,6 +28,9 @@ const LOG_TAIL_LINES: usize = 30;
 #[derive(Clone)]
 pub struct DockerRuntime {
     docker: Docker,
+    /// Network creation one at a time: the engine (API 1.41 without `CheckDuplicate`) would
+    /// make two networks of one name for two concurrent creators (imports set up in parallel).
+    networks: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn engine(operation: &'static str, object: &str, e: DockerError) -> RuntimeError {
@@ -84,7 +87,7 @@ impl DockerRuntime {
     pub async fn connect() -> Result<Self> {
         let docker = Docker::connect_with_local_defaults().map_err(|e| RuntimeError::Unavailable { message: e.to_string() })?;
         let docker = docker.negotiate_version().await.map_err(|e| RuntimeError::Unavailable { message: e.to_string() })?;
-        Ok(DockerRuntime { docker })
+        Ok(DockerRuntime { docker, networks: std::sync::Arc::default() })
     }
 
     /// The API version agreed with the engine.
@@ -283,15 +286,19 @@ fn state_of(s: Option<&str>, exit: Option<i64>) -> State {
 impl Runtime for DockerRuntime {
     async fn ensure_namespace(&self, ns: &Namespace) -> Result<()> {
         let name = ns.name();
+        let _one_at_a_time = self.networks.lock().await;
         match self.docker.inspect_network(&name, None).await {
             Ok(_) => return Ok(()),
             Err(e) if status(&e) == Some(404) => {}
             Err(e) => return Err(engine("inspect network", &name, e)),
         }
+        // A shared network belongs to its owner: it goes with the owner's teardown.
+        let mut labels = ns.labels();
+        labels.insert(LABEL_ENV.to_owned(), ns.network_owner().to_owned());
         let req = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".into()),
-            labels: Some(ns.labels().into_iter().collect()),
+            labels: Some(labels.into_iter().collect()),
             ..Default::default()
         };
         match self.docker.create_network(req).await {
@@ -460,12 +467,12 @@ impl Runtime for DockerRuntime {
             let state_str = c.state.map(|s| s.to_string());
             let exit =
                 c.status.as_deref().and_then(|s| s.strip_prefix("Exited (")).and_then(|s| s.split(')').next()).and_then(|s| s.parse().ok());
-            let network = format!("offshoot-{}", label(LABEL_ENV));
+            // Its address on its Offshoot network (its own environment's, or the importer's).
             let ip = c
                 .network_settings
                 .as_ref()
                 .and_then(|n| n.networks.as_ref())
-                .and_then(|n| n.get(&network))
+                .and_then(|n| n.iter().find(|(name, _)| name.starts_with("offshoot-")).map(|(_, n)| n))
                 .and_then(|n| n.ip_address.as_deref())
                 .and_then(|ip| ip.parse().ok());
             let host_ports =

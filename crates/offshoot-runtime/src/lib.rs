@@ -28,16 +28,30 @@ pub struct Namespace {
     pub app: String,
     /// The owning server's instance id.
     pub instance: String,
+    /// The environment whose network this one's containers join (an imported app's environment
+    /// joins its importer's); `None`: its own.
+    pub shared_with: Option<String>,
 }
 
 impl Namespace {
     pub fn new(env_id: impl Into<String>, app: impl Into<String>, instance: impl Into<String>) -> Self {
-        Namespace { env_id: env_id.into(), app: app.into(), instance: instance.into() }
+        Namespace { env_id: env_id.into(), app: app.into(), instance: instance.into(), shared_with: None }
+    }
+
+    /// The same, on the network of environment `owner`.
+    pub fn on_network_of(mut self, owner: Option<&str>) -> Self {
+        self.shared_with = owner.map(str::to_owned);
+        self
+    }
+
+    /// The environment that owns the network.
+    pub fn network_owner(&self) -> &str {
+        self.shared_with.as_deref().unwrap_or(&self.env_id)
     }
 
     /// Name of the environment's network (Docker) or namespace (Kubernetes).
     pub fn name(&self) -> String {
-        format!("offshoot-{}", self.env_id)
+        format!("offshoot-{}", self.network_owner())
     }
 
     pub fn labels(&self) -> BTreeMap<String, String> {

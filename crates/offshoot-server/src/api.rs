@@ -292,6 +292,23 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
             finished_at: d.finished_at,
         })
         .collect();
+    let mut imports = Vec::new();
+    for c in ctx.store.child_envs(&e.id).await? {
+        let info: crate::imports::ImportInfo = c.import_info.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+        imports.push(api::Import {
+            app: c.app,
+            branch: c.branch,
+            commit: c.commit_sha,
+            env_id: c.id,
+            status: c.status,
+            reason: info.reason,
+        });
+    }
+    let warnings = if e.parent_id.is_none() {
+        e.import_info.as_deref().and_then(|i| serde_json::from_str::<crate::imports::ImportInfo>(i).ok()).unwrap_or_default().warnings
+    } else {
+        Vec::new()
+    };
     Ok(api::Env {
         id: e.id,
         app: e.app,
@@ -304,19 +321,19 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         deployments,
         created_at: e.created_at,
         expires_at: e.expires_at,
+        imports,
+        parent: e.parent_id,
+        warnings,
     })
 }
 
 /// Features this runtime cannot run are refused at creation, before anything starts.
-fn unsupported(t: &offshoot_template::model::Template) -> Option<String> {
+pub(crate) fn unsupported(t: &offshoot_template::model::Template, _imported: bool) -> Option<String> {
     if !t.charts.is_empty() {
         return Some("this template uses Helm `charts`, which the Docker runtime cannot run".into());
     }
     if !t.infrastructure.is_empty() {
         return Some("this template uses Terraform `infrastructure`, which the Docker runtime cannot run".into());
-    }
-    if !t.app_imports.is_empty() {
-        return Some("this template uses `app_imports`, which are not supported yet".into());
     }
     None
 }
@@ -329,7 +346,7 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
     if !errors.is_empty() {
         return Err(ApiError::invalid("the application's template is invalid", &errors));
     }
-    if let Some(why) = doc.template.as_ref().and_then(unsupported) {
+    if let Some(why) = doc.template.as_ref().and_then(|t| unsupported(t, false)) {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported", why));
     }
     if let (Some(name), Some(t)) = (&body.environment_template, &doc.template)
@@ -349,8 +366,18 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
     if !exists {
         return Err(ApiError::not_found("branch", &body.branch).hint(format!("branches of `{}`: {}", app.name, branches.join(", "))));
     }
+    // Imports: every check before anything is recorded or started.
+    let (imports, warnings) = match &doc.template {
+        Some(t) if !t.app_imports.is_empty() => {
+            crate::imports::plan(&ctx, &app.name, t, &body.branch, body.environment_template.as_deref()).await?
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
     let id = new_env_id();
     let now = now_ms();
+    for (i, w) in warnings.iter().enumerate() {
+        tracing::warn!(env = %id, warning = %w, n = i, "app imports");
+    }
     let env = Environment {
         id: id.clone(),
         app: app.name.clone(),
@@ -368,8 +395,34 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
         expires_at: body.ttl_seconds.map(|s| now + (s as i64) * 1000),
         created_at: now,
         updated_at: now,
+        parent_id: None,
+        import_info: (!warnings.is_empty())
+            .then(|| serde_json::to_string(&crate::imports::ImportInfo { warnings: warnings.clone(), ..Default::default() }).ok())
+            .flatten(),
     };
     ctx.store.create_env(&env).await?;
+    // The imported apps' environments, in import order; the importer's setup deploys them first.
+    for (i, p) in imports.into_iter().enumerate() {
+        let child = Environment {
+            id: new_env_id(),
+            app: p.app.name.clone(),
+            branch: p.branch,
+            commit_sha: None,
+            environment_template: p.environment_template,
+            status: status::CREATING.into(),
+            reason: None,
+            template: p.version.template,
+            env_vars: p.version.env_vars,
+            expires_at: None,
+            // Ordered after the importer and among themselves.
+            created_at: now + 1 + i as i64,
+            updated_at: now,
+            parent_id: Some(id.clone()),
+            import_info: serde_json::to_string(&p.info).ok(),
+        };
+        ctx.store.create_env(&child).await?;
+        tracing::info!(env = %child.id, app = %child.app, branch = %child.branch, parent = %id, reason = %p.info.reason, "imported environment created");
+    }
     let dep = controller::new_deployment(&id, "setup", None);
     ctx.store.create_deployment(&dep).await?;
     controller::spawn(&ctx, dep.id);
@@ -401,6 +454,16 @@ async fn show_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<J
 
 async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let e = find_env(&ctx, &id).await?;
+    if let Some(parent) = &e.parent_id
+        && ctx.store.env(parent).await?.is_some_and(|p| p.status != status::DELETED)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "imported",
+            format!("environment `{id}` belongs to environment `{parent}`, which imports `{}`", e.app),
+        )
+        .hint(format!("delete `{parent}`: its imports go with it")));
+    }
     if e.status != status::DELETED && e.status != status::TEARING_DOWN {
         ctx.store.set_env_status(&id, status::TEARING_DOWN, None).await?;
         let dep = controller::new_deployment(&id, "teardown", None);

@@ -246,8 +246,67 @@ fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-/// The environment's forked configuration with the app's secrets, resolved.
+/// The environment's forked configuration with the app's secrets, resolved. An importing
+/// environment sees its imports' ingress variables; an imported one leaves out its excluded
+/// services.
 pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&str>) -> Result<Resolved, String> {
+    let mut imported = BTreeMap::new();
+    if env.parent_id.is_none() {
+        for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
+            let r = Box::pin(resolve_env(ctx, &child, None)).await.map_err(|e| format!("import `{}`: {e}", child.app))?;
+            for s in &r.services {
+                for (k, v) in &s.env {
+                    if (k.ends_with("_INGRESS_URL") || k.ends_with("_INGRESS_HOST")) && !imported.contains_key(k) {
+                        imported.insert(k.clone(), v.expose().to_owned());
+                    }
+                }
+            }
+        }
+    }
+    let mut imported_services: HashSet<String> = HashSet::new();
+    if env.parent_id.is_none() {
+        for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
+            if let Ok(r) = Box::pin(resolve_env(ctx, &child, None)).await {
+                imported_services.extend(r.services.into_iter().map(|s| s.name));
+            }
+        }
+    }
+    let mut r = resolve_own(ctx, env, commit, imported).await?;
+    // The importer's tasks for imported services ran with the imports.
+    if !imported_services.is_empty() {
+        let gone: Vec<String> = imported_services.iter().map(|s| format!("services.{s}")).collect();
+        for steps in r.workflows.values_mut() {
+            for step in steps.iter_mut() {
+                step.tasks.retain(|t| !gone.contains(t));
+            }
+        }
+    }
+    if let Some(parent_id) = &env.parent_id {
+        // The importer's routes to this import's services are served by this environment.
+        if let Some(parent) = ctx.store.env(parent_id).await.map_err(|e| e.to_string())?
+            && let Ok(pr) = Box::pin(resolve_own(ctx, &parent, None, BTreeMap::new())).await
+        {
+            let mine: HashSet<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
+            let theirs: Vec<_> = pr.routes.iter().filter(|rt| mine.contains(rt.service.as_str())).cloned().collect();
+            r.routes.extend(theirs);
+        }
+    }
+    if env.parent_id.is_some() {
+        let info: crate::imports::ImportInfo = env.import_info.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+        if !info.exclude.is_empty() {
+            r.services.retain(|s| !info.exclude.contains(&s.name));
+            let gone: Vec<String> = info.exclude.iter().map(|e| format!("services.{e}")).collect();
+            for steps in r.workflows.values_mut() {
+                for step in steps.iter_mut() {
+                    step.tasks.retain(|t| !gone.contains(t));
+                }
+            }
+        }
+    }
+    Ok(r)
+}
+
+async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, imported: BTreeMap<String, String>) -> Result<Resolved, String> {
     let tdoc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
     let root = tdoc.root.ok_or_else(|| "the environment's template does not parse".to_owned())?;
     let vdoc = document::check("environment_variables.yaml", &env.env_vars, Some(Kind::EnvVars));
@@ -264,6 +323,7 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
         ingress_port: Some(ctx.tls_port.unwrap_or(ctx.router_port)),
         ingress_tls: ctx.tls_port.is_some(),
         parameters: BTreeMap::new(),
+        imported,
     };
     resolve::resolve("application_template.yaml", &root, Some(&vars), &opts).map_err(|diags| {
         diags.iter().filter(|d| d.is_error()).map(|d| format!("{}:{}: {}", d.line, d.column, d.message)).collect::<Vec<_>>().join("; ")
@@ -333,6 +393,12 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     }
     let app = ctx.store.app(&env.app).await.map_err(store_err)?.ok_or("the application was deleted")?;
 
+    // Imports first: their environments are set up (in order, or all at once under
+    // `parallelize_app_imports`) before this one, which may use their variables.
+    if dep.workflow == "setup" {
+        deploy_imports(ctx, dep, env).await?;
+    }
+
     // Fetch.
     let t = Instant::now();
     let mirror = ctx.sync_mirror(&app.repo).await.map_err(|e| format!("fetch: {e}"))?;
@@ -361,7 +427,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
 
     // Resolve.
     let resolved = resolve_env(ctx, env, Some(&commit)).await?;
-    let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
+    let ns = Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
     let t = Instant::now();
@@ -471,6 +537,85 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     phases.insert("ready".into(), u64::try_from(offshoot_store::now_ms() - dep.created_at).unwrap_or(0));
     let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
     if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+}
+
+/// Index of the imports step in a deployment's step log (before the workflow's own steps).
+const IMPORTS_STEP: i64 = -1;
+
+/// Sets up the environments of the imported apps; a resumed deployment skips this when it was
+/// done, and waits for an import's deployment that is still running rather than starting another.
+async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    let children = ctx.store.child_envs(&env.id).await.map_err(store_err)?;
+    if children.is_empty() {
+        return Ok(());
+    }
+    if ctx.store.steps(&dep.id).await.map_err(store_err)?.iter().any(|s| s.idx == IMPORTS_STEP && s.status == "done") {
+        return Ok(());
+    }
+    let record = |status: &str, output: String| Step {
+        deployment: dep.id.clone(),
+        idx: IMPORTS_STEP,
+        name: "imports".into(),
+        status: status.into(),
+        output,
+    };
+    ctx.store.set_step(&record("running", String::new())).await.map_err(store_err)?;
+    // The shared network exists before any import joins it.
+    let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
+    ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
+    let parallel = document::check("application_template.yaml", &env.template, Some(Kind::Template))
+        .template
+        .and_then(|t| t.parallelize_app_imports.map(|p| p.value))
+        .unwrap_or(false);
+    let results: Vec<Result<String, String>> = if parallel {
+        futures_util::future::join_all(children.iter().map(|c| deploy_import(ctx, c))).await
+    } else {
+        let mut out = Vec::new();
+        for c in &children {
+            let r = deploy_import(ctx, c).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    };
+    let (done, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let done: Vec<String> = done.into_iter().filter_map(Result::ok).collect();
+    if let Some(Err(e)) = failed.into_iter().next() {
+        ctx.store.set_step(&record("failed", e.clone())).await.map_err(store_err)?;
+        return Err(e);
+    }
+    ctx.store.set_step(&record("done", done.join("; "))).await.map_err(store_err)?;
+    Ok(())
+}
+
+/// Sets up one imported app's environment and waits for it.
+async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, String> {
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    let running = ctx.store.deployments(&child.id).await.map_err(store_err)?.into_iter().rfind(|d| d.status == "running");
+    match running {
+        // Interrupted by a restart: `recover` resumes it; wait for it.
+        Some(d) => loop {
+            match ctx.store.deployment(&d.id).await.map_err(store_err)? {
+                Some(now) if now.status == "running" => tokio::time::sleep(Duration::from_millis(200)).await,
+                _ => break,
+            }
+        },
+        None => {
+            let d = new_deployment(&child.id, "setup", None);
+            ctx.store.create_deployment(&d).await.map_err(store_err)?;
+            Box::pin(run(ctx, &d.id)).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let now = ctx.store.env(&child.id).await.map_err(store_err)?.ok_or("an imported environment disappeared")?;
+    if now.status == status::READY {
+        Ok(format!("{} ({}) ready", child.app, child.id))
+    } else {
+        Err(format!("import `{}` ({}): {}", child.app, child.id, now.reason.unwrap_or(now.status)))
+    }
 }
 
 fn short(c: &str) -> &str {
@@ -874,6 +1019,16 @@ async fn run_job(ctx: &Shared, plan: &Plan, name: &str) -> Result<String, String
 
 async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
     ctx.store.set_env_status(&env.id, status::TEARING_DOWN, None).await.map_err(|e| e.to_string())?;
+    // The imported apps' environments go first (their containers sit on this one's network).
+    for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
+        if child.status == status::DELETED {
+            continue;
+        }
+        ctx.store.set_env_status(&child.id, status::TEARING_DOWN, None).await.map_err(|e| e.to_string())?;
+        let d = new_deployment(&child.id, "teardown", None);
+        ctx.store.create_deployment(&d).await.map_err(|e| e.to_string())?;
+        Box::pin(run(ctx, &d.id)).await.map_err(|e| e.to_string())?;
+    }
     // The teardown workflow's jobs run first (they may need the environment); the removal
     // itself always happens, even when the configuration no longer resolves.
     if let Ok(resolved) = resolve_env(ctx, env, None).await {
@@ -892,7 +1047,7 @@ async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
                 resolved,
                 volatile: volatile_keys(&env.env_vars),
                 images,
-                ns: Namespace::new(&env.id, &env.app, &ctx.instance),
+                ns: Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref()),
                 env_id: env.id.clone(),
             });
             for j in jobs {
@@ -1027,7 +1182,7 @@ pub(crate) async fn rewatch(ctx: &Shared) {
                 images.insert(row.name.clone(), i.to_owned());
             }
         }
-        let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
+        let ns = Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());
         let plan = Plan { volatile: volatile_keys(&env.env_vars), images, ns: ns.clone(), env_id: env.id.clone(), resolved };
         for s in &plan.resolved.services {
             let spec = service_spec(&plan, s);

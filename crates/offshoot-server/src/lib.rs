@@ -5,6 +5,7 @@ mod api;
 mod controller;
 mod crypto;
 mod error;
+mod imports;
 mod routes;
 
 use anyhow::{Context as _, Result};

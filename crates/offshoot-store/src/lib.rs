@@ -92,6 +92,10 @@ pub struct Environment {
     pub expires_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// For an imported app's environment: the importing environment.
+    pub parent_id: Option<String>,
+    /// For an imported app's environment: how it was chosen (JSON the server owns).
+    pub import_info: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
@@ -127,8 +131,7 @@ pub struct ServiceRow {
     pub detail: String,
 }
 
-const ENV_COLUMNS: &str =
-    "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at";
+const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -309,22 +312,26 @@ impl Store {
     // Environments ---------------------------------------------------------------------------
 
     pub async fn create_env(&self, e: &Environment) -> Result<()> {
-        sqlx::query(&format!("INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
-            .bind(&e.id)
-            .bind(&e.app)
-            .bind(&e.branch)
-            .bind(&e.commit_sha)
-            .bind(&e.environment_template)
-            .bind(&e.status)
-            .bind(&e.reason)
-            .bind(&e.template)
-            .bind(&e.env_vars)
-            .bind(e.expires_at)
-            .bind(e.created_at)
-            .bind(e.updated_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db("create an environment"))?;
+        sqlx::query(&format!(
+            "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ))
+        .bind(&e.id)
+        .bind(&e.app)
+        .bind(&e.branch)
+        .bind(&e.commit_sha)
+        .bind(&e.environment_template)
+        .bind(&e.status)
+        .bind(&e.reason)
+        .bind(&e.template)
+        .bind(&e.env_vars)
+        .bind(e.expires_at)
+        .bind(e.created_at)
+        .bind(e.updated_at)
+        .bind(&e.parent_id)
+        .bind(&e.import_info)
+        .execute(&self.pool)
+        .await
+        .map_err(db("create an environment"))?;
         Ok(())
     }
 
@@ -344,6 +351,15 @@ impl Store {
         }
         sql.push_str(" ORDER BY created_at DESC, id");
         sqlx::query_as(&sql).bind(app.unwrap_or("")).fetch_all(&self.pool).await.map_err(db("list environments"))
+    }
+
+    /// The environments of an importing environment's imports, in the order they were created.
+    pub async fn child_envs(&self, parent: &str) -> Result<Vec<Environment>> {
+        sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE parent_id = $1 ORDER BY created_at, id"))
+            .bind(parent)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list imported environments"))
     }
 
     pub async fn set_env_status(&self, id: &str, status: &str, reason: Option<&str>) -> Result<()> {

@@ -16,6 +16,8 @@ fn env(id: &str, app: &str) -> Environment {
         expires_at: Some(now_ms() + 3_600_000),
         created_at: now_ms(),
         updated_at: now_ms(),
+        parent_id: None,
+        import_info: None,
     }
 }
 
@@ -54,6 +56,15 @@ async fn suite(store: Store) {
     assert_eq!(store.envs(Some("shop"), false).await.expect("envs").len(), 1);
     assert_eq!(store.envs(None, true).await.expect("envs").len(), 2);
     assert!(store.envs(Some("other"), true).await.expect("envs").is_empty());
+    // An imported app's environment points at its importer.
+    let child = Environment {
+        parent_id: Some("abc1234".into()),
+        import_info: Some(r#"{"reason":"same-name branch"}"#.into()),
+        ..env("ghi9012", "backend")
+    };
+    store.create_env(&child).await.expect("child");
+    assert_eq!(store.child_envs("abc1234").await.expect("children"), vec![child.clone()]);
+    assert!(store.child_envs("def5678").await.expect("children").is_empty());
 
     // Deployments, steps (the resume log), services, build logs.
     let d = Deployment {

@@ -33,6 +33,8 @@ pub struct Options {
     pub ingress_tls: bool,
     /// Values of `parameters` (defaults apply to the rest).
     pub parameters: BTreeMap<String, String>,
+    /// Built-in variables from imported apps (`<SERVICE>_INGRESS_URL` / `_HOST` of their services).
+    pub imported: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -478,6 +480,12 @@ fn build(
                 (Some(port), true) => format!("https://{h}:{port}"),
             };
             builtins.set(format!("{p}_INGRESS_URL"), url);
+        }
+    }
+    // The imported apps' ingress variables, unless the app defines the same service itself.
+    for (k, v) in &opts.imported {
+        if !builtins.0.contains_key(k) {
+            builtins.set(k.clone(), v.clone());
         }
     }
     let params: BTreeMap<String, String> = t

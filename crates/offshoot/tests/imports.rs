@@ -1,0 +1,182 @@
+//! App imports end to end: three real git repositories, one namespace.
+
+mod support;
+
+use support::*;
+
+/// A repository holding `.release.yaml`, the template `template`, optional variables, and
+/// `files`, committed on `main`; then each extra branch with its own files.
+fn repo(template: &str, vars: Option<&str>, files: &[(&str, &str)], branches: &[(&str, &[(&str, &str)])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let write = |rel: &str, text: &str| {
+        let f = p.join(rel);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, text).expect("write");
+    };
+    let mut release = "application_template: .release/application_template.yaml\n".to_owned();
+    write(".release/application_template.yaml", template);
+    if let Some(v) = vars {
+        write(".release/environment_variables.yaml", v);
+        release.push_str("environment_variables: .release/environment_variables.yaml\n");
+    }
+    write(".release.yaml", &release);
+    for (rel, text) in files {
+        write(rel, text);
+    }
+    git(p, &["init", "-q", "-b", "main"]);
+    git(p, &["add", "-A"]);
+    git(p, &["commit", "-qm", "main"]);
+    for (branch, files) in branches {
+        git(p, &["checkout", "-q", "-b", branch]);
+        for (rel, text) in *files {
+            write(rel, text);
+        }
+        git(p, &["commit", "-qam", branch]);
+        git(p, &["checkout", "-q", "main"]);
+    }
+    dir
+}
+
+const DOCKERFILE: &str = "FROM busybox:stable\nARG BACKEND_URL=\nCOPY index.html /www/index.html\nRUN echo \"backend: $BACKEND_URL\" >> /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
+
+fn one_service(app: &str, service: &str, extra: &str) -> String {
+    format!(
+        "app: {app}\n{extra}hostnames:\n- {service}: {service}-${{env_id}}.${{domain}}\nservices:\n- name: {service}\n  image: offshoot/{app}/{service}\n  has_repo: true\n  build:\n    context: {service}\n    args:\n    - BACKEND_URL=${{envs.BACKEND_URL}}\n  ports:\n  - type: node_port\n    port: '8080'\n    target_port: '8080'\n  readiness_probe:\n    http_get:\n      path: /\n      port: '8080'\n    period_seconds: 1\n    failure_threshold: 30\n"
+    )
+}
+
+fn app_repo(app: &str, service: &str, extra: &str, vars: Option<&str>, feature: bool) -> tempfile::TempDir {
+    let index = format!("{service}/index.html");
+    let dockerfile = format!("{service}/Dockerfile");
+    let main_page = format!("{app} on main\n");
+    let feature_page = format!("{app} on feature/new\n");
+    let files = [(index.as_str(), main_page.as_str()), (dockerfile.as_str(), DOCKERFILE)];
+    let feature_files = [(index.as_str(), feature_page.as_str())];
+    let branches: Vec<(&str, &[(&str, &str)])> = if feature { vec![("feature/new", &feature_files[..])] } else { vec![] };
+    repo(&one_service(app, service, extra), vars, &files, &branches)
+}
+
+fn path(d: &tempfile::TempDir) -> &str {
+    d.path().to_str().expect("utf-8")
+}
+
+fn page(s: &Server, host: &str) -> String {
+    http(s.router, host, "/").unwrap_or_default()
+}
+
+#[test]
+fn an_environment_brings_its_imports_on_matching_branches_into_one_namespace() {
+    let backend = app_repo("backend", "api", "", None, true);
+    let admin = app_repo("admin", "panel", "", None, false);
+    let frontend = app_repo(
+        "frontend",
+        "web",
+        "app_imports:\n- name: backend\n- name: admin\nparallelize_app_imports: true\nrules:\n- service: api\n  hostnames:\n  - shop-${env_id}.${domain}\n  path: /\n",
+        Some("defaults: []\nmapping:\n  BACKEND_URL: ${API_INGRESS_URL}\n"),
+        true,
+    );
+    let s = Server::new(None);
+    for r in [&backend, &admin, &frontend] {
+        s.json(&["app", "create", "--repo", path(r)]);
+    }
+    let env = s.json(&["env", "create", "frontend", "--branch", "feature/new", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id").to_owned();
+    let imports = env["imports"].as_array().expect("imports").clone();
+    assert_eq!(imports.len(), 2, "{env}");
+    let import = |app: &str| imports.iter().find(|i| i["app"] == app).cloned().expect("import");
+    let (b, a) = (import("backend"), import("admin"));
+    assert_eq!(
+        (b["branch"].as_str(), b["reason"].as_str(), b["status"].as_str()),
+        (Some("feature/new"), Some("same-name branch"), Some("ready"))
+    );
+    assert_eq!((a["branch"].as_str(), a["reason"].as_str()), (Some("main"), Some("fell back to main")));
+    assert!(b["commit"].as_str().is_some_and(|c| c.len() == 40));
+    let (bid, aid) = (b["env_id"].as_str().expect("id").to_owned(), a["env_id"].as_str().expect("id").to_owned());
+
+    // The front end is served, built with the backend's URL; each import from its branch.
+    let front = page(&s, &format!("web-{id}.localhost"));
+    assert!(front.contains("frontend on feature/new"), "{front}");
+    assert!(front.contains(&format!("backend: http://api-{bid}.localhost:{}", s.router)), "{front}");
+    assert!(page(&s, &format!("api-{bid}.localhost")).contains("backend on feature/new"));
+    assert!(page(&s, &format!("panel-{aid}.localhost")).contains("admin on main"));
+    // The importer's rule routes its own hostname to the imported backend.
+    assert!(page(&s, &format!("shop-{id}.localhost")).contains("backend on feature/new"));
+
+    // One network: the front end reaches the others by service name.
+    let net = docker(&["network", "inspect", &format!("offshoot-{id}"), "--format", "{{range .Containers}}{{.Name}} {{end}}"]);
+    for c in [format!("offshoot-{id}-web"), format!("offshoot-{bid}-api"), format!("offshoot-{aid}-panel")] {
+        assert!(net.contains(&c), "{c} is not on the shared network: {net}");
+    }
+    let o = s.cli(&["env", "exec", &id, "web", "--", "wget", "-qO-", "http://api:8080/"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("backend on feature/new"), "{o:?}");
+
+    // Each import is an environment of its own app, linked to its importer, and is deleted
+    // with it, not alone.
+    let child = s.json(&["env", "show", &bid]);
+    assert_eq!((child["app"].as_str(), child["parent"].as_str()), (Some("backend"), Some(id.as_str())));
+    let listed = s.json(&["env", "list", "--app", "backend"]);
+    assert!(listed.to_string().contains(&bid));
+    let refused = s.cli(&["env", "delete", &bid]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains(&id), "{refused:?}");
+    let human = String::from_utf8_lossy(&s.cli(&["env", "show", &id]).stdout).into_owned();
+    assert!(human.contains("import backend") && human.contains("same-name branch"), "{human}");
+
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+    for e in [&id, &bid, &aid] {
+        assert_eq!(leftovers(e), "", "{e} left something");
+        assert_eq!(s.json(&["env", "show", e])["status"], "deleted");
+    }
+}
+
+#[test]
+fn bad_imports_are_refused_before_anything_starts() {
+    let s = Server::new(None);
+    let create = |r: &tempfile::TempDir| s.json(&["app", "create", "--repo", path(r)]);
+    let refused = |app: &str| {
+        let o = s.cli(&["env", "create", app, "--branch", "main"]);
+        assert!(!o.status.success(), "{app}: {o:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // An unknown app.
+    let lonely = app_repo("lonely", "web", "app_imports:\n- name: nowhere\n", None, false);
+    create(&lonely);
+    let e = refused("lonely");
+    assert!(e.contains("nowhere"), "{e}");
+    // A service name in two apps.
+    let one = app_repo("one", "api", "", None, false);
+    let two = app_repo("two", "api", "app_imports:\n- name: one\n", None, false);
+    create(&one);
+    create(&two);
+    let e = refused("two");
+    assert!(e.contains("`api`") && e.contains("`one`") && e.contains("`two`"), "{e}");
+    // ... unless left out.
+    let three = app_repo("three", "api", "app_imports:\n- name: one\n  exclude_services:\n  - name: api\n", None, false);
+    create(&three);
+    let o = s.cli(&["env", "create", "three", "--branch", "main", "--output", "json"]);
+    assert!(o.status.success(), "{o:?}");
+    // A rule naming a service nowhere.
+    let astray = app_repo(
+        "astray",
+        "web",
+        "app_imports:\n- name: one\nrules:\n- service: ghost\n  hostnames:\n  - g.${domain}\n  path: /\n",
+        None,
+        false,
+    );
+    create(&astray);
+    let e = refused("astray");
+    assert!(e.contains("ghost"), "{e}");
+    // A cycle.
+    let ping = app_repo("ping", "ping", "app_imports:\n- name: pong\n", None, false);
+    let pong = app_repo("pong", "pong", "app_imports:\n- name: ping\n", None, false);
+    create(&ping);
+    create(&pong);
+    let e = refused("ping");
+    assert!(e.contains("cycle") && e.contains("ping") && e.contains("pong"), "{e}");
+    // Nothing was started for the refused ones.
+    for app in ["lonely", "two", "ping", "astray"] {
+        let list = s.json(&["env", "list", "--app", app]);
+        assert_eq!(list.as_array().map(Vec::len), Some(0), "{app}: {list}");
+    }
+}
