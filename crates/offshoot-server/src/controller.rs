@@ -435,6 +435,25 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     for s in &resolved.services {
         let image = match &s.build {
             Some(b) => {
+                // The build's repository: this app's, or another one (`builds[].repo_url`).
+                let (mirror, commit) = match &b.repo {
+                    None => (mirror.clone(), commit.clone()),
+                    Some(url) => {
+                        let m = ctx.sync_mirror(url).await.map_err(|e| format!("service `{}`: fetch `{url}`: {e}", s.name))?;
+                        let (m2, wanted) = (m.clone(), b.repo_branch.clone());
+                        let c = tokio::task::spawn_blocking(move || {
+                            let branch = match wanted {
+                                Some(b) => b,
+                                None => m2.default_branch().map_err(|e| e.to_string())?.ok_or("it has no default branch")?,
+                            };
+                            m2.resolve(&branch).map_err(|e| e.to_string())?.ok_or_else(|| format!("branch `{branch}` does not exist"))
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("service `{}`: `{url}`: {e}", s.name))?;
+                        (m, c)
+                    }
+                };
                 let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
                 let tree = tokio::task::spawn_blocking(move || m.tree_id(&c, &dir))
                     .await

@@ -107,6 +107,12 @@ pub struct ResolvedBuild {
     pub dockerfile: Option<String>,
     pub target: Option<String>,
     pub args: BTreeMap<String, VarValue>,
+    /// Build from another repository (a top-level `builds` entry with `repo_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Its branch; the repository's default branch when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo_branch: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -531,7 +537,8 @@ fn build(
     };
 
     let default_res = t.resources.as_ref();
-    let services: Vec<ResolvedService> = t.services.iter().map(|s| resolve_service(s, &hostnames, &env_for, default_res, d)).collect();
+    let services: Vec<ResolvedService> =
+        t.services.iter().map(|s| resolve_service(s, &t.builds, &hostnames, &env_for, default_res, d)).collect();
     let jobs = t
         .jobs
         .iter()
@@ -621,19 +628,15 @@ fn build(
 
 fn resolve_service(
     s: &Service,
+    builds: &[crate::model::BuildDef],
     hostnames: &BTreeMap<&str, Vec<String>>,
     env_for: &dyn Fn(&str, &[EnvEntry], &mut Diagnostics) -> Env,
     default_res: Option<&crate::model::Resources>,
     d: &mut Diagnostics,
 ) -> ResolvedService {
     let env = env_for(&s.name, &s.envs, d);
-    let build = s.build.as_ref().map(|b| ResolvedBuild {
-        context: b.context.as_ref().map_or_else(|| ".".to_owned(), |c| c.value.clone()),
-        dockerfile: b.dockerfile.as_ref().map(|x| x.value.clone()),
-        target: b.target.as_ref().map(|x| x.value.clone()),
-        args: b
-            .args
-            .iter()
+    let render_args = |args: &[crate::span::Text], d: &mut Diagnostics| -> BTreeMap<String, VarValue> {
+        args.iter()
             .map(|a| {
                 let (k, v) = a.value.split_once('=').unwrap_or((&a.value, ""));
                 // `${envs.X}` is variable X of this service.
@@ -649,8 +652,34 @@ fn resolve_service(
                 let value = if secret_used { VarValue::Secret(SecretString::new(rendered.expose())) } else { rendered };
                 (k.to_owned(), value)
             })
-            .collect(),
-    });
+            .collect()
+    };
+    let text = |t: &Option<crate::span::Text>| t.as_ref().map(|x| x.value.clone());
+    let build = match &s.build {
+        Some(b) => Some(ResolvedBuild {
+            context: text(&b.context).unwrap_or_else(|| ".".to_owned()),
+            dockerfile: text(&b.dockerfile),
+            target: text(&b.target),
+            args: render_args(&b.args, d),
+            repo: None,
+            repo_branch: None,
+        }),
+        // An image named `<org>/<repo>/<build>` refers to a top-level `builds` entry.
+        None => s
+            .image
+            .as_ref()
+            .filter(|i| i.value.matches('/').count() >= 2)
+            .and_then(|i| i.value.rsplit('/').next())
+            .and_then(|name| builds.iter().find(|b| b.name.value == name))
+            .map(|b| ResolvedBuild {
+                context: text(&b.context).unwrap_or_else(|| ".".to_owned()),
+                dockerfile: text(&b.dockerfile),
+                target: text(&b.target),
+                args: render_args(&b.args, d),
+                repo: text(&b.repo_url),
+                repo_branch: text(&b.repo_branch),
+            }),
+    };
     let ports = s
         .ports
         .iter()
@@ -670,7 +699,7 @@ fn resolve_service(
     ResolvedService {
         name: s.name.value.clone(),
         image: s.image.as_ref().map(|i| i.value.clone()),
-        has_repo: s.has_repo.as_ref().is_some_and(|b| b.value) || s.build.is_some(),
+        has_repo: s.has_repo.as_ref().is_some_and(|b| b.value) || build.is_some(),
         build,
         command: texts(&s.command),
         args: texts(&s.args),

@@ -123,6 +123,16 @@ fn an_environment_brings_its_imports_on_matching_branches_into_one_namespace() {
     let human = String::from_utf8_lossy(&s.cli(&["env", "show", &id]).stdout).into_owned();
     assert!(human.contains("import backend") && human.contains("same-name branch"), "{human}");
 
+    // A new commit on the backend's branch patches the backend's environment alone.
+    let web_before = docker(&["inspect", "--format", "{{.Id}}", &format!("offshoot-{id}-web")]);
+    git(backend.path(), &["checkout", "-q", "feature/new"]);
+    std::fs::write(backend.path().join("api/index.html"), "backend v2 on feature/new\n").expect("write");
+    git(backend.path(), &["commit", "-qam", "v2"]);
+    let patched = s.json(&["env", "deploy", &bid, "--wait"]);
+    assert_eq!(patched["status"], "ready", "{patched}");
+    assert!(page(&s, &format!("api-{bid}.localhost")).contains("backend v2"));
+    assert_eq!(docker(&["inspect", "--format", "{{.Id}}", &format!("offshoot-{id}-web")]), web_before, "the importer was not touched");
+
     assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
     for e in [&id, &bid, &aid] {
         assert_eq!(leftovers(e), "", "{e} left something");
@@ -179,4 +189,28 @@ fn bad_imports_are_refused_before_anything_starts() {
         let list = s.json(&["env", "list", "--app", app]);
         assert_eq!(list.as_array().map(Vec::len), Some(0), "{app}: {list}");
     }
+}
+
+#[test]
+fn a_service_is_built_from_another_repository() {
+    // The other repository: a build context on `main` and on `v2`.
+    let other = repo(
+        "app: unused\nservices:\n- name: x\n  image: busybox:stable\n",
+        None,
+        &[("img/index.html", "the other repository, main\n"), ("img/Dockerfile", DOCKERFILE)],
+        &[("v2", &[("img/index.html", "the other repository, v2\n")])],
+    );
+    let template = format!(
+        "app: multi\nbuilds:\n- name: site\n  context: img\n  repo_url: {}\n  repo_branch: v2\nhostnames:\n- site: site-${{env_id}}.${{domain}}\nservices:\n- name: site\n  image: acme/other/site\n  has_repo: true\n  ports:\n  - type: node_port\n    port: '8080'\n    target_port: '8080'\n",
+        path(&other)
+    );
+    let multi = repo(&template, None, &[], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", path(&multi)]);
+    let env = s.json(&["env", "create", "multi", "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id").to_owned();
+    let served = page(&s, &format!("site-{id}.localhost"));
+    assert!(served.contains("the other repository, v2"), "{served}");
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
 }
