@@ -133,7 +133,7 @@ fn wait(api: &Api, id: &str, until_deleted: bool, output: Output) -> Result<api:
             bar.finish_and_clear();
             return Ok(e);
         }
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -210,6 +210,14 @@ pub(crate) fn spawn(ctx: &Shared, deployment_id: String) {
     });
 }
 
+/// `run` behind a pointer, for the deployments of imports (run from within a deployment).
+fn run_boxed<'a>(
+    ctx: &'a Shared,
+    deployment_id: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>> {
+    Box::pin(run(ctx, deployment_id))
+}
+
 async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
     let Some(dep) = ctx.store.deployment(deployment_id).await? else { return Ok(()) };
     let lock = ctx.lock_for(&dep.env_id);
@@ -393,10 +401,17 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     }
     let app = ctx.store.app(&env.app).await.map_err(store_err)?.ok_or("the application was deleted")?;
 
-    // Imports first: their environments are set up (in order, or all at once under
-    // `parallelize_app_imports`) before this one, which may use their variables.
+    // Imports first, in order, then this environment; under `parallelize_app_imports` the
+    // imports and this environment are all set up at once (their variables are known from their
+    // records), and this one is ready when they all are.
+    let mut imports = None;
     if dep.workflow == "setup" {
-        deploy_imports(ctx, dep, env).await?;
+        if parallel_imports(env) {
+            let (ctx2, dep2, env2) = (ctx.clone(), dep.clone(), env.clone());
+            imports = Some(tokio::spawn(async move { deploy_imports(&ctx2, &dep2, &env2).await }));
+        } else {
+            deploy_imports(ctx, dep, env).await?;
+        }
     }
 
     // Fetch.
@@ -552,6 +567,9 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
         }
     }
     phases.insert("start".into(), ms(t));
+    if let Some(imports) = imports {
+        imports.await.map_err(|e| format!("imports: {e}"))??;
+    }
     // Wall time from the request to a ready environment.
     phases.insert("ready".into(), u64::try_from(offshoot_store::now_ms() - dep.created_at).unwrap_or(0));
     let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
@@ -583,10 +601,7 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     // The shared network exists before any import joins it.
     let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
     ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
-    let parallel = document::check("application_template.yaml", &env.template, Some(Kind::Template))
-        .template
-        .and_then(|t| t.parallelize_app_imports.map(|p| p.value))
-        .unwrap_or(false);
+    let parallel = parallel_imports(env);
     let results: Vec<Result<String, String>> = if parallel {
         futures_util::future::join_all(children.iter().map(|c| deploy_import(ctx, c))).await
     } else {
@@ -611,6 +626,14 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     Ok(())
 }
 
+/// `parallelize_app_imports: true` in the environment's template.
+fn parallel_imports(env: &Environment) -> bool {
+    document::check("application_template.yaml", &env.template, Some(Kind::Template))
+        .template
+        .and_then(|t| t.parallelize_app_imports.map(|p| p.value))
+        .unwrap_or(false)
+}
+
 /// Sets up one imported app's environment and waits for it.
 async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, String> {
     let store_err = |e: offshoot_store::StoreError| e.to_string();
@@ -626,7 +649,7 @@ async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, Stri
         None => {
             let d = new_deployment(&child.id, "setup", None);
             ctx.store.create_deployment(&d).await.map_err(store_err)?;
-            Box::pin(run(ctx, &d.id)).await.map_err(|e| e.to_string())?;
+            run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
         }
     }
     let now = ctx.store.env(&child.id).await.map_err(store_err)?.ok_or("an imported environment disappeared")?;
@@ -928,7 +951,9 @@ fn tail(s: &str, lines: usize) -> String {
 }
 
 /// Waits for readiness: the probe succeeding (or, without a probe, the container running).
-/// Fails with the probe's last error after `initial_delay + period × failure_threshold`.
+/// Fails with the probe's last error after `initial_delay + period × failure_threshold`. The
+/// first probes come quickly (50 ms, doubling up to a second): a service that is up at once is
+/// ready at once, not a period later.
 async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
     let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
     let (period, threshold, initial) = match probe {
@@ -937,7 +962,17 @@ async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Pro
     };
     let deadline = Instant::now() + Duration::from_secs(initial + period * threshold);
     tokio::time::sleep(Duration::from_secs(initial)).await;
+    let mut pause = Duration::from_millis(50);
     loop {
+        // With a probe, its success is readiness (the engine is asked about the container only
+        // when it fails); without one, running is.
+        let result = match probe {
+            Some(p) => probe_once(ctx, container, p, ip).await,
+            None => Err(String::new()),
+        };
+        if result.is_ok() {
+            return Ok(());
+        }
         // A container that stopped will not become ready.
         let observed = ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())?;
         match observed.iter().find(|o| o.name == container).map(|o| o.state.clone()) {
@@ -950,20 +985,15 @@ async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Pro
                 return Err(format!("the container keeps exiting: {}", tail(&logs, 5)));
             }
             None => return Err("the container disappeared".into()),
+            Some(State::Running) if probe.is_none() => return Ok(()),
             _ => {}
         }
-        let result = match probe {
-            None => Ok(()),
-            Some(p) => probe_once(ctx, container, p, ip).await,
-        };
-        let last = match result {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
+        let last = result.err().filter(|e| !e.is_empty()).unwrap_or_else(|| "the container is not running".into());
         if Instant::now() >= deadline {
             return Err(format!("never became ready: {last}"));
         }
-        tokio::time::sleep(Duration::from_millis((period * 1000).min(1000))).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -1046,7 +1076,7 @@ async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
         ctx.store.set_env_status(&child.id, status::TEARING_DOWN, None).await.map_err(|e| e.to_string())?;
         let d = new_deployment(&child.id, "teardown", None);
         ctx.store.create_deployment(&d).await.map_err(|e| e.to_string())?;
-        Box::pin(run(ctx, &d.id)).await.map_err(|e| e.to_string())?;
+        run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
     }
     // The teardown workflow's jobs run first (they may need the environment); the removal
     // itself always happens, even when the configuration no longer resolves.

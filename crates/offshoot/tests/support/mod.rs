@@ -194,3 +194,56 @@ pub fn leftovers(env: &str) -> String {
         docker(&["volume", "ls", "-q", "--filter", &label])
     )
 }
+
+/// A repository holding `.release.yaml`, the template `template`, optional variables, and
+/// `files`, committed on `main`; then each extra branch with its own files.
+pub fn repo(template: &str, vars: Option<&str>, files: &[(&str, &str)], branches: &[(&str, &[(&str, &str)])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let write = |rel: &str, text: &str| {
+        let f = p.join(rel);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, text).expect("write");
+    };
+    let mut release = "application_template: .release/application_template.yaml\n".to_owned();
+    write(".release/application_template.yaml", template);
+    if let Some(v) = vars {
+        write(".release/environment_variables.yaml", v);
+        release.push_str("environment_variables: .release/environment_variables.yaml\n");
+    }
+    write(".release.yaml", &release);
+    for (rel, text) in files {
+        write(rel, text);
+    }
+    git(p, &["init", "-q", "-b", "main"]);
+    git(p, &["add", "-A"]);
+    git(p, &["commit", "-qm", "main"]);
+    for (branch, files) in branches {
+        git(p, &["checkout", "-q", "-b", branch]);
+        for (rel, text) in *files {
+            write(rel, text);
+        }
+        git(p, &["commit", "-qam", branch]);
+        git(p, &["checkout", "-q", "main"]);
+    }
+    dir
+}
+
+pub const DOCKERFILE: &str = "FROM busybox:stable\nARG BACKEND_URL=\nCOPY index.html /www/index.html\nRUN echo \"backend: $BACKEND_URL\" >> /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
+
+pub fn one_service(app: &str, service: &str, extra: &str) -> String {
+    format!(
+        "app: {app}\n{extra}hostnames:\n- {service}: {service}-${{env_id}}.${{domain}}\nservices:\n- name: {service}\n  image: offshoot/{app}/{service}\n  has_repo: true\n  build:\n    context: {service}\n    args:\n    - BACKEND_URL=${{envs.BACKEND_URL}}\n  ports:\n  - type: node_port\n    port: '8080'\n    target_port: '8080'\n  readiness_probe:\n    http_get:\n      path: /\n      port: '8080'\n    period_seconds: 1\n    failure_threshold: 30\n"
+    )
+}
+
+pub fn app_repo(app: &str, service: &str, extra: &str, vars: Option<&str>, feature: bool) -> tempfile::TempDir {
+    let index = format!("{service}/index.html");
+    let dockerfile = format!("{service}/Dockerfile");
+    let main_page = format!("{app} on main\n");
+    let feature_page = format!("{app} on feature/new\n");
+    let files = [(index.as_str(), main_page.as_str()), (dockerfile.as_str(), DOCKERFILE)];
+    let feature_files = [(index.as_str(), feature_page.as_str())];
+    let branches: Vec<(&str, &[(&str, &str)])> = if feature { vec![("feature/new", &feature_files[..])] } else { vec![] };
+    repo(&one_service(app, service, extra), vars, &files, &branches)
+}

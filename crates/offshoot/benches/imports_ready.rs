@@ -1,0 +1,66 @@
+//! Time to ready of a three-app environment (a front end importing a backend and an admin app,
+//! `parallelize_app_imports: true`) beside the slowest of the three apps alone, side by side in
+//! one run on the same server, images cached. Medians of ROUNDS runs each.
+//!
+//! Run: `cargo bench -p offshoot --bench imports_ready` (needs `bash scripts/services`).
+
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::Instant;
+use support::{Server, app_repo};
+
+const ROUNDS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn round(s: &Server, app: &str) -> f64 {
+    let start = Instant::now();
+    let env = s.json(&["env", "create", app, "--branch", "main", "--wait"]);
+    let took = start.elapsed().as_secs_f64();
+    if std::env::var_os("SHOW_PHASES").is_some() {
+        println!("  {app}: {}", env["deployments"][0]["phases"]);
+        for i in env["imports"].as_array().into_iter().flatten() {
+            let child = s.json(&["env", "show", i["env_id"].as_str().unwrap_or("")]);
+            println!("    {}: {}", i["app"], child["deployments"][0]["phases"]);
+        }
+    }
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id").to_owned();
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+    took
+}
+
+fn main() {
+    let backend = app_repo("backend", "api", "", None, false);
+    let admin = app_repo("admin", "panel", "", None, false);
+    // No build argument that differs per environment: every image is built once, for all runs.
+    let solo = app_repo("solo", "web", "", None, false);
+    let frontend =
+        app_repo("frontend", "web", "app_imports:\n- name: backend\n- name: admin\nparallelize_app_imports: true\n", None, false);
+    let s = Server::new(None);
+    for r in [&backend, &admin, &solo, &frontend] {
+        s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
+    }
+    // Build every image once.
+    for app in ["backend", "admin", "solo", "frontend"] {
+        round(&s, app);
+    }
+    let mut singles = Vec::new();
+    for app in ["backend", "admin", "solo"] {
+        let runs: Vec<f64> = (0..ROUNDS).map(|_| round(&s, app)).collect();
+        let m = median(runs.clone());
+        println!("{app:<9} alone:                 median {m:.2} s over {ROUNDS} runs {runs:.2?}");
+        singles.push(m);
+    }
+    let slowest = singles.iter().copied().fold(0.0, f64::max);
+    let runs: Vec<f64> = (0..ROUNDS).map(|_| round(&s, "frontend")).collect();
+    let all = median(runs.clone());
+    println!("frontend + backend + admin (parallel): median {all:.2} s over {ROUNDS} runs {runs:.2?}");
+    println!("ratio three apps / slowest single app: {:.2} (goal: at most 1.3)", all / slowest);
+}
