@@ -243,3 +243,26 @@ fn ingress_values_must_read_as_nginx_reads_them() {
     assert_eq!(errors[0].0, 2);
     assert!(errors[0].1.contains("proxy_body_size: 30 MB") && errors[1].1.contains("proxy_read_timeout"), "{errors:?}");
 }
+
+#[test]
+fn imported_ingress_variables_and_their_fallbacks() {
+    let t = document::check("t.yaml", "app: front\nservices:\n- name: web\n  image: x\n", Some(Kind::Template));
+    let v = document::check(
+        "v.yaml",
+        "defaults: []\nmapping:\n  BACKEND: ${API_INGRESS_URL:-no backend}\n  ADMIN: ${PANEL_INGRESS_HOST:-no admin}\n",
+        Some(Kind::EnvVars),
+    );
+    let run = |imported: &[(&str, &str)]| {
+        let opts = Options {
+            env_id: "e1".into(),
+            domain: "localhost".into(),
+            imported: imported.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            ..Options::default()
+        };
+        let r = resolve::resolve("t.yaml", t.root.as_ref().expect("root"), v.env_vars.as_ref(), &opts).expect("resolves");
+        let env = r.services[0].env.clone();
+        (plain(env.get("BACKEND")).to_owned(), plain(env.get("ADMIN")).to_owned())
+    };
+    assert_eq!(run(&[("API_INGRESS_URL", "http://api-e2.localhost")]), ("http://api-e2.localhost".to_owned(), "no admin".to_owned()));
+    assert_eq!(run(&[]), ("no backend".to_owned(), "no admin".to_owned()));
+}
