@@ -40,7 +40,10 @@ pub(crate) struct Ctx {
     dead: Mutex<HashSet<String>>,
     /// One routing-table rebuild at a time: a rebuild that read older state never swaps in after
     /// one that read newer state.
-    refreshing: tokio::sync::Mutex<()>,
+    /// Holds the ticket up to which requests were covered by the last rebuild (one that began
+    /// after a request was made serves it: a burst of requests costs one or two rebuilds).
+    refreshing: tokio::sync::Mutex<u64>,
+    refresh_tickets: std::sync::atomic::AtomicU64,
     /// Routes the router could not take, by (environment, service).
     route_conflicts: Mutex<BTreeMap<(String, String), Vec<crate::routes::RouteConflict>>>,
     /// The open load-balancer ports.
@@ -92,7 +95,8 @@ impl Ctx {
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),
             route_conflicts: Mutex::new(BTreeMap::new()),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: tokio::sync::Mutex::new(0),
+            refresh_tickets: std::sync::atomic::AtomicU64::new(0),
             locks: Mutex::new(HashMap::new()),
             liveness: Mutex::new(HashMap::new()),
         }
@@ -122,7 +126,14 @@ impl Ctx {
 
     /// Rebuilds the routing table from the store and the running containers.
     pub(crate) async fn refresh_routes(&self) {
-        let _one_at_a_time = self.refreshing.lock().await;
+        use std::sync::atomic::Ordering;
+        let ticket = self.refresh_tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = self.refreshing.lock().await;
+        if *covered >= ticket {
+            return;
+        }
+        // Every request made until now is served by this rebuild, which reads state from now.
+        *covered = self.refresh_tickets.load(Ordering::SeqCst);
         if let Err(e) = crate::routes::refresh(self).await {
             tracing::error!(error = format!("{e:#}"), "cannot rebuild the routing table");
         }
