@@ -328,7 +328,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
 }
 
 /// Features this runtime cannot run are refused at creation, before anything starts.
-pub(crate) fn unsupported(t: &offshoot_template::model::Template, _imported: bool) -> Option<String> {
+pub(crate) fn unsupported(t: &offshoot_template::model::Template) -> Option<String> {
     if !t.charts.is_empty() {
         return Some("this template uses Helm `charts`, which the Docker runtime cannot run".into());
     }
@@ -346,7 +346,7 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
     if !errors.is_empty() {
         return Err(ApiError::invalid("the application's template is invalid", &errors));
     }
-    if let Some(why) = doc.template.as_ref().and_then(|t| unsupported(t, false)) {
+    if let Some(why) = doc.template.as_ref().and_then(unsupported) {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported", why));
     }
     if let (Some(name), Some(t)) = (&body.environment_template, &doc.template)

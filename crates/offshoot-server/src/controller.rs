@@ -269,7 +269,9 @@ fn ms(t: Instant) -> u64 {
 /// environment sees its imports' ingress variables; an imported one leaves out its excluded
 /// services.
 pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&str>) -> Result<Resolved, String> {
+    // An importer: its imports' ingress variables, and which services they bring.
     let mut imported = BTreeMap::new();
+    let mut imported_services: Vec<String> = Vec::new();
     if env.parent_id.is_none() {
         for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
             let r = Box::pin(resolve_env(ctx, &child, None)).await.map_err(|e| format!("import `{}`: {e}", child.app))?;
@@ -280,27 +282,16 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
                     }
                 }
             }
-        }
-    }
-    let mut imported_services: HashSet<String> = HashSet::new();
-    if env.parent_id.is_none() {
-        for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
-            if let Ok(r) = Box::pin(resolve_env(ctx, &child, None)).await {
-                imported_services.extend(r.services.into_iter().map(|s| s.name));
-            }
+            imported_services.extend(r.services.into_iter().map(|s| s.name));
         }
     }
     let mut r = resolve_own(ctx, env, commit, imported).await?;
-    // The importer's tasks for imported services ran with the imports.
-    if !imported_services.is_empty() {
-        let gone: Vec<String> = imported_services.iter().map(|s| format!("services.{s}")).collect();
-        for steps in r.workflows.values_mut() {
-            for step in steps.iter_mut() {
-                step.tasks.retain(|t| !gone.contains(t));
-            }
-        }
-    }
+    // The importer's tasks for imported services run with the imports.
+    drop_service_tasks(&mut r, &imported_services);
     if let Some(parent_id) = &env.parent_id {
+        let info: crate::imports::ImportInfo = env.import_info.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+        r.services.retain(|s| !info.exclude.contains(&s.name));
+        drop_service_tasks(&mut r, &info.exclude);
         // The importer's routes to this import's services are served by this environment.
         if let Some(parent) = ctx.store.env(parent_id).await.map_err(|e| e.to_string())?
             && let Ok(pr) = Box::pin(resolve_own(ctx, &parent, None, BTreeMap::new())).await
@@ -310,19 +301,20 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
             r.routes.extend(theirs);
         }
     }
-    if env.parent_id.is_some() {
-        let info: crate::imports::ImportInfo = env.import_info.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-        if !info.exclude.is_empty() {
-            r.services.retain(|s| !info.exclude.contains(&s.name));
-            let gone: Vec<String> = info.exclude.iter().map(|e| format!("services.{e}")).collect();
-            for steps in r.workflows.values_mut() {
-                for step in steps.iter_mut() {
-                    step.tasks.retain(|t| !gone.contains(t));
-                }
-            }
+    Ok(r)
+}
+
+/// Removes the workflow tasks that start the named services.
+fn drop_service_tasks(r: &mut Resolved, services: &[String]) {
+    if services.is_empty() {
+        return;
+    }
+    let gone: Vec<String> = services.iter().map(|s| format!("services.{s}")).collect();
+    for steps in r.workflows.values_mut() {
+        for step in steps.iter_mut() {
+            step.tasks.retain(|t| !gone.contains(t));
         }
     }
-    Ok(r)
 }
 
 async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, imported: BTreeMap<String, String>) -> Result<Resolved, String> {

@@ -72,7 +72,7 @@ pub(crate) async fn plan(
             return Err(ApiError::invalid(format!("the template of imported application `{name}` is invalid"), &errors));
         }
         let Some(it) = doc.template else { return Err(refuse(format!("import `{name}`: the template does not parse"))) };
-        if let Some(why) = crate::api::unsupported(&it, true) {
+        if let Some(why) = crate::api::unsupported(&it) {
             return Err(refuse(format!("import `{name}`: {why}")));
         }
         // Imports are not recursive (Release's rule); an import back to the importer is a cycle.
