@@ -294,7 +294,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         .collect();
     let mut imports = Vec::new();
     for c in ctx.store.child_envs(&e.id).await? {
-        let info: crate::imports::ImportInfo = c.import_info.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+        let info = crate::imports::ImportInfo::of(&c);
         imports.push(api::Import {
             app: c.app,
             branch: c.branch,
@@ -304,11 +304,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
             reason: info.reason,
         });
     }
-    let warnings = if e.parent_id.is_none() {
-        e.import_info.as_deref().and_then(|i| serde_json::from_str::<crate::imports::ImportInfo>(i).ok()).unwrap_or_default().warnings
-    } else {
-        Vec::new()
-    };
+    let warnings = if e.parent_id.is_none() { crate::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
     Ok(api::Env {
         id: e.id,
         app: e.app,

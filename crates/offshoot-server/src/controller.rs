@@ -146,6 +146,19 @@ impl Ctx {
         out
     }
 
+    /// Starts a new generation of the probe monitor `key`; older monitors of it stop.
+    fn new_monitor(&self, key: &(String, String)) -> u64 {
+        let mut map = self.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = map.entry(key.clone()).or_insert(0);
+        *g += 1;
+        *g
+    }
+
+    /// The current generation of the probe monitor `key`.
+    fn monitor_generation(&self, key: &(String, String)) -> Option<u64> {
+        self.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied()
+    }
+
     /// Forgets containers that no longer exist.
     pub(crate) fn forget_dead_except(&self, existing: &HashSet<&str>) {
         self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|c| existing.contains(c.as_str()));
@@ -289,7 +302,7 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
     // The importer's tasks for imported services run with the imports.
     drop_service_tasks(&mut r, &imported_services);
     if let Some(parent_id) = &env.parent_id {
-        let info: crate::imports::ImportInfo = env.import_info.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+        let info = crate::imports::ImportInfo::of(env);
         r.services.retain(|s| !info.exclude.contains(&s.name));
         drop_service_tasks(&mut r, &info.exclude);
         // The importer's routes to this import's services are served by this environment.
@@ -958,9 +971,8 @@ fn tail(s: &str, lines: usize) -> String {
 /// first probes come quickly (50 ms, doubling up to a second): a service that is up at once is
 /// ready at once, not a period later.
 async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
-    let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
     let (period, threshold, initial) = match probe {
-        Some(p) => (secs(&p.period_seconds, 10).max(1), secs(&p.failure_threshold, 3).max(1), secs(&p.initial_delay_seconds, 0)),
+        Some(p) => probe_timing(p),
         None => (1, 5, 0),
     };
     let deadline = Instant::now() + Duration::from_secs(initial + period * threshold);
@@ -1116,27 +1128,27 @@ async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
     Ok(())
 }
 
+/// A probe's `(period, failure_threshold, initial_delay)` in seconds, with Kubernetes' defaults.
+fn probe_timing(p: &Probe) -> (u64, u64, u64) {
+    let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
+    (secs(&p.period_seconds, 10).max(1), secs(&p.failure_threshold, 3).max(1), secs(&p.initial_delay_seconds, 0))
+}
+
 /// Watches a service's liveness probe; after `failure_threshold` consecutive failures the
 /// container is recreated from its image (a fresh filesystem, as a Kubernetes restart) and the
 /// reason recorded.
 pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, probe: Probe, mut ip: Option<std::net::IpAddr>) {
     let (service, container) = (spec.service.clone(), spec.name.clone());
     let key = (ns.env_id.clone(), container.clone());
-    let generation = {
-        let mut map = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let g = map.entry(key.clone()).or_insert(0);
-        *g += 1;
-        *g
-    };
+    let generation = ctx.new_monitor(&key);
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
-        let (period, threshold) = (secs(&probe.period_seconds, 10).max(1), secs(&probe.failure_threshold, 3).max(1));
-        tokio::time::sleep(Duration::from_secs(secs(&probe.initial_delay_seconds, 0))).await;
+        let (period, threshold, initial) = probe_timing(&probe);
+        tokio::time::sleep(Duration::from_secs(initial)).await;
         let mut failures = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(period)).await;
-            let current = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).copied();
+            let current = ctx.monitor_generation(&key);
             let live = matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == status::READY || e.status == status::DEPLOYING);
             if current != Some(generation) || !live {
                 return;
@@ -1177,20 +1189,14 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
 /// consecutive failures it leaves the router's pool, and it comes back at the first success.
 pub(crate) fn watch_readiness(ctx: &Shared, ns: Namespace, container: String, probe: Probe) {
     let key = (ns.env_id.clone(), format!("{container}#readiness"));
-    let generation = {
-        let mut map = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let g = map.entry(key.clone()).or_insert(0);
-        *g += 1;
-        *g
-    };
+    let generation = ctx.new_monitor(&key);
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
-        let (period, threshold) = (secs(&probe.period_seconds, 10).max(1), secs(&probe.failure_threshold, 3).max(1));
+        let (period, threshold, _) = probe_timing(&probe);
         let mut failures = 0;
         loop {
             tokio::time::sleep(Duration::from_secs(period)).await;
-            let current = ctx.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).copied();
+            let current = ctx.monitor_generation(&key);
             let live = matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == status::READY || e.status == status::DEPLOYING);
             if current != Some(generation) {
                 return;

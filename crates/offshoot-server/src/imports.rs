@@ -23,6 +23,13 @@ pub(crate) struct ImportInfo {
     pub(crate) warnings: Vec<String>,
 }
 
+impl ImportInfo {
+    /// What an environment records (empty when it records nothing).
+    pub(crate) fn of(env: &offshoot_store::Environment) -> Self {
+        env.import_info.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default()
+    }
+}
+
 /// One import, checked and with its branch chosen.
 pub(crate) struct Planned {
     pub(crate) app: App,

@@ -11,14 +11,9 @@ mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Server, docker, shop_repo};
+use support::{Server, docker, median, shop_repo};
 
 const ROUNDS: usize = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn offshoot_round(s: &Server) -> f64 {
     let start = Instant::now();

@@ -12,14 +12,9 @@
 mod support;
 
 use std::time::Instant;
-use support::{Server, app_repo};
+use support::{Server, app_repo, median};
 
 const ROUNDS: usize = 5;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// (server-side seconds to ready, client-side seconds).
 fn round(s: &Server, app: &str) -> (f64, f64) {

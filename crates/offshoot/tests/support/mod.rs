@@ -120,6 +120,12 @@ impl Drop for Server {
     }
 }
 
+/// The median of measurements (benchmarks report medians: this machine is noisy).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub fn docker(args: &[&str]) -> String {
     let o = Command::new("docker").args(args).output().expect("docker CLI");
     String::from_utf8_lossy(&o.stdout).into_owned()
