@@ -3,6 +3,8 @@
 //! commit's tree (never from a working copy). Blocking: call it from `spawn_blocking`.
 //! Local paths are fetched through `git upload-pack`, so `git` must be installed.
 
+pub mod hooks;
+
 use offshoot_template::envvars::normalize_repo_path;
 use offshoot_template::repo::RepoFiles;
 use std::path::{Path, PathBuf};
@@ -87,7 +89,7 @@ impl Mirror {
         gix::open(&self.path).map_err(|e| open_err(&self.path, e))
     }
 
-    /// Fetches every branch from the source.
+    /// Fetches every branch and tag from the source.
     pub fn fetch(&self) -> Result<()> {
         let fetch_err = |e: &dyn std::fmt::Display| GitError::Fetch { source_url: self.source.clone(), message: e.to_string() };
         let repo = self.repo()?;
@@ -95,7 +97,7 @@ impl Mirror {
         let remote = repo
             .find_remote("origin")
             .map_err(|e| fetch_err(&e))?
-            .with_refspecs(Some("+refs/heads/*:refs/heads/*"), gix::remote::Direction::Fetch)
+            .with_refspecs(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
             .map_err(|e| fetch_err(&e))?;
         let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| fetch_err(&e))?;
         let prepared = conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| fetch_err(&e))?;
@@ -119,6 +121,34 @@ impl Mirror {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Every branch and tag with the commit it points to: (`refs/heads/...` or `refs/tags/...`,
+    /// commit), sorted.
+    pub fn heads(&self) -> Result<Vec<(String, String)>> {
+        let repo = self.repo()?;
+        let refs = repo.references().map_err(|e| open_err(&self.path, e))?;
+        let mut out = Vec::new();
+        for mut r in refs.all().map_err(|e| open_err(&self.path, e))?.flatten() {
+            let name = r.name().as_bstr().to_string();
+            if !(name.starts_with("refs/heads/") || name.starts_with("refs/tags/")) {
+                continue;
+            }
+            if let Ok(id) = r.peel_to_commit() {
+                out.push((name, id.id.to_string()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The commit a tag points to, or `None` if there is no such tag.
+    pub fn resolve_tag(&self, tag: &str) -> Result<Option<String>> {
+        let repo = self.repo()?;
+        match repo.find_reference(format!("refs/tags/{tag}").as_str()) {
+            Ok(mut r) => Ok(Some(r.peel_to_commit().map_err(|e| open_err(&self.path, e))?.id.to_string())),
+            Err(_) => Ok(None),
+        }
     }
 
     /// The source's default branch (what its HEAD points to).
