@@ -96,6 +96,38 @@ pub struct Environment {
     pub parent_id: Option<String>,
     /// For an imported app's environment: how it was chosen (JSON the server owns).
     pub import_info: Option<String>,
+    /// For an environment made for a pull request: which one (JSON the server owns).
+    pub pull_request: Option<String>,
+}
+
+/// An application's git settings and the last trouble with its repository.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct AppGit {
+    pub app: String,
+    /// Encrypted.
+    pub webhook_secret: String,
+    /// Environments for pull requests (`0` or `1`).
+    pub pull_requests: i64,
+    /// Only pull requests carrying this label get one.
+    pub pull_request_label: Option<String>,
+    /// Why the last pushed configuration was refused (cleared by a valid one).
+    pub gitops_error: Option<String>,
+    /// Why the last fetch failed (cleared by a successful one).
+    pub fetch_error: Option<String>,
+}
+
+/// A webhook delivery or a polled change: a normalized event (JSON the server owns).
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct Delivery {
+    pub id: String,
+    pub app: String,
+    pub event: String,
+    /// `pending`, `done`, `failed` or `ignored`.
+    pub status: String,
+    /// What was done, or why nothing was.
+    pub result: Option<String>,
+    pub received_at: i64,
+    pub finished_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
@@ -131,7 +163,9 @@ pub struct ServiceRow {
     pub detail: String,
 }
 
-const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info";
+const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request";
+const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
+const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -246,7 +280,14 @@ impl Store {
     /// by the caller).
     pub async fn delete_app(&self, name: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        for q in ["DELETE FROM secrets WHERE app = $1", "DELETE FROM app_versions WHERE app = $1"] {
+        for q in [
+            "DELETE FROM secrets WHERE app = $1",
+            "DELETE FROM app_versions WHERE app = $1",
+            "DELETE FROM app_git WHERE app = $1",
+            "DELETE FROM deliveries WHERE app = $1",
+            "DELETE FROM git_heads WHERE app = $1",
+            "DELETE FROM pr_comments WHERE app = $1",
+        ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await.map_err(db("delete an app"))?;
         }
         let r = sqlx::query("DELETE FROM apps WHERE name = $1").bind(name).execute(&mut *tx).await.map_err(db("delete an app"))?;
@@ -313,7 +354,7 @@ impl Store {
 
     pub async fn create_env(&self, e: &Environment) -> Result<()> {
         sqlx::query(&format!(
-            "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(&e.id)
         .bind(&e.app)
@@ -329,6 +370,7 @@ impl Store {
         .bind(e.updated_at)
         .bind(&e.parent_id)
         .bind(&e.import_info)
+        .bind(&e.pull_request)
         .execute(&self.pool)
         .await
         .map_err(db("create an environment"))?;
@@ -353,13 +395,16 @@ impl Store {
         sqlx::query_as(&sql).bind(app.unwrap_or("")).fetch_all(&self.pool).await.map_err(db("list environments"))
     }
 
-    /// The environments of an importing environment's imports, in the order they were created.
+    /// The environments of an importing environment's imports (but deleted ones), in the order
+    /// they were created.
     pub async fn child_envs(&self, parent: &str) -> Result<Vec<Environment>> {
-        sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE parent_id = $1 ORDER BY created_at, id"))
-            .bind(parent)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list imported environments"))
+        sqlx::query_as(&format!(
+            "SELECT {ENV_COLUMNS} FROM environments WHERE parent_id = $1 AND status <> 'deleted' ORDER BY created_at, id"
+        ))
+        .bind(parent)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list imported environments"))
     }
 
     pub async fn set_env_status(&self, id: &str, status: &str, reason: Option<&str>) -> Result<()> {
@@ -386,6 +431,41 @@ impl Store {
     }
 
     // Deployments and their steps -----------------------------------------------------------------
+
+    /// Replaces what an environment records about its imports (JSON the server owns).
+    pub async fn set_env_import_info(&self, id: &str, import_info: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE environments SET import_info = $2 WHERE id = $1")
+            .bind(id)
+            .bind(import_info)
+            .execute(&self.pool)
+            .await
+            .map_err(db("record an environment's imports"))?;
+        Ok(())
+    }
+
+    /// Records the pull request an environment was made for (its latest labels and head).
+    pub async fn set_env_pull_request(&self, id: &str, pull_request: &str) -> Result<()> {
+        sqlx::query("UPDATE environments SET pull_request = $2 WHERE id = $1")
+            .bind(id)
+            .bind(pull_request)
+            .execute(&self.pool)
+            .await
+            .map_err(db("record an environment's pull request"))?;
+        Ok(())
+    }
+
+    /// Replaces an environment's forked template and variables (a GitOps push).
+    pub async fn set_env_config(&self, id: &str, template: &str, env_vars: &str) -> Result<()> {
+        sqlx::query("UPDATE environments SET template = $2, env_vars = $3, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(template)
+            .bind(env_vars)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db("update an environment's configuration"))?;
+        Ok(())
+    }
 
     pub async fn create_deployment(&self, d: &Deployment) -> Result<()> {
         sqlx::query(&format!("INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
@@ -533,5 +613,196 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(db("read build logs"))
+    }
+
+    // Git ---------------------------------------------------------------------------------------
+
+    pub async fn app_git(&self, app: &str) -> Result<Option<AppGit>> {
+        sqlx::query_as(&format!("SELECT {APP_GIT_COLUMNS} FROM app_git WHERE app = $1"))
+            .bind(app)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read git settings"))
+    }
+
+    /// Creates an application's git settings unless it has them; returns what it has.
+    pub async fn ensure_app_git(&self, g: &AppGit) -> Result<AppGit> {
+        sqlx::query(&format!("INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (app) DO NOTHING"))
+            .bind(&g.app)
+            .bind(&g.webhook_secret)
+            .bind(g.pull_requests)
+            .bind(&g.pull_request_label)
+            .bind(&g.gitops_error)
+            .bind(&g.fetch_error)
+            .execute(&self.pool)
+            .await
+            .map_err(db("store git settings"))?;
+        Ok(self.app_git(&g.app).await?.unwrap_or_else(|| g.clone()))
+    }
+
+    pub async fn set_pull_requests(&self, app: &str, on: bool, label: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE app_git SET pull_requests = $2, pull_request_label = $3 WHERE app = $1")
+            .bind(app)
+            .bind(i64::from(on))
+            .bind(label)
+            .execute(&self.pool)
+            .await
+            .map_err(db("store pull-request settings"))?;
+        Ok(())
+    }
+
+    pub async fn set_webhook_secret(&self, app: &str, ciphertext: &str) -> Result<()> {
+        sqlx::query("UPDATE app_git SET webhook_secret = $2 WHERE app = $1")
+            .bind(app)
+            .bind(ciphertext)
+            .execute(&self.pool)
+            .await
+            .map_err(db("store a webhook secret"))?;
+        Ok(())
+    }
+
+    /// Records (or with `None` clears) why the last pushed configuration was refused.
+    pub async fn set_gitops_error(&self, app: &str, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE app_git SET gitops_error = $2 WHERE app = $1")
+            .bind(app)
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .map_err(db("record a GitOps error"))?;
+        Ok(())
+    }
+
+    /// Records (or with `None` clears) why the last fetch failed.
+    pub async fn set_fetch_error(&self, app: &str, error: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE app_git SET fetch_error = $2 WHERE app = $1")
+            .bind(app)
+            .bind(error)
+            .execute(&self.pool)
+            .await
+            .map_err(db("record a fetch error"))?;
+        Ok(())
+    }
+
+    /// Records a delivery; `false` if one with this id was recorded before.
+    pub async fn add_delivery(&self, d: &Delivery) -> Result<bool> {
+        let r = sqlx::query(&format!(
+            "INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(&d.id)
+        .bind(&d.app)
+        .bind(&d.event)
+        .bind(&d.status)
+        .bind(&d.result)
+        .bind(d.received_at)
+        .bind(d.finished_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db("record a delivery"))?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        sqlx::query_as(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find a delivery"))
+    }
+
+    /// An application's latest deliveries, newest first.
+    pub async fn deliveries(&self, app: &str, limit: i64) -> Result<Vec<Delivery>> {
+        sqlx::query_as(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE app = $1 ORDER BY received_at DESC, id LIMIT $2"))
+            .bind(app)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list deliveries"))
+    }
+
+    /// Deliveries not yet handled, oldest first.
+    pub async fn pending_deliveries(&self) -> Result<Vec<Delivery>> {
+        sqlx::query_as(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE status = 'pending' ORDER BY received_at, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list pending deliveries"))
+    }
+
+    pub async fn finish_delivery(&self, id: &str, status: &str, result: &str) -> Result<()> {
+        sqlx::query("UPDATE deliveries SET status = $2, result = $3, finished_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .bind(result)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db("finish a delivery"))?;
+        Ok(())
+    }
+
+    /// Forgets handled deliveries received before `before` (ms); their ids may then repeat.
+    pub async fn prune_deliveries(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM deliveries WHERE status <> 'pending' AND received_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db("prune deliveries"))?;
+        Ok(r.rows_affected())
+    }
+
+    /// The commits last seen for an application's branches and tags (`refs/heads/...`,
+    /// `refs/tags/...`).
+    pub async fn git_heads(&self, app: &str) -> Result<Vec<(String, String)>> {
+        sqlx::query_as("SELECT ref_name, commit_sha FROM git_heads WHERE app = $1 ORDER BY ref_name")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list git heads"))
+    }
+
+    /// Records the commit a ref points to; returns the one recorded before.
+    pub async fn set_git_head(&self, app: &str, ref_name: &str, commit: &str) -> Result<Option<String>> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let before: Option<(String,)> = sqlx::query_as("SELECT commit_sha FROM git_heads WHERE app = $1 AND ref_name = $2")
+            .bind(app)
+            .bind(ref_name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("read a git head"))?;
+        sqlx::query(
+            "INSERT INTO git_heads (app, ref_name, commit_sha) VALUES ($1, $2, $3) \
+             ON CONFLICT (app, ref_name) DO UPDATE SET commit_sha = excluded.commit_sha",
+        )
+        .bind(app)
+        .bind(ref_name)
+        .bind(commit)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("record a git head"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(before.map(|b| b.0))
+    }
+
+    pub async fn pr_comment(&self, app: &str, pull_request: &str) -> Result<Option<String>> {
+        let r: Option<(String,)> = sqlx::query_as("SELECT comment_id FROM pr_comments WHERE app = $1 AND pull_request = $2")
+            .bind(app)
+            .bind(pull_request)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("find a pull-request comment"))?;
+        Ok(r.map(|r| r.0))
+    }
+
+    pub async fn set_pr_comment(&self, app: &str, pull_request: &str, comment_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO pr_comments (app, pull_request, comment_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (app, pull_request) DO UPDATE SET comment_id = excluded.comment_id",
+        )
+        .bind(app)
+        .bind(pull_request)
+        .bind(comment_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db("record a pull-request comment"))?;
+        Ok(())
     }
 }

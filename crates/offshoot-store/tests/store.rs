@@ -1,6 +1,6 @@
 //! One suite, run on SQLite and on PostgreSQL (started by `scripts/services`).
 
-use offshoot_store::{App, Backend, Deployment, Environment, Secret, ServiceRow, Step, Store, StoreError, now_ms};
+use offshoot_store::{App, AppGit, Backend, Delivery, Deployment, Environment, Secret, ServiceRow, Step, Store, StoreError, now_ms};
 
 fn env(id: &str, app: &str) -> Environment {
     Environment {
@@ -18,6 +18,7 @@ fn env(id: &str, app: &str) -> Environment {
         updated_at: now_ms(),
         parent_id: None,
         import_info: None,
+        pull_request: None,
     }
 }
 
@@ -117,7 +118,47 @@ async fn suite(store: Store) {
     assert_eq!(store.build_logs("dep-1").await.expect("logs"), vec![("web".to_owned(), "Step 1/2".to_owned())]);
     assert_eq!(store.deployments("abc1234").await.expect("deployments").len(), 1);
 
+    // Git: settings created once, deliveries recorded once, heads remembered.
+    let git = AppGit {
+        app: "shop".into(),
+        webhook_secret: "enc".into(),
+        pull_requests: 0,
+        pull_request_label: None,
+        gitops_error: None,
+        fetch_error: None,
+    };
+    assert_eq!(store.ensure_app_git(&git).await.expect("git"), git);
+    let other = AppGit { webhook_secret: "other".into(), ..git.clone() };
+    assert_eq!(store.ensure_app_git(&other).await.expect("git").webhook_secret, "enc");
+    store.set_pull_requests("shop", true, Some("preview")).await.expect("prs");
+    store.set_gitops_error("shop", Some("bad template")).await.expect("gitops");
+    let g = store.app_git("shop").await.expect("git").expect("some");
+    assert_eq!((g.pull_requests, g.pull_request_label.as_deref(), g.gitops_error.as_deref()), (1, Some("preview"), Some("bad template")));
+    let d = Delivery {
+        id: "github:1".into(),
+        app: "shop".into(),
+        event: "{}".into(),
+        status: "pending".into(),
+        result: None,
+        received_at: now_ms() - 10_000,
+        finished_at: None,
+    };
+    assert!(store.add_delivery(&d).await.expect("delivery"));
+    assert!(!store.add_delivery(&d).await.expect("again"), "a repeated delivery id is refused");
+    assert_eq!(store.pending_deliveries().await.expect("pending").len(), 1);
+    assert_eq!(store.prune_deliveries(now_ms()).await.expect("prune"), 0, "pending deliveries are kept");
+    store.finish_delivery("github:1", "done", "patched").await.expect("finish");
+    assert!(store.pending_deliveries().await.expect("pending").is_empty());
+    assert_eq!(store.deliveries("shop", 10).await.expect("list")[0].result.as_deref(), Some("patched"));
+    assert_eq!(store.prune_deliveries(now_ms()).await.expect("prune"), 1);
+    assert_eq!(store.set_git_head("shop", "refs/heads/main", "a1").await.expect("head"), None);
+    assert_eq!(store.set_git_head("shop", "refs/heads/main", "b2").await.expect("head"), Some("a1".into()));
+    assert_eq!(store.git_heads("shop").await.expect("heads"), vec![("refs/heads/main".to_owned(), "b2".to_owned())]);
+    store.set_pr_comment("shop", "github:o/r#1", "77").await.expect("comment");
+    assert_eq!(store.pr_comment("shop", "github:o/r#1").await.expect("comment").as_deref(), Some("77"));
+
     assert!(store.delete_app("shop").await.expect("delete"));
+    assert!(store.app_git("shop").await.expect("git").is_none());
     assert!(store.app("shop").await.expect("app").is_none());
     assert!(store.secrets("shop").await.expect("secrets").is_empty());
     store.close().await;
