@@ -22,6 +22,73 @@ pub struct App {
     #[serde(default)]
     pub source: String,
     pub created_at: i64,
+    /// Whether pull requests get environments.
+    #[serde(default)]
+    pub pull_requests: bool,
+    /// Only pull requests with this label get one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request_label: Option<String>,
+    /// Why the last pushed configuration was refused (GitOps), with its diagnostics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops_error: Option<String>,
+    /// Why the last fetch of the repository failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_error: Option<String>,
+}
+
+/// Changes to an application's settings; absent fields are kept.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AppUpdate {
+    pub pull_requests: Option<bool>,
+    /// An empty string removes the label requirement.
+    pub pull_request_label: Option<String>,
+}
+
+/// Where to point a repository's webhook, and its secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Webhook {
+    /// GitHub: content type `application/json`, the secret below.
+    pub url: String,
+    pub secret: String,
+    /// GitLab: the secret below as the secret token.
+    pub gitlab_url: String,
+}
+
+/// A webhook delivery or a polled change, and what it did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    /// The normalized event.
+    pub event: serde_json::Value,
+    /// `pending`, `done`, `failed` or `ignored`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    pub received_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// The answer to a webhook.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HookAnswer {
+    /// `accepted`, `duplicate` or `ignored`.
+    pub status: String,
+    pub delivery: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The pull request an environment was made for.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PullRequestRef {
+    /// `github` or `gitlab`.
+    pub provider: String,
+    pub repo: String,
+    pub number: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub labels: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,6 +188,9 @@ pub struct Env {
     /// Things to know that did not stop the environment (e.g. imports of imports not followed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The pull request this environment was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestRef>,
 }
 
 /// One imported app's environment, and why its branch was chosen.

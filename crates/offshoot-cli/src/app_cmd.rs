@@ -43,6 +43,30 @@ pub(crate) enum Command {
     /// Secrets, encrypted at rest and never shown.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Print the webhook URLs and secret to configure in GitHub (content type JSON, events
+    /// "Pushes" and "Pull requests") or GitLab (push and merge request events).
+    Webhook {
+        name: String,
+        /// Make a new secret; webhooks signed with the old one are refused from now on.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Change an application's settings.
+    Set {
+        name: String,
+        /// Create an environment for each pull request (torn down when it closes).
+        #[arg(long, value_parser = ["on", "off"])]
+        pull_requests: Option<String>,
+        /// Only for pull requests carrying this label (`""` for every pull request).
+        #[arg(long)]
+        pull_request_label: Option<String>,
+    },
+    /// The latest webhook deliveries and polled changes, and what each did.
+    Deliveries {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -61,7 +85,19 @@ fn print_app(a: &api::App, output: Output) {
     match output {
         Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(a).unwrap_or_default())),
         Output::Human => {
-            out(&format!("{}  version {}  {}  default branch {}  ({})\n", a.name, a.version, a.repo, a.default_branch, a.source))
+            out(&format!("{}  version {}  {}  default branch {}  ({})\n", a.name, a.version, a.repo, a.default_branch, a.source));
+            if a.pull_requests {
+                match &a.pull_request_label {
+                    Some(l) => out(&format!("  pull requests: on, with label `{l}`\n")),
+                    None => out("  pull requests: on\n"),
+                }
+            }
+            if let Some(e) = &a.gitops_error {
+                out(&format!("  gitops: {}\n", e.replace('\n', "\n    ")));
+            }
+            if let Some(e) = &a.fetch_error {
+                out(&format!("  fetch: {e}\n"));
+            }
         }
     }
 }
@@ -104,6 +140,38 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             api.post_empty(&format!("/apps/{}/secrets", enc(&name)), &api::SecretSet { key: key.clone(), service, value })?;
             if output == Output::Human {
                 out(&format!("secret {key} set for {name}\n"));
+            }
+        }
+        Command::Webhook { name, rotate } => {
+            let path = format!("/apps/{}/webhook", enc(&name));
+            let w: api::Webhook = if rotate { api.post(&path, &serde_json::json!({}))? } else { api.get(&path)? };
+            match output {
+                Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&w).unwrap_or_default())),
+                Output::Human => out(&format!(
+                    "GitHub:  payload URL {}\n         content type application/json, secret {}\n         events: Pushes, Pull requests\nGitLab:  URL {}\n         secret token {}\n         events: Push events, Tag push events, Merge request events\n",
+                    w.url, w.secret, w.gitlab_url, w.secret
+                )),
+            }
+        }
+        Command::Set { name, pull_requests, pull_request_label } => {
+            if pull_requests.is_none() && pull_request_label.is_none() {
+                return Err(crate::UsageError("nothing to change: give --pull-requests on|off and/or --pull-request-label".into()).into());
+            }
+            let body = api::AppUpdate { pull_requests: pull_requests.map(|p| p == "on"), pull_request_label };
+            let a: api::App = api.post(&format!("/apps/{}/settings", enc(&name)), &body)?;
+            print_app(&a, output);
+        }
+        Command::Deliveries { name, limit } => {
+            let list: Vec<api::Delivery> = api.get(&format!("/apps/{}/deliveries?limit={limit}", enc(&name)))?;
+            match output {
+                Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&list).unwrap_or_default())),
+                Output::Human if list.is_empty() => out("no deliveries yet; see `offshoot app webhook NAME`\n"),
+                Output::Human => {
+                    for d in list {
+                        let took = d.finished_at.map(|f| format!(" in {} ms", f - d.received_at)).unwrap_or_default();
+                        out(&format!("{}  {}{took}  {}\n", d.id, d.status, d.result.unwrap_or_default()));
+                    }
+                }
             }
         }
     }

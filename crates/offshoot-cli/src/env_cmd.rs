@@ -103,6 +103,10 @@ fn print_env(e: &api::Env) -> String {
     if let Some(p) = &e.parent {
         s.push_str(&format!("  imported by environment {p}\n"));
     }
+    if let Some(pr) = &e.pull_request {
+        let labels = if pr.labels.is_empty() { String::new() } else { format!("  labels: {}", pr.labels.join(", ")) };
+        s.push_str(&format!("  pull request {} #{} ({}){labels}\n", pr.repo, pr.number, pr.provider));
+    }
     for w in &e.warnings {
         s.push_str(&format!("  warning: {w}\n"));
     }

@@ -89,6 +89,25 @@ pub struct ServerArgs {
     /// Seconds without traffic after which a router connection is closed.
     #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub idle_timeout: u64,
+    /// Where git hosts reach this server's webhooks (default: http://<--listen>).
+    #[arg(long, env = "OFFSHOOT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Also poll every application's repository this often, in seconds (for repositories
+    /// without webhooks); off by default.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub poll_interval: Option<u64>,
+    /// GitHub's REST API, for pull-request comments and commit statuses.
+    #[arg(long, default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    /// Token for GitHub's API (no feedback on pull requests without one).
+    #[arg(long, env = "OFFSHOOT_GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+    /// GitLab's REST API, for merge-request notes and commit statuses.
+    #[arg(long, default_value = "https://gitlab.com/api/v4")]
+    pub gitlab_api_url: String,
+    /// Token for GitLab's API (no feedback on merge requests without one).
+    #[arg(long, env = "OFFSHOOT_GITLAB_TOKEN", hide_env_values = true)]
+    pub gitlab_token: Option<String>,
 }
 
 /// What the binary should do after parsing.

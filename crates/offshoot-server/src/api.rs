@@ -32,8 +32,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/deploy", post(deploy_env))
         .route("/envs/{id}/logs", get(env_logs))
         .route("/envs/{id}/build-logs", get(build_logs))
-        .route("/envs/{id}/exec", post(env_exec))
-        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
+        .route("/envs/{id}/exec", post(env_exec));
+    let api = crate::webhooks::api(api).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
     let metrics = Router::new().route("/metrics", get(metrics)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     Router::new()
@@ -41,7 +41,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .merge(metrics)
         .nest("/api/v1", api)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(ctx)
+        .with_state(ctx.clone())
+        .merge(crate::webhooks::hooks(ctx))
 }
 
 async fn metrics(State(ctx): State<Shared>) -> Response {
@@ -88,9 +89,10 @@ fn new_env_id() -> String {
     random_bytes::<7>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
-async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiError> {
+pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiError> {
     let v = ctx.store.latest_version(&a.name).await?;
     let source = if v.as_ref().is_some_and(|v| v.template.starts_with("# generated")) { "compose" } else { "release" };
+    let git = ctx.store.app_git(&a.name).await?;
     Ok(api::App {
         name: a.name,
         repo: a.repo,
@@ -98,11 +100,16 @@ async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiEr
         version: v.map_or(0, |v| v.version),
         source: source.into(),
         created_at: a.created_at,
+        pull_requests: git.as_ref().is_some_and(|g| g.pull_requests != 0),
+        pull_request_label: git.as_ref().and_then(|g| g.pull_request_label.clone()),
+        gitops_error: git.as_ref().and_then(|g| g.gitops_error.clone()),
+        fetch_error: git.and_then(|g| g.fetch_error),
     })
 }
 
-/// The configuration files of a commit: Release's files, or a template generated from compose.
-fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result<(String, String), ApiError> {
+/// The configuration files of a commit: Release's files (`true`), or a template generated from
+/// compose (`false`).
+pub(crate) fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result<(String, String, bool), ApiError> {
     let files = CommitFiles { mirror, commit: commit.to_owned() };
     let found = repo::discover(&files, None);
     let errors: Vec<_> = found.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
@@ -112,8 +119,10 @@ fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result
     match found.source {
         Some(Source::Release { template: Some(t), env_vars }) => {
             let template = files.read(&t.0).unwrap_or_default();
+            let vname = env_vars.as_ref().map_or_else(|| "environment_variables.yaml".to_owned(), |e| e.0.clone());
             let env_vars = env_vars.and_then(|e| files.read(&e.0)).unwrap_or_else(|| "defaults: []\n".to_owned());
-            Ok((template, env_vars))
+            check_named((&t.0, &template), (&vname, &env_vars))?;
+            Ok((template, env_vars, true))
         }
         Some(Source::Release { template: None, .. }) => {
             Err(ApiError::bad_request("the repository's .release.yaml names no application template"))
@@ -124,7 +133,7 @@ fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result
             let opts = offshoot_template::compose::Options { app: Some(app.to_owned()), read_file: Some(&read), ..Default::default() };
             let (generated, diags) = offshoot_template::compose::generate(&path, &src, &opts);
             match generated.filter(|_| !diags.iter().any(|d| d.is_error())) {
-                Some(g) => Ok((format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml())),
+                Some(g) => Ok((format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml(), false)),
                 None => Err(ApiError::invalid(format!("cannot generate a template from `{path}`"), &diags)),
             }
         }
@@ -133,8 +142,13 @@ fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result
 }
 
 fn check_files(template: &str, env_vars: &str) -> Result<(), ApiError> {
-    let t = document::check("application_template.yaml", template, Some(Kind::Template));
-    let v = document::check("environment_variables.yaml", env_vars, Some(Kind::EnvVars));
+    check_named(("application_template.yaml", template), ("environment_variables.yaml", env_vars))
+}
+
+/// Checks a template and variables file, naming them as given in diagnostics.
+fn check_named((tname, template): (&str, &str), (vname, env_vars): (&str, &str)) -> Result<(), ApiError> {
+    let t = document::check(tname, template, Some(Kind::Template));
+    let v = document::check(vname, env_vars, Some(Kind::EnvVars));
     let errors: Vec<_> = t.diagnostics.iter().chain(&v.diagnostics).filter(|d| d.is_error()).cloned().collect();
     if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid("the configuration is invalid", &errors)) }
 }
@@ -152,7 +166,7 @@ async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>)
         let branch = branch.unwrap_or_else(|| default.clone());
         let commit =
             m.resolve(&branch).map_err(|e| ApiError::bad_request(e.to_string()))?.ok_or_else(|| ApiError::not_found("branch", &branch))?;
-        let (t, v) = read_config(&m, &commit, &fallback)?;
+        let (t, v, _) = read_config(&m, &commit, &fallback)?;
         Ok((default, t, v))
     })
     .await
@@ -171,6 +185,7 @@ async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>)
     check_files(&template, &env_vars)?;
     let app = offshoot_store::App { name: name.clone(), repo, default_branch, created_at: now_ms() };
     ctx.store.create_app(&app, &template, &env_vars).await?;
+    crate::events::app_git(&ctx, &name).await?;
     tracing::info!(app = %name, "application created");
     Ok((StatusCode::CREATED, Json(app_dto(&ctx, app).await?)))
 }
@@ -183,7 +198,7 @@ async fn list_apps(State(ctx): State<Shared>) -> Result<Json<Vec<api::App>>, Api
     Ok(Json(out))
 }
 
-async fn find_app(ctx: &Shared, name: &str) -> Result<offshoot_store::App, ApiError> {
+pub(crate) async fn find_app(ctx: &Shared, name: &str) -> Result<offshoot_store::App, ApiError> {
     ctx.store.app(name).await?.ok_or_else(|| ApiError::not_found("application", name).hint("`offshoot app list` shows the applications"))
 }
 
@@ -320,6 +335,9 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         imports,
         parent: e.parent_id,
         warnings,
+        pull_request: e.pull_request.as_deref().and_then(|p| serde_json::from_str::<offshoot_git::hooks::PullRequest>(p).ok()).map(|p| {
+            api::PullRequestRef { provider: p.provider.as_str().to_owned(), repo: p.repo, number: p.number, url: p.url, labels: p.labels }
+        }),
     })
 }
 
@@ -336,8 +354,41 @@ pub(crate) fn unsupported(t: &offshoot_template::model::Template) -> Option<Stri
 
 async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let app = find_app(&ctx, &body.app).await?;
-    let version = ctx.store.latest_version(&app.name).await?.ok_or_else(|| ApiError::not_found("template of", &app.name))?;
-    let doc = document::check("application_template.yaml", &version.template, Some(Kind::Template));
+    let req = NewEnv {
+        app,
+        branch: body.branch,
+        environment_template: body.environment_template,
+        ttl_seconds: body.ttl_seconds,
+        pull_request: None,
+        config: None,
+    };
+    let env = create_environment(&ctx, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, env).await?)))
+}
+
+/// What a new environment is made from.
+pub(crate) struct NewEnv {
+    pub(crate) app: offshoot_store::App,
+    pub(crate) branch: String,
+    pub(crate) environment_template: Option<String>,
+    pub(crate) ttl_seconds: Option<u64>,
+    /// The pull request it is made for: its labels choose the imports (`pull_request_labels`).
+    pub(crate) pull_request: Option<offshoot_git::hooks::PullRequest>,
+    /// Template and variables read from the branch (GitOps), instead of the app's latest version.
+    pub(crate) config: Option<(String, String)>,
+}
+
+/// Checks and records a new environment with its imports' environments, and starts its `setup`.
+pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv) -> Result<Environment, ApiError> {
+    let app = req.app;
+    let (template, env_vars) = match req.config {
+        Some(c) => c,
+        None => {
+            let v = ctx.store.latest_version(&app.name).await?.ok_or_else(|| ApiError::not_found("template of", &app.name))?;
+            (v.template, v.env_vars)
+        }
+    };
+    let doc = document::check("application_template.yaml", &template, Some(Kind::Template));
     let errors: Vec<_> = doc.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
     if !errors.is_empty() {
         return Err(ApiError::invalid("the application's template is invalid", &errors));
@@ -345,7 +396,7 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
     if let Some(why) = doc.template.as_ref().and_then(unsupported) {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported", why));
     }
-    if let (Some(name), Some(t)) = (&body.environment_template, &doc.template)
+    if let (Some(name), Some(t)) = (&req.environment_template, &doc.template)
         && !t.environment_templates.iter().any(|e| e.name.as_str() == name)
     {
         let names: Vec<&str> = t.environment_templates.iter().map(|e| e.name.as_str()).collect();
@@ -354,18 +405,19 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
         );
     }
     let mirror = ctx.sync_mirror(&app.repo).await.map_err(|e| ApiError::bad_request(format!("cannot fetch `{}`: {e}", app.repo)))?;
-    let (m, b) = (mirror.clone(), body.branch.clone());
+    let (m, b) = (mirror.clone(), req.branch.clone());
     let (exists, branches) =
         tokio::task::spawn_blocking(move || (m.resolve(&b).ok().flatten().is_some(), m.branches().unwrap_or_default()))
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
     if !exists {
-        return Err(ApiError::not_found("branch", &body.branch).hint(format!("branches of `{}`: {}", app.name, branches.join(", "))));
+        return Err(ApiError::not_found("branch", &req.branch).hint(format!("branches of `{}`: {}", app.name, branches.join(", "))));
     }
     // Imports: every check before anything is recorded or started.
+    let labels = req.pull_request.as_ref().map(|p| p.labels.as_slice());
     let (imports, warnings) = match &doc.template {
         Some(t) if !t.app_imports.is_empty() => {
-            crate::imports::plan(&ctx, &app.name, t, &body.branch, body.environment_template.as_deref()).await?
+            crate::imports::plan(ctx, &app.name, t, &req.branch, req.environment_template.as_deref(), labels).await?
         }
         _ => (Vec::new(), Vec::new()),
     };
@@ -377,27 +429,38 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
     let env = Environment {
         id: id.clone(),
         app: app.name.clone(),
-        branch: body.branch.clone(),
+        branch: req.branch.clone(),
         commit_sha: None,
-        environment_template: body.environment_template.clone().or_else(|| {
+        environment_template: req.environment_template.clone().or_else(|| {
             doc.template
                 .as_ref()
                 .and_then(|t| t.environment_templates.iter().any(|e| e.name.as_str() == "ephemeral").then(|| "ephemeral".to_owned()))
         }),
         status: status::CREATING.into(),
         reason: None,
-        template: version.template,
-        env_vars: version.env_vars,
-        expires_at: body.ttl_seconds.map(|s| now + (s as i64) * 1000),
+        template,
+        env_vars,
+        expires_at: req.ttl_seconds.map(|s| now + (s as i64) * 1000),
         created_at: now,
         updated_at: now,
         parent_id: None,
         import_info: (!warnings.is_empty())
             .then(|| serde_json::to_string(&crate::imports::ImportInfo { warnings: warnings.clone(), ..Default::default() }).ok())
             .flatten(),
+        pull_request: req.pull_request.as_ref().and_then(|p| serde_json::to_string(p).ok()),
     };
     ctx.store.create_env(&env).await?;
-    // The imported apps' environments, in import order; the importer's setup deploys them first.
+    create_imported(ctx, &id, imports, now).await?;
+    let dep = controller::new_deployment(&id, "setup", None);
+    ctx.store.create_deployment(&dep).await?;
+    controller::spawn(ctx, dep.id);
+    tracing::info!(env = %id, app = %app.name, branch = %req.branch, "environment created");
+    Ok(env)
+}
+
+/// Records the imported apps' environments of `parent`, in import order (the importer's `setup`
+/// deploys them first).
+pub(crate) async fn create_imported(ctx: &Shared, parent: &str, imports: Vec<crate::imports::Planned>, now: i64) -> Result<(), ApiError> {
     for (i, p) in imports.into_iter().enumerate() {
         let child = Environment {
             id: new_env_id(),
@@ -413,17 +476,14 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
             // Ordered after the importer and among themselves.
             created_at: now + 1 + i as i64,
             updated_at: now,
-            parent_id: Some(id.clone()),
+            parent_id: Some(parent.to_owned()),
             import_info: serde_json::to_string(&p.info).ok(),
+            pull_request: None,
         };
         ctx.store.create_env(&child).await?;
-        tracing::info!(env = %child.id, app = %child.app, branch = %child.branch, parent = %id, reason = %p.info.reason, "imported environment created");
+        tracing::info!(env = %child.id, app = %child.app, branch = %child.branch, %parent, reason = %p.info.reason, "imported environment created");
     }
-    let dep = controller::new_deployment(&id, "setup", None);
-    ctx.store.create_deployment(&dep).await?;
-    controller::spawn(&ctx, dep.id);
-    tracing::info!(env = %id, app = %app.name, branch = %body.branch, "environment created");
-    Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, env).await?)))
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,12 @@ pub(crate) struct Ctx {
     pub(crate) tcp: offshoot_router::tcp::TcpProxies,
     /// The TLS listener's port, when there is one (URLs then use `https`).
     pub(crate) tls_port: Option<u16>,
+    /// Where webhooks reach this server (`http://host:port`).
+    pub(crate) public_url: String,
+    /// The git hosts pull-request feedback goes to.
+    pub(crate) forges: crate::feedback::Forges,
+    /// Client for the git hosts' APIs.
+    pub(crate) http: reqwest::Client,
     /// Containers failing their readiness probe: out of the router's pool.
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
@@ -72,6 +78,7 @@ impl Ctx {
         (router, router_port, tls_port): (Arc<offshoot_router::Router>, u16, Option<u16>),
         key: SecretKey,
         instance: String,
+        (public_url, forges): (String, crate::feedback::Forges),
     ) -> Self {
         // The load-balancer ports of the last run, to open the same ones again.
         let load_balancers = std::fs::read_to_string(data_dir.join(LB_FILE))
@@ -91,6 +98,9 @@ impl Ctx {
             router,
             tcp: offshoot_router::tcp::TcpProxies::default(),
             tls_port,
+            public_url,
+            forges,
+            http: reqwest::Client::new(),
             unready: Mutex::new(HashSet::new()),
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),
@@ -107,7 +117,8 @@ impl Ctx {
         self.lock_for(env_id).try_lock().is_err()
     }
 
-    fn lock_for(&self, env_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The lock of one environment's operations (or of another named sequence of work).
+    pub(crate) fn lock_for(&self, env_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         locks.entry(env_id.to_owned()).or_default().clone()
     }
@@ -234,6 +245,11 @@ pub(crate) fn spawn(ctx: &Shared, deployment_id: String) {
     });
 }
 
+/// Runs a deployment now and waits for it.
+pub(crate) async fn run_now(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
+    run_boxed(ctx, deployment_id).await
+}
+
 /// `run` behind a pointer, for the deployments of imports (run from within a deployment).
 fn run_boxed<'a>(
     ctx: &'a Shared,
@@ -271,6 +287,9 @@ async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
         }
     }
     ctx.refresh_routes().await;
+    if let Ok(Some(now)) = ctx.store.env(&env.id).await {
+        crate::feedback::notify(ctx, &now);
+    }
     Ok(())
 }
 

@@ -47,15 +47,27 @@ fn services_of(t: &Template) -> Vec<String> {
     t.services.iter().map(|s| s.name.value.clone()).collect()
 }
 
+/// Whether an import with these `pull_request_labels` is brought along for a pull request with
+/// `labels` (`None`: not a pull request's environment, which brings every import).
+pub(crate) fn wanted(pull_request_labels: &[String], labels: Option<&[String]>) -> bool {
+    match labels {
+        Some(l) if !pull_request_labels.is_empty() => pull_request_labels.iter().any(|p| l.contains(p)),
+        _ => true,
+    }
+}
+
 /// Checks the imports of `importer` (its template `t`) for an environment of `branch`, and
 /// chooses each imported app's branch: its explicit `branch`, else a branch of the same name,
-/// else the app's default branch. Returns the imports in order and the warnings.
+/// else the app's `tracking_branch`, else its default branch. For a pull request's environment
+/// (`labels`), an import with `pull_request_labels` comes only when the pull request carries one
+/// of them. Returns the imports in order and the warnings.
 pub(crate) async fn plan(
     ctx: &Shared,
     importer: &str,
     t: &Template,
     branch: &str,
     environment_template: Option<&str>,
+    labels: Option<&[String]>,
 ) -> Result<(Vec<Planned>, Vec<String>), ApiError> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
@@ -63,6 +75,14 @@ pub(crate) async fn plan(
     let mut owners: BTreeMap<String, String> = services_of(t).into_iter().map(|s| (s, importer.to_owned())).collect();
     for import in &t.app_imports {
         let name = import.name.value.as_str();
+        let pr_labels: Vec<String> = import.pull_request_labels.iter().map(|l| l.value.clone()).collect();
+        if !wanted(&pr_labels, labels) {
+            warnings.push(format!(
+                "`{name}` is not imported: the pull request carries none of its `pull_request_labels` ({})",
+                pr_labels.join(", ")
+            ));
+            continue;
+        }
         if name == importer {
             return Err(refuse(format!("application `{importer}` imports itself")));
         }
@@ -121,7 +141,10 @@ pub(crate) async fn plan(
                 (b.value.clone(), "explicit branch".to_owned())
             }
             None if has(branch.to_owned()).await => (branch.to_owned(), "same-name branch".to_owned()),
-            None => (app.default_branch.clone(), format!("fell back to {}", app.default_branch)),
+            None => match it.tracking_branch.as_ref().map(|b| b.value.clone()) {
+                Some(b) if has(b.clone()).await => (b.clone(), format!("fell back to its tracking branch {b}")),
+                _ => (app.default_branch.clone(), format!("fell back to {}", app.default_branch)),
+            },
         };
         // The importer's environment template when the import defines one of that name, else
         // its `ephemeral` one.

@@ -5,8 +5,11 @@ mod api;
 mod controller;
 mod crypto;
 mod error;
+mod events;
+mod feedback;
 mod imports;
 mod routes;
+mod webhooks;
 
 use anyhow::{Context as _, Result};
 use controller::{Ctx, Shared};
@@ -19,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use feedback::{Forge, Forges};
 pub use offshoot_router::RouterConfig;
 
 /// A network in CIDR notation (`10.0.0.0/8`), or one address.
@@ -45,6 +49,12 @@ pub struct Config {
     pub tls: Option<TlsListen>,
     /// Threads serving the router (each its own event loop); 0 for one per core.
     pub router_threads: usize,
+    /// Where webhooks reach this server; default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Poll every application's repository this often (for repositories without webhooks).
+    pub poll_interval: Option<Duration>,
+    /// The git hosts pull-request feedback goes to.
+    pub forges: Forges,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +97,10 @@ pub async fn run(config: Config) -> Result<()> {
         (router.clone(), router_port, tls_port),
         key,
         instance,
+        (
+            config.public_url.clone().unwrap_or_else(|| format!("http://{}", api_listener.local_addr().unwrap_or(config.listen))),
+            config.forges.clone(),
+        ),
     ));
     ctx.refresh_routes().await;
 
@@ -102,6 +116,13 @@ pub async fn run(config: Config) -> Result<()> {
     }
     recover(&ctx).await;
     controller::rewatch(&ctx).await;
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { events::recover(&ctx).await });
+    }
+    if let Some(every) = config.poll_interval {
+        tokio::spawn(events::poll_loop(ctx.clone(), every, stop_rx.clone()));
+    }
     tokio::spawn(reconcile_loop(ctx.clone(), config.reconcile_every, stop_rx.clone()));
     tokio::spawn(follow_containers(ctx.clone(), stop_rx.clone()));
     tracing::info!(api = %api_listener.local_addr()?, router = %router_port, tls = ?tls_port, domain = %config.domain, "offshoot server ready");

@@ -31,6 +31,12 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             ..offshoot_server::RouterConfig::default()
         },
         router_threads: args.router_threads,
+        public_url: args.public_url,
+        poll_interval: args.poll_interval.map(std::time::Duration::from_secs),
+        forges: offshoot_server::Forges {
+            github: offshoot_server::Forge { api_url: args.github_api_url, token: args.github_token },
+            gitlab: offshoot_server::Forge { api_url: args.gitlab_api_url, token: args.gitlab_token },
+        },
         tls: match (args.tls_listen, args.tls_cert, args.tls_key) {
             (Some(listen), Some(cert), Some(key)) => Some(offshoot_server::TlsListen { listen, cert, key }),
             _ => None,

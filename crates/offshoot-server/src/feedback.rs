@@ -1,0 +1,239 @@
+//! Pull-request feedback: one comment per pull request, created once and then edited, listing
+//! the environment (and its imports) with URLs and state; and a commit status on the head
+//! commit. GitHub's REST API and GitLab's notes and statuses, each at a configurable base URL.
+//! Feedback never holds up a deployment: failures are logged and the next change tries again.
+
+use crate::controller::Shared;
+use offshoot_api_types::status;
+use offshoot_git::hooks::{Provider, PullRequest};
+use offshoot_store::Environment;
+use serde_json::json;
+use std::time::Duration;
+
+/// A git host's API: where it is and the token to call it with.
+#[derive(Clone, Debug, Default)]
+pub struct Forge {
+    pub api_url: String,
+    pub token: Option<String>,
+}
+
+/// The git hosts feedback goes to.
+#[derive(Clone, Debug)]
+pub struct Forges {
+    pub github: Forge,
+    pub gitlab: Forge,
+}
+
+impl Default for Forges {
+    fn default() -> Self {
+        Forges {
+            github: Forge { api_url: "https://api.github.com".into(), token: None },
+            gitlab: Forge { api_url: "https://gitlab.com/api/v4".into(), token: None },
+        }
+    }
+}
+
+/// How long one call to a git host may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Updates the feedback of the pull request an environment belongs to (its own, or its
+/// importer's), in the background.
+pub(crate) fn notify(ctx: &Shared, env: &Environment) {
+    let ctx = ctx.clone();
+    let env = env.clone();
+    tokio::spawn(async move {
+        let root = match &env.parent_id {
+            Some(p) => match ctx.store.env(p).await {
+                Ok(Some(p)) => p,
+                _ => return,
+            },
+            None => env,
+        };
+        let Some(pr) = root.pull_request.as_deref().and_then(|p| serde_json::from_str::<PullRequest>(p).ok()) else { return };
+        // One update at a time per pull request, each reading the latest state.
+        let lock = ctx.lock_for(&format!("feedback/{}", pr.key()));
+        let _guard = lock.lock().await;
+        if let Err(e) = update(&ctx, &root.id, &pr).await {
+            tracing::warn!(env = %root.id, pull_request = %pr.key(), error = %e, "cannot update the pull request's feedback");
+        }
+    });
+}
+
+/// The commit-status state for an environment state, in the host's words.
+fn state(provider: Provider, env_status: &str) -> &'static str {
+    match (provider, env_status) {
+        (Provider::Github, status::READY) => "success",
+        (Provider::Github, status::FAILED) => "failure",
+        (Provider::Github, _) => "pending",
+        (Provider::Gitlab, status::READY) => "success",
+        (Provider::Gitlab, status::FAILED) => "failed",
+        (Provider::Gitlab, status::DELETED) => "canceled",
+        (Provider::Gitlab, status::CREATING) => "pending",
+        (Provider::Gitlab, _) => "running",
+    }
+}
+
+/// The comment's text: the environment and its imports, with state and URLs.
+pub(crate) fn comment_body(envs: &[offshoot_api_types::Env]) -> String {
+    let mut out = String::from(
+        "<!-- offshoot -->\n### Offshoot environment\n\n| app | environment | branch | commit | state | URLs |\n|---|---|---|---|---|---|\n",
+    );
+    for e in envs {
+        let urls: Vec<String> = e.services.iter().flat_map(|s| s.urls.iter()).map(|u| format!("<{u}>")).collect();
+        let commit = e.commit.as_deref().map(|c| c.get(..7).unwrap_or(c)).unwrap_or("–");
+        let state = match &e.reason {
+            Some(r) if e.status == status::FAILED => format!("{}: {}", e.status, r.replace(['|', '\n'], " ")),
+            _ => e.status.clone(),
+        };
+        out.push_str(&format!(
+            "| {} | `{}` | `{}` | `{commit}` | {state} | {} |\n",
+            e.app,
+            e.id,
+            e.branch,
+            if urls.is_empty() { "–".to_owned() } else { urls.join(" ") }
+        ));
+    }
+    out
+}
+
+async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), String> {
+    let forge = match pr.provider {
+        Provider::Github => &ctx.forges.github,
+        Provider::Gitlab => &ctx.forges.gitlab,
+    };
+    let Some(token) = forge.token.as_deref() else { return Ok(()) };
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    let root = ctx.store.env(root_id).await.map_err(store_err)?.ok_or("the environment is gone")?;
+    let mut envs = vec![crate::api::env_dto(ctx, root.clone()).await.map_err(|e| e.message)?];
+    for c in ctx.store.child_envs(root_id).await.map_err(store_err)? {
+        envs.push(crate::api::env_dto(ctx, c).await.map_err(|e| e.message)?);
+    }
+    let body = comment_body(&envs);
+    let base = forge.api_url.trim_end_matches('/');
+    let key = pr.key();
+    let existing = ctx.store.pr_comment(&root.app, &key).await.map_err(store_err)?;
+    let auth = |rb: reqwest::RequestBuilder| match pr.provider {
+        Provider::Github => rb
+            .bearer_auth(token)
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .header("User-Agent", "offshoot"),
+        Provider::Gitlab => rb.header("PRIVATE-TOKEN", token).header("User-Agent", "offshoot"),
+    };
+    let repo = match pr.provider {
+        Provider::Github => pr.repo.clone(),
+        Provider::Gitlab => pr.repo.replace('/', "%2F"),
+    };
+    let (create_url, edit_url) = match pr.provider {
+        Provider::Github => (
+            format!("{base}/repos/{repo}/issues/{}/comments", pr.number),
+            existing.as_ref().map(|id| format!("{base}/repos/{repo}/issues/comments/{id}")),
+        ),
+        Provider::Gitlab => (
+            format!("{base}/projects/{repo}/merge_requests/{}/notes", pr.number),
+            existing.as_ref().map(|id| format!("{base}/projects/{repo}/merge_requests/{}/notes/{id}", pr.number)),
+        ),
+    };
+    let call = |rb: reqwest::RequestBuilder| async move {
+        let resp = auth(rb).timeout(CALL_TIMEOUT).send().await.map_err(|e| e.to_string())?;
+        let code = resp.status();
+        let value: serde_json::Value = resp.json().await.unwrap_or_default();
+        Ok::<_, String>((code, value))
+    };
+    // The comment: edited when it exists, created when it does not (or was deleted).
+    let mut edited = false;
+    if let Some(url) = edit_url {
+        let rb = match pr.provider {
+            Provider::Github => ctx.http.patch(url),
+            Provider::Gitlab => ctx.http.put(url),
+        };
+        let (code, _) = call(rb.json(&json!({ "body": body }))).await?;
+        edited = code.is_success();
+        if !edited && code != reqwest::StatusCode::NOT_FOUND {
+            return Err(format!("editing the comment answered {code}"));
+        }
+    }
+    if !edited {
+        let (code, value) = call(ctx.http.post(create_url).json(&json!({ "body": body }))).await?;
+        if !code.is_success() {
+            return Err(format!("creating the comment answered {code}"));
+        }
+        let id = match &value["id"] {
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::String(s) if s.bytes().all(|b| b.is_ascii_alphanumeric()) => s.clone(),
+            _ => return Err("the created comment has no id".into()),
+        };
+        ctx.store.set_pr_comment(&root.app, &key, &id).await.map_err(store_err)?;
+    }
+    // The commit status of the deployed commit (the head until it is known).
+    let sha = root.commit_sha.clone().unwrap_or_else(|| pr.head_commit.clone());
+    let target = envs.first().and_then(|e| e.services.iter().flat_map(|s| s.urls.first()).next().cloned());
+    let description = format!("environment {} {}", root.id, root.status);
+    let context = format!("offshoot/{}", root.app);
+    let (url, payload) = match pr.provider {
+        Provider::Github => (
+            format!("{base}/repos/{repo}/statuses/{sha}"),
+            json!({ "state": state(pr.provider, &root.status), "target_url": target, "description": description, "context": context }),
+        ),
+        Provider::Gitlab => (
+            format!("{base}/projects/{repo}/statuses/{sha}"),
+            json!({ "state": state(pr.provider, &root.status), "target_url": target, "description": description, "name": context }),
+        ),
+    };
+    let (code, _) = call(ctx.http.post(url).json(&payload)).await?;
+    if !code.is_success() {
+        return Err(format!("setting the commit status answered {code}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_in_each_hosts_words() {
+        assert_eq!(state(Provider::Github, status::READY), "success");
+        assert_eq!(state(Provider::Github, status::DEPLOYING), "pending");
+        assert_eq!(state(Provider::Github, status::FAILED), "failure");
+        assert_eq!(state(Provider::Gitlab, status::FAILED), "failed");
+        assert_eq!(state(Provider::Gitlab, status::DEPLOYING), "running");
+    }
+
+    #[test]
+    fn the_comment_lists_each_environment_with_urls_and_escapes_reasons() {
+        let env = |app: &str, st: &str, reason: Option<&str>, url: Option<&str>| offshoot_api_types::Env {
+            id: format!("{app}1"),
+            app: app.into(),
+            branch: "feature/x".into(),
+            commit: Some("0123456789abcdef".into()),
+            status: st.into(),
+            reason: reason.map(str::to_owned),
+            environment_template: None,
+            services: url
+                .map(|u| offshoot_api_types::Service {
+                    name: "web".into(),
+                    status: st.into(),
+                    reason: None,
+                    hostnames: vec![],
+                    urls: vec![u.into()],
+                    load_balancers: vec![],
+                })
+                .into_iter()
+                .collect(),
+            deployments: vec![],
+            created_at: 0,
+            expires_at: None,
+            imports: vec![],
+            parent: None,
+            warnings: vec![],
+            pull_request: None,
+        };
+        let body = comment_body(&[
+            env("front", status::READY, None, Some("http://web-x.localhost:8080/")),
+            env("api", status::FAILED, Some("step | a\nb"), None),
+        ]);
+        assert!(body.contains("| front | `front1` | `feature/x` | `0123456` | ready | <http://web-x.localhost:8080/> |"), "{body}");
+        assert!(body.contains("| api | `api1` | `feature/x` | `0123456` | failed: step   a b | – |"), "{body}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Webhook endpoints (`/hooks/github/{app}`, `/hooks/gitlab/{app}`) and the application's git
+//! settings in the API. A webhook is authenticated with the application's own secret (the
+//! payload's repository name is never trusted to find the application), recorded as a delivery
+//! (a repeated delivery id is ignored), answered, then handled in the background.
+
+use crate::controller::Shared;
+use crate::error::ApiError;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use offshoot_api_types as api;
+use offshoot_git::hooks::{self, Parsed};
+
+/// Largest webhook body accepted (GitHub's pushes of many commits stay well below it).
+pub(crate) const MAX_HOOK_BODY: usize = 2 * 1024 * 1024;
+
+/// The unauthenticated webhook endpoints (each checks its own signature).
+pub(crate) fn hooks(ctx: Shared) -> Router {
+    Router::new()
+        .route("/hooks/github/{app}", post(github))
+        .route("/hooks/gitlab/{app}", post(gitlab))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_HOOK_BODY))
+        .with_state(ctx)
+}
+
+/// The API's routes for git settings (behind the bearer token).
+pub(crate) fn api(router: Router<Shared>) -> Router<Shared> {
+    router
+        .route("/apps/{name}/webhook", get(show_webhook).post(rotate_webhook))
+        .route("/apps/{name}/deliveries", get(deliveries))
+        .route("/apps/{name}/settings", post(update_app))
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A delivery id as the host sends it: bounded, printable, no separators we use.
+fn delivery_id(headers: &HeaderMap, name: &str) -> Result<String, ApiError> {
+    let id = header(headers, name).ok_or_else(|| ApiError::bad_request(format!("the `{name}` header is missing")))?;
+    if id.is_empty() || id.len() > 100 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(ApiError::bad_request(format!("the `{name}` header is not a delivery id")));
+    }
+    Ok(id.to_owned())
+}
+
+/// The application's webhook secret, in clear.
+async fn secret(ctx: &Shared, app: &str) -> Result<String, ApiError> {
+    let git = crate::events::app_git(ctx, app).await?;
+    Ok(ctx.key.decrypt(&git.webhook_secret, &crate::events::secret_context(app))?)
+}
+
+async fn github(
+    State(ctx): State<Shared>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<api::HookAnswer>), ApiError> {
+    crate::api::find_app(&ctx, &app).await?;
+    let secret = secret(&ctx, &app).await?;
+    if !hooks::verify_github(secret.as_bytes(), &body, header(&headers, "x-hub-signature-256")) {
+        tracing::warn!(%app, "GitHub webhook with a missing or wrong signature refused");
+        return Err(unauthorized("missing or wrong `X-Hub-Signature-256`"));
+    }
+    let event = header(&headers, "x-github-event").ok_or_else(|| ApiError::bad_request("the `X-GitHub-Event` header is missing"))?;
+    let id = delivery_id(&headers, "x-github-delivery")?;
+    let parsed = hooks::parse_github(event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    accept(&ctx, &app, format!("github:{id}"), parsed).await
+}
+
+async fn gitlab(
+    State(ctx): State<Shared>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<api::HookAnswer>), ApiError> {
+    crate::api::find_app(&ctx, &app).await?;
+    let secret = secret(&ctx, &app).await?;
+    if !hooks::verify_gitlab(&secret, header(&headers, "x-gitlab-token")) {
+        tracing::warn!(%app, "GitLab webhook with a missing or wrong token refused");
+        return Err(unauthorized("missing or wrong `X-Gitlab-Token`"));
+    }
+    let event = header(&headers, "x-gitlab-event").ok_or_else(|| ApiError::bad_request("the `X-Gitlab-Event` header is missing"))?;
+    // Older GitLab versions send no UUID: the body's digest then identifies the delivery.
+    let id = match delivery_id(&headers, "x-gitlab-event-uuid") {
+        Ok(id) => id,
+        Err(_) => crate::crypto::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body)[..16]),
+    };
+    let parsed = hooks::parse_gitlab(event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    accept(&ctx, &app, format!("gitlab:{id}"), parsed).await
+}
+
+async fn accept(ctx: &Shared, app: &str, id: String, parsed: Parsed) -> Result<(StatusCode, Json<api::HookAnswer>), ApiError> {
+    let event = match parsed {
+        Parsed::Event(e) => e,
+        Parsed::Ignored(reason) => {
+            return Ok((StatusCode::OK, Json(api::HookAnswer { status: "ignored".into(), delivery: Some(id), reason: Some(reason) })));
+        }
+    };
+    if !crate::events::record(ctx, &id, app, &event).await? {
+        return Ok((
+            StatusCode::OK,
+            Json(api::HookAnswer {
+                status: "duplicate".into(),
+                delivery: Some(id),
+                reason: Some("this delivery was received before".into()),
+            }),
+        ));
+    }
+    crate::events::spawn(ctx, id.clone());
+    Ok((StatusCode::ACCEPTED, Json(api::HookAnswer { status: "accepted".into(), delivery: Some(id), reason: None })))
+}
+
+fn webhook_dto(ctx: &Shared, app: &str, secret: String) -> api::Webhook {
+    let base = ctx.public_url.trim_end_matches('/');
+    api::Webhook { url: format!("{base}/hooks/github/{app}"), secret, gitlab_url: format!("{base}/hooks/gitlab/{app}") }
+}
+
+async fn show_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Webhook>, ApiError> {
+    crate::api::find_app(&ctx, &name).await?;
+    let secret = secret(&ctx, &name).await?;
+    Ok(Json(webhook_dto(&ctx, &name, secret)))
+}
+
+/// A new secret: webhooks signed with the old one are refused from now on.
+async fn rotate_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Webhook>, ApiError> {
+    crate::api::find_app(&ctx, &name).await?;
+    crate::events::app_git(&ctx, &name).await?;
+    let secret = crate::crypto::hex(&crate::crypto::random_bytes::<32>());
+    ctx.store.set_webhook_secret(&name, &ctx.key.encrypt(&secret, &crate::events::secret_context(&name))?).await?;
+    tracing::info!(app = %name, "webhook secret rotated");
+    Ok(Json(webhook_dto(&ctx, &name, secret)))
+}
+
+async fn update_app(
+    State(ctx): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<api::AppUpdate>,
+) -> Result<Json<api::App>, ApiError> {
+    let app = crate::api::find_app(&ctx, &name).await?;
+    let git = crate::events::app_git(&ctx, &name).await?;
+    let on = body.pull_requests.unwrap_or(git.pull_requests != 0);
+    let label = match body.pull_request_label {
+        None => git.pull_request_label,
+        Some(l) if l.is_empty() => None,
+        Some(l) if l.len() > 100 || l.chars().any(char::is_control) => {
+            return Err(ApiError::bad_request("a label is at most 100 characters, without control characters"));
+        }
+        Some(l) => Some(l),
+    };
+    ctx.store.set_pull_requests(&name, on, label.as_deref()).await?;
+    Ok(Json(crate::api::app_dto(&ctx, app).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct DeliveriesQuery {
+    limit: Option<i64>,
+}
+
+async fn deliveries(
+    State(ctx): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Result<Json<Vec<api::Delivery>>, ApiError> {
+    crate::api::find_app(&ctx, &name).await?;
+    let list = ctx.store.deliveries(&name, q.limit.unwrap_or(50).clamp(1, 1000)).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|d| api::Delivery {
+                id: d.id,
+                event: serde_json::from_str(&d.event).unwrap_or_default(),
+                status: d.status,
+                result: d.result,
+                received_at: d.received_at,
+                finished_at: d.finished_at,
+            })
+            .collect(),
+    ))
+}

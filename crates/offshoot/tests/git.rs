@@ -1,0 +1,391 @@
+//! Git integration end to end: real repositories, webhooks signed as GitHub and GitLab sign
+//! them, a local stand-in for GitHub's API recording the calls, and polling.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn path(d: &tempfile::TempDir) -> &str {
+    d.path().to_str().expect("utf-8")
+}
+
+fn head(dir: &std::path::Path, rev: &str) -> String {
+    let o = std::process::Command::new("git").args(["rev-parse", rev]).current_dir(dir).output().expect("git");
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// Commits `files` on `branch` and returns the new commit.
+fn commit(dir: &std::path::Path, branch: &str, files: &[(&str, &str)]) -> String {
+    git(dir, &["checkout", "-q", branch]);
+    for (rel, text) in files {
+        std::fs::write(dir.join(rel), text).expect("write");
+    }
+    git(dir, &["commit", "-qam", "change"]);
+    let c = head(dir, "HEAD");
+    git(dir, &["checkout", "-q", "main"]);
+    c
+}
+
+/// POSTs a webhook; the status code and body.
+fn post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("\r\n{k}: {v}"));
+    }
+    let out = http_raw(port, &head, body).unwrap_or_default();
+    let code = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+struct Hook {
+    port: u16,
+    path: String,
+    secret: String,
+}
+
+impl Hook {
+    fn of(s: &Server, app: &str) -> Hook {
+        let w = s.json(&["app", "webhook", app]);
+        let url = w["url"].as_str().expect("url");
+        assert_eq!(w["gitlab_url"].as_str(), Some(url.replace("/github/", "/gitlab/").as_str()));
+        let path = url.split_once(&format!("127.0.0.1:{}", s.api)).expect("the server's address").1.to_owned();
+        Hook { port: s.api, path, secret: w["secret"].as_str().expect("secret").to_owned() }
+    }
+
+    fn github(&self, event: &str, delivery: &str, body: &str) -> (u16, String) {
+        let sig = offshoot_git::hooks::sign_github(self.secret.as_bytes(), body.as_bytes());
+        let headers = [("X-GitHub-Event", event.to_owned()), ("X-GitHub-Delivery", delivery.to_owned()), ("X-Hub-Signature-256", sig)];
+        post(self.port, &self.path, &headers, body.as_bytes())
+    }
+
+    fn gitlab(&self, event: &str, uuid: &str, token: &str, body: &str) -> (u16, String) {
+        let headers =
+            [("X-Gitlab-Event", event.to_owned()), ("X-Gitlab-Event-UUID", uuid.to_owned()), ("X-Gitlab-Token", token.to_owned())];
+        post(self.port, &self.path.replace("/github/", "/gitlab/"), &headers, body.as_bytes())
+    }
+}
+
+fn github_pr(action: &str, number: u64, branch: &str, sha: &str, labels: &[&str]) -> String {
+    let labels: Vec<String> = labels.iter().map(|l| format!(r#"{{"name":"{l}"}}"#)).collect();
+    format!(
+        r#"{{"action":"{action}","number":{number},"pull_request":{{"number":{number},"state":"open","html_url":"https://github.com/o/r/pull/{number}","head":{{"ref":"{branch}","sha":"{sha}","repo":{{"full_name":"o/r"}}}},"base":{{"ref":"main"}},"labels":[{}]}},"repository":{{"full_name":"o/r"}},"sender":{{"login":"dev"}}}}"#,
+        labels.join(",")
+    )
+}
+
+fn github_push(branch: &str, before: &str, after: &str) -> String {
+    format!(
+        r#"{{"ref":"refs/heads/{branch}","before":"{before}","after":"{after}","created":false,"deleted":false,"forced":false,"repository":{{"full_name":"o/r"}},"commits":[{{"id":"{after}","message":"change"}}]}}"#
+    )
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn deliveries(s: &Server, app: &str) -> Vec<serde_json::Value> {
+    s.json(&["app", "deliveries", app]).as_array().cloned().unwrap_or_default()
+}
+
+/// The result of a delivery once handled.
+fn handled(s: &Server, app: &str, id: &str) -> serde_json::Value {
+    wait_for(&format!("delivery {id}"), 60, || deliveries(s, app).into_iter().find(|d| d["id"] == id && d["status"] != "pending"))
+}
+
+/// A stand-in for GitHub's REST API: records every call, creates comments with id 4242.
+/// One recorded API call: method, path, `Authorization` header, body.
+type Call = (String, String, String, String);
+
+struct FakeGithub {
+    port: u16,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl FakeGithub {
+    fn start() -> FakeGithub {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let rec = calls.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut r = BufReader::new(stream);
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+                let (mut len, mut auth) = (0usize, String::new());
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    let (k, v) = h.split_once(':').unwrap_or(("", ""));
+                    match k.to_ascii_lowercase().as_str() {
+                        "content-length" => len = v.trim().parse().unwrap_or(0),
+                        "authorization" => auth = v.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                rec.lock().expect("lock").push((method.clone(), path, auth, String::from_utf8_lossy(&body).into_owned()));
+                let (code, answer) = if method == "POST" { ("201 Created", r#"{"id":4242}"#) } else { ("200 OK", r#"{"id":4242}"#) };
+                let mut s = r.into_inner();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        FakeGithub { port, calls }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("lock").clone()
+    }
+}
+
+fn env_of_pr(s: &Server, app: &str, number: u64) -> Option<serde_json::Value> {
+    s.json(&["env", "list", "--app", app]).as_array()?.iter().find(|e| e["pull_request"]["number"] == number).cloned()
+}
+
+#[test]
+fn github_pull_request_environment_lives_and_dies_with_the_pull_request() {
+    let repo = app_repo("shop", "web", "", None, true);
+    let gh = FakeGithub::start();
+    let api = format!("http://127.0.0.1:{}", gh.port);
+    let s = Server::new_with(None, &["--github-api-url", &api, "--github-token", "t0k"]);
+    s.json(&["app", "create", "--repo", path(&repo)]);
+    let hook = Hook::of(&s, "shop");
+    let feature = head(repo.path(), "feature/new");
+
+    // A forged signature: 401 and nothing recorded.
+    let body = github_pr("opened", 7, "feature/new", &feature, &[]);
+    let forged = Hook { secret: "not-the-secret".into(), ..Hook::of(&s, "shop") };
+    assert_eq!(forged.github("pull_request", "d-forged", &body).0, 401);
+    let unsigned =
+        post(hook.port, &hook.path, &[("X-GitHub-Event", "pull_request".into()), ("X-GitHub-Delivery", "d-x".into())], body.as_bytes());
+    assert_eq!(unsigned.0, 401);
+    assert!(deliveries(&s, "shop").is_empty());
+    // Too large: 413.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    assert_eq!(hook.github("push", "d-big", &big).0, 413);
+    // A ping is answered and ignored.
+    let (code, answer) = hook.github("ping", "d-ping", r#"{"zen":"hi"}"#);
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains("ignored"), "{answer}");
+
+    // Pull-request environments are off until the app turns them on.
+    assert_eq!(hook.github("pull_request", "d-1", &body).0, 202);
+    let d = handled(&s, "shop", "github:d-1");
+    assert!(d["result"].as_str().unwrap_or("").contains("off"), "{d}");
+    let app = s.json(&["app", "set", "shop", "--pull-requests", "on", "--pull-request-label", "preview"]);
+    assert_eq!((app["pull_requests"].as_bool(), app["pull_request_label"].as_str()), (Some(true), Some("preview")));
+    assert_eq!(hook.github("pull_request", "d-2", &body).0, 202);
+    assert!(handled(&s, "shop", "github:d-2")["result"].as_str().unwrap_or("").contains("label"));
+    assert!(env_of_pr(&s, "shop", 7).is_none());
+
+    // Labelled: an environment for the head branch, ready and served.
+    let labelled = github_pr("labeled", 7, "feature/new", &feature, &["preview"]);
+    assert_eq!(hook.github("pull_request", "d-3", &labelled).0, 202);
+    // The same delivery again is ignored.
+    let (code, answer) = hook.github("pull_request", "d-3", &labelled);
+    assert_eq!(code, 200);
+    assert!(answer.contains("duplicate"), "{answer}");
+    assert_eq!(handled(&s, "shop", "github:d-3")["status"], "done");
+    let env = wait_for("the pull request's environment", 120, || env_of_pr(&s, "shop", 7).filter(|e| e["status"] == "ready"));
+    let id = env["id"].as_str().expect("id").to_owned();
+    assert_eq!(env["branch"], "feature/new");
+    assert_eq!(env["commit"].as_str(), Some(feature.as_str()));
+    let host = format!("web-{id}.localhost");
+    assert!(http(s.router, &host, "/").unwrap_or_default().contains("shop on feature/new"));
+
+    // A push to the head branch patches it to the new commit; the matching synchronize does
+    // not deploy twice.
+    let pushed = commit(repo.path(), "feature/new", &[("web/index.html", "shop on feature/new, second\n")]);
+    assert_eq!(hook.github("push", "d-4", &github_push("feature/new", &feature, &pushed)).0, 202);
+    let d = handled(&s, "shop", "github:d-4");
+    assert!(d["result"].as_str().unwrap_or("").contains("patch"), "{d}");
+    assert_eq!(hook.github("pull_request", "d-5", &github_pr("synchronize", 7, "feature/new", &pushed, &["preview"])).0, 202);
+    let d = handled(&s, "shop", "github:d-5");
+    assert!(d["result"].as_str().unwrap_or("").contains("already at"), "{d}");
+    let patched = wait_for("the patch", 120, || {
+        s.json(&["env", "show", &id])
+            .as_object()
+            .cloned()
+            .filter(|e| e.get("status").is_some_and(|s| s == "ready") && e.get("commit").is_some_and(|c| c == pushed.as_str()))
+    });
+    assert_eq!(patched["deployments"].as_array().map(|d| d.iter().filter(|d| d["workflow"] == "patch").count()), Some(1));
+    assert!(http(s.router, &host, "/").unwrap_or_default().contains("second"));
+
+    // An invalid pushed template is refused with its diagnostics; the environment keeps serving.
+    let broken = commit(
+        repo.path(),
+        "feature/new",
+        &[(".release/application_template.yaml", "app: shop\nservices:\n- name: web\n  replicas: many\n")],
+    );
+    assert_eq!(hook.github("push", "d-6", &github_push("feature/new", &pushed, &broken)).0, 202);
+    let d = handled(&s, "shop", "github:d-6");
+    assert_eq!(d["status"], "failed", "{d}");
+    let app = s.json(&["app", "show", "shop"]);
+    let gitops = app["gitops_error"].as_str().unwrap_or("");
+    assert!(gitops.contains(".release/application_template.yaml:4:13: expected a whole number"), "{app}");
+    let still = s.json(&["env", "show", &id]);
+    assert_eq!((still["status"].as_str(), still["commit"].as_str()), (Some("ready"), Some(pushed.as_str())));
+    assert!(http(s.router, &host, "/").unwrap_or_default().contains("second"));
+
+    // Closed: torn down, nothing left.
+    assert_eq!(hook.github("pull_request", "d-7", &github_pr("closed", 7, "feature/new", &broken, &["preview"])).0, 202);
+    handled(&s, "shop", "github:d-7");
+    wait_for("the teardown", 60, || (s.json(&["env", "show", &id])["status"] == "deleted").then_some(()));
+    assert_eq!(leftovers(&id), "");
+
+    // Feedback: one comment created then edited, commit statuses, with the token.
+    let calls = wait_for("the final feedback", 30, || {
+        let c = gh.calls();
+        c.iter().any(|(m, _, _, b)| m == "PATCH" && b.contains("deleted")).then_some(c)
+    });
+    let created: Vec<_> = calls.iter().filter(|(m, p, _, _)| m == "POST" && p == "/repos/o/r/issues/7/comments").collect();
+    assert_eq!(created.len(), 1, "{calls:?}");
+    assert!(calls.iter().any(|(m, p, _, _)| m == "PATCH" && p == "/repos/o/r/issues/comments/4242"), "{calls:?}");
+    assert!(calls.iter().all(|(_, _, auth, _)| auth == "Bearer t0k"), "{calls:?}");
+    assert!(
+        calls.iter().any(|(m, p, _, b)| m == "POST" && p == &format!("/repos/o/r/statuses/{feature}") && b.contains("\"success\"")),
+        "{calls:?}"
+    );
+    assert!(calls.iter().any(|(_, _, _, b)| b.contains(&format!("http://web-{id}.localhost:{}/", s.router))), "{calls:?}");
+}
+
+#[test]
+fn gitlab_merge_requests_and_polling_gitops() {
+    let repo = app_repo("shop", "web", "", Some("defaults: []\nmapping:\n  BACKEND_URL: one\n"), true);
+    let s = Server::new_with(None, &["--poll-interval", "1"]);
+    s.json(&["app", "create", "--repo", path(&repo)]);
+    s.json(&["app", "set", "shop", "--pull-requests", "on"]);
+    let hook = Hook::of(&s, "shop");
+    let feature = head(repo.path(), "feature/new");
+    let mr = |action: &str| {
+        format!(
+            r#"{{"object_kind":"merge_request","event_type":"merge_request","project":{{"id":42,"path_with_namespace":"g/p"}},"labels":[],"object_attributes":{{"iid":3,"action":"{action}","state":"opened","source_branch":"feature/new","target_branch":"main","target_project_id":42,"last_commit":{{"id":"{feature}"}},"url":"https://gitlab.example/g/p/-/merge_requests/3"}}}}"#
+        )
+    };
+    assert_eq!(hook.gitlab("Merge Request Hook", "u-0", "wrong", &mr("open")).0, 401);
+    assert_eq!(hook.gitlab("Merge Request Hook", "u-1", &hook.secret, &mr("open")).0, 202);
+    let env = wait_for("the merge request's environment", 120, || env_of_pr(&s, "shop", 3).filter(|e| e["status"] == "ready"));
+    assert_eq!(env["pull_request"]["provider"], "gitlab");
+    let mr_id = env["id"].as_str().expect("id").to_owned();
+
+    // A branch environment on main, then pushes found by polling alone (no webhook).
+    let main_env = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    let main_id = main_env["id"].as_str().expect("id").to_owned();
+    let main_host = format!("web-{main_id}.localhost");
+    assert!(http(s.router, &main_host, "/").unwrap_or_default().contains("backend: one"));
+    // GitOps: the pushed variables become version 2 and re-run `setup` on main's environment.
+    let c = commit(repo.path(), "main", &[(".release/environment_variables.yaml", "defaults: []\nmapping:\n  BACKEND_URL: two\n")]);
+    wait_for("the polled push to deploy", 120, || {
+        let e = s.json(&["env", "show", &main_id]);
+        (e["status"] == "ready" && e["commit"] == c.as_str()).then_some(())
+    });
+    assert!(http(s.router, &main_host, "/").unwrap_or_default().contains("backend: two"));
+    assert_eq!(s.json(&["app", "show", "shop"])["version"], 2);
+    let polled = deliveries(&s, "shop");
+    assert!(polled.iter().any(|d| d["id"] == format!("poll:shop:refs/heads/main:{c}") && d["status"] == "done"), "{polled:?}");
+    // The merge request's environment (feature/new) was not touched by main's push.
+    assert_eq!(s.json(&["env", "show", &mr_id])["commit"].as_str(), Some(feature.as_str()));
+
+    // The repository disappears: the fetch error is reported, nothing is torn down; it comes
+    // back and polling recovers.
+    let moved = repo.path().with_extension("moved");
+    std::fs::rename(repo.path(), &moved).expect("move the repository away");
+    let app = wait_for("the fetch error", 30, || {
+        s.json(&["app", "show", "shop"]).as_object().cloned().filter(|a| a.get("fetch_error").is_some())
+    });
+    assert!(app["fetch_error"].as_str().unwrap_or("").contains("cannot fetch"), "{app:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    for id in [&main_id, &mr_id] {
+        assert_eq!(s.json(&["env", "show", id])["status"], "ready");
+    }
+    assert!(http(s.router, &main_host, "/").unwrap_or_default().contains("backend: two"));
+    std::fs::rename(&moved, repo.path()).expect("move the repository back");
+    wait_for("the fetch to recover", 30, || s.json(&["app", "show", "shop"]).get("fetch_error").is_none().then_some(()));
+
+    // Merged: torn down.
+    assert_eq!(hook.gitlab("Merge Request Hook", "u-2", &hook.secret, &mr("merge")).0, 202);
+    wait_for("the teardown", 60, || (s.json(&["env", "show", &mr_id])["status"] == "deleted").then_some(()));
+    assert_eq!(leftovers(&mr_id), "");
+    s.cli(&["env", "delete", &main_id, "--wait"]);
+}
+
+#[test]
+fn pull_request_labels_choose_the_imports_and_relabelling_changes_them() {
+    let backend = app_repo("backend", "api", "", None, true);
+    let admin = app_repo("admin", "panel", "", None, false);
+    let frontend =
+        app_repo("frontend", "web", "app_imports:\n- name: backend\n  pull_request_labels:\n  - with-backend\n- name: admin\n", None, true);
+    let s = Server::new(None);
+    for r in [&backend, &admin, &frontend] {
+        s.json(&["app", "create", "--repo", path(r)]);
+    }
+    s.json(&["app", "set", "frontend", "--pull-requests", "on"]);
+    let hook = Hook::of(&s, "frontend");
+    let sha = head(frontend.path(), "feature/new");
+    let imports = |e: &serde_json::Value| -> Vec<String> {
+        e["imports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| format!("{}:{}", i["app"].as_str().unwrap_or(""), i["status"].as_str().unwrap_or("")))
+            .collect()
+    };
+
+    // Without the label: the backend is left out, and the environment says why.
+    assert_eq!(hook.github("pull_request", "l-1", &github_pr("opened", 9, "feature/new", &sha, &[])).0, 202);
+    let env = wait_for("the environment", 120, || env_of_pr(&s, "frontend", 9).filter(|e| e["status"] == "ready"));
+    let id = env["id"].as_str().expect("id").to_owned();
+    assert_eq!(imports(&env), vec!["admin:ready".to_owned()]);
+    assert!(env["warnings"].to_string().contains("pull_request_labels"), "{env}");
+
+    // Labelled: the backend comes, on its same-name branch, and the setup re-runs.
+    assert_eq!(hook.github("pull_request", "l-2", &github_pr("labeled", 9, "feature/new", &sha, &["with-backend"])).0, 202);
+    let d = handled(&s, "frontend", "github:l-2");
+    assert!(d["result"].as_str().unwrap_or("").contains("import `backend` added"), "{d}");
+    let env = wait_for("the backend import", 120, || {
+        let e = s.json(&["env", "show", &id]);
+        (e["status"] == "ready" && imports(&e).len() == 2 && imports(&e).iter().all(|i| i.ends_with(":ready"))).then_some(e)
+    });
+    let b = env["imports"].as_array().and_then(|l| l.iter().find(|i| i["app"] == "backend")).cloned().expect("backend");
+    assert_eq!((b["branch"].as_str(), b["reason"].as_str()), (Some("feature/new"), Some("same-name branch")));
+    let bid = b["env_id"].as_str().expect("id").to_owned();
+    assert!(env.get("warnings").is_none(), "the warning about the backend went with it: {env}");
+    assert!(http(s.router, &format!("api-{bid}.localhost"), "/").unwrap_or_default().contains("backend on feature/new"));
+    let o = s.cli(&["env", "exec", &id, "web", "--", "wget", "-qO-", "http://api:8080/"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("backend on feature/new"), "{o:?}");
+
+    // Unlabelled: the backend's environment goes, the rest stays.
+    assert_eq!(hook.github("pull_request", "l-3", &github_pr("unlabeled", 9, "feature/new", &sha, &[])).0, 202);
+    handled(&s, "frontend", "github:l-3");
+    wait_for("the backend to go", 60, || (s.json(&["env", "show", &bid])["status"] == "deleted").then_some(()));
+    assert_eq!(leftovers(&bid), "");
+    let env = wait_for("the setup", 120, || Some(s.json(&["env", "show", &id])).filter(|e| e["status"] == "ready"));
+    assert_eq!(imports(&env), vec!["admin:ready".to_owned()]);
+
+    // Closed: everything goes.
+    assert_eq!(hook.github("pull_request", "l-4", &github_pr("closed", 9, "feature/new", &sha, &[])).0, 202);
+    wait_for("the teardown", 60, || (s.json(&["env", "show", &id])["status"] == "deleted").then_some(()));
+    let aid = env["imports"][0]["env_id"].as_str().expect("id").to_owned();
+    assert_eq!(format!("{}{}", leftovers(&id), leftovers(&aid)), "");
+}
