@@ -161,13 +161,13 @@ async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>)
     };
     let mirror = ctx.sync_mirror(&repo).await.map_err(|e| ApiError::bad_request(format!("cannot fetch `{repo}`: {e}")))?;
     let (m, branch, fallback) = (mirror.clone(), body.branch.clone(), body.name.clone().unwrap_or_else(|| name_from_repo(&repo)));
-    let (default_branch, template, env_vars) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+    let (default_branch, template, env_vars, heads) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let default = m.default_branch().map_err(|e| ApiError::bad_request(e.to_string()))?.unwrap_or_else(|| "main".into());
         let branch = branch.unwrap_or_else(|| default.clone());
         let commit =
             m.resolve(&branch).map_err(|e| ApiError::bad_request(e.to_string()))?.ok_or_else(|| ApiError::not_found("branch", &branch))?;
         let (t, v, _) = read_config(&m, &commit, &fallback)?;
-        Ok((default, t, v))
+        Ok((default, t, v, m.heads().unwrap_or_default()))
     })
     .await
     .map_err(|e| anyhow::anyhow!(e))??;
@@ -186,6 +186,10 @@ async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>)
     let app = offshoot_store::App { name: name.clone(), repo, default_branch, created_at: now_ms() };
     ctx.store.create_app(&app, &template, &env_vars).await?;
     crate::events::app_git(&ctx, &name).await?;
+    // Where every ref is now: polling reports what moves from here.
+    for (r, c) in heads {
+        ctx.store.set_git_head(&name, &r, &c).await?;
+    }
     tracing::info!(app = %name, "application created");
     Ok((StatusCode::CREATED, Json(app_dto(&ctx, app).await?)))
 }

@@ -434,7 +434,8 @@ async fn poll(ctx: &Shared) -> Result<(), offshoot_store::StoreError> {
                 continue;
             }
             if first {
-                // The first look only learns where things are.
+                // The first look at an application created before polling existed only learns
+                // where things are (applications record their refs when they are created).
                 ctx.store.set_git_head(&app.name, &ref_name, &commit).await?;
                 continue;
             }

@@ -389,3 +389,42 @@ fn pull_request_labels_choose_the_imports_and_relabelling_changes_them() {
     let aid = env["imports"][0]["env_id"].as_str().expect("id").to_owned();
     assert_eq!(format!("{}{}", leftovers(&id), leftovers(&aid)), "");
 }
+
+#[test]
+fn a_delivery_recorded_before_a_crash_is_handled_after_the_restart() {
+    let repo = app_repo("shop", "web", "", None, false);
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = data.path().join("data");
+    let mut s = Server::start(&dir, None);
+    s.json(&["app", "create", "--repo", path(&repo)]);
+    let env = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    // Killed right after recording a push, before handling it.
+    s.kill();
+    let sha = commit(repo.path(), "main", &[("web/index.html", "shop after the crash\n")]);
+    let event = offshoot_git::hooks::GitEvent::Push { ref_name: "refs/heads/main".into(), commit: Some(sha.clone()) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let store = offshoot_store::Store::open(&format!("sqlite://{}", dir.join("offshoot.db").display())).await.expect("store");
+        let d = offshoot_store::Delivery {
+            id: "github:before-crash".into(),
+            app: "shop".into(),
+            event: serde_json::to_string(&event).expect("json"),
+            status: "pending".into(),
+            result: None,
+            received_at: offshoot_store::now_ms(),
+            finished_at: None,
+        };
+        assert!(store.add_delivery(&d).await.expect("record"));
+        store.close().await;
+    });
+    let s = Server::start(&dir, None);
+    let d = handled(&s, "shop", "github:before-crash");
+    assert_eq!(d["status"], "done", "{d}");
+    wait_for("the patch", 120, || {
+        let e = s.json(&["env", "show", &id]);
+        (e["status"] == "ready" && e["commit"] == sha.as_str()).then_some(())
+    });
+    assert!(http(s.router, &format!("web-{id}.localhost"), "/").unwrap_or_default().contains("after the crash"));
+    s.cli(&["env", "delete", &id, "--wait"]);
+}
