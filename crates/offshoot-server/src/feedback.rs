@@ -165,7 +165,11 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Str
         };
         ctx.store.set_pr_comment(&root.app, &key, &id).await.map_err(store_err)?;
     }
-    // The commit status of the deployed commit (the head until it is known).
+    // The commit status of the deployed commit (the head until it is known). GitHub has no state
+    // for "gone": its last status (success or failure) stays.
+    if pr.provider == Provider::Github && root.status == status::DELETED {
+        return Ok(());
+    }
     let sha = root.commit_sha.clone().unwrap_or_else(|| pr.head_commit.clone());
     let target = envs.first().and_then(|e| e.services.iter().flat_map(|s| s.urls.first()).next().cloned());
     let description = format!("environment {} {}", root.id, root.status);

@@ -56,21 +56,38 @@ async fn secret(ctx: &Shared, app: &str) -> Result<String, ApiError> {
     Ok(ctx.key.decrypt(&git.webhook_secret, &crate::events::secret_context(app))?)
 }
 
+/// Checks a webhook against the application's secret (401 when it does not match); returns the
+/// event header. `names`: the host, its event header, its signature header.
+async fn authenticate(
+    ctx: &Shared,
+    app: &str,
+    headers: &HeaderMap,
+    (host, event_header, signature_header): (&str, &str, &str),
+    verify: impl FnOnce(&str) -> bool,
+) -> Result<String, ApiError> {
+    crate::api::find_app(ctx, app).await?;
+    let secret = secret(ctx, app).await?;
+    if !verify(&secret) {
+        tracing::warn!(%app, %host, "webhook with a missing or wrong signature refused");
+        return Err(unauthorized(&format!("missing or wrong `{signature_header}`")));
+    }
+    header(headers, &event_header.to_ascii_lowercase())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::bad_request(format!("the `{event_header}` header is missing")))
+}
+
 async fn github(
     State(ctx): State<Shared>,
     Path(app): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<api::HookAnswer>), ApiError> {
-    crate::api::find_app(&ctx, &app).await?;
-    let secret = secret(&ctx, &app).await?;
-    if !hooks::verify_github(secret.as_bytes(), &body, header(&headers, "x-hub-signature-256")) {
-        tracing::warn!(%app, "GitHub webhook with a missing or wrong signature refused");
-        return Err(unauthorized("missing or wrong `X-Hub-Signature-256`"));
-    }
-    let event = header(&headers, "x-github-event").ok_or_else(|| ApiError::bad_request("the `X-GitHub-Event` header is missing"))?;
+    let event = authenticate(&ctx, &app, &headers, ("GitHub", "X-GitHub-Event", "X-Hub-Signature-256"), |secret| {
+        hooks::verify_github(secret.as_bytes(), &body, header(&headers, "x-hub-signature-256"))
+    })
+    .await?;
     let id = delivery_id(&headers, "x-github-delivery")?;
-    let parsed = hooks::parse_github(event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let parsed = hooks::parse_github(&event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     accept(&ctx, &app, format!("github:{id}"), parsed).await
 }
 
@@ -80,19 +97,16 @@ async fn gitlab(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<api::HookAnswer>), ApiError> {
-    crate::api::find_app(&ctx, &app).await?;
-    let secret = secret(&ctx, &app).await?;
-    if !hooks::verify_gitlab(&secret, header(&headers, "x-gitlab-token")) {
-        tracing::warn!(%app, "GitLab webhook with a missing or wrong token refused");
-        return Err(unauthorized("missing or wrong `X-Gitlab-Token`"));
-    }
-    let event = header(&headers, "x-gitlab-event").ok_or_else(|| ApiError::bad_request("the `X-Gitlab-Event` header is missing"))?;
+    let event = authenticate(&ctx, &app, &headers, ("GitLab", "X-Gitlab-Event", "X-Gitlab-Token"), |secret| {
+        hooks::verify_gitlab(secret, header(&headers, "x-gitlab-token"))
+    })
+    .await?;
     // Older GitLab versions send no UUID: the body's digest then identifies the delivery.
     let id = match delivery_id(&headers, "x-gitlab-event-uuid") {
         Ok(id) => id,
         Err(_) => crate::crypto::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body)[..16]),
     };
-    let parsed = hooks::parse_gitlab(event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let parsed = hooks::parse_gitlab(&event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     accept(&ctx, &app, format!("gitlab:{id}"), parsed).await
 }
 

@@ -434,24 +434,18 @@ impl Store {
 
     /// Replaces what an environment records about its imports (JSON the server owns).
     pub async fn set_env_import_info(&self, id: &str, import_info: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE environments SET import_info = $2 WHERE id = $1")
-            .bind(id)
-            .bind(import_info)
-            .execute(&self.pool)
-            .await
-            .map_err(db("record an environment's imports"))?;
-        Ok(())
+        self.set_text("UPDATE environments SET import_info = $2 WHERE id = $1", id, import_info, "record an environment's imports").await
     }
 
     /// Records the pull request an environment was made for (its latest labels and head).
     pub async fn set_env_pull_request(&self, id: &str, pull_request: &str) -> Result<()> {
-        sqlx::query("UPDATE environments SET pull_request = $2 WHERE id = $1")
-            .bind(id)
-            .bind(pull_request)
-            .execute(&self.pool)
-            .await
-            .map_err(db("record an environment's pull request"))?;
-        Ok(())
+        self.set_text(
+            "UPDATE environments SET pull_request = $2 WHERE id = $1",
+            id,
+            Some(pull_request),
+            "record an environment's pull request",
+        )
+        .await
     }
 
     /// Replaces an environment's forked template and variables (a GitOps push).
@@ -615,6 +609,12 @@ impl Store {
             .map_err(db("read build logs"))
     }
 
+    /// Runs `UPDATE ... SET column = $2 WHERE key = $1` for one text column.
+    async fn set_text(&self, sql: &str, key: &str, value: Option<&str>, operation: &'static str) -> Result<()> {
+        sqlx::query(sql).bind(key).bind(value).execute(&self.pool).await.map_err(db(operation))?;
+        Ok(())
+    }
+
     // Git ---------------------------------------------------------------------------------------
 
     pub async fn app_git(&self, app: &str) -> Result<Option<AppGit>> {
@@ -652,35 +652,17 @@ impl Store {
     }
 
     pub async fn set_webhook_secret(&self, app: &str, ciphertext: &str) -> Result<()> {
-        sqlx::query("UPDATE app_git SET webhook_secret = $2 WHERE app = $1")
-            .bind(app)
-            .bind(ciphertext)
-            .execute(&self.pool)
-            .await
-            .map_err(db("store a webhook secret"))?;
-        Ok(())
+        self.set_text("UPDATE app_git SET webhook_secret = $2 WHERE app = $1", app, Some(ciphertext), "store a webhook secret").await
     }
 
     /// Records (or with `None` clears) why the last pushed configuration was refused.
     pub async fn set_gitops_error(&self, app: &str, error: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE app_git SET gitops_error = $2 WHERE app = $1")
-            .bind(app)
-            .bind(error)
-            .execute(&self.pool)
-            .await
-            .map_err(db("record a GitOps error"))?;
-        Ok(())
+        self.set_text("UPDATE app_git SET gitops_error = $2 WHERE app = $1", app, error, "record a GitOps error").await
     }
 
     /// Records (or with `None` clears) why the last fetch failed.
     pub async fn set_fetch_error(&self, app: &str, error: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE app_git SET fetch_error = $2 WHERE app = $1")
-            .bind(app)
-            .bind(error)
-            .execute(&self.pool)
-            .await
-            .map_err(db("record a fetch error"))?;
-        Ok(())
+        self.set_text("UPDATE app_git SET fetch_error = $2 WHERE app = $1", app, error, "record a fetch error").await
     }
 
     /// Records a delivery; `false` if one with this id was recorded before.
