@@ -102,8 +102,10 @@ fn handled(s: &Server, app: &str, id: &str) -> serde_json::Value {
     wait_for(&format!("delivery {id}"), 60, || deliveries(s, app).into_iter().find(|d| d["id"] == id && d["status"] != "pending"))
 }
 
-/// A stand-in for GitHub's REST API: records every call, creates comments with id 4242.
-/// One recorded API call: method, path, `Authorization` header, body.
+/// A stand-in for GitHub's (or GitLab's) REST API: records every call, creates comments (notes)
+/// with id 4242.
+/// One recorded API call: method, path, `Authorization` (or GitLab's `PRIVATE-TOKEN`) header,
+/// body.
 type Call = (String, String, String, String);
 
 struct FakeGithub {
@@ -135,7 +137,7 @@ impl FakeGithub {
                     let (k, v) = h.split_once(':').unwrap_or(("", ""));
                     match k.to_ascii_lowercase().as_str() {
                         "content-length" => len = v.trim().parse().unwrap_or(0),
-                        "authorization" => auth = v.trim().to_owned(),
+                        "authorization" | "private-token" => auth = v.trim().to_owned(),
                         _ => {}
                     }
                 }
@@ -273,7 +275,9 @@ fn github_pull_request_environment_lives_and_dies_with_the_pull_request() {
 #[test]
 fn gitlab_merge_requests_and_polling_gitops() {
     let repo = app_repo("shop", "web", "", Some("defaults: []\nmapping:\n  BACKEND_URL: one\n"), true);
-    let s = Server::new_with(None, &["--poll-interval", "1"]);
+    let gl = FakeGithub::start();
+    let api = format!("http://127.0.0.1:{}/api/v4", gl.port);
+    let s = Server::new_with(None, &["--poll-interval", "1", "--gitlab-api-url", &api, "--gitlab-token", "glt"]);
     s.json(&["app", "create", "--repo", path(&repo)]);
     s.json(&["app", "set", "shop", "--pull-requests", "on"]);
     let hook = Hook::of(&s, "shop");
@@ -328,6 +332,19 @@ fn gitlab_merge_requests_and_polling_gitops() {
     wait_for("the teardown", 60, || (s.json(&["env", "show", &mr_id])["status"] == "deleted").then_some(()));
     assert_eq!(leftovers(&mr_id), "");
     s.cli(&["env", "delete", &main_id, "--wait"]);
+
+    // Feedback on the merge request: one note created then edited, commit statuses, the token.
+    let calls = wait_for("the final note", 30, || {
+        let c = gl.calls();
+        c.iter().any(|(m, _, _, b)| m == "PUT" && b.contains("deleted")).then_some(c)
+    });
+    let created: Vec<_> = calls.iter().filter(|(m, p, _, _)| m == "POST" && p == "/api/v4/projects/42/merge_requests/3/notes").collect();
+    assert_eq!(created.len(), 1, "{calls:?}");
+    assert!(calls.iter().any(|(m, p, _, _)| m == "PUT" && p == "/api/v4/projects/42/merge_requests/3/notes/4242"), "{calls:?}");
+    assert!(calls.iter().all(|(_, _, auth, _)| auth == "glt"), "{calls:?}");
+    let status = format!("/api/v4/projects/42/statuses/{feature}");
+    assert!(calls.iter().any(|(m, p, _, b)| m == "POST" && p == &status && b.contains("\"success\"")), "{calls:?}");
+    assert!(calls.iter().any(|(m, p, _, b)| m == "POST" && p == &status && b.contains("\"canceled\"")), "{calls:?}");
 }
 
 #[test]
