@@ -996,10 +996,14 @@ async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Pro
     };
     let deadline = Instant::now() + Duration::from_secs(initial + period * threshold);
     tokio::time::sleep(Duration::from_secs(initial)).await;
-    let mut pause = Duration::from_millis(50);
+    // Probes are cheap (one request to the container's own address): often at first, then less.
+    // The engine is asked about the container at most every ENGINE_CHECK while a probe fails,
+    // since a listing competes with the containers being started.
+    const ENGINE_CHECK: Duration = Duration::from_millis(250);
+    let mut pause = Duration::from_millis(25);
+    let mut checked: Option<Instant> = None;
     loop {
-        // With a probe, its success is readiness (the engine is asked about the container only
-        // when it fails); without one, running is.
+        // With a probe, its success is readiness; without one, running is.
         let result = match probe {
             Some(p) => probe_once(ctx, container, p, ip).await,
             None => Err(String::new()),
@@ -1007,27 +1011,31 @@ async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Pro
         if result.is_ok() {
             return Ok(());
         }
-        // A container that stopped will not become ready.
-        let observed = ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())?;
-        match observed.iter().find(|o| o.name == container).map(|o| o.state.clone()) {
-            Some(State::Exited { code }) => {
-                let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
-                return Err(format!("the container exited with code {code}: {}", tail(&logs, 5)));
+        let past_deadline = Instant::now() >= deadline;
+        if probe.is_none() || past_deadline || checked.is_none_or(|c| c.elapsed() >= ENGINE_CHECK) {
+            checked = Some(Instant::now());
+            // A container that stopped will not become ready.
+            let observed = ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())?;
+            match observed.iter().find(|o| o.name == container).map(|o| o.state.clone()) {
+                Some(State::Exited { code }) => {
+                    let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
+                    return Err(format!("the container exited with code {code}: {}", tail(&logs, 5)));
+                }
+                Some(State::Restarting) => {
+                    let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
+                    return Err(format!("the container keeps exiting: {}", tail(&logs, 5)));
+                }
+                None => return Err("the container disappeared".into()),
+                Some(State::Running) if probe.is_none() => return Ok(()),
+                _ => {}
             }
-            Some(State::Restarting) => {
-                let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
-                return Err(format!("the container keeps exiting: {}", tail(&logs, 5)));
-            }
-            None => return Err("the container disappeared".into()),
-            Some(State::Running) if probe.is_none() => return Ok(()),
-            _ => {}
         }
         let last = result.err().filter(|e| !e.is_empty()).unwrap_or_else(|| "the container is not running".into());
-        if Instant::now() >= deadline {
+        if past_deadline {
             return Err(format!("never became ready: {last}"));
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
+        pause = (pause * 3 / 2).min(ENGINE_CHECK);
     }
 }
 
