@@ -987,8 +987,8 @@ fn tail(s: &str, lines: usize) -> String {
 
 /// Waits for readiness: the probe succeeding (or, without a probe, the container running).
 /// Fails with the probe's last error after `initial_delay + period × failure_threshold`. The
-/// first probes come quickly (50 ms, doubling up to a second): a service that is up at once is
-/// ready at once, not a period later.
+/// first probes come quickly (25 ms, growing by half up to 250 ms): a service that is up at once
+/// is ready at once, not a period later.
 async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
     let (period, threshold, initial) = match probe {
         Some(p) => probe_timing(p),
