@@ -161,3 +161,49 @@ fn a_service_is_built_from_another_repository() {
     assert!(served.contains("the other repository, v2"), "{served}");
     assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
 }
+
+#[test]
+fn killed_while_an_import_starts_resumes_without_duplicates() {
+    // The backend takes three seconds to answer: the server is killed while it waits for it.
+    let slow = "FROM busybox:stable\nCOPY index.html /www/index.html\nCMD [\"sh\", \"-c\", \"sleep 3; httpd -f -p 8080 -h /www\"]\n";
+    let backend = repo(&one_service("backend", "api", ""), None, &[("api/index.html", "slow backend\n"), ("api/Dockerfile", slow)], &[]);
+    let frontend = app_repo("frontend", "web", "app_imports:\n- name: backend\n", None, false);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let mut s = Server::start(&data, None);
+    for r in [&backend, &frontend] {
+        s.json(&["app", "create", "--repo", path(r)]);
+    }
+    let env = s.json(&["env", "create", "frontend", "--branch", "main"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    let bid = env["imports"][0]["env_id"].as_str().expect("import id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while containers(&bid).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the import never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    s.kill();
+    let s2 = Server::start(&data, None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let env = loop {
+        let e = s2.json(&["env", "show", &id]);
+        if e["status"] == "ready" || e["status"] == "failed" {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not finish after the restart: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert_eq!(env["status"], "ready", "{env}");
+    assert_eq!(env["imports"][0]["status"], "ready", "{env}");
+    let names = |e: &str| containers(e).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    assert_eq!(names(&bid), [format!("offshoot-{bid}-api")], "one container per service");
+    assert_eq!(names(&id), [format!("offshoot-{id}-web")], "one container per service");
+    // One setup of the import: the interrupted one, resumed.
+    let child = s2.json(&["env", "show", &bid]);
+    assert_eq!(child["deployments"].as_array().map(Vec::len), Some(1), "{child}");
+    assert!(page(&s2, &format!("api-{bid}.localhost")).contains("slow backend"));
+    assert_eq!(s2.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+    assert_eq!(format!("{}{}", leftovers(&id), leftovers(&bid)), "");
+    drop(s2);
+    drop(s);
+}
