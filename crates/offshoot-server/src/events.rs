@@ -133,13 +133,14 @@ async fn on_push(ctx: &Shared, app_name: &str, ref_name: &str, commit: Option<&s
         return Ok(format!("`{ref_name}` was deleted; its environments are kept (delete them, or close their pull requests)"));
     };
     let app = ctx.store.app(app_name).await.map_err(store_err)?.ok_or("the application was deleted")?;
-    ctx.store.set_git_head(app_name, ref_name, commit).await.map_err(store_err)?;
     let mirror = fetch(ctx, &app).await?;
     let (m, c) = (mirror.clone(), commit.to_owned());
     let present = tokio::task::spawn_blocking(move || m.has_commit(&c)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     if !present {
         return Err(format!("commit {} is not in `{}` after fetching", short(commit), app.repo));
     }
+    // Seen only once fetched: after a failed fetch, the poller still reports this push.
+    ctx.store.set_git_head(app_name, ref_name, commit).await.map_err(store_err)?;
     // GitOps: the configuration at the pushed commit, when the repository has Release's files.
     let (m, c, name) = (mirror.clone(), commit.to_owned(), app.name.clone());
     let config = tokio::task::spawn_blocking(move || api::read_config(&m, &c, &name)).await.map_err(|e| e.to_string())?;
