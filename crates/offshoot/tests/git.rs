@@ -161,6 +161,18 @@ impl FakeGithub {
     }
 }
 
+/// The feedback on a pull request: exactly one comment created (`POST create`), then edited
+/// (`edit_method edit`), every call with the token `auth`, and commit statuses in each of
+/// `states` posted to `status`.
+fn assert_feedback(calls: &[Call], (create, edit_method, edit): (&str, &str, &str), auth: &str, status: &str, states: &[&str]) {
+    assert_eq!(calls.iter().filter(|(m, p, _, _)| m == "POST" && p == create).count(), 1, "{calls:?}");
+    assert!(calls.iter().any(|(m, p, _, _)| m == edit_method && p == edit), "{calls:?}");
+    assert!(calls.iter().all(|(_, _, a, _)| a == auth), "{calls:?}");
+    for state in states {
+        assert!(calls.iter().any(|(m, p, _, b)| m == "POST" && p == status && b.contains(&format!("\"{state}\""))), "{state}: {calls:?}");
+    }
+}
+
 fn env_of_pr(s: &Server, app: &str, number: u64) -> Option<serde_json::Value> {
     s.json(&["env", "list", "--app", app]).as_array()?.iter().find(|e| e["pull_request"]["number"] == number).cloned()
 }
@@ -261,13 +273,12 @@ fn github_pull_request_environment_lives_and_dies_with_the_pull_request() {
         let c = gh.calls();
         c.iter().any(|(m, _, _, b)| m == "PATCH" && b.contains("deleted")).then_some(c)
     });
-    let created: Vec<_> = calls.iter().filter(|(m, p, _, _)| m == "POST" && p == "/repos/o/r/issues/7/comments").collect();
-    assert_eq!(created.len(), 1, "{calls:?}");
-    assert!(calls.iter().any(|(m, p, _, _)| m == "PATCH" && p == "/repos/o/r/issues/comments/4242"), "{calls:?}");
-    assert!(calls.iter().all(|(_, _, auth, _)| auth == "Bearer t0k"), "{calls:?}");
-    assert!(
-        calls.iter().any(|(m, p, _, b)| m == "POST" && p == &format!("/repos/o/r/statuses/{feature}") && b.contains("\"success\"")),
-        "{calls:?}"
+    assert_feedback(
+        &calls,
+        ("/repos/o/r/issues/7/comments", "PATCH", "/repos/o/r/issues/comments/4242"),
+        "Bearer t0k",
+        &format!("/repos/o/r/statuses/{feature}"),
+        &["success"],
     );
     assert!(calls.iter().any(|(_, _, _, b)| b.contains(&format!("http://web-{id}.localhost:{}/", s.router))), "{calls:?}");
 }
@@ -338,13 +349,13 @@ fn gitlab_merge_requests_and_polling_gitops() {
         let c = gl.calls();
         c.iter().any(|(m, _, _, b)| m == "PUT" && b.contains("deleted")).then_some(c)
     });
-    let created: Vec<_> = calls.iter().filter(|(m, p, _, _)| m == "POST" && p == "/api/v4/projects/42/merge_requests/3/notes").collect();
-    assert_eq!(created.len(), 1, "{calls:?}");
-    assert!(calls.iter().any(|(m, p, _, _)| m == "PUT" && p == "/api/v4/projects/42/merge_requests/3/notes/4242"), "{calls:?}");
-    assert!(calls.iter().all(|(_, _, auth, _)| auth == "glt"), "{calls:?}");
-    let status = format!("/api/v4/projects/42/statuses/{feature}");
-    assert!(calls.iter().any(|(m, p, _, b)| m == "POST" && p == &status && b.contains("\"success\"")), "{calls:?}");
-    assert!(calls.iter().any(|(m, p, _, b)| m == "POST" && p == &status && b.contains("\"canceled\"")), "{calls:?}");
+    assert_feedback(
+        &calls,
+        ("/api/v4/projects/42/merge_requests/3/notes", "PUT", "/api/v4/projects/42/merge_requests/3/notes/4242"),
+        "glt",
+        &format!("/api/v4/projects/42/statuses/{feature}"),
+        &["success", "canceled"],
+    );
 }
 
 #[test]
