@@ -107,9 +107,9 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
     })
 }
 
-/// The configuration files of a commit: Release's files (`true`), or a template generated from
-/// compose (`false`).
-pub(crate) fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result<(String, String, bool), ApiError> {
+/// Release's configuration files at a commit, checked; `None` when the repository has no
+/// `.release.yaml` or `.release/` files (GitOps does not apply to it).
+pub(crate) fn release_config(mirror: &offshoot_git::Mirror, commit: &str) -> Result<Option<(String, String)>, ApiError> {
     let files = CommitFiles { mirror, commit: commit.to_owned() };
     let found = repo::discover(&files, None);
     let errors: Vec<_> = found.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
@@ -122,22 +122,37 @@ pub(crate) fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str
             let vname = env_vars.as_ref().map_or_else(|| "environment_variables.yaml".to_owned(), |e| e.0.clone());
             let env_vars = env_vars.and_then(|e| files.read(&e.0)).unwrap_or_else(|| "defaults: []\n".to_owned());
             check_named((&t.0, &template), (&vname, &env_vars))?;
-            Ok((template, env_vars, true))
+            Ok(Some((template, env_vars)))
         }
         Some(Source::Release { template: None, .. }) => {
             Err(ApiError::bad_request("the repository's .release.yaml names no application template"))
         }
+        _ => Ok(None),
+    }
+}
+
+/// The configuration of a commit, checked: Release's files, or a template generated from compose.
+fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result<(String, String), ApiError> {
+    if let Some(config) = release_config(mirror, commit)? {
+        return Ok(config);
+    }
+    let files = CommitFiles { mirror, commit: commit.to_owned() };
+    match repo::discover(&files, None).source {
         Some(Source::Compose { path }) => {
             let src = files.read(&path).unwrap_or_default();
             let read = |p: &str| files.read(p);
             let opts = offshoot_template::compose::Options { app: Some(app.to_owned()), read_file: Some(&read), ..Default::default() };
             let (generated, diags) = offshoot_template::compose::generate(&path, &src, &opts);
             match generated.filter(|_| !diags.iter().any(|d| d.is_error())) {
-                Some(g) => Ok((format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml(), false)),
+                Some(g) => {
+                    let (template, env_vars) = (format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml());
+                    check_files(&template, &env_vars)?;
+                    Ok((template, env_vars))
+                }
                 None => Err(ApiError::invalid(format!("cannot generate a template from `{path}`"), &diags)),
             }
         }
-        None => Err(ApiError::bad_request("the repository has no .release.yaml, .release/ files or docker-compose file")),
+        _ => Err(ApiError::bad_request("the repository has no .release.yaml, .release/ files or docker-compose file")),
     }
 }
 
@@ -166,7 +181,7 @@ async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>)
         let branch = branch.unwrap_or_else(|| default.clone());
         let commit =
             m.resolve(&branch).map_err(|e| ApiError::bad_request(e.to_string()))?.ok_or_else(|| ApiError::not_found("branch", &branch))?;
-        let (t, v, _) = read_config(&m, &commit, &fallback)?;
+        let (t, v) = read_config(&m, &commit, &fallback)?;
         Ok((default, t, v, m.heads().unwrap_or_default()))
     })
     .await
@@ -182,7 +197,6 @@ async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>)
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("application `{name}` already exists"))
             .hint("choose another with `--name`"));
     }
-    check_files(&template, &env_vars)?;
     let app = offshoot_store::App { name: name.clone(), repo, default_branch, created_at: now_ms() };
     ctx.store.create_app(&app, &template, &env_vars).await?;
     crate::events::app_git(&ctx, &name).await?;
@@ -358,15 +372,17 @@ pub(crate) fn unsupported(t: &offshoot_template::model::Template) -> Option<Stri
 
 async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let app = find_app(&ctx, &body.app).await?;
+    let mirror = ctx.sync_mirror(&app.repo).await.map_err(|e| ApiError::bad_request(format!("cannot fetch `{}`: {e}", app.repo)))?;
     let req = NewEnv {
         app,
         branch: body.branch,
+        commit: None,
         environment_template: body.environment_template,
         ttl_seconds: body.ttl_seconds,
         pull_request: None,
         config: None,
     };
-    let env = create_environment(&ctx, req).await?;
+    let env = create_environment(&ctx, req, mirror).await?;
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, env).await?)))
 }
 
@@ -374,6 +390,8 @@ async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>)
 pub(crate) struct NewEnv {
     pub(crate) app: offshoot_store::App,
     pub(crate) branch: String,
+    /// The commit its `setup` deploys (default: the branch's head when it runs).
+    pub(crate) commit: Option<String>,
     pub(crate) environment_template: Option<String>,
     pub(crate) ttl_seconds: Option<u64>,
     /// The pull request it is made for: its labels choose the imports (`pull_request_labels`).
@@ -383,7 +401,8 @@ pub(crate) struct NewEnv {
 }
 
 /// Checks and records a new environment with its imports' environments, and starts its `setup`.
-pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv) -> Result<Environment, ApiError> {
+/// `mirror`: the application's repository, just fetched.
+pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv, mirror: offshoot_git::Mirror) -> Result<Environment, ApiError> {
     let app = req.app;
     let (template, env_vars) = match req.config {
         Some(c) => c,
@@ -408,8 +427,7 @@ pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv) -> Result<Envi
             ApiError::bad_request(format!("environment template `{name}` is not defined")).hint(format!("defined: {}", names.join(", ")))
         );
     }
-    let mirror = ctx.sync_mirror(&app.repo).await.map_err(|e| ApiError::bad_request(format!("cannot fetch `{}`: {e}", app.repo)))?;
-    let (m, b) = (mirror.clone(), req.branch.clone());
+    let (m, b) = (mirror, req.branch.clone());
     let (exists, branches) =
         tokio::task::spawn_blocking(move || (m.resolve(&b).ok().flatten().is_some(), m.branches().unwrap_or_default()))
             .await
@@ -455,7 +473,7 @@ pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv) -> Result<Envi
     };
     ctx.store.create_env(&env).await?;
     create_imported(ctx, &id, imports, now).await?;
-    let dep = controller::new_deployment(&id, "setup", None);
+    let dep = controller::new_deployment(&id, "setup", req.commit);
     ctx.store.create_deployment(&dep).await?;
     controller::spawn(ctx, dep.id);
     tracing::info!(env = %id, app = %app.name, branch = %req.branch, "environment created");

@@ -135,6 +135,19 @@ impl Ctx {
         tokio::task::spawn_blocking(move || Mirror::sync(&repo, &dest)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 
+    /// The mirror of a repository holding `commit`: fetched only when it does not hold it yet (a
+    /// commit never changes, so a webhook's fetch serves the deployment it starts).
+    pub(crate) async fn mirror_with(&self, repo: &str, commit: &str) -> Result<Mirror, String> {
+        let (dest, c) = (self.mirror_path(repo), commit.to_owned());
+        let held = tokio::task::spawn_blocking(move || Mirror::open(&dest).ok().filter(|m| m.has_commit(&c).unwrap_or(false)))
+            .await
+            .map_err(|e| e.to_string())?;
+        match held {
+            Some(m) => Ok(m),
+            None => self.sync_mirror(repo).await,
+        }
+    }
+
     /// Rebuilds the routing table from the store and the running containers.
     pub(crate) async fn refresh_routes(&self) {
         use std::sync::atomic::Ordering;
@@ -451,7 +464,11 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
 
     // Fetch.
     let t = Instant::now();
-    let mirror = ctx.sync_mirror(&app.repo).await.map_err(|e| format!("fetch: {e}"))?;
+    let mirror = match &dep.commit_sha {
+        Some(c) => ctx.mirror_with(&app.repo, c).await,
+        None => ctx.sync_mirror(&app.repo).await,
+    }
+    .map_err(|e| format!("fetch: {e}"))?;
     let commit = match &dep.commit_sha {
         Some(c) => {
             let m = mirror.clone();

@@ -105,10 +105,11 @@ pub(crate) fn secret_context(app: &str) -> String {
     format!("webhook/{app}")
 }
 
-/// Fetches the application's repository, retrying briefly; records the outcome on the app.
-async fn fetch(ctx: &Shared, app: &offshoot_store::App) -> Result<offshoot_git::Mirror, String> {
+/// Fetches the application's repository, up to `attempts` times (0.2 s, then 1 s apart);
+/// records the outcome on the app (`fetch_error`).
+async fn fetch(ctx: &Shared, app: &offshoot_store::App, attempts: u32) -> Result<offshoot_git::Mirror, String> {
     let mut last = String::new();
-    for attempt in 0..FETCH_ATTEMPTS {
+    for attempt in 0..attempts {
         if attempt > 0 {
             tokio::time::sleep(if attempt == 1 { Duration::from_millis(200) } else { Duration::from_secs(1) }).await;
         }
@@ -121,8 +122,25 @@ async fn fetch(ctx: &Shared, app: &offshoot_store::App) -> Result<offshoot_git::
         }
     }
     let message = format!("cannot fetch `{}`: {last}", app.repo);
+    // Applications made before git settings existed get theirs here, to hold the error.
+    let _ = app_git(ctx, &app.name).await;
     let _ = ctx.store.set_fetch_error(&app.name, Some(&message)).await;
     Err(message)
+}
+
+/// Release's configuration at a commit (GitOps), read off the async threads; an invalid one is
+/// an error listing its diagnostics as `file:line:column: message`.
+async fn gitops_config(mirror: &offshoot_git::Mirror, commit: &str) -> Result<Option<(String, String)>, String> {
+    let (m, c) = (mirror.clone(), commit.to_owned());
+    let read = tokio::task::spawn_blocking(move || api::release_config(&m, &c)).await.map_err(|e| e.to_string())?;
+    read.map_err(|e| {
+        let mut text = e.message;
+        for d in &e.diagnostics {
+            let (file, message) = (d["file"].as_str().unwrap_or(""), d["message"].as_str().unwrap_or(""));
+            text.push_str(&format!("\n{file}:{}:{}: {message}", d["line"], d["column"]));
+        }
+        text
+    })
 }
 
 /// What a push to `ref_name` does: GitOps, then `patch` (or `setup`) of the environments that
@@ -133,7 +151,7 @@ async fn on_push(ctx: &Shared, app_name: &str, ref_name: &str, commit: Option<&s
         return Ok(format!("`{ref_name}` was deleted; its environments are kept (delete them, or close their pull requests)"));
     };
     let app = ctx.store.app(app_name).await.map_err(store_err)?.ok_or("the application was deleted")?;
-    let mirror = fetch(ctx, &app).await?;
+    let mirror = fetch(ctx, &app, FETCH_ATTEMPTS).await?;
     let (m, c) = (mirror.clone(), commit.to_owned());
     let present = tokio::task::spawn_blocking(move || m.has_commit(&c)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     if !present {
@@ -142,25 +160,15 @@ async fn on_push(ctx: &Shared, app_name: &str, ref_name: &str, commit: Option<&s
     // Seen only once fetched: after a failed fetch, the poller still reports this push.
     ctx.store.set_git_head(app_name, ref_name, commit).await.map_err(store_err)?;
     // GitOps: the configuration at the pushed commit, when the repository has Release's files.
-    let (m, c, name) = (mirror.clone(), commit.to_owned(), app.name.clone());
-    let config = tokio::task::spawn_blocking(move || api::read_config(&m, &c, &name)).await.map_err(|e| e.to_string())?;
-    let gitops = match config {
-        Ok((template, env_vars, true)) => {
+    let gitops = match gitops_config(&mirror, commit).await {
+        Ok(config) => {
             let _ = ctx.store.set_gitops_error(&app.name, None).await;
-            Some((template, env_vars))
+            config
         }
-        Ok((_, _, false)) => None,
         Err(e) => {
-            let diagnostics: Vec<String> = e
-                .diagnostics
-                .iter()
-                .map(|d| {
-                    format!("{}:{}:{}: {}", d["file"].as_str().unwrap_or(""), d["line"], d["column"], d["message"].as_str().unwrap_or(""))
-                })
-                .collect();
-            let text = format!("push of {} to `{ref_name}` refused: {}\n{}", short(commit), e.message, diagnostics.join("\n"));
-            let _ = ctx.store.set_gitops_error(&app.name, Some(text.trim_end())).await;
-            return Err(format!("{}; environments left as they are", text.trim_end()));
+            let text = format!("push of {} to `{ref_name}` refused: {e}", short(commit));
+            let _ = ctx.store.set_gitops_error(&app.name, Some(&text)).await;
+            return Err(format!("{text}\nenvironments left as they are"));
         }
     };
     let mut done = Vec::new();
@@ -301,7 +309,7 @@ async fn on_pull_request(ctx: &Shared, app_name: &str, pr: PullRequest) -> Resul
             if already_deploying(ctx, &env, &pr.head_commit).await? {
                 return Ok(format!("{}: already at {}", env.id, short(&pr.head_commit)));
             }
-            fetch(ctx, &app).await?;
+            fetch(ctx, &app, FETCH_ATTEMPTS).await?;
             start(ctx, &env, "patch", &pr.head_commit).await?;
             Ok(format!("{}: patch to {}", env.id, short(&pr.head_commit)))
         }
@@ -319,24 +327,20 @@ async fn on_pull_request(ctx: &Shared, app_name: &str, pr: PullRequest) -> Resul
             {
                 return Ok(format!("pull request #{} does not carry the label `{label}`", pr.number));
             }
-            let mirror = fetch(ctx, &app).await?;
+            let mirror = fetch(ctx, &app, FETCH_ATTEMPTS).await?;
             // GitOps: the pull request's environment runs the configuration of its head commit.
-            let (m, c, name) = (mirror.clone(), pr.head_commit.clone(), app.name.clone());
-            let config = tokio::task::spawn_blocking(move || api::read_config(&m, &c, &name)).await.map_err(|e| e.to_string())?;
-            let config = match config {
-                Ok((t, v, true)) => Some((t, v)),
-                Ok((_, _, false)) => None,
-                Err(e) => return Err(format!("the pull request's configuration is invalid: {}", e.message)),
-            };
+            let config =
+                gitops_config(&mirror, &pr.head_commit).await.map_err(|e| format!("the pull request's configuration is invalid: {e}"))?;
             let req = NewEnv {
                 app,
                 branch: pr.head_branch.clone(),
+                commit: Some(pr.head_commit.clone()),
                 environment_template: None,
                 ttl_seconds: None,
                 pull_request: Some(pr.clone()),
                 config,
             };
-            let env = api::create_environment(ctx, req).await.map_err(|e| e.message)?;
+            let env = api::create_environment(ctx, req, mirror).await.map_err(|e| e.message)?;
             crate::feedback::notify(ctx, &env);
             Ok(format!("{}: created for pull request #{} ({})", env.id, pr.number, pr.head_branch))
         }
@@ -407,16 +411,11 @@ pub(crate) async fn poll_loop(ctx: Shared, every: Duration, mut stop: tokio::syn
 
 async fn poll(ctx: &Shared) -> Result<(), offshoot_store::StoreError> {
     for app in ctx.store.apps().await? {
-        let mirror = match ctx.sync_mirror(&app.repo).await {
-            Ok(m) => {
-                ctx.store.set_fetch_error(&app.name, None).await?;
-                m
-            }
+        // One attempt: the next round is the retry.
+        let mirror = match fetch(ctx, &app, 1).await {
+            Ok(m) => m,
             Err(e) => {
-                let message = format!("cannot fetch `{}`: {e}", app.repo);
-                tracing::warn!(app = %app.name, error = %message, "poll: fetch failed; environments left as they are");
-                app_git(ctx, &app.name).await.ok();
-                ctx.store.set_fetch_error(&app.name, Some(&message)).await?;
+                tracing::warn!(app = %app.name, error = %e, "poll: fetch failed; environments left as they are");
                 continue;
             }
         };

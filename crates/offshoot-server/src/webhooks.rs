@@ -56,8 +56,8 @@ async fn secret(ctx: &Shared, app: &str) -> Result<String, ApiError> {
     Ok(ctx.key.decrypt(&git.webhook_secret, &crate::events::secret_context(app))?)
 }
 
-/// Checks a webhook against the application's secret (401 when it does not match); returns the
-/// event header. `names`: the host, its event header, its signature header.
+/// Checks a webhook against the application's secret with `verify` (401 when it does not
+/// match); returns the event header. Named: the host, its event header, its signature header.
 async fn authenticate(
     ctx: &Shared,
     app: &str,
