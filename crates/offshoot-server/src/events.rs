@@ -14,6 +14,7 @@ use offshoot_api_types::status;
 use offshoot_git::hooks::{GitEvent, PrAction, PullRequest};
 use offshoot_store::{AppGit, Delivery, Environment};
 use offshoot_template::document::{self, Kind};
+use offshoot_template::model;
 use std::time::Duration;
 
 /// Handled deliveries are kept this long (a repeated id within it is ignored).
@@ -218,25 +219,28 @@ fn tracks(app: &offshoot_store::App, template: &str, ref_name: &str) -> bool {
     }
 }
 
-/// `auto_deploy` of an environment's template (its environment template's, else the top
-/// level's); on unless set to false, as in templates Release generates.
+/// A top-level setting as an environment sees it: its environment template's value, else the
+/// template's; `None` when the template does not parse.
+fn setting<T>(
+    template: &str,
+    environment_template: Option<&str>,
+    field: impl Fn(&model::EnvironmentTemplate) -> Option<T>,
+    top: impl Fn(model::Template) -> Option<T>,
+) -> Option<Option<T>> {
+    let t = document::check("application_template.yaml", template, Some(Kind::Template)).template?;
+    let over = environment_template.and_then(|n| t.environment_templates.iter().find(|e| e.name.as_str() == n)).and_then(field);
+    Some(over.or_else(|| top(t)))
+}
+
+/// `auto_deploy` of an environment's template; on unless set to false, as in templates Release
+/// generates.
 pub(crate) fn auto_deploy(template: &str, environment_template: Option<&str>) -> bool {
-    let Some(t) = document::check("application_template.yaml", template, Some(Kind::Template)).template else { return false };
-    let over = environment_template
-        .and_then(|n| t.environment_templates.iter().find(|e| e.name.as_str() == n))
-        .and_then(|e| e.auto_deploy.clone());
-    over.or(t.auto_deploy).is_none_or(|a| a.value)
+    setting(template, environment_template, |e| e.auto_deploy.clone(), |t| t.auto_deploy).is_some_and(|a| a.is_none_or(|a| a.value))
 }
 
 /// The `tracking_tag` of an environment's template, if it tracks a tag.
 fn tracking_tag(env: &Environment) -> Option<String> {
-    let t = document::check("application_template.yaml", &env.template, Some(Kind::Template)).template?;
-    let over = env
-        .environment_template
-        .as_deref()
-        .and_then(|n| t.environment_templates.iter().find(|e| e.name.as_str() == n))
-        .and_then(|e| e.tracking_tag.clone());
-    over.or(t.tracking_tag).map(|x| x.value)
+    setting(&env.template, env.environment_template.as_deref(), |e| e.tracking_tag.clone(), |t| t.tracking_tag).flatten().map(|x| x.value)
 }
 
 /// The live environments of an application that follow `ref_name`: those of the branch (but
@@ -447,4 +451,39 @@ async fn poll(ctx: &Shared) -> Result<(), offshoot_store::StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: &str = "app: shop\nauto_deploy: false\ntracking_tag: v1\nenvironment_templates:\n- name: ephemeral\n  auto_deploy: true\n- name: permanent\nservices:\n- name: web\n  image: busybox\n";
+
+    #[test]
+    fn an_environment_template_overrides_the_top_level_setting() {
+        assert!(auto_deploy(T, Some("ephemeral")));
+        assert!(!auto_deploy(T, Some("permanent")));
+        assert!(!auto_deploy(T, None));
+        assert!(auto_deploy("app: shop\nservices:\n- name: web\n  image: busybox\n", None), "on when absent");
+        assert!(!auto_deploy("[unclosed", None), "off when the template does not parse");
+        let env = |template: &str| Environment {
+            id: "e".into(),
+            app: "shop".into(),
+            branch: "main".into(),
+            commit_sha: None,
+            environment_template: Some("ephemeral".into()),
+            status: status::READY.into(),
+            reason: None,
+            template: template.into(),
+            env_vars: String::new(),
+            expires_at: None,
+            created_at: 0,
+            updated_at: 0,
+            parent_id: None,
+            import_info: None,
+            pull_request: None,
+        };
+        assert_eq!(tracking_tag(&env(T)).as_deref(), Some("v1"));
+        assert_eq!(tracking_tag(&env(&T.replace("tracking_tag: v1\n", ""))), None);
+    }
 }
