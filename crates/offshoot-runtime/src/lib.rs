@@ -134,7 +134,7 @@ impl ContainerSpec {
         stable.env.retain(|k, _| !self.volatile_env.contains(k));
         let json = serde_json::to_vec(&stable).unwrap_or_default();
         let digest = Sha256::digest(&json);
-        digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+        hex::encode(&digest[..12])
     }
 }
 
