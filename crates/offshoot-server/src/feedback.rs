@@ -96,6 +96,52 @@ pub(crate) fn comment_body(envs: &[offshoot_api_types::Env]) -> String {
     out
 }
 
+/// Where a host keeps a pull request's comment and a commit's status.
+struct Endpoints {
+    /// Creates the comment (POST).
+    create: String,
+    /// Edits the existing comment.
+    edit: Option<(reqwest::Method, String)>,
+    /// Sets a commit status (POST).
+    status: String,
+    /// The status payload's key for the status's name.
+    name_key: &'static str,
+}
+
+fn endpoints(pr: &PullRequest, base: &str, comment: Option<&str>, sha: &str) -> Endpoints {
+    match pr.provider {
+        Provider::Github => {
+            let repo = format!("{base}/repos/{}", pr.repo);
+            Endpoints {
+                create: format!("{repo}/issues/{}/comments", pr.number),
+                edit: comment.map(|id| (reqwest::Method::PATCH, format!("{repo}/issues/comments/{id}"))),
+                status: format!("{repo}/statuses/{sha}"),
+                name_key: "context",
+            }
+        }
+        Provider::Gitlab => {
+            let project = format!("{base}/projects/{}", pr.repo.replace('/', "%2F"));
+            Endpoints {
+                create: format!("{project}/merge_requests/{}/notes", pr.number),
+                edit: comment.map(|id| (reqwest::Method::PUT, format!("{project}/merge_requests/{}/notes/{id}", pr.number))),
+                status: format!("{project}/statuses/{sha}"),
+                name_key: "name",
+            }
+        }
+    }
+}
+
+/// A call to the host with its token and the headers it asks for.
+fn authorize(rb: reqwest::RequestBuilder, provider: Provider, token: &str) -> reqwest::RequestBuilder {
+    let rb = rb.header("User-Agent", "offshoot").timeout(CALL_TIMEOUT);
+    match provider {
+        Provider::Github => {
+            rb.bearer_auth(token).header("Accept", "application/vnd.github+json").header("X-GitHub-Api-Version", "2022-11-28")
+        }
+        Provider::Gitlab => rb.header("PRIVATE-TOKEN", token),
+    }
+}
+
 async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), String> {
     let forge = match pr.provider {
         Provider::Github => &ctx.forges.github,
@@ -108,53 +154,29 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Str
     for c in ctx.store.child_envs(root_id).await.map_err(store_err)? {
         envs.push(crate::api::env_dto(ctx, c).await.map_err(|e| e.message)?);
     }
-    let body = comment_body(&envs);
-    let base = forge.api_url.trim_end_matches('/');
+    let body = json!({ "body": comment_body(&envs) });
     let key = pr.key();
     let existing = ctx.store.pr_comment(&root.app, &key).await.map_err(store_err)?;
-    let auth = |rb: reqwest::RequestBuilder| match pr.provider {
-        Provider::Github => rb
-            .bearer_auth(token)
-            .header("Accept", "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28")
-            .header("User-Agent", "offshoot"),
-        Provider::Gitlab => rb.header("PRIVATE-TOKEN", token).header("User-Agent", "offshoot"),
-    };
-    let repo = match pr.provider {
-        Provider::Github => pr.repo.clone(),
-        Provider::Gitlab => pr.repo.replace('/', "%2F"),
-    };
-    let (create_url, edit_url) = match pr.provider {
-        Provider::Github => (
-            format!("{base}/repos/{repo}/issues/{}/comments", pr.number),
-            existing.as_ref().map(|id| format!("{base}/repos/{repo}/issues/comments/{id}")),
-        ),
-        Provider::Gitlab => (
-            format!("{base}/projects/{repo}/merge_requests/{}/notes", pr.number),
-            existing.as_ref().map(|id| format!("{base}/projects/{repo}/merge_requests/{}/notes/{id}", pr.number)),
-        ),
-    };
+    // The commit status is of the deployed commit (the head until it is known).
+    let sha = root.commit_sha.clone().unwrap_or_else(|| pr.head_commit.clone());
+    let at = endpoints(pr, forge.api_url.trim_end_matches('/'), existing.as_deref(), &sha);
     let call = |rb: reqwest::RequestBuilder| async move {
-        let resp = auth(rb).timeout(CALL_TIMEOUT).send().await.map_err(|e| e.to_string())?;
+        let resp = authorize(rb, pr.provider, token).send().await.map_err(|e| e.to_string())?;
         let code = resp.status();
         let value: serde_json::Value = resp.json().await.unwrap_or_default();
         Ok::<_, String>((code, value))
     };
     // The comment: edited when it exists, created when it does not (or was deleted).
     let mut edited = false;
-    if let Some(url) = edit_url {
-        let rb = match pr.provider {
-            Provider::Github => ctx.http.patch(url),
-            Provider::Gitlab => ctx.http.put(url),
-        };
-        let (code, _) = call(rb.json(&json!({ "body": body }))).await?;
+    if let Some((method, url)) = at.edit {
+        let (code, _) = call(ctx.http.request(method, url).json(&body)).await?;
         edited = code.is_success();
         if !edited && code != reqwest::StatusCode::NOT_FOUND {
             return Err(format!("editing the comment answered {code}"));
         }
     }
     if !edited {
-        let (code, value) = call(ctx.http.post(create_url).json(&json!({ "body": body }))).await?;
+        let (code, value) = call(ctx.http.post(at.create).json(&body)).await?;
         if !code.is_success() {
             return Err(format!("creating the comment answered {code}"));
         }
@@ -165,26 +187,18 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Str
         };
         ctx.store.set_pr_comment(&root.app, &key, &id).await.map_err(store_err)?;
     }
-    // The commit status of the deployed commit (the head until it is known). GitHub has no state
-    // for "gone": its last status (success or failure) stays.
+    // GitHub has no state for "gone": its last status (success or failure) stays.
     if pr.provider == Provider::Github && root.status == status::DELETED {
         return Ok(());
     }
-    let sha = root.commit_sha.clone().unwrap_or_else(|| pr.head_commit.clone());
     let target = envs.first().and_then(|e| e.services.iter().flat_map(|s| s.urls.first()).next().cloned());
-    let description = format!("environment {} {}", root.id, root.status);
-    let context = format!("offshoot/{}", root.app);
-    let (url, payload) = match pr.provider {
-        Provider::Github => (
-            format!("{base}/repos/{repo}/statuses/{sha}"),
-            json!({ "state": state(pr.provider, &root.status), "target_url": target, "description": description, "context": context }),
-        ),
-        Provider::Gitlab => (
-            format!("{base}/projects/{repo}/statuses/{sha}"),
-            json!({ "state": state(pr.provider, &root.status), "target_url": target, "description": description, "name": context }),
-        ),
-    };
-    let (code, _) = call(ctx.http.post(url).json(&payload)).await?;
+    let mut payload = json!({
+        "state": state(pr.provider, &root.status),
+        "target_url": target,
+        "description": format!("environment {} {}", root.id, root.status),
+    });
+    payload[at.name_key] = json!(format!("offshoot/{}", root.app));
+    let (code, _) = call(ctx.http.post(at.status).json(&payload)).await?;
     if !code.is_success() {
         return Err(format!("setting the commit status answered {code}"));
     }
