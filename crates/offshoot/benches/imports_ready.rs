@@ -2,7 +2,8 @@
 //! `parallelize_app_imports: true`) beside the slowest of the three apps alone, side by side in
 //! one run on the same server, images cached. Medians of ROUNDS runs each, measured by the
 //! server (the deployment's `ready` phase: from the request to ready, in milliseconds) and, for
-//! reference, by the client (`env create --wait`, which polls every 100 ms).
+//! reference, by the client (`env create --wait`, which polls every 100 ms). Beside them, the
+//! engine's floor: `docker run -d` of one container and of three at once.
 //!
 //! Run: `cargo bench -p offshoot --bench imports_ready` (needs `bash scripts/services`).
 
@@ -12,7 +13,7 @@
 mod support;
 
 use std::time::Instant;
-use support::{Server, app_repo, median};
+use support::{Server, app_repo, docker, median};
 
 const ROUNDS: usize = 5;
 
@@ -67,4 +68,33 @@ fn main() {
     let runs: Vec<(f64, f64)> = (0..ROUNDS).map(|_| round(&s, "frontend")).collect();
     let all = report("frontend + backend + admin (parallel)", &runs);
     println!("ratio three apps / slowest single app: {:.2} (goal: at most 1.3)", all / slowest);
+    // The engine's own floor, same run: `docker run -d` of one such container, and of three at
+    // once, on one network (what any tool starting three apps' containers pays).
+    let one = median((0..ROUNDS).map(|_| docker_runs(1)).collect());
+    let three = median((0..ROUNDS).map(|_| docker_runs(3)).collect());
+    println!("docker run -d: one container {one:.3} s, three at once {three:.3} s: ratio {:.2}", three / one);
+}
+
+/// Seconds for `docker run -d` of `n` busybox httpd containers at once on one network.
+fn docker_runs(n: usize) -> f64 {
+    let net = format!("offshoot-bench-floor-{}", std::process::id());
+    docker(&["network", "create", &net]);
+    let start = Instant::now();
+    let runs: Vec<_> = (0..n)
+        .map(|i| {
+            let (net, name) = (net.clone(), format!("{net}-{i}"));
+            std::thread::spawn(move || {
+                docker(&["run", "-d", "--network", &net, "--name", &name, "busybox:stable", "httpd", "-f", "-p", "8080"])
+            })
+        })
+        .collect();
+    for r in runs {
+        assert!(!r.join().expect("docker run").trim().is_empty(), "docker run failed");
+    }
+    let took = start.elapsed().as_secs_f64();
+    for i in 0..n {
+        docker(&["rm", "-f", &format!("{net}-{i}")]);
+    }
+    docker(&["network", "rm", &net]);
+    took
 }
