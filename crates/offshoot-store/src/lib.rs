@@ -3,6 +3,9 @@
 //! embedded migrations that run on both. Rows are plain structs; JSON columns are text the server
 //! owns.
 
+mod datasets;
+
+pub use datasets::{Dataset, DatasetClone};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
 use std::time::{SystemTime, UNIX_EPOCH};

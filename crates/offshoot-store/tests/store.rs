@@ -1,6 +1,8 @@
 //! One suite, run on SQLite and on PostgreSQL (started by `scripts/services`).
 
-use offshoot_store::{App, AppGit, Backend, Delivery, Deployment, Environment, Secret, ServiceRow, Step, Store, StoreError, now_ms};
+use offshoot_store::{
+    App, AppGit, Backend, Dataset, DatasetClone, Delivery, Deployment, Environment, Secret, ServiceRow, Step, Store, StoreError, now_ms,
+};
 
 fn env(id: &str, app: &str) -> Environment {
     Environment {
@@ -157,11 +159,86 @@ async fn suite(store: Store) {
     store.set_pr_comment("shop", "github:o/r#1", "77").await.expect("comment");
     assert_eq!(store.pr_comment("shop", "github:o/r#1").await.expect("comment").as_deref(), Some("77"));
 
+    datasets(&store).await;
+
     assert!(store.delete_app("shop").await.expect("delete"));
     assert!(store.app_git("shop").await.expect("git").is_none());
     assert!(store.app("shop").await.expect("app").is_none());
     assert!(store.secrets("shop").await.expect("secrets").is_empty());
     store.close().await;
+}
+
+async fn datasets(store: &Store) {
+    let d = Dataset {
+        name: "artists".into(),
+        engine: "postgres".into(),
+        source: "enc-src".into(),
+        target: "enc-tgt".into(),
+        pool_size: 2,
+        refresh: Some("0 3 * * *".into()),
+        ttl_seconds: Some(3600),
+        state: "snapshotting".into(),
+        error: None,
+        generation: 0,
+        snapshot: None,
+        snapshot_owner: None,
+        snapshot_bytes: None,
+        snapshot_at: None,
+        pending_snapshot: None,
+        pending_owner: None,
+        refresh_requested: 0,
+        created_at: now_ms(),
+    };
+    store.create_dataset(&d).await.expect("create");
+    assert!(matches!(store.create_dataset(&d).await, Err(StoreError::Conflict { .. })));
+    store.begin_snapshot("artists", "s1", "o1").await.expect("begin");
+    assert_eq!(store.finish_snapshot("artists", 100).await.expect("finish"), None);
+    let now = store.dataset("artists").await.expect("read").expect("exists");
+    assert_eq!((now.generation, now.snapshot.as_deref(), now.state.as_str(), now.pending_snapshot), (1, Some("s1"), "ready", None));
+    store.begin_snapshot("artists", "s2", "o2").await.expect("begin");
+    assert_eq!(store.finish_snapshot("artists", 100).await.expect("finish"), Some(("s1".into(), "o1".into())), "the old one to drop");
+    store.fail_snapshot("artists", "boom").await.expect("fail");
+    assert_eq!(store.dataset("artists").await.expect("read").expect("exists").state, "ready", "an older snapshot still serves");
+
+    // Twenty concurrent checkouts of eight ready clones: eight distinct winners, no clone twice.
+    for i in 0..8 {
+        let c = DatasetClone {
+            db_name: format!("c{i}"),
+            dataset: "artists".into(),
+            generation: 2,
+            role: format!("c{i}"),
+            password: "enc".into(),
+            state: "filling".into(),
+            env_id: None,
+            leased_at: None,
+            created_at: now_ms(),
+            ready_at: None,
+        };
+        store.add_clone(&c).await.expect("add");
+        assert!(store.move_clone(&c.db_name, "filling", "ready").await.expect("ready"));
+    }
+    assert!(!store.move_clone("c0", "filling", "ready").await.expect("not filling any more"));
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move { s.checkout("artists", &format!("env{i}")).await.expect("checkout") })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        if let Some(c) = t.await.expect("join") {
+            got.push(c.db_name);
+        }
+    }
+    got.sort();
+    assert_eq!(got, (0..8).map(|i| format!("c{i}")).collect::<Vec<_>>());
+    let leased = store.leases("env3").await.expect("leases");
+    assert!(leased.len() <= 1);
+    assert_eq!(store.clones_in_state("leased").await.expect("leased").len(), 8);
+    assert!(store.checkout("artists", "env99").await.expect("checkout").is_none(), "the pool is empty");
+    store.delete_dataset("artists").await.expect("delete");
+    assert!(store.clones("artists").await.expect("clones").is_empty());
+    assert!(store.dataset("artists").await.expect("read").is_none());
 }
 
 #[tokio::test]
