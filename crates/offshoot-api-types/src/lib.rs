@@ -191,6 +191,99 @@ pub struct Env {
     /// The pull request this environment was made for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<PullRequestRef>,
+    /// The Instant Datasets' clones this environment holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<AttachedDataset>,
+}
+
+/// A clone checked out to an environment (its password is in the environment's variables only).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachedDataset {
+    pub dataset: String,
+    pub database: String,
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+    pub leased_at: i64,
+    /// When the lease passes the dataset's TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+/// `POST /datasets`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateDataset {
+    pub name: String,
+    /// The database to snapshot: `postgres://user:pass@host:port/db` or `mysql://...`.
+    pub source: String,
+    /// The server that holds the snapshot and the pool (a login that may create databases and
+    /// roles); the source's server when absent.
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub pool_size: Option<u32>,
+    /// Five-field cron schedule of refreshes (UTC).
+    #[serde(default)]
+    pub refresh: Option<String>,
+    /// How long a clone may stay attached before it is reported (`72h`).
+    #[serde(default)]
+    pub ttl: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PoolState {
+    pub ready: u32,
+    pub leased: u32,
+    pub filling: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub generation: i64,
+    pub bytes: i64,
+    pub taken_at: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    pub env_id: String,
+    pub database: String,
+    pub leased_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Attached longer than the dataset's TTL.
+    pub expired: bool,
+    /// Made from an older snapshot than the current one.
+    pub stale: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatasetInfo {
+    pub name: String,
+    /// `postgres` or `mariadb`.
+    pub engine: String,
+    /// URLs with their passwords masked.
+    pub source: String,
+    pub target: String,
+    pub pool_size: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// `snapshotting`, `ready`, `failed`, `deleting`.
+    pub state: String,
+    /// A new snapshot is being taken.
+    pub refreshing: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    pub pool: PoolState,
+    #[serde(default)]
+    pub leases: Vec<Lease>,
+    pub created_at: i64,
 }
 
 /// One imported app's environment, and why its branch was chosen.

@@ -107,6 +107,10 @@ fn print_env(e: &api::Env) -> String {
         let labels = if pr.labels.is_empty() { String::new() } else { format!("  labels: {}", pr.labels.join(", ")) };
         s.push_str(&format!("  pull request {} #{} ({}){labels}\n", pr.repo, pr.number, pr.provider));
     }
+    for d in &e.datasets {
+        let expiry = d.expires_at.map_or_else(String::new, |t| format!(", TTL ends {}", crate::dataset_cmd::relative(t)));
+        s.push_str(&format!("  dataset {}: database {} on {}:{} as {}{expiry}\n", d.dataset, d.database, d.host, d.port, d.user));
+    }
     for w in &e.warnings {
         s.push_str(&format!("  warning: {w}\n"));
     }

@@ -3,6 +3,7 @@
 
 mod app_cmd;
 pub mod client;
+mod dataset_cmd;
 mod env_cmd;
 mod files;
 mod template_cmd;
@@ -44,6 +45,9 @@ enum Command {
     /// Environments: one running copy of an application per branch.
     #[command(subcommand)]
     Env(env_cmd::Command),
+    /// Instant Datasets: pools of database clones that environments check out at creation.
+    #[command(subcommand)]
+    Dataset(dataset_cmd::Command),
 }
 
 /// Arguments of `offshoot server`, handed to the server by the binary (this crate does not
@@ -108,6 +112,9 @@ pub struct ServerArgs {
     /// Token for GitLab's API (no feedback on merge requests without one).
     #[arg(long, env = "OFFSHOOT_GITLAB_TOKEN", hide_env_values = true)]
     pub gitlab_token: Option<String>,
+    /// How long an environment waits for a clone when its dataset's pool is empty (seconds).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub dataset_wait: u64,
 }
 
 /// What the binary should do after parsing.
@@ -132,6 +139,7 @@ pub fn main() -> Dispatch {
         Command::Server(args) => return Dispatch::Server(args),
         Command::App(cmd) => app_cmd::run(cmd, cli.output),
         Command::Env(cmd) => env_cmd::run(cmd, cli.output),
+        Command::Dataset(cmd) => dataset_cmd::run(cmd, cli.output),
     };
     Dispatch::Exit(exit_code(result))
 }

@@ -244,6 +244,7 @@ fn resolve_cmd(a: ResolveArgs, output: Output) -> Result<ExitCode> {
         ingress_tls: false,
         parameters: a.params.into_iter().collect(),
         imported: Default::default(),
+        attached: Default::default(),
     };
     match resolve::resolve(&file, &root, env_vars.as_ref(), &opts) {
         Ok(r) => {

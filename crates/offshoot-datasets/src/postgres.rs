@@ -194,7 +194,9 @@ impl DatabaseServer for PostgresServer {
             self.exec(&mut admin, &format!("ALTER DATABASE {} IS_TEMPLATE false", ident(snapshot)), "unfreeze a snapshot").await?;
             self.exec(&mut admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(snapshot)), "drop a snapshot").await?;
         }
-        self.exec(&mut admin, &format!("DROP ROLE IF EXISTS {}", ident(owner)), "drop a snapshot's owner role").await?;
+        if !owner.is_empty() {
+            self.exec(&mut admin, &format!("DROP ROLE IF EXISTS {}", ident(owner)), "drop a snapshot's owner role").await?;
+        }
         let _ = admin.close().await;
         Ok(())
     }

@@ -22,6 +22,9 @@ use offshoot_runtime::{
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+/// The host name every container has for the machine it runs on (the Docker bridge's gateway).
+pub const HOST_GATEWAY_ALIAS: &str = "host.docker.internal";
+
 /// Lines of build output kept for the error of a failed build.
 const LOG_TAIL_LINES: usize = 30;
 
@@ -187,6 +190,8 @@ impl DockerRuntime {
             network_mode: Some(network.clone()),
             nano_cpus: spec.cpu_millis.map(|m| (m as i64) * 1_000_000),
             memory: spec.memory_bytes.map(|b| b as i64),
+            // The machine itself, as Docker Desktop names it (a database on its loopback, say).
+            extra_hosts: Some(vec![format!("{HOST_GATEWAY_ALIAS}:host-gateway")]),
             restart_policy: (spec.role == Role::Service)
                 .then_some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
             ..Default::default()

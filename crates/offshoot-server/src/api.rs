@@ -33,7 +33,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/logs", get(env_logs))
         .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/exec", post(env_exec));
-    let api = crate::webhooks::api(api).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
+    let api = crate::datasets::api(crate::webhooks::api(api)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
     let metrics = Router::new().route("/metrics", get(metrics)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     Router::new()
@@ -338,6 +338,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         });
     }
     let warnings = if e.parent_id.is_none() { crate::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
+    let datasets = crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?.into_iter().map(|(a, _)| a).collect();
     Ok(api::Env {
         id: e.id,
         app: e.app,
@@ -356,6 +357,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         pull_request: e.pull_request.as_deref().and_then(|p| serde_json::from_str::<offshoot_git::hooks::PullRequest>(p).ok()).map(|p| {
             api::PullRequestRef { provider: p.provider.as_str().to_owned(), repo: p.repo, number: p.number, url: p.url, labels: p.labels }
         }),
+        datasets,
     })
 }
 

@@ -40,6 +40,10 @@ pub(crate) struct Ctx {
     pub(crate) forges: crate::feedback::Forges,
     /// Client for the git hosts' APIs.
     pub(crate) http: reqwest::Client,
+    /// The Instant Datasets' pool keeper.
+    pub(crate) pools: crate::datasets::Pools,
+    /// How long an environment waits for a clone when a pool is empty.
+    pub(crate) dataset_wait: Duration,
     /// Containers failing their readiness probe: out of the router's pool.
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
@@ -101,6 +105,8 @@ impl Ctx {
             public_url,
             forges,
             http: reqwest::Client::new(),
+            pools: crate::datasets::Pools::default(),
+            dataset_wait: Duration::from_secs(300),
             unready: Mutex::new(HashSet::new()),
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),
@@ -368,6 +374,12 @@ async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, importe
     let vdoc = document::check("environment_variables.yaml", &env.env_vars, Some(Kind::EnvVars));
     let mut vars = vdoc.env_vars.unwrap_or_default();
     add_secrets(ctx, &env.app, &mut vars).await?;
+    let attached = crate::datasets::attached(ctx, &env.id)
+        .await?
+        .into_iter()
+        .flat_map(|(_, vars)| vars)
+        .map(|(k, v, secret)| (k, if secret { VarValue::Secret(SecretString::new(v)) } else { VarValue::Plain(v) }))
+        .collect();
     let opts = resolve::Options {
         environment_template: env.environment_template.clone(),
         branch: env.branch.clone(),
@@ -380,6 +392,7 @@ async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, importe
         ingress_tls: ctx.tls_port.is_some(),
         parameters: BTreeMap::new(),
         imported,
+        attached,
     };
     resolve::resolve("application_template.yaml", &root, Some(&vars), &opts).map_err(|diags| {
         diags.iter().filter(|d| d.is_error()).map(|d| format!("{}:{}: {}", d.line, d.column, d.message)).collect::<Vec<_>>().join("; ")
@@ -491,6 +504,13 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     ctx.store.set_env_commit(&env.id, &commit).await.map_err(store_err)?;
     ctx.store.set_deployment_commit(&dep.id, &commit).await.map_err(store_err)?;
     phases.insert("fetch".into(), ms(t));
+
+    // Instant Datasets: a clone of each listed dataset is checked out before anything resolves
+    // (its variables are built-ins, which `mapping` may use).
+    let t = Instant::now();
+    let wanted = resolve_own(ctx, env, Some(&commit), BTreeMap::new()).await?.datasets;
+    crate::datasets::attach(ctx, env, &wanted).await?;
+    phases.insert("datasets".into(), ms(t));
 
     // Resolve.
     let resolved = resolve_env(ctx, env, Some(&commit)).await?;
@@ -1166,6 +1186,8 @@ async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
         }
     }
     ctx.rt.teardown(&env.id).await.map_err(|e| e.to_string())?;
+    // The containers are gone: their databases go back.
+    crate::datasets::detach_all(ctx, &env.id).await;
     for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
         set_service(ctx, &env.id, &s.name, status::DELETED, None, serde_json::json!({})).await;
     }

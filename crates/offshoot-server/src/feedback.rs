@@ -246,6 +246,7 @@ mod tests {
             parent: None,
             warnings: vec![],
             pull_request: None,
+            datasets: vec![],
         };
         let body = comment_body(&[
             env("front", status::READY, None, Some("http://web-x.localhost:8080/")),

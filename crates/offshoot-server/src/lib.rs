@@ -4,6 +4,7 @@
 mod api;
 mod controller;
 mod crypto;
+mod datasets;
 mod error;
 mod events;
 mod feedback;
@@ -55,6 +56,8 @@ pub struct Config {
     pub poll_interval: Option<Duration>,
     /// The git hosts pull-request feedback goes to.
     pub forges: Forges,
+    /// How long an environment waits for a clone of an Instant Dataset whose pool is empty.
+    pub dataset_wait: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -89,7 +92,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut router_config = config.router.clone();
     router_config.temp_dir = config.data_dir.join("proxy-temp");
     let router = offshoot_router::Router::new(router_config);
-    let ctx: Shared = Arc::new(Ctx::new(
+    let mut ctx = Ctx::new(
         store,
         rt,
         config.data_dir.clone(),
@@ -101,7 +104,9 @@ pub async fn run(config: Config) -> Result<()> {
             config.public_url.clone().unwrap_or_else(|| format!("http://{}", api_listener.local_addr().unwrap_or(config.listen))),
             config.forges.clone(),
         ),
-    ));
+    );
+    ctx.dataset_wait = config.dataset_wait;
+    let ctx: Shared = Arc::new(ctx);
     ctx.refresh_routes().await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -114,6 +119,8 @@ pub async fn run(config: Config) -> Result<()> {
         loaded.watch(Duration::from_secs(2), stop_rx.clone());
         draining.push(tokio::spawn(offshoot_router::serve_threads(router.clone(), listener, Some(loaded), stop_rx.clone(), threads)));
     }
+    // Orphans of a crash are dropped before any clone is made.
+    tokio::spawn(datasets::run(ctx.clone(), stop_rx.clone()));
     recover(&ctx).await;
     controller::rewatch(&ctx).await;
     {

@@ -147,6 +147,17 @@ impl Store {
         Ok(before.and_then(|d| Some((d.snapshot?, d.snapshot_owner.unwrap_or_default()))))
     }
 
+    /// Forgets a snapshot that was being taken (a restart interrupted it); a refresh stays
+    /// requested, and a first snapshot is taken again.
+    pub async fn clear_pending_snapshot(&self, name: &str) -> Result<()> {
+        sqlx::query("UPDATE datasets SET pending_snapshot = NULL, pending_owner = NULL WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db("update a dataset"))?;
+        Ok(())
+    }
+
     /// A snapshot failed: no pending one; `failed` unless an older snapshot still serves.
     pub async fn fail_snapshot(&self, name: &str, error: &str) -> Result<()> {
         sqlx::query(

@@ -35,6 +35,9 @@ pub struct Options {
     pub parameters: BTreeMap<String, String>,
     /// Built-in variables from imported apps (`<SERVICE>_INGRESS_URL` / `_HOST` of their services).
     pub imported: BTreeMap<String, String>,
+    /// Built-in variables of the environment's attached Instant Datasets (`<DATASET>_DB_*`),
+    /// some secret; `mapping` sees them.
+    pub attached: BTreeMap<String, VarValue>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -487,6 +490,9 @@ fn build(
             };
             builtins.set(format!("{p}_INGRESS_URL"), url);
         }
+    }
+    for (k, v) in &opts.attached {
+        builtins.0.insert(k.clone(), v.clone());
     }
     // The imported apps' ingress variables, unless the app defines the same service itself.
     for (k, v) in &opts.imported {

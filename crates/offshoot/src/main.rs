@@ -37,6 +37,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             github: offshoot_server::Forge { api_url: args.github_api_url, token: args.github_token },
             gitlab: offshoot_server::Forge { api_url: args.gitlab_api_url, token: args.gitlab_token },
         },
+        dataset_wait: std::time::Duration::from_secs(args.dataset_wait),
         tls: match (args.tls_listen, args.tls_cert, args.tls_key) {
             (Some(listen), Some(cert), Some(key)) => Some(offshoot_server::TlsListen { listen, cert, key }),
             _ => None,

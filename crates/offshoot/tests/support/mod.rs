@@ -253,3 +253,80 @@ pub fn app_repo(app: &str, service: &str, extra: &str, vars: Option<&str>, featu
     let branches: Vec<(&str, &[(&str, &str)])> = if feature { vec![("feature/new", &feature_files[..])] } else { vec![] };
     repo(&one_service(app, service, extra), vars, &files, &branches)
 }
+
+/// A local image with the PostgreSQL and MariaDB clients (`psql`, `mariadb`) on busybox: the
+/// binaries from this machine's packages with the shared libraries they load (no registry is
+/// reachable). Built once; concurrent builds produce the same image.
+pub fn db_client_image() -> &'static str {
+    const TAG: &str = "offshoot-test/dbclient:local";
+    if Command::new("docker").args(["image", "inspect", TAG]).output().is_ok_and(|o| o.status.success()) {
+        return TAG;
+    }
+    let ctx = tempfile::tempdir().expect("tempdir");
+    let root = ctx.path().join("root");
+    let pg_bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (scripts/services)")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/psql"))
+        .find(|p| p.exists())
+        .expect("psql");
+    let bins = [pg_bin, PathBuf::from("/usr/bin/mariadb")];
+    let mut files: Vec<PathBuf> = bins.to_vec();
+    for b in &bins {
+        let o = Command::new("ldd").arg(b).output().expect("ldd");
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let path = line.split("=>").nth(1).unwrap_or(line).split_whitespace().next().unwrap_or("");
+            if path.starts_with('/') {
+                files.push(PathBuf::from(path));
+            }
+        }
+    }
+    for f in &files {
+        let dest = root.join(f.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(f, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
+    }
+    std::fs::create_dir_all(root.join("usr/local/bin")).expect("mkdir");
+    std::os::unix::fs::symlink(&bins[0], root.join("usr/local/bin/psql")).expect("symlink");
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+    std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n").expect("nsswitch");
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox:stable\nCOPY root/ /\nENV PATH=/usr/local/bin:/usr/bin:/bin\n")
+        .expect("Dockerfile");
+    let o = Command::new("docker").args(["build", "-q", "-t", TAG]).arg(ctx.path()).output().expect("docker build");
+    assert!(o.status.success(), "building {TAG}: {}", String::from_utf8_lossy(&o.stderr));
+    TAG
+}
+
+/// Runs SQL on this machine's PostgreSQL as the `offshoot` role; returns the output (`psql -tA`).
+pub fn psql(db: &str, sql: &str) -> String {
+    let o = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "offshoot", "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .env("PGPASSWORD", "offshoot")
+        .output()
+        .expect("psql");
+    assert!(o.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// Runs SQL on this machine's MariaDB as the `offshoot` user; returns the output (`-N -B`).
+pub fn mariadb(db: &str, sql: &str) -> String {
+    let o = Command::new("mariadb")
+        .args(["--protocol=TCP", "-h", "127.0.0.1", "-u", "offshoot", "-poffshoot", "-N", "-B", "-e", sql])
+        .args((!db.is_empty()).then_some(db))
+        .output()
+        .expect("mariadb");
+    assert!(o.status.success(), "mariadb {sql}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after `secs`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

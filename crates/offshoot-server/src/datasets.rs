@@ -1,0 +1,608 @@
+//! Instant Datasets in the control plane: the API, the pool keeper (snapshots, refills, scheduled
+//! refreshes, the drops of checked-in clones), an environment's checkout and check-in, and the
+//! start-up reconciler that removes what a crash left on the database servers.
+//!
+//! Every clone and snapshot is recorded before it is made and dropped before its record goes,
+//! so that after any crash each object on a server either has a record or is an orphan with this
+//! server's prefix, which `recover` drops.
+
+use crate::controller::{Ctx, Shared};
+use crate::error::ApiError;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use offshoot_api_types as api;
+use offshoot_datasets::{CloneSpec, DatabaseServer, Dsn, Kind, Names, Schedule, Server};
+use offshoot_store::{Dataset, DatasetClone, Environment, now_ms};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Largest pool.
+const MAX_POOL: u32 = 50;
+/// How often every pool is looked at without being asked.
+const ROUND: Duration = Duration::from_secs(5);
+/// The name containers use for the machine they run on (a database on its loopback).
+pub(crate) const HOST_ALIAS: &str = offshoot_docker::HOST_GATEWAY_ALIAS;
+
+/// The pool keeper's shared state.
+#[derive(Default)]
+pub(crate) struct Pools {
+    /// Wakes the keeper: a clone was checked out or in, a dataset created or refreshed.
+    wake: tokio::sync::Notify,
+    /// When each dataset's last snapshot attempt started (a failed scheduled one is not retried
+    /// before its next time).
+    attempted: Mutex<HashMap<String, i64>>,
+    /// Leases already reported past their TTL.
+    reported: Mutex<HashSet<String>>,
+}
+
+impl Pools {
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+pub(crate) fn api(router: Router<Shared>) -> Router<Shared> {
+    router
+        .route("/datasets", post(create).get(list))
+        .route("/datasets/{name}", get(show).delete(delete))
+        .route("/datasets/{name}/refresh", post(refresh))
+}
+
+fn source_ctx(name: &str) -> String {
+    format!("dataset/{name}/source")
+}
+fn target_ctx(name: &str) -> String {
+    format!("dataset/{name}/target")
+}
+fn clone_ctx(name: &str, db: &str) -> String {
+    format!("dataset/{name}/clone/{db}")
+}
+
+fn decrypt_dsn(ctx: &Ctx, stored: &str, context: &str) -> Result<Dsn, String> {
+    let url = ctx.key.decrypt(stored, context).map_err(|e| format!("cannot decrypt `{context}`: {e}"))?;
+    Dsn::parse(&url).map_err(|e| e.to_string())
+}
+
+fn target(ctx: &Ctx, d: &Dataset) -> Result<Dsn, String> {
+    decrypt_dsn(ctx, &d.target, &target_ctx(&d.name))
+}
+
+async fn create(State(ctx): State<Shared>, Json(req): Json<api::CreateDataset>) -> Result<(StatusCode, Json<api::DatasetInfo>), ApiError> {
+    offshoot_datasets::check_name(&req.name).map_err(|e| ApiError::bad_request(format!("name: {e}")))?;
+    let source = Dsn::parse(&req.source).map_err(|e| ApiError::bad_request(format!("source: {e}")))?;
+    if source.database.is_none() {
+        return Err(ApiError::bad_request("source: the URL names no database")
+            .hint("end it with the database's name: postgres://USER:PASS@HOST/DB"));
+    }
+    let target = match &req.target {
+        Some(t) => Dsn::parse(t).map_err(|e| ApiError::bad_request(format!("target: {e}")))?,
+        None => source.with_database(None),
+    };
+    if target.kind != source.kind {
+        return Err(ApiError::bad_request(format!(
+            "target: a {} dataset needs a {} server, not {}",
+            source.kind.as_str(),
+            source.kind.as_str(),
+            target.kind.as_str()
+        )));
+    }
+    let pool_size = req.pool_size.unwrap_or(2);
+    if !(1..=MAX_POOL).contains(&pool_size) {
+        return Err(ApiError::bad_request(format!("pool_size: {pool_size} is not between 1 and {MAX_POOL}")));
+    }
+    if let Some(r) = &req.refresh {
+        Schedule::parse(r).map_err(|e| ApiError::bad_request(format!("refresh: {e}")))?;
+    }
+    let ttl = match &req.ttl {
+        Some(t) => Some(offshoot_datasets::parse_duration(t).map_err(|e| ApiError::bad_request(format!("ttl: {e}")))? as i64),
+        None => None,
+    };
+    let d = Dataset {
+        name: req.name.clone(),
+        engine: source.kind.as_str().into(),
+        source: ctx.key.encrypt(&source.expose_url(), &source_ctx(&req.name))?,
+        target: ctx.key.encrypt(&target.expose_url(), &target_ctx(&req.name))?,
+        pool_size: i64::from(pool_size),
+        refresh: req.refresh.clone(),
+        ttl_seconds: ttl,
+        state: "snapshotting".into(),
+        error: None,
+        generation: 0,
+        snapshot: None,
+        snapshot_owner: None,
+        snapshot_bytes: None,
+        snapshot_at: None,
+        pending_snapshot: None,
+        pending_owner: None,
+        refresh_requested: 0,
+        created_at: now_ms(),
+    };
+    ctx.store.create_dataset(&d).await?;
+    tracing::info!(dataset = %d.name, source = %source.redacted(), target = %target.redacted(), pool_size, "dataset created");
+    ctx.pools.wake();
+    Ok((StatusCode::CREATED, Json(info(&ctx, d).await?)))
+}
+
+async fn list(State(ctx): State<Shared>) -> Result<Json<Vec<api::DatasetInfo>>, ApiError> {
+    let mut out = Vec::new();
+    for d in ctx.store.datasets().await? {
+        out.push(info(&ctx, d).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn find(ctx: &Shared, name: &str) -> Result<Dataset, ApiError> {
+    ctx.store.dataset(name).await?.ok_or_else(|| ApiError::not_found("dataset", name).hint("`offshoot dataset list` shows them"))
+}
+
+async fn show(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::DatasetInfo>, ApiError> {
+    let d = find(&ctx, &name).await?;
+    Ok(Json(info(&ctx, d).await?))
+}
+
+async fn refresh(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<(StatusCode, Json<api::DatasetInfo>), ApiError> {
+    let d = find(&ctx, &name).await?;
+    if d.state == "deleting" {
+        return Err(ApiError::new(StatusCode::CONFLICT, "deleting", format!("dataset `{name}` is being deleted")));
+    }
+    ctx.store.request_refresh(&name).await?;
+    ctx.pools.wake();
+    let d = find(&ctx, &name).await?;
+    Ok((StatusCode::ACCEPTED, Json(info(&ctx, d).await?)))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete(
+    State(ctx): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<(StatusCode, Json<api::DatasetInfo>), ApiError> {
+    let d = find(&ctx, &name).await?;
+    let holders: Vec<String> =
+        ctx.store.clones(&name).await?.into_iter().filter(|c| c.state == "leased").filter_map(|c| c.env_id).collect();
+    if !holders.is_empty() && !q.force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in-use",
+            format!("dataset `{name}` is attached to environment(s) {}", holders.join(", ")),
+        )
+        .hint("delete those environments first, or pass --force to drop their databases too"));
+    }
+    ctx.store.set_dataset_state(&name, "deleting", None).await?;
+    ctx.pools.wake();
+    let d = Dataset { state: "deleting".into(), ..d };
+    Ok((StatusCode::ACCEPTED, Json(info(&ctx, d).await?)))
+}
+
+/// A dataset as the API shows it (passwords masked).
+async fn info(ctx: &Shared, d: Dataset) -> Result<api::DatasetInfo, ApiError> {
+    let clones = ctx.store.clones(&d.name).await?;
+    let count = |s: &str| clones.iter().filter(|c| c.state == s).count() as u32;
+    let now = now_ms();
+    let leases = clones
+        .iter()
+        .filter(|c| c.state == "leased")
+        .map(|c| {
+            let expires_at = d.ttl_seconds.zip(c.leased_at).map(|(ttl, at)| at + ttl * 1000);
+            api::Lease {
+                env_id: c.env_id.clone().unwrap_or_default(),
+                database: c.db_name.clone(),
+                leased_at: c.leased_at.unwrap_or(0),
+                expires_at,
+                expired: expires_at.is_some_and(|e| e <= now),
+                stale: c.generation < d.generation,
+            }
+        })
+        .collect();
+    let redact = |stored: &str, context: &str| decrypt_dsn(ctx, stored, context).map(|d| d.redacted()).unwrap_or_else(|e| e);
+    Ok(api::DatasetInfo {
+        source: redact(&d.source, &source_ctx(&d.name)),
+        target: redact(&d.target, &target_ctx(&d.name)),
+        pool_size: u32::try_from(d.pool_size).unwrap_or(0),
+        next_refresh: d.refresh.as_deref().and_then(|r| Schedule::parse(r).ok()).and_then(|s| s.next_after(d.snapshot_at.unwrap_or(now))),
+        ttl_seconds: d.ttl_seconds,
+        refreshing: d.pending_snapshot.is_some() || d.refresh_requested != 0,
+        snapshot: d.snapshot.as_ref().map(|_| api::Snapshot {
+            generation: d.generation,
+            bytes: d.snapshot_bytes.unwrap_or(0),
+            taken_at: d.snapshot_at.unwrap_or(0),
+        }),
+        pool: api::PoolState { ready: count("ready"), leased: count("leased"), filling: count("filling") },
+        leases,
+        name: d.name,
+        engine: d.engine,
+        refresh: d.refresh,
+        state: d.state,
+        error: d.error,
+        created_at: d.created_at,
+    })
+}
+
+// The pool keeper ---------------------------------------------------------------------------------
+
+/// Removes what a crash left, then keeps the pools until the server stops.
+pub(crate) async fn run(ctx: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if let Err(e) = recover(&ctx).await {
+        tracing::error!(error = %e, "datasets: start-up recovery failed");
+    }
+    loop {
+        match ctx.store.datasets().await {
+            Ok(all) => {
+                for d in all {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { keep(&ctx, &d.name).await });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "datasets: cannot list"),
+        }
+        tokio::select! {
+            _ = ctx.pools.wake.notified() => {}
+            _ = tokio::time::sleep(ROUND) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// After a crash: a clone being made and a snapshot being taken are forgotten (the snapshot is
+/// taken again), then every database and role with this server's prefix that no record owns is
+/// dropped.
+pub(crate) async fn recover(ctx: &Shared) -> Result<(), String> {
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    for c in ctx.store.clones_in_state("filling").await.map_err(store_err)? {
+        tracing::warn!(dataset = %c.dataset, clone = %c.db_name, "datasets: a clone was being made when the server stopped; dropping it");
+        ctx.store.delete_clone(&c.db_name).await.map_err(store_err)?;
+    }
+    let datasets = ctx.store.datasets().await.map_err(store_err)?;
+    let mut servers: BTreeMap<String, (Dsn, HashSet<String>)> = BTreeMap::new();
+    for d in &datasets {
+        if d.pending_snapshot.is_some() {
+            tracing::warn!(dataset = %d.name, "datasets: a snapshot was being taken when the server stopped; taking it again");
+            ctx.store.clear_pending_snapshot(&d.name).await.map_err(store_err)?;
+        }
+        let t = target(ctx, d)?;
+        let entry = servers.entry(format!("{}|{}", t.kind.as_str(), t.server())).or_insert_with(|| (t, HashSet::new()));
+        entry.1.extend(d.snapshot.iter().cloned());
+        entry.1.extend(d.snapshot_owner.iter().cloned());
+        for c in ctx.store.clones(&d.name).await.map_err(store_err)? {
+            entry.1.insert(c.db_name);
+            entry.1.insert(c.role);
+        }
+    }
+    let names = Names::new(&ctx.instance);
+    for (dsn, owned) in servers.values() {
+        let server = Server::new(dsn);
+        let objects = match server.objects(names.prefix()).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(server = %dsn.server(), error = %e, "datasets: cannot list a server's objects; orphans stay until the next start");
+                continue;
+            }
+        };
+        for db in objects.databases.iter().filter(|d| !owned.contains(*d)) {
+            tracing::warn!(server = %dsn.server(), database = %db, "datasets: dropping an orphan database");
+            let dropped = if db.starts_with(&format!("{}s", names.prefix())) {
+                server.drop_snapshot(db, "").await
+            } else {
+                server.drop_clone(db, db).await
+            };
+            if let Err(e) = dropped {
+                tracing::error!(database = %db, error = %e, "datasets: cannot drop an orphan");
+            }
+        }
+        for role in objects.roles.iter().filter(|r| !owned.contains(*r)) {
+            tracing::warn!(server = %dsn.server(), role = %role, "datasets: dropping an orphan role");
+            if let Err(e) = server.drop_role(role).await {
+                tracing::error!(role = %role, error = %e, "datasets: cannot drop an orphan role");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Brings one dataset's pool to what it should be; one keeper per dataset at a time.
+async fn keep(ctx: &Shared, name: &str) {
+    let lock = ctx.lock_for(&format!("dataset/{name}"));
+    let Ok(_guard) = lock.try_lock() else { return };
+    if let Err(e) = keep_locked(ctx, name).await {
+        tracing::warn!(dataset = %name, error = %e, "datasets: the pool keeper stopped; it retries");
+        let _ = ctx.store.set_dataset_error(name, Some(&e)).await;
+    }
+}
+
+async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), String> {
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    loop {
+        let Some(d) = ctx.store.dataset(name).await.map_err(store_err)? else { return Ok(()) };
+        let dsn = target(ctx, &d)?;
+        let server = Server::new(&dsn);
+        let clones = ctx.store.clones(name).await.map_err(store_err)?;
+        // Checked-in clones (and, on delete, every clone) go first.
+        for c in clones.iter().filter(|c| c.state == "dropping") {
+            drop_clone(ctx, &server, c).await?;
+        }
+        if d.state == "deleting" {
+            for c in &clones {
+                if c.state == "ready" || c.state == "leased" {
+                    let _ = ctx.store.move_clone(&c.db_name, &c.state, "dropping").await.map_err(store_err)?;
+                    drop_clone(ctx, &server, c).await?;
+                }
+            }
+            if let Some(s) = &d.snapshot {
+                server.drop_snapshot(s, d.snapshot_owner.as_deref().unwrap_or("")).await.map_err(|e| e.to_string())?;
+            }
+            ctx.store.delete_dataset(name).await.map_err(store_err)?;
+            tracing::info!(dataset = %name, "dataset deleted");
+            return Ok(());
+        }
+        if snapshot_due(ctx, &d) {
+            take_snapshot(ctx, &server, &d).await?;
+            continue;
+        }
+        let (Some(snapshot), Some(owner)) = (&d.snapshot, &d.snapshot_owner) else { return Ok(()) };
+        // A refresh replaces the unattached clones of older snapshots; attached ones stay.
+        let mut changed = false;
+        for c in clones.iter().filter(|c| c.state == "ready" && c.generation < d.generation) {
+            if ctx.store.move_clone(&c.db_name, "ready", "dropping").await.map_err(store_err)? {
+                drop_clone(ctx, &server, c).await?;
+                changed = true;
+            }
+        }
+        if changed {
+            continue;
+        }
+        report_expired(ctx, &d, &clones);
+        let available = clones.iter().filter(|c| (c.state == "ready" || c.state == "filling") && c.generation == d.generation).count();
+        if available as i64 >= d.pool_size {
+            if d.error.is_some() {
+                ctx.store.set_dataset_error(name, None).await.map_err(store_err)?;
+            }
+            return Ok(());
+        }
+        fill_one(ctx, &server, &d, snapshot, owner).await?;
+    }
+}
+
+fn snapshot_due(ctx: &Shared, d: &Dataset) -> bool {
+    if d.snapshot.is_none() {
+        return d.state == "snapshotting";
+    }
+    if d.refresh_requested != 0 {
+        return true;
+    }
+    let Some(schedule) = d.refresh.as_deref().and_then(|r| Schedule::parse(r).ok()) else { return false };
+    let attempted = ctx.pools.attempted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&d.name).copied().unwrap_or(0);
+    let since = d.snapshot_at.unwrap_or(d.created_at).max(attempted);
+    schedule.next_after(since).is_some_and(|next| next <= now_ms())
+}
+
+async fn take_snapshot(ctx: &Shared, server: &Server, d: &Dataset) -> Result<(), String> {
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    let names = Names::new(&ctx.instance);
+    let (snap, owner) = (names.snapshot_name(), names.owner_name());
+    ctx.pools.attempted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(d.name.clone(), now_ms());
+    ctx.store.begin_snapshot(&d.name, &snap, &owner).await.map_err(store_err)?;
+    let source = decrypt_dsn(ctx, &d.source, &source_ctx(&d.name))?;
+    tracing::info!(dataset = %d.name, source = %source.redacted(), snapshot = %snap, "datasets: taking a snapshot");
+    let started = std::time::Instant::now();
+    match server.snapshot(&source, &snap, &owner).await {
+        Ok(bytes) => {
+            let previous = ctx.store.finish_snapshot(&d.name, i64::try_from(bytes).unwrap_or(i64::MAX)).await.map_err(store_err)?;
+            tracing::info!(dataset = %d.name, bytes, ms = started.elapsed().as_millis() as u64, "datasets: snapshot taken");
+            if let Some((old, old_owner)) = previous
+                && let Err(e) = server.drop_snapshot(&old, &old_owner).await
+            {
+                // Recorded nowhere now: the start-up reconciler drops it.
+                tracing::warn!(dataset = %d.name, snapshot = %old, error = %e, "datasets: cannot drop the previous snapshot");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let message = format!("snapshot of {}: {e}", source.redacted());
+            tracing::warn!(dataset = %d.name, error = %message, "datasets: snapshot failed");
+            if let Err(e2) = server.drop_snapshot(&snap, &owner).await {
+                tracing::warn!(snapshot = %snap, error = %e2, "datasets: cannot drop a failed snapshot");
+            }
+            ctx.store.fail_snapshot(&d.name, &message).await.map_err(store_err)?;
+            Ok(())
+        }
+    }
+}
+
+async fn fill_one(ctx: &Shared, server: &Server, d: &Dataset, snapshot: &str, owner: &str) -> Result<(), String> {
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    let db_name = Names::new(&ctx.instance).clone_name();
+    let password = offshoot_datasets::new_password();
+    let c = DatasetClone {
+        db_name: db_name.clone(),
+        dataset: d.name.clone(),
+        generation: d.generation,
+        role: db_name.clone(),
+        password: ctx.key.encrypt(&password, &clone_ctx(&d.name, &db_name)).map_err(|e| e.to_string())?,
+        state: "filling".into(),
+        env_id: None,
+        leased_at: None,
+        created_at: now_ms(),
+        ready_at: None,
+    };
+    ctx.store.add_clone(&c).await.map_err(store_err)?;
+    let spec = CloneSpec { database: db_name.clone(), role: db_name.clone(), password };
+    let started = std::time::Instant::now();
+    match server.make_clone(snapshot, owner, &spec).await {
+        Ok(()) => {
+            ctx.store.move_clone(&db_name, "filling", "ready").await.map_err(store_err)?;
+            tracing::debug!(dataset = %d.name, clone = %db_name, ms = started.elapsed().as_millis() as u64, "datasets: clone ready");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = server.drop_clone(&db_name, &db_name).await;
+            ctx.store.delete_clone(&db_name).await.map_err(store_err)?;
+            Err(format!("making a clone: {e}"))
+        }
+    }
+}
+
+async fn drop_clone(ctx: &Shared, server: &Server, c: &DatasetClone) -> Result<(), String> {
+    server.drop_clone(&c.db_name, &c.role).await.map_err(|e| format!("dropping clone `{}`: {e}", c.db_name))?;
+    ctx.store.delete_clone(&c.db_name).await.map_err(|e| e.to_string())?;
+    tracing::debug!(dataset = %c.dataset, clone = %c.db_name, "datasets: clone dropped");
+    Ok(())
+}
+
+fn report_expired(ctx: &Shared, d: &Dataset, clones: &[DatasetClone]) {
+    let Some(ttl) = d.ttl_seconds else { return };
+    let now = now_ms();
+    let mut reported = ctx.pools.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for c in clones.iter().filter(|c| c.state == "leased") {
+        if c.leased_at.is_some_and(|at| at + ttl * 1000 <= now) && reported.insert(c.db_name.clone()) {
+            tracing::warn!(
+                dataset = %d.name,
+                env = c.env_id.as_deref().unwrap_or(""),
+                clone = %c.db_name,
+                "datasets: a clone has been attached longer than the dataset's TTL"
+            );
+        }
+    }
+}
+
+// Environments ------------------------------------------------------------------------------------
+
+/// Checks out a clone of each dataset the environment lists and does not hold yet, waiting (at
+/// most `dataset_wait`) when a pool is empty, and checks in the clones of datasets it no longer
+/// lists.
+pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -> Result<(), String> {
+    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    let held = ctx.store.leases(&env.id).await.map_err(store_err)?;
+    for c in held.iter().filter(|c| !wanted.contains(&c.dataset)) {
+        check_in(ctx, c).await;
+    }
+    for name in wanted {
+        if held.iter().any(|c| &c.dataset == name) {
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + ctx.dataset_wait;
+        let mut pause = Duration::from_millis(50);
+        let mut waiting = false;
+        loop {
+            let Some(d) = ctx.store.dataset(name).await.map_err(store_err)? else {
+                return Err(format!("dataset `{name}` does not exist (`offshoot dataset create {name} --source ...` makes it)"));
+            };
+            if d.state == "deleting" {
+                return Err(format!("dataset `{name}` is being deleted"));
+            }
+            if let Some(c) = ctx.store.checkout(name, &env.id).await.map_err(store_err)? {
+                tracing::info!(env = %env.id, dataset = %name, clone = %c.db_name, "dataset attached");
+                ctx.pools.wake();
+                break;
+            }
+            if d.state == "failed" {
+                return Err(format!("dataset `{name}` has no snapshot: {}", d.error.as_deref().unwrap_or("it failed")));
+            }
+            ctx.pools.wake();
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "no clone of dataset `{name}` became ready within {}s (pool size {}; `offshoot dataset show {name}`)",
+                    ctx.dataset_wait.as_secs(),
+                    d.pool_size
+                ));
+            }
+            if !waiting {
+                waiting = true;
+                let why = match (&d.snapshot, &d.error) {
+                    (None, _) => "its snapshot is being taken".to_owned(),
+                    (Some(_), Some(e)) => format!("the pool is empty: {e}"),
+                    (Some(_), None) => "the pool is empty; a clone is being made".to_owned(),
+                };
+                let now = ctx.store.env(&env.id).await.map_err(store_err)?.map(|e| e.status).unwrap_or_default();
+                ctx.store
+                    .set_env_status(&env.id, &now, Some(&format!("waiting for a clone of dataset `{name}`: {why}")))
+                    .await
+                    .map_err(store_err)?;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+        if waiting {
+            let now = ctx.store.env(&env.id).await.map_err(store_err)?.map(|e| e.status).unwrap_or_default();
+            ctx.store.set_env_status(&env.id, &now, None).await.map_err(store_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks in every clone the environment holds (drops the databases and logins).
+pub(crate) async fn detach_all(ctx: &Shared, env_id: &str) {
+    match ctx.store.leases(env_id).await {
+        Ok(held) => {
+            for c in &held {
+                check_in(ctx, c).await;
+            }
+        }
+        Err(e) => tracing::error!(env = %env_id, error = %e, "datasets: cannot list an environment's clones"),
+    }
+}
+
+/// Drops a leased clone now; when the server cannot be reached, the pool keeper drops it later.
+async fn check_in(ctx: &Shared, c: &DatasetClone) {
+    match ctx.store.move_clone(&c.db_name, "leased", "dropping").await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(clone = %c.db_name, error = %e, "datasets: cannot check a clone in");
+            return;
+        }
+    }
+    let dropped = match ctx.store.dataset(&c.dataset).await {
+        Ok(Some(d)) => match target(ctx, &d) {
+            Ok(dsn) => drop_clone(ctx, &Server::new(&dsn), c).await,
+            Err(e) => Err(e),
+        },
+        Ok(None) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    };
+    match dropped {
+        Ok(()) => tracing::info!(dataset = %c.dataset, clone = %c.db_name, env = c.env_id.as_deref().unwrap_or(""), "dataset checked in"),
+        Err(e) => tracing::warn!(clone = %c.db_name, error = %e, "datasets: the clone will be dropped by the pool keeper"),
+    }
+    ctx.pools.wake();
+}
+
+/// The variables of the clones an environment holds, and what `env show` lists.
+pub(crate) async fn attached(ctx: &Ctx, env_id: &str) -> Result<Vec<(api::AttachedDataset, Vec<(String, String, bool)>)>, String> {
+    let mut out = Vec::new();
+    for c in ctx.store.leases(env_id).await.map_err(|e| e.to_string())? {
+        let Some(d) = ctx.store.dataset(&c.dataset).await.map_err(|e| e.to_string())? else { continue };
+        let dsn = target(ctx, &d)?;
+        let password = ctx.key.decrypt(&c.password, &clone_ctx(&d.name, &c.db_name)).map_err(|e| format!("clone `{}`: {e}", c.db_name))?;
+        let host = if dsn.is_loopback() { HOST_ALIAS.to_owned() } else { dsn.host.clone() };
+        let kind = Kind::parse(&d.engine).unwrap_or(dsn.kind);
+        let vars = offshoot_datasets::variables(&offshoot_datasets::Attached {
+            dataset: &d.name,
+            kind,
+            host: &host,
+            port: dsn.port,
+            database: &c.db_name,
+            user: &c.role,
+            password: &password,
+        });
+        let info = api::AttachedDataset {
+            dataset: d.name.clone(),
+            database: c.db_name.clone(),
+            user: c.role.clone(),
+            host,
+            port: dsn.port,
+            leased_at: c.leased_at.unwrap_or(0),
+            expires_at: d.ttl_seconds.zip(c.leased_at).map(|(ttl, at)| at + ttl * 1000),
+        };
+        out.push((info, vars));
+    }
+    Ok(out)
+}
