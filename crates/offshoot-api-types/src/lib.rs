@@ -281,6 +281,9 @@ pub struct DatasetInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Snapshot>,
     pub pool: PoolState,
+    /// Median time to make one clone of the current snapshot (the pool's refill speed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill_ms: Option<i64>,
     #[serde(default)]
     pub leases: Vec<Lease>,
     pub created_at: i64,

@@ -90,6 +90,9 @@ fn print_dataset(d: &api::DatasetInfo) -> String {
         d.pool_size
     );
     s.push_str(&format!("  source: {}\n  target: {}\n", d.source, d.target));
+    if let Some(f) = d.fill_ms {
+        s.push_str(&format!("  a clone takes {:.1} s to make\n", f as f64 / 1000.0));
+    }
     if let Some(sn) = &d.snapshot {
         s.push_str(&format!("  snapshot: generation {}, {}, taken {}\n", sn.generation, bytes(sn.bytes), relative(sn.taken_at)));
     }

@@ -7,9 +7,10 @@ use anyhow::{Context as _, Result, bail};
 use offshoot_template::compose::{self, Generated};
 use offshoot_template::diag::Diagnostics;
 use offshoot_template::document::{self, Kind};
-use offshoot_template::envvars::EnvVarsFile;
+use offshoot_template::envvars::{EnvVarsFile, VarValue};
 use offshoot_template::repo::{self, COMPOSE_NAMES, RepoFiles as _, Source};
 use offshoot_template::resolve;
+use offshoot_template::secret::SecretString;
 use offshoot_template::yaml::{self, Node};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -246,7 +247,22 @@ fn resolve_cmd(a: ResolveArgs, output: Output) -> Result<ExitCode> {
         imported: Default::default(),
         attached: Default::default(),
     };
-    match resolve::resolve(&file, &root, env_vars.as_ref(), &opts) {
+    // Attached datasets' variables are known only at creation: placeholders stand for them.
+    let mut result = resolve::resolve(&file, &root, env_vars.as_ref(), &opts);
+    if let Ok(r) = &result
+        && !r.datasets.is_empty()
+    {
+        let mut opts = opts.clone();
+        for d in &r.datasets {
+            for (name, field) in resolve::dataset_variables(d) {
+                let placeholder = format!("<{name}: set when the environment checks out a clone of `{d}`>");
+                let v = if field.is_secret() { VarValue::Secret(SecretString::new(placeholder)) } else { VarValue::Plain(placeholder) };
+                opts.attached.insert(name, v);
+            }
+        }
+        result = resolve::resolve(&file, &root, env_vars.as_ref(), &opts);
+    }
+    match result {
         Ok(r) => {
             out(&format!("{}\n", serde_json::to_string_pretty(&r).unwrap_or_default()));
             Ok(ExitCode::SUCCESS)

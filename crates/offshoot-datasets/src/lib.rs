@@ -338,11 +338,6 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     if ok { Ok(()) } else { Err(format!("`{name}` is not a dataset name: use 1 to 40 of a-z, 0-9 and `-`, not starting with `-`")) }
 }
 
-/// The variable prefix of a dataset: `my-data` → `MY_DATA`.
-pub fn var_prefix(dataset: &str) -> String {
-    dataset.to_ascii_uppercase().replace('-', "_")
-}
-
 /// A checked-out clone as an environment sees it.
 pub struct Attached<'a> {
     pub dataset: &'a str,
@@ -355,11 +350,10 @@ pub struct Attached<'a> {
     pub password: &'a str,
 }
 
-/// The variables an environment gets for an attached clone: `(name, value, secret)`.
-/// `<DATASET>_DB_HOST`, `_PORT`, `_NAME`, `_USER`, `_PASS`, `_URL`, and Release's
-/// `<DATASET>_RDS_DB_POOL_HOST`, `_USER`, `_PASS`.
+/// The variables an environment gets for an attached clone: `(name, value, secret)`, named by
+/// `offshoot_template::resolve::dataset_variables`.
 pub fn variables(a: &Attached<'_>) -> Vec<(String, String, bool)> {
-    let p = var_prefix(a.dataset);
+    use offshoot_template::resolve::DatasetField;
     let url = Dsn {
         kind: a.kind,
         host: a.host.to_owned(),
@@ -369,17 +363,20 @@ pub fn variables(a: &Attached<'_>) -> Vec<(String, String, bool)> {
         database: Some(a.database.to_owned()),
     }
     .expose_url();
-    vec![
-        (format!("{p}_DB_HOST"), a.host.to_owned(), false),
-        (format!("{p}_DB_PORT"), a.port.to_string(), false),
-        (format!("{p}_DB_NAME"), a.database.to_owned(), false),
-        (format!("{p}_DB_USER"), a.user.to_owned(), false),
-        (format!("{p}_DB_PASS"), a.password.to_owned(), true),
-        (format!("{p}_DB_URL"), url, true),
-        (format!("{p}_RDS_DB_POOL_HOST"), a.host.to_owned(), false),
-        (format!("{p}_RDS_DB_POOL_USER"), a.user.to_owned(), false),
-        (format!("{p}_RDS_DB_POOL_PASS"), a.password.to_owned(), true),
-    ]
+    offshoot_template::resolve::dataset_variables(a.dataset)
+        .into_iter()
+        .map(|(name, field)| {
+            let value = match field {
+                DatasetField::Host => a.host.to_owned(),
+                DatasetField::Port => a.port.to_string(),
+                DatasetField::Name => a.database.to_owned(),
+                DatasetField::User => a.user.to_owned(),
+                DatasetField::Pass => a.password.to_owned(),
+                DatasetField::Url => url.clone(),
+            };
+            (name, value, field.is_secret())
+        })
+        .collect()
 }
 
 /// A refresh schedule: a five-field cron expression (minute hour day month weekday), in UTC.
@@ -517,7 +514,6 @@ mod tests {
         for bad in ["", "-x", "Has", "a_b", &"a".repeat(41)] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
-        assert_eq!(var_prefix("my-db2"), "MY_DB2");
     }
 
     #[test]

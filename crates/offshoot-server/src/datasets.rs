@@ -95,6 +95,9 @@ async fn create(State(ctx): State<Shared>, Json(req): Json<api::CreateDataset>) 
         return Err(ApiError::bad_request(format!("pool_size: {pool_size} is not between 1 and {MAX_POOL}")));
     }
     if let Some(r) = &req.refresh {
+        if r.len() > 200 {
+            return Err(ApiError::bad_request("refresh: longer than 200 characters"));
+        }
         Schedule::parse(r).map_err(|e| ApiError::bad_request(format!("refresh: {e}")))?;
     }
     let ttl = match &req.ttl {
@@ -203,6 +206,10 @@ async fn info(ctx: &Shared, d: Dataset) -> Result<api::DatasetInfo, ApiError> {
             }
         })
         .collect();
+    let mut fills: Vec<i64> =
+        clones.iter().filter(|c| c.generation == d.generation).filter_map(|c| c.ready_at.map(|r| r - c.created_at)).collect();
+    fills.sort_unstable();
+    let fill_ms = fills.get(fills.len() / 2).copied();
     let redact = |stored: &str, context: &str| decrypt_dsn(ctx, stored, context).map(|d| d.redacted()).unwrap_or_else(|e| e);
     Ok(api::DatasetInfo {
         source: redact(&d.source, &source_ctx(&d.name)),
@@ -217,6 +224,7 @@ async fn info(ctx: &Shared, d: Dataset) -> Result<api::DatasetInfo, ApiError> {
             taken_at: d.snapshot_at.unwrap_or(0),
         }),
         pool: api::PoolState { ready: count("ready"), leased: count("leased"), filling: count("filling") },
+        fill_ms,
         leases,
         name: d.name,
         engine: d.engine,
@@ -372,11 +380,12 @@ async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), String> {
 }
 
 fn snapshot_due(ctx: &Shared, d: &Dataset) -> bool {
-    if d.snapshot.is_none() {
-        return d.state == "snapshotting";
-    }
+    // A refresh also retries a dataset whose first snapshot failed.
     if d.refresh_requested != 0 {
         return true;
+    }
+    if d.snapshot.is_none() {
+        return d.state == "snapshotting";
     }
     let Some(schedule) = d.refresh.as_deref().and_then(|r| Schedule::parse(r).ok()) else { return false };
     let attempted = ctx.pools.attempted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&d.name).copied().unwrap_or(0);

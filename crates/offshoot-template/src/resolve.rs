@@ -12,6 +12,37 @@ use crate::yaml::{Node, Value};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// A part of an attached Instant Dataset's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetField {
+    Host,
+    Port,
+    Name,
+    User,
+    Pass,
+    Url,
+}
+
+impl DatasetField {
+    /// Whether a variable of this field is secret.
+    pub fn is_secret(self) -> bool {
+        matches!(self, DatasetField::Pass | DatasetField::Url)
+    }
+}
+
+/// The variables an attached Instant Dataset gives an environment: `<DATASET>_DB_HOST`, `_PORT`,
+/// `_NAME`, `_USER`, `_PASS`, `_URL` and Release's `<DATASET>_RDS_DB_POOL_HOST`, `_USER`, `_PASS`
+/// (the dataset's name upper-cased, `-` → `_`).
+pub fn dataset_variables(dataset: &str) -> Vec<(String, DatasetField)> {
+    let p = dataset.to_ascii_uppercase().replace('-', "_");
+    use DatasetField::*;
+    [("DB_HOST", Host), ("DB_PORT", Port), ("DB_NAME", Name), ("DB_USER", User), ("DB_PASS", Pass), ("DB_URL", Url)]
+        .into_iter()
+        .chain([("RDS_DB_POOL_HOST", Host), ("RDS_DB_POOL_USER", User), ("RDS_DB_POOL_PASS", Pass)])
+        .map(|(suffix, f)| (format!("{p}_{suffix}"), f))
+        .collect()
+}
+
 /// Facts about the environment being resolved.
 #[derive(Clone, Debug, Default)]
 pub struct Options {

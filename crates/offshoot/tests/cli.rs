@@ -143,3 +143,26 @@ fn resolve_prints_json_with_secrets_redacted() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(v["services"][0]["replicas"], 2);
 }
+
+#[test]
+fn resolve_shows_where_a_datasets_variables_will_come_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), ".release.yaml", "application_template: .release/a.yaml\nenvironment_variables: .release/e.yaml\n");
+    write(
+        dir.path(),
+        ".release/a.yaml",
+        "app: x\nenvironment_templates:\n- name: ephemeral\n  datasets:\n  - name: shop-data\nservices:\n- name: web\n  image: busybox:stable\n",
+    );
+    write(
+        dir.path(),
+        ".release/e.yaml",
+        "defaults: []\nmapping:\n  DATABASE_URL: ${SHOP_DATA_DB_URL}\n  DB_HOST: ${SHOP_DATA_RDS_DB_POOL_HOST}\n",
+    );
+    let o = offshoot(&["template", "resolve", dir.path().to_str().expect("utf-8"), "--branch", "main", "--env-id", "abc1234"]);
+    assert!(o.status.success(), "{o:?}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let env = &r["services"][0]["env"];
+    assert_eq!(env["DB_HOST"], "<SHOP_DATA_RDS_DB_POOL_HOST: set when the environment checks out a clone of `shop-data`>");
+    assert_eq!(env["DATABASE_URL"], "[redacted]", "a dataset's URL is secret");
+    assert!(r["warnings"].as_array().is_none_or(Vec::is_empty), "no undefined-variable warning: {}", r["warnings"]);
+}

@@ -74,6 +74,14 @@ fn postgres_clones_attach_refill_refresh_and_check_in() {
     let o = s.cli(&["dataset", "create", "artists", "--source", "http://nope/x"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("source:"), "{o:?}");
 
+    // A source that cannot be read: the snapshot fails, says why, and leaves nothing behind.
+    let o = s.cli(&["dataset", "create", "missing", "--source", "postgres://offshoot:offshoot@127.0.0.1:5432/no_such_db"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("no_such_db") && !stderr.contains(":offshoot@"), "{o:?}");
+    assert_eq!(show(&s, "missing")["state"], "failed");
+    assert_eq!(pg_objects(&instance), (vec![], vec![]), "a failed snapshot left objects");
+    assert!(s.cli(&["dataset", "delete", "missing"]).status.success());
+
     let d = s.json(&["dataset", "create", "artists", "--source", &url, "--pool-size", "2", "--ttl", "2s", "--refresh", "0 3 * * *"]);
     assert_eq!((d["state"].as_str(), d["snapshot"]["generation"].as_i64()), (Some("ready"), Some(1)), "{d}");
     assert!(d["source"].as_str().is_some_and(|u| u.contains("***") && !u.contains("offshoot@") && !u.contains(":offshoot@")), "{d}");
