@@ -213,9 +213,16 @@ fn mariadb_clones_attach_and_check_in() {
     assert!(s.cli(&["env", "delete", &id, "--wait"]).status.success());
     assert!(!mine("SHOW DATABASES").contains(&clone), "teardown dropped the clone");
     assert!(!mine("SELECT user FROM mysql.user").contains(&clone), "and its user");
-    assert!(s.cli(&["dataset", "delete", "shop-db"]).status.success());
+    // --force deletes a dataset in use, dropping the clone an environment holds.
+    let e2 = s.json(&["env", "create", "reader", "--branch", "main", "--wait"]);
+    let id2 = e2["id"].as_str().expect("id").to_owned();
+    assert_eq!(page(&s, &id2).trim(), "Nina,Miles");
+    assert!(!s.cli(&["dataset", "delete", "shop-db"]).status.success(), "in use");
+    assert!(s.cli(&["dataset", "delete", "shop-db", "--force"]).status.success());
     eventually(30, "the dataset to be deleted", || (s.json(&["dataset", "list"]).as_array().is_some_and(Vec::is_empty)).then_some(()));
     assert!(mine("SHOW DATABASES").is_empty() && mine("SELECT user FROM mysql.user").is_empty());
+    assert!(s.json(&["env", "show", &id2])["datasets"].as_array().is_none_or(Vec::is_empty));
+    assert!(s.cli(&["env", "delete", &id2, "--wait"]).status.success());
     // An environment listing a dataset that does not exist fails, and says which.
     let o = s.cli(&["env", "create", "reader", "--branch", "main", "--wait", "--output", "json"]);
     assert!(!o.status.success());
@@ -305,19 +312,17 @@ fn twenty_environments_created_at_once_get_twenty_distinct_clones() {
             .collect();
         handles.into_iter().map(|h| h.join().expect("create")).collect()
     });
+    // Watch all twenty at once: every round, any of them may be the one waiting for a clone.
     let mut waited = false;
-    let envs: Vec<serde_json::Value> = ids
-        .iter()
-        .map(|id| {
-            eventually(240, &format!("environment {id} to be ready"), || {
-                let e = s.json(&["env", "show", id]);
-                assert_ne!(e["status"], "failed", "{e}");
-                waited |= e["reason"].as_str().is_some_and(|r| r.starts_with("waiting for a clone of dataset `artists`"));
-                (e["status"] == "ready").then_some(e)
-            })
-        })
-        .collect();
+    eventually(240, "the twenty environments to be ready", || {
+        let all = s.json(&["env", "list", "--app", "many"]);
+        let all = all.as_array().expect("a list");
+        assert!(all.iter().all(|e| e["status"] != "failed"), "{all:?}");
+        waited |= all.iter().any(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("waiting for a clone of dataset `artists`")));
+        (all.len() == 20 && all.iter().all(|e| e["status"] == "ready")).then_some(())
+    });
     assert!(waited, "with 4 clones for 20 environments, some said they were waiting for one");
+    let envs: Vec<serde_json::Value> = ids.iter().map(|id| s.json(&["env", "show", id])).collect();
     let mut clones: Vec<String> = envs.iter().map(|e| e["datasets"][0]["database"].as_str().expect("a clone").to_owned()).collect();
     clones.sort();
     clones.dedup();
@@ -327,8 +332,11 @@ fn twenty_environments_created_at_once_get_twenty_distinct_clones() {
         assert!(dbs.contains(c), "{c} does not exist");
     }
     // Each container sees its own clone's name.
-    let seen = String::from_utf8_lossy(&s.cli(&["env", "exec", &ids[7], "web", "--", "cat", "/tmp/db"]).stdout).trim().to_owned();
-    assert_eq!(seen, envs[7]["datasets"][0]["database"].as_str().expect("db"));
+    let want = envs[7]["datasets"][0]["database"].as_str().expect("db");
+    eventually(20, "the container to have written its clone's name", || {
+        let seen = String::from_utf8_lossy(&s.cli(&["env", "exec", &ids[7], "web", "--", "cat", "/tmp/db"]).stdout).trim().to_owned();
+        (seen == want).then_some(())
+    });
     pool(&s, "artists", 4, 20);
     for id in &ids {
         assert!(s.cli(&["env", "delete", id]).status.success());
