@@ -568,8 +568,12 @@ async fn deploy_env(
     {
         return Err(ApiError::bad_request(format!("`{c}` is not a full commit SHA")));
     }
+    // `patch` redeploys what is built from the repository; an environment whose `setup` never
+    // succeeded (a missing dataset clone, say) has nothing running yet, so it gets `setup`.
+    let set_up = ctx.store.deployments(&id).await?.iter().any(|d| d.workflow == "setup" && d.status == "succeeded");
+    let workflow = if set_up { "patch" } else { "setup" };
     ctx.store.set_env_status(&id, status::DEPLOYING, None).await?;
-    let dep = controller::new_deployment(&id, "patch", body.commit);
+    let dep = controller::new_deployment(&id, workflow, body.commit);
     ctx.store.create_deployment(&dep).await?;
     controller::spawn(&ctx, dep.id);
     let e = find_env(&ctx, &id).await?;

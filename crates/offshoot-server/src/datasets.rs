@@ -517,8 +517,9 @@ pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -
             }
             ctx.pools.wake();
             if tokio::time::Instant::now() >= deadline {
+                let why = d.error.as_deref().map_or_else(String::new, |e| format!(": {e}"));
                 return Err(format!(
-                    "no clone of dataset `{name}` became ready within {}s (pool size {}; `offshoot dataset show {name}`)",
+                    "no clone of dataset `{name}` became ready within {}s (pool size {}; `offshoot dataset show {name}`){why}",
                     ctx.dataset_wait.as_secs(),
                     d.pool_size
                 ));

@@ -183,7 +183,7 @@ fn mariadb_clones_attach_and_check_in() {
         &src,
         "CREATE TABLE artists (id int AUTO_INCREMENT PRIMARY KEY, name varchar(40)); INSERT INTO artists (name) VALUES ('Nina'), ('Miles')",
     );
-    let s = Server::new_with(None, &["--dataset-wait", "60"]);
+    let s = Server::new_with(None, &["--dataset-wait", "3"]);
     let instance = s.instance();
     let d = s.json(&[
         "dataset",
@@ -213,16 +213,39 @@ fn mariadb_clones_attach_and_check_in() {
     assert!(s.cli(&["env", "delete", &id, "--wait"]).status.success());
     assert!(!mine("SHOW DATABASES").contains(&clone), "teardown dropped the clone");
     assert!(!mine("SELECT user FROM mysql.user").contains(&clone), "and its user");
-    // --force deletes a dataset in use, dropping the clone an environment holds.
+
+    // The snapshot vanishes behind Offshoot's back: the pool cannot refill, an environment waits
+    // its bounded time and fails saying why; a refresh mends the pool and a deploy the environment.
+    let snapshot = mine("SHOW DATABASES").into_iter().find(|d| d.starts_with(&format!("ods_{instance}_s"))).expect("the snapshot");
+    mariadb("", &format!("DROP DATABASE {snapshot}"));
     let e2 = s.json(&["env", "create", "reader", "--branch", "main", "--wait"]);
     let id2 = e2["id"].as_str().expect("id").to_owned();
-    assert_eq!(page(&s, &id2).trim(), "Nina,Miles");
+    assert_eq!(page(&s, &id2).trim(), "Nina,Miles", "the ready clone did not need the snapshot");
+    let d = eventually(30, "the failed refill to show", || {
+        let d = show(&s, "shop-db");
+        d["error"].as_str().is_some_and(|e| e.contains("making a clone")).then_some(d)
+    });
+    assert_eq!(d["pool"]["ready"], 0, "{d}");
+    let o = s.cli(&["env", "create", "reader", "--branch", "main", "--wait", "--output", "json"]);
+    let e3: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let reason = e3["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no clone of dataset `shop-db` became ready within 3s") && reason.contains("making a clone"), "{e3}");
+    let id3 = e3["id"].as_str().expect("id").to_owned();
+    let d = s.json(&["dataset", "refresh", "shop-db", "--wait"]);
+    assert_eq!(d["snapshot"]["generation"], 2, "{d}");
+    let e3 = s.json(&["env", "deploy", &id3, "--wait"]);
+    assert_eq!(e3["status"], "ready", "{e3}");
+    assert_eq!(page(&s, &id3).trim(), "Nina,Miles", "{e3}");
+    pool(&s, "shop-db", 1, 2);
+
+    // --force deletes a dataset in use, dropping the clones environments hold.
     assert!(!s.cli(&["dataset", "delete", "shop-db"]).status.success(), "in use");
     assert!(s.cli(&["dataset", "delete", "shop-db", "--force"]).status.success());
     eventually(30, "the dataset to be deleted", || (s.json(&["dataset", "list"]).as_array().is_some_and(Vec::is_empty)).then_some(()));
     assert!(mine("SHOW DATABASES").is_empty() && mine("SELECT user FROM mysql.user").is_empty());
     assert!(s.json(&["env", "show", &id2])["datasets"].as_array().is_none_or(Vec::is_empty));
     assert!(s.cli(&["env", "delete", &id2, "--wait"]).status.success());
+    assert!(s.cli(&["env", "delete", &id3, "--wait"]).status.success());
     // An environment listing a dataset that does not exist fails, and says which.
     let o = s.cli(&["env", "create", "reader", "--branch", "main", "--wait", "--output", "json"]);
     assert!(!o.status.success());
@@ -346,6 +369,46 @@ fn twenty_environments_created_at_once_get_twenty_distinct_clones() {
     }
     assert!(s.cli(&["dataset", "delete", "artists"]).status.success());
     eventually(60, "the dataset to be deleted", || (pg_objects(&instance) == (vec![], vec![])).then_some(()));
+    drop(s);
+    psql("postgres", &format!("DROP DATABASE {src} WITH (FORCE)"));
+}
+
+#[test]
+fn a_scheduled_refresh_takes_a_new_snapshot() {
+    let src = pg_source();
+    let s = Server::new(None);
+    let instance = s.instance();
+    let d = s.json(&[
+        "dataset",
+        "create",
+        "artists",
+        "--source",
+        &format!("postgres://offshoot:offshoot@127.0.0.1:5432/{src}"),
+        "--pool-size",
+        "1",
+        "--refresh",
+        "* * * * *",
+    ]);
+    let taken = d["snapshot"]["taken_at"].as_i64().expect("taken");
+    let next = d["next_refresh"].as_i64().expect("next refresh");
+    assert!(next > taken && next - taken <= 60_000, "{d}");
+    pool(&s, "artists", 1, 0);
+    let first: Vec<String> = pg_objects(&instance).0;
+    psql(&src, "INSERT INTO artists (name) VALUES ('Dizzy')");
+    // At the next minute, without being asked: generation 2, and the pool's clone replaced.
+    let d = eventually(90, "the scheduled refresh", || {
+        let d = show(&s, "artists");
+        (d["snapshot"]["generation"] == 2 && d["pool"]["ready"] == 1 && d["pool"]["filling"] == 0).then_some(d)
+    });
+    assert!(d["snapshot"]["taken_at"].as_i64().expect("taken") >= next, "{d}");
+    let now = eventually(30, "the old clone and snapshot to go", || {
+        let dbs = pg_objects(&instance).0;
+        (dbs.len() == 2 && !dbs.iter().any(|n| first.contains(n))).then_some(dbs)
+    });
+    let clone = now.iter().find(|n| n.starts_with(&format!("ods_{instance}_c"))).expect("a clone");
+    assert_eq!(psql(clone, "SELECT count(*) FROM artists"), "4", "the new clone has the new data");
+    assert!(s.cli(&["dataset", "delete", "artists"]).status.success());
+    eventually(30, "the dataset to be deleted", || (pg_objects(&instance) == (vec![], vec![])).then_some(()));
     drop(s);
     psql("postgres", &format!("DROP DATABASE {src} WITH (FORCE)"));
 }
