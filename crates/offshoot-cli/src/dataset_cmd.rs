@@ -121,19 +121,12 @@ fn print_dataset(d: &api::DatasetInfo) -> String {
 }
 
 fn show(d: &api::DatasetInfo, output: Output) {
-    match output {
-        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(d).unwrap_or_default())),
-        Output::Human => out(&print_dataset(d)),
-    }
+    crate::emit(d, output, print_dataset);
 }
 
 /// Waits until the dataset has a snapshot of a generation after `after` (or failed).
 fn wait_snapshot(api: &Api, name: &str, after: i64, output: Output) -> Result<api::DatasetInfo> {
-    let bar = indicatif::ProgressBar::new_spinner();
-    if output == Output::Json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = crate::spinner(output);
     let start = Instant::now();
     loop {
         let d: api::DatasetInfo = api.get(&format!("/datasets/{}", enc(name)))?;

@@ -118,19 +118,12 @@ fn print_env(e: &api::Env) -> String {
 }
 
 fn show(e: &api::Env, output: Output) {
-    match output {
-        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(e).unwrap_or_default())),
-        Output::Human => out(&print_env(e)),
-    }
+    crate::emit(e, output, print_env);
 }
 
 /// Polls until the environment settles; shows progress on a terminal.
 fn wait(api: &Api, id: &str, until_deleted: bool, output: Output) -> Result<api::Env> {
-    let bar = indicatif::ProgressBar::new_spinner();
-    if output == Output::Json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = crate::spinner(output);
     let start = Instant::now();
     loop {
         let e: api::Env = api.get(&format!("/envs/{}", enc(id)))?;

@@ -198,6 +198,24 @@ fn report_error(e: &anyhow::Error) {
 }
 
 /// Writes to stdout, ignoring a closed pipe (`offshoot ... | head`).
+/// Prints `v` as JSON for `--output json`, else its human form.
+pub(crate) fn emit<T: serde::Serialize>(v: &T, output: Output, human: impl FnOnce(&T) -> String) {
+    match output {
+        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())),
+        Output::Human => out(&human(v)),
+    }
+}
+
+/// A spinner for a long wait, ticking on its own; hidden for `--output json`.
+pub(crate) fn spinner(output: Output) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if output == Output::Json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 pub(crate) fn out(s: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(s.as_bytes());

@@ -437,6 +437,21 @@ pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {
     Ok(total)
 }
 
+/// Maps an sqlx error to one naming the server and what was being done.
+fn sql_error(server: &Dsn, operation: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatasetError {
+    let server = server.server();
+    let operation = operation.into();
+    move |source| DatasetError::Sql { server, operation, source }
+}
+
+/// A connection attempt, given up after 15 seconds.
+async fn connect_within<C>(server: &Dsn, what: String, connect: impl Future<Output = std::result::Result<C, sqlx::Error>>) -> Result<C> {
+    match tokio::time::timeout(std::time::Duration::from_secs(15), connect).await {
+        Ok(r) => r.map_err(sql_error(server, what)),
+        Err(_) => Err(sql_error(server, what)(sqlx::Error::PoolTimedOut)),
+    }
+}
+
 /// Quotes an SQL identifier (`"x"` on PostgreSQL).
 fn quote_ident(s: &str, quote: char) -> String {
     let q = quote.to_string();

@@ -8,7 +8,6 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{Connection, Row};
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::process::Command;
 
 pub struct MariadbServer {
@@ -52,9 +51,7 @@ impl MariadbServer {
     }
 
     fn sql_err(&self, operation: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatasetError {
-        let server = self.admin.server();
-        let operation = operation.into();
-        move |source| DatasetError::Sql { server, operation, source }
+        crate::sql_error(&self.admin, operation)
     }
 
     async fn connect(&self) -> Result<MySqlConnection> {
@@ -63,10 +60,7 @@ impl MariadbServer {
             .port(self.admin.port)
             .username(&self.admin.user)
             .password(self.admin.password());
-        tokio::time::timeout(Duration::from_secs(15), MySqlConnection::connect_with(&opts))
-            .await
-            .map_err(|_| DatasetError::Sql { server: self.admin.server(), operation: "connect".into(), source: sqlx::Error::PoolTimedOut })?
-            .map_err(self.sql_err(format!("connect as `{}`", self.admin.user)))
+        crate::connect_within(&self.admin, format!("connect as `{}`", self.admin.user), MySqlConnection::connect_with(&opts)).await
     }
 
     /// Runs statements over the simple query protocol (several at once, no preparation).

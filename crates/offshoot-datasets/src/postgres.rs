@@ -10,7 +10,6 @@ use crate::{CloneSpec, DatabaseServer, DatasetError, Dsn, Objects, Result, finis
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 use std::process::Stdio;
-use std::time::Duration;
 use tokio::process::Command;
 
 pub struct PostgresServer {
@@ -48,9 +47,7 @@ impl PostgresServer {
     }
 
     fn sql_err(&self, operation: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DatasetError {
-        let server = self.admin.server();
-        let operation = operation.into();
-        move |source| DatasetError::Sql { server, operation, source }
+        crate::sql_error(&self.admin, operation)
     }
 
     async fn connect(&self, database: &str) -> Result<PgConnection> {
@@ -61,14 +58,8 @@ impl PostgresServer {
             .password(self.admin.password())
             .database(database)
             .application_name("offshoot-datasets");
-        tokio::time::timeout(Duration::from_secs(15), PgConnection::connect_with(&opts))
+        crate::connect_within(&self.admin, format!("connect to `{database}` as `{}`", self.admin.user), PgConnection::connect_with(&opts))
             .await
-            .map_err(|_| DatasetError::Sql {
-                server: self.admin.server(),
-                operation: format!("connect to `{database}`"),
-                source: sqlx::Error::PoolTimedOut,
-            })?
-            .map_err(self.sql_err(format!("connect to `{database}` as `{}`", self.admin.user)))
     }
 
     /// Runs statements over the simple query protocol (several at once, no preparation).

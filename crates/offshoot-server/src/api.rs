@@ -338,7 +338,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         });
     }
     let warnings = if e.parent_id.is_none() { crate::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
-    let datasets = crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?.into_iter().map(|(a, _)| a).collect();
+    let datasets = crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?;
     Ok(api::Env {
         id: e.id,
         app: e.app,

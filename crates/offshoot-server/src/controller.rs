@@ -374,10 +374,9 @@ async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, importe
     let vdoc = document::check("environment_variables.yaml", &env.env_vars, Some(Kind::EnvVars));
     let mut vars = vdoc.env_vars.unwrap_or_default();
     add_secrets(ctx, &env.app, &mut vars).await?;
-    let attached = crate::datasets::attached(ctx, &env.id)
+    let attached = crate::datasets::variables(ctx, &env.id)
         .await?
         .into_iter()
-        .flat_map(|(_, vars)| vars)
         .map(|(k, v, secret)| (k, if secret { VarValue::Secret(SecretString::new(v)) } else { VarValue::Plain(v) }))
         .collect();
     let opts = resolve::Options {

@@ -104,26 +104,9 @@ async fn create(State(ctx): State<Shared>, Json(req): Json<api::CreateDataset>) 
         Some(t) => Some(offshoot_datasets::parse_duration(t).map_err(|e| ApiError::bad_request(format!("ttl: {e}")))? as i64),
         None => None,
     };
-    let d = Dataset {
-        name: req.name.clone(),
-        engine: source.kind.as_str().into(),
-        source: ctx.key.encrypt(&source.expose_url(), &source_ctx(&req.name))?,
-        target: ctx.key.encrypt(&target.expose_url(), &target_ctx(&req.name))?,
-        pool_size: i64::from(pool_size),
-        refresh: req.refresh.clone(),
-        ttl_seconds: ttl,
-        state: "snapshotting".into(),
-        error: None,
-        generation: 0,
-        snapshot: None,
-        snapshot_owner: None,
-        snapshot_bytes: None,
-        snapshot_at: None,
-        pending_snapshot: None,
-        pending_owner: None,
-        refresh_requested: 0,
-        created_at: now_ms(),
-    };
+    let urls =
+        (ctx.key.encrypt(&source.expose_url(), &source_ctx(&req.name))?, ctx.key.encrypt(&target.expose_url(), &target_ctx(&req.name))?);
+    let d = Dataset::new(&req.name, source.kind.as_str(), urls, i64::from(pool_size), req.refresh.clone(), ttl);
     ctx.store.create_dataset(&d).await?;
     tracing::info!(dataset = %d.name, source = %source.redacted(), target = %target.redacted(), pool_size, "dataset created");
     ctx.pools.wake();
@@ -585,34 +568,61 @@ async fn check_in(ctx: &Shared, c: &DatasetClone) {
     ctx.pools.wake();
 }
 
-/// The variables of the clones an environment holds, and what `env show` lists.
-pub(crate) async fn attached(ctx: &Ctx, env_id: &str) -> Result<Vec<(api::AttachedDataset, Vec<(String, String, bool)>)>, String> {
+/// A clone an environment holds, with its dataset and where containers reach its server.
+struct Held {
+    clone: DatasetClone,
+    dataset: Dataset,
+    kind: Kind,
+    host: String,
+    port: u16,
+}
+
+async fn held(ctx: &Ctx, env_id: &str) -> Result<Vec<Held>, String> {
     let mut out = Vec::new();
-    for c in ctx.store.leases(env_id).await.map_err(|e| e.to_string())? {
-        let Some(d) = ctx.store.dataset(&c.dataset).await.map_err(|e| e.to_string())? else { continue };
-        let dsn = target(ctx, &d)?;
-        let password = ctx.key.decrypt(&c.password, &clone_ctx(&d.name, &c.db_name)).map_err(|e| format!("clone `{}`: {e}", c.db_name))?;
+    for clone in ctx.store.leases(env_id).await.map_err(|e| e.to_string())? {
+        let Some(dataset) = ctx.store.dataset(&clone.dataset).await.map_err(|e| e.to_string())? else { continue };
+        let dsn = target(ctx, &dataset)?;
         let host = if dsn.is_loopback() { HOST_ALIAS.to_owned() } else { dsn.host.clone() };
-        let kind = Kind::parse(&d.engine).unwrap_or(dsn.kind);
-        let vars = offshoot_datasets::variables(&offshoot_datasets::Attached {
-            dataset: &d.name,
-            kind,
-            host: &host,
-            port: dsn.port,
-            database: &c.db_name,
-            user: &c.role,
+        let kind = Kind::parse(&dataset.engine).unwrap_or(dsn.kind);
+        out.push(Held { clone, dataset, kind, host, port: dsn.port });
+    }
+    Ok(out)
+}
+
+/// What `env show` lists of the clones an environment holds (no password).
+pub(crate) async fn attached(ctx: &Ctx, env_id: &str) -> Result<Vec<api::AttachedDataset>, String> {
+    Ok(held(ctx, env_id)
+        .await?
+        .into_iter()
+        .map(|h| api::AttachedDataset {
+            expires_at: h.dataset.ttl_seconds.zip(h.clone.leased_at).map(|(ttl, at)| at + ttl * 1000),
+            dataset: h.dataset.name,
+            database: h.clone.db_name,
+            user: h.clone.role,
+            host: h.host,
+            port: h.port,
+            leased_at: h.clone.leased_at.unwrap_or(0),
+        })
+        .collect())
+}
+
+/// The variables of the clones an environment holds: `(name, value, secret)`.
+pub(crate) async fn variables(ctx: &Ctx, env_id: &str) -> Result<Vec<(String, String, bool)>, String> {
+    let mut out = Vec::new();
+    for h in held(ctx, env_id).await? {
+        let password = ctx
+            .key
+            .decrypt(&h.clone.password, &clone_ctx(&h.dataset.name, &h.clone.db_name))
+            .map_err(|e| format!("clone `{}`: {e}", h.clone.db_name))?;
+        out.extend(offshoot_datasets::variables(&offshoot_datasets::Attached {
+            dataset: &h.dataset.name,
+            kind: h.kind,
+            host: &h.host,
+            port: h.port,
+            database: &h.clone.db_name,
+            user: &h.clone.role,
             password: &password,
-        });
-        let info = api::AttachedDataset {
-            dataset: d.name.clone(),
-            database: c.db_name.clone(),
-            user: c.role.clone(),
-            host,
-            port: dsn.port,
-            leased_at: c.leased_at.unwrap_or(0),
-            expires_at: d.ttl_seconds.zip(c.leased_at).map(|(ttl, at)| at + ttl * 1000),
-        };
-        out.push((info, vars));
+        }));
     }
     Ok(out)
 }

@@ -32,6 +32,39 @@ pub struct Dataset {
     pub created_at: i64,
 }
 
+impl Dataset {
+    /// A new dataset, waiting for its first snapshot.
+    pub fn new(
+        name: &str,
+        engine: &str,
+        (source, target): (String, String),
+        pool_size: i64,
+        refresh: Option<String>,
+        ttl_seconds: Option<i64>,
+    ) -> Self {
+        Dataset {
+            name: name.to_owned(),
+            engine: engine.to_owned(),
+            source,
+            target,
+            pool_size,
+            refresh,
+            ttl_seconds,
+            state: "snapshotting".into(),
+            error: None,
+            generation: 0,
+            snapshot: None,
+            snapshot_owner: None,
+            snapshot_bytes: None,
+            snapshot_at: None,
+            pending_snapshot: None,
+            pending_owner: None,
+            refresh_requested: 0,
+            created_at: now_ms(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct DatasetClone {
     pub db_name: String,

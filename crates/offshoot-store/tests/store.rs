@@ -169,26 +169,7 @@ async fn suite(store: Store) {
 }
 
 async fn datasets(store: &Store) {
-    let d = Dataset {
-        name: "artists".into(),
-        engine: "postgres".into(),
-        source: "enc-src".into(),
-        target: "enc-tgt".into(),
-        pool_size: 2,
-        refresh: Some("0 3 * * *".into()),
-        ttl_seconds: Some(3600),
-        state: "snapshotting".into(),
-        error: None,
-        generation: 0,
-        snapshot: None,
-        snapshot_owner: None,
-        snapshot_bytes: None,
-        snapshot_at: None,
-        pending_snapshot: None,
-        pending_owner: None,
-        refresh_requested: 0,
-        created_at: now_ms(),
-    };
+    let d = Dataset::new("artists", "postgres", ("enc-src".into(), "enc-tgt".into()), 2, Some("0 3 * * *".into()), Some(3600));
     store.create_dataset(&d).await.expect("create");
     assert!(matches!(store.create_dataset(&d).await, Err(StoreError::Conflict { .. })));
     store.begin_snapshot("artists", "s1", "o1").await.expect("begin");

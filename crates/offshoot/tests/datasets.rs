@@ -41,6 +41,25 @@ fn reader_repo(dataset: &str, query: &str) -> tempfile::TempDir {
     repo(&template, Some(&vars), &[], &[])
 }
 
+/// `dataset create artists` from the PostgreSQL database `src`, waiting for its snapshot.
+fn create_artists(s: &Server, src: &str, pool_size: &str, extra: &[&str]) -> serde_json::Value {
+    let url = format!("postgres://offshoot:offshoot@127.0.0.1:5432/{src}");
+    let mut args = vec!["dataset", "create", "artists", "--source", &url, "--pool-size", pool_size];
+    args.extend(extra);
+    s.json(&args)
+}
+
+/// Deletes the `artists` dataset, checks that nothing of the instance is left on PostgreSQL,
+/// stops the server and drops the source.
+fn delete_artists(s: Server, src: &str) {
+    let instance = s.instance();
+    assert!(s.cli(&["dataset", "delete", "artists"]).status.success());
+    eventually(60, "the dataset to be deleted", || (pg_objects(&instance) == (vec![], vec![])).then_some(()));
+    assert!(s.json(&["dataset", "list"]).as_array().is_some_and(Vec::is_empty));
+    drop(s);
+    psql("postgres", &format!("DROP DATABASE {src} WITH (FORCE)"));
+}
+
 fn show(s: &Server, name: &str) -> serde_json::Value {
     s.json(&["dataset", "show", name])
 }
@@ -262,15 +281,7 @@ fn a_restart_after_a_crash_removes_what_no_record_owns() {
     let data = tmp.path().join("data");
     let mut s = Server::start(&data, None);
     let instance = s.instance();
-    s.json(&[
-        "dataset",
-        "create",
-        "artists",
-        "--source",
-        &format!("postgres://offshoot:offshoot@127.0.0.1:5432/{src}"),
-        "--pool-size",
-        "2",
-    ]);
+    create_artists(&s, &src, "2", &[]);
     pool(&s, "artists", 2, 0);
     s.kill();
 
@@ -305,10 +316,7 @@ fn a_restart_after_a_crash_removes_what_no_record_owns() {
         assert!(!roles.contains(gone), "role {gone} survived the restart: {roles:?}");
     }
     assert_eq!(dbs.len(), 3, "one snapshot and two clones: {dbs:?}");
-    assert!(s.cli(&["dataset", "delete", "artists"]).status.success());
-    eventually(30, "the dataset to be deleted", || (pg_objects(&instance) == (vec![], vec![])).then_some(()));
-    drop(s);
-    psql("postgres", &format!("DROP DATABASE {src} WITH (FORCE)"));
+    delete_artists(s, &src);
 }
 
 #[test]
@@ -316,15 +324,7 @@ fn twenty_environments_created_at_once_get_twenty_distinct_clones() {
     let src = pg_source();
     let s = Server::new_with(None, &["--dataset-wait", "180"]);
     let instance = s.instance();
-    s.json(&[
-        "dataset",
-        "create",
-        "artists",
-        "--source",
-        &format!("postgres://offshoot:offshoot@127.0.0.1:5432/{src}"),
-        "--pool-size",
-        "4",
-    ]);
+    create_artists(&s, &src, "4", &[]);
     pool(&s, "artists", 4, 0);
     let template = "app: many\nenvironment_templates:\n- name: ephemeral\n  datasets:\n  - name: artists\nservices:\n- name: web\n  image: busybox:stable\n  command: [sh, -c, 'mkdir -p /tmp; echo $ARTISTS_DB_NAME > /tmp/db; exec sleep 3600']\n";
     let r = repo(template, None, &[], &[]);
@@ -367,10 +367,7 @@ fn twenty_environments_created_at_once_get_twenty_distinct_clones() {
     for id in &ids {
         eventually(120, "teardown", || (s.json(&["env", "show", id])["status"] == "deleted").then_some(()));
     }
-    assert!(s.cli(&["dataset", "delete", "artists"]).status.success());
-    eventually(60, "the dataset to be deleted", || (pg_objects(&instance) == (vec![], vec![])).then_some(()));
-    drop(s);
-    psql("postgres", &format!("DROP DATABASE {src} WITH (FORCE)"));
+    delete_artists(s, &src);
 }
 
 #[test]
@@ -378,17 +375,7 @@ fn a_scheduled_refresh_takes_a_new_snapshot() {
     let src = pg_source();
     let s = Server::new(None);
     let instance = s.instance();
-    let d = s.json(&[
-        "dataset",
-        "create",
-        "artists",
-        "--source",
-        &format!("postgres://offshoot:offshoot@127.0.0.1:5432/{src}"),
-        "--pool-size",
-        "1",
-        "--refresh",
-        "* * * * *",
-    ]);
+    let d = create_artists(&s, &src, "1", &["--refresh", "* * * * *"]);
     let taken = d["snapshot"]["taken_at"].as_i64().expect("taken");
     let next = d["next_refresh"].as_i64().expect("next refresh");
     assert!(next > taken && next - taken <= 60_000, "{d}");
@@ -407,8 +394,5 @@ fn a_scheduled_refresh_takes_a_new_snapshot() {
     });
     let clone = now.iter().find(|n| n.starts_with(&format!("ods_{instance}_c"))).expect("a clone");
     assert_eq!(psql(clone, "SELECT count(*) FROM artists"), "4", "the new clone has the new data");
-    assert!(s.cli(&["dataset", "delete", "artists"]).status.success());
-    eventually(30, "the dataset to be deleted", || (pg_objects(&instance) == (vec![], vec![])).then_some(()));
-    drop(s);
-    psql("postgres", &format!("DROP DATABASE {src} WITH (FORCE)"));
+    delete_artists(s, &src);
 }
