@@ -23,6 +23,31 @@ pub(crate) enum Command {
     Generate(GenerateArgs),
     /// Print the effective configuration of one environment as JSON (secrets redacted).
     Resolve(ResolveArgs),
+    /// Print the manifests one environment would be deployed as, multi-document YAML (for
+    /// review, for GitOps tools such as Argo CD; secret values masked).
+    Render(RenderArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum RuntimeKind {
+    Kubernetes,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RenderArgs {
+    #[command(flatten)]
+    resolve: ResolveArgs,
+    #[arg(long, value_enum)]
+    runtime: RuntimeKind,
+    /// The namespace (default: `offshoot-<env-id>`).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Ingress class of public routes.
+    #[arg(long, default_value = "nginx")]
+    ingress_class: String,
+    /// Ingress class of `visibility: private` routes.
+    #[arg(long, default_value = "nginx-internal")]
+    private_ingress_class: String,
 }
 
 #[derive(clap::Args)]
@@ -78,7 +103,14 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
     match cmd {
         Command::Generate(a) => generate(a, output),
-        Command::Resolve(a) => resolve_cmd(a, output),
+        Command::Resolve(a) => match resolve_path(&a, output)? {
+            Ok((r, _)) => {
+                out(&format!("{}\n", serde_json::to_string_pretty(&r).unwrap_or_default()));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(code) => Ok(code),
+        },
+        Command::Render(a) => render_cmd(a, output),
     }
 }
 
@@ -188,7 +220,39 @@ fn load_env_vars(path: &Path, report: &mut Report) -> Result<Option<EnvVarsFile>
     Ok(doc.env_vars)
 }
 
-fn resolve_cmd(a: ResolveArgs, output: Output) -> Result<ExitCode> {
+fn render_cmd(a: RenderArgs, output: Output) -> Result<ExitCode> {
+    let RuntimeKind::Kubernetes = a.runtime;
+    let (r, dir) = match resolve_path(&a.resolve, output)? {
+        Ok(x) => x,
+        Err(code) => return Ok(code),
+    };
+    let mut opts = offshoot_manifests::Options::new(a.namespace.unwrap_or_else(|| format!("offshoot-{}", r.env_id)), "local");
+    opts.ingress_class = a.ingress_class;
+    opts.private_ingress_class = a.private_ingress_class;
+    // Files mounted with `configmap`, read from the repository (bounded, confined to it).
+    if let Some(dir) = dir {
+        let files = DirFiles::new(&dir)?;
+        for s in &r.services {
+            for f in &s.configmap {
+                let path = f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str());
+                if let Some(text) = files.read(path) {
+                    opts.files.insert(path.to_owned(), text);
+                }
+            }
+        }
+    }
+    let rendered = offshoot_manifests::render(&r, &opts);
+    for w in &rendered.warnings {
+        err(&format!("warning: {w}\n"));
+    }
+    let yaml = offshoot_manifests::to_yaml(&rendered.manifests).map_err(anyhow::Error::msg).context("write the manifests as YAML")?;
+    out(&yaml);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves the template at a path (a file or a repository) for one environment; `Err` is the
+/// exit code after the diagnostics were printed. With a repository, its directory comes too.
+fn resolve_path(a: &ResolveArgs, output: Output) -> Result<Result<(resolve::Resolved, Option<PathBuf>), ExitCode>> {
     let mut report = Report::default();
     let (file, root, mut env_vars): (String, Option<Node>, Option<EnvVarsFile>) = if a.path.is_dir() {
         let files = DirFiles::new(&a.path)?;
@@ -231,19 +295,19 @@ fn resolve_cmd(a: ResolveArgs, output: Output) -> Result<ExitCode> {
     }
     let Some(root) = root.filter(|_| report.errors() == 0) else {
         report.print(output);
-        return Ok(ExitCode::from(1));
+        return Ok(Err(ExitCode::from(1)));
     };
     let opts = resolve::Options {
-        environment_template: a.environment_template,
-        branch: a.branch,
-        env_id: a.env_id,
-        commit: a.commit,
+        environment_template: a.environment_template.clone(),
+        branch: a.branch.clone(),
+        env_id: a.env_id.clone(),
+        commit: a.commit.clone(),
         app: None,
-        domain: a.domain,
+        domain: a.domain.clone(),
         force_domain: false,
         ingress_port: None,
         ingress_tls: false,
-        parameters: a.params.into_iter().collect(),
+        parameters: a.params.iter().cloned().collect(),
         imported: Default::default(),
         attached: Default::default(),
     };
@@ -263,15 +327,12 @@ fn resolve_cmd(a: ResolveArgs, output: Output) -> Result<ExitCode> {
         result = resolve::resolve(&file, &root, env_vars.as_ref(), &opts);
     }
     match result {
-        Ok(r) => {
-            out(&format!("{}\n", serde_json::to_string_pretty(&r).unwrap_or_default()));
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(r) => Ok(Ok((r, a.path.is_dir().then(|| a.path.clone())))),
         Err(diags) => {
             let mut r = Report::default();
             r.add(&file, report.sources.get(&file).cloned().unwrap_or_default(), diags);
             r.print(output);
-            Ok(ExitCode::from(1))
+            Ok(Err(ExitCode::from(1)))
         }
     }
 }

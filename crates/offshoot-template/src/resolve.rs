@@ -92,6 +92,11 @@ pub struct Resolved {
     pub datasets: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub app_imports: Vec<String>,
+    /// Volumes services share through `claim`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared_volumes: Vec<crate::model::SharedVolume>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<crate::model::ServiceAccount>,
     /// Warnings found while resolving (undefined variables and the like).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Diagnostic>,
@@ -127,6 +132,14 @@ pub struct ResolvedService {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub static_site: Option<StaticSite>,
     pub stateful: bool,
+    /// Node labels its pods must run on (the service's, else the template's).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Repository files mounted into the container.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configmap: Vec<crate::model::ConfigMapFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -187,6 +200,10 @@ pub struct ResolvedJob {
     pub completed_timeout_seconds: u64,
     pub halt_on_error: bool,
     pub env: BTreeMap<String, VarValue>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -575,7 +592,7 @@ fn build(
 
     let default_res = t.resources.as_ref();
     let services: Vec<ResolvedService> =
-        t.services.iter().map(|s| resolve_service(s, &t.builds, &hostnames, &env_for, default_res, d)).collect();
+        t.services.iter().map(|s| resolve_service(s, &t.builds, &hostnames, &env_for, (default_res, &t.node_selector), d)).collect();
     let jobs = t
         .jobs
         .iter()
@@ -595,6 +612,16 @@ fn build(
                 completed_timeout_seconds: j.completed_timeout.as_ref().map_or(DEFAULT_JOB_TIMEOUT, |c| c.value),
                 halt_on_error: j.halt_on_error.as_ref().is_some_and(|h| h.value),
                 env: env.0,
+                node_selector: selector(if j.node_selector.is_empty() {
+                    base.map_or(&t.node_selector, |b| if b.node_selector.is_empty() { &t.node_selector } else { &b.node_selector })
+                } else {
+                    &j.node_selector
+                }),
+                service_account_name: j
+                    .service_account_name
+                    .as_ref()
+                    .or(base.and_then(|b| b.service_account_name.as_ref()))
+                    .map(|x| x.value.clone()),
             }
         })
         .collect();
@@ -659,8 +686,14 @@ fn build(
         workflows,
         datasets,
         app_imports: t.app_imports.iter().map(|a| a.name.value.clone()).collect(),
+        shared_volumes: t.shared_volumes.clone(),
+        service_accounts: t.service_accounts.clone(),
         warnings: Vec::new(),
     }
+}
+
+fn selector(list: &[crate::model::NodeSelector]) -> BTreeMap<String, String> {
+    list.iter().map(|n| (n.key.value.clone(), n.value.value.clone())).collect()
 }
 
 fn resolve_service(
@@ -668,7 +701,7 @@ fn resolve_service(
     builds: &[crate::model::BuildDef],
     hostnames: &BTreeMap<&str, Vec<String>>,
     env_for: &dyn Fn(&str, &[EnvEntry], &mut Diagnostics) -> Env,
-    default_res: Option<&crate::model::Resources>,
+    (default_res, default_node_selector): (Option<&crate::model::Resources>, &[crate::model::NodeSelector]),
     d: &mut Diagnostics,
 ) -> ResolvedService {
     let env = env_for(&s.name, &s.envs, d);
@@ -772,5 +805,8 @@ fn resolve_service(
             output_directory: s.build_output_directory.as_ref().map_or_else(|| "build".to_owned(), |b| b.value.clone()),
         }),
         stateful: s.stateful.as_ref().is_some_and(|b| b.value),
+        node_selector: selector(if s.node_selector.is_empty() { default_node_selector } else { &s.node_selector }),
+        configmap: s.configmap.clone(),
+        service_account_name: s.service_account_name.as_ref().map(|x| x.value.clone()),
     }
 }

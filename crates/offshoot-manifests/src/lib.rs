@@ -1,0 +1,677 @@
+//! Kubernetes manifests for one environment, from its resolved configuration: pure, typed
+//! (k8s-openapi), no I/O. One namespace per environment (an importer's imports share it); a
+//! Deployment per service (a StatefulSet when `stateful`), a Service for its ports (a
+//! LoadBalancer for `loadbalancer: true`), an Ingress per host and visibility with the
+//! ingress-nginx annotations of the template's `ingress` block, a Job per job, ConfigMaps for
+//! `configmap` mounts, a Secret per service for its secret variables (referenced, never inlined),
+//! PersistentVolumeClaims, ServiceAccounts, and a NetworkPolicy that lets only the namespace's own
+//! pods and the ingress controller reach its pods.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    KeyToPath, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    Probe as KProbe, ResourceRequirements, Secret, SecretKeySelector, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
+    Volume as KVolume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, NetworkPolicy,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use offshoot_template::envvars::VarValue;
+use offshoot_template::model::{PortType, Probe, VolumeType};
+use offshoot_template::resolve::{Resolved, ResolvedService};
+use std::collections::BTreeMap;
+
+/// The Kubernetes version whose schemas the manifests follow.
+pub const KUBERNETES_VERSION: &str = "1.37";
+
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_ENV: &str = "offshoot.env";
+pub const LABEL_APP: &str = "offshoot.app";
+pub const LABEL_SERVICE: &str = "offshoot.service";
+pub const LABEL_INSTANCE: &str = "offshoot.instance";
+
+/// Where and how an environment is rendered.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The environment's namespace (its importer's, for an imported app).
+    pub namespace: String,
+    /// The owning server's instance id.
+    pub instance: String,
+    /// Ingress class of public and public-direct routes.
+    pub ingress_class: String,
+    /// Ingress class of `private` routes (an internal ingress controller).
+    pub private_ingress_class: String,
+    /// The namespace of the ingress controller, allowed through the NetworkPolicy.
+    pub ingress_namespace: String,
+    /// The image of each built service (a registry reference, by digest once pushed); a
+    /// service absent here uses its template `image`.
+    pub images: BTreeMap<String, String>,
+    /// The content of repository files mounted with `configmap` (by repository path).
+    pub files: BTreeMap<String, String>,
+    /// Put secret values in the Secret objects (to apply them); otherwise they are masked, so
+    /// that printed manifests never hold a secret.
+    pub reveal_secrets: bool,
+}
+
+impl Options {
+    pub fn new(namespace: impl Into<String>, instance: impl Into<String>) -> Self {
+        Options {
+            namespace: namespace.into(),
+            instance: instance.into(),
+            ingress_class: "nginx".into(),
+            private_ingress_class: "nginx-internal".into(),
+            ingress_namespace: "ingress-nginx".into(),
+            images: BTreeMap::new(),
+            files: BTreeMap::new(),
+            reveal_secrets: false,
+        }
+    }
+}
+
+/// What a masked secret value reads.
+pub const MASKED: &str = "[redacted]";
+
+/// One Kubernetes object.
+#[expect(clippy::large_enum_variant, reason = "an environment has a few dozen; metadata alone is most of each")]
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Manifest {
+    Namespace(Namespace),
+    NetworkPolicy(NetworkPolicy),
+    ServiceAccount(ServiceAccount),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    Deployment(Box<Deployment>),
+    StatefulSet(Box<StatefulSet>),
+    Service(Service),
+    Ingress(Ingress),
+    Job(Box<Job>),
+}
+
+impl Manifest {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Manifest::Namespace(_) => "Namespace",
+            Manifest::NetworkPolicy(_) => "NetworkPolicy",
+            Manifest::ServiceAccount(_) => "ServiceAccount",
+            Manifest::ConfigMap(_) => "ConfigMap",
+            Manifest::Secret(_) => "Secret",
+            Manifest::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
+            Manifest::Deployment(_) => "Deployment",
+            Manifest::StatefulSet(_) => "StatefulSet",
+            Manifest::Service(_) => "Service",
+            Manifest::Ingress(_) => "Ingress",
+            Manifest::Job(_) => "Job",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        let meta = match self {
+            Manifest::Namespace(o) => &o.metadata,
+            Manifest::NetworkPolicy(o) => &o.metadata,
+            Manifest::ServiceAccount(o) => &o.metadata,
+            Manifest::ConfigMap(o) => &o.metadata,
+            Manifest::Secret(o) => &o.metadata,
+            Manifest::PersistentVolumeClaim(o) => &o.metadata,
+            Manifest::Deployment(o) => &o.metadata,
+            Manifest::StatefulSet(o) => &o.metadata,
+            Manifest::Service(o) => &o.metadata,
+            Manifest::Ingress(o) => &o.metadata,
+            Manifest::Job(o) => &o.metadata,
+        };
+        meta.name.as_deref().unwrap_or("")
+    }
+}
+
+/// Manifests and what could not be rendered (e.g. static sites, S3 volumes).
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    pub manifests: Vec<Manifest>,
+    pub warnings: Vec<String>,
+}
+
+/// A DNS-1123 label from any name: lower case, `[a-z0-9-]`, at most 63 characters, starting
+/// and ending with an alphanumeric character.
+pub fn dns_label(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .to_owned();
+    s.truncate(63);
+    let s = s.trim_end_matches('-').to_owned();
+    if s.is_empty() { "x".to_owned() } else { s }
+}
+
+/// A label value: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
+fn label_value(v: &str) -> String {
+    let mut s: String = v.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect();
+    s.truncate(63);
+    s.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
+struct Ctx<'a> {
+    r: &'a Resolved,
+    o: &'a Options,
+}
+
+impl Ctx<'_> {
+    fn labels(&self, service: Option<&str>) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::from([
+            (LABEL_MANAGED_BY.to_owned(), "offshoot".to_owned()),
+            (LABEL_ENV.to_owned(), label_value(&self.r.env_id)),
+            (LABEL_APP.to_owned(), label_value(&self.r.app)),
+            (LABEL_INSTANCE.to_owned(), label_value(&self.o.instance)),
+        ]);
+        if let Some(s) = service {
+            l.insert(LABEL_SERVICE.to_owned(), label_value(s));
+        }
+        l
+    }
+
+    fn meta(&self, name: &str, service: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.o.namespace.clone()),
+            labels: Some(self.labels(service)),
+            ..Default::default()
+        }
+    }
+
+    /// Selects a service's pods (env and service: stable across template edits).
+    fn selector(&self, service: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(LABEL_ENV.to_owned(), label_value(&self.r.env_id)), (LABEL_SERVICE.to_owned(), label_value(service))])
+    }
+}
+
+/// Renders an environment's manifests.
+pub fn render(r: &Resolved, o: &Options) -> Rendered {
+    let c = Ctx { r, o };
+    let mut out = Rendered::default();
+    out.manifests.push(Manifest::Namespace(Namespace {
+        metadata: ObjectMeta { name: Some(o.namespace.clone()), labels: Some(c.labels(None)), ..Default::default() },
+        ..Default::default()
+    }));
+    out.manifests.push(Manifest::NetworkPolicy(network_policy(&c)));
+    for sa in &r.service_accounts {
+        let mut meta = c.meta(&dns_label(&sa.name), None);
+        if let Some(role) = &sa.cloud_role {
+            meta.annotations = Some(BTreeMap::from([("eks.amazonaws.com/role-arn".to_owned(), role.value.clone())]));
+        }
+        out.manifests.push(Manifest::ServiceAccount(ServiceAccount { metadata: meta, ..Default::default() }));
+    }
+    for v in &r.shared_volumes {
+        out.manifests.push(Manifest::PersistentVolumeClaim(pvc(
+            &c,
+            &format!("shared-{}", dns_label(&v.name)),
+            None,
+            v.size.as_ref().map(|s| s.value.as_str()),
+            "ReadWriteMany",
+        )));
+    }
+    for s in &r.services {
+        if s.static_site.is_some() {
+            out.warnings.push(format!("service `{}` is a static site; static builds are not rendered for Kubernetes yet", s.name));
+            continue;
+        }
+        service_manifests(&c, s, &mut out);
+    }
+    for j in &r.jobs {
+        let name = dns_label(&j.name);
+        let base = j.from_service.as_deref().and_then(|f| r.services.iter().find(|s| s.name == f));
+        let image = base.and_then(|b| o.images.get(&b.name).cloned()).or_else(|| j.image.clone());
+        let Some(image) = image else {
+            out.warnings.push(format!("job `{}` has no image", j.name));
+            continue;
+        };
+        let secret_name = format!("job-{name}-secrets");
+        let (env, secret) = env_vars(&j.env, &secret_name, o.reveal_secrets);
+        if let Some(data) = secret {
+            out.manifests.push(Manifest::Secret(secret_object(&c, &secret_name, Some(&j.name), data)));
+        }
+        let container = Container {
+            name: name.clone(),
+            image: Some(image),
+            command: j.command.clone(),
+            args: j.args.clone(),
+            env: (!env.is_empty()).then_some(env),
+            ..Default::default()
+        };
+        let labels = c.labels(Some(&j.name));
+        out.manifests.push(Manifest::Job(Box::new(Job {
+            metadata: c.meta(&format!("job-{name}"), Some(&j.name)),
+            spec: Some(JobSpec {
+                backoff_limit: Some(0),
+                active_deadline_seconds: Some(i64::try_from(j.completed_timeout_seconds).unwrap_or(i64::MAX).max(1)),
+                ttl_seconds_after_finished: Some(3600),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                    spec: Some(PodSpec {
+                        restart_policy: Some("Never".into()),
+                        containers: vec![container],
+                        node_selector: (!j.node_selector.is_empty()).then(|| j.node_selector.clone()),
+                        service_account_name: j.service_account_name.as_deref().map(dns_label),
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        })));
+    }
+    ingresses(&c, &mut out);
+    out
+}
+
+fn network_policy(c: &Ctx<'_>) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: c.meta("offshoot-isolation", None),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![
+                    // The namespace's own pods.
+                    NetworkPolicyPeer { pod_selector: Some(LabelSelector::default()), ..Default::default() },
+                    // The ingress controller.
+                    NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector {
+                            match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), c.o.ingress_namespace.clone())])),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+fn pvc(c: &Ctx<'_>, name: &str, service: Option<&str>, size: Option<&str>, mode: &str) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: c.meta(name, service),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec![mode.to_owned()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(size.unwrap_or("1Gi").to_owned()))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn secret_object(c: &Ctx<'_>, name: &str, service: Option<&str>, data: BTreeMap<String, String>) -> Secret {
+    Secret { metadata: c.meta(name, service), type_: Some("Opaque".into()), string_data: Some(data), ..Default::default() }
+}
+
+/// Plain variables inline; secret ones by reference to `secret_name`, whose data is returned.
+fn env_vars(env: &BTreeMap<String, VarValue>, secret_name: &str, reveal: bool) -> (Vec<EnvVar>, Option<BTreeMap<String, String>>) {
+    let mut vars = Vec::new();
+    let mut secret = BTreeMap::new();
+    for (k, v) in env {
+        match v {
+            VarValue::Plain(p) => vars.push(EnvVar { name: k.clone(), value: Some(p.clone()), ..Default::default() }),
+            VarValue::Secret(s) => {
+                secret.insert(k.clone(), if reveal { s.expose().to_owned() } else { MASKED.to_owned() });
+                vars.push(EnvVar {
+                    name: k.clone(),
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector { name: secret_name.to_owned(), key: k.clone(), optional: None }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    (vars, (!secret.is_empty()).then_some(secret))
+}
+
+fn port_of(text: Option<&offshoot_template::span::Text>) -> IntOrString {
+    match text.map(|t| t.value.trim()) {
+        Some(t) => t.parse::<i32>().map_or_else(|_| IntOrString::String(t.to_owned()), IntOrString::Int),
+        None => IntOrString::Int(80),
+    }
+}
+
+fn probe(p: &Probe) -> KProbe {
+    let secs = |v: &Option<offshoot_template::span::Sp<u64>>| v.as_ref().map(|x| i32::try_from(x.value).unwrap_or(i32::MAX));
+    KProbe {
+        exec: p.exec.as_ref().map(|e| ExecAction { command: Some(e.command.iter().map(|c| c.value.clone()).collect()) }),
+        http_get: p.http_get.as_ref().map(|h| HTTPGetAction {
+            path: Some(h.path.as_ref().map_or_else(|| "/".to_owned(), |p| p.value.clone())),
+            port: port_of(h.port.as_ref()),
+            scheme: h.scheme.as_ref().map(|s| s.value.to_ascii_uppercase()),
+            ..Default::default()
+        }),
+        tcp_socket: p.tcp_socket.as_ref().map(|t| TCPSocketAction { port: port_of(t.port.as_ref()), ..Default::default() }),
+        initial_delay_seconds: secs(&p.initial_delay_seconds),
+        period_seconds: secs(&p.period_seconds),
+        timeout_seconds: secs(&p.timeout_seconds),
+        failure_threshold: secs(&p.failure_threshold),
+        success_threshold: secs(&p.success_threshold),
+        ..Default::default()
+    }
+}
+
+fn resources(s: &ResolvedService) -> Option<ResourceRequirements> {
+    let mut limits = BTreeMap::new();
+    let mut requests = BTreeMap::new();
+    for (name, l) in [("cpu", &s.cpu), ("memory", &s.memory)] {
+        if let Some(v) = &l.limits {
+            limits.insert(name.to_owned(), Quantity(v.clone()));
+        }
+        if let Some(v) = &l.requests {
+            requests.insert(name.to_owned(), Quantity(v.clone()));
+        }
+    }
+    (!limits.is_empty() || !requests.is_empty()).then(|| ResourceRequirements {
+        limits: (!limits.is_empty()).then_some(limits),
+        requests: (!requests.is_empty()).then_some(requests),
+        ..Default::default()
+    })
+}
+
+fn service_manifests(c: &Ctx<'_>, s: &ResolvedService, out: &mut Rendered) {
+    let name = dns_label(&s.name);
+    let Some(image) = c.o.images.get(&s.name).cloned().or_else(|| s.image.clone()) else {
+        out.warnings.push(format!("service `{}` has no image", s.name));
+        return;
+    };
+    let secret_name = format!("{name}-secrets");
+    let (env, secret) = env_vars(&s.env, &secret_name, c.o.reveal_secrets);
+    if let Some(data) = secret {
+        out.manifests.push(Manifest::Secret(secret_object(c, &secret_name, Some(&s.name), data)));
+    }
+    // Volumes: claims (per service, or shared), memory and scratch directories, repository files.
+    let mut volumes: Vec<KVolume> = Vec::new();
+    let mut mounts: Vec<VolumeMount> = Vec::new();
+    let mut claim_templates: Vec<PersistentVolumeClaim> = Vec::new();
+    for (i, v) in s.volumes.iter().enumerate() {
+        let Some(path) = v.mount_path.as_ref().map(|p| p.value.clone()) else { continue };
+        let vname = v.name.as_ref().map_or_else(|| format!("vol-{i}"), |n| dns_label(&n.value));
+        let kind = v.kind.as_ref().map(|k| k.value);
+        let source = match (kind, &v.claim) {
+            (_, Some(claim)) => Some(KVolume {
+                name: vname.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: format!("shared-{}", dns_label(&claim.value)),
+                    read_only: None,
+                }),
+                ..Default::default()
+            }),
+            (Some(VolumeType::Persistent), None) => {
+                let size = v.size.as_ref().map(|s| s.value.as_str());
+                if s.stateful {
+                    let mut t = pvc(c, &vname, Some(&s.name), size, "ReadWriteOnce");
+                    t.metadata.namespace = None;
+                    claim_templates.push(t);
+                    None
+                } else {
+                    let claim = format!("{name}-{vname}");
+                    out.manifests.push(Manifest::PersistentVolumeClaim(pvc(c, &claim, Some(&s.name), size, "ReadWriteOnce")));
+                    Some(KVolume {
+                        name: vname.clone(),
+                        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: claim, read_only: None }),
+                        ..Default::default()
+                    })
+                }
+            }
+            (Some(VolumeType::Shmem), None) => Some(KVolume {
+                name: vname.clone(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".into()),
+                    size_limit: v.size.as_ref().map(|s| Quantity(s.value.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            (Some(VolumeType::Empty), None) => {
+                Some(KVolume { name: vname.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() })
+            }
+            (Some(VolumeType::S3), None) | (None, None) => {
+                out.warnings.push(format!(
+                    "service `{}`: volume `{vname}` ({}) is not rendered",
+                    s.name,
+                    kind.map_or("untyped", |k| k.as_str())
+                ));
+                continue;
+            }
+        };
+        if let Some(src) = source {
+            volumes.push(src);
+        }
+        mounts.push(VolumeMount { name: vname, mount_path: path, ..Default::default() });
+    }
+    for (i, f) in s.configmap.iter().enumerate() {
+        let cm = format!("{name}-cm-{}", dns_label(&f.name.value));
+        let file = f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str());
+        let key = std::path::Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or("file").to_owned();
+        let content = c.o.files.get(file).cloned().unwrap_or_else(|| {
+            out.warnings.push(format!("service `{}`: configmap file `{file}` was not provided", s.name));
+            String::new()
+        });
+        out.manifests.push(Manifest::ConfigMap(ConfigMap {
+            metadata: c.meta(&cm, Some(&s.name)),
+            data: Some(BTreeMap::from([(key.clone(), content)])),
+            ..Default::default()
+        }));
+        let vname = format!("cm-{i}");
+        volumes.push(KVolume {
+            name: vname.clone(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm,
+                items: Some(vec![KeyToPath { key: key.clone(), path: key.clone(), ..Default::default() }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mount = f.mount_path.as_ref().map_or_else(|| format!("/etc/{key}"), |m| m.value.clone());
+        mounts.push(VolumeMount { name: vname, mount_path: mount, sub_path: Some(key), read_only: Some(true), ..Default::default() });
+    }
+    let mut ports: Vec<ContainerPort> = Vec::new();
+    for p in &s.ports {
+        if !ports.iter().any(|x| x.container_port == i32::from(p.target_port)) {
+            ports.push(ContainerPort { container_port: i32::from(p.target_port), protocol: Some("TCP".into()), ..Default::default() });
+        }
+    }
+    let inits: Vec<Container> = s
+        .init
+        .iter()
+        .map(|i| {
+            let (env, _) = env_vars(&i.env, &secret_name, c.o.reveal_secrets);
+            Container {
+                name: format!("init-{}", dns_label(&i.name)),
+                image: Some(
+                    i.image.as_ref().map_or_else(|| image.clone(), |im| c.o.images.get(&s.name).cloned().unwrap_or_else(|| im.clone())),
+                ),
+                command: i.command.clone(),
+                args: i.args.clone(),
+                env: (!env.is_empty()).then_some(env),
+                volume_mounts: (!mounts.is_empty()).then(|| mounts.clone()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let container = Container {
+        name: name.clone(),
+        image: Some(image),
+        command: s.command.clone(),
+        args: s.args.clone(),
+        env: (!env.is_empty()).then_some(env),
+        ports: (!ports.is_empty()).then_some(ports),
+        readiness_probe: s.readiness_probe.as_ref().map(probe),
+        liveness_probe: s.liveness_probe.as_ref().map(probe),
+        resources: resources(s),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        ..Default::default()
+    };
+    let pod = PodTemplateSpec {
+        metadata: Some(ObjectMeta { labels: Some(c.labels(Some(&s.name))), ..Default::default() }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            init_containers: (!inits.is_empty()).then_some(inits),
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
+            service_account_name: s.service_account_name.as_deref().map(dns_label),
+            ..Default::default()
+        }),
+    };
+    let replicas = Some(i32::try_from(s.replicas).unwrap_or(i32::MAX));
+    let selector = LabelSelector { match_labels: Some(c.selector(&s.name)), ..Default::default() };
+    if s.stateful {
+        out.manifests.push(Manifest::StatefulSet(Box::new(StatefulSet {
+            metadata: c.meta(&name, Some(&s.name)),
+            spec: StatefulSetSpec {
+                replicas,
+                selector,
+                service_name: Some(name.clone()),
+                template: pod,
+                volume_claim_templates: (!claim_templates.is_empty()).then_some(claim_templates),
+                ..Default::default()
+            },
+            ..Default::default()
+        })));
+    } else {
+        out.manifests.push(Manifest::Deployment(Box::new(Deployment {
+            metadata: c.meta(&name, Some(&s.name)),
+            spec: DeploymentSpec { replicas, selector, template: pod, ..Default::default() },
+            ..Default::default()
+        })));
+    }
+    if !s.ports.is_empty() {
+        let mut ports: Vec<ServicePort> = Vec::new();
+        for p in &s.ports {
+            if ports.iter().any(|x| x.port == i32::from(p.port)) {
+                continue;
+            }
+            ports.push(ServicePort {
+                name: Some(format!("p{}", p.port)),
+                port: i32::from(p.port),
+                target_port: Some(IntOrString::Int(i32::from(p.target_port))),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            });
+        }
+        let lb = s.ports.iter().any(|p| p.loadbalancer);
+        out.manifests.push(Manifest::Service(Service {
+            metadata: c.meta(&name, Some(&s.name)),
+            spec: Some(ServiceSpec {
+                type_: Some(if lb { "LoadBalancer" } else { "ClusterIP" }.into()),
+                selector: Some(c.selector(&s.name)),
+                ports: Some(ports),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+}
+
+/// The ingress-nginx annotations of the template's `ingress` block.
+fn annotations(r: &Resolved) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    let Some(i) = &r.ingress else { return a };
+    let mut put = |key: &str, v: &Option<offshoot_template::span::Text>| {
+        if let Some(v) = v {
+            a.insert(format!("nginx.ingress.kubernetes.io/{key}"), v.value.clone());
+        }
+    };
+    put("proxy-body-size", &i.proxy_body_size);
+    put("proxy-buffer-size", &i.proxy_buffer_size);
+    put("proxy-buffers-number", &i.proxy_buffers_number);
+    put("proxy-max-temp-file-size", &i.proxy_max_temp_file_size);
+    put("proxy-read-timeout", &i.proxy_read_timeout);
+    put("proxy-send-timeout", &i.proxy_send_timeout);
+    if let Some(b) = &i.proxy_buffering {
+        let on = matches!(b.value.trim(), "true" | "on" | "yes" | "1");
+        a.insert("nginx.ingress.kubernetes.io/proxy-buffering".into(), if on { "on" } else { "off" }.into());
+    }
+    a
+}
+
+/// One Ingress per host and visibility; each route to the service's HTTP port (its first
+/// `node_port`, else its first port).
+fn ingresses(c: &Ctx<'_>, out: &mut Rendered) {
+    let mut by_host: BTreeMap<(String, bool), Vec<HTTPIngressPath>> = BTreeMap::new();
+    for route in &c.r.routes {
+        let Some(svc) = c.r.services.iter().find(|s| s.name == route.service) else { continue };
+        if svc.static_site.is_some() {
+            continue;
+        }
+        let http = svc.ports.iter().find(|p| p.kind == PortType::NodePort).or_else(|| svc.ports.first());
+        let Some(port) = http else {
+            out.warnings.push(format!("route {}{} → `{}`: the service has no port", route.host, route.path, route.service));
+            continue;
+        };
+        let private = route.visibility == "private";
+        let path = if route.path.starts_with('/') { route.path.clone() } else { format!("/{}", route.path) };
+        by_host.entry((route.host.clone(), private)).or_default().push(HTTPIngressPath {
+            path: Some(path),
+            path_type: "Prefix".into(),
+            backend: IngressBackend {
+                service: Some(IngressServiceBackend {
+                    name: dns_label(&svc.name),
+                    port: Some(ServiceBackendPort { number: Some(i32::from(port.port)), name: None }),
+                }),
+                ..Default::default()
+            },
+        });
+    }
+    let notes = annotations(c.r);
+    for ((host, private), paths) in by_host {
+        let name = dns_label(&format!("{}{}", host, if private { "-private" } else { "" }));
+        let mut meta = c.meta(&name, None);
+        if !notes.is_empty() {
+            meta.annotations = Some(notes.clone());
+        }
+        out.manifests.push(Manifest::Ingress(Ingress {
+            metadata: meta,
+            spec: Some(IngressSpec {
+                ingress_class_name: Some(if private { c.o.private_ingress_class.clone() } else { c.o.ingress_class.clone() }),
+                rules: Some(vec![IngressRule { host: Some(host), http: Some(HTTPIngressRuleValue { paths }) }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+    }
+}
+
+/// Multi-document YAML, one object per document, in apply order.
+pub fn to_yaml(manifests: &[Manifest]) -> Result<String, String> {
+    let mut out = String::new();
+    for m in manifests {
+        let doc = serde_saphyr::to_string(m).map_err(|e| format!("{} `{}`: {e}", m.kind(), m.name()))?;
+        out.push_str("---\n");
+        out.push_str(&doc);
+        if !doc.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_dns_labels() {
+        assert_eq!(dns_label("Sql_Runner"), "sql-runner");
+        assert_eq!(dns_label("--x--"), "x");
+        assert_eq!(dns_label(&"a".repeat(80)).len(), 63);
+        assert_eq!(dns_label("_"), "x");
+        assert_eq!(label_value("feature/x"), "feature-x");
+    }
+}

@@ -1,0 +1,169 @@
+//! Every Application Template of the conformance corpus (`../shared/corpus/release`, history
+//! included) and the example app, rendered for Kubernetes and checked by `kubernetes-validate
+//! --strict` against the Kubernetes 1.37 schemas (offline; `scripts/services` installs it); and
+//! snapshots of the manifests of representative templates.
+
+use offshoot_manifests::{Options, render, to_yaml};
+use offshoot_template::document::{self, Kind};
+use offshoot_template::resolve;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read dir").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+/// The manifests of a template file (with the environment variables file beside it, if any),
+/// or `None` when the file is not a valid Application Template (the corpus keeps invalid files:
+/// Release accepted some that Offshoot reports, with their line).
+fn render_file(path: &Path, env_vars: Option<&Path>) -> Option<(String, Vec<String>)> {
+    let src = std::fs::read_to_string(path).expect("read");
+    let name = path.display().to_string();
+    let doc = document::check(&name, &src, None);
+    if doc.kind != Kind::Template || doc.has_errors() {
+        return None;
+    }
+    let root = doc.root.unwrap_or_else(|| panic!("{name} does not parse"));
+    let vars = env_vars.and_then(|p| document::check("vars", &std::fs::read_to_string(p).ok()?, Some(Kind::EnvVars)).env_vars);
+    let opts = resolve::Options { branch: "main".into(), env_id: "corpus1".into(), domain: "example.com".into(), ..Default::default() };
+    let r = resolve::resolve(&name, &root, vars.as_ref(), &opts).unwrap_or_else(|d| panic!("{name} does not resolve: {d:?}"));
+    let rendered = render(&r, &Options::new("offshoot-corpus1", "test"));
+    assert!(!rendered.manifests.is_empty());
+    Some((to_yaml(&rendered.manifests).unwrap_or_else(|e| panic!("{name}: {e}")), rendered.warnings))
+}
+
+fn kubernetes_validate() -> PathBuf {
+    let candidates = [std::env::var("KUBERNETES_VALIDATE").unwrap_or_default(), "/opt/offshoot-kv/bin/kubernetes-validate".into()];
+    candidates
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| Command::new("kubernetes-validate").arg("--version").output().ok().map(|_| PathBuf::from("kubernetes-validate")))
+        .expect("kubernetes-validate is installed: run `bash scripts/services`")
+}
+
+#[test]
+fn every_corpus_template_renders_valid_manifests() {
+    let corpus = root().join("../shared/corpus/release");
+    let mut files = Vec::new();
+    yaml_files(&corpus, &mut files);
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut rendered = Vec::new();
+    for f in &files {
+        if let Some((yaml, _)) = render_file(f, None) {
+            let target = out.path().join(format!("{}.yaml", rendered.len()));
+            std::fs::write(&target, yaml).expect("write");
+            rendered.push((f.clone(), target));
+        }
+    }
+    let example = root().join("examples/shop/.release");
+    let (yaml, warnings) =
+        render_file(&example.join("application_template.yaml"), Some(&example.join("environment_variables.yaml"))).expect("the example");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let target = out.path().join("example.yaml");
+    std::fs::write(&target, yaml).expect("write");
+    rendered.push((example, target));
+    // The corpus has dozens of valid templates (and the history of several).
+    assert!(rendered.len() > 40, "only {} of {} files rendered", rendered.len(), files.len());
+
+    // The validator does reject what is wrong (an unknown field, under --strict).
+    let bad = out.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: x\n  nmespace: y\n").expect("write");
+    let o = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", "1.37.0", "--quiet"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert!(!o.status.success(), "kubernetes-validate accepted an unknown field");
+
+    let o = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", "1.37.0", "--quiet"])
+        .args(rendered.iter().map(|(_, t)| t))
+        .output()
+        .expect("run kubernetes-validate");
+    let report = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    if !o.status.success() {
+        // Name the templates whose manifests failed.
+        let failing: Vec<String> = rendered
+            .iter()
+            .filter(|(_, t)| report.contains(&t.display().to_string()))
+            .map(|(src, t)| format!("{} ({})", src.display(), t.display()))
+            .collect();
+        panic!("kubernetes-validate --strict failed for:\n{}\n{report}", failing.join("\n"));
+    }
+}
+
+fn snapshot_of(rel: &str) -> String {
+    let path = root().join(rel);
+    render_file(&path, None).expect("a template").0
+}
+
+#[test]
+fn snapshots_of_representative_templates() {
+    let example = root().join("examples/shop/.release");
+    let (shop, _) =
+        render_file(&example.join("application_template.yaml"), Some(&example.join("environment_variables.yaml"))).expect("the example");
+    insta::assert_snapshot!("shop", shop);
+    // Rules, ingress settings, stateful services and shared memory.
+    insta::assert_snapshot!(
+        "genai_stack",
+        snapshot_of("../shared/corpus/release/awesome-release__genai-stack__.release__application_template.yaml")
+    );
+    // Many services, configmap mounts.
+    insta::assert_snapshot!(
+        "opentelemetry_demo",
+        snapshot_of("../shared/corpus/release/awesome-release__opentelemetry-demo__.release__application_template.yaml")
+    );
+    // A stateful service: a StatefulSet with a claim template.
+    insta::assert_snapshot!(
+        "apache_php_plus",
+        snapshot_of("../shared/corpus/release/watsonjon__apache-php-plus__.release__application-template.yaml")
+    );
+    // Service accounts with a cloud role.
+    insta::assert_snapshot!(
+        "cloudformation_dynamodb",
+        snapshot_of("../shared/corpus/release/awesome-release__cloudformation_dynamodb__.release__application_template.yaml")
+    );
+}
+
+#[test]
+fn private_routes_load_balancers_and_secrets() {
+    let template = "app: t\nrules:\n- service: admin\n  hostnames:\n  - admin-${env_id}.example.com\n  path: /\n  visibility: private\n- service: web\n  hostnames:\n  - web-${env_id}.example.com\n  path: /\nservices:\n- name: web\n  image: busybox:stable\n  ports:\n  - type: node_port\n    port: '8080'\n- name: admin\n  image: busybox:stable\n  ports:\n  - type: node_port\n    port: '9090'\n- name: db\n  image: postgres:16\n  ports:\n  - type: container_port\n    port: '5432'\n    loadbalancer: true\n";
+    let vars = "defaults:\n- key: TOKEN\n  value: s3cr3t-value\n  secret: true\n- key: MODE\n  value: demo\n";
+    let doc = document::check("t.yaml", template, Some(Kind::Template));
+    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
+    let v = document::check("v.yaml", vars, Some(Kind::EnvVars)).env_vars;
+    let opts = resolve::Options { branch: "main".into(), env_id: "abc1234".into(), domain: "example.com".into(), ..Default::default() };
+    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), v.as_ref(), &opts).expect("resolves");
+    let printed = to_yaml(&render(&r, &Options::new("ns1", "i")).manifests).expect("yaml");
+    assert!(!printed.contains("s3cr3t-value"), "a secret is printed");
+    assert!(printed.contains("secretKeyRef:") && printed.contains("name: web-secrets"), "{printed}");
+    let docs: Vec<&str> = printed.split("---\n").collect();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d.contains(&format!("kind: {kind}\n")) && d.contains(&format!("  name: {name}\n")))
+            .copied()
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    assert!(find("Ingress", "admin-abc1234-example-com-private").contains("ingressClassName: nginx-internal"));
+    assert!(find("Ingress", "web-abc1234-example-com").contains("ingressClassName: nginx\n"));
+    assert!(find("Service", "db").contains("type: LoadBalancer"));
+    assert!(find("Service", "web").contains("type: ClusterIP"));
+    // With reveal_secrets (to apply), the Secret holds the value.
+    let mut o = Options::new("ns1", "i");
+    o.reveal_secrets = true;
+    assert!(to_yaml(&render(&r, &o).manifests).expect("yaml").contains("s3cr3t-value"));
+}
