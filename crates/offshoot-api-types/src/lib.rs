@@ -210,6 +210,16 @@ pub struct AttachedDataset {
     pub expires_at: Option<i64>,
 }
 
+/// `GET /envs/{id}/manifests`: what the environment is as Kubernetes manifests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RenderedManifests {
+    pub runtime: String,
+    /// Multi-document YAML; secret values masked.
+    pub yaml: String,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
 /// `POST /datasets`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreateDataset {

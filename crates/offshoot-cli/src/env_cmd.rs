@@ -59,6 +59,12 @@ pub(crate) enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Print the environment as Kubernetes manifests (multi-document YAML, secret values masked).
+    Render {
+        id: String,
+        #[arg(long, value_enum, default_value = "kubernetes")]
+        runtime: crate::template_cmd::RuntimeKind,
+    },
     /// Tear an environment down (runs `teardown`).
     Delete {
         id: String,
@@ -167,6 +173,16 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             }
         }
         Command::Show { id } => show(&api.get(&format!("/envs/{}", enc(&id)))?, output),
+        Command::Render { id, runtime: crate::template_cmd::RuntimeKind::Kubernetes } => {
+            let r: api::RenderedManifests = api.get(&format!("/envs/{}/manifests", enc(&id)))?;
+            for w in &r.warnings {
+                err(&format!("warning: {w}\n"));
+            }
+            match output {
+                Output::Json => crate::emit(&r, output, |_| String::new()),
+                Output::Human => out(&r.yaml),
+            }
+        }
         Command::Logs { id, service, build: true, .. } => {
             let logs: Vec<api::Logs> = api.get(&format!("/envs/{}/build-logs", enc(&id)))?;
             let logs: Vec<api::Logs> = logs.into_iter().filter(|l| service.as_ref().is_none_or(|s| s == &l.service)).collect();

@@ -72,6 +72,17 @@ impl Kube {
         Ok(Kube { client, poll: POLL })
     }
 
+    /// The API server's version (`v1.37.0`): a cheap check that the cluster answers.
+    pub async fn version(&self) -> Result<String> {
+        let info = self.client.apiserver_version().await.map_err(|source| KubeError::Api {
+            operation: "read",
+            kind: "version",
+            name: String::new(),
+            source,
+        })?;
+        Ok(info.git_version)
+    }
+
     /// Over a given client (tests give one whose API server is scripted).
     pub fn from_client(client: Client, poll: Duration) -> Kube {
         Kube { client, poll }

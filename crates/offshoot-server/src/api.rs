@@ -32,6 +32,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/deploy", post(deploy_env))
         .route("/envs/{id}/logs", get(env_logs))
         .route("/envs/{id}/build-logs", get(build_logs))
+        .route("/envs/{id}/manifests", get(env_manifests))
         .route("/envs/{id}/exec", post(env_exec));
     let api = crate::datasets::api(crate::webhooks::api(api)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
@@ -606,6 +607,24 @@ async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Q
 }
 
 /// The build logs of the environment's latest deployment that built anything.
+/// The environment as Kubernetes manifests: its forked configuration resolved as for a
+/// deployment, built services at the images they were built as, secret values masked.
+async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::RenderedManifests>, ApiError> {
+    let e = find_env(&ctx, &id).await?;
+    let r =
+        controller::resolve_env(&ctx, &e, None).await.map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m))?;
+    let mut opts = offshoot_manifests::Options::new(format!("offshoot-{}", e.parent_id.as_deref().unwrap_or(&e.id)), ctx.instance.clone());
+    for s in ctx.store.services(&id).await? {
+        let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
+        if let Some(image) = detail["image"].as_str() {
+            opts.images.insert(s.name, image.to_owned());
+        }
+    }
+    let rendered = offshoot_manifests::render(&r, &opts);
+    let yaml = offshoot_manifests::to_yaml(&rendered.manifests).map_err(|m| anyhow::anyhow!(m))?;
+    Ok(Json(api::RenderedManifests { runtime: "kubernetes".into(), yaml, warnings: rendered.warnings }))
+}
+
 async fn build_logs(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<Vec<api::Logs>>, ApiError> {
     find_env(&ctx, &id).await?;
     for d in ctx.store.deployments(&id).await?.into_iter().rev() {

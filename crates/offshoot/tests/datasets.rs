@@ -136,6 +136,12 @@ fn postgres_clones_attach_refill_refresh_and_check_in() {
     let shown = String::from_utf8_lossy(&s.cli(&["env", "show", &id1, "--output", "json"]).stdout).into_owned();
     assert!(!shown.contains(&pass), "env show prints the clone's password");
     assert!(!String::from_utf8_lossy(&s.cli(&["dataset", "show", "artists", "--output", "json"]).stdout).contains(&pass));
+    // As Kubernetes manifests: the clone's URL is a secret, referenced and masked.
+    let o = s.cli(&["env", "render", &id1]);
+    let yaml = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(yaml.contains("kind: Deployment") && yaml.contains(&format!("namespace: offshoot-{id1}")), "{yaml}");
+    assert!(yaml.contains("name: DATABASE_URL\n") && yaml.contains("secretKeyRef:") && !yaml.contains(&pass), "{yaml}");
     // The clone is the environment's own: writes there do not reach the source.
     let o = s.cli(&[
         "env",
