@@ -115,6 +115,31 @@ pub struct ServerArgs {
     /// How long an environment waits for a clone when its dataset's pool is empty (seconds).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub dataset_wait: u64,
+    /// Where environments run: the local Docker engine, or a Kubernetes cluster (one namespace
+    /// per environment; the engine still builds images).
+    #[arg(long, value_enum, default_value = "docker")]
+    pub runtime: ServerRuntime,
+    /// Kubernetes: the kubeconfig (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Kubernetes: the kubeconfig context (default: its current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Kubernetes: push built images to this registry (`host:port[/prefix]`) and run them by digest.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Kubernetes: ingress class of public routes.
+    #[arg(long, default_value = "nginx")]
+    pub ingress_class: String,
+    /// Kubernetes: ingress class of `visibility: private` routes.
+    #[arg(long, default_value = "nginx-internal")]
+    pub private_ingress_class: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServerRuntime {
+    Docker,
+    Kubernetes,
 }
 
 /// What the binary should do after parsing.

@@ -93,6 +93,28 @@ impl DockerRuntime {
         Ok(DockerRuntime { docker, networks: std::sync::Arc::default() })
     }
 
+    /// Pushes a local image to `registry` (`host:port`, or `host:port/prefix`) and returns the
+    /// reference by digest (`registry/repo@sha256:...`), which never changes under a pod.
+    pub async fn push(&self, local: &str, registry: &str) -> Result<String> {
+        let (repo, tag) = local.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((local, "latest"));
+        let remote_repo = format!("{}/{repo}", registry.trim_end_matches('/'));
+        let opts = bollard::query_parameters::TagImageOptions { repo: Some(remote_repo.clone()), tag: Some(tag.to_owned()) };
+        self.docker.tag_image(local, Some(opts)).await.map_err(|e| engine("tag image", local, e))?;
+        let opts = bollard::query_parameters::PushImageOptions { tag: Some(tag.to_owned()), ..Default::default() };
+        let mut stream = std::pin::pin!(self.docker.push_image(&remote_repo, Some(opts), None));
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| engine("push image", &remote_repo, e))?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Engine { operation: "push image", object: format!("{remote_repo}:{tag}"), message: err });
+            }
+        }
+        let inspected =
+            self.docker.inspect_image(&format!("{remote_repo}:{tag}")).await.map_err(|e| engine("inspect image", &remote_repo, e))?;
+        inspected.repo_digests.unwrap_or_default().into_iter().find(|d| d.starts_with(&format!("{remote_repo}@"))).ok_or_else(|| {
+            RuntimeError::Engine { operation: "push image", object: remote_repo, message: "the registry reported no digest".into() }
+        })
+    }
+
     /// The API version agreed with the engine.
     pub fn api_version(&self) -> String {
         self.docker.client_version().to_string()

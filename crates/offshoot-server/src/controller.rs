@@ -44,6 +44,8 @@ pub(crate) struct Ctx {
     pub(crate) pools: crate::datasets::Pools,
     /// How long an environment waits for a clone when a pool is empty.
     pub(crate) dataset_wait: Duration,
+    /// Environments run on Kubernetes rather than on the engine (which still builds images).
+    pub(crate) kube: Option<crate::kube_rt::KubeRuntime>,
     /// Containers failing their readiness probe: out of the router's pool.
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
@@ -107,6 +109,7 @@ impl Ctx {
             http: reqwest::Client::new(),
             pools: crate::datasets::Pools::default(),
             dataset_wait: Duration::from_secs(300),
+            kube: None,
             unready: Mutex::new(HashSet::new()),
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),
@@ -440,7 +443,7 @@ fn content_tag(app: &str, service: &str, tree: &str, s: &ResolvedService) -> Str
     format!("offshoot/{app}/{service}:{digest}")
 }
 
-async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: &str, reason: Option<&str>, detail: serde_json::Value) {
+pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: &str, reason: Option<&str>, detail: serde_json::Value) {
     let row = ServiceRow {
         env_id: env_id.into(),
         name: name.into(),
@@ -595,6 +598,31 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
         images.insert(s.name.clone(), image);
     }
     phases.insert("build".into(), ms(t));
+    if let Some(k) = &ctx.kube {
+        let t = Instant::now();
+        let images = crate::kube_rt::publish(ctx, k, images).await?;
+        phases.insert("push".into(), ms(t));
+        // Files mounted with `configmap`, at the deployed commit.
+        let mut files = BTreeMap::new();
+        for s in &resolved.services {
+            for f in &s.configmap {
+                let path = f.repo_path.as_ref().map_or(f.name.value.clone(), |p| p.value.clone());
+                let (m, c, p) = (mirror.clone(), commit.clone(), path.clone());
+                if let Ok(Ok(Some(bytes))) = tokio::task::spawn_blocking(move || m.read_file(&c, &p)).await {
+                    files.insert(path, String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        let t = Instant::now();
+        let result = crate::kube_rt::deploy(ctx, k, dep, env, &resolved, &images, files).await;
+        phases.insert("start".into(), ms(t));
+        if let Some(imports) = imports {
+            imports.await.map_err(|e| format!("imports: {e}"))??;
+        }
+        phases.insert("ready".into(), u64::try_from(offshoot_store::now_ms() - dep.created_at).unwrap_or(0));
+        let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
+        return result;
+    }
     // Only now, with every image at hand: a failed build leaves nothing behind.
     ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
     let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
@@ -760,6 +788,11 @@ struct StepError {
 }
 
 /// The steps of a workflow; a template without it gets Release's defaults.
+/// The tasks of each step of a workflow, in order.
+pub(crate) fn workflow_tasks(r: &Resolved, workflow: &str) -> Vec<Vec<String>> {
+    workflow_steps(r, workflow).into_iter().map(|s| s.tasks).collect()
+}
+
 fn workflow_steps(r: &Resolved, workflow: &str) -> Vec<PlannedStep> {
     if let Some(steps) = r.workflows.get(workflow) {
         return steps
@@ -1185,6 +1218,9 @@ async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
                 }
             }
         }
+    }
+    if let Some(k) = &ctx.kube {
+        crate::kube_rt::teardown(k, env).await?;
     }
     ctx.rt.teardown(&env.id).await.map_err(|e| e.to_string())?;
     // The containers are gone: their databases go back.

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod feedback;
 mod imports;
+mod kube_rt;
 mod routes;
 mod webhooks;
 
@@ -58,6 +59,19 @@ pub struct Config {
     pub forges: Forges,
     /// How long an environment waits for a clone of an Instant Dataset whose pool is empty.
     pub dataset_wait: Duration,
+    /// Run environments on Kubernetes (the engine still builds images).
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KubernetesConfig {
+    /// Default: `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Where built images are pushed (`host:port[/prefix]`).
+    pub registry: Option<String>,
+    pub ingress_class: String,
+    pub private_ingress_class: String,
 }
 
 #[derive(Clone, Debug)]
@@ -106,6 +120,17 @@ pub async fn run(config: Config) -> Result<()> {
         ),
     );
     ctx.dataset_wait = config.dataset_wait;
+    if let Some(k) = &config.kubernetes {
+        let kube = offshoot_kube::Kube::connect(k.kubeconfig.as_deref(), k.context.as_deref()).await.context("connect to Kubernetes")?;
+        let version = kube.version().await.context("reach the Kubernetes API")?;
+        tracing::info!(%version, registry = ?k.registry, "environments run on Kubernetes");
+        ctx.kube = Some(kube_rt::KubeRuntime {
+            kube,
+            registry: k.registry.clone(),
+            ingress_class: k.ingress_class.clone(),
+            private_ingress_class: k.private_ingress_class.clone(),
+        });
+    }
     let ctx: Shared = Arc::new(ctx);
     ctx.refresh_routes().await;
 
@@ -276,7 +301,8 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
             controller::spawn(ctx, dep.id);
             continue;
         }
-        if env.status != status::READY || ctx.is_busy(&env.id) {
+        // Kubernetes restarts and reschedules on its own.
+        if env.status != status::READY || ctx.is_busy(&env.id) || ctx.kube.is_some() {
             continue;
         }
         // A ready environment whose service container vanished or stopped is redeployed

@@ -1,0 +1,208 @@
+//! `offshoot server --runtime kubernetes` end to end, without a cluster: the real server process,
+//! real git, real image builds pushed to the real registry on 127.0.0.1:5000 (`scripts/services`),
+//! and a stand-in Kubernetes API server on loopback that stores what is applied and reports
+//! deployments ready and jobs complete, as a healthy cluster would. What a real cluster does with
+//! the objects is the live test's part (`crates/offshoot-kube/tests/live.rs`).
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use support::*;
+
+#[derive(Clone, Default)]
+struct FakeKube {
+    objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeKube {
+    /// Starts serving on loopback; returns its port.
+    fn start(&self) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let me = me.clone();
+                std::thread::spawn(move || me.serve(conn));
+            }
+        });
+        port
+    }
+
+    fn serve(&self, conn: std::net::TcpStream) {
+        let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+        let mut out = conn;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut parts = line.split_whitespace();
+            let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+            let mut length = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                    return;
+                }
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let (status, answer) = self.handle(&method, &target, &body);
+            let bytes = serde_json::to_vec(&answer).expect("json");
+            let head = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", bytes.len());
+            if out.write_all(head.as_bytes()).and_then(|_| out.write_all(&bytes)).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn handle(&self, method: &str, target: &str, body: &[u8]) -> (u16, Value) {
+        let path = target.split('?').next().unwrap_or("").to_owned();
+        self.log.lock().expect("log").push(format!("{method} {path}"));
+        let mut objects = self.objects.lock().expect("objects");
+        let not_found = || {
+            (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+            )
+        };
+        match method {
+            "GET" if path == "/version" => (
+                200,
+                json!({"major": "1", "minor": "37", "gitVersion": "v1.37.0-fake", "gitCommit": "0", "gitTreeState": "clean",
+                    "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go", "compiler": "gc", "platform": "linux/amd64"}),
+            ),
+            "PATCH" => {
+                let mut obj: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                obj["metadata"]["generation"] = json!(1);
+                let kind = obj["kind"].as_str().unwrap_or("").to_owned();
+                if kind == "Deployment" || kind == "StatefulSet" {
+                    let n = obj["spec"]["replicas"].as_i64().unwrap_or(1);
+                    obj["status"] =
+                        json!({"observedGeneration": 1, "replicas": n, "readyReplicas": n, "updatedReplicas": n, "availableReplicas": n});
+                }
+                if kind == "Job" {
+                    obj["status"] = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
+                }
+                objects.insert(path, obj.clone());
+                (200, obj)
+            }
+            "GET" => match objects.get(&path) {
+                Some(o) => (200, o.clone()),
+                None => {
+                    // A collection: its direct children.
+                    let prefix = format!("{path}/");
+                    let items: Vec<Value> = objects
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+                        .map(|(_, v)| v.clone())
+                        .collect();
+                    let segments: Vec<&str> = path.split('/').collect();
+                    let collection = segments.len() >= 3 && segments[segments.len() - 3] == "namespaces";
+                    if collection {
+                        (200, json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}))
+                    } else {
+                        not_found()
+                    }
+                }
+            },
+            "DELETE" => match objects.remove(&path) {
+                Some(o) => {
+                    if o["kind"] == "Namespace" {
+                        let name = o["metadata"]["name"].as_str().unwrap_or("").to_owned();
+                        objects.retain(|k, _| !k.contains(&format!("/namespaces/{name}/")));
+                    }
+                    (200, o)
+                }
+                None => not_found(),
+            },
+            _ => not_found(),
+        }
+    }
+
+    fn object(&self, path: &str) -> Option<Value> {
+        self.objects.lock().expect("objects").get(path).cloned()
+    }
+}
+
+#[test]
+fn an_environment_on_kubernetes_is_applied_step_by_step_and_its_namespace_deleted() {
+    let fake = FakeKube::default();
+    let port = fake.start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: u\ncurrent-context: fake\n"
+        ),
+    )
+    .expect("kubeconfig");
+    let s = Server::new_with(
+        None,
+        &["--runtime", "kubernetes", "--kubeconfig", kubeconfig.to_str().expect("utf-8"), "--registry", "127.0.0.1:5000"],
+    );
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let ns = format!("offshoot-{id}");
+    for svc in e["services"].as_array().expect("services") {
+        assert_eq!(svc["status"], "ready", "{e}");
+    }
+
+    // Built images were pushed to the registry and are run by digest.
+    let api = fake.object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/api")).expect("the api's Deployment");
+    let image = api["spec"]["template"]["spec"]["containers"][0]["image"].as_str().expect("image").to_owned();
+    assert!(image.starts_with("127.0.0.1:5000/offshoot/shop/api@sha256:"), "{image}");
+    let catalog = http_raw(5000, "GET /v2/_catalog HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", b"").unwrap_or_default();
+    assert!(catalog.contains("offshoot/shop/api"), "{catalog}");
+    // The store (a public image) keeps its name; its volume is a claim.
+    let store = fake.object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/store")).expect("store");
+    assert_eq!(store["spec"]["template"]["spec"]["containers"][0]["image"], "busybox:stable");
+    assert!(fake.object(&format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/store-store-data")).is_some());
+
+    // Applied in the workflow's order (the store before the api that depends on it), the
+    // migration job run, the ingresses last, all with server-side apply.
+    let log = fake.log.lock().expect("log").clone();
+    let at = |needle: &str| log.iter().position(|l| l == needle).unwrap_or_else(|| panic!("no `{needle}` in {log:#?}"));
+    let ns_patch = at(&format!("PATCH /api/v1/namespaces/{ns}"));
+    let store_patch = at(&format!("PATCH /apis/apps/v1/namespaces/{ns}/deployments/store"));
+    let api_patch = at(&format!("PATCH /apis/apps/v1/namespaces/{ns}/deployments/api"));
+    let job_patch = at(&format!("PATCH /apis/batch/v1/namespaces/{ns}/jobs/job-migrate"));
+    let ingress =
+        log.iter().position(|l| l.starts_with(&format!("PATCH /apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/"))).expect("ingress");
+    assert!(ns_patch < store_patch && store_patch < api_patch && api_patch < ingress && job_patch < ingress, "{log:#?}");
+    // Secrets reach the cluster as Secret objects with their values; printed manifests mask them.
+    let secret = fake.object(&format!("/api/v1/namespaces/{ns}/secrets/api-secrets")).expect("the api's Secret");
+    let values: Vec<String> =
+        secret["stringData"].as_object().expect("data").values().map(|v| v.as_str().unwrap_or("").to_owned()).collect();
+    assert!(!values.is_empty() && values.iter().all(|v| !v.is_empty() && v != "[redacted]"), "{secret}");
+    assert!(api.to_string().contains("secretKeyRef"), "the pod references the Secret: {api}");
+    let rendered = String::from_utf8_lossy(&s.cli(&["env", "render", &id]).stdout).into_owned();
+    assert!(rendered.contains("kind: Deployment") && values.iter().all(|v| !rendered.contains(v.as_str())), "{rendered}");
+
+    // Teardown deletes the namespace and waits until it is gone.
+    let d = s.json(&["env", "delete", &id, "--wait"]);
+    assert_eq!(d["status"], "deleted", "{d}");
+    assert!(fake.log.lock().expect("log").iter().any(|l| l == &format!("DELETE /api/v1/namespaces/{ns}")));
+    assert!(fake.objects.lock().expect("objects").keys().all(|k| !k.contains(&ns)), "objects left in the namespace");
+}
