@@ -210,6 +210,23 @@ impl Kube {
         Ok(None)
     }
 
+    /// The newest Warning event about a service's objects (its pods are named after it).
+    async fn last_warning(&self, namespace: &str, service: &str) -> Result<Option<String>> {
+        let events: Api<k8s_openapi::api::core::v1::Event> = self.api(Some(namespace));
+        let list = events.list(&ListParams::default().fields("type=Warning")).await.map_err(|source| KubeError::Api {
+            operation: "list",
+            kind: "Event",
+            name: service.to_owned(),
+            source,
+        })?;
+        let newest = list
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref().is_some_and(|n| n == service || n.starts_with(&format!("{service}-"))))
+            .max_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0).or(e.event_time.as_ref().map(|t| t.0)));
+        Ok(newest.map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default())))
+    }
+
     /// Waits until every listed service (Deployment or StatefulSet of that name) has all its
     /// replicas updated and ready; fails at once with the reason when a pod is stuck.
     pub async fn wait_rollout(&self, namespace: &str, services: &[(String, bool)], timeout: Duration) -> Result<()> {
@@ -257,6 +274,11 @@ impl Kube {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
+                // Not stuck, merely not ready: the cluster's last warning about it says why.
+                let (name, _) = &still[0];
+                if let Some(warning) = self.last_warning(namespace, name).await? {
+                    return Err(KubeError::Rollout { service: name.clone(), reason: format!("not ready within {timeout:?}: {warning}") });
+                }
                 let names: Vec<&str> = still.iter().map(|(n, _)| n.as_str()).collect();
                 return Err(KubeError::Timeout { what: format!("rollout of {}", names.join(", ")), timeout });
             }

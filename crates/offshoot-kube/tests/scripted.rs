@@ -162,9 +162,42 @@ async fn a_stuck_rollout_says_why() {
             other => panic!("{other:?}"),
         }
     }
-    // Merely slow: the deadline, naming what was not ready.
-    let (kube, _) =
-        fake(|_, path, _| if path.contains("/pods") { (200, list(vec![pod(None, false)])) } else { (200, deployment("web", 1)) });
+    // Not ready in time, with the cluster's newest warning about it.
+    let (kube, _) = fake(|_, path, _| {
+        if path.contains("/pods") {
+            (200, list(vec![pod(None, false)]))
+        } else if path.contains("/events") {
+            assert!(path.contains("fieldSelector=type%3DWarning"), "{path}");
+            let ev = |name: &str, reason: &str, at: &str| {
+                json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": format!("{name}.1"), "namespace": "ns"},
+                    "involvedObject": {"kind": "Pod", "name": name}, "reason": reason, "message": format!("{reason} happened"),
+                    "type": "Warning", "lastTimestamp": at})
+            };
+            let events = vec![
+                ev("web-7d9-abc", "FailedMount", "2026-01-01T00:00:02Z"),
+                ev("web-7d9-abc", "BackOff", "2026-01-01T00:00:01Z"),
+                ev("other-1", "Evicted", "2026-01-01T00:00:09Z"),
+            ];
+            (200, list(events))
+        } else {
+            (200, deployment("web", 1))
+        }
+    });
+    let e = kube.wait_rollout("ns", &[("web".into(), false)], Duration::from_millis(50)).await.expect_err("times out");
+    assert!(
+        e.to_string().contains("service `web`: not ready within") && e.to_string().contains("FailedMount: FailedMount happened"),
+        "{e}"
+    );
+    // Merely slow, and nothing to say why: the deadline, naming what was not ready.
+    let (kube, _) = fake(|_, path, _| {
+        if path.contains("/pods") {
+            (200, list(vec![pod(None, false)]))
+        } else if path.contains("/events") {
+            (200, list(vec![]))
+        } else {
+            (200, deployment("web", 1))
+        }
+    });
     let e = kube.wait_rollout("ns", &[("web".into(), false)], Duration::from_millis(50)).await.expect_err("times out");
     assert!(e.to_string().contains("rollout of web"), "{e}");
 }
