@@ -86,12 +86,14 @@ pub(crate) async fn deploy(
         tracing::warn!(env = %env.id, warning = %w, "kubernetes");
     }
     let err = |e: offshoot_kube::KubeError| e.to_string();
-    // The namespace and what belongs to no service; an import's namespace is its importer's.
+    // The namespace and what belongs to no service. An import's namespace is its importer's,
+    // which an import deployed first makes (never pruned); the importer's NetworkPolicy is its own.
     let base: Vec<Manifest> = rendered
         .manifests
         .iter()
         .filter(|m| match m {
-            Manifest::Namespace(_) | Manifest::NetworkPolicy(_) => env.parent_id.is_none(),
+            Manifest::Namespace(_) => true,
+            Manifest::NetworkPolicy(_) => env.parent_id.is_none(),
             Manifest::ServiceAccount(_) => true,
             Manifest::PersistentVolumeClaim(_) => service_of(m).is_none(),
             _ => false,

@@ -90,6 +90,16 @@ impl FakeKube {
                     "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go", "compiler": "gc", "platform": "linux/amd64"}),
             ),
             "PATCH" => {
+                // As a cluster: nothing goes into a namespace that does not exist.
+                if let Some(rest) = path.split("/namespaces/").nth(1)
+                    && let Some((ns, _)) = rest.split_once('/')
+                    && !objects.contains_key(&format!("/api/v1/namespaces/{ns}"))
+                {
+                    return (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("namespaces \"{ns}\" not found")}),
+                    );
+                }
                 let mut obj: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
                 obj["metadata"]["generation"] = json!(1);
                 let kind = obj["kind"].as_str().unwrap_or("").to_owned();
@@ -109,9 +119,16 @@ impl FakeKube {
                 None => {
                     // A collection: its direct children.
                     let prefix = format!("{path}/");
+                    // `labelSelector=key=value`, as prune sends it.
+                    let selector: Option<(String, String)> = target
+                        .split_once('?')
+                        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("labelSelector=")))
+                        .map(|v| v.replace("%3D", "=").replace("%2F", "/"))
+                        .and_then(|v| v.split_once('=').map(|(a, b)| (a.to_owned(), b.to_owned())));
                     let items: Vec<Value> = objects
                         .iter()
                         .filter(|(k, _)| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+                        .filter(|(_, v)| selector.as_ref().is_none_or(|(key, want)| v["metadata"]["labels"][key.as_str()] == want.as_str()))
                         .map(|(_, v)| v.clone())
                         .collect();
                     let segments: Vec<&str> = path.split('/').collect();
@@ -142,11 +159,9 @@ impl FakeKube {
     }
 }
 
-#[test]
-fn an_environment_on_kubernetes_is_applied_step_by_step_and_its_namespace_deleted() {
-    let fake = FakeKube::default();
+/// A server on Kubernetes (the stand-in's), pushing to the local registry.
+fn kube_server(fake: &FakeKube, dir: &tempfile::TempDir) -> Server {
     let port = fake.start();
-    let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -155,10 +170,17 @@ fn an_environment_on_kubernetes_is_applied_step_by_step_and_its_namespace_delete
         ),
     )
     .expect("kubeconfig");
-    let s = Server::new_with(
+    Server::new_with(
         None,
         &["--runtime", "kubernetes", "--kubeconfig", kubeconfig.to_str().expect("utf-8"), "--registry", "127.0.0.1:5000"],
-    );
+    )
+}
+
+#[test]
+fn an_environment_on_kubernetes_is_applied_step_by_step_and_its_namespace_deleted() {
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = kube_server(&fake, &dir);
     let repo = shop_repo(|t| t);
     s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
     let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
@@ -205,4 +227,36 @@ fn an_environment_on_kubernetes_is_applied_step_by_step_and_its_namespace_delete
     assert_eq!(d["status"], "deleted", "{d}");
     assert!(fake.log.lock().expect("log").iter().any(|l| l == &format!("DELETE /api/v1/namespaces/{ns}")));
     assert!(fake.objects.lock().expect("objects").keys().all(|k| !k.contains(&ns)), "objects left in the namespace");
+}
+
+#[test]
+fn imports_share_their_importers_namespace_on_kubernetes() {
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = kube_server(&fake, &dir);
+    let backend = app_repo("backend", "api", "", None, true);
+    let frontend = app_repo("frontend", "web", "app_imports:\n- name: backend\n", None, true);
+    for r in [&backend, &frontend] {
+        s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
+    }
+    let e = s.json(&["env", "create", "frontend", "--branch", "feature/new", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let bid = e["imports"][0]["env_id"].as_str().expect("import").to_owned();
+    let ns = format!("offshoot-{id}");
+    // The import (deployed first) made the namespace; both apps' services live in it.
+    let keys: Vec<String> = fake.objects.lock().expect("objects").keys().cloned().collect();
+    let api = fake
+        .object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/api"))
+        .unwrap_or_else(|| panic!("the import's Deployment: {keys:#?}"));
+    assert_eq!(api["metadata"]["labels"]["offshoot.env"], bid.as_str());
+    assert!(fake.object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web")).is_some());
+    assert!(fake.object(&format!("/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/offshoot-isolation")).is_some());
+    assert!(
+        fake.objects.lock().expect("objects").keys().all(|k| !k.contains(&format!("offshoot-{bid}"))),
+        "the import has no namespace of its own"
+    );
+    let d = s.json(&["env", "delete", &id, "--wait"]);
+    assert_eq!(d["status"], "deleted", "{d}");
+    assert!(fake.objects.lock().expect("objects").keys().all(|k| !k.contains(&ns)), "objects left");
 }
