@@ -341,6 +341,28 @@ impl Kube {
         }
     }
 
+    /// The last `tail` lines of each of a service's pods: `(pod, text)`.
+    pub async fn logs(&self, namespace: &str, env_id: &str, service: &str, tail: usize) -> Result<Vec<(String, String)>> {
+        let pods: Api<Pod> = self.api(Some(namespace));
+        let list = pods
+            .list(&ListParams::default().labels(&format!("{LABEL_ENV}={env_id},{LABEL_SERVICE}={service}")))
+            .await
+            .map_err(|source| KubeError::Api { operation: "list", kind: "Pod", name: service.to_owned(), source })?;
+        let mut out = Vec::new();
+        for p in list.items {
+            let name = p.metadata.name.unwrap_or_default();
+            let params = kube::api::LogParams { tail_lines: Some(i64::try_from(tail).unwrap_or(i64::MAX)), ..Default::default() };
+            let text = pods.logs(&name, &params).await.map_err(|source| KubeError::Api {
+                operation: "read logs of",
+                kind: "Pod",
+                name: name.clone(),
+                source,
+            })?;
+            out.push((name, text));
+        }
+        Ok(out)
+    }
+
     /// Deletes the environment's namespace (and so everything in it) and waits until it is gone.
     pub async fn delete_namespace(&self, namespace: &str, timeout: Duration) -> Result<()> {
         let api: Api<Namespace> = Api::all(self.client.clone());

@@ -28,6 +28,10 @@ fn fake(mut script: impl FnMut(&Method, &str, &Value) -> (u16, Value) + Send + '
             let path = parts.uri.to_string();
             seen.lock().expect("log").push(format!("{} {path}", parts.method));
             let (status, answer) = script(&parts.method, &path, &body);
+            if let (Some(text), true) = (answer.as_str(), path.contains("/log?") && status < 400) {
+                send.send_response(Response::builder().status(status).body(Body::from(text.as_bytes().to_vec())).expect("response"));
+                continue;
+            }
             let answer = if status >= 400 {
                 json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": answer.as_str().unwrap_or("error"), "reason": "NotFound", "code": status})
             } else {
@@ -295,4 +299,19 @@ async fn teardown_deletes_the_namespace_and_waits_for_it_to_go() {
     let (kube, _) = fake(|_, _, _| (200, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "offshoot-abc1234"}})));
     let e = kube.delete_namespace("offshoot-abc1234", Duration::from_millis(30)).await.expect_err("times out");
     assert!(e.to_string().contains("deletion of Namespace offshoot-abc1234"), "{e}");
+}
+
+#[tokio::test]
+async fn logs_of_a_services_pods() {
+    let (kube, log) = fake(|_, path, _| {
+        if path.contains("/log?") {
+            assert!(path.contains("tailLines=50"), "{path}");
+            return (200, json!("line one\nline two\n"));
+        }
+        assert!(path.contains("labelSelector=offshoot.env%3Dabc1234%2Coffshoot.service%3Dweb"), "{path}");
+        (200, list(vec![pod(None, false)]))
+    });
+    let logs = kube.logs("ns", "abc1234", "web", 50).await.expect("logs");
+    assert_eq!(logs, vec![("web-1".to_owned(), "line one\nline two\n".to_owned())]);
+    assert_eq!(log.lock().expect("log").len(), 2);
 }

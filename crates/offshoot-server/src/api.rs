@@ -298,6 +298,8 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
                 urls.push(url);
             }
         }
+        // On Kubernetes the cluster's ingress serves them (recorded at deployment).
+        urls.extend(detail["urls"].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_owned)));
         let load_balancers = crate::routes::lb_for_env(&lbs, &e.id, &s.name)
             .into_iter()
             .map(|(port, addr)| api::LoadBalancer { port, address: addr.to_string() })
@@ -591,6 +593,19 @@ async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Q
     find_env(&ctx, &id).await?;
     let mut out = Vec::new();
     let tail = q.tail.unwrap_or(200).min(10_000);
+    if let Some(k) = &ctx.kube {
+        let e = find_env(&ctx, &id).await?;
+        for s in ctx.store.services(&id).await? {
+            if q.service.as_ref().is_some_and(|w| w != &s.name) {
+                continue;
+            }
+            let label = offshoot_manifests::dns_label(&s.name);
+            let pods = k.kube.logs(&crate::kube_rt::namespace(&e), &id, &label, tail).await.map_err(anyhow::Error::new)?;
+            for (pod, logs) in pods {
+                out.push(api::Logs { service: format!("{}/{pod}", s.name), logs });
+            }
+        }
+    }
     for c in ctx.rt.list(Some(&id)).await.map_err(anyhow::Error::new)? {
         if q.service.as_ref().is_some_and(|s| s != &c.service) || c.role != "service" {
             continue;
@@ -606,7 +621,6 @@ async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Q
     Ok(Json(out))
 }
 
-/// The build logs of the environment's latest deployment that built anything.
 /// The environment as Kubernetes manifests: its forked configuration resolved as for a
 /// deployment, built services at the images they were built as, secret values masked.
 async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::RenderedManifests>, ApiError> {
@@ -625,6 +639,7 @@ async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Res
     Ok(Json(api::RenderedManifests { runtime: "kubernetes".into(), yaml, warnings: rendered.warnings }))
 }
 
+/// The build logs of the environment's latest deployment that built anything.
 async fn build_logs(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<Vec<api::Logs>>, ApiError> {
     find_env(&ctx, &id).await?;
     for d in ctx.store.deployments(&id).await?.into_iter().rev() {

@@ -131,15 +131,15 @@ pub(crate) async fn deploy(
                     for (name, _) in &services {
                         let s = resolved.services.iter().find(|x| offshoot_manifests::dns_label(&x.name) == *name);
                         if let Some(s) = s {
-                            set_service_status(
-                                ctx,
-                                &env.id,
-                                &s.name,
-                                status::READY,
-                                None,
-                                serde_json::json!({"image": images.get(&s.name)}),
-                            )
-                            .await;
+                            // Reached through the cluster's ingress at its hosts and paths.
+                            let urls: Vec<String> = resolved
+                                .routes
+                                .iter()
+                                .filter(|r| r.service == s.name)
+                                .map(|r| format!("http://{}{}", r.host, r.path))
+                                .collect();
+                            let detail = serde_json::json!({"image": images.get(&s.name), "hostnames": s.hostnames, "urls": urls});
+                            set_service_status(ctx, &env.id, &s.name, status::READY, None, detail).await;
                         }
                     }
                 }

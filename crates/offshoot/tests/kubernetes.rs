@@ -190,6 +190,8 @@ fn an_environment_on_kubernetes_is_applied_step_by_step_and_its_namespace_delete
     for svc in e["services"].as_array().expect("services") {
         assert_eq!(svc["status"], "ready", "{e}");
     }
+    let web = e["services"].as_array().expect("services").iter().find(|s| s["name"] == "web").expect("web");
+    assert_eq!(web["urls"][0].as_str(), Some(format!("http://web-{}.localhost/", e["id"].as_str().unwrap_or("")).as_str()), "{e}");
 
     // Built images were pushed to the registry and are run by digest.
     let api = fake.object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/api")).expect("the api's Deployment");
