@@ -660,6 +660,10 @@ async fn env_exec(
     if body.command.is_empty() {
         return Err(ApiError::bad_request("no command given"));
     }
+    if ctx.kube.is_some() {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", "`env exec` is not available on the Kubernetes runtime yet")
+            .hint("use `kubectl exec -n offshoot-<env id> deploy/<service> -- CMD`"));
+    }
     let running = ctx.rt.list(Some(&id)).await.map_err(anyhow::Error::new)?;
     let c = running
         .iter()

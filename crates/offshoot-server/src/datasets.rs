@@ -271,10 +271,19 @@ pub(crate) async fn recover(ctx: &Shared) -> Result<(), String> {
     let names = Names::new(&ctx.instance);
     for (dsn, owned) in servers.values() {
         let server = Server::new(dsn);
-        let objects = match server.objects(names.prefix()).await {
+        // A database server still starting (or busy) gets a few chances.
+        let mut listed = server.objects(names.prefix()).await;
+        for _ in 0..4 {
+            if listed.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            listed = server.objects(names.prefix()).await;
+        }
+        let objects = match listed {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(server = %dsn.server(), error = %e, "datasets: cannot list a server's objects; orphans stay until the next start");
+                tracing::error!(server = %dsn.server(), error = %e, "datasets: cannot list a server's objects; orphans stay until the next start");
                 continue;
             }
         };

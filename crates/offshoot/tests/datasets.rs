@@ -317,9 +317,10 @@ fn a_restart_after_a_crash_removes_what_no_record_owns() {
     });
     assert_eq!(d["state"], "ready", "{d}");
     let (dbs, roles) = pg_objects(&instance);
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
     for gone in [&filling, &pending, &orphan] {
-        assert!(!dbs.contains(gone), "{gone} survived the restart: {dbs:?}");
-        assert!(!roles.contains(gone), "role {gone} survived the restart: {roles:?}");
+        assert!(!dbs.contains(gone), "{gone} survived the restart: {dbs:?}\n{log}");
+        assert!(!roles.contains(gone), "role {gone} survived the restart: {roles:?}\n{log}");
     }
     assert_eq!(dbs.len(), 3, "one snapshot and two clones: {dbs:?}");
     delete_artists(s, &src);
