@@ -590,11 +590,10 @@ struct LogsQuery {
 }
 
 async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<Vec<api::Logs>>, ApiError> {
-    find_env(&ctx, &id).await?;
+    let e = find_env(&ctx, &id).await?;
     let mut out = Vec::new();
     let tail = q.tail.unwrap_or(200).min(10_000);
     if let Some(k) = &ctx.kube {
-        let e = find_env(&ctx, &id).await?;
         for s in ctx.store.services(&id).await? {
             if q.service.as_ref().is_some_and(|w| w != &s.name) {
                 continue;
@@ -627,7 +626,7 @@ async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Res
     let e = find_env(&ctx, &id).await?;
     let r =
         controller::resolve_env(&ctx, &e, None).await.map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m))?;
-    let mut opts = offshoot_manifests::Options::new(format!("offshoot-{}", e.parent_id.as_deref().unwrap_or(&e.id)), ctx.instance.clone());
+    let mut opts = offshoot_manifests::Options::new(crate::kube_rt::namespace(&e), ctx.instance.clone());
     for s in ctx.store.services(&id).await? {
         let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
         if let Some(image) = detail["image"].as_str() {

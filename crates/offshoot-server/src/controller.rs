@@ -787,12 +787,12 @@ struct StepError {
     halt: bool,
 }
 
-/// The steps of a workflow; a template without it gets Release's defaults.
 /// The tasks of each step of a workflow, in order.
 pub(crate) fn workflow_tasks(r: &Resolved, workflow: &str) -> Vec<Vec<String>> {
     workflow_steps(r, workflow).into_iter().map(|s| s.tasks).collect()
 }
 
+/// The steps of a workflow; a template without it gets Release's defaults.
 fn workflow_steps(r: &Resolved, workflow: &str) -> Vec<PlannedStep> {
     if let Some(steps) = r.workflows.get(workflow) {
         return steps
