@@ -227,6 +227,19 @@ impl Kube {
         Ok(newest.map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default())))
     }
 
+    async fn read<K>(&self, namespace: &str, name: &str) -> Result<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + k8s_openapi::Resource + Clone + DeserializeOwned + Debug,
+        K::DynamicType: Default,
+    {
+        self.api::<K>(Some(namespace)).get(name).await.map_err(|source| KubeError::Api {
+            operation: "read",
+            kind: kind_of::<K>(),
+            name: name.to_owned(),
+            source,
+        })
+    }
+
     /// Waits until every listed service (Deployment or StatefulSet of that name) has all its
     /// replicas updated and ready; fails at once with the reason when a pod is stuck.
     pub async fn wait_rollout(&self, namespace: &str, services: &[(String, bool)], timeout: Duration) -> Result<()> {
@@ -236,26 +249,14 @@ impl Kube {
             let mut still = Vec::new();
             for (name, stateful) in pending {
                 let ready = if stateful {
-                    let api: Api<StatefulSet> = self.api(Some(namespace));
-                    let s = api.get(&name).await.map_err(|source| KubeError::Api {
-                        operation: "read",
-                        kind: "StatefulSet",
-                        name: name.clone(),
-                        source,
-                    })?;
+                    let s: StatefulSet = self.read(namespace, &name).await?;
                     let want = s.spec.replicas.unwrap_or(1);
                     let st = s.status.unwrap_or_default();
                     st.observed_generation >= s.metadata.generation
                         && st.ready_replicas.unwrap_or(0) >= want
                         && st.updated_replicas.unwrap_or(0) >= want
                 } else {
-                    let api: Api<Deployment> = self.api(Some(namespace));
-                    let d = api.get(&name).await.map_err(|source| KubeError::Api {
-                        operation: "read",
-                        kind: "Deployment",
-                        name: name.clone(),
-                        source,
-                    })?;
+                    let d: Deployment = self.read(namespace, &name).await?;
                     let want = d.spec.replicas.unwrap_or(1);
                     let st = d.status.unwrap_or_default();
                     st.observed_generation >= d.metadata.generation
