@@ -68,6 +68,38 @@ impl PostgresServer {
         Ok(())
     }
 
+    /// `DROP DATABASE ... WITH (FORCE)`, which ends the sessions still connected. A login that
+    /// is not a superuser may not end an autovacuum worker's session (PostgreSQL reports
+    /// "must be a member of the role whose process is being terminated"): then the sessions of
+    /// the logins it may act for are ended by hand and a plain `DROP DATABASE` cancels the
+    /// autovacuum itself.
+    async fn drop_database(&self, admin: &mut PgConnection, database: &str, operation: &str) -> Result<()> {
+        let forced =
+            sqlx::Executor::execute(&mut *admin, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database)).as_str()).await;
+        let e = match forced {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let denied = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42501");
+        if !denied {
+            return Err(self.sql_err(operation)(e));
+        }
+        let mut last = e;
+        for _ in 0..5 {
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND pg_has_role(usesysid, 'USAGE')")
+                .bind(database)
+                .fetch_all(&mut *admin)
+                .await
+                .map_err(self.sql_err(operation))?;
+            match sqlx::Executor::execute(&mut *admin, format!("DROP DATABASE IF EXISTS {}", ident(database)).as_str()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Err(self.sql_err(operation)(last))
+    }
+
     async fn exists(&self, conn: &mut PgConnection, database: &str) -> Result<bool> {
         let row = sqlx::query("SELECT count(*) FROM pg_database WHERE datname = $1")
             .bind(database)
@@ -173,7 +205,7 @@ impl DatabaseServer for PostgresServer {
 
     async fn drop_clone(&self, database: &str, role: &str) -> Result<()> {
         let mut admin = self.connect(self.maintenance_db()).await?;
-        self.exec(&mut admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database)), "drop a clone").await?;
+        self.drop_database(&mut admin, database, "drop a clone").await?;
         self.exec(&mut admin, &format!("DROP ROLE IF EXISTS {}", ident(role)), "drop a clone's role").await?;
         let _ = admin.close().await;
         Ok(())
@@ -183,7 +215,7 @@ impl DatabaseServer for PostgresServer {
         let mut admin = self.connect(self.maintenance_db()).await?;
         if self.exists(&mut admin, snapshot).await? {
             self.exec(&mut admin, &format!("ALTER DATABASE {} IS_TEMPLATE false", ident(snapshot)), "unfreeze a snapshot").await?;
-            self.exec(&mut admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(snapshot)), "drop a snapshot").await?;
+            self.drop_database(&mut admin, snapshot, "drop a snapshot").await?;
         }
         if !owner.is_empty() {
             self.exec(&mut admin, &format!("DROP ROLE IF EXISTS {}", ident(owner)), "drop a snapshot's owner role").await?;
