@@ -189,7 +189,12 @@ impl<'n> Fields<'n> {
         for (k, _) in self.rest() {
             let name = k.as_text().unwrap_or("?");
             d.warn(k.span, "unknown-key", format!("unknown key `{name}` in {}; it is ignored", self.what));
-            if let Some(s) = did_you_mean(name, self.known.iter().copied()) {
+            if name == "datasets" && self.what == "application template" {
+                // Release allows Instant Datasets per environment template only.
+                d.hint(
+                    "`datasets` belongs to an environment template: `environment_templates: [{name: ephemeral, datasets: [{name: NAME}]}]`",
+                );
+            } else if let Some(s) = did_you_mean(name, self.known.iter().copied()) {
                 d.hint(format!("did you mean `{s}`?"));
             }
         }

@@ -166,3 +166,12 @@ fn resolve_shows_where_a_datasets_variables_will_come_from() {
     assert_eq!(env["DATABASE_URL"], "[redacted]", "a dataset's URL is secret");
     assert!(r["warnings"].as_array().is_none_or(Vec::is_empty), "no undefined-variable warning: {}", r["warnings"]);
 }
+
+#[test]
+fn datasets_at_the_template_root_point_to_environment_templates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = write(dir.path(), "t.yaml", "app: x\ndatasets:\n- name: a\nservices:\n- name: web\n  image: busybox:stable\n");
+    let o = offshoot(&["validate", f.to_str().expect("utf-8")]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(text.contains("t.yaml:2:1") && text.contains("`datasets` belongs to an environment template"), "{text}");
+}
