@@ -432,6 +432,20 @@ pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv, mirror: offsho
             ApiError::bad_request(format!("environment template `{name}` is not defined")).hint(format!("defined: {}", names.join(", ")))
         );
     }
+    // The Instant Datasets its environment template lists must exist.
+    if let Some(t) = &doc.template {
+        let chosen = req.environment_template.clone().unwrap_or_else(|| "ephemeral".to_owned());
+        for d in t.environment_templates.iter().filter(|e| e.name.as_str() == chosen).flat_map(|e| &e.datasets) {
+            if ctx.store.dataset(d.name.as_str()).await?.is_none_or(|x| x.state == "deleting") {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown-dataset",
+                    format!("environment template `{chosen}` lists dataset `{}`, which does not exist", d.name.as_str()),
+                )
+                .hint(format!("create it: `offshoot dataset create {} --source postgres://...`", d.name.as_str())));
+            }
+        }
+    }
     let (m, b) = (mirror, req.branch.clone());
     let (exists, branches) =
         tokio::task::spawn_blocking(move || (m.resolve(&b).ok().flatten().is_some(), m.branches().unwrap_or_default()))
