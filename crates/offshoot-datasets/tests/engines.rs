@@ -80,6 +80,48 @@ async fn postgres_snapshot_and_clones() {
     pg_exec(PG_ADMIN, &format!("DROP DATABASE {src} WITH (FORCE)")).await;
 }
 
+/// A session the admin may not end (an autovacuum worker's, in real life; here a superuser's that
+/// lasts under a second) makes `DROP DATABASE ... WITH (FORCE)` fail for a non-superuser: the
+/// drop ends what it may and retries until the database is free.
+#[tokio::test]
+async fn postgres_drop_waits_out_a_session_it_may_not_end() {
+    let admin = Dsn::parse(PG_ADMIN).expect("admin url");
+    let server = Server::new(&admin);
+    let names = Names::new(&random_hex(8));
+    let src = format!("engines_src_{}", random_hex(4));
+    pg_exec(PG_ADMIN, &format!("CREATE DATABASE {src}")).await;
+    let (snap, owner) = (names.snapshot_name(), names.owner_name());
+    server
+        .snapshot(&Dsn::parse(&format!("postgres://offshoot:offshoot@127.0.0.1:5432/{src}")).expect("src"), &snap, &owner)
+        .await
+        .expect("snapshot");
+    let c = clone_spec(&names);
+    server.make_clone(&snap, &owner, &c).await.expect("clone");
+    let busy = std::process::Command::new("su")
+        .args(["postgres", "-c", &format!("psql -q -d {} -c 'SELECT pg_sleep(0.8)'", c.database)])
+        .spawn()
+        .expect("a superuser session (run as root)");
+    let mut probe = sqlx::PgConnection::connect(PG_ADMIN).await.expect("connect");
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&c.database)
+            .fetch_one(&mut probe)
+            .await
+            .expect("activity");
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    server.drop_clone(&c.database, &c.role).await.expect("dropped once the session ended");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200), "the forced drop did not meet the session");
+    let _ = busy.wait_with_output();
+    server.drop_snapshot(&snap, &owner).await.expect("drop the snapshot");
+    assert_eq!(server.objects(names.prefix()).await.expect("objects"), Default::default());
+    pg_exec(PG_ADMIN, &format!("DROP DATABASE {src} WITH (FORCE)")).await;
+}
+
 #[tokio::test]
 async fn mariadb_snapshot_and_clones() {
     let admin = Dsn::parse(MY_ADMIN).expect("admin url");
