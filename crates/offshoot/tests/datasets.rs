@@ -27,6 +27,54 @@ fn pg_objects(instance: &str) -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// On a failing test, what it made on the database servers goes too (the server first, so that
+/// its pool keeper makes nothing more): a failure leaves no debris for the next run.
+struct Debris {
+    pid: u32,
+    instance: String,
+    source: String,
+    mariadb: bool,
+}
+
+impl Debris {
+    fn of(s: &Server, source: &str, mariadb: bool) -> Debris {
+        Debris { pid: s.child.id(), instance: s.instance(), source: source.to_owned(), mariadb }
+    }
+}
+
+impl Drop for Debris {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let _ = std::process::Command::new("kill").args(["-9", &self.pid.to_string()]).status();
+        let prefix = format!("ods_{}_", self.instance);
+        if self.mariadb {
+            let list = |sql: &str| mariadb("", sql).lines().filter(|l| l.starts_with(&prefix)).map(str::to_owned).collect::<Vec<_>>();
+            for db in list("SHOW DATABASES") {
+                mariadb("", &format!("DROP DATABASE `{db}`"));
+            }
+            for u in list("SELECT user FROM mysql.user") {
+                mariadb("", &format!("DROP USER '{u}'@'%'"));
+            }
+            mariadb("", &format!("DROP DATABASE IF EXISTS `{}`", self.source));
+            return;
+        }
+        let (dbs, roles) = pg_objects(&self.instance);
+        // As the superuser: nothing it cannot end or drop.
+        let su = |sql: &str| {
+            let _ = std::process::Command::new("su").args(["postgres", "-c", &format!("psql -q -c '{sql}'")]).output();
+        };
+        for db in dbs.iter().chain(std::iter::once(&self.source)) {
+            su(&format!("ALTER DATABASE \"{db}\" IS_TEMPLATE false"));
+            su(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+        }
+        for r in roles {
+            su(&format!("DROP ROLE IF EXISTS \"{r}\""));
+        }
+    }
+}
+
 /// An app whose `web` service prints what `query` prints (run in the container at start), and
 /// whose ephemeral environments attach `dataset`.
 fn reader_repo(dataset: &str, query: &str) -> tempfile::TempDir {
@@ -82,6 +130,7 @@ fn page(s: &Server, env: &str) -> String {
 fn postgres_clones_attach_refill_refresh_and_check_in() {
     let src = pg_source();
     let s = Server::new_with(None, &["--dataset-wait", "60"]);
+    let _debris = Debris::of(&s, &src, false);
     let instance = s.instance();
     let url = format!("postgres://offshoot:offshoot@127.0.0.1:5432/{src}");
 
@@ -209,6 +258,7 @@ fn mariadb_clones_attach_and_check_in() {
         "CREATE TABLE artists (id int AUTO_INCREMENT PRIMARY KEY, name varchar(40)); INSERT INTO artists (name) VALUES ('Nina'), ('Miles')",
     );
     let s = Server::new_with(None, &["--dataset-wait", "3"]);
+    let _debris = Debris::of(&s, &src, true);
     let instance = s.instance();
     let d = s.json(&[
         "dataset",
@@ -330,6 +380,7 @@ fn a_restart_after_a_crash_removes_what_no_record_owns() {
 fn twenty_environments_created_at_once_get_twenty_distinct_clones() {
     let src = pg_source();
     let s = Server::new_with(None, &["--dataset-wait", "180"]);
+    let _debris = Debris::of(&s, &src, false);
     let instance = s.instance();
     create_artists(&s, &src, "4", &[]);
     pool(&s, "artists", 4, 0);
@@ -381,6 +432,7 @@ fn twenty_environments_created_at_once_get_twenty_distinct_clones() {
 fn a_scheduled_refresh_takes_a_new_snapshot() {
     let src = pg_source();
     let s = Server::new(None);
+    let _debris = Debris::of(&s, &src, false);
     let instance = s.instance();
     let d = create_artists(&s, &src, "1", &["--refresh", "* * * * *"]);
     let taken = d["snapshot"]["taken_at"].as_i64().expect("taken");
