@@ -433,17 +433,16 @@ pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv, mirror: offsho
         );
     }
     // The Instant Datasets its environment template lists must exist.
-    if let Some(t) = &doc.template {
-        let chosen = req.environment_template.clone().unwrap_or_else(|| "ephemeral".to_owned());
-        for d in t.environment_templates.iter().filter(|e| e.name.as_str() == chosen).flat_map(|e| &e.datasets) {
-            if ctx.store.dataset(d.name.as_str()).await?.is_none_or(|x| x.state == "deleting") {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown-dataset",
-                    format!("environment template `{chosen}` lists dataset `{}`, which does not exist", d.name.as_str()),
-                )
-                .hint(format!("create it: `offshoot dataset create {} --source postgres://...`", d.name.as_str())));
-            }
+    let environment_template = doc.template.as_ref().and_then(|t| t.environment_template_name(req.environment_template.as_deref()));
+    for name in doc.template.as_ref().map(|t| t.datasets_of(environment_template.as_deref())).unwrap_or_default() {
+        if ctx.store.dataset(&name).await?.is_none_or(|x| x.state == "deleting") {
+            let chosen = environment_template.as_deref().unwrap_or_default();
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-dataset",
+                format!("environment template `{chosen}` lists dataset `{name}`, which does not exist"),
+            )
+            .hint(format!("create it: `offshoot dataset create {name} --source postgres://...`")));
         }
     }
     let (m, b) = (mirror, req.branch.clone());
@@ -472,11 +471,7 @@ pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv, mirror: offsho
         app: app.name.clone(),
         branch: req.branch.clone(),
         commit_sha: None,
-        environment_template: req.environment_template.clone().or_else(|| {
-            doc.template
-                .as_ref()
-                .and_then(|t| t.environment_templates.iter().any(|e| e.name.as_str() == "ephemeral").then(|| "ephemeral".to_owned()))
-        }),
+        environment_template: environment_template.or_else(|| req.environment_template.clone()),
         status: status::CREATING.into(),
         reason: None,
         template,

@@ -510,7 +510,8 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     // Instant Datasets: a clone of each listed dataset is checked out before anything resolves
     // (its variables are built-ins, which `mapping` may use).
     let t = Instant::now();
-    let wanted = resolve_own(ctx, env, Some(&commit), BTreeMap::new()).await?.datasets;
+    let tdoc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
+    let wanted = tdoc.template.map(|t| t.datasets_of(env.environment_template.as_deref())).unwrap_or_default();
     crate::datasets::attach(ctx, env, &wanted).await?;
     phases.insert("datasets".into(), ms(t));
     // An attach from a full pool takes well under a millisecond: microseconds too.

@@ -1324,6 +1324,25 @@ fn development_environment(d: &mut Diagnostics, n: &Node) -> Option<DevelopmentE
 }
 
 impl Template {
+    /// The name of the environment template an environment uses: the one asked for, else
+    /// `ephemeral` when the template defines it.
+    pub fn environment_template_name(&self, requested: Option<&str>) -> Option<String> {
+        requested
+            .map(str::to_owned)
+            .or_else(|| self.environment_templates.iter().any(|e| e.name.as_str() == "ephemeral").then(|| "ephemeral".to_owned()))
+    }
+
+    /// The Instant Datasets that environment template lists (checked out at creation).
+    pub fn datasets_of(&self, environment_template: Option<&str>) -> Vec<String> {
+        let Some(name) = self.environment_template_name(environment_template) else { return Vec::new() };
+        self.environment_templates
+            .iter()
+            .filter(|e| e.name.as_str() == name)
+            .flat_map(|e| &e.datasets)
+            .map(|d| d.name.value.clone())
+            .collect()
+    }
+
     /// Decodes a template from its root node.
     pub fn read(d: &mut Diagnostics, n: &Node) -> Option<Template> {
         let mut f = Fields::open(d, n, "application template")?;
