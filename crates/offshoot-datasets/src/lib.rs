@@ -229,7 +229,7 @@ pub fn random_hex(n: usize) -> String {
     // The OS random source does not fail on Linux once booted; an all-zero buffer would only
     // make a name collide, which creating it then reports.
     let _ = getrandom::fill(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(buf)
 }
 
 /// A new clone's password: 24 random bytes, hex (safe in every quoting context).

@@ -178,7 +178,7 @@ async fn info(ctx: &Shared, d: Dataset) -> Result<api::DatasetInfo, ApiError> {
         .iter()
         .filter(|c| c.state == "leased")
         .map(|c| {
-            let expires_at = d.ttl_seconds.zip(c.leased_at).map(|(ttl, at)| at + ttl * 1000);
+            let expires_at = lease_expiry(&d, c);
             api::Lease {
                 env_id: c.env_id.clone().unwrap_or_default(),
                 database: c.db_name.clone(),
@@ -458,12 +458,19 @@ async fn drop_clone(ctx: &Shared, server: &Server, c: &DatasetClone) -> Result<(
     Ok(())
 }
 
+/// When a leased clone passes its dataset's TTL (milliseconds since the epoch).
+fn lease_expiry(d: &Dataset, c: &DatasetClone) -> Option<i64> {
+    d.ttl_seconds.zip(c.leased_at).map(|(ttl, at)| at + ttl * 1000)
+}
+
 fn report_expired(ctx: &Shared, d: &Dataset, clones: &[DatasetClone]) {
-    let Some(ttl) = d.ttl_seconds else { return };
+    if d.ttl_seconds.is_none() {
+        return;
+    }
     let now = now_ms();
     let mut reported = ctx.pools.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for c in clones.iter().filter(|c| c.state == "leased") {
-        if c.leased_at.is_some_and(|at| at + ttl * 1000 <= now) && reported.insert(c.db_name.clone()) {
+        if lease_expiry(d, c).is_some_and(|e| e <= now) && reported.insert(c.db_name.clone()) {
             tracing::warn!(
                 dataset = %d.name,
                 env = c.env_id.as_deref().unwrap_or(""),
@@ -606,7 +613,7 @@ pub(crate) async fn attached(ctx: &Ctx, env_id: &str) -> Result<Vec<api::Attache
         .await?
         .into_iter()
         .map(|h| api::AttachedDataset {
-            expires_at: h.dataset.ttl_seconds.zip(h.clone.leased_at).map(|(ttl, at)| at + ttl * 1000),
+            expires_at: lease_expiry(&h.dataset, &h.clone),
             dataset: h.dataset.name,
             database: h.clone.db_name,
             user: h.clone.role,
