@@ -112,8 +112,8 @@ impl Manifest {
         }
     }
 
-    pub fn name(&self) -> &str {
-        let meta = match self {
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
             Manifest::Namespace(o) => &o.metadata,
             Manifest::NetworkPolicy(o) => &o.metadata,
             Manifest::ServiceAccount(o) => &o.metadata,
@@ -125,9 +125,37 @@ impl Manifest {
             Manifest::Service(o) => &o.metadata,
             Manifest::Ingress(o) => &o.metadata,
             Manifest::Job(o) => &o.metadata,
-        };
-        meta.name.as_deref().unwrap_or("")
+        }
     }
+
+    pub fn name(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or("")
+    }
+
+    /// The service or job the object belongs to (its `offshoot.service` label), if any.
+    fn owner(&self) -> Option<&str> {
+        self.meta().labels.as_ref()?.get(LABEL_SERVICE).map(String::as_str)
+    }
+
+    /// Whether the object belongs to that service or job.
+    pub fn belongs_to(&self, name: &str) -> bool {
+        self.owner() == Some(label_value(name).as_str())
+    }
+
+    /// Whether the object belongs to no service or job (the namespace's own objects).
+    pub fn is_shared(&self) -> bool {
+        self.owner().is_none()
+    }
+}
+
+/// The name of a job's Job object.
+pub fn job_name(job: &str) -> String {
+    format!("job-{}", dns_label(job))
+}
+
+/// The name of the Secret holding a job's secret variables.
+pub fn job_secret_name(job: &str) -> String {
+    format!("{}-secrets", job_name(job))
 }
 
 /// Manifests and what could not be rendered (e.g. static sites, S3 volumes).
@@ -225,20 +253,19 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
         service_manifests(&c, s, &mut out);
     }
     for j in &r.jobs {
-        let name = dns_label(&j.name);
         let base = j.from_service.as_deref().and_then(|f| r.services.iter().find(|s| s.name == f));
         let image = base.and_then(|b| o.images.get(&b.name).cloned()).or_else(|| j.image.clone());
         let Some(image) = image else {
             out.warnings.push(format!("job `{}` has no image", j.name));
             continue;
         };
-        let secret_name = format!("job-{name}-secrets");
+        let secret_name = job_secret_name(&j.name);
         let (env, secret) = env_vars(&j.env, &secret_name, o.reveal_secrets);
         if let Some(data) = secret {
             out.manifests.push(Manifest::Secret(secret_object(&c, &secret_name, Some(&j.name), data)));
         }
         let container = Container {
-            name: name.clone(),
+            name: dns_label(&j.name),
             image: Some(image),
             command: j.command.clone(),
             args: j.args.clone(),
@@ -247,7 +274,7 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
         };
         let labels = c.labels(Some(&j.name));
         out.manifests.push(Manifest::Job(Box::new(Job {
-            metadata: c.meta(&format!("job-{name}"), Some(&j.name)),
+            metadata: c.meta(&job_name(&j.name), Some(&j.name)),
             spec: Some(JobSpec {
                 backoff_limit: Some(0),
                 active_deadline_seconds: Some(i64::try_from(j.completed_timeout_seconds).unwrap_or(i64::MAX).max(1)),

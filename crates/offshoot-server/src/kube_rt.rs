@@ -6,10 +6,10 @@
 //! (an imported app's environment, which shares its importer's, deletes its own objects).
 //! Kubernetes restarts and schedules; the reconciler does not recreate containers here.
 
-use crate::controller::{Shared, set_service as set_service_status, workflow_tasks};
+use crate::controller::{Shared, set_service, workflow_tasks};
 use offshoot_api_types::status;
 use offshoot_kube::Kube;
-use offshoot_manifests::{LABEL_SERVICE, Manifest, Options, render};
+use offshoot_manifests::{Manifest, Options, job_name, job_secret_name, render};
 use offshoot_store::{Deployment, Environment};
 use offshoot_template::resolve::Resolved;
 use std::collections::HashMap;
@@ -33,19 +33,6 @@ pub(crate) struct KubeRuntime {
 /// The namespace of an environment: its own, or its importer's.
 pub(crate) fn namespace(env: &Environment) -> String {
     format!("offshoot-{}", env.parent_id.as_deref().unwrap_or(&env.id))
-}
-
-fn service_of(m: &Manifest) -> Option<String> {
-    let labels = match m {
-        Manifest::Deployment(o) => o.metadata.labels.as_ref(),
-        Manifest::StatefulSet(o) => o.metadata.labels.as_ref(),
-        Manifest::Service(o) => o.metadata.labels.as_ref(),
-        Manifest::Secret(o) => o.metadata.labels.as_ref(),
-        Manifest::ConfigMap(o) => o.metadata.labels.as_ref(),
-        Manifest::PersistentVolumeClaim(o) => o.metadata.labels.as_ref(),
-        _ => None,
-    };
-    labels.and_then(|l| l.get(LABEL_SERVICE).cloned())
 }
 
 /// Pushes the built images (those with a content tag) to the registry; returns the references
@@ -95,7 +82,7 @@ pub(crate) async fn deploy(
             Manifest::Namespace(_) => true,
             Manifest::NetworkPolicy(_) => env.parent_id.is_none(),
             Manifest::ServiceAccount(_) => true,
-            Manifest::PersistentVolumeClaim(_) => service_of(m).is_none(),
+            Manifest::PersistentVolumeClaim(_) => m.is_shared(),
             _ => false,
         })
         .cloned()
@@ -103,55 +90,46 @@ pub(crate) async fn deploy(
     k.kube.apply(&base).await.map_err(err)?;
     let mut failures = Vec::new();
     for step in workflow_tasks(resolved, &dep.workflow) {
-        let mut services: Vec<(String, bool)> = Vec::new();
+        let mut services: Vec<&offshoot_template::resolve::ResolvedService> = Vec::new();
         let mut jobs = Vec::new();
         for task in &step {
             if let Some(s) = task.strip_prefix("services.") {
                 let Some(svc) = resolved.services.iter().find(|x| x.name == s) else { continue };
-                let label = offshoot_manifests::dns_label(s);
-                let own: Vec<Manifest> = rendered
-                    .manifests
-                    .iter()
-                    .filter(|m| !matches!(m, Manifest::Job(_)) && service_of(m).as_deref() == Some(s))
-                    .cloned()
-                    .collect();
+                let own: Vec<Manifest> =
+                    rendered.manifests.iter().filter(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s)).cloned().collect();
                 if own.is_empty() {
                     continue;
                 }
-                set_service_status(ctx, &env.id, s, "deploying", None, serde_json::json!({"image": images.get(s)})).await;
+                set_service(ctx, &env.id, s, "deploying", None, serde_json::json!({"image": images.get(s)})).await;
                 k.kube.apply(&own).await.map_err(err)?;
-                services.push((label, svc.stateful));
+                services.push(svc);
             } else if let Some(j) = task.strip_prefix("jobs.") {
                 jobs.push(j.to_owned());
             }
         }
         if !services.is_empty() {
-            match k.kube.wait_rollout(&ns, &services, ROLLOUT_TIMEOUT).await {
+            let workloads: Vec<(String, bool)> = services.iter().map(|s| (offshoot_manifests::dns_label(&s.name), s.stateful)).collect();
+            match k.kube.wait_rollout(&ns, &workloads, ROLLOUT_TIMEOUT).await {
                 Ok(()) => {
-                    for (name, _) in &services {
-                        let s = resolved.services.iter().find(|x| offshoot_manifests::dns_label(&x.name) == *name);
-                        if let Some(s) = s {
-                            // Reached through the cluster's ingress at its hosts and paths.
-                            let urls: Vec<String> = resolved
-                                .routes
-                                .iter()
-                                .filter(|r| r.service == s.name)
-                                .map(|r| format!("http://{}{}", r.host, r.path))
-                                .collect();
-                            let detail = serde_json::json!({"image": images.get(&s.name), "hostnames": s.hostnames, "urls": urls});
-                            set_service_status(ctx, &env.id, &s.name, status::READY, None, detail).await;
-                        }
+                    for s in &services {
+                        // Reached through the cluster's ingress at its hosts and paths.
+                        let urls: Vec<String> = resolved
+                            .routes
+                            .iter()
+                            .filter(|r| r.service == s.name)
+                            .map(|r| format!("http://{}{}", r.host, r.path))
+                            .collect();
+                        let detail = serde_json::json!({"image": images.get(&s.name), "hostnames": s.hostnames, "urls": urls});
+                        set_service(ctx, &env.id, &s.name, status::READY, None, detail).await;
                     }
                 }
                 Err(e) => {
-                    let service = match &e {
-                        offshoot_kube::KubeError::Rollout { service, .. } => Some(service.clone()),
+                    let stuck = match &e {
+                        offshoot_kube::KubeError::Rollout { service, .. } => Some(service.as_str()),
                         _ => None,
                     };
-                    if let Some(s) =
-                        resolved.services.iter().find(|x| service.as_deref() == Some(offshoot_manifests::dns_label(&x.name).as_str()))
-                    {
-                        set_service_status(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
+                    if let Some((s, _)) = services.iter().zip(&workloads).find(|(_, (label, _))| Some(label.as_str()) == stuck) {
+                        set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
                     }
                     return Err(e.to_string());
                 }
@@ -159,9 +137,7 @@ pub(crate) async fn deploy(
         }
         for j in jobs {
             let Some(job) = rendered.manifests.iter().find_map(|m| match m {
-                Manifest::Job(o) if o.metadata.name.as_deref() == Some(&format!("job-{}", offshoot_manifests::dns_label(&j))) => {
-                    Some(o.as_ref().clone())
-                }
+                Manifest::Job(o) if m.name() == job_name(&j) => Some(o.as_ref().clone()),
                 _ => None,
             }) else {
                 continue;
@@ -170,12 +146,13 @@ pub(crate) async fn deploy(
             let secrets: Vec<Manifest> = rendered
                 .manifests
                 .iter()
-                .filter(|m| matches!(m, Manifest::Secret(s) if s.metadata.name.as_deref() == Some(&format!("job-{}-secrets", offshoot_manifests::dns_label(&j)))))
+                .filter(|m| matches!(m, Manifest::Secret(_)) && m.name() == job_secret_name(&j))
                 .cloned()
                 .collect();
             k.kube.apply(&secrets).await.map_err(err)?;
-            let timeout = resolved.jobs.iter().find(|x| x.name == j).map_or(600, |x| x.completed_timeout_seconds);
-            let halt = resolved.jobs.iter().find(|x| x.name == j).is_some_and(|x| x.halt_on_error);
+            let spec = resolved.jobs.iter().find(|x| x.name == j);
+            let timeout = spec.map_or(600, |x| x.completed_timeout_seconds);
+            let halt = spec.is_some_and(|x| x.halt_on_error);
             if let Err(e) = k.kube.run_job(&job, Duration::from_secs(timeout.max(1))).await {
                 if halt {
                     return Err(format!("job `{j}`: {e}"));
