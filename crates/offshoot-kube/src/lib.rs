@@ -74,12 +74,7 @@ impl Kube {
 
     /// The API server's version (`v1.37.0`): a cheap check that the cluster answers.
     pub async fn version(&self) -> Result<String> {
-        let info = self.client.apiserver_version().await.map_err(|source| KubeError::Api {
-            operation: "read",
-            kind: "version",
-            name: String::new(),
-            source,
-        })?;
+        let info = self.client.apiserver_version().await.map_err(api_err("read", "version", ""))?;
         Ok(info.git_version)
     }
 
@@ -106,33 +101,26 @@ impl Kube {
     {
         let name = obj.meta().name.clone().unwrap_or_default();
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&name, &params, &Patch::Apply(obj)).await.map_err(|source| KubeError::Api {
-            operation: "apply",
-            kind: kind_of::<K>(),
-            name,
-            source,
-        })?;
+        api.patch(&name, &params, &Patch::Apply(obj)).await.map_err(api_err("apply", kind_of::<K>(), name))?;
         Ok(())
     }
 
     /// Applies the manifests in order (server-side apply, forced: Offshoot owns these fields).
     pub async fn apply(&self, manifests: &[Manifest]) -> Result<()> {
         for m in manifests {
-            let ns = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| meta.namespace.clone();
+            let ns = m.meta().namespace.as_deref();
             match m {
                 Manifest::Namespace(o) => self.apply_one(Api::<Namespace>::all(self.client.clone()), o).await?,
-                Manifest::NetworkPolicy(o) => self.apply_one(self.api::<NetworkPolicy>(ns(&o.metadata).as_deref()), o).await?,
-                Manifest::ServiceAccount(o) => self.apply_one(self.api::<ServiceAccount>(ns(&o.metadata).as_deref()), o).await?,
-                Manifest::ConfigMap(o) => self.apply_one(self.api::<ConfigMap>(ns(&o.metadata).as_deref()), o).await?,
-                Manifest::Secret(o) => self.apply_one(self.api::<Secret>(ns(&o.metadata).as_deref()), o).await?,
-                Manifest::PersistentVolumeClaim(o) => {
-                    self.apply_one(self.api::<PersistentVolumeClaim>(ns(&o.metadata).as_deref()), o).await?
-                }
-                Manifest::Deployment(o) => self.apply_one(self.api::<Deployment>(ns(&o.metadata).as_deref()), o.as_ref()).await?,
-                Manifest::StatefulSet(o) => self.apply_one(self.api::<StatefulSet>(ns(&o.metadata).as_deref()), o.as_ref()).await?,
-                Manifest::Service(o) => self.apply_one(self.api::<Service>(ns(&o.metadata).as_deref()), o).await?,
-                Manifest::Ingress(o) => self.apply_one(self.api::<Ingress>(ns(&o.metadata).as_deref()), o).await?,
-                Manifest::Job(o) => self.apply_one(self.api::<Job>(ns(&o.metadata).as_deref()), o.as_ref()).await?,
+                Manifest::NetworkPolicy(o) => self.apply_one(self.api::<NetworkPolicy>(ns), o).await?,
+                Manifest::ServiceAccount(o) => self.apply_one(self.api::<ServiceAccount>(ns), o).await?,
+                Manifest::ConfigMap(o) => self.apply_one(self.api::<ConfigMap>(ns), o).await?,
+                Manifest::Secret(o) => self.apply_one(self.api::<Secret>(ns), o).await?,
+                Manifest::PersistentVolumeClaim(o) => self.apply_one(self.api::<PersistentVolumeClaim>(ns), o).await?,
+                Manifest::Deployment(o) => self.apply_one(self.api::<Deployment>(ns), o.as_ref()).await?,
+                Manifest::StatefulSet(o) => self.apply_one(self.api::<StatefulSet>(ns), o.as_ref()).await?,
+                Manifest::Service(o) => self.apply_one(self.api::<Service>(ns), o).await?,
+                Manifest::Ingress(o) => self.apply_one(self.api::<Ingress>(ns), o).await?,
+                Manifest::Job(o) => self.apply_one(self.api::<Job>(ns), o.as_ref()).await?,
             }
         }
         Ok(())
@@ -145,24 +133,15 @@ impl Kube {
     {
         let api = self.api::<K>(Some(namespace));
         let kind = kind_of::<K>();
-        let list = api.list(&ListParams::default().labels(&format!("{LABEL_ENV}={env_id}"))).await.map_err(|source| KubeError::Api {
-            operation: "list",
-            kind,
-            name: namespace.to_owned(),
-            source,
-        })?;
+        let list =
+            api.list(&ListParams::default().labels(&format!("{LABEL_ENV}={env_id}"))).await.map_err(api_err("list", kind, namespace))?;
         let mut removed = Vec::new();
         for o in list.items {
             let name = o.meta().name.clone().unwrap_or_default();
             if keep.iter().any(|m| m.kind() == kind && m.name() == name) {
                 continue;
             }
-            api.delete(&name, &DeleteParams::background()).await.map_err(|source| KubeError::Api {
-                operation: "delete",
-                kind,
-                name: name.clone(),
-                source,
-            })?;
+            api.delete(&name, &DeleteParams::background()).await.map_err(api_err("delete", kind, name.clone()))?;
             removed.push(format!("{kind}/{name}"));
         }
         Ok(removed)
@@ -187,10 +166,11 @@ impl Kube {
     /// Why a service's pods are not ready, when it is a reason that will not pass by waiting.
     async fn stuck(&self, namespace: &str, service: &str) -> Result<Option<String>> {
         let pods: Api<Pod> = self.api(Some(namespace));
-        let list = pods
-            .list(&ListParams::default().labels(&format!("{LABEL_SERVICE}={service}")))
-            .await
-            .map_err(|source| KubeError::Api { operation: "list", kind: "Pod", name: service.to_owned(), source })?;
+        let list = pods.list(&ListParams::default().labels(&format!("{LABEL_SERVICE}={service}"))).await.map_err(api_err(
+            "list",
+            "Pod",
+            service.to_owned(),
+        ))?;
         for p in list.items {
             let Some(status) = p.status else { continue };
             for c in status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten()) {
@@ -213,12 +193,8 @@ impl Kube {
     /// The newest Warning event about a service's objects (its pods are named after it).
     async fn last_warning(&self, namespace: &str, service: &str) -> Result<Option<String>> {
         let events: Api<k8s_openapi::api::core::v1::Event> = self.api(Some(namespace));
-        let list = events.list(&ListParams::default().fields("type=Warning")).await.map_err(|source| KubeError::Api {
-            operation: "list",
-            kind: "Event",
-            name: service.to_owned(),
-            source,
-        })?;
+        let list =
+            events.list(&ListParams::default().fields("type=Warning")).await.map_err(api_err("list", "Event", service.to_owned()))?;
         let newest = list
             .items
             .into_iter()
@@ -232,12 +208,7 @@ impl Kube {
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + k8s_openapi::Resource + Clone + DeserializeOwned + Debug,
         K::DynamicType: Default,
     {
-        self.api::<K>(Some(namespace)).get(name).await.map_err(|source| KubeError::Api {
-            operation: "read",
-            kind: kind_of::<K>(),
-            name: name.to_owned(),
-            source,
-        })
+        self.api::<K>(Some(namespace)).get(name).await.map_err(api_err("read", kind_of::<K>(), name.to_owned()))
     }
 
     /// Waits until every listed service (Deployment or StatefulSet of that name) has all its
@@ -299,7 +270,7 @@ impl Kube {
         self.apply_one(api.clone(), job).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let j = api.get(&name).await.map_err(|source| KubeError::Api { operation: "read", kind: "Job", name: name.clone(), source })?;
+            let j = api.get(&name).await.map_err(api_err("read", "Job", name.clone()))?;
             let st = j.status.unwrap_or_default();
             for c in st.conditions.iter().flatten() {
                 if c.status == "True" && (c.type_ == "Complete" || c.type_ == "SuccessCriteriaMet") {
@@ -326,12 +297,7 @@ impl Kube {
     {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let found = api.get_opt(name).await.map_err(|source| KubeError::Api {
-                operation: "read",
-                kind: kind_of::<K>(),
-                name: name.to_owned(),
-                source,
-            })?;
+            let found = api.get_opt(name).await.map_err(api_err("read", kind_of::<K>(), name.to_owned()))?;
             if found.is_none() {
                 return Ok(());
             }
@@ -348,17 +314,12 @@ impl Kube {
         let list = pods
             .list(&ListParams::default().labels(&format!("{LABEL_ENV}={env_id},{LABEL_SERVICE}={service}")))
             .await
-            .map_err(|source| KubeError::Api { operation: "list", kind: "Pod", name: service.to_owned(), source })?;
+            .map_err(api_err("list", "Pod", service.to_owned()))?;
         let mut out = Vec::new();
         for p in list.items {
             let name = p.metadata.name.unwrap_or_default();
             let params = kube::api::LogParams { tail_lines: Some(i64::try_from(tail).unwrap_or(i64::MAX)), ..Default::default() };
-            let text = pods.logs(&name, &params).await.map_err(|source| KubeError::Api {
-                operation: "read logs of",
-                kind: "Pod",
-                name: name.clone(),
-                source,
-            })?;
+            let text = pods.logs(&name, &params).await.map_err(api_err("read logs of", "Pod", name.clone()))?;
             out.push((name, text));
         }
         Ok(out)
@@ -370,10 +331,16 @@ impl Kube {
         match api.delete(namespace, &DeleteParams::foreground()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-            Err(source) => return Err(KubeError::Api { operation: "delete", kind: "Namespace", name: namespace.to_owned(), source }),
+            Err(e) => return Err(api_err("delete", "Namespace", namespace)(e)),
         }
         self.wait_gone(&api, namespace, timeout).await
     }
+}
+
+/// Maps a kube error to one naming the operation and the object.
+fn api_err(operation: &'static str, kind: &'static str, name: impl Into<String>) -> impl FnOnce(kube::Error) -> KubeError {
+    let name = name.into();
+    move |source| KubeError::Api { operation, kind, name, source }
 }
 
 fn kind_of<K: k8s_openapi::Resource>() -> &'static str {
