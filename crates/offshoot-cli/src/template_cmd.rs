@@ -232,12 +232,9 @@ fn render_cmd(a: RenderArgs, output: Output) -> Result<ExitCode> {
     // Files mounted with `configmap`, read from the repository (bounded, confined to it).
     if let Some(dir) = dir {
         let files = DirFiles::new(&dir)?;
-        for s in &r.services {
-            for f in &s.configmap {
-                let path = f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str());
-                if let Some(text) = files.read(path) {
-                    opts.files.insert(path.to_owned(), text);
-                }
+        for path in offshoot_manifests::configmap_files(&r) {
+            if let Some(text) = files.read(&path) {
+                opts.files.insert(path, text);
             }
         }
     }

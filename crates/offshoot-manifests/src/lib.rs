@@ -148,6 +148,16 @@ impl Manifest {
     }
 }
 
+/// The repository file a `configmap` entry mounts: its `repo_path`, else its name.
+fn configmap_file(f: &offshoot_template::model::ConfigMapFile) -> &str {
+    f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str())
+}
+
+/// The repository files the environment's `configmap` mounts need (`Options::files`).
+pub fn configmap_files(r: &Resolved) -> std::collections::BTreeSet<String> {
+    r.services.iter().flat_map(|s| &s.configmap).map(|f| configmap_file(f).to_owned()).collect()
+}
+
 /// The name of a job's Job object.
 pub fn job_name(job: &str) -> String {
     format!("job-{}", dns_label(job))
@@ -484,7 +494,7 @@ fn service_manifests(c: &Ctx<'_>, s: &ResolvedService, out: &mut Rendered) {
     }
     for (i, f) in s.configmap.iter().enumerate() {
         let cm = format!("{name}-cm-{}", dns_label(&f.name.value));
-        let file = f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str());
+        let file = configmap_file(f);
         let key = std::path::Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or("file").to_owned();
         let content = c.o.files.get(file).cloned().unwrap_or_else(|| {
             out.warnings.push(format!("service `{}`: configmap file `{file}` was not provided", s.name));

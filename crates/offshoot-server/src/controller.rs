@@ -605,13 +605,10 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
         phases.insert("push".into(), ms(t));
         // Files mounted with `configmap`, at the deployed commit.
         let mut files = BTreeMap::new();
-        for s in &resolved.services {
-            for f in &s.configmap {
-                let path = f.repo_path.as_ref().map_or(f.name.value.clone(), |p| p.value.clone());
-                let (m, c, p) = (mirror.clone(), commit.clone(), path.clone());
-                if let Ok(Ok(Some(bytes))) = tokio::task::spawn_blocking(move || m.read_file(&c, &p)).await {
-                    files.insert(path, String::from_utf8_lossy(&bytes).into_owned());
-                }
+        for path in offshoot_manifests::configmap_files(&resolved) {
+            let (m, c, p) = (mirror.clone(), commit.clone(), path.clone());
+            if let Ok(Ok(Some(bytes))) = tokio::task::spawn_blocking(move || m.read_file(&c, &p)).await {
+                files.insert(path, String::from_utf8_lossy(&bytes).into_owned());
             }
         }
         let t = Instant::now();
