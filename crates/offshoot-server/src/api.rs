@@ -635,7 +635,7 @@ async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Res
     let e = find_env(&ctx, &id).await?;
     let r =
         controller::resolve_env(&ctx, &e, None).await.map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m))?;
-    let mut opts = offshoot_manifests::Options::new(crate::kube_rt::namespace(&e), ctx.instance.clone());
+    let mut opts = crate::kube_rt::options(&ctx, &e);
     for s in ctx.store.services(&id).await? {
         let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
         if let Some(image) = detail["image"].as_str() {

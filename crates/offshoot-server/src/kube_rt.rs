@@ -35,6 +35,17 @@ pub(crate) fn namespace(env: &Environment) -> String {
     format!("offshoot-{}", env.parent_id.as_deref().unwrap_or(&env.id))
 }
 
+/// How this server renders an environment: its namespace, this instance, and the ingress
+/// classes of `--runtime kubernetes` (ingress-nginx's defaults otherwise).
+pub(crate) fn options(ctx: &Shared, env: &Environment) -> Options {
+    let mut opts = Options::new(namespace(env), ctx.instance.clone());
+    if let Some(k) = &ctx.kube {
+        opts.ingress_class = k.ingress_class.clone();
+        opts.private_ingress_class = k.private_ingress_class.clone();
+    }
+    opts
+}
+
 /// Pushes the built images (those with a content tag) to the registry; returns the references
 /// pods use.
 pub(crate) async fn publish(ctx: &Shared, k: &KubeRuntime, images: HashMap<String, String>) -> Result<HashMap<String, String>, String> {
@@ -62,9 +73,7 @@ pub(crate) async fn deploy(
     files: std::collections::BTreeMap<String, String>,
 ) -> Result<(), String> {
     let ns = namespace(env);
-    let mut opts = Options::new(ns.clone(), ctx.instance.clone());
-    opts.ingress_class = k.ingress_class.clone();
-    opts.private_ingress_class = k.private_ingress_class.clone();
+    let mut opts = options(ctx, env);
     opts.images = images.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
     opts.files = files;
     opts.reveal_secrets = true;
