@@ -199,6 +199,9 @@ impl Router {
             let text = format!("Service `{}` of environment `{}` is {state}. Try again in a moment.", b.service, b.env_id);
             return (page(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &text), Some(b));
         }
+        if let Some(site) = &b.site {
+            return (site.serve(req.method(), req.uri().path(), req.headers()).await, Some(b));
+        }
         let settings = &b.settings;
         if let Some(limit) = settings.body_limit
             && req.body().size_hint().lower() > limit

@@ -44,6 +44,8 @@ pub struct Backend {
     /// The ready replicas' addresses; requests go round robin.
     pub upstreams: Vec<SocketAddr>,
     pub settings: Arc<IngressSettings>,
+    /// A static site served from storage, instead of replicas.
+    pub site: Option<Arc<offshoot_sites::Site>>,
     /// `upstreams` as URI authorities, made once.
     pub(crate) authorities: Vec<hyper::http::uri::Authority>,
     /// This backend's metrics, looked up once.
@@ -60,10 +62,18 @@ impl Backend {
             unavailable: None,
             upstreams,
             settings,
+            site: None,
             authorities,
             stats: std::sync::OnceLock::new(),
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// A backend that serves a static site.
+    pub fn site(env_id: &str, service: &str, site: Arc<offshoot_sites::Site>, settings: Arc<IngressSettings>) -> Self {
+        let mut b = Backend::new(env_id, service, Vec::new(), settings);
+        b.site = Some(site);
+        b
     }
 
     pub fn unavailable(mut self, state: impl Into<String>) -> Self {

@@ -449,6 +449,11 @@ pub struct Service {
     pub build_command: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_output_directory: Option<Text>,
+    /// Offshoot: the page a static site serves for a navigation to a path it has no file for
+    /// (a single-page application's routes): a file of the site (default `index.html`), or
+    /// `false` for a 404 (the site's `404.html` when it has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_fallback: Option<Text>,
     /// Runs with stable identity and storage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stateful: Option<Sp<bool>>,
@@ -1125,6 +1130,7 @@ impl Service {
             build_package_install_command: f.opt(d, "build_package_install_command", text),
             build_command: f.opt(d, "build_command", text),
             build_output_directory: f.opt(d, "build_output_directory", text),
+            static_fallback: f.opt(d, "static_fallback", text_or_empty),
             stateful: f.opt(d, "stateful", boolean),
             secrets_from: f.strings(d, "secrets_from"),
             service_account_name: f.opt(d, "service_account_name", text),

@@ -188,6 +188,9 @@ pub struct StaticSite {
     pub install_command: Option<String>,
     pub build_command: Option<String>,
     pub output_directory: String,
+    /// `static_fallback` as written (`None`: the default, `index.html`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -803,6 +806,7 @@ fn resolve_service(
             install_command: s.build_package_install_command.as_ref().map(|b| b.value.clone()),
             build_command: s.build_command.as_ref().map(|b| b.value.clone()),
             output_directory: s.build_output_directory.as_ref().map_or_else(|| "build".to_owned(), |b| b.value.clone()),
+            fallback: s.static_fallback.as_ref().map(|b| b.value.clone()),
         }),
         stateful: s.stateful.as_ref().is_some_and(|b| b.value),
         node_selector: selector(if s.node_selector.is_empty() { default_node_selector } else { &s.node_selector }),

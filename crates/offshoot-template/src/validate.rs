@@ -180,6 +180,35 @@ fn service(d: &mut Diagnostics, s: &Service, names: &Names<'_>, shared: &[&str],
     if is_static && s.build_command.is_none() {
         d.warn(s.name.span, "missing-field", format!("static service `{}` has no `build_command`", s.name));
     }
+    // Paths inside the repository or the build's output: relative, and never above it.
+    let inside = |p: &str| {
+        let p = p.trim().trim_start_matches("./");
+        !p.starts_with('/') && !p.contains('\\') && p.split('/').all(|seg| seg != "..")
+    };
+    for (field, value) in [("build_base", &s.build_base), ("build_output_directory", &s.build_output_directory)] {
+        if let Some(v) = value
+            && !inside(v)
+        {
+            d.error(
+                v.span,
+                "invalid-path",
+                format!("`{field}` of service `{}` must be a relative path inside the repository, not `{v}`", s.name),
+            );
+        }
+    }
+    if let Some(v) = &s.static_fallback {
+        if !is_static {
+            d.warn(v.span, "ignored-field", format!("`static_fallback` of service `{}` is ignored: it is not `static: true`", s.name));
+        }
+        let off = matches!(v.trim(), "" | "false" | "none" | "off");
+        if !off && !inside(v.trim_start_matches('/')) {
+            d.error(
+                v.span,
+                "invalid-path",
+                format!("`static_fallback` of service `{}` must be a file of the site or `false`, not `{v}`", s.name),
+            );
+        }
+    }
     for dep in &s.depends_on {
         // Only an ordering hint: a name that is not here (a service of an app that imports this
         // one, say) orders nothing, so it is a warning.

@@ -138,3 +138,12 @@ fn depends_on_cycles_are_errors() {
     let cycles: Vec<&str> = doc.diagnostics.iter().filter(|d| d.code == "dependency-cycle").map(|d| d.message.as_str()).collect();
     assert_eq!(cycles, ["depends_on forms a cycle: web -> api -> db -> web", "depends_on forms a cycle: solo -> solo"]);
 }
+
+#[test]
+fn static_sites() {
+    check(
+        "static_sites",
+        Kind::Template,
+        "services:\n- name: web\n  static: true\n  build_base: ../outside\n  build_command: npm run build\n  build_output_directory: /abs/dist\n  static_fallback: ../index.html\n- name: app\n  static: true\n  build_command: npm run build\n  static_fallback: 'false'\n- name: api\n  image: busybox\n  static_fallback: index.html\n",
+    );
+}
