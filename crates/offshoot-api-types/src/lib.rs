@@ -34,6 +34,9 @@ pub struct App {
     /// Why the last fetch of the repository failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch_error: Option<String>,
+    /// The image this application's static builds run in (absent: the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_builder: Option<String>,
 }
 
 /// Changes to an application's settings; absent fields are kept.
@@ -42,6 +45,9 @@ pub struct AppUpdate {
     pub pull_requests: Option<bool>,
     /// An empty string removes the label requirement.
     pub pull_request_label: Option<String>,
+    /// The image static builds run in; an empty string restores the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_builder: Option<String>,
 }
 
 /// Where to point a repository's webhook, and its secret.

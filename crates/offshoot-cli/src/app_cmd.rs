@@ -60,6 +60,9 @@ pub(crate) enum Command {
         /// Only for pull requests carrying this label (`""` for every pull request).
         #[arg(long)]
         pull_request_label: Option<String>,
+        /// The image static sites are built in (`""` for the server's default).
+        #[arg(long, value_name = "IMAGE")]
+        static_builder: Option<String>,
     },
     /// The latest webhook deliveries and polled changes, and what each did.
     Deliveries {
@@ -91,6 +94,9 @@ fn print_app(a: &api::App, output: Output) {
                     Some(l) => out(&format!("  pull requests: on, with label `{l}`\n")),
                     None => out("  pull requests: on\n"),
                 }
+            }
+            if let Some(b) = &a.static_builder {
+                out(&format!("  static builds run in: {b}\n"));
             }
             if let Some(e) = &a.gitops_error {
                 out(&format!("  gitops: {}\n", e.replace('\n', "\n    ")));
@@ -153,11 +159,14 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 )),
             }
         }
-        Command::Set { name, pull_requests, pull_request_label } => {
-            if pull_requests.is_none() && pull_request_label.is_none() {
-                return Err(crate::UsageError("nothing to change: give --pull-requests on|off and/or --pull-request-label".into()).into());
+        Command::Set { name, pull_requests, pull_request_label, static_builder } => {
+            if pull_requests.is_none() && pull_request_label.is_none() && static_builder.is_none() {
+                return Err(crate::UsageError(
+                    "nothing to change: give --pull-requests on|off, --pull-request-label and/or --static-builder".into(),
+                )
+                .into());
             }
-            let body = api::AppUpdate { pull_requests: pull_requests.map(|p| p == "on"), pull_request_label };
+            let body = api::AppUpdate { pull_requests: pull_requests.map(|p| p == "on"), pull_request_label, static_builder };
             let a: api::App = api.post(&format!("/apps/{}/settings", enc(&name)), &body)?;
             print_app(&a, output);
         }

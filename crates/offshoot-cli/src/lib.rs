@@ -115,6 +115,15 @@ pub struct ServerArgs {
     /// How long an environment waits for a clone when its dataset's pool is empty (seconds).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub dataset_wait: u64,
+    /// Where static sites are stored: a directory, `file:///dir` or `s3://bucket[/prefix]`
+    /// (S3 settings from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ALLOW_HTTP). Default: `static` in the data directory.
+    #[arg(long, value_name = "LOCATION")]
+    pub static_store: Option<String>,
+    /// The image static sites are built in, unless an application names its own
+    /// (`offshoot app set NAME --static-builder IMAGE`).
+    #[arg(long, value_name = "IMAGE", default_value = "node:22")]
+    pub static_builder: String,
     /// Where environments run: the local Docker engine, or a Kubernetes cluster (one namespace
     /// per environment; the engine still builds images).
     #[arg(long, value_enum, default_value = "docker")]
@@ -134,6 +143,10 @@ pub struct ServerArgs {
     /// Kubernetes: ingress class of `visibility: private` routes.
     #[arg(long, default_value = "nginx-internal")]
     pub private_ingress_class: String,
+    /// Kubernetes: the router's address as the cluster reaches it (`IP:PORT`); static sites'
+    /// ingresses send their traffic there (the router serves them from the site storage).
+    #[arg(long, value_name = "IP:PORT")]
+    pub static_upstream: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

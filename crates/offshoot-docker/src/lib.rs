@@ -184,7 +184,7 @@ impl DockerRuntime {
     }
 
     /// Creates and starts a container; returns its id.
-    async fn create(&self, ns: &Namespace, spec: &ContainerSpec) -> Result<String> {
+    async fn create_stopped(&self, ns: &Namespace, spec: &ContainerSpec) -> Result<String> {
         let mut binds = Vec::new();
         for m in &spec.mounts {
             let (v, tmpfs) = match &m.source {
@@ -205,7 +205,9 @@ impl DockerRuntime {
             .iter()
             .map(|p| (port_key(p), Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }])))
             .collect();
-        let network = ns.name();
+        // A build reaches the internet (package registries) through the default bridge, and
+        // nothing of the environment.
+        let network = if spec.role == Role::Build { "bridge".to_owned() } else { ns.name() };
         let host_config = HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
             port_bindings: (!bindings.is_empty()).then_some(bindings),
@@ -237,8 +239,44 @@ impl DockerRuntime {
             Some(404) => RuntimeError::ImageUnavailable { image: spec.image.clone(), message: server_message(&e) },
             _ => engine("create container", &spec.name, e),
         })?;
-        self.docker.start_container(&created.id, None).await.map_err(|e| engine("start container", &spec.name, e))?;
         Ok(created.id)
+    }
+
+    async fn create(&self, ns: &Namespace, spec: &ContainerSpec) -> Result<String> {
+        let id = self.create_stopped(ns, spec).await?;
+        self.docker.start_container(&id, None).await.map_err(|e| engine("start container", &spec.name, e))?;
+        Ok(id)
+    }
+
+    /// Writes the tar archive of `path` in a container to the file `into`; `false` when the
+    /// path does not exist.
+    async fn download(&self, id: &str, name: &str, path: &str, into: &std::path::Path) -> Result<bool> {
+        use tokio::io::AsyncWriteExt as _;
+        let opts = bollard::query_parameters::DownloadFromContainerOptions { path: path.to_owned() };
+        let mut stream = self.docker.download_from_container(id, Some(opts));
+        let io =
+            |e: std::io::Error| RuntimeError::Engine { operation: "save the output of", object: name.to_owned(), message: e.to_string() };
+        let mut file = tokio::fs::File::create(into).await.map_err(io)?;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => file.write_all(&bytes).await.map_err(io)?,
+                Err(e) if status(&e) == Some(404) => return Ok(false),
+                Err(e) => return Err(engine("copy the output out of", name, e)),
+            }
+        }
+        file.flush().await.map_err(io)?;
+        Ok(true)
+    }
+
+    /// Waits for a container to exit: its status code.
+    async fn wait_exit(&self, id: &str, name: &str) -> Result<i64> {
+        let mut stream = self.docker.wait_container(id, None::<WaitContainerOptions>);
+        match stream.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(engine("wait for container", name, e)),
+            None => Err(RuntimeError::Engine { operation: "wait for container", object: name.to_owned(), message: "no status".into() }),
+        }
     }
 
     /// Published ports and the address on the environment's network.
@@ -436,24 +474,47 @@ impl Runtime for DockerRuntime {
         // From here on the container is addressed by id: its name may still resolve to a
         // predecessor being removed.
         let id = self.create(ns, spec).await?;
-        let wait = async {
-            let mut stream = self.docker.wait_container(&id, None::<WaitContainerOptions>);
-            match stream.next().await {
-                Some(Ok(r)) => Ok(r.status_code),
-                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
-                Some(Err(e)) => Err(engine("wait for container", &spec.name, e)),
-                None => {
-                    Err(RuntimeError::Engine { operation: "wait for container", object: spec.name.clone(), message: "no status".into() })
-                }
-            }
-        };
-        let result = tokio::time::timeout(timeout, wait).await;
+        let result = tokio::time::timeout(timeout, self.wait_exit(&id, &spec.name)).await;
         let logs = self.collect_logs(&id, None).await.unwrap_or_default();
         self.remove_force(&id).await?;
         match result {
             Ok(code) => Ok(Completed { exit_code: code?, logs }),
             Err(_) => Err(RuntimeError::Timeout { object: spec.name.clone(), timeout }),
         }
+    }
+
+    async fn run_collect(
+        &self,
+        ns: &Namespace,
+        spec: &ContainerSpec,
+        files: Vec<u8>,
+        collect: &str,
+        into: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<(Completed, bool)> {
+        self.remove_force(&spec.name).await?;
+        let id = self.create_stopped(ns, spec).await?;
+        let result = async {
+            let opts = bollard::query_parameters::UploadToContainerOptions { path: "/".into(), ..Default::default() };
+            self.docker
+                .upload_to_container(&id, Some(opts), bollard::body_full(bytes::Bytes::from(files)))
+                .await
+                .map_err(|e| engine("copy the sources into", &spec.name, e))?;
+            self.docker.start_container(&id, None).await.map_err(|e| engine("start container", &spec.name, e))?;
+            let code = match tokio::time::timeout(timeout, self.wait_exit(&id, &spec.name)).await {
+                Ok(code) => code?,
+                Err(_) => return Err(RuntimeError::Timeout { object: spec.name.clone(), timeout }),
+            };
+            let logs = self.collect_logs(&id, None).await.unwrap_or_default();
+            if code != 0 {
+                return Ok((Completed { exit_code: code, logs }, false));
+            }
+            let found = self.download(&id, &spec.name, collect, into).await?;
+            Ok((Completed { exit_code: code, logs }, found))
+        }
+        .await;
+        self.remove_force(&id).await?;
+        result
     }
 
     async fn exec(&self, container: &str, cmd: &[String]) -> Result<Completed> {

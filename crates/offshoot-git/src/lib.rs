@@ -230,6 +230,11 @@ impl Mirror {
 
     /// A tar archive of the tree at `dir` of a commit: the build context.
     pub fn archive(&self, commit: &str, dir: &str) -> Result<Vec<u8>> {
+        self.archive_under(commit, dir, "")
+    }
+
+    /// Like [`Mirror::archive`], with every path under `prefix` (`workspace/`).
+    pub fn archive_under(&self, commit: &str, dir: &str, prefix: &str) -> Result<Vec<u8>> {
         let repo = self.repo()?;
         let root = self.tree_at(&repo, commit)?;
         let read_err =
@@ -246,7 +251,7 @@ impl Mirror {
         };
         let mut builder = tar::Builder::new(Vec::new());
         let mut total = 0u64;
-        let mut stack: Vec<(String, gix::ObjectId)> = vec![(String::new(), tree.id)];
+        let mut stack: Vec<(String, gix::ObjectId)> = vec![(prefix.to_owned(), tree.id)];
         while let Some((prefix, id)) = stack.pop() {
             let t = repo.find_tree(id).map_err(|e| read_err(&prefix, &e))?;
             let decoded = t.decode().map_err(|e| read_err(&prefix, &e))?;

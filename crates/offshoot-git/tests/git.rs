@@ -81,6 +81,15 @@ fn mirror_resolve_read_and_archive() {
         .collect();
     entries.sort();
     assert_eq!(entries, [("Dockerfile".into(), 0o644, false), ("run.sh".into(), 0o755, false), ("start".into(), 0o777, true)]);
+    // Under a prefix (a static build's sources, unpacked at the root of its container).
+    let tar_bytes = m.archive_under(&main1, "web", "workspace/").expect("archive");
+    let mut names: Vec<String> = tar::Archive::new(tar_bytes.as_slice())
+        .entries()
+        .expect("entries")
+        .map(|e| e.expect("entry").path().expect("path").display().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["workspace/Dockerfile", "workspace/run.sh", "workspace/start"]);
 
     // The application's configuration is found at a commit.
     let files = CommitFiles { mirror: &m, commit: main1.clone() };

@@ -7,6 +7,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
@@ -120,6 +121,7 @@ impl Kube {
                 Manifest::StatefulSet(o) => self.apply_one(self.api::<StatefulSet>(ns), o.as_ref()).await?,
                 Manifest::Service(o) => self.apply_one(self.api::<Service>(ns), o).await?,
                 Manifest::Ingress(o) => self.apply_one(self.api::<Ingress>(ns), o).await?,
+                Manifest::EndpointSlice(o) => self.apply_one(self.api::<EndpointSlice>(ns), o).await?,
                 Manifest::Job(o) => self.apply_one(self.api::<Job>(ns), o.as_ref()).await?,
             }
         }
@@ -155,6 +157,7 @@ impl Kube {
         removed.extend(self.prune_kind::<StatefulSet>(namespace, env_id, keep).await?);
         removed.extend(self.prune_kind::<Service>(namespace, env_id, keep).await?);
         removed.extend(self.prune_kind::<Ingress>(namespace, env_id, keep).await?);
+        removed.extend(self.prune_kind::<EndpointSlice>(namespace, env_id, keep).await?);
         removed.extend(self.prune_kind::<ConfigMap>(namespace, env_id, keep).await?);
         removed.extend(self.prune_kind::<Secret>(namespace, env_id, keep).await?);
         removed.extend(self.prune_kind::<PersistentVolumeClaim>(namespace, env_id, keep).await?);

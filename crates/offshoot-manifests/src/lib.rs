@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     Probe as KProbe, ResourceRequirements, Secret, SecretKeySelector, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
     Volume as KVolume, VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, NetworkPolicy,
     NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
@@ -57,6 +58,9 @@ pub struct Options {
     /// Put secret values in the Secret objects (to apply them); otherwise they are masked, so
     /// that printed manifests never hold a secret.
     pub reveal_secrets: bool,
+    /// The Offshoot router as the cluster reaches it: static sites are served there (from the
+    /// site storage), behind a Service without pods whose EndpointSlice names it.
+    pub static_upstream: Option<std::net::SocketAddr>,
 }
 
 impl Options {
@@ -70,6 +74,7 @@ impl Options {
             images: BTreeMap::new(),
             files: BTreeMap::new(),
             reveal_secrets: false,
+            static_upstream: None,
         }
     }
 }
@@ -92,6 +97,7 @@ pub enum Manifest {
     StatefulSet(Box<StatefulSet>),
     Service(Service),
     Ingress(Ingress),
+    EndpointSlice(EndpointSlice),
     Job(Box<Job>),
 }
 
@@ -108,6 +114,7 @@ impl Manifest {
             Manifest::StatefulSet(_) => "StatefulSet",
             Manifest::Service(_) => "Service",
             Manifest::Ingress(_) => "Ingress",
+            Manifest::EndpointSlice(_) => "EndpointSlice",
             Manifest::Job(_) => "Job",
         }
     }
@@ -124,6 +131,7 @@ impl Manifest {
             Manifest::StatefulSet(o) => &o.metadata,
             Manifest::Service(o) => &o.metadata,
             Manifest::Ingress(o) => &o.metadata,
+            Manifest::EndpointSlice(o) => &o.metadata,
             Manifest::Job(o) => &o.metadata,
         }
     }
@@ -257,7 +265,13 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
     }
     for s in &r.services {
         if s.static_site.is_some() {
-            out.warnings.push(format!("service `{}` is a static site; static builds are not rendered for Kubernetes yet", s.name));
+            match o.static_upstream {
+                Some(upstream) => static_site(&c, s, upstream, &mut out),
+                None => out.warnings.push(format!(
+                    "service `{}` is a static site, served by the Offshoot router: give the server `--static-upstream IP:PORT` (the router as the cluster reaches it) to route to it",
+                    s.name
+                )),
+            }
             continue;
         }
         service_manifests(&c, s, &mut out);
@@ -638,19 +652,65 @@ fn annotations(r: &Resolved) -> BTreeMap<String, String> {
     a
 }
 
+/// The port of a static site's Service.
+const STATIC_PORT: u16 = 80;
+
+/// A static site: a Service without pods, and an EndpointSlice that sends its traffic to the
+/// Offshoot router, which serves the site from storage by the request's host (the ingress
+/// controller keeps it).
+fn static_site(c: &Ctx<'_>, s: &ResolvedService, upstream: std::net::SocketAddr, out: &mut Rendered) {
+    let name = dns_label(&s.name);
+    out.manifests.push(Manifest::Service(Service {
+        metadata: c.meta(&name, Some(&s.name)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: i32::from(STATIC_PORT),
+                target_port: Some(IntOrString::Int(i32::from(upstream.port()))),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }));
+    let mut meta = c.meta(&format!("{name}-router"), Some(&s.name));
+    if let Some(l) = meta.labels.as_mut() {
+        l.insert("kubernetes.io/service-name".into(), name.clone());
+        l.insert("endpointslice.kubernetes.io/managed-by".into(), "offshoot".into());
+    }
+    out.manifests.push(Manifest::EndpointSlice(EndpointSlice {
+        metadata: meta,
+        address_type: if upstream.is_ipv4() { "IPv4" } else { "IPv6" }.into(),
+        endpoints: Some(vec![Endpoint { addresses: vec![upstream.ip().to_string()], ..Default::default() }]),
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(i32::from(upstream.port())),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+    }));
+}
+
 /// One Ingress per host and visibility; each route to the service's HTTP port (its first
 /// `node_port`, else its first port).
 fn ingresses(c: &Ctx<'_>, out: &mut Rendered) {
     let mut by_host: BTreeMap<(String, bool), Vec<HTTPIngressPath>> = BTreeMap::new();
     for route in &c.r.routes {
         let Some(svc) = c.r.services.iter().find(|s| s.name == route.service) else { continue };
-        if svc.static_site.is_some() {
-            continue;
-        }
-        let http = svc.ports.iter().find(|p| p.kind == PortType::NodePort).or_else(|| svc.ports.first());
-        let Some(port) = http else {
-            out.warnings.push(format!("route {}{} → `{}`: the service has no port", route.host, route.path, route.service));
-            continue;
+        let port = if svc.static_site.is_some() {
+            if c.o.static_upstream.is_none() {
+                continue;
+            }
+            STATIC_PORT
+        } else {
+            let http = svc.ports.iter().find(|p| p.kind == PortType::NodePort).or_else(|| svc.ports.first());
+            let Some(port) = http else {
+                out.warnings.push(format!("route {}{} → `{}`: the service has no port", route.host, route.path, route.service));
+                continue;
+            };
+            port.port
         };
         let private = route.visibility == "private";
         let path = if route.path.starts_with('/') { route.path.clone() } else { format!("/{}", route.path) };
@@ -660,7 +720,7 @@ fn ingresses(c: &Ctx<'_>, out: &mut Rendered) {
             backend: IngressBackend {
                 service: Some(IngressServiceBackend {
                     name: dns_label(&svc.name),
-                    port: Some(ServiceBackendPort { number: Some(i32::from(port.port)), name: None }),
+                    port: Some(ServiceBackendPort { number: Some(i32::from(port)), name: None }),
                 }),
                 ..Default::default()
             },

@@ -39,7 +39,10 @@ fn render_file(path: &Path, env_vars: Option<&Path>) -> Option<(String, Vec<Stri
     let vars = env_vars.and_then(|p| document::check("vars", &std::fs::read_to_string(p).ok()?, Some(Kind::EnvVars)).env_vars);
     let opts = resolve::Options { branch: "main".into(), env_id: "corpus1".into(), domain: "example.com".into(), ..Default::default() };
     let r = resolve::resolve(&name, &root, vars.as_ref(), &opts).unwrap_or_else(|d| panic!("{name} does not resolve: {d:?}"));
-    let rendered = render(&r, &Options::new("offshoot-corpus1", "test"));
+    let mut o = Options::new("offshoot-corpus1", "test");
+    // Static sites then render too (a Service without pods, an EndpointSlice to the router).
+    o.static_upstream = Some(std::net::SocketAddr::from(([10, 0, 0, 5], 8080)));
+    let rendered = render(&r, &o);
     assert!(!rendered.manifests.is_empty());
     Some((to_yaml(&rendered.manifests).unwrap_or_else(|e| panic!("{name}: {e}")), rendered.warnings))
 }

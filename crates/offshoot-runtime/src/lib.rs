@@ -75,6 +75,8 @@ pub enum Role {
     Service,
     Init,
     Job,
+    /// A static site's build: on the engine's default network, not the environment's.
+    Build,
 }
 
 impl Role {
@@ -83,6 +85,7 @@ impl Role {
             Role::Service => "service",
             Role::Init => "init",
             Role::Job => "job",
+            Role::Build => "build",
         }
     }
 }
@@ -240,6 +243,19 @@ pub trait Runtime: Send + Sync {
     fn apply(&self, ns: &Namespace, spec: &ContainerSpec) -> impl Future<Output = Result<Applied>> + Send;
     /// Runs a container to completion (init containers, jobs) and removes it.
     fn run_to_completion(&self, ns: &Namespace, spec: &ContainerSpec, timeout: Duration) -> impl Future<Output = Result<Completed>> + Send;
+    /// Runs a container to completion (a static site's build) with `files`, a tar archive,
+    /// unpacked at the root of its filesystem before it starts; then, if it succeeded, writes
+    /// the tar archive of `collect` (a path in the container) to `into`. Returns the outcome
+    /// and whether `collect` existed. The container is removed.
+    fn run_collect(
+        &self,
+        ns: &Namespace,
+        spec: &ContainerSpec,
+        files: Vec<u8>,
+        collect: &str,
+        into: &std::path::Path,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(Completed, bool)>> + Send;
     /// Runs a command in a running container: its exit code and combined output.
     fn exec(&self, container: &str, cmd: &[String]) -> impl Future<Output = Result<Completed>> + Send;
     /// Containers managed by Offshoot, of one environment or of all.

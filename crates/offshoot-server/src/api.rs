@@ -104,6 +104,7 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
         pull_requests: git.as_ref().is_some_and(|g| g.pull_requests != 0),
         pull_request_label: git.as_ref().and_then(|g| g.pull_request_label.clone()),
         gitops_error: git.as_ref().and_then(|g| g.gitops_error.clone()),
+        static_builder: git.as_ref().and_then(|g| g.static_builder.clone()),
         fetch_error: git.and_then(|g| g.fetch_error),
     })
 }

@@ -46,6 +46,8 @@ pub(crate) struct Ctx {
     pub(crate) dataset_wait: Duration,
     /// Environments run on Kubernetes rather than on the engine (which still builds images).
     pub(crate) kube: Option<crate::kube_rt::KubeRuntime>,
+    /// Static sites: their storage and the sites being served.
+    pub(crate) sites: Option<crate::sites::Sites>,
     /// Containers failing their readiness probe: out of the router's pool.
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
@@ -110,6 +112,7 @@ impl Ctx {
             pools: crate::datasets::Pools::default(),
             dataset_wait: Duration::from_secs(300),
             kube: None,
+            sites: None,
             unready: Mutex::new(HashSet::new()),
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),
@@ -524,6 +527,9 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
     let t = Instant::now();
     let mut images: HashMap<String, String> = HashMap::new();
+    // Static sites: service → the key of its build. Only those this workflow starts are built.
+    let mut sites: HashMap<String, String> = HashMap::new();
+    let started: HashSet<String> = workflow_steps(&resolved, &dep.workflow).into_iter().flat_map(|s| s.tasks).collect();
     for s in &resolved.services {
         let image = match &s.build {
             Some(b) => {
@@ -586,7 +592,16 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
                 }
                 tag
             }
-            None if s.static_site.is_some() => continue,
+            None if s.static_site.is_some() => {
+                if !started.contains(&format!("services.{}", s.name)) {
+                    continue;
+                }
+                let routing = routing_for(&resolved, s);
+                let at = crate::sites::At { deployment: &dep.id, app: &app.name, env_id: &env.id, mirror: &mirror, commit: &commit };
+                let key = crate::sites::build(ctx, &at, s, &routing).await.map_err(|e| format!("service `{}`: {e}", s.name))?;
+                sites.insert(s.name.clone(), key);
+                continue;
+            }
             None => {
                 let image = s.image.clone().ok_or_else(|| format!("service `{}` has no image", s.name))?;
                 if let Err(e) = ctx.rt.ensure_image(&image).await {
@@ -612,7 +627,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
             }
         }
         let t = Instant::now();
-        let result = crate::kube_rt::deploy(ctx, k, dep, env, &resolved, &images, files).await;
+        let result = crate::kube_rt::deploy(ctx, k, dep, env, &resolved, (&images, &sites), files).await;
         phases.insert("start".into(), ms(t));
         if let Some(imports) = imports {
             imports.await.map_err(|e| format!("imports: {e}"))??;
@@ -634,7 +649,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     let done: HashSet<i64> = earlier.iter().filter(|s| s.status == "done" || s.status == "failed").map(|s| s.idx).collect();
     let mut failures: Vec<String> =
         earlier.iter().filter(|s| s.status == "failed").map(|s| format!("step `{}`: {}", s.name, s.output)).collect();
-    let plan = Arc::new(Plan { resolved, volatile: volatile_keys(&env.env_vars), images, ns, env_id: env.id.clone() });
+    let plan = Arc::new(Plan { resolved, volatile: volatile_keys(&env.env_vars), images, sites, ns, env_id: env.id.clone() });
     for (i, step) in steps.iter().enumerate() {
         let idx = i as i64;
         if done.contains(&idx) {
@@ -767,6 +782,8 @@ struct Plan {
     resolved: Resolved,
     volatile: std::collections::BTreeSet<String>,
     images: HashMap<String, String>,
+    /// Static sites: service → the key of its build.
+    sites: HashMap<String, String>,
     ns: Namespace,
     env_id: String,
 }
@@ -804,7 +821,11 @@ fn workflow_steps(r: &Resolved, workflow: &str) -> Vec<PlannedStep> {
             .collect();
     }
     let services = |only_built: bool| {
-        r.services.iter().filter(|s| !only_built || s.has_repo).map(|s| format!("services.{}", s.name)).collect::<Vec<_>>()
+        r.services
+            .iter()
+            .filter(|s| !only_built || s.has_repo || s.static_site.is_some())
+            .map(|s| format!("services.{}", s.name))
+            .collect::<Vec<_>>()
     };
     match workflow {
         "setup" => vec![PlannedStep { name: "services-0".into(), tasks: services(false), wait_for_finish: true, halt_on_error: false }],
@@ -948,12 +969,11 @@ fn volatile_keys(env_vars: &str) -> std::collections::BTreeSet<String> {
 /// image and configuration are unchanged (that service keeps the commit it was deployed at).
 const VOLATILE: &[&str] = &["RELEASE_COMMIT_SHA", "RELEASE_COMMIT_SHORT"];
 
-async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result<(), String> {
-    let env_id = &plan.env_id;
+/// What the router needs to know about a service.
+pub(crate) fn routing_for(resolved: &Resolved, s: &ResolvedService) -> crate::routes::Routing {
     let node_port = s.ports.iter().find(|p| p.kind == offshoot_template::model::PortType::NodePort && !p.loadbalancer);
-    let routing = crate::routes::Routing {
-        routes: plan
-            .resolved
+    crate::routes::Routing {
+        routes: resolved
             .routes
             .iter()
             .filter(|r| r.service == s.name)
@@ -961,13 +981,29 @@ async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result
             .collect(),
         port: node_port.or_else(|| s.ports.iter().find(|p| !p.loadbalancer)).map(|p| p.target_port),
         lb_ports: s.ports.iter().filter(|p| p.loadbalancer).map(|p| p.target_port).collect(),
-        ingress: serde_json::to_value(&plan.resolved.ingress).ok().filter(|v| !v.is_null()),
-    };
+        ingress: serde_json::to_value(&resolved.ingress).ok().filter(|v| !v.is_null()),
+    }
+}
+
+async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result<(), String> {
+    let env_id = &plan.env_id;
+    let routing = routing_for(&plan.resolved, s);
     let detail = || serde_json::json!({ "hostnames": s.hostnames, "image": plan.images.get(&s.name), "routing": routing });
-    if s.static_site.is_some() {
-        let reason = "static sites are not served by this runtime yet";
-        set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), detail()).await;
-        return Err(reason.into());
+    if let Some(st) = &s.static_site {
+        // Served by the router from the site storage: ready once the build's site loads.
+        let Some(key) = plan.sites.get(&s.name) else {
+            let reason = "the static site was not built";
+            set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), detail()).await;
+            return Err(reason.into());
+        };
+        let detail = serde_json::json!({ "hostnames": s.hostnames, "site": key, "fallback": st.fallback, "routing": routing });
+        if let Err(e) = crate::sites::site(ctx, env_id, &s.name, key, st.fallback.as_deref()).await {
+            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail).await;
+            return Err(e);
+        }
+        set_service(ctx, env_id, &s.name, status::READY, None, detail).await;
+        ctx.refresh_routes().await;
+        return Ok(());
     }
     let spec = service_spec(plan, s);
     // Init containers run in order to completion, with the service's image, variables and
@@ -1207,6 +1243,7 @@ async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
                 resolved,
                 volatile: volatile_keys(&env.env_vars),
                 images,
+                sites: HashMap::new(),
                 ns: Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref()),
                 env_id: env.id.clone(),
             });
@@ -1342,8 +1379,15 @@ pub(crate) async fn rewatch(ctx: &Shared) {
             }
         }
         let ns = Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());
-        let plan = Plan { volatile: volatile_keys(&env.env_vars), images, ns: ns.clone(), env_id: env.id.clone(), resolved };
-        for s in &plan.resolved.services {
+        let plan = Plan {
+            volatile: volatile_keys(&env.env_vars),
+            images,
+            sites: HashMap::new(),
+            ns: ns.clone(),
+            env_id: env.id.clone(),
+            resolved,
+        };
+        for s in plan.resolved.services.iter().filter(|s| s.static_site.is_none()) {
             let spec = service_spec(&plan, s);
             for i in 0..s.replicas.max(1) {
                 let r = if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } };

@@ -97,6 +97,7 @@ pub(crate) async fn app_git(ctx: &Shared, app: &str) -> Result<AppGit, crate::er
         pull_request_label: None,
         gitops_error: None,
         fetch_error: None,
+        static_builder: None,
     };
     Ok(ctx.store.ensure_app_git(&g).await?)
 }

@@ -28,6 +28,8 @@ pub(crate) struct KubeRuntime {
     pub(crate) registry: Option<String>,
     pub(crate) ingress_class: String,
     pub(crate) private_ingress_class: String,
+    /// The router's address as the cluster reaches it: static sites' ingresses go there.
+    pub(crate) static_upstream: Option<std::net::SocketAddr>,
 }
 
 /// The namespace of an environment: its own, or its importer's.
@@ -42,6 +44,7 @@ pub(crate) fn options(ctx: &Shared, env: &Environment) -> Options {
     if let Some(k) = &ctx.kube {
         opts.ingress_class = k.ingress_class.clone();
         opts.private_ingress_class = k.private_ingress_class.clone();
+        opts.static_upstream = k.static_upstream;
     }
     opts
 }
@@ -69,7 +72,7 @@ pub(crate) async fn deploy(
     dep: &Deployment,
     env: &Environment,
     resolved: &Resolved,
-    images: &HashMap<String, String>,
+    (images, sites): (&HashMap<String, String>, &HashMap<String, String>),
     files: std::collections::BTreeMap<String, String>,
 ) -> Result<(), String> {
     let ns = namespace(env);
@@ -106,6 +109,20 @@ pub(crate) async fn deploy(
                 let Some(svc) = resolved.services.iter().find(|x| x.name == s) else { continue };
                 let own: Vec<Manifest> =
                     rendered.manifests.iter().filter(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s)).cloned().collect();
+                if let Some(st) = &svc.static_site {
+                    // Served by this server's router from the site storage; the cluster's
+                    // ingress reaches it through a Service without pods.
+                    let key = sites.get(s).ok_or_else(|| format!("service `{s}`: the static site was not built"))?;
+                    k.kube.apply(&own).await.map_err(err)?;
+                    let urls: Vec<String> =
+                        resolved.routes.iter().filter(|r| r.service == *s).map(|r| format!("http://{}{}", r.host, r.path)).collect();
+                    let routing = crate::controller::routing_for(resolved, svc);
+                    let detail = serde_json::json!({"hostnames": svc.hostnames, "urls": urls, "site": key, "fallback": st.fallback, "routing": routing});
+                    crate::sites::site(ctx, &env.id, s, key, st.fallback.as_deref()).await?;
+                    set_service(ctx, &env.id, s, status::READY, None, detail).await;
+                    ctx.refresh_routes().await;
+                    continue;
+                }
                 if own.is_empty() {
                     continue;
                 }

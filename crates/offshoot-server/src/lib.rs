@@ -11,6 +11,7 @@ mod feedback;
 mod imports;
 mod kube_rt;
 mod routes;
+mod sites;
 mod webhooks;
 
 use anyhow::{Context as _, Result};
@@ -61,6 +62,11 @@ pub struct Config {
     pub dataset_wait: Duration,
     /// Run environments on Kubernetes (the engine still builds images).
     pub kubernetes: Option<KubernetesConfig>,
+    /// Where static sites are stored (a directory, `file://`, `s3://bucket/prefix`); default
+    /// `static` in the data directory.
+    pub static_store: Option<String>,
+    /// The image static sites are built in unless an application names its own.
+    pub static_builder: String,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +78,8 @@ pub struct KubernetesConfig {
     pub registry: Option<String>,
     pub ingress_class: String,
     pub private_ingress_class: String,
+    /// The router's address as the cluster reaches it: static sites' ingresses go there.
+    pub static_upstream: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +128,9 @@ pub async fn run(config: Config) -> Result<()> {
         ),
     );
     ctx.dataset_wait = config.dataset_wait;
+    let store_at = config.static_store.clone().unwrap_or_else(|| config.data_dir.join("static").display().to_string());
+    let bucket = offshoot_sites::Bucket::open(&store_at, 256 << 20).context("open the static site storage")?;
+    ctx.sites = Some(sites::Sites::new(bucket, config.static_builder.clone()));
     if let Some(k) = &config.kubernetes {
         let kube = offshoot_kube::Kube::connect(k.kubeconfig.as_deref(), k.context.as_deref()).await.context("connect to Kubernetes")?;
         let version = kube.version().await.context("reach the Kubernetes API")?;
@@ -129,6 +140,7 @@ pub async fn run(config: Config) -> Result<()> {
             registry: k.registry.clone(),
             ingress_class: k.ingress_class.clone(),
             private_ingress_class: k.private_ingress_class.clone(),
+            static_upstream: k.static_upstream,
         });
     }
     let ctx: Shared = Arc::new(ctx);
@@ -156,6 +168,7 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::spawn(events::poll_loop(ctx.clone(), every, stop_rx.clone()));
     }
     tokio::spawn(reconcile_loop(ctx.clone(), config.reconcile_every, stop_rx.clone()));
+    tokio::spawn(sites::gc_loop(ctx.clone(), stop_rx.clone()));
     tokio::spawn(follow_containers(ctx.clone(), stop_rx.clone()));
     tracing::info!(api = %api_listener.local_addr()?, router = %router_port, tls = ?tls_port, domain = %config.domain, "offshoot server ready");
     let mut stop = stop_rx.clone();
@@ -312,7 +325,10 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
                 .iter()
                 .any(|o| o.env_id == env.id && o.service == name && o.role == "service" && o.state == offshoot_runtime::State::Running)
         };
-        let missing = ctx.store.services(&env.id).await?.into_iter().any(|s| s.status == status::READY && !running(&s.name));
+        // A static site has no container (the router serves it).
+        let container = |detail: &str| serde_json::from_str::<serde_json::Value>(detail).map_or(true, |d| d["site"].is_null());
+        let missing =
+            ctx.store.services(&env.id).await?.into_iter().any(|s| s.status == status::READY && container(&s.detail) && !running(&s.name));
         if missing {
             tracing::info!(env = %env.id, "a service container is missing or stopped; redeploying");
             ctx.store.set_env_status(&env.id, status::DEPLOYING, Some("recreating missing services")).await?;

@@ -108,6 +108,7 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
     // Oldest first: when two environments claim one host and path, the one that had it keeps it.
     let mut envs = ctx.store.envs(None, false).await?;
     envs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let mut serving_sites = std::collections::HashSet::new();
     for env in envs {
         let mut ingress: Option<Arc<IngressSettings>> = None;
         for s in ctx.store.services(&env.id).await? {
@@ -117,9 +118,25 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
             let ips = replicas.get(&(env.id.as_str(), s.name.as_str())).cloned().unwrap_or_default();
             let upstreams: Vec<SocketAddr> =
                 routing.port.map(|p| ips.iter().map(|ip| SocketAddr::new(*ip, p)).collect()).unwrap_or_default();
-            let mut backend = Backend::new(&env.id, &s.name, upstreams.clone(), settings);
+            let mut backend = Backend::new(&env.id, &s.name, upstreams.clone(), settings.clone());
+            // A static site: the build recorded when it became ready, kept in the record while a
+            // new build is made (or after one failed), so the last site served stays up.
+            let site = match detail["site"].as_str() {
+                Some(key) => Some(crate::sites::site(ctx, &env.id, &s.name, key, detail["fallback"].as_str()).await),
+                None => None,
+            };
+            if site.is_some() {
+                serving_sites.insert((env.id.clone(), s.name.clone()));
+            }
+            if let Some(Ok(site)) = &site {
+                backend = Backend::site(&env.id, &s.name, site.clone(), settings);
+            }
             if env.status == status::TEARING_DOWN {
                 backend = backend.unavailable(status::TEARING_DOWN);
+            } else if let Some(Err(e)) = &site {
+                backend = backend.unavailable(format!("not available: {e}"));
+            } else if site.is_some() {
+                // Served from storage, whatever the state of a build in progress.
             } else if s.status != status::READY {
                 backend = backend.unavailable(s.status.clone());
             } else if upstreams.is_empty() {
@@ -143,6 +160,7 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
             }
         }
     }
+    crate::sites::retain(ctx, &serving_sites);
     let (table, rejected) = Table::build(routes);
     let mut conflicts: BTreeMap<(String, String), Vec<RouteConflict>> = BTreeMap::new();
     for (r, e) in rejected {

@@ -169,6 +169,16 @@ async fn update_app(
         Some(l) => Some(l),
     };
     ctx.store.set_pull_requests(&name, on, label.as_deref()).await?;
+    match body.static_builder.as_deref() {
+        None => {}
+        Some("") => ctx.store.set_static_builder(&name, None).await?,
+        Some(image) if crate::sites::valid_image(image) => ctx.store.set_static_builder(&name, Some(image)).await?,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "static_builder must be an image reference (`node:22`, `registry.example.com/team/builder@sha256:...`), at most 255 characters",
+            ));
+        }
+    }
     Ok(Json(crate::api::app_dto(&ctx, app).await?))
 }
 

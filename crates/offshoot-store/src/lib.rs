@@ -117,6 +117,8 @@ pub struct AppGit {
     pub gitops_error: Option<String>,
     /// Why the last fetch failed (cleared by a successful one).
     pub fetch_error: Option<String>,
+    /// The image static builds run in (`None`: the server's default).
+    pub static_builder: Option<String>,
 }
 
 /// A webhook delivery or a polled change: a normalized event (JSON the server owns).
@@ -168,7 +170,7 @@ pub struct ServiceRow {
 
 const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request";
 const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
-const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error";
+const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -630,13 +632,14 @@ impl Store {
 
     /// Creates an application's git settings unless it has them; returns what it has.
     pub async fn ensure_app_git(&self, g: &AppGit) -> Result<AppGit> {
-        sqlx::query(&format!("INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (app) DO NOTHING"))
+        sqlx::query(&format!("INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app) DO NOTHING"))
             .bind(&g.app)
             .bind(&g.webhook_secret)
             .bind(g.pull_requests)
             .bind(&g.pull_request_label)
             .bind(&g.gitops_error)
             .bind(&g.fetch_error)
+            .bind(&g.static_builder)
             .execute(&self.pool)
             .await
             .map_err(db("store git settings"))?;
@@ -652,6 +655,11 @@ impl Store {
             .await
             .map_err(db("store pull-request settings"))?;
         Ok(())
+    }
+
+    /// Sets (or with `None` clears) the image an application's static builds run in.
+    pub async fn set_static_builder(&self, app: &str, image: Option<&str>) -> Result<()> {
+        self.set_text("UPDATE app_git SET static_builder = $2 WHERE app = $1", app, image, "store the static builder").await
     }
 
     pub async fn set_webhook_secret(&self, app: &str, ciphertext: &str) -> Result<()> {

@@ -128,6 +128,7 @@ async fn suite(store: Store) {
         pull_request_label: None,
         gitops_error: None,
         fetch_error: None,
+        static_builder: None,
     };
     assert_eq!(store.ensure_app_git(&git).await.expect("git"), git);
     let other = AppGit { webhook_secret: "other".into(), ..git.clone() };
@@ -136,6 +137,8 @@ async fn suite(store: Store) {
     store.set_gitops_error("shop", Some("bad template")).await.expect("gitops");
     let g = store.app_git("shop").await.expect("git").expect("some");
     assert_eq!((g.pull_requests, g.pull_request_label.as_deref(), g.gitops_error.as_deref()), (1, Some("preview"), Some("bad template")));
+    store.set_static_builder("shop", Some("node:22")).await.expect("builder");
+    assert_eq!(store.app_git("shop").await.expect("git").expect("some").static_builder.as_deref(), Some("node:22"));
     let d = Delivery {
         id: "github:1".into(),
         app: "shop".into(),

@@ -38,12 +38,15 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             gitlab: offshoot_server::Forge { api_url: args.gitlab_api_url, token: args.gitlab_token },
         },
         dataset_wait: std::time::Duration::from_secs(args.dataset_wait),
+        static_store: args.static_store,
+        static_builder: args.static_builder,
         kubernetes: (args.runtime == offshoot_cli::ServerRuntime::Kubernetes).then(|| offshoot_server::KubernetesConfig {
             kubeconfig: args.kubeconfig.clone(),
             context: args.context.clone(),
             registry: args.registry.clone(),
             ingress_class: args.ingress_class.clone(),
             private_ingress_class: args.private_ingress_class.clone(),
+            static_upstream: args.static_upstream,
         }),
         tls: match (args.tls_listen, args.tls_cert, args.tls_key) {
             (Some(listen), Some(cert), Some(key)) => Some(offshoot_server::TlsListen { listen, cert, key }),

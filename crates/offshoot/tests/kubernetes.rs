@@ -161,6 +161,10 @@ impl FakeKube {
 
 /// A server on Kubernetes (the stand-in's), pushing to the local registry.
 fn kube_server(fake: &FakeKube, dir: &tempfile::TempDir) -> Server {
+    kube_server_with(fake, dir, &[])
+}
+
+fn kube_server_with(fake: &FakeKube, dir: &tempfile::TempDir, extra: &[&str]) -> Server {
     let port = fake.start();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
@@ -170,10 +174,9 @@ fn kube_server(fake: &FakeKube, dir: &tempfile::TempDir) -> Server {
         ),
     )
     .expect("kubeconfig");
-    Server::new_with(
-        None,
-        &["--runtime", "kubernetes", "--kubeconfig", kubeconfig.to_str().expect("utf-8"), "--registry", "127.0.0.1:5000"],
-    )
+    let mut args = vec!["--runtime", "kubernetes", "--kubeconfig", kubeconfig.to_str().expect("utf-8"), "--registry", "127.0.0.1:5000"];
+    args.extend_from_slice(extra);
+    Server::new_with(None, &args)
 }
 
 #[test]
@@ -261,4 +264,38 @@ fn imports_share_their_importers_namespace_on_kubernetes() {
     let d = s.json(&["env", "delete", &id, "--wait"]);
     assert_eq!(d["status"], "deleted", "{d}");
     assert!(fake.objects.lock().expect("objects").keys().all(|k| !k.contains(&ns)), "objects left");
+}
+
+/// A static site on Kubernetes: built by the engine, stored, served by the server's router;
+/// the cluster gets a Service without pods whose EndpointSlice names the router, and an Ingress
+/// to that Service.
+#[test]
+fn static_sites_on_kubernetes_are_served_by_the_router_behind_the_ingress() {
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = kube_server_with(&fake, &dir, &["--static-upstream", "10.0.0.5:8080"]);
+    let template = "app: site\nhostnames:\n- web: web-${env_id}.${domain}\nservices:\n- name: web\n  static: true\n  build_command: mkdir -p out && echo \"<h1>on k8s</h1>\" > out/index.html\n  build_output_directory: out\n";
+    let repo = repo(template, None, &[("README", "site\n")], &[]);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    s.json(&["app", "set", "site", "--static-builder", "busybox:stable"]);
+    let e = s.json(&["env", "create", "site", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let ns = format!("offshoot-{id}");
+    let svc = fake.object(&format!("/api/v1/namespaces/{ns}/services/web")).expect("the site's Service");
+    assert!(svc["spec"]["selector"].is_null(), "no pods: {svc}");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080, "{svc}");
+    let slice = fake.object(&format!("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices/web-router")).expect("the EndpointSlice");
+    assert_eq!(slice["endpoints"][0]["addresses"][0], "10.0.0.5", "{slice}");
+    assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "web", "{slice}");
+    let host = format!("web-{id}.localhost");
+    let ingress =
+        fake.object(&format!("/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/{}", host.replace('.', "-"))).expect("ingress");
+    assert_eq!(ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"], 80, "{ingress}");
+    assert!(fake.object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web")).is_none(), "no Deployment for a static site");
+    // What the ingress forwards (the host kept), the router answers from the site storage.
+    let page = http(s.router, &host, "/").expect("answer");
+    assert!(page.contains("<h1>on k8s</h1>"), "{page}");
+    let d = s.json(&["env", "delete", &id, "--wait"]);
+    assert_eq!(d["status"], "deleted", "{d}");
 }

@@ -31,6 +31,11 @@ impl Server {
 
     /// Started with extra `offshoot server` arguments.
     pub fn start_with(data: &Path, db: Option<&str>, extra: &[&str]) -> Server {
+        Server::start_with_env(data, db, extra, &[])
+    }
+
+    /// Started with extra arguments and environment variables.
+    pub fn start_with_env(data: &Path, db: Option<&str>, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let (api, router) = (free_port(), free_port());
         let mut cmd = Command::new(bin());
         cmd.args([
@@ -46,6 +51,7 @@ impl Server {
             cmd.args(["--database-url", db]);
         }
         cmd.args(extra);
+        cmd.envs(envs.iter().copied());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).expect("log file");
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("start the server");
         let s = Server { child, data: data.to_owned(), api, router, _tmp: None };
@@ -66,6 +72,13 @@ impl Server {
     pub fn new_with(db: Option<&str>, extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut s = Server::start_with(&tmp.path().join("data"), db, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub fn new_with_env(db: Option<&str>, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_with_env(&tmp.path().join("data"), db, extra, envs);
         s._tmp = Some(tmp);
         s
     }
@@ -329,4 +342,31 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         assert!(Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// An HTTP/1.1 exchange through the router with extra request headers: status, response
+/// headers (names lower-cased) and body bytes. `method` is `GET` or `HEAD`.
+pub fn fetch(
+    port: u16,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, std::collections::BTreeMap<String, String>, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the router");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let text = String::from_utf8_lossy(&out[..split]).into_owned();
+    let mut lines = text.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    (status, headers, out[split + 4..].to_vec())
 }

@@ -1,0 +1,346 @@
+//! Static sites (`static: true`): the build (the install and build commands in a builder
+//! container, on the commit's tree at `build_base`, with the environment's variables), its
+//! output stored content-addressed (`offshoot-sites`), and the sites the router serves.
+//!
+//! A build's key hashes everything that goes into it: the tree at `build_base`, the builder
+//! image, the commands, the output directory and the variables' values (but the deployed
+//! commit's, which change with every push). A site stored under that key is never built again.
+
+use crate::controller::{Ctx, Shared, set_service};
+use offshoot_git::Mirror;
+use offshoot_runtime::{ContainerSpec, Namespace, Role, Runtime as _};
+use offshoot_sites::{Bucket, Fallback, Limits, Site};
+use offshoot_template::envvars::VarValue;
+use offshoot_template::resolve::{ResolvedService, StaticSite};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Longest a static build may run.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Sites no environment serves are kept this long (a branch built again soon reuses its site).
+const KEEP_UNUSED: Duration = Duration::from_secs(24 * 3600);
+
+pub(crate) struct Sites {
+    pub(crate) bucket: Arc<Bucket>,
+    pub(crate) default_builder: String,
+    /// The site each (environment, service) serves, made once per build.
+    live: Mutex<HashMap<(String, String), Arc<Site>>>,
+}
+
+impl Sites {
+    pub(crate) fn new(bucket: Bucket, default_builder: String) -> Self {
+        Sites { bucket: Arc::new(bucket), default_builder, live: Mutex::new(HashMap::new()) }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Site>>> {
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// An image reference as `docker pull` takes it.
+pub(crate) fn valid_image(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with(['-', '.', '/', ':'])
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+}
+
+/// The deployed commit changes with every push; it does not make a site stale.
+const VOLATILE: &[&str] = &["RELEASE_COMMIT_SHA", "RELEASE_COMMIT_SHORT"];
+
+/// The key of a build.
+fn site_key(tree: &str, builder: &str, st: &StaticSite, env: &BTreeMap<String, VarValue>) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        "offshoot-site-1",
+        tree,
+        builder,
+        st.build_base.as_str(),
+        st.install_command.as_deref().unwrap_or(""),
+        st.build_command.as_deref().unwrap_or(""),
+        st.output_directory.as_str(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for (k, v) in env.iter().filter(|(k, _)| !VOLATILE.contains(&k.as_str())) {
+        h.update(k.as_bytes());
+        h.update([b'=']);
+        h.update(v.expose().as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A directory of the repository as written in the template: `''`, `.`, `./front-end/`, ...
+fn clean_dir(d: &str) -> String {
+    let d = d.trim().trim_start_matches("./").trim_matches('/');
+    if d == "." { String::new() } else { d.to_owned() }
+}
+
+/// The script the builder runs: each command echoed, then run; the first failure stops it.
+fn script(st: &StaticSite) -> String {
+    let mut s = String::from("set -e\ncd /workspace\n");
+    for cmd in [&st.install_command, &st.build_command].into_iter().flatten() {
+        let shown = cmd.replace('\'', "'\\''");
+        s.push_str(&format!("echo '$ {shown}'\n{cmd}\n"));
+    }
+    s
+}
+
+/// Secret values replaced by `****` in a build log.
+fn masked(log: &str, env: &BTreeMap<String, VarValue>) -> String {
+    let mut out = log.to_owned();
+    for v in env.values().filter(|v| v.is_secret()) {
+        let s = v.expose();
+        if s.len() >= 4 {
+            out = out.replace(s, "****");
+        }
+    }
+    out
+}
+
+/// Where a build happens: the deployment, application, environment and commit.
+pub(crate) struct At<'a> {
+    pub(crate) deployment: &'a str,
+    pub(crate) app: &'a str,
+    pub(crate) env_id: &'a str,
+    pub(crate) mirror: &'a Mirror,
+    pub(crate) commit: &'a str,
+}
+
+/// Builds (unless stored already) the static site of `s` at a commit; its key. While it
+/// builds, and when the build fails, the service's record keeps its routes and the site it
+/// served: the router goes on serving that site (a first build that fails answers 503).
+pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routing: &crate::routes::Routing) -> Result<String, String> {
+    let before = ctx.store.services(at.env_id).await.map_err(|e| e.to_string())?.into_iter().find(|r| r.name == s.name);
+    let before: serde_json::Value = before.and_then(|r| serde_json::from_str(&r.detail).ok()).unwrap_or_default();
+    let detail =
+        serde_json::json!({ "hostnames": s.hostnames, "routing": routing, "site": before["site"], "fallback": before["fallback"] });
+    let r = build_site(ctx, at, s, &detail).await;
+    if let Err(e) = &r {
+        set_service(ctx, at.env_id, &s.name, offshoot_api_types::status::FAILED, Some(e), detail).await;
+    }
+    r
+}
+
+async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &serde_json::Value) -> Result<String, String> {
+    let At { deployment, app, env_id, mirror, commit } = *at;
+    let st = s.static_site.as_ref().ok_or("not a static site")?;
+    let sites = ctx.sites.as_ref().ok_or("static sites are not configured on this server")?;
+    let base = clean_dir(&st.build_base);
+    let (m, c, b) = (mirror.clone(), commit.to_owned(), base.clone());
+    let tree = tokio::task::spawn_blocking(move || m.tree_id(&c, &b))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("`build_base` `{}` does not exist at {}", st.build_base, &commit[..commit.len().min(12)]))?;
+    let builder = match ctx.store.app_git(app).await.map_err(|e| e.to_string())?.and_then(|g| g.static_builder) {
+        Some(b) => b,
+        None => sites.default_builder.clone(),
+    };
+    let key = site_key(&tree, &builder, st, &s.env);
+    if sites.bucket.has_site(&key).await.map_err(|e| e.to_string())? {
+        tracing::info!(env = %env_id, service = %s.name, site = %key, "static site unchanged; not rebuilt");
+        return Ok(key);
+    }
+    set_service(ctx, env_id, &s.name, "building", Some(&format!("static build in `{builder}`")), detail.clone()).await;
+    if let Err(e) = ctx.rt.ensure_image(&builder).await {
+        return Err(format!("{e} (the static builder; choose another with `offshoot app set {app} --static-builder IMAGE`)"));
+    }
+    let (m, c, b) = (mirror.clone(), commit.to_owned(), base.clone());
+    let files = tokio::task::spawn_blocking(move || m.archive_under(&c, &b, "workspace/"))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let ns = Namespace::new(env_id, app, &ctx.instance);
+    let spec = ContainerSpec {
+        name: format!("offshoot-{env_id}-{}-build", s.name),
+        service: s.name.clone(),
+        role: Role::Build,
+        image: builder.clone(),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        cmd: Some(vec![script(st)]),
+        env: s.env.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect(),
+        published_ports: vec![],
+        mounts: vec![],
+        cpu_millis: None,
+        memory_bytes: None,
+        volatile_env: Default::default(),
+    };
+    let out_dir = clean_dir(&st.output_directory);
+    let collect = if out_dir.is_empty() { "/workspace".to_owned() } else { format!("/workspace/{out_dir}") };
+    let tmp = ctx.data_dir.join("tmp");
+    tokio::fs::create_dir_all(&tmp).await.map_err(|e| format!("create {}: {e}", tmp.display()))?;
+    let archive = tmp.join(format!("site-{env_id}-{}-{key}.tar", s.name));
+    let ran = ctx.rt.run_collect(&ns, &spec, files, &collect, &archive, BUILD_TIMEOUT).await;
+    let result = async {
+        let (done, found) = ran.map_err(|e| e.to_string())?;
+        let log = masked(&done.logs, &s.env);
+        let _ = ctx.store.set_build_log(deployment, &s.name, &log).await;
+        if done.exit_code != 0 {
+            return Err(format!("the static build exited with code {}:\n{}", done.exit_code, tail(&log, 15)));
+        }
+        if !found {
+            return Err(format!(
+                "the static build left no `{}` (build_output_directory) in `{}`",
+                st.output_directory,
+                if base.is_empty() { "the repository's root" } else { &base }
+            ));
+        }
+        let file = std::fs::File::open(&archive).map_err(|e| format!("open {}: {e}", archive.display()))?;
+        let (manifest, report) = offshoot_sites::ingest_tar(&sites.bucket, &key, std::io::BufReader::new(file), Limits::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut summary = format!(
+            "\nstored {} files ({} bytes): {} new blobs, {} already stored, {} served compressed",
+            report.files, report.bytes, report.stored, report.reused, report.compressed
+        );
+        if !report.skipped.is_empty() {
+            summary.push_str(&format!("; left out (not regular files): {}", report.skipped.join(", ")));
+        }
+        let _ = ctx.store.set_build_log(deployment, &s.name, &format!("{log}{summary}\n")).await;
+        tracing::info!(env = %env_id, service = %s.name, site = %manifest.key, files = report.files, new = report.stored, "static site built");
+        Ok(key.clone())
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&archive).await;
+    result
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The site a service serves, for the router: the one made before when the key is the same,
+/// else a new one that keeps the previous build's fingerprinted assets reachable.
+pub(crate) async fn site(ctx: &Ctx, env_id: &str, service: &str, key: &str, fallback: Option<&str>) -> Result<Arc<Site>, String> {
+    let sites = ctx.sites.as_ref().ok_or("static sites are not configured on this server")?;
+    let id = (env_id.to_owned(), service.to_owned());
+    let previous = sites.live().get(&id).cloned();
+    if let Some(p) = &previous
+        && p.key() == key
+    {
+        return Ok(p.clone());
+    }
+    if !offshoot_sites::valid_key(key) {
+        return Err(format!("`{key}` is not a site"));
+    }
+    let manifest = sites
+        .bucket
+        .manifest(key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("site `{key}` is missing from the static site storage; deploy again to rebuild it"))?;
+    let fallback = Fallback::parse(fallback)?;
+    let site = Arc::new(Site::new(sites.bucket.clone(), &manifest, previous.as_deref(), &fallback));
+    sites.live().insert(id, site.clone());
+    Ok(site)
+}
+
+/// Forgets the sites of environments that are gone.
+pub(crate) fn retain(ctx: &Ctx, serving: &HashSet<(String, String)>) {
+    if let Some(sites) = &ctx.sites {
+        sites.live().retain(|k, _| serving.contains(k));
+    }
+}
+
+/// At start-up, removes the output archives of builds a crash interrupted; then collects
+/// garbage every hour.
+pub(crate) async fn gc_loop(ctx: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if let Ok(mut dir) = tokio::fs::read_dir(ctx.data_dir.join("tmp")).await {
+        while let Ok(Some(e)) = dir.next_entry().await {
+            if e.file_name().to_string_lossy().starts_with("site-") {
+                let _ = tokio::fs::remove_file(e.path()).await;
+            }
+        }
+    }
+    loop {
+        collect_garbage(&ctx).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {},
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Deletes the sites no environment serves (after a day) and the files only they held.
+pub(crate) async fn collect_garbage(ctx: &Ctx) {
+    let Some(sites) = &ctx.sites else { return };
+    let mut keep = HashSet::new();
+    let envs = match ctx.store.envs(None, true).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "static sites: cannot list environments; nothing collected");
+            return;
+        }
+    };
+    for env in envs {
+        let Ok(services) = ctx.store.services(&env.id).await else { return };
+        for s in services {
+            let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
+            if let Some(k) = detail["site"].as_str() {
+                keep.insert(k.to_owned());
+            }
+        }
+    }
+    match sites.bucket.collect_garbage(&keep, KEEP_UNUSED).await {
+        Ok(gc) if gc.sites_deleted + gc.blobs_deleted > 0 => tracing::info!(?gc, "static sites: garbage collected"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "static sites: garbage collection failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st() -> StaticSite {
+        StaticSite {
+            build_base: "front-end".into(),
+            install_command: Some("npm install".into()),
+            build_command: Some("npm run build".into()),
+            output_directory: "dist/".into(),
+            fallback: None,
+        }
+    }
+
+    #[test]
+    fn keys_change_with_inputs_but_not_the_commit() {
+        let env = |url: &str, sha: &str| {
+            BTreeMap::from([
+                ("API_URL".to_owned(), VarValue::Plain(url.into())),
+                ("RELEASE_COMMIT_SHA".to_owned(), VarValue::Plain(sha.into())),
+            ])
+        };
+        let k = site_key("t1", "node:22", &st(), &env("http://a", "c1"));
+        assert_eq!(k, site_key("t1", "node:22", &st(), &env("http://a", "c2")));
+        assert_ne!(k, site_key("t2", "node:22", &st(), &env("http://a", "c1")));
+        assert_ne!(k, site_key("t1", "node:20", &st(), &env("http://a", "c1")));
+        assert_ne!(k, site_key("t1", "node:22", &st(), &env("http://b", "c1")));
+        assert_ne!(
+            k,
+            site_key("t1", "node:22", &StaticSite { build_command: Some("npm run build:prod".into()), ..st() }, &env("http://a", "c1"))
+        );
+        assert!(offshoot_sites::valid_key(&k));
+    }
+
+    #[test]
+    fn scripts_and_masks() {
+        let s = script(&st());
+        assert_eq!(s, "set -e\ncd /workspace\necho '$ npm install'\nnpm install\necho '$ npm run build'\nnpm run build\n");
+        let quoted = script(&StaticSite { install_command: None, build_command: Some("echo 'hi'".into()), ..st() });
+        assert!(quoted.contains("echo '$ echo '\\''hi'\\'''\necho 'hi'\n"), "{quoted}");
+        let env = BTreeMap::from([("TOKEN".to_owned(), VarValue::Secret(offshoot_template::secret::SecretString::new("s3cr3t-value")))]);
+        assert_eq!(masked("token is s3cr3t-value.", &env), "token is ****.");
+        assert_eq!(clean_dir("./front-end/"), "front-end");
+        assert_eq!(clean_dir(""), "");
+        assert_eq!(clean_dir("."), "");
+        assert!(valid_image("node:22") && valid_image("127.0.0.1:5000/team/builder@sha256:abc"));
+        assert!(!valid_image("") && !valid_image("-rm") && !valid_image("a b"));
+    }
+}
