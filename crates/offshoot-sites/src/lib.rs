@@ -94,8 +94,9 @@ pub fn valid_key(key: &str) -> bool {
     (16..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Blobs up to this size are kept in memory once read.
-pub(crate) const CACHED_BLOB_MAX: u64 = 1 << 20;
+/// Blobs up to this size are kept in memory once read (bounded by the cache's budget); larger
+/// ones are streamed from storage.
+pub(crate) const CACHED_BLOB_MAX: u64 = 8 << 20;
 
 #[derive(Clone)]
 struct ByteWeighter;
@@ -222,7 +223,12 @@ impl Bucket {
         let path = Self::blob_path(name);
         let opts = object_store::GetOptions { range: range.map(object_store::GetRange::Bounded), ..Default::default() };
         let r = self.store.get_opts(&path, opts).await.map_err(|e| self.err("read", &path, e))?;
-        Ok(r.into_stream())
+        let range = r.range.clone();
+        match r.payload {
+            // A local file: read in large chunks (object_store's own stream reads 8 KiB at a time).
+            object_store::GetResultPayload::File(file, _) => Ok(file_stream(file, range)),
+            object_store::GetResultPayload::Stream(s) => Ok(s),
+        }
     }
 
     pub async fn has_site(&self, key: &str) -> Result<bool> {
@@ -311,6 +317,29 @@ impl Bucket {
         }
         Ok(gc)
     }
+}
+
+/// Bytes `range` of a file, in chunks of up to 256 KiB.
+fn file_stream(file: std::fs::File, range: std::ops::Range<u64>) -> futures_util::stream::BoxStream<'static, object_store::Result<Bytes>> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    const CHUNK: u64 = 256 * 1024;
+    let state = (tokio::fs::File::from_std(file), range.start, range.end, false);
+    let io = |e: std::io::Error| object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) };
+    futures_util::stream::unfold(state, move |(mut f, at, end, positioned)| async move {
+        if at >= end {
+            return None;
+        }
+        if !positioned && let Err(e) = f.seek(std::io::SeekFrom::Start(at)).await {
+            return Some((Err(io(e)), (f, end, end, true)));
+        }
+        let want = usize::try_from((end - at).min(CHUNK)).unwrap_or(CHUNK as usize);
+        let mut buf = vec![0u8; want];
+        match f.read_exact(&mut buf).await {
+            Ok(_) => Some((Ok(Bytes::from(buf)), (f, at + want as u64, end, true))),
+            Err(e) => Some((Err(io(e)), (f, end, end, true))),
+        }
+    })
+    .boxed()
 }
 
 /// What a garbage collection did.
