@@ -12,7 +12,7 @@
 
 #![expect(clippy::print_stdout, clippy::unwrap_used, reason = "a benchmark reports on stdout and stops on any failure")]
 
-use offshoot_router::{Backend, IngressSettings, Route, Router, RouterConfig, Table, Visibility};
+use offshoot_router::{Backend, Content, IngressSettings, ProxyBody, Route, Router, RouterConfig, Table, Visibility};
 use offshoot_sites::{Bucket, Fallback, Limits, Site};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +22,21 @@ use std::time::{Duration, Instant};
 const ROUNDS: usize = 3;
 const SECONDS: u32 = 4;
 const CONNECTIONS: u32 = 64;
+
+/// The site as the router's content (the server has the same adapter).
+#[derive(Debug)]
+struct Served(Arc<Site>);
+
+impl Content for Served {
+    fn serve<'a>(
+        &'a self,
+        method: &'a hyper::Method,
+        path: &'a str,
+        headers: &'a hyper::HeaderMap,
+    ) -> std::pin::Pin<Box<dyn Future<Output = hyper::Response<ProxyBody>> + Send + 'a>> {
+        Box::pin(self.0.serve(method, path, headers))
+    }
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -149,7 +164,7 @@ fn main() {
         .0;
     let site_obj = Arc::new(Site::new(bucket, &manifest, None, &Fallback::Page("index.html".into())));
     let table = || {
-        let backend = Arc::new(Backend::site("bench", "web", site_obj.clone(), Arc::new(IngressSettings::default())));
+        let backend = Arc::new(Backend::content("bench", "web", Arc::new(Served(site_obj.clone())), Arc::new(IngressSettings::default())));
         Table::build(vec![Route { host: "bench.test".into(), path: "/".into(), visibility: Visibility::Public, backend }]).0
     };
 

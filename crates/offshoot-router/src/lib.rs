@@ -16,4 +16,4 @@ pub use body::ProxyBody;
 pub use ingress::IngressSettings;
 pub use proxy::{Router, RouterConfig, Scheme};
 pub use server::{Tls, TlsError, serve, serve_threads};
-pub use table::{Backend, Route, RouteError, Table, Visibility};
+pub use table::{Backend, Content, Route, RouteError, Table, Visibility};

@@ -199,8 +199,8 @@ impl Router {
             let text = format!("Service `{}` of environment `{}` is {state}. Try again in a moment.", b.service, b.env_id);
             return (page(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &text), Some(b));
         }
-        if let Some(site) = &b.site {
-            return (site.serve(req.method(), req.uri().path(), req.headers()).await, Some(b));
+        if let Some(content) = &b.content {
+            return (content.serve(req.method(), req.uri().path(), req.headers()).await, Some(b));
         }
         let settings = &b.settings;
         if let Some(limit) = settings.body_limit

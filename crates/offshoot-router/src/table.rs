@@ -44,8 +44,8 @@ pub struct Backend {
     /// The ready replicas' addresses; requests go round robin.
     pub upstreams: Vec<SocketAddr>,
     pub settings: Arc<IngressSettings>,
-    /// A static site served from storage, instead of replicas.
-    pub site: Option<Arc<offshoot_sites::Site>>,
+    /// Content the router answers with itself (a static site), instead of replicas.
+    pub content: Option<Arc<dyn Content>>,
     /// `upstreams` as URI authorities, made once.
     pub(crate) authorities: Vec<hyper::http::uri::Authority>,
     /// This backend's metrics, looked up once.
@@ -62,17 +62,17 @@ impl Backend {
             unavailable: None,
             upstreams,
             settings,
-            site: None,
+            content: None,
             authorities,
             stats: std::sync::OnceLock::new(),
             next: AtomicUsize::new(0),
         }
     }
 
-    /// A backend that serves a static site.
-    pub fn site(env_id: &str, service: &str, site: Arc<offshoot_sites::Site>, settings: Arc<IngressSettings>) -> Self {
+    /// A backend the router answers for itself (a static site).
+    pub fn content(env_id: &str, service: &str, content: Arc<dyn Content>, settings: Arc<IngressSettings>) -> Self {
         let mut b = Backend::new(env_id, service, Vec::new(), settings);
-        b.site = Some(site);
+        b.content = Some(content);
         b
     }
 
@@ -89,6 +89,17 @@ impl Backend {
             n => Some(self.next.fetch_add(1, Ordering::Relaxed) % n),
         }
     }
+}
+
+/// What answers a backend's requests in the router itself, such as a static site from storage.
+pub trait Content: Send + Sync + std::fmt::Debug {
+    /// The response to a request for `path` (percent-encoded, as sent).
+    fn serve<'a>(
+        &'a self,
+        method: &'a hyper::Method,
+        path: &'a str,
+        headers: &'a hyper::HeaderMap,
+    ) -> std::pin::Pin<Box<dyn Future<Output = hyper::Response<crate::ProxyBody>> + Send + 'a>>;
 }
 
 /// A route as configured: a host pattern (exact, or `*.` and a domain for one label of any

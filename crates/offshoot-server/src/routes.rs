@@ -129,7 +129,7 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
                 serving_sites.insert((env.id.clone(), s.name.clone()));
             }
             if let Some(Ok(site)) = &site {
-                backend = Backend::site(&env.id, &s.name, site.clone(), settings);
+                backend = Backend::content(&env.id, &s.name, Arc::new(crate::sites::Served(site.clone())), settings);
             }
             if env.status == status::TEARING_DOWN {
                 backend = backend.unavailable(status::TEARING_DOWN);

@@ -216,6 +216,21 @@ fn tail(s: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// A site as the router's content.
+#[derive(Debug)]
+pub(crate) struct Served(pub(crate) Arc<Site>);
+
+impl offshoot_router::Content for Served {
+    fn serve<'a>(
+        &'a self,
+        method: &'a hyper::Method,
+        path: &'a str,
+        headers: &'a hyper::HeaderMap,
+    ) -> std::pin::Pin<Box<dyn Future<Output = hyper::Response<offshoot_router::ProxyBody>> + Send + 'a>> {
+        Box::pin(self.0.serve(method, path, headers))
+    }
+}
+
 /// The site a service serves, for the router: the one made before when the key is the same,
 /// else a new one that keeps the previous build's fingerprinted assets reachable.
 pub(crate) async fn site(ctx: &Ctx, env_id: &str, service: &str, key: &str, fallback: Option<&str>) -> Result<Arc<Site>, String> {
