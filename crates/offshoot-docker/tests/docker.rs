@@ -214,3 +214,48 @@ async fn an_unavailable_image_is_reported_with_the_registrys_message() {
         other => panic!("expected ImageUnavailable, got {other:?}"),
     }
 }
+
+/// A static build's container: sources copied in before it starts, its output copied out after,
+/// and removed in every case.
+#[tokio::test]
+async fn run_collect_copies_files_in_and_an_output_out() {
+    let rt = runtime().await;
+    let env = unique_env();
+    let ns = Namespace::new(&env, "app", "test-instance");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = tar_of(&[
+        ("workspace/src/page.txt", "hello"),
+        ("workspace/build.sh", "mkdir -p out/sub && cp src/page.txt out/sub/page.txt && echo \"built with $GREETING\""),
+    ]);
+    let mut s = spec(&env, "web", "busybox:stable", &["cd /workspace && sh build.sh"]);
+    s.role = Role::Build;
+    s.entrypoint = Some(vec!["/bin/sh".into(), "-c".into()]);
+    s.env = BTreeMap::from([("GREETING".to_owned(), "hi".to_owned())]);
+    let into = dir.path().join("out.tar");
+    let (done, found) = rt.run_collect(&ns, &s, files.clone(), "/workspace/out", &into, Duration::from_secs(60)).await.expect("run");
+    assert_eq!((done.exit_code, found), (0, true), "{}", done.logs);
+    assert!(done.logs.contains("built with hi"), "{}", done.logs);
+    let mut names: Vec<(String, String)> = tar::Archive::new(std::fs::File::open(&into).expect("archive"))
+        .entries()
+        .expect("entries")
+        .filter_map(|e| {
+            let mut e = e.expect("entry");
+            let name = e.path().expect("path").display().to_string();
+            let mut body = String::new();
+            e.read_to_string(&mut body).ok()?;
+            Some((name, body))
+        })
+        .filter(|(n, _)| n.ends_with(".txt"))
+        .collect();
+    names.sort();
+    assert_eq!(names, [("out/sub/page.txt".to_owned(), "hello".to_owned())]);
+    // A missing output, and a failing command: no archive, the exit code and the log.
+    let (done, found) = rt.run_collect(&ns, &s, files.clone(), "/workspace/nowhere", &into, Duration::from_secs(60)).await.expect("run");
+    assert_eq!((done.exit_code, found), (0, false));
+    let failing = ContainerSpec { cmd: Some(vec!["echo about to fail; exit 3".into()]), ..s.clone() };
+    let (done, found) = rt.run_collect(&ns, &failing, files, "/workspace/out", &into, Duration::from_secs(60)).await.expect("run");
+    assert_eq!((done.exit_code, found), (3, false));
+    assert!(done.logs.contains("about to fail"), "{}", done.logs);
+    assert!(rt.list(Some(&env)).await.expect("list").is_empty(), "the build containers are removed");
+    rt.teardown(&env).await.expect("teardown");
+}
