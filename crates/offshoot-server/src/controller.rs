@@ -129,6 +129,12 @@ impl Ctx {
         self.lock_for(env_id).try_lock().is_err()
     }
 
+    /// Whether any environment's operation is under way.
+    pub(crate) fn any_busy(&self) -> bool {
+        let locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.values().any(|l| l.try_lock().is_err())
+    }
+
     /// The lock of one environment's operations (or of another named sequence of work).
     pub(crate) fn lock_for(&self, env_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

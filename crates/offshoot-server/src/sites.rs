@@ -158,7 +158,8 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ser
         .map_err(|e| e.to_string())?;
     let ns = Namespace::new(env_id, app, &ctx.instance);
     let spec = ContainerSpec {
-        name: format!("offshoot-{env_id}-{}-build", s.name),
+        // `.` cannot be in a service's name: this never names another container.
+        name: format!("offshoot-{env_id}-{}.build", s.name),
         service: s.name.clone(),
         role: Role::Build,
         image: builder.clone(),
@@ -286,6 +287,11 @@ pub(crate) async fn gc_loop(ctx: Shared, mut stop: tokio::sync::watch::Receiver<
 /// Deletes the sites no environment serves (after a day) and the files only they held.
 pub(crate) async fn collect_garbage(ctx: &Ctx) {
     let Some(sites) = &ctx.sites else { return };
+    // A build under way may count on a stored file that no kept site names yet.
+    if ctx.any_busy() {
+        tracing::debug!("static sites: a deployment is running; garbage collection waits for the next round");
+        return;
+    }
     let mut keep = HashSet::new();
     let envs = match ctx.store.envs(None, true).await {
         Ok(e) => e,

@@ -267,6 +267,10 @@ impl Site {
         }
         let body = match self.body(blob, size, range).await {
             Ok(body) => body,
+            // A file of a build long replaced, collected since.
+            Err(crate::SiteError::Store { source, .. }) if matches!(*source, object_store::Error::NotFound { .. }) => {
+                return text(StatusCode::NOT_FOUND, "Not found.\n");
+            }
             Err(e) => {
                 tracing::error!(site = %self.key, blob = %blob, error = %e, "a static file cannot be read");
                 return text(StatusCode::BAD_GATEWAY, "The site's storage did not answer.\n");

@@ -167,6 +167,10 @@ async fn exercise(bucket: Arc<Bucket>) {
     assert_eq!((gc.sites_kept, gc.sites_deleted), (1, 1), "{gc:?}");
     assert!(gc.blobs_deleted >= 2, "{gc:?}");
     assert_eq!(bucket.manifest(&m.key).await.expect("read"), None);
+    // A site still held in memory whose file was collected answers 404 for it, not an error.
+    let mut fresh_headers = HeaderMap::new();
+    fresh_headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    assert_eq!(site.serve(&Method::GET, "/data.json", &fresh_headers).await.status(), StatusCode::NOT_FOUND);
     let fresh = Site::new(bucket.clone(), &m2, None, &Fallback::None);
     for path in ["/", "/big.bin", "/about/", "/logo.png"] {
         assert_eq!(get(&fresh, path, &[]).await.0, StatusCode::OK, "{path} survives");
