@@ -75,6 +75,24 @@ fn site_key(tree: &str, builder: &str, st: &StaticSite, env: &BTreeMap<String, V
     hex::encode(&h.finalize()[..16])
 }
 
+/// The environment's volume for package managers' caches.
+const CACHE_VOLUME: &str = "static-build-cache";
+
+/// The build's variables: the environment's, and package managers' caches in `/cache` unless
+/// the environment sets them.
+fn build_env(env: &BTreeMap<String, VarValue>) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect();
+    for (k, v) in [
+        ("npm_config_cache", "/cache/npm"),
+        ("YARN_CACHE_FOLDER", "/cache/yarn"),
+        ("npm_config_store_dir", "/cache/pnpm"),
+        ("XDG_CACHE_HOME", "/cache/xdg"),
+    ] {
+        out.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+    }
+    out
+}
+
 /// A directory of the repository as written in the template: `''`, `.`, `./front-end/`, ...
 fn clean_dir(d: &str) -> String {
     let d = d.trim().trim_start_matches("./").trim_matches('/');
@@ -165,9 +183,14 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ser
         image: builder.clone(),
         entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
         cmd: Some(vec![script(st)]),
-        env: s.env.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect(),
+        env: build_env(&s.env),
         published_ports: vec![],
-        mounts: vec![],
+        // Package managers' caches outlive a build: the next build of this environment
+        // downloads only what changed. The volume goes with the environment.
+        mounts: vec![offshoot_runtime::Mount {
+            source: offshoot_runtime::MountSource::Volume(CACHE_VOLUME.into()),
+            target: "/cache".into(),
+        }],
         cpu_millis: None,
         memory_bytes: None,
         volatile_env: Default::default(),
@@ -363,5 +386,7 @@ mod tests {
         assert_eq!(clean_dir("."), "");
         assert!(valid_image("node:22") && valid_image("127.0.0.1:5000/team/builder@sha256:abc"));
         assert!(!valid_image("") && !valid_image("-rm") && !valid_image("a b"));
+        let vars = build_env(&BTreeMap::from([("XDG_CACHE_HOME".to_owned(), VarValue::Plain("/mine".into()))]));
+        assert_eq!((vars["XDG_CACHE_HOME"].as_str(), vars["npm_config_cache"].as_str()), ("/mine", "/cache/npm"));
     }
 }

@@ -46,6 +46,9 @@ printf '<!doctype html><title>%s</title><script src="/assets/%s"></script><p id=
 i=0
 while [ $i -lt 300 ]; do echo "line $i of some rather repetitive text" >> dist/notes.txt; i=$((i+1)); done
 cat /proc/sys/kernel/random/uuid > dist/build-id.txt
+mkdir -p "$npm_config_cache"
+echo run >> "$npm_config_cache/runs"
+wc -l < "$npm_config_cache/runs" | tr -d ' ' > dist/builds.txt
 echo "secret is $TOKEN"
 "#;
 
@@ -207,6 +210,8 @@ fn static_front_end_with_api() {
     assert_ne!(h2["etag"], etag);
     assert_ne!(script_of(&page2), asset);
     assert_ne!(text(&fetch(r, "GET", &web, "/build-id.txt", &[]).2), build_id);
+    // The package managers' cache outlived the first build.
+    assert_eq!(text(&fetch(r, "GET", &web, "/builds.txt", &[]).2).trim(), "2");
     assert_eq!(fetch(r, "GET", &web, &asset, &[]).0, 200, "the old bundle stays reachable");
     assert_eq!(fetch(r, "GET", &web, &script_of(&page2), &[]).0, 200);
     assert_eq!(fetch(r, "GET", &web, "/", &[("If-None-Match", &etag)]).0, 200, "the old ETag no longer matches");
