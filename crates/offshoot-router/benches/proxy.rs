@@ -12,94 +12,12 @@
 
 use offshoot_router::{Backend, IngressSettings, Route, Router, RouterConfig, Table, Visibility};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 5;
-const SECONDS: u32 = 6;
-const CONNECTIONS: u32 = 64;
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM, so that the master stops its workers (SIGKILL would orphan them).
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
-
-fn nginx(dir: &Path, name: &str, workers: u32, server: &str) -> Nginx {
-    let d = dir.join(name);
-    std::fs::create_dir_all(d.join("logs")).unwrap();
-    let conf = format!(
-        "worker_processes {workers};\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n  keepalive_requests 1000000;\n{server}\n}}\n",
-        p = d.display()
-    );
-    std::fs::write(d.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-p", d.to_str().unwrap(), "-c", d.join("nginx.conf").to_str().unwrap(), "-g", "daemon off; user root;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
-    Nginx(child)
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Run {
-    rps: f64,
-    p99_ms: f64,
-}
-
-fn wrk(port: u16, path: &str) -> Run {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{SECONDS}s"),
-            "--latency",
-            "-H",
-            "Host: bench.test",
-            &format!("http://127.0.0.1:{port}{path}"),
-        ])
-        .output()
-        .expect("wrk (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!text.contains("Non-2xx") && !text.contains("Socket errors"), "errors during the run:\n{text}");
-    let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).map(str::trim).and_then(|v| v.parse().ok()).unwrap();
-    let p99 = text.lines().find_map(|l| l.trim().strip_prefix("99%")).map(str::trim).map(parse_wrk_time).unwrap();
-    Run { rps, p99_ms: p99 }
-}
-
-fn parse_wrk_time(s: &str) -> f64 {
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let n: f64 = num.parse().unwrap();
-    match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => panic!("unknown unit in {s}"),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use common::*;
 
 fn table(hosts: usize, upstream: SocketAddr) -> Table {
     let settings = Arc::new(IngressSettings { body_limit: None, ..IngressSettings::default() });
@@ -128,17 +46,14 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
 
     println!("wrk -t2 -c{CONNECTIONS} -d{SECONDS}s, keep-alive, {ROUNDS} rounds each, alternating; medians");
-    println!(
-        "{:<8} {:<10} {:>13} {:>10} {:>7} {:>13} {:>10} {:>7}",
-        "workers", "response", "offshoot r/s", "nginx r/s", "ratio", "offshoot p99", "nginx p99", "ratio"
-    );
+    println!("{HEADER}");
     // Worker processes for nginx, serving threads for our router: one, then one per core.
     for workers in [1usize, 2] {
         let nginx_port = free_port();
         let proxy = nginx(
             &dir,
             &format!("proxy{workers}"),
-            u32::try_from(workers).unwrap(),
+            workers,
             &format!(
                 "  upstream app {{ server 127.0.0.1:{up_port}; keepalive 256; }}\n  server {{\n    listen 127.0.0.1:{nginx_port} default_server;\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      proxy_set_header X-Forwarded-For $remote_addr;\n      proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_set_header X-Forwarded-Host $host;\n      proxy_buffering off;\n    }}\n  }}"
             ),
@@ -160,23 +75,7 @@ fn main() {
             return;
         }
         for (label, path) in [("small", "/small"), ("1 MiB", "/big")] {
-            // Warm both pools.
-            wrk(router_port, path);
-            wrk(nginx_port, path);
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
-                ours.push(wrk(router_port, path));
-                theirs.push(wrk(nginx_port, path));
-            }
-            let (o_rps, n_rps) = (median(ours.iter().map(|r| r.rps).collect()), median(theirs.iter().map(|r| r.rps).collect()));
-            let (o_p99, n_p99) = (median(ours.iter().map(|r| r.p99_ms).collect()), median(theirs.iter().map(|r| r.p99_ms).collect()));
-            println!(
-                "{workers:<8} {label:<10} {o_rps:>13.0} {n_rps:>10.0} {:>7.2} {:>11.2}ms {:>8.2}ms {:>7.2}",
-                o_rps / n_rps,
-                o_p99,
-                n_p99,
-                o_p99 / n_p99
-            );
+            side_by_side(label, workers, ROUNDS, || wrk(router_port, path, &[], SECONDS), || wrk(nginx_port, path, &[], SECONDS));
         }
         drop(proxy);
         stop.send(true).unwrap();

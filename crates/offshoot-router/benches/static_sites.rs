@@ -14,14 +14,16 @@
 
 use offshoot_router::{Backend, Content, IngressSettings, ProxyBody, Route, Router, RouterConfig, Table, Visibility};
 use offshoot_sites::{Bucket, Fallback, Limits, Site};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const ROUNDS: usize = 3;
-const SECONDS: u32 = 4;
-const CONNECTIONS: u32 = 64;
+mod common;
+
+use common::*;
+
+/// Fewer, shorter rounds than the proxy benchmark: five files, two worker counts.
+const ROUNDS_HERE: usize = 3;
+const SECONDS_HERE: u32 = 4;
 
 /// The site as the router's content (the server has the same adapter).
 #[derive(Debug)]
@@ -36,89 +38,6 @@ impl Content for Served {
     ) -> std::pin::Pin<Box<dyn Future<Output = hyper::Response<ProxyBody>> + Send + 'a>> {
         Box::pin(self.0.serve(method, path, headers))
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
-
-fn nginx(dir: &Path, workers: usize, port: u16, root: &Path) -> Nginx {
-    let d = dir.join(format!("nginx{workers}"));
-    std::fs::create_dir_all(d.join("logs")).unwrap();
-    let conf = format!(
-        "worker_processes {workers};\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n  include /etc/nginx/mime.types;\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  etag on;\n  gzip_static on;\n  keepalive_requests 1000000;\n  client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n  server {{ listen 127.0.0.1:{port} default_server; root {root}; }}\n}}\n",
-        p = d.display(),
-        root = root.display()
-    );
-    std::fs::write(d.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("nginx")
-        .args(["-p", d.to_str().unwrap(), "-c", d.join("nginx.conf").to_str().unwrap(), "-g", "daemon off; user root;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("nginx (apt-get install nginx-light)");
-    Nginx(child)
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Run {
-    rps: f64,
-    p99_ms: f64,
-}
-
-fn wrk(port: u16, path: &str, gzip: bool) -> Run {
-    let mut args = vec![
-        "-t2".to_owned(),
-        format!("-c{CONNECTIONS}"),
-        format!("-d{SECONDS}s"),
-        "--latency".into(),
-        "--timeout".into(),
-        "10s".into(),
-        "-H".into(),
-        "Host: bench.test".into(),
-    ];
-    if gzip {
-        args.extend(["-H".into(), "Accept-Encoding: gzip".into()]);
-    }
-    args.push(format!("http://127.0.0.1:{port}{path}"));
-    let out = Command::new("wrk").args(&args).output().expect("wrk (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!text.contains("Non-2xx") && !text.contains("Socket errors"), "errors during the run:\n{text}");
-    let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).map(str::trim).and_then(|v| v.parse().ok()).unwrap();
-    let p99 = text.lines().find_map(|l| l.trim().strip_prefix("99%")).map(str::trim).map(parse_wrk_time).unwrap();
-    Run { rps, p99_ms: p99 }
-}
-
-fn parse_wrk_time(s: &str) -> f64 {
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let n: f64 = num.parse().unwrap();
-    match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        _ => panic!("unknown unit in {s}"),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The response's headers and body length, to check that both servers answer alike.
@@ -175,14 +94,19 @@ fn main() {
         ("2 MiB", "/video.bin", false),
         ("16 MiB", "/movie.bin", false),
     ];
-    println!("wrk -t2 -c{CONNECTIONS} -d{SECONDS}s, keep-alive, {ROUNDS} rounds each, alternating; medians");
-    println!(
-        "{:<8} {:<10} {:>13} {:>10} {:>7} {:>13} {:>10} {:>7}",
-        "workers", "file", "offshoot r/s", "nginx r/s", "ratio", "offshoot p99", "nginx p99", "ratio"
-    );
+    println!("wrk -t2 -c{CONNECTIONS} -d{SECONDS_HERE}s, keep-alive, {ROUNDS_HERE} rounds each, alternating; medians");
+    println!("{HEADER}");
     for workers in [1usize, 2] {
         let nginx_port = free_port();
-        let _nginx = nginx(&dir, workers, nginx_port, &site);
+        let _nginx = nginx(
+            &dir,
+            &format!("nginx{workers}"),
+            workers,
+            &format!(
+                "  include /etc/nginx/mime.types;\n  sendfile on;\n  tcp_nopush on;\n  etag on;\n  gzip_static on;\n  server {{ listen 127.0.0.1:{nginx_port} default_server; root {}; }}",
+                site.display()
+            ),
+        );
         wait_port(nginx_port);
         let (stop, rx) = tokio::sync::watch::channel(false);
         let router = Router::new(RouterConfig { drain_timeout: Duration::from_secs(1), ..RouterConfig::default() });
@@ -198,21 +122,13 @@ fn main() {
             let (ours, theirs) = (head(router_port, path, gzip), head(nginx_port, path, gzip));
             assert_eq!(ours.1, theirs.1, "{label}: bodies differ in length\n{}\n{}", ours.0, theirs.0);
             assert_eq!(ours.0.contains("content-encoding: gzip"), gzip, "{label}: {}", ours.0);
-            wrk(router_port, path, gzip);
-            wrk(nginx_port, path, gzip);
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
-                ours.push(wrk(router_port, path, gzip));
-                theirs.push(wrk(nginx_port, path, gzip));
-            }
-            let (o_rps, n_rps) = (median(ours.iter().map(|r| r.rps).collect()), median(theirs.iter().map(|r| r.rps).collect()));
-            let (o_p99, n_p99) = (median(ours.iter().map(|r| r.p99_ms).collect()), median(theirs.iter().map(|r| r.p99_ms).collect()));
-            println!(
-                "{workers:<8} {label:<10} {o_rps:>13.0} {n_rps:>10.0} {:>7.2} {:>11.2}ms {:>8.2}ms {:>7.2}",
-                o_rps / n_rps,
-                o_p99,
-                n_p99,
-                o_p99 / n_p99
+            let headers: &[&str] = if gzip { &["Accept-Encoding: gzip"] } else { &[] };
+            side_by_side(
+                label,
+                workers,
+                ROUNDS_HERE,
+                || wrk(router_port, path, headers, SECONDS_HERE),
+                || wrk(nginx_port, path, headers, SECONDS_HERE),
             );
         }
         stop.send(true).unwrap();
