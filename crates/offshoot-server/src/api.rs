@@ -43,7 +43,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .nest("/api/v1", api)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx.clone())
-        .merge(crate::webhooks::hooks(ctx))
+        .merge(crate::webhooks::hooks(ctx.clone()))
+        .merge(crate::ui::router(ctx.clone()).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(ctx))
 }
 
 async fn metrics(State(ctx): State<Shared>) -> Response {
@@ -170,7 +171,10 @@ fn check_named((tname, template): (&str, &str), (vname, env_vars): (&str, &str))
     if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid("the configuration is invalid", &errors)) }
 }
 
-async fn create_app(State(ctx): State<Shared>, Json(body): Json<api::AppCreate>) -> Result<(StatusCode, Json<api::App>), ApiError> {
+pub(crate) async fn create_app(
+    State(ctx): State<Shared>,
+    Json(body): Json<api::AppCreate>,
+) -> Result<(StatusCode, Json<api::App>), ApiError> {
     let repo = match std::path::Path::new(&body.repo).canonicalize() {
         Ok(p) if p.is_dir() => p.display().to_string(),
         _ if body.repo.contains("://") || body.repo.contains('@') => body.repo.clone(),
@@ -227,7 +231,7 @@ async fn show_app(State(ctx): State<Shared>, Path(name): Path<String>) -> Result
     Ok(Json(app_dto(&ctx, a).await?))
 }
 
-async fn delete_app(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete_app(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     find_app(&ctx, &name).await?;
     let live = ctx.store.envs(Some(&name), false).await?;
     if !live.is_empty() {
@@ -242,13 +246,13 @@ async fn delete_app(State(ctx): State<Shared>, Path(name): Path<String>) -> Resu
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_template(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Template>, ApiError> {
+pub(crate) async fn get_template(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Template>, ApiError> {
     find_app(&ctx, &name).await?;
     let v = ctx.store.latest_version(&name).await?.ok_or_else(|| ApiError::not_found("template of", &name))?;
     Ok(Json(api::Template { app: name, version: v.version, template: v.template, env_vars: v.env_vars }))
 }
 
-async fn put_template(
+pub(crate) async fn put_template(
     State(ctx): State<Shared>,
     Path(name): Path<String>,
     Json(body): Json<api::TemplateUpdate>,
@@ -262,7 +266,11 @@ async fn put_template(
     Ok(Json(api::Template { app: name, version, template, env_vars }))
 }
 
-async fn set_secret(State(ctx): State<Shared>, Path(name): Path<String>, Json(body): Json<api::SecretSet>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn set_secret(
+    State(ctx): State<Shared>,
+    Path(name): Path<String>,
+    Json(body): Json<api::SecretSet>,
+) -> Result<StatusCode, ApiError> {
     find_app(&ctx, &name).await?;
     if !body.key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') || body.key.is_empty() || body.key.len() > 200 {
         return Err(ApiError::bad_request(format!("`{}` is not a valid variable name", body.key)));
@@ -376,7 +384,10 @@ pub(crate) fn unsupported(t: &offshoot_template::model::Template) -> Option<Stri
     None
 }
 
-async fn create_env(State(ctx): State<Shared>, Json(body): Json<api::EnvCreate>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
+pub(crate) async fn create_env(
+    State(ctx): State<Shared>,
+    Json(body): Json<api::EnvCreate>,
+) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let app = find_app(&ctx, &body.app).await?;
     let mirror = ctx.sync_mirror(&app.repo).await.map_err(|e| ApiError::bad_request(format!("cannot fetch `{}`: {e}", app.repo)))?;
     let req = NewEnv {
@@ -536,16 +547,16 @@ async fn list_envs(State(ctx): State<Shared>, Query(q): Query<EnvQuery>) -> Resu
     Ok(Json(out))
 }
 
-async fn find_env(ctx: &Shared, id: &str) -> Result<Environment, ApiError> {
+pub(crate) async fn find_env(ctx: &Shared, id: &str) -> Result<Environment, ApiError> {
     ctx.store.env(id).await?.ok_or_else(|| ApiError::not_found("environment", id).hint("`offshoot env list` shows the environments"))
 }
 
-async fn show_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::Env>, ApiError> {
+pub(crate) async fn show_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::Env>, ApiError> {
     let e = find_env(&ctx, &id).await?;
     Ok(Json(env_dto(&ctx, e).await?))
 }
 
-async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
+pub(crate) async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let e = find_env(&ctx, &id).await?;
     if let Some(parent) = &e.parent_id
         && ctx.store.env(parent).await?.is_some_and(|p| p.status != status::DELETED)
@@ -567,7 +578,7 @@ async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
 }
 
-async fn deploy_env(
+pub(crate) async fn deploy_env(
     State(ctx): State<Shared>,
     Path(id): Path<String>,
     Json(body): Json<api::EnvDeploy>,
@@ -594,12 +605,16 @@ async fn deploy_env(
 }
 
 #[derive(Deserialize)]
-struct LogsQuery {
-    service: Option<String>,
-    tail: Option<usize>,
+pub(crate) struct LogsQuery {
+    pub(crate) service: Option<String>,
+    pub(crate) tail: Option<usize>,
 }
 
-async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<Vec<api::Logs>>, ApiError> {
+pub(crate) async fn env_logs(
+    State(ctx): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<Vec<api::Logs>>, ApiError> {
     let e = find_env(&ctx, &id).await?;
     let mut out = Vec::new();
     let tail = q.tail.unwrap_or(200).min(10_000);

@@ -113,7 +113,7 @@ async fn create(State(ctx): State<Shared>, Json(req): Json<api::CreateDataset>) 
     Ok((StatusCode::CREATED, Json(info(&ctx, d).await?)))
 }
 
-async fn list(State(ctx): State<Shared>) -> Result<Json<Vec<api::DatasetInfo>>, ApiError> {
+pub(crate) async fn list(State(ctx): State<Shared>) -> Result<Json<Vec<api::DatasetInfo>>, ApiError> {
     let mut out = Vec::new();
     for d in ctx.store.datasets().await? {
         out.push(info(&ctx, d).await?);

@@ -12,6 +12,7 @@ mod imports;
 mod kube_rt;
 mod routes;
 mod sites;
+mod ui;
 mod webhooks;
 
 use anyhow::{Context as _, Result};

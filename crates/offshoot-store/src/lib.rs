@@ -228,6 +228,48 @@ impl Store {
         Ok(n.0 > 0)
     }
 
+    /// Records a dashboard session (by the hash of its id) until `expires_at` (ms); expired
+    /// sessions are dropped on the way.
+    pub async fn create_session(&self, hash: &str, expires_at: i64) -> Result<()> {
+        sqlx::query("DELETE FROM ui_sessions WHERE expires_at < $1")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(db("drop sessions"))?;
+        sqlx::query("INSERT INTO ui_sessions (hash, expires_at) VALUES ($1, $2)")
+            .bind(hash)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db("create a session"))?;
+        Ok(())
+    }
+
+    /// Whether a session (by the hash of its id) exists and has not expired.
+    pub async fn session_valid(&self, hash: &str) -> Result<bool> {
+        let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ui_sessions WHERE hash = $1 AND expires_at > $2")
+            .bind(hash)
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("check a session"))?;
+        Ok(n.0 > 0)
+    }
+
+    pub async fn delete_session(&self, hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM ui_sessions WHERE hash = $1").bind(hash).execute(&self.pool).await.map_err(db("delete a session"))?;
+        Ok(())
+    }
+
+    /// Every version of an application's configuration, newest first.
+    pub async fn versions(&self, app: &str) -> Result<Vec<AppVersion>> {
+        sqlx::query_as("SELECT app, version, template, env_vars, created_at FROM app_versions WHERE app = $1 ORDER BY version DESC")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("read versions"))
+    }
+
     pub async fn token_count(&self) -> Result<i64> {
         let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens").fetch_one(&self.pool).await.map_err(db("count tokens"))?;
         Ok(n.0)

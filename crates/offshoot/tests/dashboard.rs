@@ -1,0 +1,235 @@
+//! The web dashboard in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`) driven over WebDriver with fantoccini, against a real server, git
+//! repository and Docker. Screenshots of the main pages are kept in the target directory
+//! (`<target>/tmp/dashboard-screenshots/`) for review.
+
+mod support;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver(std::process::Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromedriver() -> Driver {
+    let port = free_port();
+    let child = std::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("chromedriver (apt-get install chromium chromium-driver; see scripts/services)");
+    let d = Driver(child, port);
+    eventually(20, "chromedriver listens", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    d
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--window-size=1280,900"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("a browser session")
+}
+
+fn screenshots() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn shoot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(screenshots().join(format!("{name}.png")), png).expect("save screenshot");
+}
+
+/// Clicks the element, finding it again if the page replaced it meanwhile (live updates).
+async fn click(c: &Client, css: &str) {
+    for _ in 0..20 {
+        match c.find(Locator::Css(css)).await {
+            Ok(e) => match e.click().await {
+                Ok(()) => return,
+                Err(e) if e.is_stale_element_reference() => {}
+                Err(e) => panic!("click {css}: {e}"),
+            },
+            Err(e) => panic!("find {css}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} kept going stale");
+}
+
+/// Waits until the page's text contains `needle`.
+async fn wait_text(c: &Client, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = c.find(Locator::Css("main")).await.expect("main").text().await.unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "`{needle}` did not appear; the page says:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const TEMPLATE: &str = "app: demo
+hostnames:
+- web: web-${env_id}.${domain}
+services:
+- name: web
+  image: busybox:stable
+  command: [sh, -c, \"echo 'hello from the web service'; mkdir -p /www; echo '<h1>Demo page</h1>' > /www/index.html; exec httpd -f -p 8080 -h /www\"]
+  ports:
+  - type: node_port
+    port: '8080'
+  readiness_probe:
+    http_get:
+      path: /
+      port: '8080'
+    period_seconds: 1
+    failure_threshold: 30
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
+    let repo = repo(TEMPLATE, None, &[("README", "demo\n")], &[]);
+    let s = Server::new(None);
+    let driver = chromedriver();
+    let c = browser(&driver).await;
+    let base = format!("http://127.0.0.1:{}", s.api);
+
+    // Not logged in: sent to the login page; a wrong token is refused.
+    c.goto(&format!("{base}/ui/apps")).await.expect("goto");
+    assert!(c.current_url().await.expect("url").as_str().contains("/ui/login?next=/ui/apps"));
+    c.find(Locator::Css("#token")).await.expect("token field").send_keys("not-a-token").await.expect("type");
+    c.find(Locator::Css("form button[type=submit]")).await.expect("button").click().await.expect("click");
+    wait_text(&c, "That token is not valid.", 10).await;
+    shoot(&c, "login").await;
+    c.find(Locator::Css("#token")).await.expect("token field").send_keys(&s.token()).await.expect("type");
+    c.find(Locator::Css("form button[type=submit]")).await.expect("button").click().await.expect("click");
+    wait_text(&c, "No environment yet.", 10).await;
+
+    // An application from the repository.
+    c.goto(&format!("{base}/ui/apps")).await.expect("goto");
+    c.find(Locator::Css("#repo")).await.expect("repo").send_keys(repo.path().to_str().expect("utf-8")).await.expect("type");
+    c.find(Locator::Css("form.card button[type=submit]")).await.expect("create").click().await.expect("click");
+    let text = wait_text(&c, "Application demo", 20).await;
+    assert!(text.contains("Version 1"), "{text}");
+    let template = c.find(Locator::Css("#template")).await.expect("editor").prop("value").await.expect("value").unwrap_or_default();
+    assert!(template.contains("name: web"), "{template}");
+    shoot(&c, "application").await;
+
+    // A bad template is refused with its diagnostics; nothing is saved.
+    let editor = c.find(Locator::Css("#template")).await.expect("editor");
+    editor.clear().await.expect("clear");
+    editor.send_keys("services:\n- name: web\n  image: busybox\n  ports:\n  - type: node_prot\n").await.expect("type");
+    c.find(Locator::Css("form[action$='/config'] button")).await.expect("save").click().await.expect("click");
+    let text = wait_text(&c, "node_prot", 10).await;
+    assert!(text.contains("application_template.yaml:5:"), "the diagnostic names its line: {text}");
+    assert!(text.contains("5 |   - type: node_prot"), "the line itself is shown: {text}");
+    assert!(!text.contains("Version 2"), "{text}");
+    shoot(&c, "application-diagnostics").await;
+    // A valid change is a new version, with its diff.
+    let editor = c.find(Locator::Css("#template")).await.expect("editor");
+    editor.clear().await.expect("clear");
+    editor.send_keys(&format!("{TEMPLATE}# reviewed in the dashboard\n")).await.expect("type");
+    c.find(Locator::Css("form[action$='/config'] button")).await.expect("save").click().await.expect("click");
+    let text = wait_text(&c, "Version 2", 10).await;
+    assert!(text.contains("+ # reviewed in the dashboard"), "{text}");
+
+    // An environment for `main`, watched until ready (the page updates itself).
+    c.goto(&format!("{base}/ui/apps/demo")).await.expect("goto");
+    c.find(Locator::Css("form[action='/ui/envs'] button")).await.expect("create env").click().await.expect("click");
+    wait_text(&c, "Environment ", 10).await;
+    let url = c.current_url().await.expect("url").to_string();
+    let id = url.rsplit('/').next().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = c.find(Locator::Css("#live .badge")).await.expect("status").text().await.unwrap_or_default();
+        if status == "ready" {
+            break;
+        }
+        assert!(status != "failed" && Instant::now() < deadline, "status {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(c.current_url().await.expect("url").to_string(), url, "updated in place, not reloaded");
+    shoot(&c, "environment").await;
+    // Deploy again: a second deployment appears, and the environment is ready again.
+    c.find(Locator::Css("form[action$='/deploy'] button")).await.expect("deploy").click().await.expect("click");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = c.find_all(Locator::Css("#deployments tbody tr")).await.expect("deployments").len();
+        let status = c.find(Locator::Css("#live .badge")).await.expect("status").text().await.unwrap_or_default();
+        if rows == 2 && status == "ready" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows} deployments, status {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Its URL, opened in the browser (the router answers for `web-<id>.localhost`).
+    let link = c.find(Locator::Css("#live td a[href^='http://web-']")).await.expect("service URL");
+    let href = link.attr("href").await.expect("href").expect("an href");
+    assert_eq!(href, format!("http://web-{id}.localhost:{}/", s.router));
+    c.goto(&href).await.expect("open the environment");
+    let page = c.find(Locator::Css("h1")).await.expect("h1").text().await.expect("text");
+    assert_eq!(page, "Demo page");
+
+    // A log line, live.
+    c.goto(&url).await.expect("back");
+    click(&c, "[data-logs='web']").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let logs = c.find(Locator::Css("#logs")).await.expect("logs").text().await.unwrap_or_default();
+        if logs.contains("hello from the web service") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log line: {logs:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    shoot(&c, "environment-logs").await;
+
+    // The environments list, then the deletion.
+    c.goto(&format!("{base}/ui/envs")).await.expect("goto");
+    let text = wait_text(&c, &id, 10).await;
+    assert!(text.contains("ready") && text.contains("main"), "{text}");
+    shoot(&c, "environments").await;
+    c.goto(&url).await.expect("back");
+    c.find(Locator::Css("form[action$='/delete'] button")).await.expect("delete").click().await.expect("click");
+    wait_text(&c, "deleted", 60).await;
+    assert_eq!(leftovers(&id), "");
+
+    // A form from elsewhere (no CSRF token) is refused, even with the session cookie.
+    let cookie = c.get_named_cookie("offshoot_session").await.expect("the session cookie");
+    assert_eq!(cookie.http_only(), Some(true));
+    let forged = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-b", &format!("offshoot_session={}", cookie.value())])
+        .args(["-d", "branch=main&app=demo&csrf=forged", &format!("{base}/ui/envs")])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&forged.stdout), "403");
+
+    // Logging out ends the session.
+    c.find(Locator::Css("form[action='/ui/logout'] button")).await.expect("logout").click().await.expect("click");
+    c.goto(&format!("{base}/ui/envs")).await.expect("goto");
+    assert!(c.current_url().await.expect("url").as_str().contains("/ui/login"));
+    c.close().await.expect("close the browser");
+}
