@@ -595,8 +595,18 @@ fn phases(p: &std::collections::BTreeMap<String, u64>) -> Vec<(&str, u64)> {
     out
 }
 
+/// An environment as its page shows it: the API's view and the steps of its latest deployment.
+async fn live_state(ctx: &Shared, id: &str) -> Result<(dto::Env, Vec<offshoot_store::Step>), ApiError> {
+    let Json(e) = api::show_env(State(ctx.clone()), Path(id.to_owned())).await?;
+    let steps = match e.deployments.last() {
+        Some(d) => ctx.store.steps(&d.id).await?,
+        None => Vec::new(),
+    };
+    Ok((e, steps))
+}
+
 /// The part of an environment's page that changes while it deploys (sent again over SSE).
-fn env_live(e: &dto::Env) -> Markup {
+fn env_live(e: &dto::Env, steps: &[offshoot_store::Step]) -> Markup {
     html! {
         p { "Status " (state_badge(&e.status)) @if let Some(r) = &e.reason { " " span.reason { (r) } } }
         h2 { "Services" }
@@ -620,6 +630,19 @@ fn env_live(e: &dto::Env) -> Markup {
                 td { (when(d.created_at)) }
             } } }
         } }
+        @if let Some(d) = e.deployments.last() {
+            h2 { "Workflow steps of the latest deployment (" (d.workflow) ")" }
+            @if steps.is_empty() { p.muted { "No step has run yet." } } @else {
+                div.scroll { table #steps {
+                    thead { tr { th scope="col" { "Step" } th scope="col" { "Status" } th scope="col" { "Output" } } }
+                    tbody { @for st in steps { tr {
+                        td { (st.name) }
+                        td { (state_badge(if st.status == "done" { "succeeded" } else { &st.status })) }
+                        td { span.muted { (st.output.chars().take(300).collect::<String>()) } }
+                    } } }
+                } }
+            }
+        }
         @if !e.imports.is_empty() {
             h2 { "Imports" }
             ul { @for i in &e.imports { li { a href={ "/ui/envs/" (i.env_id) } { (i.app) } " on " strong { (i.branch) } " (" (i.reason) ") " (state_badge(&i.status)) } } }
@@ -628,14 +651,14 @@ fn env_live(e: &dto::Env) -> Markup {
 }
 
 async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Path(id): Path<String>) -> Response {
-    let e = match api::show_env(State(ctx.clone()), Path(id.clone())).await {
-        Ok(Json(e)) => e,
+    let (e, steps) = match live_state(&ctx, &id).await {
+        Ok(x) => x,
         Err(e) => return (e.status, page("Not found", Some(&s), error_box(&e))).into_response(),
     };
     let body = html! {
         p { "Application " a href={ "/ui/apps/" (e.app) } { (e.app) } ", branch " strong { (e.branch) } ", created " (ago(e.created_at))
             @if let Some(t) = e.expires_at { ", expires " (until(t)) } "." }
-        div #live data-events={ "/ui/envs/" (id) "/events" } aria-live="polite" { (env_live(&e)) }
+        div #live data-events={ "/ui/envs/" (id) "/events" } aria-live="polite" { (env_live(&e, &steps)) }
         @if !e.datasets.is_empty() {
             h2 { "Datasets" }
             ul { @for d in &e.datasets { li { a href="/ui/datasets" { (d.dataset) } ": database " code { (d.database) } } } }
@@ -687,8 +710,8 @@ async fn delete_env(
 async fn env_events(State(ctx): State<Shared>, Path(id): Path<String>) -> Response {
     let stream = futures_util::stream::unfold((ctx, id, String::new()), |(ctx, id, last)| async move {
         loop {
-            let html = match api::show_env(State(ctx.clone()), Path(id.clone())).await {
-                Ok(Json(e)) => env_live(&e).into_string(),
+            let html = match live_state(&ctx, &id).await {
+                Ok((e, steps)) => env_live(&e, &steps).into_string(),
                 Err(e) => html! { p.error { (e.message) } }.into_string(),
             };
             if html != last {

@@ -206,6 +206,12 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     shoot(&c, "environment-logs").await;
+    let steps = c.find(Locator::Css("#steps")).await.expect("the workflow's steps").text().await.expect("text");
+    assert!(steps.contains("services-0") && steps.contains("succeeded"), "{steps}");
+    // On a phone's screen.
+    c.set_window_size(390, 844).await.expect("resize");
+    shoot(&c, "environment-phone").await;
+    c.set_window_size(1280, 900).await.expect("resize");
 
     // The environments list, then the deletion.
     c.goto(&format!("{base}/ui/envs")).await.expect("goto");
