@@ -46,9 +46,33 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
         .route("/ui/login", get(login_page).post(login))
-        .route("/ui/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
-        .route("/ui/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JS) }))
+        .route(
+            "/ui/app.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], CSS) }),
+        )
+        .route(
+            "/ui/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], JS) }),
+        )
         .merge(private)
+        .layer(axum::middleware::map_response(hardened))
+}
+
+/// Pages load only this server's script and style, cannot be framed, and send no referrer
+/// elsewhere.
+async fn hardened(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    r
 }
 
 // Sessions -------------------------------------------------------------------------------------

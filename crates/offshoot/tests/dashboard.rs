@@ -232,6 +232,10 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&forged.stdout), "403");
+    // Pages load nothing from elsewhere and cannot be framed.
+    let head = std::process::Command::new("curl").args(["-sI", &format!("{base}/ui/login")]).output().expect("curl");
+    let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
+    assert!(head.contains("content-security-policy: default-src 'self'") && head.contains("x-frame-options: deny"), "{head}");
 
     // Logging out ends the session.
     c.find(Locator::Css("form[action='/ui/logout'] button")).await.expect("logout").click().await.expect("click");
