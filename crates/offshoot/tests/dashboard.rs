@@ -123,8 +123,10 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     c.find(Locator::Css("form button[type=submit]")).await.expect("button").click().await.expect("click");
     wait_text(&c, "That token is not valid.", 10).await;
     shoot(&c, "login").await;
-    c.find(Locator::Css("#token")).await.expect("token field").send_keys(&s.token()).await.expect("type");
-    c.find(Locator::Css("form button[type=submit]")).await.expect("button").click().await.expect("click");
+    // With the keyboard only: the field has the focus, Enter submits.
+    let active = c.active_element().await.expect("focus");
+    assert_eq!(active.attr("id").await.expect("id").as_deref(), Some("token"), "the token field has the focus");
+    active.send_keys(&format!("{}\u{E007}", s.token())).await.expect("type and press Enter");
     wait_text(&c, "No environment yet.", 10).await;
 
     // An application from the repository.
@@ -136,6 +138,21 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     let template = c.find(Locator::Css("#template")).await.expect("editor").prop("value").await.expect("value").unwrap_or_default();
     assert!(template.contains("name: web"), "{template}");
     shoot(&c, "application").await;
+    // Every field has its label.
+    let unlabelled = c
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]),textarea,select')].filter(e => !e.id || !document.querySelector('label[for=\"' + e.id + '\"]')).map(e => e.name)",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(unlabelled, serde_json::json!([]), "fields without a label");
+    // A secret: accepted, never shown again.
+    c.find(Locator::Css("#key")).await.expect("key").send_keys("API_TOKEN").await.expect("type");
+    c.find(Locator::Css("#value")).await.expect("value").send_keys("s3cr3t-from-the-browser").await.expect("type");
+    c.find(Locator::Css("form[action$='/secrets'] button")).await.expect("set").click().await.expect("click");
+    wait_text(&c, "Application demo", 10).await;
+    assert!(!c.source().await.expect("source").contains("s3cr3t-from-the-browser"));
 
     // A bad template is refused with its diagnostics; nothing is saved.
     let editor = c.find(Locator::Css("#template")).await.expect("editor");
@@ -212,6 +229,16 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     c.set_window_size(390, 844).await.expect("resize");
     shoot(&c, "environment-phone").await;
     c.set_window_size(1280, 900).await.expect("resize");
+
+    // An application with environments cannot be deleted; the page says why.
+    c.goto(&format!("{base}/ui/apps/demo")).await.expect("goto");
+    c.find(Locator::Css("form[action$='/delete'] button")).await.expect("delete app").click().await.expect("click");
+    wait_text(&c, "application `demo` still has 1 environment(s)", 10).await;
+    let alert = c.find(Locator::Css("[role=alert]")).await.expect("an alert").text().await.expect("text");
+    assert!(alert.contains("still has 1 environment"), "{alert}");
+    // Datasets: none here, said plainly.
+    c.goto(&format!("{base}/ui/datasets")).await.expect("goto");
+    wait_text(&c, "No dataset.", 10).await;
 
     // The environments list, then the deletion.
     c.goto(&format!("{base}/ui/envs")).await.expect("goto");
