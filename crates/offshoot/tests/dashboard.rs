@@ -9,30 +9,11 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// chromedriver on a free port, stopped when dropped.
-struct Driver(std::process::Child, u16);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn chromedriver() -> Helper {
+    helper("chromedriver", &["--port={port}"], "apt-get install chromium chromium-driver; see scripts/services")
 }
 
-fn chromedriver() -> Driver {
-    let port = free_port();
-    let child = std::process::Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("chromedriver (apt-get install chromium chromium-driver; see scripts/services)");
-    let d = Driver(child, port);
-    eventually(20, "chromedriver listens", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
-    d
-}
-
-async fn browser(driver: &Driver) -> Client {
+async fn browser(driver: &Helper) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -44,7 +25,7 @@ async fn browser(driver: &Driver) -> Client {
     );
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
         .await
         .expect("a browser session")
 }

@@ -223,34 +223,15 @@ fn static_front_end_with_api() {
     assert_eq!(fetch(r, "GET", &web, "/", &[]).0, 404);
 }
 
-/// moto's S3 server on a free port, stopped when dropped.
-struct Moto(std::process::Child, u16);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn moto() -> Moto {
-    let port = free_port();
+fn moto() -> Helper {
     let bin = std::env::var("OFFSHOOT_MOTO").unwrap_or_else(|_| "/opt/offshoot-moto/bin/moto_server".into());
-    let child = std::process::Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin} cannot start ({e}); run scripts/services"));
-    let m = Moto(child, port);
-    eventually(20, "moto listens", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
-    m
+    helper(&bin, &["-H", "127.0.0.1", "-p", "{port}"], "run scripts/services")
 }
 
 #[test]
 fn s3_storage_and_failed_builds() {
     let m = moto();
-    let endpoint = format!("http://127.0.0.1:{}", m.1);
+    let endpoint = format!("http://127.0.0.1:{}", m.port);
     let created = std::process::Command::new("curl").args(["-fsS", "-X", "PUT", &format!("{endpoint}/sites")]).output().expect("curl");
     assert!(created.status.success(), "{}", text(&created.stderr));
     let repo = spa_repo();

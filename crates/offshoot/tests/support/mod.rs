@@ -370,3 +370,31 @@ pub fn fetch(
     let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
     (status, headers, out[split + 4..].to_vec())
 }
+
+/// A helper process (an S3 stand-in, chromedriver) listening on a port, stopped when dropped.
+pub struct Helper {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `program` with `args` (where `{port}` is a free port) and waits until it listens.
+pub fn helper(program: &str, args: &[&str], hint: &str) -> Helper {
+    let port = free_port();
+    let args: Vec<String> = args.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+    let child = Command::new(program)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} cannot start ({e}); {hint}"));
+    let h = Helper { child, port };
+    eventually(20, &format!("{program} listens"), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    h
+}
