@@ -731,37 +731,56 @@ async fn delete_env(
 
 /// The changing part of an environment's page, again whenever it changes (checked twice a
 /// second, from the store).
-async fn env_events(State(ctx): State<Shared>, Path(id): Path<String>) -> Response {
-    let stream = futures_util::stream::unfold((ctx, id, String::new()), |(ctx, id, last)| async move {
-        loop {
-            let html = match live_state(&ctx, &id).await {
-                Ok((e, steps)) => env_live(&e, &steps).into_string(),
-                Err(e) => html! { p.error { (e.message) } }.into_string(),
-            };
-            if html != last {
-                let ev = Event::default().event("live").data(html.clone());
-                return Some((Ok::<_, std::convert::Infallible>(ev), (ctx, id, html)));
+async fn env_events(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Path(id): Path<String>) -> Response {
+    let session = hash_token(&s.0);
+    let stream = futures_util::stream::unfold((ctx, id, String::new()), move |(ctx, id, last)| {
+        let session = session.clone();
+        async move {
+            loop {
+                // A stream ends with its session (logged out, expired).
+                if !ctx.store.session_valid(&session).await.unwrap_or(false) {
+                    return None;
+                }
+                let html = match live_state(&ctx, &id).await {
+                    Ok((e, steps)) => env_live(&e, &steps).into_string(),
+                    Err(e) => html! { p.error { (e.message) } }.into_string(),
+                };
+                if html != last {
+                    let ev = Event::default().event("live").data(html.clone());
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (ctx, id, html)));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// A service's log, again whenever it grows (checked every second).
-async fn log_events(State(ctx): State<Shared>, Path((id, service)): Path<(String, String)>) -> Response {
-    let stream = futures_util::stream::unfold((ctx, id, service, String::new()), |(ctx, id, service, last)| async move {
-        loop {
-            let q = api::LogsQuery { service: Some(service.clone()), tail: Some(300) };
-            let text = match api::env_logs(State(ctx.clone()), Path(id.clone()), Query(q)).await {
-                Ok(Json(logs)) => logs.into_iter().map(|l| l.logs).collect::<Vec<_>>().join(""),
-                Err(e) => e.message,
-            };
-            if text != last {
-                let ev = Event::default().event("log").data(text.clone());
-                return Some((Ok::<_, std::convert::Infallible>(ev), (ctx, id, service, text)));
+async fn log_events(
+    State(ctx): State<Shared>,
+    axum::Extension(s): axum::Extension<Session>,
+    Path((id, service)): Path<(String, String)>,
+) -> Response {
+    let session = hash_token(&s.0);
+    let stream = futures_util::stream::unfold((ctx, id, service, String::new()), move |(ctx, id, service, last)| {
+        let session = session.clone();
+        async move {
+            loop {
+                if !ctx.store.session_valid(&session).await.unwrap_or(false) {
+                    return None;
+                }
+                let q = api::LogsQuery { service: Some(service.clone()), tail: Some(300) };
+                let text = match api::env_logs(State(ctx.clone()), Path(id.clone()), Query(q)).await {
+                    Ok(Json(logs)) => logs.into_iter().map(|l| l.logs).collect::<Vec<_>>().join(""),
+                    Err(e) => e.message,
+                };
+                if text != last {
+                    let ev = Event::default().event("log").data(text.clone());
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (ctx, id, service, text)));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()

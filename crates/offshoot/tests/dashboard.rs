@@ -62,7 +62,11 @@ async fn click(c: &Client, css: &str) {
 async fn wait_text(c: &Client, needle: &str, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let text = c.find(Locator::Css("main")).await.expect("main").text().await.unwrap_or_default();
+        // Between two pages there may be no `main` for a moment.
+        let text = match c.find(Locator::Css("main")).await {
+            Ok(m) => m.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         if text.contains(needle) {
             return text;
         }
@@ -245,8 +249,19 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     let head = String::from_utf8_lossy(&head.stdout).to_ascii_lowercase();
     assert!(head.contains("content-security-policy: default-src 'self'") && head.contains("x-frame-options: deny"), "{head}");
 
-    // Logging out ends the session.
+    // Logging out ends the session, and the live streams it had open.
+    let mut stream = std::process::Command::new("curl")
+        .args(["-sN", "--max-time", "30", "-b", &format!("offshoot_session={}", cookie.value()), &format!("{base}/ui/envs/{id}/events")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(stream.try_wait().expect("wait").is_none(), "the stream is open while the session lives");
     c.find(Locator::Css("form[action='/ui/logout'] button")).await.expect("logout").click().await.expect("click");
+    let closed = Instant::now();
+    let out = stream.wait_with_output().expect("curl");
+    assert!(closed.elapsed() < Duration::from_secs(10), "the stream outlived the session");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("event: live"), "it had been sending");
     c.goto(&format!("{base}/ui/envs")).await.expect("goto");
     assert!(c.current_url().await.expect("url").as_str().contains("/ui/login"));
     c.close().await.expect("close the browser");
