@@ -316,7 +316,8 @@ pub(crate) async fn collect_garbage(ctx: &Ctx) {
         return;
     }
     let mut keep = HashSet::new();
-    let envs = match ctx.store.envs(None, true).await {
+    // Deleted environments keep their rows, not their sites.
+    let envs = match ctx.store.envs(None, false).await {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "static sites: cannot list environments; nothing collected");
