@@ -284,10 +284,65 @@ pub(crate) async fn set_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// What an environment's view is made of, besides its own row.
+struct EnvParts {
+    services: Vec<offshoot_store::ServiceRow>,
+    deployments: Vec<offshoot_store::Deployment>,
+    children: Vec<Environment>,
+    datasets: Vec<api::AttachedDataset>,
+}
+
 pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, ApiError> {
+    let parts = EnvParts {
+        services: ctx.store.services(&e.id).await?,
+        deployments: ctx.store.deployments(&e.id).await?,
+        children: ctx.store.child_envs(&e.id).await?,
+        datasets: crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
+    };
+    Ok(env_dto_of(ctx, e, parts))
+}
+
+/// Every environment's view (of one app, or all), from a few queries whatever their number.
+async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api::Env>, ApiError> {
+    use std::collections::{HashMap, HashSet};
+    let envs = ctx.store.envs(app, false).await?;
+    let mut services: HashMap<String, Vec<offshoot_store::ServiceRow>> = HashMap::new();
+    for s in ctx.store.live_services().await? {
+        services.entry(s.env_id.clone()).or_default().push(s);
+    }
+    let mut deployments: HashMap<String, Vec<offshoot_store::Deployment>> = HashMap::new();
+    for d in ctx.store.live_deployments().await? {
+        deployments.entry(d.env_id.clone()).or_default().push(d);
+    }
+    // Imports: every environment that is not deleted, oldest first, by parent.
+    let mut all = if app.is_some() { ctx.store.envs(None, false).await? } else { envs.clone() };
+    all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let mut children: HashMap<String, Vec<Environment>> = HashMap::new();
+    for c in all {
+        if let Some(p) = c.parent_id.clone() {
+            children.entry(p).or_default().push(c);
+        }
+    }
+    let leased: HashSet<String> = ctx.store.envs_with_leases().await?.into_iter().collect();
+    let mut out = Vec::with_capacity(envs.len());
+    for e in envs {
+        let datasets =
+            if leased.contains(&e.id) { crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))? } else { Vec::new() };
+        let parts = EnvParts {
+            services: services.remove(&e.id).unwrap_or_default(),
+            deployments: deployments.remove(&e.id).unwrap_or_default(),
+            children: children.remove(&e.id).unwrap_or_default(),
+            datasets,
+        };
+        out.push(env_dto_of(ctx, e, parts));
+    }
+    Ok(out)
+}
+
+fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
     let mut services = Vec::new();
     let lbs = ctx.load_balancers();
-    for s in ctx.store.services(&e.id).await? {
+    for s in parts.services {
         let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
         let hostnames: Vec<String> =
             detail["hostnames"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(str::to_owned)).collect();
@@ -321,10 +376,8 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         };
         services.push(api::Service { name: s.name, status: s.status, reason, hostnames, urls, load_balancers });
     }
-    let deployments = ctx
-        .store
-        .deployments(&e.id)
-        .await?
+    let deployments = parts
+        .deployments
         .into_iter()
         .map(|d| api::Deployment {
             id: d.id,
@@ -338,7 +391,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         })
         .collect();
     let mut imports = Vec::new();
-    for c in ctx.store.child_envs(&e.id).await? {
+    for c in parts.children {
         let info = crate::imports::ImportInfo::of(&c);
         imports.push(api::Import {
             app: c.app,
@@ -350,8 +403,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         });
     }
     let warnings = if e.parent_id.is_none() { crate::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
-    let datasets = crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?;
-    Ok(api::Env {
+    api::Env {
         id: e.id,
         app: e.app,
         branch: e.branch,
@@ -369,8 +421,8 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         pull_request: e.pull_request.as_deref().and_then(|p| serde_json::from_str::<offshoot_git::hooks::PullRequest>(p).ok()).map(|p| {
             api::PullRequestRef { provider: p.provider.as_str().to_owned(), repo: p.repo, number: p.number, url: p.url, labels: p.labels }
         }),
-        datasets,
-    })
+        datasets: parts.datasets,
+    }
 }
 
 /// Features this runtime cannot run are refused at creation, before anything starts.
@@ -540,11 +592,7 @@ struct EnvQuery {
 }
 
 async fn list_envs(State(ctx): State<Shared>, Query(q): Query<EnvQuery>) -> Result<Json<Vec<api::Env>>, ApiError> {
-    let mut out = Vec::new();
-    for e in ctx.store.envs(q.app.as_deref(), false).await? {
-        out.push(env_dto(&ctx, e).await?);
-    }
-    Ok(Json(out))
+    Ok(Json(env_dtos(&ctx, q.app.as_deref()).await?))
 }
 
 pub(crate) async fn find_env(ctx: &Shared, id: &str) -> Result<Environment, ApiError> {

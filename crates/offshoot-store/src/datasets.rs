@@ -317,6 +317,16 @@ impl Store {
     }
 
     /// The clones an environment holds.
+    /// The environments that hold a clone.
+    pub async fn envs_with_leases(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT DISTINCT env_id FROM dataset_clones WHERE state = 'leased' AND env_id IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list leases"))?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
     pub async fn leases(&self, env_id: &str) -> Result<Vec<DatasetClone>> {
         sqlx::query_as(&format!("SELECT {CLONE_COLUMNS} FROM dataset_clones WHERE env_id = $1 AND state = 'leased' ORDER BY dataset"))
             .bind(env_id)

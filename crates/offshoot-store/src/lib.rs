@@ -533,6 +533,17 @@ impl Store {
             .map_err(db("find a deployment"))
     }
 
+    /// The deployments of every environment that is not deleted, oldest first.
+    pub async fn live_deployments(&self) -> Result<Vec<Deployment>> {
+        sqlx::query_as(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE env_id IN (SELECT id FROM environments WHERE status <> 'deleted') \
+             ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list deployments"))
+    }
+
     pub async fn deployments(&self, env_id: &str) -> Result<Vec<Deployment>> {
         sqlx::query_as(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE env_id = $1 ORDER BY created_at, id"))
             .bind(env_id)
@@ -622,6 +633,17 @@ impl Store {
         .await
         .map_err(db("record a service"))?;
         Ok(())
+    }
+
+    /// The services of every environment that is not deleted, by environment then name.
+    pub async fn live_services(&self) -> Result<Vec<ServiceRow>> {
+        sqlx::query_as(
+            "SELECT env_id, name, status, reason, detail FROM services \
+             WHERE env_id IN (SELECT id FROM environments WHERE status <> 'deleted') ORDER BY env_id, name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list services"))
     }
 
     pub async fn services(&self, env_id: &str) -> Result<Vec<ServiceRow>> {

@@ -51,6 +51,17 @@ fn an_environment_brings_its_imports_on_matching_branches_into_one_namespace() {
     // The importer's rule routes its own hostname to the imported backend.
     assert!(page(&s, &format!("shop-{id}.localhost")).contains("backend on feature/new"));
 
+    // The list (built from a few queries for all environments) says what each `env show` says.
+    let list = s.json(&["env", "list"]);
+    let list = list.as_array().expect("a list");
+    assert_eq!(list.len(), 3, "{list:?}");
+    for e in list {
+        assert_eq!(e, &s.json(&["env", "show", e["id"].as_str().expect("id")]));
+    }
+    let only = s.json(&["env", "list", "--app", "frontend"]);
+    assert_eq!(only.as_array().map(Vec::len), Some(1));
+    assert_eq!(only[0]["imports"].as_array().map(Vec::len), Some(2), "{only}");
+
     // One network: the front end reaches the others by service name.
     let net = docker(&["network", "inspect", &format!("offshoot-{id}"), "--format", "{{range .Containers}}{{.Name}} {{end}}"]);
     for c in [format!("offshoot-{id}-web"), format!("offshoot-{bid}-api"), format!("offshoot-{aid}-panel")] {
