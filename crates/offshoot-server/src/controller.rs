@@ -972,8 +972,9 @@ fn volatile_keys(env_vars: &str) -> std::collections::BTreeSet<String> {
 }
 
 /// The deployed commit changes with every push; alone, it does not restart a service whose
-/// image and configuration are unchanged (that service keeps the commit it was deployed at).
-const VOLATILE: &[&str] = &["RELEASE_COMMIT_SHA", "RELEASE_COMMIT_SHORT"];
+/// image and configuration are unchanged (that service keeps the commit it was deployed at), nor
+/// makes a static site stale.
+pub(crate) const VOLATILE: &[&str] = &["RELEASE_COMMIT_SHA", "RELEASE_COMMIT_SHORT"];
 
 /// What the router needs to know about a service.
 pub(crate) fn routing_for(resolved: &Resolved, s: &ResolvedService) -> crate::routes::Routing {
@@ -1092,8 +1093,13 @@ async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result
 }
 
 fn tail(s: &str, lines: usize) -> String {
+    last_lines(s, lines).join(" | ")
+}
+
+/// The last `n` lines of a log.
+pub(crate) fn last_lines(s: &str, n: usize) -> Vec<&str> {
     let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(lines)..].join(" | ")
+    all[all.len().saturating_sub(n)..].to_vec()
 }
 
 /// Waits for readiness: the probe succeeding (or, without a probe, the container running).

@@ -114,8 +114,7 @@ pub(crate) async fn deploy(
                     // ingress reaches it through a Service without pods.
                     let key = sites.get(s).ok_or_else(|| format!("service `{s}`: the static site was not built"))?;
                     k.kube.apply(&own).await.map_err(err)?;
-                    let urls: Vec<String> =
-                        resolved.routes.iter().filter(|r| r.service == *s).map(|r| format!("http://{}{}", r.host, r.path)).collect();
+                    let urls = ingress_urls(resolved, s);
                     let routing = crate::controller::routing_for(resolved, svc);
                     let detail = serde_json::json!({"hostnames": svc.hostnames, "urls": urls, "site": key, "fallback": st.fallback, "routing": routing});
                     crate::sites::site(ctx, &env.id, s, key, st.fallback.as_deref()).await?;
@@ -138,14 +137,7 @@ pub(crate) async fn deploy(
             match k.kube.wait_rollout(&ns, &workloads, ROLLOUT_TIMEOUT).await {
                 Ok(()) => {
                     for s in &services {
-                        // Reached through the cluster's ingress at its hosts and paths.
-                        let urls: Vec<String> = resolved
-                            .routes
-                            .iter()
-                            .filter(|r| r.service == s.name)
-                            .map(|r| format!("http://{}{}", r.host, r.path))
-                            .collect();
-                        let detail = serde_json::json!({"image": images.get(&s.name), "hostnames": s.hostnames, "urls": urls});
+                        let detail = serde_json::json!({"image": images.get(&s.name), "hostnames": s.hostnames, "urls": ingress_urls(resolved, &s.name)});
                         set_service(ctx, &env.id, &s.name, status::READY, None, detail).await;
                     }
                 }
@@ -194,6 +186,11 @@ pub(crate) async fn deploy(
         tracing::info!(env = %env.id, removed = ?pruned, "pruned what the template no longer has");
     }
     if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+}
+
+/// Where a service is reached through the cluster's ingress: its hosts and paths.
+fn ingress_urls(resolved: &Resolved, service: &str) -> Vec<String> {
+    resolved.routes.iter().filter(|r| r.service == service).map(|r| format!("http://{}{}", r.host, r.path)).collect()
 }
 
 /// Removes an environment from the cluster.

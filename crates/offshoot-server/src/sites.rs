@@ -48,9 +48,6 @@ pub(crate) fn valid_image(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
 }
 
-/// The deployed commit changes with every push; it does not make a site stale.
-const VOLATILE: &[&str] = &["RELEASE_COMMIT_SHA", "RELEASE_COMMIT_SHORT"];
-
 /// The key of a build.
 fn site_key(tree: &str, builder: &str, st: &StaticSite, env: &BTreeMap<String, VarValue>) -> String {
     let mut h = Sha256::new();
@@ -66,7 +63,7 @@ fn site_key(tree: &str, builder: &str, st: &StaticSite, env: &BTreeMap<String, V
         h.update(part.as_bytes());
         h.update([0]);
     }
-    for (k, v) in env.iter().filter(|(k, _)| !VOLATILE.contains(&k.as_str())) {
+    for (k, v) in env.iter().filter(|(k, _)| !crate::controller::VOLATILE.contains(&k.as_str())) {
         h.update(k.as_bytes());
         h.update([b'=']);
         h.update(v.expose().as_bytes());
@@ -206,7 +203,7 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ser
         let log = masked(&done.logs, &s.env);
         let _ = ctx.store.set_build_log(deployment, &s.name, &log).await;
         if done.exit_code != 0 {
-            return Err(format!("the static build exited with code {}:\n{}", done.exit_code, tail(&log, 15)));
+            return Err(format!("the static build exited with code {}:\n{}", done.exit_code, crate::controller::last_lines(&log, 15).join("\n")));
         }
         if !found {
             return Err(format!(
@@ -233,11 +230,6 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ser
     .await;
     let _ = tokio::fs::remove_file(&archive).await;
     result
-}
-
-fn tail(s: &str, lines: usize) -> String {
-    let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A site as the router's content.

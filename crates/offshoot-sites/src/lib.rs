@@ -177,11 +177,15 @@ impl Bucket {
 
     /// The size of a blob, `None` when it is missing.
     pub(crate) async fn blob_size(&self, name: &str) -> Result<Option<u64>> {
-        let path = Self::blob_path(name);
-        match self.store.head(&path).await {
+        self.size_of(&Self::blob_path(name)).await
+    }
+
+    /// The size of an object, `None` when it is missing.
+    async fn size_of(&self, path: &ObjPath) -> Result<Option<u64>> {
+        match self.store.head(path).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err("look up", &path, e)),
+            Err(e) => Err(self.err("look up", path, e)),
         }
     }
 
@@ -232,12 +236,7 @@ impl Bucket {
     }
 
     pub async fn has_site(&self, key: &str) -> Result<bool> {
-        let path = Self::site_path(key);
-        match self.store.head(&path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.err("look up", &path, e)),
-        }
+        Ok(self.size_of(&Self::site_path(key)).await?.is_some())
     }
 
     /// A site's manifest, `None` when no such site was stored.

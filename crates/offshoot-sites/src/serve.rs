@@ -302,10 +302,7 @@ impl Site {
                 }
             });
         }
-        req.get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .is_some_and(|since| self.built_at.duration_since(since).map_or(true, |d| d < Duration::from_secs(1)))
+        req.get(header::IF_MODIFIED_SINCE).is_some_and(|v| unchanged_since(v, self.built_at))
     }
 }
 
@@ -438,8 +435,13 @@ fn if_range_holds(req: &HeaderMap, etag: &HeaderValue, built_at: SystemTime) -> 
     if v == etag {
         return true;
     }
-    let Ok(s) = v.to_str() else { return false };
-    httpdate::parse_http_date(s).ok().is_some_and(|d| built_at.duration_since(d).map_or(true, |x| x < Duration::from_secs(1)))
+    unchanged_since(v, built_at)
+}
+
+/// Whether an HTTP date is no earlier than the build (dates have whole seconds).
+fn unchanged_since(v: &HeaderValue, built_at: SystemTime) -> bool {
+    let Some(date) = v.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok()) else { return false };
+    built_at.duration_since(date).map_or(true, |d| d < Duration::from_secs(1))
 }
 
 #[cfg(test)]
