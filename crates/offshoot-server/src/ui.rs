@@ -118,10 +118,11 @@ fn forbidden() -> Response {
     (StatusCode::FORBIDDEN, page("Forbidden", None, html! { p { (text) } })).into_response()
 }
 
+/// Characters kept as they are in a path put in a query string.
+const PATH_IN_QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'/');
+
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_./".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, PATH_IN_QUERY).to_string()
 }
 
 #[derive(Deserialize)]
@@ -729,31 +730,46 @@ async fn delete_env(
     }
 }
 
-/// The changing part of an environment's page, again whenever it changes (checked twice a
-/// second, from the store).
-async fn env_events(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Path(id): Path<String>) -> Response {
-    let session = hash_token(&s.0);
-    let stream = futures_util::stream::unfold((ctx, id, String::new()), move |(ctx, id, last)| {
-        let session = session.clone();
+/// Server-sent `event`s: `render` is run every `period` and its text sent when it changed,
+/// until the session that opened the stream ends (logout, expiry).
+fn live<F, Fut>(ctx: Shared, session: &Session, event: &'static str, period: Duration, render: F) -> Response
+where
+    F: Fn(Shared) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = String> + Send,
+{
+    let session = std::sync::Arc::new(hash_token(&session.0));
+    let render = std::sync::Arc::new(render);
+    let stream = futures_util::stream::unfold((ctx, String::new()), move |(ctx, last)| {
+        let (session, render) = (session.clone(), render.clone());
         async move {
             loop {
-                // A stream ends with its session (logged out, expired).
                 if !ctx.store.session_valid(&session).await.unwrap_or(false) {
                     return None;
                 }
-                let html = match live_state(&ctx, &id).await {
-                    Ok((e, steps)) => env_live(&e, &steps).into_string(),
-                    Err(e) => html! { p.error { (e.message) } }.into_string(),
-                };
-                if html != last {
-                    let ev = Event::default().event("live").data(html.clone());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), (ctx, id, html)));
+                let text = render(ctx.clone()).await;
+                if text != last {
+                    let ev = Event::default().event(event).data(text.clone());
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (ctx, text)));
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(period).await;
             }
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// The changing part of an environment's page, again whenever it changes (checked twice a
+/// second, from the store).
+async fn env_events(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Path(id): Path<String>) -> Response {
+    live(ctx, &s, "live", Duration::from_millis(500), move |ctx| {
+        let id = id.clone();
+        async move {
+            match live_state(&ctx, &id).await {
+                Ok((e, steps)) => env_live(&e, &steps).into_string(),
+                Err(e) => html! { p.error { (e.message) } }.into_string(),
+            }
+        }
+    })
 }
 
 /// A service's log, again whenever it grows (checked every second).
@@ -762,28 +778,16 @@ async fn log_events(
     axum::Extension(s): axum::Extension<Session>,
     Path((id, service)): Path<(String, String)>,
 ) -> Response {
-    let session = hash_token(&s.0);
-    let stream = futures_util::stream::unfold((ctx, id, service, String::new()), move |(ctx, id, service, last)| {
-        let session = session.clone();
+    live(ctx, &s, "log", Duration::from_secs(1), move |ctx| {
+        let (id, service) = (id.clone(), service.clone());
         async move {
-            loop {
-                if !ctx.store.session_valid(&session).await.unwrap_or(false) {
-                    return None;
-                }
-                let q = api::LogsQuery { service: Some(service.clone()), tail: Some(300) };
-                let text = match api::env_logs(State(ctx.clone()), Path(id.clone()), Query(q)).await {
-                    Ok(Json(logs)) => logs.into_iter().map(|l| l.logs).collect::<Vec<_>>().join(""),
-                    Err(e) => e.message,
-                };
-                if text != last {
-                    let ev = Event::default().event("log").data(text.clone());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), (ctx, id, service, text)));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            let q = api::LogsQuery { service: Some(service), tail: Some(300) };
+            match api::env_logs(State(ctx), Path(id), Query(q)).await {
+                Ok(Json(logs)) => logs.into_iter().map(|l| l.logs).collect::<Vec<_>>().join(""),
+                Err(e) => e.message,
             }
         }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    })
 }
 
 // Datasets -------------------------------------------------------------------------------------
