@@ -360,3 +360,30 @@ pub mod status {
         matches!(s, READY | FAILED | DELETED)
     }
 }
+
+/// What `offshoot doctor` found (`--output json`): one entry per check, in a fixed order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DoctorReport {
+    pub checks: Vec<DoctorCheck>,
+}
+
+impl DoctorReport {
+    /// Whether every check passed (warnings included: a warning is a passed check with advice).
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+}
+
+/// One check of `offshoot doctor`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DoctorCheck {
+    /// A stable name: `engine`, `images`, `api-port`, `router-port`, `domain`, `data-dir`,
+    /// `disk`, `database`.
+    pub name: String,
+    /// False fails the doctor (exit 1).
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do: always present on a failed check; on a passed one, advice (a warning).
+    pub fix: Option<String>,
+}

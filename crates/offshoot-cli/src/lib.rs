@@ -4,6 +4,7 @@
 mod app_cmd;
 pub mod client;
 mod dataset_cmd;
+pub mod doctor_cmd;
 mod env_cmd;
 mod files;
 mod template_cmd;
@@ -48,6 +49,9 @@ enum Command {
     /// Instant Datasets: pools of database clones that environments check out at creation.
     #[command(subcommand)]
     Dataset(dataset_cmd::Command),
+    /// Check that this machine can run `offshoot server`: the engine, base images, ports, the
+    /// domain, the data directory, free disk and the database; each problem with its fix.
+    Doctor(doctor_cmd::DoctorArgs),
 }
 
 /// Arguments of `offshoot server`, handed to the server by the binary (this crate does not
@@ -159,6 +163,12 @@ pub enum ServerRuntime {
 pub enum Dispatch {
     Exit(ExitCode),
     Server(Box<ServerArgs>),
+    /// `offshoot doctor`: the binary runs the checks, then prints them with
+    /// [`doctor_cmd::report`] (`json`: `--output json`).
+    Doctor {
+        args: doctor_cmd::DoctorArgs,
+        json: bool,
+    },
 }
 
 /// Parses arguments and runs client commands; `offshoot server` is handed back to the binary.
@@ -175,6 +185,7 @@ pub fn main() -> Dispatch {
         Command::Validate(args) => validate_cmd::run(args, cli.output),
         Command::Template(cmd) => template_cmd::run(cmd, cli.output),
         Command::Server(args) => return Dispatch::Server(args),
+        Command::Doctor(args) => return Dispatch::Doctor { args, json: cli.output == Output::Json },
         Command::App(cmd) => app_cmd::run(cmd, cli.output),
         Command::Env(cmd) => env_cmd::run(cmd, cli.output),
         Command::Dataset(cmd) => dataset_cmd::run(cmd, cli.output),

@@ -28,6 +28,19 @@ pub const HOST_GATEWAY_ALIAS: &str = "host.docker.internal";
 /// Lines of build output kept for the error of a failed build.
 const LOG_TAIL_LINES: usize = 30;
 
+/// The engine's own account of itself.
+#[derive(Clone, Debug)]
+pub struct EngineInfo {
+    /// The engine's release, e.g. `20.10.24+dfsg1`.
+    pub version: String,
+    /// The newest API version the engine speaks, e.g. `1.41`.
+    pub api_version: String,
+    /// The API version this client and the engine agreed on.
+    pub negotiated_api_version: String,
+    /// Where the engine keeps images, containers and volumes (`/var/lib/docker`).
+    pub root_dir: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct DockerRuntime {
     docker: Docker,
@@ -118,6 +131,18 @@ impl DockerRuntime {
     /// The API version agreed with the engine.
     pub fn api_version(&self) -> String {
         self.docker.client_version().to_string()
+    }
+
+    /// What the engine says of itself (`offshoot doctor` reports it).
+    pub async fn engine_info(&self) -> Result<EngineInfo> {
+        let version = self.docker.version().await.map_err(|e| engine("read the version of", "the engine", e))?;
+        let info = self.docker.info().await.map_err(|e| engine("read the information of", "the engine", e))?;
+        Ok(EngineInfo {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            negotiated_api_version: self.api_version(),
+            root_dir: info.docker_root_dir,
+        })
     }
 
     fn labels(ns: &Namespace, spec: &ContainerSpec) -> HashMap<String, String> {

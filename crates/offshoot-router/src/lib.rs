@@ -17,3 +17,7 @@ pub use ingress::IngressSettings;
 pub use proxy::{Router, RouterConfig, Scheme};
 pub use server::{Tls, TlsError, serve, serve_threads};
 pub use table::{Backend, Content, Route, RouteError, Table, Visibility};
+
+/// Signs every page the router writes itself (404 for an unknown host among them), so that a
+/// client can tell an Offshoot router on a port from another program (`offshoot doctor`).
+pub const SIGNATURE: &str = "Offshoot router";

@@ -483,10 +483,11 @@ fn too_large(limit: u64) -> Response<ProxyBody> {
 pub(crate) fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let html = format!(
-        "<!doctype html><html><head><meta charset=utf-8><title>{code} {t}</title></head><body style=\"font-family:sans-serif;margin:3em\"><h1>{code} {t}</h1><p>{x}</p><p><small>Offshoot router</small></p></body></html>\n",
+        "<!doctype html><html><head><meta charset=utf-8><title>{code} {t}</title></head><body style=\"font-family:sans-serif;margin:3em\"><h1>{code} {t}</h1><p>{x}</p><p><small>{sig}</small></p></body></html>\n",
         code = status.as_u16(),
         t = esc(title),
-        x = esc(text)
+        x = esc(text),
+        sig = crate::SIGNATURE
     );
     let mut r = Response::new(Full::new(Bytes::from(html)).map_err(|never| match never {}).boxed_unsync());
     *r.status_mut() = status;

@@ -6,7 +6,22 @@ fn main() -> ExitCode {
     match offshoot_cli::main() {
         offshoot_cli::Dispatch::Exit(code) => code,
         offshoot_cli::Dispatch::Server(args) => offshoot_cli::exit_code(server(*args)),
+        offshoot_cli::Dispatch::Doctor { args, json } => offshoot_cli::exit_code(doctor(args, json)),
     }
+}
+
+fn doctor(args: offshoot_cli::doctor_cmd::DoctorArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let config = offshoot_doctor::Config {
+        listen: args.listen,
+        router_listen: args.router_listen,
+        data_dir: args.data_dir.unwrap_or_else(offshoot_cli::client::default_data_dir),
+        database_url: args.database_url,
+        domain: args.domain,
+        images: args.images,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(offshoot_doctor::run(&config));
+    Ok(offshoot_cli::doctor_cmd::report(&report, json))
 }
 
 fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
