@@ -37,7 +37,8 @@ pub struct Config {
 /// Runs every check, in a fixed order: `engine`, `images`, `api-port`, `router-port`, `domain`,
 /// `data-dir`, `disk`, `database`.
 pub async fn run(config: &Config) -> DoctorReport {
-    let engine = probe_engine().await;
+    let host = docker_host();
+    let engine = probe_engine(&host).await;
     let images = match &engine {
         Ok((rt, _)) => Some(probe_images(rt, &config.images).await),
         Err(_) => None,
@@ -52,7 +53,7 @@ pub async fn run(config: &Config) -> DoctorReport {
     let engine_seen = engine.as_ref().map(|(_, info)| info.clone()).map_err(Clone::clone);
     DoctorReport {
         checks: vec![
-            engine_check(&engine_seen, &docker_host()),
+            engine_check(&engine_seen, &host),
             images_check(images.as_deref()),
             port_check("api-port", config.listen, "--listen", &api),
             port_check("router-port", config.router_listen, "--router-listen", &router),
@@ -71,18 +72,31 @@ fn check(name: &str, ok: bool, detail: impl Into<String>, fix: Option<String>) -
 // ---------------------------------------------------------------------------------------------
 // The engine and its images.
 
+/// The engine's socket when `DOCKER_HOST` is not set.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
 /// Where the engine is reached: `DOCKER_HOST`, else the default socket.
 fn docker_host() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned())
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_DOCKER_HOST.to_owned())
 }
 
-async fn probe_engine() -> Result<(DockerRuntime, EngineInfo), String> {
+/// Why the engine did not answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineError {
+    pub message: String,
+    /// The engine's Unix socket does not exist: nothing is installed or started.
+    pub socket_missing: bool,
+}
+
+async fn probe_engine(host: &str) -> Result<(DockerRuntime, EngineInfo), EngineError> {
     let work = async {
         let rt = DockerRuntime::connect().await.map_err(|e| e.to_string())?;
         let info = rt.engine_info().await.map_err(|e| e.to_string())?;
         Ok((rt, info))
     };
-    tokio::time::timeout(PROBE_TIMEOUT, work).await.unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())))
+    let seen =
+        tokio::time::timeout(PROBE_TIMEOUT, work).await.unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
+    seen.map_err(|message| EngineError { message, socket_missing: host.strip_prefix("unix://").is_some_and(|s| !Path::new(s).exists()) })
 }
 
 /// `1.41` → (1, 41).
@@ -92,14 +106,13 @@ fn parse_api(v: &str) -> Option<(u32, u32)> {
 }
 
 /// The engine's verdict from what the probe saw.
-pub fn engine_check(seen: &Result<EngineInfo, String>, host: &str) -> DoctorCheck {
+pub fn engine_check(seen: &Result<EngineInfo, EngineError>, host: &str) -> DoctorCheck {
     match seen {
-        Err(e) => {
-            let socket = host.strip_prefix("unix://");
-            let fix = if socket.is_some_and(|s| !Path::new(s).exists()) {
+        Err(EngineError { message: e, socket_missing }) => {
+            let fix = if *socket_missing {
                 format!(
                     "install and start the Docker engine: `apt-get install docker.io`, then `systemctl start docker` (or `dockerd &` without systemd); `bash scripts/engine` does both{}",
-                    if std::env::var_os("DOCKER_HOST").is_some() { ", or unset DOCKER_HOST" } else { "" }
+                    if host == DEFAULT_DOCKER_HOST { "" } else { "; or unset DOCKER_HOST to use the default socket" }
                 )
             } else if e.contains("ermission denied") {
                 "run as root, or add your user to the `docker` group (`usermod -aG docker $USER`, then log in again)".to_owned()

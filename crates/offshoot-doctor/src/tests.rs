@@ -17,10 +17,15 @@ fn the_engine_needs_api_1_41() {
     let old = engine_check(&Ok(info("1.40")), "unix:///var/run/docker.sock");
     assert!(!old.ok);
     assert!(old.fix.as_deref().is_some_and(|f| f.contains("20.10")), "{old:?}");
-    let absent = engine_check(&Err("connection refused".into()), "unix:///nonexistent/docker.sock");
+    let absent =
+        engine_check(&Err(EngineError { message: "Socket not found".into(), socket_missing: true }), "unix:///nonexistent/docker.sock");
     assert!(!absent.ok);
     assert!(absent.detail.contains("unix:///nonexistent/docker.sock"), "{absent:?}");
-    assert!(absent.fix.as_deref().is_some_and(|f| f.contains("apt-get install docker.io")), "{absent:?}");
+    let fix = absent.fix.unwrap_or_default();
+    assert!(fix.contains("apt-get install docker.io") && fix.contains("unset DOCKER_HOST"), "{fix}");
+    let denied =
+        engine_check(&Err(EngineError { message: "Permission denied (os error 13)".into(), socket_missing: false }), DEFAULT_DOCKER_HOST);
+    assert!(denied.fix.as_deref().is_some_and(|f| f.contains("docker` group")), "{denied:?}");
 }
 
 #[test]
