@@ -62,3 +62,31 @@ fn every_crate_is_described_in_architecture_md() {
         assert!(arch.contains(&format!("`{name}`")), "ARCHITECTURE.md does not describe `{name}`");
     }
 }
+
+/// The README stays a front page: every page of the manual in `docs/` is linked from it, and
+/// every relative link in the README and the manual names a file that exists.
+#[test]
+fn the_readme_links_every_docs_page_and_no_link_is_broken() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(root().join("docs")).expect("docs/").flatten().map(|e| e.path()).collect();
+    pages.sort();
+    assert!(pages.len() >= 10, "{pages:?}");
+    for p in &pages {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(readme.contains(&format!("(docs/{name})")), "README.md does not link docs/{name}");
+    }
+    assert!(readme.lines().count() < 120, "README.md has grown past a front page: move the detail into docs/");
+    let mut files = vec![root().join("README.md")];
+    files.extend(pages);
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        let dir = f.parent().expect("parent");
+        for link in text.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+            let target = link.split('#').next().unwrap_or("");
+            if target.is_empty() || target.contains("://") {
+                continue;
+            }
+            assert!(dir.join(target).exists(), "{} links `{link}`, which does not exist", f.display());
+        }
+    }
+}
