@@ -7,26 +7,12 @@ use offshoot_api_types::DoctorReport;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-/// Arguments of `offshoot doctor`: the server's, so that the doctor checks what that server
-/// would use.
+/// Arguments of `offshoot doctor`: the server's own, so that it checks what that server would
+/// use.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DoctorArgs {
-    /// The API address the server will listen on.
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    pub listen: std::net::SocketAddr,
-    /// The router address the server will listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub router_listen: std::net::SocketAddr,
-    /// Default: $OFFSHOOT_DATA_DIR, else ~/.local/share/offshoot.
-    #[arg(long)]
-    pub data_dir: Option<std::path::PathBuf>,
-    /// `postgres://...` when the server keeps its state in PostgreSQL (default: SQLite in the
-    /// data directory).
-    #[arg(long, env = "OFFSHOOT_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// The domain environments' hostnames end in.
-    #[arg(long, default_value = "localhost")]
-    pub domain: String,
+    #[command(flatten)]
+    pub base: crate::ServerBase,
     /// An image the applications build on or run, checked present in the engine. Repeat for
     /// several.
     #[arg(long = "image", value_name = "IMAGE", default_values = ["busybox:stable"])]

@@ -54,23 +54,33 @@ enum Command {
     Doctor(doctor_cmd::DoctorArgs),
 }
 
-/// Arguments of `offshoot server`, handed to the server by the binary (this crate does not
-/// depend on it).
+/// Where a server listens and keeps its state: options of `offshoot server` that `offshoot
+/// doctor` takes too, so that it checks what that server would use.
 #[derive(clap::Args, Clone, Debug)]
-pub struct ServerArgs {
+pub struct ServerBase {
+    /// The API's address (the dashboard is served there too).
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: std::net::SocketAddr,
+    /// The router's address: every environment's hostnames are served there.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub router_listen: std::net::SocketAddr,
     /// Default: $OFFSHOOT_DATA_DIR, else ~/.local/share/offshoot.
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
     /// `postgres://...` to keep state in PostgreSQL (default: SQLite in the data directory).
-    #[arg(long, env = "OFFSHOOT_DATABASE_URL")]
+    #[arg(long, env = "OFFSHOOT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Hostnames are `<name>.<domain>`; `localhost` resolves to this machine with no DNS set-up.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
+}
+
+/// Arguments of `offshoot server`, handed to the server by the binary (this crate does not
+/// depend on it).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub base: ServerBase,
     /// Networks (CIDR) allowed on `private` routes, and whose X-Forwarded-* headers are kept.
     /// Repeat for several.
     #[arg(long = "trusted-network", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"])]

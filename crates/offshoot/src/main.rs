@@ -11,12 +11,13 @@ fn main() -> ExitCode {
 }
 
 fn doctor(args: offshoot_cli::doctor_cmd::DoctorArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let base = args.base;
     let config = offshoot_doctor::Config {
-        listen: args.listen,
-        router_listen: args.router_listen,
-        data_dir: args.data_dir.unwrap_or_else(offshoot_cli::client::default_data_dir),
-        database_url: args.database_url,
-        domain: args.domain,
+        listen: base.listen,
+        router_listen: base.router_listen,
+        data_dir: base.data_dir.unwrap_or_else(offshoot_cli::client::default_data_dir),
+        database_url: base.database_url,
+        domain: base.domain,
         images: args.images,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -31,12 +32,13 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
     let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer).init();
+    let base = args.base;
     let config = offshoot_server::Config {
-        listen: args.listen,
-        router_listen: args.router_listen,
-        data_dir: args.data_dir.unwrap_or_else(offshoot_cli::client::default_data_dir),
-        database_url: args.database_url,
-        domain: args.domain,
+        listen: base.listen,
+        router_listen: base.router_listen,
+        data_dir: base.data_dir.unwrap_or_else(offshoot_cli::client::default_data_dir),
+        database_url: base.database_url,
+        domain: base.domain,
         reconcile_every: std::time::Duration::from_secs(5),
         router: offshoot_server::RouterConfig {
             trusted: args.trusted_networks.iter().map(|n| offshoot_server::parse_network(n)).collect::<anyhow::Result<_>>()?,
