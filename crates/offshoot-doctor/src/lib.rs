@@ -584,6 +584,8 @@ pub fn disk_check(seen: &DiskSeen) -> DoctorCheck {
 pub enum DatabaseSeen {
     /// SQLite in a file that does not exist yet.
     SqliteNew(PathBuf),
+    /// SQLite in a data directory that is not a directory.
+    SqliteNoDirectory(PathBuf),
     /// SQLite opened; the number of tables.
     Sqlite {
         path: PathBuf,
@@ -638,7 +640,10 @@ async fn probe_database(url: Option<&str>, data_dir: &Path) -> DatabaseSeen {
         Some(u) => return DatabaseSeen::Unsupported(mask_url(u)),
     };
     if !sqlite_path.exists() {
-        return DatabaseSeen::SqliteNew(sqlite_path);
+        return match sqlite_path.parent() {
+            Some(dir) if dir.exists() && !dir.is_dir() => DatabaseSeen::SqliteNoDirectory(sqlite_path),
+            _ => DatabaseSeen::SqliteNew(sqlite_path),
+        };
     }
     let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&sqlite_path).read_only(true);
     let work = async {
@@ -661,6 +666,12 @@ async fn probe_database(url: Option<&str>, data_dir: &Path) -> DatabaseSeen {
 pub fn database_check(seen: &DatabaseSeen) -> DoctorCheck {
     match seen {
         DatabaseSeen::SqliteNew(p) => check("database", true, format!("SQLite {}, created at the server's first start", p.display()), None),
+        DatabaseSeen::SqliteNoDirectory(p) => check(
+            "database",
+            false,
+            format!("SQLite {} cannot be created: its directory is not a directory", p.display()),
+            Some("fix the `data-dir` check first".to_owned()),
+        ),
         DatabaseSeen::Sqlite { path, tables } => check("database", true, format!("SQLite {} opens ({tables} tables)", path.display()), None),
         DatabaseSeen::Postgres { server, version } => check("database", true, format!("PostgreSQL {version} at {server}"), None),
         DatabaseSeen::Unsupported(u) => check(

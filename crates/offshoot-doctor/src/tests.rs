@@ -155,4 +155,6 @@ fn database_failures_are_told_apart_and_passwords_never_shown() {
     assert!(c.fix.as_deref().is_some_and(|f| f.contains("pg_isready")), "{c:?}");
     assert!(!database_check(&DatabaseSeen::Unsupported("mysql://h/d".into())).ok);
     assert!(database_check(&DatabaseSeen::SqliteNew("/d/offshoot.db".into())).ok);
+    let c = database_check(&DatabaseSeen::SqliteNoDirectory("/d/offshoot.db".into()));
+    assert!(!c.ok && c.fix.as_deref().is_some_and(|f| f.contains("data-dir")), "{c:?}");
 }

@@ -118,6 +118,21 @@ fn each_check_fails_with_its_fix() {
     assert!(!String::from_utf8_lossy(&o.stdout).contains("wrong"), "the password is printed");
     assert_eq!(find(&checks, "router-port")["ok"], true);
     drop(taken);
+    // Without a PostgreSQL URL, the SQLite file has nowhere to go.
+    let o = doctor(
+        &[
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--listen",
+            &addr(free_port()),
+            "--router-listen",
+            &addr(free_port()),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    failed_with(&report(&o), "database", "its directory is not a directory", "data-dir");
 
     // With the engine back: a missing image.
     let d = tmp.path().join("d2");
