@@ -38,30 +38,39 @@ pub struct Config {
 /// `data-dir`, `disk`, `database`.
 pub async fn run(config: &Config) -> DoctorReport {
     let host = docker_host();
-    let engine = probe_engine(&host).await;
-    let images = match &engine {
-        Ok((rt, _)) => Some(probe_images(rt, &config.images).await),
-        Err(_) => None,
+    let engine_and_images = async {
+        match probe_engine(&host).await {
+            Ok((rt, info)) => (Ok(info), Some(probe_images(&rt, &config.images).await)),
+            Err(e) => (Err(e), None),
+        }
     };
-    let (api, router, domain, database) = tokio::join!(
+    let ((engine, images), api, router, domain, database) = tokio::join!(
+        engine_and_images,
         probe_port(config.listen, Fingerprint::Api),
         probe_port(config.router_listen, Fingerprint::Router),
         probe_domain(&config.domain),
         probe_database(config.database_url.as_deref(), &config.data_dir),
     );
-    let engine_root = engine.as_ref().ok().and_then(|(_, info)| info.root_dir.clone()).map(PathBuf::from);
-    let engine_seen = engine.as_ref().map(|(_, info)| info.clone()).map_err(Clone::clone);
+    let engine_root = engine.as_ref().ok().and_then(|info| info.root_dir.as_deref()).map(Path::new);
     DoctorReport {
         checks: vec![
-            engine_check(&engine_seen, &host),
+            engine_check(&engine, &host),
             images_check(images.as_deref()),
             port_check("api-port", config.listen, "--listen", &api),
             port_check("router-port", config.router_listen, "--router-listen", &router),
             domain_check(&config.domain, config.router_listen, &domain),
             data_dir_check(&config.data_dir, &inspect_data_dir(&config.data_dir)),
-            disk_check(&disk_space(&config.data_dir, engine_root.as_deref())),
+            disk_check(&disk_space(&config.data_dir, engine_root)),
             database_check(&database),
         ],
+    }
+}
+
+/// `work`, given at most [`PROBE_TIMEOUT`]; its error, or the timeout, as text.
+async fn bounded<T, E: std::fmt::Display>(work: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, work).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
     }
 }
 
@@ -90,13 +99,13 @@ pub struct EngineError {
 
 async fn probe_engine(host: &str) -> Result<(DockerRuntime, EngineInfo), EngineError> {
     let work = async {
-        let rt = DockerRuntime::connect().await.map_err(|e| e.to_string())?;
-        let info = rt.engine_info().await.map_err(|e| e.to_string())?;
-        Ok((rt, info))
+        let rt = DockerRuntime::connect().await?;
+        let info = rt.engine_info().await?;
+        Ok::<_, offshoot_runtime::RuntimeError>((rt, info))
     };
-    let seen =
-        tokio::time::timeout(PROBE_TIMEOUT, work).await.unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())));
-    seen.map_err(|message| EngineError { message, socket_missing: host.strip_prefix("unix://").is_some_and(|s| !Path::new(s).exists()) })
+    bounded(work)
+        .await
+        .map_err(|message| EngineError { message, socket_missing: host.strip_prefix("unix://").is_some_and(|s| !Path::new(s).exists()) })
 }
 
 /// `1.41` → (1, 41).
@@ -142,11 +151,7 @@ pub fn engine_check(seen: &Result<EngineInfo, EngineError>, host: &str) -> Docto
 async fn probe_images(rt: &DockerRuntime, images: &[String]) -> Vec<(String, Result<bool, String>)> {
     let mut out = Vec::new();
     for image in images {
-        let found = tokio::time::timeout(PROBE_TIMEOUT, rt.image_exists(image))
-            .await
-            .map_err(|_| "no answer from the engine".to_owned())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        out.push((image.clone(), found));
+        out.push((image.clone(), bounded(rt.image_exists(image)).await));
     }
     out
 }
@@ -320,10 +325,9 @@ async fn probe_domain(domain: &str) -> DomainSeen {
         return DomainSeen::Localhost { system_resolves: nss_resolves_localhost(&nsswitch) };
     }
     let name = format!("offshoot-doctor.{}", domain.trim_end_matches('.'));
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::lookup_host((name.as_str(), 80))).await {
-        Err(_) => DomainSeen::Unresolved(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
-        Ok(Err(e)) => DomainSeen::Unresolved(e.to_string()),
-        Ok(Ok(addrs)) => {
+    match bounded(tokio::net::lookup_host((name.as_str(), 80))).await {
+        Err(e) => DomainSeen::Unresolved(e),
+        Ok(addrs) => {
             let mut seen: Vec<(IpAddr, bool)> = Vec::new();
             for a in addrs {
                 let ip = a.ip();
@@ -631,10 +635,9 @@ async fn probe_database(url: Option<&str>, data_dir: &Path) -> DatabaseSeen {
                 let _ = conn.close().await;
                 Ok::<_, sqlx::Error>(version)
             };
-            return match tokio::time::timeout(PROBE_TIMEOUT, work).await {
-                Ok(Ok(version)) => DatabaseSeen::Postgres { server: target, version },
-                Ok(Err(e)) => DatabaseSeen::Failed { target, error: e.to_string(), postgres: true },
-                Err(_) => DatabaseSeen::Failed { target, error: format!("no answer within {} s", PROBE_TIMEOUT.as_secs()), postgres: true },
+            return match bounded(work).await {
+                Ok(version) => DatabaseSeen::Postgres { server: target, version },
+                Err(error) => DatabaseSeen::Failed { target, error, postgres: true },
             };
         }
         Some(u) => return DatabaseSeen::Unsupported(mask_url(u)),
@@ -653,12 +656,9 @@ async fn probe_database(url: Option<&str>, data_dir: &Path) -> DatabaseSeen {
         Ok::<_, sqlx::Error>(tables)
     };
     let target = format!("SQLite {}", sqlite_path.display());
-    match tokio::time::timeout(PROBE_TIMEOUT, work).await {
-        Ok(Ok(tables)) => DatabaseSeen::Sqlite { path: sqlite_path, tables },
-        Ok(Err(e)) => DatabaseSeen::Failed { target, error: e.to_string(), postgres: false },
-        Err(_) => {
-            DatabaseSeen::Failed { target, error: format!("no answer within {} s (locked?)", PROBE_TIMEOUT.as_secs()), postgres: false }
-        }
+    match bounded(work).await {
+        Ok(tables) => DatabaseSeen::Sqlite { path: sqlite_path, tables },
+        Err(error) => DatabaseSeen::Failed { target, error, postgres: false },
     }
 }
 
