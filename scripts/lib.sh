@@ -11,6 +11,11 @@ die() {
   exit 1
 }
 
+# Stops unless run as root; $1 names the script, which installs packages and starts dockerd.
+require_root() {
+  [ "$(id -u)" = 0 ] || die "$1 installs packages and starts dockerd: it must run as root" "run it with sudo, or as root"
+}
+
 # Installs the Debian packages named (only those missing are passed by the callers).
 apt_install() {
   [ $# -gt 0 ] || return 0
