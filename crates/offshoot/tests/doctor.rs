@@ -22,6 +22,14 @@ fn doctor(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .expect("run offshoot doctor")
 }
 
+/// The doctor on `dir`, with free API and router ports, then `extra`.
+fn doctor_on_free_ports(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    let (api, router) = (addr(free_port()), addr(free_port()));
+    let mut args = vec!["--data-dir", dir.to_str().expect("utf-8"), "--listen", &api, "--router-listen", &router];
+    args.extend_from_slice(extra);
+    doctor(&args, envs)
+}
+
 fn report(o: &Output) -> Vec<Value> {
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
     v["checks"].as_array().expect("checks").clone()
@@ -104,91 +112,46 @@ fn each_check_fails_with_its_fix() {
     );
     assert_eq!(o.status.code(), Some(1));
     let checks = report(&o);
-    let failed = |name: &str, detail: &str, fix: &str| {
-        let c = find(&checks, name);
-        assert_eq!(c["ok"], false, "{c}");
-        assert!(c["detail"].as_str().is_some_and(|d| d.contains(detail)), "`{name}` detail lacks `{detail}`: {c}");
-        assert!(c["fix"].as_str().is_some_and(|f| f.contains(fix)), "`{name}` fix lacks `{fix}`: {c}");
-    };
-    failed("engine", "unix:///nonexistent/docker.sock", "apt-get install docker.io");
-    failed("images", "not checked", "engine");
-    failed("api-port", "taken by another program", &format!("ss -ltnp 'sport = :{}'", taken.local_addr().expect("addr").port()));
-    failed("data-dir", "is not a directory", "--data-dir");
-    failed("database", "password authentication failed", "user and password");
+    failed_with(&checks, "engine", "unix:///nonexistent/docker.sock", "apt-get install docker.io");
+    failed_with(&checks, "images", "not checked", "engine");
+    failed_with(
+        &checks,
+        "api-port",
+        "taken by another program",
+        &format!("ss -ltnp 'sport = :{}'", taken.local_addr().expect("addr").port()),
+    );
+    failed_with(&checks, "data-dir", "is not a directory", "--data-dir");
+    failed_with(&checks, "database", "password authentication failed", "user and password");
     assert!(!String::from_utf8_lossy(&o.stdout).contains("wrong"), "the password is printed");
     assert_eq!(find(&checks, "router-port")["ok"], true);
     drop(taken);
     // Without a PostgreSQL URL, the SQLite file has nowhere to go.
-    let o = doctor(
-        &[
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--listen",
-            &addr(free_port()),
-            "--router-listen",
-            &addr(free_port()),
-            "--output",
-            "json",
-        ],
-        &[],
-    );
+    let o = doctor_on_free_ports(&data, &["--output", "json"], &[]);
     failed_with(&report(&o), "database", "its directory is not a directory", "data-dir");
 
     // With the engine back: a missing image.
     let d = tmp.path().join("d2");
     private_dir(&d);
-    let o = doctor(
-        &[
-            "--data-dir",
-            d.to_str().expect("utf-8"),
-            "--listen",
-            &addr(free_port()),
-            "--router-listen",
-            &addr(free_port()),
-            "--image",
-            "offshoot-doctor/absent:1",
-            "--output",
-            "json",
-        ],
-        &[],
-    );
+    let o = doctor_on_free_ports(&d, &["--image", "offshoot-doctor/absent:1", "--output", "json"], &[]);
     assert_eq!(o.status.code(), Some(1));
-    let checks = report(&o);
-    failed_with(&checks, "images", "not in the engine: offshoot-doctor/absent:1", "docker pull offshoot-doctor/absent:1");
+    failed_with(&report(&o), "images", "not in the engine: offshoot-doctor/absent:1", "docker pull offshoot-doctor/absent:1");
 
     // A data directory others may write; then a secret key others may read.
     let shared = tmp.path().join("shared");
     std::fs::create_dir(&shared).expect("mkdir");
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let args = |dir: &Path| {
-        vec![
-            "--data-dir".to_owned(),
-            dir.to_str().expect("utf-8").to_owned(),
-            "--listen".to_owned(),
-            addr(free_port()),
-            "--router-listen".to_owned(),
-            addr(free_port()),
-            "--output".to_owned(),
-            "json".to_owned(),
-        ]
-    };
-    let run = |dir: &Path| {
-        let a = args(dir);
-        doctor(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[])
-    };
-    let o = run(&shared);
+    let o = doctor_on_free_ports(&shared, &["--output", "json"], &[]);
     assert_eq!(o.status.code(), Some(1));
     failed_with(&report(&o), "data-dir", "mode 0777", "chmod go-w");
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     std::fs::write(shared.join("secret.key"), "k").expect("write");
     std::fs::set_permissions(shared.join("secret.key"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let o = run(&shared);
+    let o = doctor_on_free_ports(&shared, &["--output", "json"], &[]);
     assert_eq!(o.status.code(), Some(1));
     failed_with(&report(&o), "data-dir", "secret.key (mode 0644)", "chmod 600");
 
     // The human form says the same, with the fix under the check.
-    let a = args(&shared);
-    let o = doctor(&a[..6].iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let o = doctor_on_free_ports(&shared, &[], &[]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(text.lines().any(|l| l.starts_with("FAIL  data-dir")), "{text}");

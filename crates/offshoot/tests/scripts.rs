@@ -76,41 +76,31 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Runs the lookup and the writes with the stubs answering `vars`; they must succeed. Returns
+/// PostgreSQL's and MariaDB's files as written.
+fn configured(vars: &[(&str, &str)]) -> (String, String) {
+    let (o, out) = configure(vars);
+    assert!(o.status.success(), "{}", text(&o));
+    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).expect("written");
+    (read("conf.d/offshoot.conf"), read("90-offshoot.cnf"))
+}
+
 #[test]
 fn a_bridge_without_an_ipam_gateway_falls_back_to_docker0() {
-    let (o, out) = configure(&[("STUB_IPAM", ""), ("STUB_IF", "172.17.0.1")]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(
-        std::fs::read_to_string(out.path().join("conf.d/offshoot.conf")).expect("written"),
-        "listen_addresses = '127.0.0.1,172.17.0.1'\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(out.path().join("90-offshoot.cnf")).expect("written"),
-        "[mysqld]\nbind-address = 127.0.0.1,172.17.0.1\n"
-    );
+    let (pg, mariadb) = configured(&[("STUB_IPAM", ""), ("STUB_IF", "172.17.0.1")]);
+    assert_eq!(pg, "listen_addresses = '127.0.0.1,172.17.0.1'\n");
+    assert_eq!(mariadb, "[mysqld]\nbind-address = 127.0.0.1,172.17.0.1\n");
 }
 
 #[test]
 fn the_ipam_gateway_comes_first_and_a_container_route_last() {
-    let (o, out) = configure(&[("STUB_IPAM", "172.20.0.1"), ("STUB_IF", "172.17.0.1")]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(
-        std::fs::read_to_string(out.path().join("conf.d/offshoot.conf")).expect("written"),
-        "listen_addresses = '127.0.0.1,172.20.0.1'\n"
-    );
-    let (o, out) = configure(&[("STUB_ROUTE", "default via 172.18.0.1 dev eth0 ")]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(
-        std::fs::read_to_string(out.path().join("conf.d/offshoot.conf")).expect("written"),
-        "listen_addresses = '127.0.0.1,172.18.0.1'\n"
-    );
+    let (pg, _) = configured(&[("STUB_IPAM", "172.20.0.1"), ("STUB_IF", "172.17.0.1")]);
+    assert_eq!(pg, "listen_addresses = '127.0.0.1,172.20.0.1'\n");
+    let (pg, _) = configured(&[("STUB_ROUTE", "default via 172.18.0.1 dev eth0 ")]);
+    assert_eq!(pg, "listen_addresses = '127.0.0.1,172.18.0.1'\n");
     // A malformed IPAM answer is passed over, not written.
-    let (o, out) = configure(&[("STUB_IPAM", "172.17.0.1,"), ("STUB_IF", "172.17.0.1")]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(
-        std::fs::read_to_string(out.path().join("conf.d/offshoot.conf")).expect("written"),
-        "listen_addresses = '127.0.0.1,172.17.0.1'\n"
-    );
+    let (pg, _) = configured(&[("STUB_IPAM", "172.17.0.1,"), ("STUB_IF", "172.17.0.1")]);
+    assert_eq!(pg, "listen_addresses = '127.0.0.1,172.17.0.1'\n");
 }
 
 #[test]
