@@ -158,6 +158,17 @@ pub struct Step {
     pub output: String,
 }
 
+/// One task of a workflow step, recorded when it ended.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct StepTask {
+    pub deployment: String,
+    pub step: i64,
+    /// The task as written (`services.api`, `jobs.migrate`).
+    pub task: String,
+    pub status: String,
+    pub output: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct ServiceRow {
     pub env_id: String,
@@ -614,6 +625,32 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(db("record a step"))?;
+        Ok(())
+    }
+
+    /// The tasks of a deployment's steps that ended, in step order.
+    pub async fn step_tasks(&self, deployment: &str) -> Result<Vec<StepTask>> {
+        sqlx::query_as("SELECT deployment, step, task, status, output FROM step_tasks WHERE deployment = $1 ORDER BY step, task")
+            .bind(deployment)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list step tasks"))
+    }
+
+    /// Records how a task of a step ended.
+    pub async fn set_step_task(&self, t: &StepTask) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO step_tasks (deployment, step, task, status, output) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (deployment, step, task) DO UPDATE SET status = excluded.status, output = excluded.output",
+        )
+        .bind(&t.deployment)
+        .bind(t.step)
+        .bind(&t.task)
+        .bind(&t.status)
+        .bind(&t.output)
+        .execute(&self.pool)
+        .await
+        .map_err(db("record a step's task"))?;
         Ok(())
     }
 

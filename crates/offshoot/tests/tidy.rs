@@ -55,6 +55,28 @@ fn the_router_depends_on_no_other_offshoot_crate() {
 }
 
 #[test]
+fn the_control_crate_depends_on_no_web_framework_nor_engine_client() {
+    let manifest = std::fs::read_to_string(root().join("crates/offshoot-control/Cargo.toml")).expect("manifest");
+    let deps = manifest.split("[dependencies]").nth(1).and_then(|s| s.split("\n[").next()).unwrap_or("");
+    for line in deps.lines().filter(|l| l.contains('=')) {
+        let name = line.split(['=', '.']).next().unwrap_or("").trim();
+        for banned in
+            ["axum", "hyper", "tower", "reqwest", "maud", "bollard", "kube", "offshoot-server", "offshoot-docker", "offshoot-kube"]
+        {
+            assert!(!name.starts_with(banned), "offshoot-control may not depend on `{name}`");
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/offshoot-control"), &mut files);
+    for f in files {
+        let src = std::fs::read_to_string(&f).expect("read");
+        for banned in ["axum::", "hyper::", "tower::", "reqwest::", "bollard::"] {
+            assert!(!src.contains(banned), "{} uses `{banned}`: the control crate has no HTTP", f.display());
+        }
+    }
+}
+
+#[test]
 fn every_crate_is_described_in_architecture_md() {
     let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     for e in std::fs::read_dir(root().join("crates")).expect("crates").flatten() {

@@ -1,0 +1,145 @@
+//! An engine in memory, for tests of the control plane that run in seconds: it records what it
+//! was asked, in order, and fails, waits or hangs where a test tells it to.
+
+use crate::backend::{Backend, BackendError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// What a test can see of the fake engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FakeState {
+    /// Every call, as `prepare`, `finish`, `remove_environment` or the task (`services.api`,
+    /// `jobs.migrate`), in the order they began.
+    pub calls: Vec<String>,
+    /// Tasks that ended, in order.
+    pub ended: Vec<String>,
+    /// Services running now, with how many times each was (re)started.
+    pub running: BTreeMap<String, u32>,
+    /// The most tasks ever in flight at once.
+    pub max_in_flight: usize,
+    in_flight: usize,
+}
+
+#[derive(Default)]
+struct Script {
+    fail: BTreeMap<String, String>,
+    delay: BTreeMap<String, Duration>,
+    hang: BTreeSet<String>,
+}
+
+/// A [`Backend`] in memory. Cheap to clone: clones share their state.
+#[derive(Clone, Default)]
+pub struct FakeBackend {
+    state: Arc<Mutex<FakeState>>,
+    script: Arc<Mutex<Script>>,
+    started: Arc<tokio::sync::Notify>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl FakeBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `call` (a task such as `services.api`, or `prepare`/`finish`) fails with `message`.
+    pub fn fail(&self, call: &str, message: &str) -> &Self {
+        lock(&self.script).fail.insert(call.to_owned(), message.to_owned());
+        self
+    }
+
+    /// `call` succeeds from now on.
+    pub fn heal(&self, call: &str) -> &Self {
+        lock(&self.script).fail.remove(call);
+        self
+    }
+
+    /// `call` takes `d`.
+    pub fn delay(&self, call: &str, d: Duration) -> &Self {
+        lock(&self.script).delay.insert(call.to_owned(), d);
+        self
+    }
+
+    /// `call` begins and never ends (an engine that stopped answering, or a crash mid-task).
+    pub fn hang(&self, call: &str) -> &Self {
+        lock(&self.script).hang.insert(call.to_owned());
+        self
+    }
+
+    /// Lets `call` end again.
+    pub fn unhang(&self, call: &str) -> &Self {
+        lock(&self.script).hang.remove(call);
+        self
+    }
+
+    /// Waits until some call begins.
+    pub async fn call_began(&self) {
+        self.started.notified().await;
+    }
+
+    pub fn state(&self) -> FakeState {
+        lock(&self.state).clone()
+    }
+
+    /// How many times `call` began.
+    pub fn count(&self, call: &str) -> usize {
+        lock(&self.state).calls.iter().filter(|c| *c == call).count()
+    }
+
+    async fn call(&self, call: &str) -> Result<(), BackendError> {
+        {
+            let mut st = lock(&self.state);
+            st.calls.push(call.to_owned());
+            st.in_flight += 1;
+            st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        }
+        self.started.notify_waiters();
+        let (delay, hang, fail) = {
+            let s = lock(&self.script);
+            (s.delay.get(call).copied(), s.hang.contains(call), s.fail.get(call).cloned())
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let mut st = lock(&self.state);
+        st.in_flight -= 1;
+        st.ended.push(call.to_owned());
+        match fail {
+            Some(message) => Err(BackendError::new(message)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Backend for FakeBackend {
+    async fn prepare(&self) -> Result<(), BackendError> {
+        self.call("prepare").await
+    }
+
+    async fn start_service(&self, service: &str) -> Result<(), BackendError> {
+        self.call(&format!("services.{service}")).await?;
+        *lock(&self.state).running.entry(service.to_owned()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    async fn run_job(&self, job: &str) -> Result<String, BackendError> {
+        self.call(&format!("jobs.{job}")).await?;
+        Ok(format!("job {job} ran"))
+    }
+
+    async fn remove_environment(&self) -> Result<(), BackendError> {
+        self.call("release.remove_environment").await?;
+        lock(&self.state).running.clear();
+        Ok(())
+    }
+
+    async fn finish(&self) -> Result<(), BackendError> {
+        self.call("finish").await
+    }
+}
