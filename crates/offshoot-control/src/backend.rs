@@ -27,8 +27,8 @@ impl BackendError {
 /// thing, a backend does it once (a service already running as asked is left alone), which is
 /// what lets an interrupted deployment be resumed.
 pub trait Backend: Send + Sync + 'static {
-    /// Before the first step: what belongs to no service (a network, a namespace, shared
-    /// volumes).
+    /// Before the first step of `setup` or `patch` (not of `teardown`): what belongs to no
+    /// service (a network, a namespace, shared volumes).
     fn prepare(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         async { Ok(()) }
     }
@@ -43,8 +43,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes everything of the environment from the engine (`release.remove_environment`).
     fn remove_environment(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 
-    /// After the last step of a workflow that did not halt: what follows the services (ingresses,
-    /// pruning what the configuration no longer has).
+    /// After the last step of a `setup` or `patch` that did not halt: what follows the services
+    /// (ingresses, pruning what the configuration no longer has).
     fn finish(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
         async { Ok(()) }
     }

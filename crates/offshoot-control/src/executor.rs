@@ -12,7 +12,7 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::log::{Progress, StepLog, StepStatus};
-use crate::plan::{PlannedTask, Step};
+use crate::plan::{Plan, PlannedTask, Step, Workflow};
 use offshoot_store::StoreError;
 use offshoot_template::model::Task;
 use std::sync::Arc;
@@ -64,13 +64,17 @@ impl StepOutcome {
     }
 }
 
-/// Runs `steps` on `backend`, resuming from what `log` holds.
-pub async fn execute<B: Backend, L: StepLog>(steps: &[Step], backend: &Arc<B>, log: &L) -> Result<Report, ExecError> {
+/// Runs `plan` on `backend`, resuming from what `log` holds.
+pub async fn execute<B: Backend, L: StepLog>(plan: &Plan, backend: &Arc<B>, log: &L) -> Result<Report, ExecError> {
     let progress = log.load().await?;
-    backend.prepare().await.map_err(ExecError::Prepare)?;
+    // A teardown neither prepares (it would make what it removes) nor finishes.
+    let edges = plan.workflow != Workflow::Teardown;
+    if edges {
+        backend.prepare().await.map_err(ExecError::Prepare)?;
+    }
     let mut report = Report::default();
     let mut failures = Vec::new();
-    for step in steps {
+    for step in &plan.steps {
         let failure = |message: &str| format!("step `{}`: {message}", step.name);
         match progress.step(step.idx) {
             Some((StepStatus::Done, out)) => {
@@ -117,7 +121,7 @@ pub async fn execute<B: Backend, L: StepLog>(steps: &[Step], backend: &Arc<B>, l
         }
     }
     // What follows the services is done even when some failed (the others are served).
-    let finished = backend.finish().await;
+    let finished = if edges { backend.finish().await } else { Ok(()) };
     match (failures.is_empty(), finished) {
         (true, Ok(())) => Ok(report),
         (true, Err(e)) => Err(ExecError::Finish(e)),

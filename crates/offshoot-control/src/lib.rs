@@ -22,4 +22,4 @@ mod plan;
 pub use backend::{Backend, BackendError};
 pub use executor::{ExecError, Report, execute};
 pub use log::{Progress, StepLog, StepStatus, StoreLog};
-pub use plan::{PlanError, PlannedTask, Step, Workflow, plan};
+pub use plan::{Plan, PlanError, PlannedTask, Step, Workflow, plan};

@@ -93,15 +93,23 @@ impl Step {
     }
 }
 
+/// A workflow's steps, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub workflow: Workflow,
+    pub steps: Vec<Step>,
+}
+
 /// The steps of `workflow` for `r`. A template that does not define the workflow gets Release's
 /// defaults: `setup` starts every service, `patch` those built from a repository (and static
 /// sites), `teardown` removes the environment.
-pub fn plan(r: &Resolved, workflow: Workflow) -> Result<Vec<Step>, PlanError> {
+pub fn plan(r: &Resolved, workflow: Workflow) -> Result<Plan, PlanError> {
     let written: Vec<ResolvedStep> = match r.workflows.get(workflow.as_str()) {
         Some(steps) => steps.clone(),
         None => default_steps(r, workflow),
     };
-    written.into_iter().enumerate().map(|(idx, s)| plan_step(r, workflow, idx, s)).collect()
+    let steps = written.into_iter().enumerate().map(|(idx, s)| plan_step(r, workflow, idx, s)).collect::<Result<_, _>>()?;
+    Ok(Plan { workflow, steps })
 }
 
 fn default_steps(r: &Resolved, workflow: Workflow) -> Vec<ResolvedStep> {

@@ -69,8 +69,8 @@ fn staged() -> String {
     )
 }
 
-fn names(steps: &[offshoot_control::Step]) -> Vec<Vec<Vec<String>>> {
-    steps.iter().map(|s| s.waves.iter().map(|w| w.iter().map(|t| t.key()).collect()).collect()).collect()
+fn names(plan: &offshoot_control::Plan) -> Vec<Vec<Vec<String>>> {
+    plan.steps.iter().map(|s| s.waves.iter().map(|w| w.iter().map(|t| t.key()).collect()).collect()).collect()
 }
 
 fn failure(r: Result<offshoot_control::Report, ExecError>) -> ExecError {
@@ -86,7 +86,7 @@ fn failure(r: Result<offshoot_control::Report, ExecError>) -> ExecError {
 fn default_setup_starts_every_service_in_dependency_waves() {
     let s = steps(SHOP, Workflow::Setup);
     assert_eq!(names(&s), vec![vec![vec!["services.db", "services.cache"], vec!["services.api"], vec!["services.web"]]]);
-    assert!(s[0].wait_for_finish && !s[0].halt_on_error);
+    assert!(s.steps[0].wait_for_finish && !s.steps[0].halt_on_error);
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn default_patch_restarts_only_what_the_repository_builds() {
 fn default_teardown_removes_the_environment_and_halts_on_error() {
     let s = steps(SHOP, Workflow::Teardown);
     assert_eq!(names(&s), vec![vec![vec!["release.remove_environment"]]]);
-    assert!(s[0].halt_on_error);
+    assert!(s.steps[0].halt_on_error);
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn parallelize_keeps_step_names_order_and_flags() {
     );
     let s = steps(&yaml, Workflow::Setup);
     assert_eq!(
-        s.iter().map(|x| (x.idx, x.name.as_str(), x.halt_on_error, x.wait_for_finish)).collect::<Vec<_>>(),
+        s.steps.iter().map(|x| (x.idx, x.name.as_str(), x.halt_on_error, x.wait_for_finish)).collect::<Vec<_>>(),
         vec![(0, "first", true, true), (1, "second", false, false)]
     );
 }
@@ -148,7 +148,7 @@ fn a_dependency_started_by_another_step_is_not_waited_for_within_a_step() {
 #[test]
 fn a_job_with_halt_on_error_is_marked_to_halt() {
     let s = steps(&staged(), Workflow::Setup);
-    let halts: Vec<(String, bool)> = s[1].tasks().map(|t| (t.key(), t.halts)).collect();
+    let halts: Vec<(String, bool)> = s.steps[1].tasks().map(|t| (t.key(), t.halts)).collect();
     assert!(halts.contains(&("jobs.migrate".into(), true)), "{halts:?}");
     assert!(halts.contains(&("jobs.seed".into(), false)), "{halts:?}");
     assert!(halts.contains(&("services.api".into(), false)), "{halts:?}");
@@ -186,7 +186,7 @@ fn chart_tasks_are_planned_as_written() {
         with_workflows("- name: setup\n  order_from: [charts.redis, services.db]\n")
     );
     let s = steps(&yaml, Workflow::Setup);
-    assert_eq!(s[0].waves[0][0].task, Task::Chart("redis".into()));
+    assert_eq!(s.steps[0].waves[0][0].task, Task::Chart("redis".into()));
 }
 
 // ---- The executor --------------------------------------------------------------------------
@@ -575,4 +575,12 @@ async fn step_statuses_have_one_string_form() {
     }
     assert_eq!(StepStatus::parse("something else"), StepStatus::Running);
     assert!(!StepStatus::Running.ended() && StepStatus::Done.ended() && StepStatus::Failed.ended());
+}
+
+#[tokio::test]
+async fn teardown_neither_prepares_nor_finishes() {
+    let ctx = Ctx::new().await;
+    let fake = FakeBackend::new();
+    run(&steps(&staged(), Workflow::Teardown), &fake, &ctx.deployment("d1", Workflow::Teardown).await).await.expect("teardown");
+    assert_eq!(fake.state().calls, vec!["jobs.seed", "release.remove_environment"]);
 }

@@ -3,18 +3,18 @@
 //! One operation per environment at a time (a lock per environment id).
 
 use crate::crypto::SecretKey;
+use crate::docker_backend::{DockerBackend, Rollout};
 use offshoot_api_types::status;
+use offshoot_control::{ExecError, StoreLog, Workflow, execute};
 use offshoot_docker::DockerRuntime;
 use offshoot_git::Mirror;
-use offshoot_runtime::{BuildRequest, ContainerSpec, Mount, MountSource, Namespace, Role, Runtime, State};
+use offshoot_runtime::{BuildRequest, Namespace, Runtime};
 use offshoot_store::{Deployment, Environment, ServiceRow, Step, Store};
 use offshoot_template::document::{self, Kind};
 use offshoot_template::envvars::{EnvVarsFile, Var, VarValue};
-use offshoot_template::model::{Probe, VolumeType};
 use offshoot_template::resolve::{self, Resolved, ResolvedService};
 use offshoot_template::secret::SecretString;
 use offshoot_template::span::Sp;
-use offshoot_template::validate::parse_quantity;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -72,9 +72,6 @@ pub(crate) type Shared = Arc<Ctx>;
 
 /// Where the load-balancer ports are remembered between runs.
 const LB_FILE: &str = "load-balancers.json";
-
-/// Attempts of a failing init container before the service fails.
-const INIT_ATTEMPTS: u32 = 4;
 
 impl Ctx {
     #[allow(clippy::too_many_arguments)]
@@ -189,7 +186,7 @@ impl Ctx {
     }
 
     /// Starts a new generation of the probe monitor `key`; older monitors of it stop.
-    fn new_monitor(&self, key: &(String, String)) -> u64 {
+    pub(crate) fn new_monitor(&self, key: &(String, String)) -> u64 {
         let mut map = self.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let g = map.entry(key.clone()).or_insert(0);
         *g += 1;
@@ -197,7 +194,7 @@ impl Ctx {
     }
 
     /// The current generation of the probe monitor `key`.
-    fn monitor_generation(&self, key: &(String, String)) -> Option<u64> {
+    pub(crate) fn monitor_generation(&self, key: &(String, String)) -> Option<u64> {
         self.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied()
     }
 
@@ -217,7 +214,7 @@ impl Ctx {
     }
 
     /// Marks a container (un)ready; `true` when that changed.
-    fn set_ready(&self, container: &str, ready: bool) -> bool {
+    pub(crate) fn set_ready(&self, container: &str, ready: bool) -> bool {
         let mut set = self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if ready { set.remove(container) } else { set.insert(container.to_owned()) }
     }
@@ -301,7 +298,7 @@ async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
     let Some(env) = ctx.store.env(&dep.env_id).await? else { return Ok(()) };
     tracing::info!(env = %env.id, workflow = %dep.workflow, deployment = %dep.id, "running");
     let result = match dep.workflow.as_str() {
-        "teardown" => teardown(ctx, &env).await,
+        "teardown" => teardown(ctx, &dep, &env).await,
         _ => deploy(ctx, &dep, &env).await,
     };
     match result {
@@ -432,7 +429,7 @@ async fn add_secrets(ctx: &Ctx, app: &str, vars: &mut EnvVarsFile) -> Result<(),
     Ok(())
 }
 
-fn exposed(env: &BTreeMap<String, VarValue>) -> BTreeMap<String, String> {
+pub(crate) fn exposed(env: &BTreeMap<String, VarValue>) -> BTreeMap<String, String> {
     env.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect()
 }
 
@@ -528,6 +525,8 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
 
     // Resolve.
     let resolved = resolve_env(ctx, env, Some(&commit)).await?;
+    let workflow: Workflow = dep.workflow.parse().map_err(|e: offshoot_control::PlanError| e.to_string())?;
+    let plan = offshoot_control::plan(&resolved, workflow).map_err(|e| e.to_string())?;
     let ns = Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
@@ -535,7 +534,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     let mut images: HashMap<String, String> = HashMap::new();
     // Static sites: service → the key of its build. Only those this workflow starts are built.
     let mut sites: HashMap<String, String> = HashMap::new();
-    let started: HashSet<String> = workflow_steps(&resolved, &dep.workflow).into_iter().flat_map(|s| s.tasks).collect();
+    let started: HashSet<String> = plan.steps.iter().flat_map(|s| s.tasks()).map(|t| t.key()).collect();
     for s in &resolved.services {
         let image = match &s.build {
             Some(b) => {
@@ -620,80 +619,59 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
         images.insert(s.name.clone(), image);
     }
     phases.insert("build".into(), ms(t));
-    if let Some(k) = &ctx.kube {
-        let t = Instant::now();
-        let images = crate::kube_rt::publish(ctx, k, images).await?;
-        phases.insert("push".into(), ms(t));
-        // Files mounted with `configmap`, at the deployed commit.
-        let mut files = BTreeMap::new();
-        for path in offshoot_manifests::configmap_files(&resolved) {
-            let (m, c, p) = (mirror.clone(), commit.clone(), path.clone());
-            if let Ok(Ok(Some(bytes))) = tokio::task::spawn_blocking(move || m.read_file(&c, &p)).await {
-                files.insert(path, String::from_utf8_lossy(&bytes).into_owned());
-            }
+    let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
+    let result = match &ctx.kube {
+        Some(k) => {
+            let t = Instant::now();
+            let images = crate::kube_rt::publish(ctx, k, images).await?;
+            phases.insert("push".into(), ms(t));
+            let files = configmap_files(&mirror, &commit, &resolved).await;
+            let backend = crate::kube_rt::KubeBackend::new(ctx, k, env, resolved, (images, sites), files);
+            record_phases(ctx, &dep.id, &phases).await?;
+            let t = Instant::now();
+            let result = execute(&plan, &Arc::new(backend), &log).await;
+            phases.insert("start".into(), ms(t));
+            result
         }
-        let t = Instant::now();
-        let result = crate::kube_rt::deploy(ctx, k, dep, env, &resolved, (&images, &sites), files).await;
-        phases.insert("start".into(), ms(t));
-        if let Some(imports) = imports {
-            imports.await.map_err(|e| format!("imports: {e}"))??;
+        None => {
+            let volatile = volatile_keys(&env.env_vars);
+            let rollout = Arc::new(Rollout { resolved, volatile, images, sites, ns, env_id: env.id.clone() });
+            record_phases(ctx, &dep.id, &phases).await?;
+            let t = Instant::now();
+            let result = execute(&plan, &Arc::new(DockerBackend { ctx: ctx.clone(), rollout }), &log).await;
+            phases.insert("start".into(), ms(t));
+            result
         }
-        phases.insert("ready".into(), u64::try_from(offshoot_store::now_ms() - dep.created_at).unwrap_or(0));
-        let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
-        return result;
+    };
+    // A halted workflow ends now; otherwise the imports set up beside it are waited for.
+    if let Err(e @ ExecError::Halted { .. }) = &result {
+        return Err(e.to_string());
     }
-    // Only now, with every image at hand: a failed build leaves nothing behind.
-    ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
-    let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
-
-    // Workflow steps, each recorded; done steps are skipped on resume. A failing task stops the
-    // workflow only under `halt_on_error` (the step's, or the job's); otherwise the workflow
-    // goes on, as on Release, and the environment ends `failed` with every reason.
-    let t = Instant::now();
-    let steps = workflow_steps(&resolved, &dep.workflow);
-    let earlier = ctx.store.steps(&dep.id).await.map_err(store_err)?;
-    let done: HashSet<i64> = earlier.iter().filter(|s| s.status == "done" || s.status == "failed").map(|s| s.idx).collect();
-    let mut failures: Vec<String> =
-        earlier.iter().filter(|s| s.status == "failed").map(|s| format!("step `{}`: {}", s.name, s.output)).collect();
-    let plan = Arc::new(Plan { resolved, volatile: volatile_keys(&env.env_vars), images, sites, ns, env_id: env.id.clone() });
-    for (i, step) in steps.iter().enumerate() {
-        let idx = i as i64;
-        if done.contains(&idx) {
-            continue;
-        }
-        let record =
-            |status: &str, output: String| Step { deployment: dep.id.clone(), idx, name: step.name.clone(), status: status.into(), output };
-        ctx.store.set_step(&record("running", String::new())).await.map_err(store_err)?;
-        if !step.wait_for_finish {
-            let (ctx2, plan2, tasks) = (ctx.clone(), plan.clone(), step.tasks.clone());
-            tokio::spawn(async move {
-                if let Err(e) = run_step(&ctx2, &plan2, &tasks).await {
-                    tracing::warn!(error = %e.message, "a step that was not waited for failed");
-                }
-            });
-            ctx.store.set_step(&record("done", "started without waiting".into())).await.map_err(store_err)?;
-            continue;
-        }
-        match run_step(ctx, &plan, &step.tasks).await {
-            Ok(output) => ctx.store.set_step(&record("done", output)).await.map_err(store_err)?,
-            Err(e) => {
-                ctx.store.set_step(&record("failed", e.message.clone())).await.map_err(store_err)?;
-                let failure = format!("step `{}`: {}", step.name, e.message);
-                if step.halt_on_error || e.halt {
-                    return Err(failure);
-                }
-                failures.push(failure);
-            }
-        }
-    }
-    phases.insert("start".into(), ms(t));
     if let Some(imports) = imports {
         imports.await.map_err(|e| format!("imports: {e}"))??;
     }
     // Wall time from the request to a ready environment.
     phases.insert("ready".into(), u64::try_from(offshoot_store::now_ms() - dep.created_at).unwrap_or(0));
-    let _ = ctx.store.set_phases(&dep.id, &serde_json::to_string(&phases).unwrap_or_default()).await;
-    if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+    record_phases(ctx, &dep.id, &phases).await?;
+    result.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Records a deployment's phase timings.
+async fn record_phases(ctx: &Ctx, deployment: &str, phases: &BTreeMap<String, u64>) -> Result<(), String> {
+    let text = serde_json::to_string(phases).map_err(|e| format!("phase timings: {e}"))?;
+    ctx.store.set_phases(deployment, &text).await.map_err(|e| format!("{e:#}"))
+}
+
+/// The repository files mounted with `configmap`, at the deployed commit.
+async fn configmap_files(mirror: &Mirror, commit: &str, resolved: &Resolved) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for path in offshoot_manifests::configmap_files(resolved) {
+        let (m, c, p) = (mirror.clone(), commit.to_owned(), path.clone());
+        if let Ok(Ok(Some(bytes))) = tokio::task::spawn_blocking(move || m.read_file(&c, &p)).await {
+            files.insert(path, String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    files
 }
 
 /// Index of the imports step in a deployment's step log (before the workflow's own steps).
@@ -784,176 +762,8 @@ fn short(c: &str) -> &str {
     c.get(..7).unwrap_or(c)
 }
 
-struct Plan {
-    resolved: Resolved,
-    volatile: std::collections::BTreeSet<String>,
-    images: HashMap<String, String>,
-    /// Static sites: service → the key of its build.
-    sites: HashMap<String, String>,
-    ns: Namespace,
-    env_id: String,
-}
-
-#[derive(Clone)]
-struct PlannedStep {
-    name: String,
-    tasks: Vec<String>,
-    wait_for_finish: bool,
-    halt_on_error: bool,
-}
-
-/// Why a step failed, and whether a task asked to stop the workflow.
-struct StepError {
-    message: String,
-    halt: bool,
-}
-
-/// The tasks of each step of a workflow, in order.
-pub(crate) fn workflow_tasks(r: &Resolved, workflow: &str) -> Vec<Vec<String>> {
-    workflow_steps(r, workflow).into_iter().map(|s| s.tasks).collect()
-}
-
-/// The steps of a workflow; a template without it gets Release's defaults.
-fn workflow_steps(r: &Resolved, workflow: &str) -> Vec<PlannedStep> {
-    if let Some(steps) = r.workflows.get(workflow) {
-        return steps
-            .iter()
-            .map(|s| PlannedStep {
-                name: s.name.clone(),
-                tasks: s.tasks.clone(),
-                wait_for_finish: s.wait_for_finish,
-                halt_on_error: s.halt_on_error,
-            })
-            .collect();
-    }
-    let services = |only_built: bool| {
-        r.services
-            .iter()
-            .filter(|s| !only_built || s.has_repo || s.static_site.is_some())
-            .map(|s| format!("services.{}", s.name))
-            .collect::<Vec<_>>()
-    };
-    match workflow {
-        "setup" => vec![PlannedStep { name: "services-0".into(), tasks: services(false), wait_for_finish: true, halt_on_error: false }],
-        "patch" => vec![PlannedStep { name: "services-0".into(), tasks: services(true), wait_for_finish: true, halt_on_error: false }],
-        _ => {
-            vec![PlannedStep {
-                name: "remove-environment".into(),
-                tasks: vec!["release.remove_environment".into()],
-                wait_for_finish: true,
-                halt_on_error: true,
-            }]
-        }
-    }
-}
-
-/// Runs a step's tasks concurrently, services in `depends_on` order within the step.
-async fn run_step(ctx: &Shared, plan: &Arc<Plan>, tasks: &[String]) -> Result<String, StepError> {
-    let in_step: HashSet<&str> = tasks.iter().filter_map(|t| t.strip_prefix("services.")).collect();
-    let mut remaining: Vec<&String> = tasks.iter().collect();
-    let mut finished: HashSet<String> = HashSet::new();
-    let mut outputs = Vec::new();
-    let mut errors = Vec::new();
-    let mut halt = false;
-    while !remaining.is_empty() {
-        let (wave, rest): (Vec<&String>, Vec<&String>) = remaining.iter().partition(|t| {
-            let deps = t
-                .strip_prefix("services.")
-                .and_then(|n| plan.resolved.services.iter().find(|s| s.name == n))
-                .map(|s| s.depends_on.clone())
-                .unwrap_or_default();
-            deps.iter().all(|d| !in_step.contains(d.as_str()) || finished.contains(d))
-        });
-        // A cycle cannot happen (validation refuses it); start the rest together if it did.
-        let wave = if wave.is_empty() { rest.clone() } else { wave };
-        let results = futures_util::future::join_all(wave.iter().map(|t| run_task(ctx, plan, t))).await;
-        for (t, r) in wave.iter().zip(results) {
-            match r {
-                Ok(out) => {
-                    if !out.is_empty() {
-                        outputs.push(format!("{t}: {out}"));
-                    }
-                }
-                Err(e) => {
-                    // A job with `halt_on_error` stops the workflow.
-                    halt |= t
-                        .strip_prefix("jobs.")
-                        .and_then(|j| plan.resolved.jobs.iter().find(|x| x.name == j))
-                        .is_some_and(|j| j.halt_on_error);
-                    errors.push(format!("{t}: {e}"));
-                }
-            }
-            finished.insert(t.strip_prefix("services.").unwrap_or(t).to_owned());
-        }
-        remaining.retain(|t| !wave.contains(t));
-    }
-    if errors.is_empty() { Ok(outputs.join("\n")) } else { Err(StepError { message: errors.join("; "), halt }) }
-}
-
-async fn run_task(ctx: &Shared, plan: &Arc<Plan>, task: &str) -> Result<String, String> {
-    if let Some(name) = task.strip_prefix("services.") {
-        let s = plan.resolved.services.iter().find(|s| s.name == name).ok_or_else(|| format!("service `{name}` is not defined"))?;
-        start_service(ctx, plan, s).await.map(|_| String::new())
-    } else if let Some(name) = task.strip_prefix("jobs.") {
-        run_job(ctx, plan, name).await
-    } else if task == "release.remove_environment" {
-        ctx.rt.teardown(&plan.env_id).await.map_err(|e| e.to_string()).map(|_| String::new())
-    } else {
-        Err(format!("this runtime cannot run `{task}`"))
-    }
-}
-
-fn mounts(s: &ResolvedService) -> Vec<Mount> {
-    s.volumes
-        .iter()
-        .filter_map(|v| {
-            let target = v.mount_path.as_ref()?.value.clone();
-            let source = match (&v.kind, &v.claim) {
-                (_, Some(c)) => MountSource::Volume(format!("shared-{}", c.value)),
-                (Some(k), None) if k.value == VolumeType::Shmem => MountSource::Tmpfs {
-                    name: v.name.as_ref().map_or_else(|| format!("shm-{}", s.name), |n| n.value.clone()),
-                    size: v.size.as_ref().and_then(|s| parse_quantity(s)).map(|b| b as u64),
-                },
-                (Some(k), None) if k.value == VolumeType::Persistent => MountSource::Volume(v.name.as_ref()?.value.clone()),
-                _ => return None,
-            };
-            Some(Mount { source, target })
-        })
-        .collect()
-}
-
-fn probe_port(p: &Probe) -> Option<u16> {
-    p.http_get
-        .as_ref()
-        .and_then(|h| h.port.as_ref())
-        .or(p.tcp_socket.as_ref().and_then(|t| t.port.as_ref()))
-        .and_then(|p| p.trim().parse().ok())
-}
-
-fn service_spec(plan: &Plan, s: &ResolvedService) -> ContainerSpec {
-    // Node ports are published on 127.0.0.1 for the router; the rest stay inside.
-    let mut ports: Vec<u16> =
-        s.ports.iter().filter(|p| p.kind == offshoot_template::model::PortType::NodePort).map(|p| p.target_port).collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ContainerSpec {
-        name: format!("offshoot-{}-{}", plan.env_id, s.name),
-        service: s.name.clone(),
-        role: Role::Service,
-        image: plan.images.get(&s.name).cloned().unwrap_or_default(),
-        entrypoint: s.command.clone(),
-        cmd: s.args.clone(),
-        env: exposed(&s.env),
-        published_ports: ports,
-        mounts: mounts(s),
-        cpu_millis: s.cpu.limits.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
-        memory_bytes: s.memory.limits.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
-        volatile_env: plan.volatile.clone(),
-    }
-}
-
 /// The volatile variables, and every `mapping` entry derived from one.
-fn volatile_keys(env_vars: &str) -> std::collections::BTreeSet<String> {
+pub(crate) fn volatile_keys(env_vars: &str) -> std::collections::BTreeSet<String> {
     let mut out: std::collections::BTreeSet<String> = VOLATILE.iter().map(|v| (*v).to_owned()).collect();
     let vars = document::check("environment_variables.yaml", env_vars, Some(Kind::EnvVars)).env_vars.unwrap_or_default();
     for (k, v) in &vars.mapping {
@@ -992,240 +802,7 @@ pub(crate) fn routing_for(resolved: &Resolved, s: &ResolvedService) -> crate::ro
     }
 }
 
-async fn start_service(ctx: &Shared, plan: &Plan, s: &ResolvedService) -> Result<(), String> {
-    let env_id = &plan.env_id;
-    let routing = routing_for(&plan.resolved, s);
-    let detail = || serde_json::json!({ "hostnames": s.hostnames, "image": plan.images.get(&s.name), "routing": routing });
-    if let Some(st) = &s.static_site {
-        // Served by the router from the site storage: ready once the build's site loads.
-        let Some(key) = plan.sites.get(&s.name) else {
-            let reason = "the static site was not built";
-            set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), detail()).await;
-            return Err(reason.into());
-        };
-        let detail = serde_json::json!({ "hostnames": s.hostnames, "site": key, "fallback": st.fallback, "routing": routing });
-        if let Err(e) = crate::sites::site(ctx, env_id, &s.name, key, st.fallback.as_deref()).await {
-            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail).await;
-            return Err(e);
-        }
-        set_service(ctx, env_id, &s.name, status::READY, None, detail).await;
-        ctx.refresh_routes().await;
-        return Ok(());
-    }
-    let spec = service_spec(plan, s);
-    // Init containers run in order to completion, with the service's image, variables and
-    // volumes unless they name their own image; a failing one is retried with back-off.
-    for init in &s.init {
-        set_service(ctx, env_id, &s.name, "initializing", Some(&format!("init container `{}`", init.name)), detail()).await;
-        let ispec = ContainerSpec {
-            name: format!("offshoot-{env_id}-{}-init-{}", s.name, init.name),
-            role: Role::Init,
-            image: init.image.clone().filter(|i| Some(i) != s.image.as_ref()).unwrap_or_else(|| spec.image.clone()),
-            entrypoint: init.command.clone(),
-            cmd: init.args.clone(),
-            env: exposed(&init.env),
-            published_ports: vec![],
-            ..spec.clone()
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = ctx.rt.run_to_completion(&plan.ns, &ispec, Duration::from_secs(300)).await;
-            let failure = match r {
-                Ok(c) if c.exit_code == 0 => break,
-                Ok(c) => format!("init container `{}` exited with code {}: {}", init.name, c.exit_code, tail(&c.logs, 5)),
-                Err(e) => format!("init container `{}`: {e}", init.name),
-            };
-            if attempt >= INIT_ATTEMPTS {
-                set_service(ctx, env_id, &s.name, status::FAILED, Some(&failure), detail()).await;
-                return Err(failure);
-            }
-            set_service(ctx, env_id, &s.name, "initializing", Some(&format!("{failure} (retry {attempt})")), detail()).await;
-            tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
-        }
-    }
-    set_service(ctx, env_id, &s.name, "starting", None, detail()).await;
-    // One container per replica, all answering to the service's name on the network.
-    let replicas: Vec<ContainerSpec> = (0..s.replicas.max(1))
-        .map(|i| if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } })
-        .collect();
-    let mut applied = Vec::new();
-    for r in &replicas {
-        match ctx.rt.apply(&plan.ns, r).await {
-            Ok(a) => applied.push(a),
-            Err(e) => {
-                set_service(ctx, env_id, &s.name, status::FAILED, Some(&e.to_string()), detail()).await;
-                return Err(e.to_string());
-            }
-        }
-    }
-    // Replicas beyond the wanted number (a template that scaled down) are removed.
-    let wanted: HashSet<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
-    for o in ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())? {
-        if o.service == s.name && o.role == "service" && o.instance == ctx.instance && !wanted.contains(o.name.as_str()) {
-            ctx.rt.remove(&o.name).await.map_err(|e| e.to_string())?;
-        }
-    }
-    let probes = replicas.iter().zip(&applied).map(|(r, a)| wait_ready(ctx, env_id, &r.name, s.readiness_probe.as_ref(), a.ip));
-    let results = futures_util::future::join_all(probes).await;
-    match results.into_iter().collect::<Result<Vec<()>, String>>() {
-        Ok(_) => {
-            set_service(ctx, env_id, &s.name, status::READY, None, detail()).await;
-            for r in &replicas {
-                ctx.set_ready(&r.name, true);
-            }
-            ctx.refresh_routes().await;
-            for (r, a) in replicas.iter().zip(&applied) {
-                if let Some(p) = &s.liveness_probe {
-                    watch_liveness(ctx, plan.ns.clone(), r.clone(), p.clone(), a.ip);
-                }
-                if let Some(p) = &s.readiness_probe {
-                    watch_readiness(ctx, plan.ns.clone(), r.name.clone(), p.clone());
-                }
-            }
-            Ok(())
-        }
-        Err(e) => {
-            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail()).await;
-            Err(e)
-        }
-    }
-}
-
-fn tail(s: &str, lines: usize) -> String {
-    last_lines(s, lines).join(" | ")
-}
-
-/// The last `n` lines of a log.
-pub(crate) fn last_lines(s: &str, n: usize) -> Vec<&str> {
-    let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(n)..].to_vec()
-}
-
-/// Waits for readiness: the probe succeeding (or, without a probe, the container running).
-/// Fails with the probe's last error after `initial_delay + period × failure_threshold`. The
-/// first probes come quickly (25 ms, growing by half up to 250 ms): a service that is up at once
-/// is ready at once, not a period later.
-async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
-    let (period, threshold, initial) = match probe {
-        Some(p) => probe_timing(p),
-        None => (1, 5, 0),
-    };
-    let deadline = Instant::now() + Duration::from_secs(initial + period * threshold);
-    tokio::time::sleep(Duration::from_secs(initial)).await;
-    // Probes are cheap (one request to the container's own address): often at first, then less.
-    // The engine is asked about the container at most every ENGINE_CHECK while a probe fails,
-    // since a listing competes with the containers being started.
-    const ENGINE_CHECK: Duration = Duration::from_millis(250);
-    let mut pause = Duration::from_millis(25);
-    let mut checked: Option<Instant> = None;
-    loop {
-        // With a probe, its success is readiness; without one, running is.
-        let result = match probe {
-            Some(p) => probe_once(ctx, container, p, ip).await,
-            None => Err(String::new()),
-        };
-        if result.is_ok() {
-            return Ok(());
-        }
-        let past_deadline = Instant::now() >= deadline;
-        if probe.is_none() || past_deadline || checked.is_none_or(|c| c.elapsed() >= ENGINE_CHECK) {
-            checked = Some(Instant::now());
-            // A container that stopped will not become ready.
-            let observed = ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())?;
-            match observed.iter().find(|o| o.name == container).map(|o| o.state.clone()) {
-                Some(State::Exited { code }) => {
-                    let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
-                    return Err(format!("the container exited with code {code}: {}", tail(&logs, 5)));
-                }
-                Some(State::Restarting) => {
-                    let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
-                    return Err(format!("the container keeps exiting: {}", tail(&logs, 5)));
-                }
-                None => return Err("the container disappeared".into()),
-                Some(State::Running) if probe.is_none() => return Ok(()),
-                _ => {}
-            }
-        }
-        let last = result.err().filter(|e| !e.is_empty()).unwrap_or_else(|| "the container is not running".into());
-        if past_deadline {
-            return Err(format!("never became ready: {last}"));
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 3 / 2).min(ENGINE_CHECK);
-    }
-}
-
-async fn probe_once(ctx: &Ctx, container: &str, p: &Probe, ip: Option<std::net::IpAddr>) -> Result<(), String> {
-    let timeout = Duration::from_secs(p.timeout_seconds.as_ref().map_or(1, |t| t.value.max(1)));
-    if let Some(e) = &p.exec {
-        let cmd: Vec<String> = e.command.iter().map(|c| c.value.clone()).collect();
-        let r = tokio::time::timeout(timeout, ctx.rt.exec(container, &cmd))
-            .await
-            .map_err(|_| format!("exec probe timed out after {timeout:?}"))?;
-        let c = r.map_err(|e| e.to_string())?;
-        return if c.exit_code == 0 { Ok(()) } else { Err(format!("exec probe exited with code {}: {}", c.exit_code, tail(&c.logs, 2))) };
-    }
-    let port = probe_port(p).ok_or("the probe has no port")?;
-    let addr = std::net::SocketAddr::new(ip.ok_or("the container has no address")?, port);
-    let connect = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("connecting to port {port} timed out"))?;
-    let mut stream = connect.map_err(|e| format!("port {port}: {e}"))?;
-    let Some(h) = &p.http_get else { return Ok(()) };
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let path = h.path.as_ref().map_or("/", |p| p.value.as_str());
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: offshoot-probe\r\nConnection: close\r\n\r\n");
-    let exchange = async {
-        stream.write_all(req.as_bytes()).await?;
-        let mut buf = vec![0u8; 64];
-        let n = stream.read(&mut buf).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
-    };
-    let head = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| format!("GET {path} timed out"))?
-        .map_err(|e| format!("GET {path}: {e}"))?;
-    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
-    if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path} answered {code}")) }
-}
-
-async fn run_job(ctx: &Shared, plan: &Plan, name: &str) -> Result<String, String> {
-    let job = plan.resolved.jobs.iter().find(|j| j.name == name).ok_or_else(|| format!("job `{name}` is not defined"))?;
-    let base = job.from_service.as_ref().and_then(|f| plan.resolved.services.iter().find(|s| &s.name == f));
-    let image = job
-        .from_service
-        .as_ref()
-        .and_then(|f| plan.images.get(f).cloned())
-        .or_else(|| job.image.clone())
-        .ok_or_else(|| format!("job `{name}` has no image"))?;
-    if job.from_service.is_none() {
-        ctx.rt.ensure_image(&image).await.map_err(|e| e.to_string())?;
-    }
-    let spec = ContainerSpec {
-        name: format!("offshoot-{}-job-{name}", plan.env_id),
-        service: name.to_owned(),
-        role: Role::Job,
-        image,
-        entrypoint: job.command.clone(),
-        cmd: job.args.clone(),
-        env: exposed(&job.env),
-        published_ports: vec![],
-        mounts: base.map(mounts).unwrap_or_default(),
-        cpu_millis: None,
-        memory_bytes: None,
-        volatile_env: Default::default(),
-    };
-    let done =
-        ctx.rt.run_to_completion(&plan.ns, &spec, Duration::from_secs(job.completed_timeout_seconds)).await.map_err(|e| e.to_string())?;
-    if done.exit_code == 0 {
-        Ok(tail(&done.logs, 20))
-    } else {
-        Err(format!("job `{name}` exited with code {}: {}", done.exit_code, tail(&done.logs, 10)))
-    }
-}
-
-async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
+async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
     ctx.store.set_env_status(&env.id, status::TEARING_DOWN, None).await.map_err(|e| e.to_string())?;
     // The imported apps' environments go first (their containers sit on this one's network).
     for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
@@ -1237,37 +814,13 @@ async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
         ctx.store.create_deployment(&d).await.map_err(|e| e.to_string())?;
         run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
     }
-    // The teardown workflow's jobs run first (they may need the environment); the removal
-    // itself always happens, even when the configuration no longer resolves.
-    if let Ok(resolved) = resolve_env(ctx, env, None).await {
-        let jobs: Vec<String> =
-            workflow_steps(&resolved, "teardown").into_iter().flat_map(|s| s.tasks).filter(|t| t.starts_with("jobs.")).collect();
-        if !jobs.is_empty() {
-            let mut images = HashMap::new();
-            for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
-                if let Some(i) =
-                    serde_json::from_str::<serde_json::Value>(&s.detail).ok().and_then(|d| d["image"].as_str().map(str::to_owned))
-                {
-                    images.insert(s.name, i);
-                }
-            }
-            let plan = Arc::new(Plan {
-                resolved,
-                volatile: volatile_keys(&env.env_vars),
-                images,
-                sites: HashMap::new(),
-                ns: Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref()),
-                env_id: env.id.clone(),
-            });
-            for j in jobs {
-                if let Err(e) = run_task(ctx, &plan, &j).await {
-                    tracing::warn!(env = %env.id, task = %j, error = %e, "a teardown job failed; removing the environment anyway");
-                }
-            }
-        }
+    // The teardown workflow runs first (its jobs may need the environment); the removal itself
+    // always happens, even when the workflow failed or the configuration no longer resolves.
+    if let Err(e) = teardown_workflow(ctx, dep, env).await {
+        tracing::warn!(env = %env.id, error = %e, "the teardown workflow failed; removing the environment anyway");
     }
     if let Some(k) = &ctx.kube {
-        crate::kube_rt::teardown(k, env).await?;
+        crate::kube_rt::teardown(&k.kube, env).await.map_err(|e| e.to_string())?;
     }
     ctx.rt.teardown(&env.id).await.map_err(|e| e.to_string())?;
     // The containers are gone: their databases go back.
@@ -1278,139 +831,34 @@ async fn teardown(ctx: &Shared, env: &Environment) -> Result<(), String> {
     Ok(())
 }
 
-/// A probe's `(period, failure_threshold, initial_delay)` in seconds, with Kubernetes' defaults.
-fn probe_timing(p: &Probe) -> (u64, u64, u64) {
-    let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
-    (secs(&p.period_seconds, 10).max(1), secs(&p.failure_threshold, 3).max(1), secs(&p.initial_delay_seconds, 0))
-}
-
-/// Watches a service's liveness probe; after `failure_threshold` consecutive failures the
-/// container is recreated from its image (a fresh filesystem, as a Kubernetes restart) and the
-/// reason recorded.
-pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, probe: Probe, mut ip: Option<std::net::IpAddr>) {
-    let (service, container) = (spec.service.clone(), spec.name.clone());
-    let key = (ns.env_id.clone(), container.clone());
-    let generation = ctx.new_monitor(&key);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let (period, threshold, initial) = probe_timing(&probe);
-        tokio::time::sleep(Duration::from_secs(initial)).await;
-        let mut failures = 0;
-        loop {
-            tokio::time::sleep(Duration::from_secs(period)).await;
-            let current = ctx.monitor_generation(&key);
-            let live = matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == status::READY || e.status == status::DEPLOYING);
-            if current != Some(generation) || !live {
-                return;
-            }
-            match probe_once(&ctx, &container, &probe, ip).await {
-                Ok(()) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    if failures < threshold {
-                        continue;
-                    }
-                    failures = 0;
-                    let reason = format!("restarted after {threshold} failed liveness probes: {e}");
-                    tracing::warn!(env = %ns.env_id, %service, %reason);
-                    // Under the environment's lock: no deployment or reconcile round meanwhile.
-                    let lock = ctx.lock_for(&ns.env_id);
-                    let _guard = lock.lock().await;
-                    let recreated = match ctx.rt.remove(&container).await {
-                        Ok(()) => ctx.rt.apply(&ns, &spec).await,
-                        Err(e) => Err(e),
-                    };
-                    match recreated {
-                        Ok(a) => ip = a.ip,
-                        Err(err) => tracing::warn!(env = %ns.env_id, %service, error = %err, "restart failed"),
-                    }
-                    if let Ok(rows) = ctx.store.services(&ns.env_id).await
-                        && let Some(row) = rows.into_iter().find(|r| r.name == service)
-                    {
-                        let _ = ctx.store.set_service(&ServiceRow { reason: Some(reason), ..row }).await;
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Watches a replica's readiness probe once it is serving: after `failure_threshold`
-/// consecutive failures it leaves the router's pool, and it comes back at the first success.
-pub(crate) fn watch_readiness(ctx: &Shared, ns: Namespace, container: String, probe: Probe) {
-    let key = (ns.env_id.clone(), format!("{container}#readiness"));
-    let generation = ctx.new_monitor(&key);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let (period, threshold, _) = probe_timing(&probe);
-        let mut failures = 0;
-        loop {
-            tokio::time::sleep(Duration::from_secs(period)).await;
-            let current = ctx.monitor_generation(&key);
-            let live = matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == status::READY || e.status == status::DEPLOYING);
-            if current != Some(generation) {
-                return;
-            }
-            if !live {
-                ctx.set_ready(&container, true);
-                return;
-            }
-            // The address may change when the container is recreated.
-            let ip = ctx.rt.address(&ns, &container).await.ok().flatten();
-            match probe_once(&ctx, &container, &probe, ip).await {
-                Ok(()) => {
-                    failures = 0;
-                    if ctx.set_ready(&container, true) {
-                        tracing::info!(env = %ns.env_id, %container, "ready again; back in the router's pool");
-                        ctx.refresh_routes().await;
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures >= threshold && ctx.set_ready(&container, false) {
-                        tracing::warn!(env = %ns.env_id, %container, error = %e, "failed its readiness probe; out of the router's pool");
-                        ctx.refresh_routes().await;
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// After a restart of the server: liveness monitors for the services of ready environments.
-pub(crate) async fn rewatch(ctx: &Shared) {
-    let Ok(envs) = ctx.store.envs(None, false).await else { return };
-    for env in envs.into_iter().filter(|e| e.status == status::READY) {
-        let Ok(resolved) = resolve_env(ctx, &env, None).await else { continue };
-        // The images the services run, as recorded when they became ready.
-        let mut images = HashMap::new();
-        for row in ctx.store.services(&env.id).await.unwrap_or_default() {
-            let detail: serde_json::Value = serde_json::from_str(&row.detail).unwrap_or_default();
-            if let Some(i) = detail["image"].as_str() {
-                images.insert(row.name.clone(), i.to_owned());
-            }
-        }
-        let ns = Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());
-        let plan = Plan {
-            volatile: volatile_keys(&env.env_vars),
-            images,
-            sites: HashMap::new(),
-            ns: ns.clone(),
-            env_id: env.id.clone(),
-            resolved,
-        };
-        for s in plan.resolved.services.iter().filter(|s| s.static_site.is_none()) {
-            let spec = service_spec(&plan, s);
-            for i in 0..s.replicas.max(1) {
-                let r = if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } };
-                if let Some(p) = &s.readiness_probe {
-                    watch_readiness(ctx, ns.clone(), r.name.clone(), p.clone());
-                }
-                if let Some(p) = &s.liveness_probe {
-                    let ip = ctx.rt.address(&ns, &r.name).await.ok().flatten();
-                    watch_liveness(ctx, ns.clone(), r, p.clone(), ip);
-                }
-            }
+/// Runs the environment's teardown workflow on its engine (jobs with the images its services
+/// last ran), recorded in the deployment's step log like any other.
+async fn teardown_workflow(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
+    let resolved = resolve_env(ctx, env, None).await?;
+    let plan = offshoot_control::plan(&resolved, Workflow::Teardown).map_err(|e| e.to_string())?;
+    let mut images = HashMap::new();
+    for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
+        if let Some(i) = serde_json::from_str::<serde_json::Value>(&s.detail).ok().and_then(|d| d["image"].as_str().map(str::to_owned)) {
+            images.insert(s.name, i);
         }
     }
+    let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
+    let result = match &ctx.kube {
+        Some(k) => {
+            let backend = crate::kube_rt::KubeBackend::new(ctx, k, env, resolved, (images, HashMap::new()), BTreeMap::new());
+            execute(&plan, &Arc::new(backend), &log).await
+        }
+        None => {
+            let rollout = Rollout {
+                resolved,
+                volatile: volatile_keys(&env.env_vars),
+                images,
+                sites: HashMap::new(),
+                ns: Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref()),
+                env_id: env.id.clone(),
+            };
+            execute(&plan, &Arc::new(DockerBackend { ctx: ctx.clone(), rollout: Arc::new(rollout) }), &log).await
+        }
+    };
+    result.map(|_| ()).map_err(|e| e.to_string())
 }

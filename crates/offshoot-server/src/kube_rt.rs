@@ -1,17 +1,18 @@
 //! Environments on Kubernetes (`offshoot server --runtime kubernetes`): images are built by the
 //! local engine as on Docker and, with `--registry`, pushed and referenced by digest; the
-//! environment is rendered (`offshoot-manifests`) and applied workflow step by step: a step's
-//! services are applied and their rollout waited for, its jobs run to completion; then the
-//! ingresses, then what the template no longer has is pruned. Teardown deletes the namespace
+//! environment is rendered (`offshoot-manifests`) and applied by the one executor through
+//! `KubeBackend`: a service's objects are applied and its rollout waited for, a job is run to
+//! completion; then the ingresses, then what the template no longer has is pruned. Teardown deletes the namespace
 //! (an imported app's environment, which shares its importer's, deletes its own objects).
 //! Kubernetes restarts and schedules; the reconciler does not recreate containers here.
 
-use crate::controller::{Shared, set_service, workflow_tasks};
+use crate::controller::{Shared, set_service};
 use offshoot_api_types::status;
+use offshoot_control::{Backend, BackendError};
 use offshoot_kube::Kube;
 use offshoot_manifests::{Manifest, Options, job_name, job_secret_name, render};
-use offshoot_store::{Deployment, Environment};
-use offshoot_template::resolve::Resolved;
+use offshoot_store::Environment;
+use offshoot_template::resolve::{Resolved, ResolvedService, StaticSite};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -65,127 +66,138 @@ pub(crate) async fn publish(ctx: &Shared, k: &KubeRuntime, images: HashMap<Strin
     Ok(out)
 }
 
-/// Applies one environment, step by step.
-pub(crate) async fn deploy(
-    ctx: &Shared,
-    k: &KubeRuntime,
-    dep: &Deployment,
-    env: &Environment,
-    resolved: &Resolved,
-    (images, sites): (&HashMap<String, String>, &HashMap<String, String>),
-    files: std::collections::BTreeMap<String, String>,
-) -> Result<(), String> {
-    let ns = namespace(env);
-    let mut opts = options(ctx, env);
-    opts.images = images.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
-    opts.files = files;
-    opts.reveal_secrets = true;
-    let rendered = render(resolved, &opts);
-    for w in &rendered.warnings {
-        tracing::warn!(env = %env.id, warning = %w, "kubernetes");
+/// Kubernetes as the executor's backend, for one deployment: the environment rendered once;
+/// a service's own objects applied and its rollout waited for; a job's Secret applied and the job
+/// run to completion; then the ingresses, and what the template no longer has pruned.
+pub(crate) struct KubeBackend {
+    ctx: Shared,
+    kube: Kube,
+    env: Environment,
+    resolved: Resolved,
+    rendered: Vec<Manifest>,
+    images: HashMap<String, String>,
+    sites: HashMap<String, String>,
+    ns: String,
+}
+
+impl KubeBackend {
+    /// Renders the environment with the images pods run and the files `configmap` mounts.
+    pub(crate) fn new(
+        ctx: &Shared,
+        k: &KubeRuntime,
+        env: &Environment,
+        resolved: Resolved,
+        (images, sites): (HashMap<String, String>, HashMap<String, String>),
+        files: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        let mut opts = options(ctx, env);
+        opts.images = images.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+        opts.files = files;
+        opts.reveal_secrets = true;
+        let rendered = render(&resolved, &opts);
+        for w in &rendered.warnings {
+            tracing::warn!(env = %env.id, warning = %w, "kubernetes");
+        }
+        KubeBackend {
+            ctx: ctx.clone(),
+            kube: k.kube.clone(),
+            env: env.clone(),
+            resolved,
+            rendered: rendered.manifests,
+            images,
+            sites,
+            ns: namespace(env),
+        }
     }
-    let err = |e: offshoot_kube::KubeError| e.to_string();
-    // The namespace and what belongs to no service. An import's namespace is its importer's,
-    // which an import deployed first makes (never pruned); the importer's NetworkPolicy is its own.
-    let base: Vec<Manifest> = rendered
-        .manifests
-        .iter()
-        .filter(|m| match m {
-            Manifest::Namespace(_) => true,
-            Manifest::NetworkPolicy(_) => env.parent_id.is_none(),
-            Manifest::ServiceAccount(_) => true,
+
+    fn manifests(&self, keep: impl Fn(&Manifest) -> bool) -> Vec<Manifest> {
+        self.rendered.iter().filter(|m| keep(m)).cloned().collect()
+    }
+
+    /// A static site: served by this server's router from the site storage; the cluster's
+    /// ingress reaches it through a Service without pods.
+    async fn start_site(&self, svc: &ResolvedService, st: &StaticSite) -> Result<(), BackendError> {
+        let s = svc.name.as_str();
+        let key = self.sites.get(s).ok_or_else(|| BackendError::new("the static site was not built"))?;
+        self.kube.apply(&self.manifests(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s))).await.map_err(BackendError::new)?;
+        let routing = crate::controller::routing_for(&self.resolved, svc);
+        let detail = serde_json::json!({"hostnames": svc.hostnames, "urls": ingress_urls(&self.resolved, s), "site": key, "fallback": st.fallback, "routing": routing});
+        crate::sites::site(&self.ctx, &self.env.id, s, key, st.fallback.as_deref()).await.map_err(BackendError::new)?;
+        set_service(&self.ctx, &self.env.id, s, status::READY, None, detail).await;
+        self.ctx.refresh_routes().await;
+        Ok(())
+    }
+}
+
+impl Backend for KubeBackend {
+    /// The namespace and what belongs to no service. An import's namespace is its importer's,
+    /// which an import deployed first makes (never pruned); the importer's NetworkPolicy is its own.
+    async fn prepare(&self) -> Result<(), BackendError> {
+        let importer = self.env.parent_id.is_none();
+        let base = self.manifests(|m| match m {
+            Manifest::Namespace(_) | Manifest::ServiceAccount(_) => true,
+            Manifest::NetworkPolicy(_) => importer,
             Manifest::PersistentVolumeClaim(_) => m.is_shared(),
             _ => false,
-        })
-        .cloned()
-        .collect();
-    k.kube.apply(&base).await.map_err(err)?;
-    let mut failures = Vec::new();
-    for step in workflow_tasks(resolved, &dep.workflow) {
-        let mut services: Vec<&offshoot_template::resolve::ResolvedService> = Vec::new();
-        let mut jobs = Vec::new();
-        for task in &step {
-            if let Some(s) = task.strip_prefix("services.") {
-                let Some(svc) = resolved.services.iter().find(|x| x.name == s) else { continue };
-                let own: Vec<Manifest> =
-                    rendered.manifests.iter().filter(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s)).cloned().collect();
-                if let Some(st) = &svc.static_site {
-                    // Served by this server's router from the site storage; the cluster's
-                    // ingress reaches it through a Service without pods.
-                    let key = sites.get(s).ok_or_else(|| format!("service `{s}`: the static site was not built"))?;
-                    k.kube.apply(&own).await.map_err(err)?;
-                    let urls = ingress_urls(resolved, s);
-                    let routing = crate::controller::routing_for(resolved, svc);
-                    let detail = serde_json::json!({"hostnames": svc.hostnames, "urls": urls, "site": key, "fallback": st.fallback, "routing": routing});
-                    crate::sites::site(ctx, &env.id, s, key, st.fallback.as_deref()).await?;
-                    set_service(ctx, &env.id, s, status::READY, None, detail).await;
-                    ctx.refresh_routes().await;
-                    continue;
-                }
-                if own.is_empty() {
-                    continue;
-                }
-                set_service(ctx, &env.id, s, "deploying", None, serde_json::json!({"image": images.get(s)})).await;
-                k.kube.apply(&own).await.map_err(err)?;
-                services.push(svc);
-            } else if let Some(j) = task.strip_prefix("jobs.") {
-                jobs.push(j.to_owned());
-            }
+        });
+        self.kube.apply(&base).await.map_err(BackendError::new)
+    }
+
+    async fn start_service(&self, s: &str) -> Result<(), BackendError> {
+        let svc = self.resolved.services.iter().find(|x| x.name == s);
+        let svc = svc.ok_or_else(|| BackendError::new(format!("service `{s}` is not defined")))?;
+        if let Some(st) = &svc.static_site {
+            return self.start_site(svc, st).await;
         }
-        if !services.is_empty() {
-            let workloads: Vec<(String, bool)> = services.iter().map(|s| (offshoot_manifests::dns_label(&s.name), s.stateful)).collect();
-            match k.kube.wait_rollout(&ns, &workloads, ROLLOUT_TIMEOUT).await {
-                Ok(()) => {
-                    for s in &services {
-                        let detail = serde_json::json!({"image": images.get(&s.name), "hostnames": s.hostnames, "urls": ingress_urls(resolved, &s.name)});
-                        set_service(ctx, &env.id, &s.name, status::READY, None, detail).await;
-                    }
-                }
-                Err(e) => {
-                    let stuck = match &e {
-                        offshoot_kube::KubeError::Rollout { service, .. } => Some(service.as_str()),
-                        _ => None,
-                    };
-                    if let Some((s, _)) = services.iter().zip(&workloads).find(|(_, (label, _))| Some(label.as_str()) == stuck) {
-                        set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
-                    }
-                    return Err(e.to_string());
-                }
-            }
+        let own = self.manifests(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s));
+        if own.is_empty() {
+            return Ok(());
         }
-        for j in jobs {
-            let Some(job) = rendered.manifests.iter().find_map(|m| match m {
-                Manifest::Job(o) if m.name() == job_name(&j) => Some(o.as_ref().clone()),
-                _ => None,
-            }) else {
-                continue;
-            };
-            // The job's own Secret first.
-            let secrets: Vec<Manifest> = rendered
-                .manifests
-                .iter()
-                .filter(|m| matches!(m, Manifest::Secret(_)) && m.name() == job_secret_name(&j))
-                .cloned()
-                .collect();
-            k.kube.apply(&secrets).await.map_err(err)?;
-            let spec = resolved.jobs.iter().find(|x| x.name == j);
-            let timeout = spec.map_or(600, |x| x.completed_timeout_seconds);
-            let halt = spec.is_some_and(|x| x.halt_on_error);
-            if let Err(e) = k.kube.run_job(&job, Duration::from_secs(timeout.max(1))).await {
-                if halt {
-                    return Err(format!("job `{j}`: {e}"));
-                }
-                failures.push(format!("job `{j}`: {e}"));
+        let image = serde_json::json!({"image": self.images.get(s)});
+        set_service(&self.ctx, &self.env.id, s, "deploying", None, image).await;
+        self.kube.apply(&own).await.map_err(BackendError::new)?;
+        let workload = [(offshoot_manifests::dns_label(s), svc.stateful)];
+        match self.kube.wait_rollout(&self.ns, &workload, ROLLOUT_TIMEOUT).await {
+            Ok(()) => {
+                let detail =
+                    serde_json::json!({"image": self.images.get(s), "hostnames": svc.hostnames, "urls": ingress_urls(&self.resolved, s)});
+                set_service(&self.ctx, &self.env.id, s, status::READY, None, detail).await;
+                Ok(())
+            }
+            Err(e) => {
+                set_service(&self.ctx, &self.env.id, s, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
+                Err(BackendError::new(e))
             }
         }
     }
-    let ingresses: Vec<Manifest> = rendered.manifests.iter().filter(|m| matches!(m, Manifest::Ingress(_))).cloned().collect();
-    k.kube.apply(&ingresses).await.map_err(err)?;
-    let pruned = k.kube.prune(&ns, &env.id, &rendered.manifests).await.map_err(err)?;
-    if !pruned.is_empty() {
-        tracing::info!(env = %env.id, removed = ?pruned, "pruned what the template no longer has");
+
+    async fn run_job(&self, j: &str) -> Result<String, BackendError> {
+        let job = self.rendered.iter().find_map(|m| match m {
+            Manifest::Job(o) if m.name() == job_name(j) => Some(o.as_ref().clone()),
+            _ => None,
+        });
+        let job = job.ok_or_else(|| BackendError::new(format!("job `{j}` is not defined")))?;
+        // The job's own Secret first.
+        let secrets = self.manifests(|m| matches!(m, Manifest::Secret(_)) && m.name() == job_secret_name(j));
+        self.kube.apply(&secrets).await.map_err(BackendError::new)?;
+        let timeout = self.resolved.jobs.iter().find(|x| x.name == j).map_or(600, |x| x.completed_timeout_seconds);
+        self.kube.run_job(&job, Duration::from_secs(timeout.max(1))).await.map_err(BackendError::new)?;
+        Ok(String::new())
     }
-    if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+
+    async fn remove_environment(&self) -> Result<(), BackendError> {
+        teardown(&self.kube, &self.env).await.map_err(BackendError::new)
+    }
+
+    async fn finish(&self) -> Result<(), BackendError> {
+        let ingresses = self.manifests(|m| matches!(m, Manifest::Ingress(_)));
+        self.kube.apply(&ingresses).await.map_err(BackendError::new)?;
+        let pruned = self.kube.prune(&self.ns, &self.env.id, &self.rendered).await.map_err(BackendError::new)?;
+        if !pruned.is_empty() {
+            tracing::info!(env = %self.env.id, removed = ?pruned, "pruned what the template no longer has");
+        }
+        Ok(())
+    }
 }
 
 /// Where a service is reached through the cluster's ingress: its hosts and paths.
@@ -194,12 +206,12 @@ fn ingress_urls(resolved: &Resolved, service: &str) -> Vec<String> {
 }
 
 /// Removes an environment from the cluster.
-pub(crate) async fn teardown(k: &KubeRuntime, env: &Environment) -> Result<(), String> {
+pub(crate) async fn teardown(kube: &Kube, env: &Environment) -> Result<(), offshoot_kube::KubeError> {
     let ns = namespace(env);
     if env.parent_id.is_some() {
         // An import: its own objects, in its importer's namespace.
-        k.kube.prune(&ns, &env.id, &[]).await.map(|_| ()).map_err(|e| e.to_string())
+        kube.prune(&ns, &env.id, &[]).await.map(|_| ())
     } else {
-        k.kube.delete_namespace(&ns, DELETE_TIMEOUT).await.map_err(|e| e.to_string())
+        kube.delete_namespace(&ns, DELETE_TIMEOUT).await
     }
 }

@@ -5,11 +5,13 @@ mod api;
 mod controller;
 mod crypto;
 mod datasets;
+mod docker_backend;
 mod error;
 mod events;
 mod feedback;
 mod imports;
 mod kube_rt;
+mod monitors;
 mod routes;
 mod sites;
 mod ui;
@@ -160,7 +162,7 @@ pub async fn run(config: Config) -> Result<()> {
     // Orphans of a crash are dropped before any clone is made.
     tokio::spawn(datasets::run(ctx.clone(), stop_rx.clone()));
     recover(&ctx).await;
-    controller::rewatch(&ctx).await;
+    monitors::rewatch(&ctx).await;
     {
         let ctx = ctx.clone();
         tokio::spawn(async move { events::recover(&ctx).await });

@@ -203,7 +203,7 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ser
         let log = masked(&done.logs, &s.env);
         let _ = ctx.store.set_build_log(deployment, &s.name, &log).await;
         if done.exit_code != 0 {
-            return Err(format!("the static build exited with code {}:\n{}", done.exit_code, crate::controller::last_lines(&log, 15).join("\n")));
+            return Err(format!("the static build exited with code {}:\n{}", done.exit_code, crate::docker_backend::last_lines(&log, 15).join("\n")));
         }
         if !found {
             return Err(format!(

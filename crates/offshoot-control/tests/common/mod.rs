@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use offshoot_control::fake::FakeBackend;
-use offshoot_control::{ExecError, Progress, Report, Step, StepLog, StepStatus, StoreLog, Workflow, execute, plan};
+use offshoot_control::{ExecError, Plan, Progress, Report, StepLog, StepStatus, StoreLog, Workflow, execute, plan};
 use offshoot_store::{App, Deployment, Environment, Store, StoreError};
 use offshoot_template::document::{self, Kind};
 use offshoot_template::resolve::{self, Resolved};
@@ -29,7 +29,7 @@ pub fn resolved(yaml: &str) -> Resolved {
     }
 }
 
-pub fn steps(yaml: &str, workflow: Workflow) -> Vec<Step> {
+pub fn steps(yaml: &str, workflow: Workflow) -> Plan {
     plan(&resolved(yaml), workflow).expect("plans")
 }
 
@@ -85,7 +85,7 @@ impl Ctx {
     }
 }
 
-pub async fn run(steps: &[Step], fake: &FakeBackend, log: &StoreLog) -> Result<Report, ExecError> {
+pub async fn run(steps: &Plan, fake: &FakeBackend, log: &StoreLog) -> Result<Report, ExecError> {
     execute(steps, &Arc::new(fake.clone()), log).await
 }
 
@@ -128,7 +128,7 @@ impl StepLog for KillingLog {
 }
 
 /// Runs until the log kills the executor; `Some` when the workflow ended first.
-pub async fn run_until_killed(steps: &[Step], fake: &FakeBackend, log: &KillingLog) -> Option<Result<Report, ExecError>> {
+pub async fn run_until_killed(steps: &Plan, fake: &FakeBackend, log: &KillingLog) -> Option<Result<Report, ExecError>> {
     let backend = Arc::new(fake.clone());
     tokio::select! {
         r = execute(steps, &backend, log) => Some(r),

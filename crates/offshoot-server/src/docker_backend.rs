@@ -1,0 +1,346 @@
+//! Environments on the Docker engine: the `Backend` the executor drives for a deployment. A
+//! service is one container per replica on the environment's network (init containers first,
+//! retried with back-off), ready when its readiness probe answers at the container's own
+//! address; a job is a container run to completion; a static site is served by the router.
+
+use crate::controller::{Ctx, Shared, exposed, routing_for, set_service};
+use offshoot_api_types::status;
+use offshoot_control::{Backend, BackendError};
+use offshoot_runtime::{ContainerSpec, Mount, MountSource, Namespace, Role, Runtime, State};
+use offshoot_template::model::{Probe, VolumeType};
+use offshoot_template::resolve::{Resolved, ResolvedService};
+use offshoot_template::span::Sp;
+use offshoot_template::validate::parse_quantity;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Attempts of a failing init container before the service fails.
+const INIT_ATTEMPTS: u32 = 4;
+
+/// What one deployment of an environment runs: its resolved configuration, the images built for
+/// it, and where.
+pub(crate) struct Rollout {
+    pub(crate) resolved: Resolved,
+    pub(crate) volatile: std::collections::BTreeSet<String>,
+    pub(crate) images: HashMap<String, String>,
+    /// Static sites: service → the key of its build.
+    pub(crate) sites: HashMap<String, String>,
+    pub(crate) ns: Namespace,
+    pub(crate) env_id: String,
+}
+
+/// The Docker engine as the executor's backend, for one deployment.
+pub(crate) struct DockerBackend {
+    pub(crate) ctx: Shared,
+    pub(crate) rollout: Arc<Rollout>,
+}
+
+impl Backend for DockerBackend {
+    async fn prepare(&self) -> Result<(), BackendError> {
+        // Only now, with every image at hand: a failed build leaves nothing behind.
+        self.ctx.rt.ensure_namespace(&self.rollout.ns).await.map_err(BackendError::new)
+    }
+
+    async fn start_service(&self, name: &str) -> Result<(), BackendError> {
+        let s = self.rollout.resolved.services.iter().find(|s| s.name == name);
+        let s = s.ok_or_else(|| BackendError::new(format!("service `{name}` is not defined")))?;
+        start_service(&self.ctx, &self.rollout, s).await.map_err(BackendError::new)
+    }
+
+    async fn run_job(&self, name: &str) -> Result<String, BackendError> {
+        run_job(&self.ctx, &self.rollout, name).await.map_err(BackendError::new)
+    }
+
+    async fn remove_environment(&self) -> Result<(), BackendError> {
+        self.ctx.rt.teardown(&self.rollout.env_id).await.map(|_| ()).map_err(BackendError::new)
+    }
+}
+
+fn mounts(s: &ResolvedService) -> Vec<Mount> {
+    s.volumes
+        .iter()
+        .filter_map(|v| {
+            let target = v.mount_path.as_ref()?.value.clone();
+            let source = match (&v.kind, &v.claim) {
+                (_, Some(c)) => MountSource::Volume(format!("shared-{}", c.value)),
+                (Some(k), None) if k.value == VolumeType::Shmem => MountSource::Tmpfs {
+                    name: v.name.as_ref().map_or_else(|| format!("shm-{}", s.name), |n| n.value.clone()),
+                    size: v.size.as_ref().and_then(|s| parse_quantity(s)).map(|b| b as u64),
+                },
+                (Some(k), None) if k.value == VolumeType::Persistent => MountSource::Volume(v.name.as_ref()?.value.clone()),
+                _ => return None,
+            };
+            Some(Mount { source, target })
+        })
+        .collect()
+}
+
+fn probe_port(p: &Probe) -> Option<u16> {
+    p.http_get
+        .as_ref()
+        .and_then(|h| h.port.as_ref())
+        .or(p.tcp_socket.as_ref().and_then(|t| t.port.as_ref()))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+pub(crate) fn service_spec(plan: &Rollout, s: &ResolvedService) -> ContainerSpec {
+    // Node ports are published on 127.0.0.1 for the router; the rest stay inside.
+    let mut ports: Vec<u16> =
+        s.ports.iter().filter(|p| p.kind == offshoot_template::model::PortType::NodePort).map(|p| p.target_port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ContainerSpec {
+        name: format!("offshoot-{}-{}", plan.env_id, s.name),
+        service: s.name.clone(),
+        role: Role::Service,
+        image: plan.images.get(&s.name).cloned().unwrap_or_default(),
+        entrypoint: s.command.clone(),
+        cmd: s.args.clone(),
+        env: exposed(&s.env),
+        published_ports: ports,
+        mounts: mounts(s),
+        cpu_millis: s.cpu.limits.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
+        memory_bytes: s.memory.limits.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
+        volatile_env: plan.volatile.clone(),
+    }
+}
+
+async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Result<(), String> {
+    let env_id = &plan.env_id;
+    let routing = routing_for(&plan.resolved, s);
+    let detail = || serde_json::json!({ "hostnames": s.hostnames, "image": plan.images.get(&s.name), "routing": routing });
+    if let Some(st) = &s.static_site {
+        // Served by the router from the site storage: ready once the build's site loads.
+        let Some(key) = plan.sites.get(&s.name) else {
+            let reason = "the static site was not built";
+            set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), detail()).await;
+            return Err(reason.into());
+        };
+        let detail = serde_json::json!({ "hostnames": s.hostnames, "site": key, "fallback": st.fallback, "routing": routing });
+        if let Err(e) = crate::sites::site(ctx, env_id, &s.name, key, st.fallback.as_deref()).await {
+            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail).await;
+            return Err(e);
+        }
+        set_service(ctx, env_id, &s.name, status::READY, None, detail).await;
+        ctx.refresh_routes().await;
+        return Ok(());
+    }
+    let spec = service_spec(plan, s);
+    // Init containers run in order to completion, with the service's image, variables and
+    // volumes unless they name their own image; a failing one is retried with back-off.
+    for init in &s.init {
+        set_service(ctx, env_id, &s.name, "initializing", Some(&format!("init container `{}`", init.name)), detail()).await;
+        let ispec = ContainerSpec {
+            name: format!("offshoot-{env_id}-{}-init-{}", s.name, init.name),
+            role: Role::Init,
+            image: init.image.clone().filter(|i| Some(i) != s.image.as_ref()).unwrap_or_else(|| spec.image.clone()),
+            entrypoint: init.command.clone(),
+            cmd: init.args.clone(),
+            env: exposed(&init.env),
+            published_ports: vec![],
+            ..spec.clone()
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = ctx.rt.run_to_completion(&plan.ns, &ispec, Duration::from_secs(300)).await;
+            let failure = match r {
+                Ok(c) if c.exit_code == 0 => break,
+                Ok(c) => format!("init container `{}` exited with code {}: {}", init.name, c.exit_code, tail(&c.logs, 5)),
+                Err(e) => format!("init container `{}`: {e}", init.name),
+            };
+            if attempt >= INIT_ATTEMPTS {
+                set_service(ctx, env_id, &s.name, status::FAILED, Some(&failure), detail()).await;
+                return Err(failure);
+            }
+            set_service(ctx, env_id, &s.name, "initializing", Some(&format!("{failure} (retry {attempt})")), detail()).await;
+            tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
+        }
+    }
+    set_service(ctx, env_id, &s.name, "starting", None, detail()).await;
+    // One container per replica, all answering to the service's name on the network.
+    let replicas: Vec<ContainerSpec> = (0..s.replicas.max(1))
+        .map(|i| if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } })
+        .collect();
+    let mut applied = Vec::new();
+    for r in &replicas {
+        match ctx.rt.apply(&plan.ns, r).await {
+            Ok(a) => applied.push(a),
+            Err(e) => {
+                set_service(ctx, env_id, &s.name, status::FAILED, Some(&e.to_string()), detail()).await;
+                return Err(e.to_string());
+            }
+        }
+    }
+    // Replicas beyond the wanted number (a template that scaled down) are removed.
+    let wanted: HashSet<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
+    for o in ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())? {
+        if o.service == s.name && o.role == "service" && o.instance == ctx.instance && !wanted.contains(o.name.as_str()) {
+            ctx.rt.remove(&o.name).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let probes = replicas.iter().zip(&applied).map(|(r, a)| wait_ready(ctx, env_id, &r.name, s.readiness_probe.as_ref(), a.ip));
+    let results = futures_util::future::join_all(probes).await;
+    match results.into_iter().collect::<Result<Vec<()>, String>>() {
+        Ok(_) => {
+            set_service(ctx, env_id, &s.name, status::READY, None, detail()).await;
+            for r in &replicas {
+                ctx.set_ready(&r.name, true);
+            }
+            ctx.refresh_routes().await;
+            for (r, a) in replicas.iter().zip(&applied) {
+                if let Some(p) = &s.liveness_probe {
+                    crate::monitors::watch_liveness(ctx, plan.ns.clone(), r.clone(), p.clone(), a.ip);
+                }
+                if let Some(p) = &s.readiness_probe {
+                    crate::monitors::watch_readiness(ctx, plan.ns.clone(), r.name.clone(), p.clone());
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail()).await;
+            Err(e)
+        }
+    }
+}
+
+pub(crate) fn tail(s: &str, lines: usize) -> String {
+    last_lines(s, lines).join(" | ")
+}
+
+/// The last `n` lines of a log.
+pub(crate) fn last_lines(s: &str, n: usize) -> Vec<&str> {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(n)..].to_vec()
+}
+
+/// Waits for readiness: the probe succeeding (or, without a probe, the container running).
+/// Fails with the probe's last error after `initial_delay + period × failure_threshold`. The
+/// first probes come quickly (25 ms, growing by half up to 250 ms): a service that is up at once
+/// is ready at once, not a period later.
+async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
+    let (period, threshold, initial) = match probe {
+        Some(p) => probe_timing(p),
+        None => (1, 5, 0),
+    };
+    let deadline = Instant::now() + Duration::from_secs(initial + period * threshold);
+    tokio::time::sleep(Duration::from_secs(initial)).await;
+    // Probes are cheap (one request to the container's own address): often at first, then less.
+    // The engine is asked about the container at most every ENGINE_CHECK while a probe fails,
+    // since a listing competes with the containers being started.
+    const ENGINE_CHECK: Duration = Duration::from_millis(250);
+    let mut pause = Duration::from_millis(25);
+    let mut checked: Option<Instant> = None;
+    loop {
+        // With a probe, its success is readiness; without one, running is.
+        let result = match probe {
+            Some(p) => probe_once(ctx, container, p, ip).await,
+            None => Err(String::new()),
+        };
+        if result.is_ok() {
+            return Ok(());
+        }
+        let past_deadline = Instant::now() >= deadline;
+        if probe.is_none() || past_deadline || checked.is_none_or(|c| c.elapsed() >= ENGINE_CHECK) {
+            checked = Some(Instant::now());
+            // A container that stopped will not become ready.
+            let observed = ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())?;
+            match observed.iter().find(|o| o.name == container).map(|o| o.state.clone()) {
+                Some(State::Exited { code }) => {
+                    let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
+                    return Err(format!("the container exited with code {code}: {}", tail(&logs, 5)));
+                }
+                Some(State::Restarting) => {
+                    let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
+                    return Err(format!("the container keeps exiting: {}", tail(&logs, 5)));
+                }
+                None => return Err("the container disappeared".into()),
+                Some(State::Running) if probe.is_none() => return Ok(()),
+                _ => {}
+            }
+        }
+        let last = result.err().filter(|e| !e.is_empty()).unwrap_or_else(|| "the container is not running".into());
+        if past_deadline {
+            return Err(format!("never became ready: {last}"));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(ENGINE_CHECK);
+    }
+}
+
+pub(crate) async fn probe_once(ctx: &Ctx, container: &str, p: &Probe, ip: Option<std::net::IpAddr>) -> Result<(), String> {
+    let timeout = Duration::from_secs(p.timeout_seconds.as_ref().map_or(1, |t| t.value.max(1)));
+    if let Some(e) = &p.exec {
+        let cmd: Vec<String> = e.command.iter().map(|c| c.value.clone()).collect();
+        let r = tokio::time::timeout(timeout, ctx.rt.exec(container, &cmd))
+            .await
+            .map_err(|_| format!("exec probe timed out after {timeout:?}"))?;
+        let c = r.map_err(|e| e.to_string())?;
+        return if c.exit_code == 0 { Ok(()) } else { Err(format!("exec probe exited with code {}: {}", c.exit_code, tail(&c.logs, 2))) };
+    }
+    let port = probe_port(p).ok_or("the probe has no port")?;
+    let addr = std::net::SocketAddr::new(ip.ok_or("the container has no address")?, port);
+    let connect = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to port {port} timed out"))?;
+    let mut stream = connect.map_err(|e| format!("port {port}: {e}"))?;
+    let Some(h) = &p.http_get else { return Ok(()) };
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let path = h.path.as_ref().map_or("/", |p| p.value.as_str());
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: offshoot-probe\r\nConnection: close\r\n\r\n");
+    let exchange = async {
+        stream.write_all(req.as_bytes()).await?;
+        let mut buf = vec![0u8; 64];
+        let n = stream.read(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let head = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("GET {path} timed out"))?
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+    if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path} answered {code}")) }
+}
+
+async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, String> {
+    let job = plan.resolved.jobs.iter().find(|j| j.name == name).ok_or_else(|| format!("job `{name}` is not defined"))?;
+    let base = job.from_service.as_ref().and_then(|f| plan.resolved.services.iter().find(|s| &s.name == f));
+    let image = job
+        .from_service
+        .as_ref()
+        .and_then(|f| plan.images.get(f).cloned())
+        .or_else(|| job.image.clone())
+        .ok_or_else(|| format!("job `{name}` has no image"))?;
+    if job.from_service.is_none() {
+        ctx.rt.ensure_image(&image).await.map_err(|e| e.to_string())?;
+    }
+    let spec = ContainerSpec {
+        name: format!("offshoot-{}-job-{name}", plan.env_id),
+        service: name.to_owned(),
+        role: Role::Job,
+        image,
+        entrypoint: job.command.clone(),
+        cmd: job.args.clone(),
+        env: exposed(&job.env),
+        published_ports: vec![],
+        mounts: base.map(mounts).unwrap_or_default(),
+        cpu_millis: None,
+        memory_bytes: None,
+        volatile_env: Default::default(),
+    };
+    let done =
+        ctx.rt.run_to_completion(&plan.ns, &spec, Duration::from_secs(job.completed_timeout_seconds)).await.map_err(|e| e.to_string())?;
+    if done.exit_code == 0 {
+        Ok(tail(&done.logs, 20))
+    } else {
+        Err(format!("job `{name}` exited with code {}: {}", done.exit_code, tail(&done.logs, 10)))
+    }
+}
+
+/// A probe's `(period, failure_threshold, initial_delay)` in seconds, with Kubernetes' defaults.
+pub(crate) fn probe_timing(p: &Probe) -> (u64, u64, u64) {
+    let secs = |v: &Option<Sp<u64>>, d: u64| v.as_ref().map_or(d, |x| x.value);
+    (secs(&p.period_seconds, 10).max(1), secs(&p.failure_threshold, 3).max(1), secs(&p.initial_delay_seconds, 0))
+}
