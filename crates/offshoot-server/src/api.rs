@@ -343,10 +343,8 @@ fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
     let mut services = Vec::new();
     let lbs = ctx.load_balancers();
     for s in parts.services {
-        let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
-        let hostnames: Vec<String> =
-            detail["hostnames"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(str::to_owned)).collect();
-        let routing: crate::routes::Routing = serde_json::from_value(detail["routing"].clone()).unwrap_or_default();
+        let hostnames = s.detail.hostnames.clone();
+        let routing = s.detail.routing.clone().unwrap_or_default();
         let (scheme, port) = match ctx.tls_port {
             Some(p) => ("https", p),
             None => ("http", ctx.router_port),
@@ -363,7 +361,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
             }
         }
         // On Kubernetes the cluster's ingress serves them (recorded at deployment).
-        urls.extend(detail["urls"].as_array().into_iter().flatten().filter_map(|u| u.as_str().map(str::to_owned)));
+        urls.extend(s.detail.urls.iter().cloned());
         let load_balancers = crate::routes::lb_for_env(&lbs, &e.id, &s.name)
             .into_iter()
             .map(|(port, addr)| api::LoadBalancer { port, address: addr.to_string() })
@@ -701,9 +699,8 @@ async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Res
         controller::resolve_env(&ctx, &e, None).await.map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m))?;
     let mut opts = crate::kube_rt::options(&ctx, &e);
     for s in ctx.store.services(&id).await? {
-        let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
-        if let Some(image) = detail["image"].as_str() {
-            opts.images.insert(s.name, image.to_owned());
+        if let Some(image) = s.detail.image {
+            opts.images.insert(s.name, image);
         }
     }
     let rendered = offshoot_manifests::render(&r, &opts);

@@ -2,14 +2,14 @@
 //! or a teardown, recording every step so that a restarted server resumes where it stopped.
 //! One operation per environment at a time (a lock per environment id).
 
+use crate::backends::EnvBackend;
 use crate::crypto::SecretKey;
-use crate::docker_backend::{DockerBackend, Rollout};
 use offshoot_api_types::status;
 use offshoot_control::{ExecError, StoreLog, Workflow, execute};
 use offshoot_docker::DockerRuntime;
 use offshoot_git::Mirror;
 use offshoot_runtime::{BuildRequest, Namespace, Runtime};
-use offshoot_store::{Deployment, Environment, ServiceRow, Step, Store};
+use offshoot_store::{Deployment, Environment, Routing, ServiceDetail, ServiceRow, Step, Store};
 use offshoot_template::document::{self, Kind};
 use offshoot_template::envvars::{EnvVarsFile, Var, VarValue};
 use offshoot_template::resolve::{self, Resolved, ResolvedService};
@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::task::AbortOnDropHandle;
 
 pub(crate) struct Ctx {
     pub(crate) store: Store,
@@ -63,6 +64,8 @@ pub(crate) struct Ctx {
     /// The open load-balancer ports.
     load_balancers: Mutex<BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Every loop and every piece of work that outlives a request, stopped at shutdown.
+    pub(crate) background: crate::background::Background,
     /// Liveness monitors: one generation per (environment, container); a monitor whose
     /// generation is no longer current stops.
     liveness: Mutex<HashMap<(String, String), u64>>,
@@ -117,6 +120,7 @@ impl Ctx {
             refreshing: tokio::sync::Mutex::new(0),
             refresh_tickets: std::sync::atomic::AtomicU64::new(0),
             locks: Mutex::new(HashMap::new()),
+            background: crate::background::Background::default(),
             liveness: Mutex::new(HashMap::new()),
         }
     }
@@ -265,9 +269,9 @@ pub(crate) fn new_deployment(env_id: &str, workflow: &str, commit: Option<String
 
 /// Starts running a deployment in the background.
 pub(crate) fn spawn(ctx: &Shared, deployment_id: String) {
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        if let Err(e) = run(&ctx, &deployment_id).await {
+    let shared = ctx.clone();
+    ctx.background.spawn("deployment", async move {
+        if let Err(e) = run(&shared, &deployment_id).await {
             tracing::error!(deployment = %deployment_id, error = %e, "deployment could not run");
         }
     });
@@ -449,14 +453,16 @@ fn content_tag(app: &str, service: &str, tree: &str, s: &ResolvedService) -> Str
     format!("offshoot/{app}/{service}:{digest}")
 }
 
-pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: &str, reason: Option<&str>, detail: serde_json::Value) {
-    let row = ServiceRow {
-        env_id: env_id.into(),
-        name: name.into(),
-        status: st.into(),
-        reason: reason.map(str::to_owned),
-        detail: detail.to_string(),
-    };
+/// Records something whose failure to record must not stop the work it describes (a build
+/// log, a last error): a failed write is logged, never dropped silently.
+pub(crate) fn logged<T>(what: &'static str, r: Result<T, offshoot_store::StoreError>) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, what, "cannot record");
+    }
+}
+
+pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: &str, reason: Option<&str>, detail: ServiceDetail) {
+    let row = ServiceRow { env_id: env_id.into(), name: name.into(), status: st.into(), reason: reason.map(str::to_owned), detail };
     if let Err(e) = ctx.store.set_service(&row).await {
         tracing::error!(error = %e, "cannot record a service");
     }
@@ -477,7 +483,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     if dep.workflow == "setup" {
         if parallel_imports(env) {
             let (ctx2, dep2, env2) = (ctx.clone(), dep.clone(), env.clone());
-            imports = Some(tokio::spawn(async move { deploy_imports(&ctx2, &dep2, &env2).await }));
+            imports = Some(AbortOnDropHandle::new(tokio::spawn(async move { deploy_imports(&ctx2, &dep2, &env2).await })));
         } else {
             deploy_imports(ctx, dep, env).await?;
         }
@@ -527,7 +533,6 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     let resolved = resolve_env(ctx, env, Some(&commit)).await?;
     let workflow: Workflow = dep.workflow.parse().map_err(|e: offshoot_control::PlanError| e.to_string())?;
     let plan = offshoot_control::plan(&resolved, workflow).map_err(|e| e.to_string())?;
-    let ns = Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
     let t = Instant::now();
@@ -565,7 +570,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
                     .ok_or_else(|| format!("service `{}`: build context `{}` does not exist at {}", s.name, b.context, short(&commit)))?;
                 let tag = content_tag(&app.name, &s.name, &tree, s);
                 if !ctx.rt.image_exists(&tag).await.map_err(|e| e.to_string())? {
-                    set_service(ctx, &env.id, &s.name, "building", None, serde_json::json!({})).await;
+                    set_service(ctx, &env.id, &s.name, "building", None, ServiceDetail::new()).await;
                     let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
                     let context = tokio::task::spawn_blocking(move || m.archive(&c, &dir))
                         .await
@@ -585,13 +590,13 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
                         .build(req, &|line| log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_str(&format!("{line}\n")))
                         .await;
                     let log = log.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let _ = ctx.store.set_build_log(&dep.id, &s.name, &log).await;
+                    logged("a build log", ctx.store.set_build_log(&dep.id, &s.name, &log).await);
                     if let Err(e) = result {
                         let tail = match &e {
                             offshoot_runtime::RuntimeError::BuildFailed { log_tail, .. } => format!("\n{log_tail}"),
                             _ => String::new(),
                         };
-                        set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
+                        set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), ServiceDetail::new()).await;
                         return Err(format!("service `{}`: {e}{tail}", s.name));
                     }
                 }
@@ -610,7 +615,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
             None => {
                 let image = s.image.clone().ok_or_else(|| format!("service `{}` has no image", s.name))?;
                 if let Err(e) = ctx.rt.ensure_image(&image).await {
-                    set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
+                    set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), ServiceDetail::new()).await;
                     return Err(format!("service `{}`: {e}", s.name));
                 }
                 image
@@ -620,29 +625,11 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     }
     phases.insert("build".into(), ms(t));
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
-    let result = match &ctx.kube {
-        Some(k) => {
-            let t = Instant::now();
-            let images = crate::kube_rt::publish(ctx, k, images).await?;
-            phases.insert("push".into(), ms(t));
-            let files = configmap_files(&mirror, &commit, &resolved).await;
-            let backend = crate::kube_rt::KubeBackend::new(ctx, k, env, resolved, (images, sites), files);
-            record_phases(ctx, &dep.id, &phases).await?;
-            let t = Instant::now();
-            let result = execute(&plan, &Arc::new(backend), &log).await;
-            phases.insert("start".into(), ms(t));
-            result
-        }
-        None => {
-            let volatile = volatile_keys(&env.env_vars);
-            let rollout = Arc::new(Rollout { resolved, volatile, images, sites, ns, env_id: env.id.clone() });
-            record_phases(ctx, &dep.id, &phases).await?;
-            let t = Instant::now();
-            let result = execute(&plan, &Arc::new(DockerBackend { ctx: ctx.clone(), rollout }), &log).await;
-            phases.insert("start".into(), ms(t));
-            result
-        }
-    };
+    let backend = EnvBackend::for_deployment(ctx, env, resolved, (images, sites), (&mirror, &commit), &mut phases).await?;
+    record_phases(ctx, &dep.id, &phases).await?;
+    let t = Instant::now();
+    let result = execute(&plan, &Arc::new(backend), &log).await;
+    phases.insert("start".into(), ms(t));
     // A halted workflow ends now; otherwise the imports set up beside it are waited for.
     if let Err(e @ ExecError::Halted { .. }) = &result {
         return Err(e.to_string());
@@ -660,18 +647,6 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
 async fn record_phases(ctx: &Ctx, deployment: &str, phases: &BTreeMap<String, u64>) -> Result<(), String> {
     let text = serde_json::to_string(phases).map_err(|e| format!("phase timings: {e}"))?;
     ctx.store.set_phases(deployment, &text).await.map_err(|e| format!("{e:#}"))
-}
-
-/// The repository files mounted with `configmap`, at the deployed commit.
-async fn configmap_files(mirror: &Mirror, commit: &str, resolved: &Resolved) -> BTreeMap<String, String> {
-    let mut files = BTreeMap::new();
-    for path in offshoot_manifests::configmap_files(resolved) {
-        let (m, c, p) = (mirror.clone(), commit.to_owned(), path.clone());
-        if let Ok(Ok(Some(bytes))) = tokio::task::spawn_blocking(move || m.read_file(&c, &p)).await {
-            files.insert(path, String::from_utf8_lossy(&bytes).into_owned());
-        }
-    }
-    files
 }
 
 /// Index of the imports step in a deployment's step log (before the workflow's own steps).
@@ -787,9 +762,9 @@ pub(crate) fn volatile_keys(env_vars: &str) -> std::collections::BTreeSet<String
 pub(crate) const VOLATILE: &[&str] = &["RELEASE_COMMIT_SHA", "RELEASE_COMMIT_SHORT"];
 
 /// What the router needs to know about a service.
-pub(crate) fn routing_for(resolved: &Resolved, s: &ResolvedService) -> crate::routes::Routing {
+pub(crate) fn routing_for(resolved: &Resolved, s: &ResolvedService) -> Routing {
     let node_port = s.ports.iter().find(|p| p.kind == offshoot_template::model::PortType::NodePort && !p.loadbalancer);
-    crate::routes::Routing {
+    Routing {
         routes: resolved
             .routes
             .iter()
@@ -798,7 +773,7 @@ pub(crate) fn routing_for(resolved: &Resolved, s: &ResolvedService) -> crate::ro
             .collect(),
         port: node_port.or_else(|| s.ports.iter().find(|p| !p.loadbalancer)).map(|p| p.target_port),
         lb_ports: s.ports.iter().filter(|p| p.loadbalancer).map(|p| p.target_port).collect(),
-        ingress: serde_json::to_value(&resolved.ingress).ok().filter(|v| !v.is_null()),
+        ingress: resolved.ingress.as_ref().map(crate::routes::ingress_record),
     }
 }
 
@@ -819,14 +794,11 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
     if let Err(e) = teardown_workflow(ctx, dep, env).await {
         tracing::warn!(env = %env.id, error = %e, "the teardown workflow failed; removing the environment anyway");
     }
-    if let Some(k) = &ctx.kube {
-        crate::kube_rt::teardown(&k.kube, env).await.map_err(|e| e.to_string())?;
-    }
-    ctx.rt.teardown(&env.id).await.map_err(|e| e.to_string())?;
+    crate::backends::remove(ctx, env).await?;
     // The containers are gone: their databases go back.
     crate::datasets::detach_all(ctx, &env.id).await;
     for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
-        set_service(ctx, &env.id, &s.name, status::DELETED, None, serde_json::json!({})).await;
+        set_service(ctx, &env.id, &s.name, status::DELETED, None, ServiceDetail::new()).await;
     }
     Ok(())
 }
@@ -838,27 +810,12 @@ async fn teardown_workflow(ctx: &Shared, dep: &Deployment, env: &Environment) ->
     let plan = offshoot_control::plan(&resolved, Workflow::Teardown).map_err(|e| e.to_string())?;
     let mut images = HashMap::new();
     for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
-        if let Some(i) = serde_json::from_str::<serde_json::Value>(&s.detail).ok().and_then(|d| d["image"].as_str().map(str::to_owned)) {
+        if let Some(i) = s.detail.image {
             images.insert(s.name, i);
         }
     }
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
-    let result = match &ctx.kube {
-        Some(k) => {
-            let backend = crate::kube_rt::KubeBackend::new(ctx, k, env, resolved, (images, HashMap::new()), BTreeMap::new());
-            execute(&plan, &Arc::new(backend), &log).await
-        }
-        None => {
-            let rollout = Rollout {
-                resolved,
-                volatile: volatile_keys(&env.env_vars),
-                images,
-                sites: HashMap::new(),
-                ns: Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref()),
-                env_id: env.id.clone(),
-            };
-            execute(&plan, &Arc::new(DockerBackend { ctx: ctx.clone(), rollout: Arc::new(rollout) }), &log).await
-        }
-    };
+    let backend = EnvBackend::for_teardown(ctx, env, resolved, images);
+    let result = execute(&plan, &Arc::new(backend), &log).await;
     result.map(|_| ()).map_err(|e| e.to_string())
 }

@@ -221,7 +221,7 @@ async fn info(ctx: &Shared, d: Dataset) -> Result<api::DatasetInfo, ApiError> {
 // The pool keeper ---------------------------------------------------------------------------------
 
 /// Removes what a crash left, then keeps the pools until the server stops.
-pub(crate) async fn run(ctx: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn run(ctx: Shared) {
     if let Err(e) = recover(&ctx).await {
         tracing::error!(error = %e, "datasets: start-up recovery failed");
     }
@@ -229,8 +229,8 @@ pub(crate) async fn run(ctx: Shared, mut stop: tokio::sync::watch::Receiver<bool
         match ctx.store.datasets().await {
             Ok(all) => {
                 for d in all {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move { keep(&ctx, &d.name).await });
+                    let shared = ctx.clone();
+                    ctx.background.spawn("pool keeper", async move { keep(&shared, &d.name).await });
                 }
             }
             Err(e) => tracing::error!(error = %e, "datasets: cannot list"),
@@ -238,7 +238,6 @@ pub(crate) async fn run(ctx: Shared, mut stop: tokio::sync::watch::Receiver<bool
         tokio::select! {
             _ = ctx.pools.wake.notified() => {}
             _ = tokio::time::sleep(ROUND) => {}
-            _ = stop.changed() => return,
         }
     }
 }
@@ -314,7 +313,7 @@ async fn keep(ctx: &Shared, name: &str) {
     let Ok(_guard) = lock.try_lock() else { return };
     if let Err(e) = keep_locked(ctx, name).await {
         tracing::warn!(dataset = %name, error = %e, "datasets: the pool keeper stopped; it retries");
-        let _ = ctx.store.set_dataset_error(name, Some(&e)).await;
+        crate::controller::logged("a dataset error", ctx.store.set_dataset_error(name, Some(&e)).await);
     }
 }
 

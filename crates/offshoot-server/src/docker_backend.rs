@@ -7,6 +7,7 @@ use crate::controller::{Ctx, Shared, exposed, routing_for, set_service};
 use offshoot_api_types::status;
 use offshoot_control::{Backend, BackendError};
 use offshoot_runtime::{ContainerSpec, Mount, MountSource, Namespace, Role, Runtime, State};
+use offshoot_store::ServiceDetail;
 use offshoot_template::model::{Probe, VolumeType};
 use offshoot_template::resolve::{Resolved, ResolvedService};
 use offshoot_template::span::Sp;
@@ -109,7 +110,12 @@ pub(crate) fn service_spec(plan: &Rollout, s: &ResolvedService) -> ContainerSpec
 async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Result<(), String> {
     let env_id = &plan.env_id;
     let routing = routing_for(&plan.resolved, s);
-    let detail = || serde_json::json!({ "hostnames": s.hostnames, "image": plan.images.get(&s.name), "routing": routing });
+    let detail = || ServiceDetail {
+        hostnames: s.hostnames.clone(),
+        image: plan.images.get(&s.name).cloned(),
+        routing: Some(routing.clone()),
+        ..ServiceDetail::new()
+    };
     if let Some(st) = &s.static_site {
         // Served by the router from the site storage: ready once the build's site loads.
         let Some(key) = plan.sites.get(&s.name) else {
@@ -117,7 +123,13 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), detail()).await;
             return Err(reason.into());
         };
-        let detail = serde_json::json!({ "hostnames": s.hostnames, "site": key, "fallback": st.fallback, "routing": routing });
+        let detail = ServiceDetail {
+            hostnames: s.hostnames.clone(),
+            site: Some(key.clone()),
+            fallback: st.fallback.clone(),
+            routing: Some(routing.clone()),
+            ..ServiceDetail::new()
+        };
         if let Err(e) = crate::sites::site(ctx, env_id, &s.name, key, st.fallback.as_deref()).await {
             set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail).await;
             return Err(e);

@@ -39,8 +39,8 @@ pub(crate) async fn record(ctx: &Shared, id: &str, app: &str, event: &GitEvent) 
 
 /// Handles a recorded delivery in the background.
 pub(crate) fn spawn(ctx: &Shared, id: String) {
-    let ctx = ctx.clone();
-    tokio::spawn(async move { handle(&ctx, &id).await });
+    let shared = ctx.clone();
+    ctx.background.spawn("delivery", async move { handle(&shared, &id).await });
 }
 
 /// After a restart: handles what was received but not handled.
@@ -117,7 +117,7 @@ async fn fetch(ctx: &Shared, app: &offshoot_store::App, attempts: u32) -> Result
         }
         match ctx.sync_mirror(&app.repo).await {
             Ok(m) => {
-                let _ = ctx.store.set_fetch_error(&app.name, None).await;
+                crate::controller::logged("a fetch error", ctx.store.set_fetch_error(&app.name, None).await);
                 return Ok(m);
             }
             Err(e) => last = e,
@@ -125,8 +125,10 @@ async fn fetch(ctx: &Shared, app: &offshoot_store::App, attempts: u32) -> Result
     }
     let message = format!("cannot fetch `{}`: {last}", app.repo);
     // Applications made before git settings existed get theirs here, to hold the error.
-    let _ = app_git(ctx, &app.name).await;
-    let _ = ctx.store.set_fetch_error(&app.name, Some(&message)).await;
+    if let Err(e) = app_git(ctx, &app.name).await {
+        tracing::error!(app = %app.name, error = %e.message, "cannot record the git settings that hold the fetch error");
+    }
+    crate::controller::logged("a fetch error", ctx.store.set_fetch_error(&app.name, Some(&message)).await);
     Err(message)
 }
 
@@ -164,12 +166,12 @@ async fn on_push(ctx: &Shared, app_name: &str, ref_name: &str, commit: Option<&s
     // GitOps: the configuration at the pushed commit, when the repository has Release's files.
     let gitops = match gitops_config(&mirror, commit).await {
         Ok(config) => {
-            let _ = ctx.store.set_gitops_error(&app.name, None).await;
+            crate::controller::logged("a configuration error", ctx.store.set_gitops_error(&app.name, None).await);
             config
         }
         Err(e) => {
             let text = format!("push of {} to `{ref_name}` refused: {e}", short(commit));
-            let _ = ctx.store.set_gitops_error(&app.name, Some(&text)).await;
+            crate::controller::logged("a configuration error", ctx.store.set_gitops_error(&app.name, Some(&text)).await);
             return Err(format!("{text}\nenvironments left as they are"));
         }
     };
@@ -402,15 +404,12 @@ async fn reimport(ctx: &Shared, env: &Environment, pr: &PullRequest) -> Result<S
 /// Polls every application's repository for pushes, as webhooks would report them. A fetch
 /// error is recorded on the application and retried at the next round; a ref that disappeared
 /// is not an event.
-pub(crate) async fn poll_loop(ctx: Shared, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn poll_loop(ctx: Shared, every: Duration) {
     loop {
         if let Err(e) = poll(&ctx).await {
             tracing::warn!(error = %e, "polling failed; retrying later");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {},
-            _ = stop.changed() => return,
-        }
+        tokio::time::sleep(every).await;
     }
 }
 

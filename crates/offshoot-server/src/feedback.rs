@@ -39,9 +39,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Updates the feedback of the pull request an environment belongs to (its own, or its
 /// importer's), in the background.
 pub(crate) fn notify(ctx: &Shared, env: &Environment) {
-    let ctx = ctx.clone();
-    let env = env.clone();
-    tokio::spawn(async move {
+    let (shared, env) = (ctx.clone(), env.clone());
+    ctx.background.spawn("pull-request feedback", async move {
+        let ctx = shared;
         let root = match &env.parent_id {
             Some(p) => match ctx.store.env(p).await {
                 Ok(Some(p)) => p,

@@ -11,7 +11,7 @@ use offshoot_api_types::status;
 use offshoot_control::{Backend, BackendError};
 use offshoot_kube::Kube;
 use offshoot_manifests::{Manifest, Options, job_name, job_secret_name, render};
-use offshoot_store::Environment;
+use offshoot_store::{Environment, ServiceDetail};
 use offshoot_template::resolve::{Resolved, ResolvedService, StaticSite};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -121,7 +121,14 @@ impl KubeBackend {
         let key = self.sites.get(s).ok_or_else(|| BackendError::new("the static site was not built"))?;
         self.kube.apply(&self.manifests(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s))).await.map_err(BackendError::new)?;
         let routing = crate::controller::routing_for(&self.resolved, svc);
-        let detail = serde_json::json!({"hostnames": svc.hostnames, "urls": ingress_urls(&self.resolved, s), "site": key, "fallback": st.fallback, "routing": routing});
+        let detail = ServiceDetail {
+            hostnames: svc.hostnames.clone(),
+            urls: ingress_urls(&self.resolved, s),
+            site: Some(key.clone()),
+            fallback: st.fallback.clone(),
+            routing: Some(routing),
+            ..ServiceDetail::new()
+        };
         crate::sites::site(&self.ctx, &self.env.id, s, key, st.fallback.as_deref()).await.map_err(BackendError::new)?;
         set_service(&self.ctx, &self.env.id, s, status::READY, None, detail).await;
         self.ctx.refresh_routes().await;
@@ -153,19 +160,23 @@ impl Backend for KubeBackend {
         if own.is_empty() {
             return Ok(());
         }
-        let image = serde_json::json!({"image": self.images.get(s)});
+        let image = ServiceDetail { image: self.images.get(s).cloned(), ..ServiceDetail::new() };
         set_service(&self.ctx, &self.env.id, s, "deploying", None, image).await;
         self.kube.apply(&own).await.map_err(BackendError::new)?;
         let workload = [(offshoot_manifests::dns_label(s), svc.stateful)];
         match self.kube.wait_rollout(&self.ns, &workload, ROLLOUT_TIMEOUT).await {
             Ok(()) => {
-                let detail =
-                    serde_json::json!({"image": self.images.get(s), "hostnames": svc.hostnames, "urls": ingress_urls(&self.resolved, s)});
+                let detail = ServiceDetail {
+                    image: self.images.get(s).cloned(),
+                    hostnames: svc.hostnames.clone(),
+                    urls: ingress_urls(&self.resolved, s),
+                    ..ServiceDetail::new()
+                };
                 set_service(&self.ctx, &self.env.id, s, status::READY, None, detail).await;
                 Ok(())
             }
             Err(e) => {
-                set_service(&self.ctx, &self.env.id, s, status::FAILED, Some(&e.to_string()), serde_json::json!({})).await;
+                set_service(&self.ctx, &self.env.id, s, status::FAILED, Some(&e.to_string()), ServiceDetail::new()).await;
                 Err(BackendError::new(e))
             }
         }

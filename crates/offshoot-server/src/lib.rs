@@ -2,6 +2,8 @@
 //! reconciler (resume interrupted work, remove orphans, expire environments) and the router.
 
 mod api;
+mod backends;
+mod background;
 mod controller;
 mod crypto;
 mod datasets;
@@ -160,19 +162,20 @@ pub async fn run(config: Config) -> Result<()> {
         draining.push(tokio::spawn(offshoot_router::serve_threads(router.clone(), listener, Some(loaded), stop_rx.clone(), threads)));
     }
     // Orphans of a crash are dropped before any clone is made.
-    tokio::spawn(datasets::run(ctx.clone(), stop_rx.clone()));
+    let bg = ctx.background.clone();
+    bg.spawn("datasets", datasets::run(ctx.clone()));
     recover(&ctx).await;
     monitors::rewatch(&ctx).await;
     {
         let ctx = ctx.clone();
-        tokio::spawn(async move { events::recover(&ctx).await });
+        bg.spawn("delivery recovery", async move { events::recover(&ctx).await });
     }
     if let Some(every) = config.poll_interval {
-        tokio::spawn(events::poll_loop(ctx.clone(), every, stop_rx.clone()));
+        bg.spawn("poller", events::poll_loop(ctx.clone(), every));
     }
-    tokio::spawn(reconcile_loop(ctx.clone(), config.reconcile_every, stop_rx.clone()));
-    tokio::spawn(sites::gc_loop(ctx.clone(), stop_rx.clone()));
-    tokio::spawn(follow_containers(ctx.clone(), stop_rx.clone()));
+    bg.spawn("reconciler", reconcile_loop(ctx.clone(), config.reconcile_every));
+    bg.spawn("static site gc", sites::gc_loop(ctx.clone()));
+    bg.spawn("container events", follow_containers(ctx.clone()));
     tracing::info!(api = %api_listener.local_addr()?, router = %router_port, tls = ?tls_port, domain = %config.domain, "offshoot server ready");
     let mut stop = stop_rx.clone();
     axum::serve(api_listener, api::router(ctx.clone()))
@@ -189,6 +192,9 @@ pub async fn run(config: Config) -> Result<()> {
             tracing::error!(error = %e, "the router stopped with an error");
         }
     }
+    // Loops stop; deployments in flight stop at their next step and resume at the next start.
+    let left = ctx.background.shutdown(Duration::from_secs(10)).await;
+    tracing::info!(left, "background work stopped");
     Ok(())
 }
 
@@ -242,42 +248,35 @@ async fn recover(ctx: &Shared) {
 
 /// Rebuilds the routing table as soon as a container starts or stops, so that the router never
 /// waits on an address that is gone.
-async fn follow_containers(ctx: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn follow_containers(ctx: Shared) {
     use futures_util::StreamExt as _;
     loop {
         let mut events = std::pin::pin!(ctx.rt.container_events());
-        loop {
-            tokio::select! {
-                e = events.next() => match e {
-                    Some(Ok((action, container))) => {
-                        tracing::debug!(%action, %container, "container event; rebuilding the routing table");
-                        // The engine's list may still show a container that just died as
-                        // running: the event is what counts.
+        while let Some(e) = events.next().await {
+            match e {
+                Ok((action, container)) => {
+                    tracing::debug!(%action, %container, "container event; rebuilding the routing table");
+                    // The engine's list may still show a container that just died as running:
+                    // the event is what counts.
+                    ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
+                    // Events come in bursts (a deployment): take those already waiting, then
+                    // rebuild once.
+                    while let Some(Some(Ok((action, container)))) = futures_util::FutureExt::now_or_never(events.next()) {
                         ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
-                        // Events come in bursts (a deployment): take those already waiting,
-                        // then rebuild once.
-                        while let Some(Some(Ok((action, container)))) = futures_util::FutureExt::now_or_never(events.next()) {
-                            ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
-                        }
-                        ctx.refresh_routes().await;
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "container events interrupted; reconnecting");
-                        break;
-                    }
-                    None => break,
-                },
-                _ = stop.changed() => return,
+                    ctx.refresh_routes().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "container events interrupted; reconnecting");
+                    break;
+                }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
-            _ = stop.changed() => return,
-        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn reconcile_loop(ctx: Shared, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn reconcile_loop(ctx: Shared, every: Duration) {
     loop {
         if let Err(e) = reconcile(&ctx).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile failed; retrying later");
@@ -285,10 +284,7 @@ async fn reconcile_loop(ctx: Shared, every: Duration, mut stop: tokio::sync::wat
         // Containers recreated outside a deployment (liveness, the reconciler) may have new
         // addresses.
         ctx.refresh_routes().await;
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {},
-            _ = stop.changed() => return,
-        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -329,9 +325,8 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
                 .any(|o| o.env_id == env.id && o.service == name && o.role == "service" && o.state == offshoot_runtime::State::Running)
         };
         // A static site has no container (the router serves it).
-        let container = |detail: &str| serde_json::from_str::<serde_json::Value>(detail).map_or(true, |d| d["site"].is_null());
         let missing =
-            ctx.store.services(&env.id).await?.into_iter().any(|s| s.status == status::READY && container(&s.detail) && !running(&s.name));
+            ctx.store.services(&env.id).await?.into_iter().any(|s| s.status == status::READY && !s.detail.is_site() && !running(&s.name));
         if missing {
             tracing::info!(env = %env.id, "a service container is missing or stopped; redeploying");
             ctx.store.set_env_status(&env.id, status::DEPLOYING, Some("recreating missing services")).await?;

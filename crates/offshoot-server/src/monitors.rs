@@ -18,8 +18,9 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
     let (service, container) = (spec.service.clone(), spec.name.clone());
     let key = (ns.env_id.clone(), container.clone());
     let generation = ctx.new_monitor(&key);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
+    let shared = ctx.clone();
+    ctx.background.spawn("liveness monitor", async move {
+        let ctx = shared;
         let (period, threshold, initial) = probe_timing(&probe);
         tokio::time::sleep(Duration::from_secs(initial)).await;
         let mut failures = 0;
@@ -54,7 +55,7 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
                     if let Ok(rows) = ctx.store.services(&ns.env_id).await
                         && let Some(row) = rows.into_iter().find(|r| r.name == service)
                     {
-                        let _ = ctx.store.set_service(&ServiceRow { reason: Some(reason), ..row }).await;
+                        crate::controller::logged("a restart", ctx.store.set_service(&ServiceRow { reason: Some(reason), ..row }).await);
                     }
                 }
             }
@@ -67,8 +68,9 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
 pub(crate) fn watch_readiness(ctx: &Shared, ns: Namespace, container: String, probe: Probe) {
     let key = (ns.env_id.clone(), format!("{container}#readiness"));
     let generation = ctx.new_monitor(&key);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
+    let shared = ctx.clone();
+    ctx.background.spawn("readiness monitor", async move {
+        let ctx = shared;
         let (period, threshold, _) = probe_timing(&probe);
         let mut failures = 0;
         loop {
@@ -112,9 +114,8 @@ pub(crate) async fn rewatch(ctx: &Shared) {
         // The images the services run, as recorded when they became ready.
         let mut images = HashMap::new();
         for row in ctx.store.services(&env.id).await.unwrap_or_default() {
-            let detail: serde_json::Value = serde_json::from_str(&row.detail).unwrap_or_default();
-            if let Some(i) = detail["image"].as_str() {
-                images.insert(row.name.clone(), i.to_owned());
+            if let Some(i) = row.detail.image {
+                images.insert(row.name, i);
             }
         }
         let ns = Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());

@@ -6,28 +6,12 @@ use crate::controller::Ctx;
 use offshoot_api_types::status;
 use offshoot_router::tcp::{TcpKey, TcpRoute};
 use offshoot_router::{Backend, IngressSettings, Route, Table, Visibility};
+use offshoot_store::IngressRecord;
 use offshoot_template::ingress::{parse_duration, parse_size, parse_switch};
 use offshoot_template::model::Ingress;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-
-/// What a ready service records for the router (in its row's detail).
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Routing {
-    /// `(host, path, visibility)`, rules first.
-    #[serde(default)]
-    pub(crate) routes: Vec<(String, String, String)>,
-    /// The container port HTTP goes to.
-    #[serde(default)]
-    pub(crate) port: Option<u16>,
-    /// Container ports with `loadbalancer: true`.
-    #[serde(default)]
-    pub(crate) lb_ports: Vec<u16>,
-    /// The environment's `ingress` block as written.
-    #[serde(default)]
-    pub(crate) ingress: Option<serde_json::Value>,
-}
 
 /// The router's view of an `ingress` block; values were validated with the template, so one
 /// that does not parse keeps the default.
@@ -59,29 +43,36 @@ pub(crate) fn settings(ingress: Option<&Ingress>) -> IngressSettings {
     s
 }
 
-/// The same, from the JSON recorded in a service's detail.
-fn settings_from_json(v: Option<&serde_json::Value>) -> IngressSettings {
-    let Some(v) = v else { return IngressSettings::default() };
-    let field = |k: &str| -> Option<offshoot_template::span::Text> {
-        let s = match &v[k] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            _ => return None,
-        };
-        Some(offshoot_template::span::Sp::new(s, Default::default()))
-    };
+/// The same, from a service's record.
+fn settings_from_record(r: Option<&IngressRecord>) -> IngressSettings {
+    let Some(r) = r else { return IngressSettings::default() };
+    let field = |v: &Option<String>| v.as_ref().map(|s| offshoot_template::span::Sp::new(s.clone(), Default::default()));
     let i = Ingress {
-        proxy_body_size: field("proxy_body_size"),
-        proxy_buffer_size: field("proxy_buffer_size"),
-        proxy_buffering: field("proxy_buffering"),
-        proxy_buffers_number: field("proxy_buffers_number"),
-        proxy_max_temp_file_size: field("proxy_max_temp_file_size"),
-        proxy_read_timeout: field("proxy_read_timeout"),
-        proxy_send_timeout: field("proxy_send_timeout"),
-        proxy_connect_timeout: field("proxy_connect_timeout"),
+        proxy_body_size: field(&r.proxy_body_size),
+        proxy_buffer_size: field(&r.proxy_buffer_size),
+        proxy_buffering: field(&r.proxy_buffering),
+        proxy_buffers_number: field(&r.proxy_buffers_number),
+        proxy_max_temp_file_size: field(&r.proxy_max_temp_file_size),
+        proxy_read_timeout: field(&r.proxy_read_timeout),
+        proxy_send_timeout: field(&r.proxy_send_timeout),
+        proxy_connect_timeout: field(&r.proxy_connect_timeout),
     };
     settings(Some(&i))
+}
+
+/// A service's record of the `ingress` block it was deployed with.
+pub(crate) fn ingress_record(i: &Ingress) -> IngressRecord {
+    let text = |t: &Option<offshoot_template::span::Text>| t.as_ref().map(|v| v.value.clone());
+    IngressRecord {
+        proxy_body_size: text(&i.proxy_body_size),
+        proxy_buffer_size: text(&i.proxy_buffer_size),
+        proxy_buffering: text(&i.proxy_buffering),
+        proxy_buffers_number: text(&i.proxy_buffers_number),
+        proxy_max_temp_file_size: text(&i.proxy_max_temp_file_size),
+        proxy_read_timeout: text(&i.proxy_read_timeout),
+        proxy_send_timeout: text(&i.proxy_send_timeout),
+        proxy_connect_timeout: text(&i.proxy_connect_timeout),
+    }
 }
 
 /// Rebuilds the routing table and the load-balancer ports.
@@ -112,17 +103,16 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
     for env in envs {
         let mut ingress: Option<Arc<IngressSettings>> = None;
         for s in ctx.store.services(&env.id).await? {
-            let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
-            let routing: Routing = serde_json::from_value(detail["routing"].clone()).unwrap_or_default();
-            let settings = ingress.get_or_insert_with(|| Arc::new(settings_from_json(routing.ingress.as_ref()))).clone();
+            let routing = s.detail.routing.clone().unwrap_or_default();
+            let settings = ingress.get_or_insert_with(|| Arc::new(settings_from_record(routing.ingress.as_ref()))).clone();
             let ips = replicas.get(&(env.id.as_str(), s.name.as_str())).cloned().unwrap_or_default();
             let upstreams: Vec<SocketAddr> =
                 routing.port.map(|p| ips.iter().map(|ip| SocketAddr::new(*ip, p)).collect()).unwrap_or_default();
             let mut backend = Backend::new(&env.id, &s.name, upstreams.clone(), settings.clone());
             // A static site: the build recorded when it became ready, kept in the record while a
             // new build is made (or after one failed), so the last site served stays up.
-            let site = match detail["site"].as_str() {
-                Some(key) => Some(crate::sites::site(ctx, &env.id, &s.name, key, detail["fallback"].as_str()).await),
+            let site = match &s.detail.site {
+                Some(key) => Some(crate::sites::site(ctx, &env.id, &s.name, key, s.detail.fallback.as_deref()).await),
                 None => None,
             };
             if site.is_some() {

@@ -10,6 +10,7 @@ use crate::controller::{Ctx, Shared, set_service};
 use offshoot_git::Mirror;
 use offshoot_runtime::{ContainerSpec, Namespace, Role, Runtime as _};
 use offshoot_sites::{Bucket, Fallback, Limits, Site};
+use offshoot_store::{Routing, ServiceDetail};
 use offshoot_template::envvars::VarValue;
 use offshoot_template::resolve::{ResolvedService, StaticSite};
 use sha2::{Digest as _, Sha256};
@@ -130,11 +131,16 @@ pub(crate) struct At<'a> {
 /// Builds (unless stored already) the static site of `s` at a commit; its key. While it
 /// builds, and when the build fails, the service's record keeps its routes and the site it
 /// served: the router goes on serving that site (a first build that fails answers 503).
-pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routing: &crate::routes::Routing) -> Result<String, String> {
+pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routing: &Routing) -> Result<String, String> {
     let before = ctx.store.services(at.env_id).await.map_err(|e| e.to_string())?.into_iter().find(|r| r.name == s.name);
-    let before: serde_json::Value = before.and_then(|r| serde_json::from_str(&r.detail).ok()).unwrap_or_default();
-    let detail =
-        serde_json::json!({ "hostnames": s.hostnames, "routing": routing, "site": before["site"], "fallback": before["fallback"] });
+    let before = before.map(|r| r.detail).unwrap_or_default();
+    let detail = ServiceDetail {
+        hostnames: s.hostnames.clone(),
+        routing: Some(routing.clone()),
+        site: before.site,
+        fallback: before.fallback,
+        ..ServiceDetail::new()
+    };
     let r = build_site(ctx, at, s, &detail).await;
     if let Err(e) = &r {
         set_service(ctx, at.env_id, &s.name, offshoot_api_types::status::FAILED, Some(e), detail).await;
@@ -142,7 +148,7 @@ pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routin
     r
 }
 
-async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &serde_json::Value) -> Result<String, String> {
+async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ServiceDetail) -> Result<String, String> {
     let At { deployment, app, env_id, mirror, commit } = *at;
     let st = s.static_site.as_ref().ok_or("not a static site")?;
     let sites = ctx.sites.as_ref().ok_or("static sites are not configured on this server")?;
@@ -201,7 +207,7 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ser
     let result = async {
         let (done, found) = ran.map_err(|e| e.to_string())?;
         let log = masked(&done.logs, &s.env);
-        let _ = ctx.store.set_build_log(deployment, &s.name, &log).await;
+        crate::controller::logged("a build log", ctx.store.set_build_log(deployment, &s.name, &log).await);
         if done.exit_code != 0 {
             return Err(format!("the static build exited with code {}:\n{}", done.exit_code, crate::docker_backend::last_lines(&log, 15).join("\n")));
         }
@@ -223,7 +229,7 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ser
         if !report.skipped.is_empty() {
             summary.push_str(&format!("; left out (not regular files): {}", report.skipped.join(", ")));
         }
-        let _ = ctx.store.set_build_log(deployment, &s.name, &format!("{log}{summary}\n")).await;
+        crate::controller::logged("a build log", ctx.store.set_build_log(deployment, &s.name, &format!("{log}{summary}\n")).await);
         tracing::info!(env = %env_id, service = %s.name, site = %manifest.key, files = report.files, new = report.stored, "static site built");
         Ok(key.clone())
     }
@@ -282,7 +288,7 @@ pub(crate) fn retain(ctx: &Ctx, serving: &HashSet<(String, String)>) {
 
 /// At start-up, removes the output archives of builds a crash interrupted; then collects
 /// garbage every hour.
-pub(crate) async fn gc_loop(ctx: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub(crate) async fn gc_loop(ctx: Shared) {
     if let Ok(mut dir) = tokio::fs::read_dir(ctx.data_dir.join("tmp")).await {
         while let Ok(Some(e)) = dir.next_entry().await {
             if e.file_name().to_string_lossy().starts_with("site-") {
@@ -292,10 +298,7 @@ pub(crate) async fn gc_loop(ctx: Shared, mut stop: tokio::sync::watch::Receiver<
     }
     loop {
         collect_garbage(&ctx).await;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {},
-            _ = stop.changed() => return,
-        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 
@@ -319,9 +322,8 @@ pub(crate) async fn collect_garbage(ctx: &Ctx) {
     for env in envs {
         let Ok(services) = ctx.store.services(&env.id).await else { return };
         for s in services {
-            let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap_or_default();
-            if let Some(k) = detail["site"].as_str() {
-                keep.insert(k.to_owned());
+            if let Some(k) = s.detail.site {
+                keep.insert(k);
             }
         }
     }

@@ -184,7 +184,7 @@ async fn logout(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<S
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    let _ = ctx.store.delete_session(&hash_token(&s.0)).await;
+    crate::controller::logged("a sign-out", ctx.store.delete_session(&hash_token(&s.0)).await);
     let mut r = Redirect::to("/ui/login").into_response();
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("offshoot_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
     r

@@ -4,8 +4,10 @@
 //! owns.
 
 mod datasets;
+mod services;
 
 pub use datasets::{Dataset, DatasetClone};
+pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail, ServiceRow};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,6 +31,13 @@ pub enum StoreError {
     Conflict { what: &'static str, name: String },
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
     Url(String),
+    #[error("the {what} `{name}` in the database cannot be read")]
+    Decode {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -169,14 +178,25 @@ pub struct StepTask {
     pub output: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
-pub struct ServiceRow {
-    pub env_id: String,
-    pub name: String,
-    pub status: String,
-    pub reason: Option<String>,
-    /// JSON the server owns (image, host ports, hostnames).
-    pub detail: String,
+/// A service's row as stored; its detail is a [`ServiceDetail`] in JSON.
+#[derive(FromRow)]
+struct RawServiceRow {
+    env_id: String,
+    name: String,
+    status: String,
+    reason: Option<String>,
+    detail: String,
+}
+
+impl RawServiceRow {
+    fn typed(self) -> Result<ServiceRow> {
+        let detail = serde_json::from_str(&self.detail).map_err(|source| StoreError::Decode {
+            what: "service record",
+            name: format!("{}/{}", self.env_id, self.name),
+            source,
+        })?;
+        Ok(ServiceRow { env_id: self.env_id, name: self.name, status: self.status, reason: self.reason, detail })
+    }
 }
 
 const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request";
@@ -665,7 +685,11 @@ impl Store {
         .bind(&s.name)
         .bind(&s.status)
         .bind(&s.reason)
-        .bind(&s.detail)
+        .bind(serde_json::to_string(&s.detail).map_err(|source| StoreError::Decode {
+            what: "service record",
+            name: format!("{}/{}", s.env_id, s.name),
+            source,
+        })?)
         .execute(&self.pool)
         .await
         .map_err(db("record a service"))?;
@@ -674,21 +698,24 @@ impl Store {
 
     /// The services of every environment that is not deleted, by environment then name.
     pub async fn live_services(&self) -> Result<Vec<ServiceRow>> {
-        sqlx::query_as(
+        let rows: Vec<RawServiceRow> = sqlx::query_as(
             "SELECT env_id, name, status, reason, detail FROM services \
              WHERE env_id IN (SELECT id FROM environments WHERE status <> 'deleted') ORDER BY env_id, name",
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(db("list services"))
+        .map_err(db("list services"))?;
+        rows.into_iter().map(RawServiceRow::typed).collect()
     }
 
     pub async fn services(&self, env_id: &str) -> Result<Vec<ServiceRow>> {
-        sqlx::query_as("SELECT env_id, name, status, reason, detail FROM services WHERE env_id = $1 ORDER BY name")
-            .bind(env_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("list services"))
+        let rows: Vec<RawServiceRow> =
+            sqlx::query_as("SELECT env_id, name, status, reason, detail FROM services WHERE env_id = $1 ORDER BY name")
+                .bind(env_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list services"))?;
+        rows.into_iter().map(RawServiceRow::typed).collect()
     }
 
     // Build logs --------------------------------------------------------------------------------

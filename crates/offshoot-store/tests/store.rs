@@ -100,7 +100,7 @@ async fn suite(store: Store) {
             name: "web".into(),
             status: "ready".into(),
             reason: None,
-            detail: "{}".into(),
+            detail: offshoot_store::ServiceDetail { image: Some("busybox:stable".into()), ..offshoot_store::ServiceDetail::new() },
         })
         .await
         .expect("svc");
@@ -110,12 +110,13 @@ async fn suite(store: Store) {
             name: "web".into(),
             status: "failed".into(),
             reason: Some("probe".into()),
-            detail: "{}".into(),
+            detail: offshoot_store::ServiceDetail::new(),
         })
         .await
         .expect("svc");
     let services = store.services("abc1234").await.expect("services");
     assert_eq!((services.len(), services[0].status.as_str()), (1, "failed"));
+    assert_eq!(services[0].detail, offshoot_store::ServiceDetail::new(), "the record was replaced whole");
     store.set_build_log("dep-1", "web", "Step 1/2").await.expect("log");
     assert_eq!(store.build_logs("dep-1").await.expect("logs"), vec![("web".to_owned(), "Step 1/2".to_owned())]);
     assert_eq!(store.deployments("abc1234").await.expect("deployments").len(), 1);

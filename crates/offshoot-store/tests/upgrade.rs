@@ -73,7 +73,11 @@ async fn holds_everything_v0_held(store: &Store) {
     assert_eq!(names, ["api", "site", "store", "web"]);
     assert!(services.iter().all(|s| s.status == "ready"), "{services:?}");
     let site = services.iter().find(|s| s.name == "site").expect("site");
-    assert!(site.detail.contains("\"site\":\""), "the static site's key is kept: {site:?}");
+    assert!(site.detail.site.as_ref().is_some_and(|k| k.len() == 32), "the static site's key is kept: {site:?}");
+    let web = services.iter().find(|s| s.name == "web").expect("web");
+    assert!(web.detail.image.as_ref().is_some_and(|i| i.starts_with("offshoot/shop/web:")), "the image is kept: {web:?}");
+    let routing = web.detail.routing.as_ref().expect("the routing is kept");
+    assert_eq!((routing.port, routing.routes.len()), (Some(8080), 1), "{web:?}");
 
     let teardown = store.deployments(&deleted.id).await.expect("deployments");
     assert!(teardown.iter().any(|d| d.workflow == "teardown" && d.status == "succeeded"), "{teardown:?}");

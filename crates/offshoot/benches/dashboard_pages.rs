@@ -56,7 +56,11 @@ async fn fixture(db: &str) -> String {
         };
         store.create_env(&e).await.expect("env");
         for s in ["web", "api", "db"] {
-            let detail = serde_json::json!({"hostnames": [format!("{s}-{id}.localhost")], "image": "busybox:stable"}).to_string();
+            let detail = offshoot_store::ServiceDetail {
+                hostnames: vec![format!("{s}-{id}.localhost")],
+                image: Some("busybox:stable".into()),
+                ..offshoot_store::ServiceDetail::new()
+            };
             store
                 .set_service(&ServiceRow { env_id: id.clone(), name: s.into(), status: "failed".into(), reason: None, detail })
                 .await

@@ -1,0 +1,124 @@
+//! The one place that chooses an environment's engine: Docker by default, Kubernetes with
+//! `--runtime kubernetes`. Everything else drives an [`EnvBackend`] through the executor.
+
+use crate::controller::{Shared, volatile_keys};
+use crate::docker_backend::{DockerBackend, Rollout};
+use crate::kube_rt::KubeBackend;
+use offshoot_control::{Backend, BackendError};
+use offshoot_git::Mirror;
+use offshoot_runtime::{Namespace, Runtime};
+use offshoot_store::Environment;
+use offshoot_template::resolve::Resolved;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(crate) enum EnvBackend {
+    Docker(DockerBackend),
+    Kube(Box<KubeBackend>),
+}
+
+/// What a deployment built for its engine: service → image, and static site → build key.
+pub(crate) type Built = (HashMap<String, String>, HashMap<String, String>);
+
+impl EnvBackend {
+    /// The engine of a deployment at `commit` of `mirror`. On Kubernetes the built images are
+    /// pushed first (timed as the `push` phase) and the files `configmap` mounts are read.
+    pub(crate) async fn for_deployment(
+        ctx: &Shared,
+        env: &Environment,
+        resolved: Resolved,
+        (images, sites): Built,
+        (mirror, commit): (&Mirror, &str),
+        phases: &mut BTreeMap<String, u64>,
+    ) -> Result<EnvBackend, String> {
+        match &ctx.kube {
+            Some(k) => {
+                let t = Instant::now();
+                let images = crate::kube_rt::publish(ctx, k, images).await?;
+                phases.insert("push".into(), u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
+                let files = configmap_files(mirror, commit, &resolved).await;
+                Ok(EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, sites), files))))
+            }
+            None => Ok(Self::docker(ctx, env, resolved, (images, sites))),
+        }
+    }
+
+    /// The engine of a teardown, with the images the services last ran.
+    pub(crate) fn for_teardown(ctx: &Shared, env: &Environment, resolved: Resolved, images: HashMap<String, String>) -> EnvBackend {
+        match &ctx.kube {
+            Some(k) => EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, HashMap::new()), BTreeMap::new()))),
+            None => Self::docker(ctx, env, resolved, (images, HashMap::new())),
+        }
+    }
+
+    fn docker(ctx: &Shared, env: &Environment, resolved: Resolved, (images, sites): Built) -> EnvBackend {
+        let rollout = Rollout {
+            resolved,
+            volatile: volatile_keys(&env.env_vars),
+            images,
+            sites,
+            ns: Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref()),
+            env_id: env.id.clone(),
+        };
+        EnvBackend::Docker(DockerBackend { ctx: ctx.clone(), rollout: Arc::new(rollout) })
+    }
+}
+
+/// Removes everything of an environment from its engine, whatever its configuration says (the
+/// engine that builds images is always cleaned too). Idempotent.
+pub(crate) async fn remove(ctx: &Shared, env: &Environment) -> Result<(), String> {
+    if let Some(k) = &ctx.kube {
+        crate::kube_rt::teardown(&k.kube, env).await.map_err(|e| e.to_string())?;
+    }
+    ctx.rt.teardown(&env.id).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The repository files mounted with `configmap`, at the deployed commit.
+async fn configmap_files(mirror: &Mirror, commit: &str, resolved: &Resolved) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for path in offshoot_manifests::configmap_files(resolved) {
+        let (m, c, p) = (mirror.clone(), commit.to_owned(), path.clone());
+        if let Ok(Ok(Some(bytes))) = tokio::task::spawn_blocking(move || m.read_file(&c, &p)).await {
+            files.insert(path, String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    files
+}
+
+impl Backend for EnvBackend {
+    async fn prepare(&self) -> Result<(), BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.prepare().await,
+            EnvBackend::Kube(b) => b.prepare().await,
+        }
+    }
+
+    async fn start_service(&self, service: &str) -> Result<(), BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.start_service(service).await,
+            EnvBackend::Kube(b) => b.start_service(service).await,
+        }
+    }
+
+    async fn run_job(&self, job: &str) -> Result<String, BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.run_job(job).await,
+            EnvBackend::Kube(b) => b.run_job(job).await,
+        }
+    }
+
+    async fn remove_environment(&self) -> Result<(), BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.remove_environment().await,
+            EnvBackend::Kube(b) => b.remove_environment().await,
+        }
+    }
+
+    async fn finish(&self) -> Result<(), BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.finish().await,
+            EnvBackend::Kube(b) => b.finish().await,
+        }
+    }
+}
