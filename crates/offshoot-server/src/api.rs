@@ -1,8 +1,11 @@
 //! The HTTP API (`/api/v1`, bearer token) and `/healthz`.
 
-use crate::controller::{self, Shared};
-use crate::crypto::{hash_token, random_bytes};
+use crate::controller;
+use crate::crypto::hash_token;
 use crate::error::ApiError;
+use crate::ops::{NewEnv, check_files, create_environment, find_app, find_env, read_config};
+use crate::state::Shared;
+use crate::views::{app_dto, env_dto, env_dtos};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -11,15 +14,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use offshoot_api_types as api;
 use offshoot_api_types::status;
-use offshoot_git::CommitFiles;
 use offshoot_runtime::Runtime as _;
-use offshoot_store::{Environment, now_ms};
+use offshoot_store::now_ms;
 use offshoot_template::document::{self, Kind};
-use offshoot_template::repo::{self, RepoFiles as _, Source};
 use serde::Deserialize;
 
 /// Largest request body the API accepts.
-const MAX_BODY: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
 
 pub(crate) fn router(ctx: Shared) -> Router {
     let api = Router::new()
@@ -43,8 +44,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .nest("/api/v1", api)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(ctx.clone())
-        .merge(crate::webhooks::hooks(ctx.clone()))
-        .merge(crate::ui::router(ctx.clone()).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(ctx))
+        .merge(crate::webhooks::hooks(ctx))
 }
 
 async fn metrics(State(ctx): State<Shared>) -> Response {
@@ -83,92 +83,6 @@ fn name_from_repo(repo: &str) -> String {
     let last = repo.trim_end_matches('/').rsplit(['/', ':']).next().unwrap_or("app").trim_end_matches(".git");
     let n: String = last.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     n.trim_matches('-').chars().take(40).collect()
-}
-
-/// New environment ids: 7 lower-case letters and digits.
-fn new_env_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    random_bytes::<7>().iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
-}
-
-pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiError> {
-    let v = ctx.store.latest_version(&a.name).await?;
-    let source = if v.as_ref().is_some_and(|v| v.template.starts_with("# generated")) { "compose" } else { "release" };
-    let git = ctx.store.app_git(&a.name).await?;
-    Ok(api::App {
-        name: a.name,
-        repo: a.repo,
-        default_branch: a.default_branch,
-        version: v.map_or(0, |v| v.version),
-        source: source.into(),
-        created_at: a.created_at,
-        pull_requests: git.as_ref().is_some_and(|g| g.pull_requests != 0),
-        pull_request_label: git.as_ref().and_then(|g| g.pull_request_label.clone()),
-        gitops_error: git.as_ref().and_then(|g| g.gitops_error.clone()),
-        static_builder: git.as_ref().and_then(|g| g.static_builder.clone()),
-        fetch_error: git.and_then(|g| g.fetch_error),
-    })
-}
-
-/// Release's configuration files at a commit, checked; `None` when the repository has no
-/// `.release.yaml` or `.release/` files (GitOps does not apply to it).
-pub(crate) fn release_config(mirror: &offshoot_git::Mirror, commit: &str) -> Result<Option<(String, String)>, ApiError> {
-    let files = CommitFiles { mirror, commit: commit.to_owned() };
-    let found = repo::discover(&files, None);
-    let errors: Vec<_> = found.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
-    if !errors.is_empty() {
-        return Err(ApiError::invalid("the repository's .release.yaml is invalid", &errors));
-    }
-    match found.source {
-        Some(Source::Release { template: Some(t), env_vars }) => {
-            let template = files.read(&t.0).unwrap_or_default();
-            let vname = env_vars.as_ref().map_or_else(|| "environment_variables.yaml".to_owned(), |e| e.0.clone());
-            let env_vars = env_vars.and_then(|e| files.read(&e.0)).unwrap_or_else(|| "defaults: []\n".to_owned());
-            check_named((&t.0, &template), (&vname, &env_vars))?;
-            Ok(Some((template, env_vars)))
-        }
-        Some(Source::Release { template: None, .. }) => {
-            Err(ApiError::bad_request("the repository's .release.yaml names no application template"))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// The configuration of a commit, checked: Release's files, or a template generated from compose.
-fn read_config(mirror: &offshoot_git::Mirror, commit: &str, app: &str) -> Result<(String, String), ApiError> {
-    if let Some(config) = release_config(mirror, commit)? {
-        return Ok(config);
-    }
-    let files = CommitFiles { mirror, commit: commit.to_owned() };
-    match repo::discover(&files, None).source {
-        Some(Source::Compose { path }) => {
-            let src = files.read(&path).unwrap_or_default();
-            let read = |p: &str| files.read(p);
-            let opts = offshoot_template::compose::Options { app: Some(app.to_owned()), read_file: Some(&read), ..Default::default() };
-            let (generated, diags) = offshoot_template::compose::generate(&path, &src, &opts);
-            match generated.filter(|_| !diags.iter().any(|d| d.is_error())) {
-                Some(g) => {
-                    let (template, env_vars) = (format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml());
-                    check_files(&template, &env_vars)?;
-                    Ok((template, env_vars))
-                }
-                None => Err(ApiError::invalid(format!("cannot generate a template from `{path}`"), &diags)),
-            }
-        }
-        _ => Err(ApiError::bad_request("the repository has no .release.yaml, .release/ files or docker-compose file")),
-    }
-}
-
-fn check_files(template: &str, env_vars: &str) -> Result<(), ApiError> {
-    check_named(("application_template.yaml", template), ("environment_variables.yaml", env_vars))
-}
-
-/// Checks a template and variables file, naming them as given in diagnostics.
-fn check_named((tname, template): (&str, &str), (vname, env_vars): (&str, &str)) -> Result<(), ApiError> {
-    let t = document::check(tname, template, Some(Kind::Template));
-    let v = document::check(vname, env_vars, Some(Kind::EnvVars));
-    let errors: Vec<_> = t.diagnostics.iter().chain(&v.diagnostics).filter(|d| d.is_error()).cloned().collect();
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::invalid("the configuration is invalid", &errors)) }
 }
 
 pub(crate) async fn create_app(
@@ -220,10 +134,6 @@ async fn list_apps(State(ctx): State<Shared>) -> Result<Json<Vec<api::App>>, Api
         out.push(app_dto(&ctx, a).await?);
     }
     Ok(Json(out))
-}
-
-pub(crate) async fn find_app(ctx: &Shared, name: &str) -> Result<offshoot_store::App, ApiError> {
-    ctx.store.app(name).await?.ok_or_else(|| ApiError::not_found("application", name).hint("`offshoot app list` shows the applications"))
 }
 
 async fn show_app(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::App>, ApiError> {
@@ -284,156 +194,6 @@ pub(crate) async fn set_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// What an environment's view is made of, besides its own row.
-struct EnvParts {
-    services: Vec<offshoot_store::ServiceRow>,
-    deployments: Vec<offshoot_store::Deployment>,
-    children: Vec<Environment>,
-    datasets: Vec<api::AttachedDataset>,
-}
-
-pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, ApiError> {
-    let parts = EnvParts {
-        services: ctx.store.services(&e.id).await?,
-        deployments: ctx.store.deployments(&e.id).await?,
-        children: ctx.store.child_envs(&e.id).await?,
-        datasets: crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
-    };
-    Ok(env_dto_of(ctx, e, parts))
-}
-
-/// Every environment's view (of one app, or all), from a few queries whatever their number.
-async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api::Env>, ApiError> {
-    use std::collections::{HashMap, HashSet};
-    let envs = ctx.store.envs(app, false).await?;
-    let mut services: HashMap<String, Vec<offshoot_store::ServiceRow>> = HashMap::new();
-    for s in ctx.store.live_services().await? {
-        services.entry(s.env_id.clone()).or_default().push(s);
-    }
-    let mut deployments: HashMap<String, Vec<offshoot_store::Deployment>> = HashMap::new();
-    for d in ctx.store.live_deployments().await? {
-        deployments.entry(d.env_id.clone()).or_default().push(d);
-    }
-    // Imports: every environment that is not deleted, oldest first, by parent.
-    let mut all = if app.is_some() { ctx.store.envs(None, false).await? } else { envs.clone() };
-    all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    let mut children: HashMap<String, Vec<Environment>> = HashMap::new();
-    for c in all {
-        if let Some(p) = c.parent_id.clone() {
-            children.entry(p).or_default().push(c);
-        }
-    }
-    let leased: HashSet<String> = ctx.store.envs_with_leases().await?.into_iter().collect();
-    let mut out = Vec::with_capacity(envs.len());
-    for e in envs {
-        let datasets =
-            if leased.contains(&e.id) { crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))? } else { Vec::new() };
-        let parts = EnvParts {
-            services: services.remove(&e.id).unwrap_or_default(),
-            deployments: deployments.remove(&e.id).unwrap_or_default(),
-            children: children.remove(&e.id).unwrap_or_default(),
-            datasets,
-        };
-        out.push(env_dto_of(ctx, e, parts));
-    }
-    Ok(out)
-}
-
-fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
-    let mut services = Vec::new();
-    let lbs = ctx.load_balancers();
-    for s in parts.services {
-        let hostnames = s.detail.hostnames.clone();
-        let routing = s.detail.routing.clone().unwrap_or_default();
-        let (scheme, port) = match ctx.tls_port {
-            Some(p) => ("https", p),
-            None => ("http", ctx.router_port),
-        };
-        let conflicts = ctx.route_conflicts(&e.id, &s.name);
-        let mut urls: Vec<String> = Vec::new();
-        for (host, path, _) in &routing.routes {
-            if conflicts.iter().any(|c| &c.host == host && &c.path == path) {
-                continue;
-            }
-            let url = format!("{scheme}://{host}:{port}{}", if path.starts_with('/') { path.as_str() } else { "/" });
-            if !urls.contains(&url) {
-                urls.push(url);
-            }
-        }
-        // On Kubernetes the cluster's ingress serves them (recorded at deployment).
-        urls.extend(s.detail.urls.iter().cloned());
-        let load_balancers = crate::routes::lb_for_env(&lbs, &e.id, &s.name)
-            .into_iter()
-            .map(|(port, addr)| api::LoadBalancer { port, address: addr.to_string() })
-            .collect();
-        let notes: Vec<&str> = conflicts.iter().map(|c| c.message.as_str()).collect();
-        let reason = match (s.reason, notes.is_empty()) {
-            (r, true) => r,
-            (Some(r), false) => Some(format!("{r}; {}", notes.join("; "))),
-            (None, false) => Some(notes.join("; ")),
-        };
-        services.push(api::Service { name: s.name, status: s.status, reason, hostnames, urls, load_balancers });
-    }
-    let deployments = parts
-        .deployments
-        .into_iter()
-        .map(|d| api::Deployment {
-            id: d.id,
-            workflow: d.workflow,
-            commit: d.commit_sha,
-            status: d.status,
-            error: d.error,
-            phases: serde_json::from_str(&d.phases).unwrap_or_default(),
-            created_at: d.created_at,
-            finished_at: d.finished_at,
-        })
-        .collect();
-    let mut imports = Vec::new();
-    for c in parts.children {
-        let info = crate::imports::ImportInfo::of(&c);
-        imports.push(api::Import {
-            app: c.app,
-            branch: c.branch,
-            commit: c.commit_sha,
-            env_id: c.id,
-            status: c.status,
-            reason: info.reason,
-        });
-    }
-    let warnings = if e.parent_id.is_none() { crate::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
-    api::Env {
-        id: e.id,
-        app: e.app,
-        branch: e.branch,
-        commit: e.commit_sha,
-        status: e.status,
-        reason: e.reason,
-        environment_template: e.environment_template,
-        services,
-        deployments,
-        created_at: e.created_at,
-        expires_at: e.expires_at,
-        imports,
-        parent: e.parent_id,
-        warnings,
-        pull_request: e.pull_request.as_deref().and_then(|p| serde_json::from_str::<offshoot_git::hooks::PullRequest>(p).ok()).map(|p| {
-            api::PullRequestRef { provider: p.provider.as_str().to_owned(), repo: p.repo, number: p.number, url: p.url, labels: p.labels }
-        }),
-        datasets: parts.datasets,
-    }
-}
-
-/// Features this runtime cannot run are refused at creation, before anything starts.
-pub(crate) fn unsupported(t: &offshoot_template::model::Template) -> Option<String> {
-    if !t.charts.is_empty() {
-        return Some("this template uses Helm `charts`, which the Docker runtime cannot run".into());
-    }
-    if !t.infrastructure.is_empty() {
-        return Some("this template uses Terraform `infrastructure`, which the Docker runtime cannot run".into());
-    }
-    None
-}
-
 pub(crate) async fn create_env(
     State(ctx): State<Shared>,
     Json(body): Json<api::EnvCreate>,
@@ -453,137 +213,6 @@ pub(crate) async fn create_env(
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, env).await?)))
 }
 
-/// What a new environment is made from.
-pub(crate) struct NewEnv {
-    pub(crate) app: offshoot_store::App,
-    pub(crate) branch: String,
-    /// The commit its `setup` deploys (default: the branch's head when it runs).
-    pub(crate) commit: Option<String>,
-    pub(crate) environment_template: Option<String>,
-    pub(crate) ttl_seconds: Option<u64>,
-    /// The pull request it is made for: its labels choose the imports (`pull_request_labels`).
-    pub(crate) pull_request: Option<offshoot_git::hooks::PullRequest>,
-    /// Template and variables read from the branch (GitOps), instead of the app's latest version.
-    pub(crate) config: Option<(String, String)>,
-}
-
-/// Checks and records a new environment with its imports' environments, and starts its `setup`.
-/// `mirror`: the application's repository, just fetched.
-pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv, mirror: offshoot_git::Mirror) -> Result<Environment, ApiError> {
-    let app = req.app;
-    let (template, env_vars) = match req.config {
-        Some(c) => c,
-        None => {
-            let v = ctx.store.latest_version(&app.name).await?.ok_or_else(|| ApiError::not_found("template of", &app.name))?;
-            (v.template, v.env_vars)
-        }
-    };
-    let doc = document::check("application_template.yaml", &template, Some(Kind::Template));
-    let errors: Vec<_> = doc.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
-    if !errors.is_empty() {
-        return Err(ApiError::invalid("the application's template is invalid", &errors));
-    }
-    if let Some(why) = doc.template.as_ref().and_then(unsupported) {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unsupported", why));
-    }
-    if let (Some(name), Some(t)) = (&req.environment_template, &doc.template)
-        && !t.environment_templates.iter().any(|e| e.name.as_str() == name)
-    {
-        let names: Vec<&str> = t.environment_templates.iter().map(|e| e.name.as_str()).collect();
-        return Err(
-            ApiError::bad_request(format!("environment template `{name}` is not defined")).hint(format!("defined: {}", names.join(", ")))
-        );
-    }
-    // The Instant Datasets its environment template lists must exist.
-    let environment_template = doc.template.as_ref().and_then(|t| t.environment_template_name(req.environment_template.as_deref()));
-    for name in doc.template.as_ref().map(|t| t.datasets_of(environment_template.as_deref())).unwrap_or_default() {
-        if ctx.store.dataset(&name).await?.is_none_or(|x| x.state == "deleting") {
-            let chosen = environment_template.as_deref().unwrap_or_default();
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown-dataset",
-                format!("environment template `{chosen}` lists dataset `{name}`, which does not exist"),
-            )
-            .hint(format!("create it: `offshoot dataset create {name} --source postgres://...`")));
-        }
-    }
-    let (m, b) = (mirror, req.branch.clone());
-    let (exists, branches) =
-        tokio::task::spawn_blocking(move || (m.resolve(&b).ok().flatten().is_some(), m.branches().unwrap_or_default()))
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-    if !exists {
-        return Err(ApiError::not_found("branch", &req.branch).hint(format!("branches of `{}`: {}", app.name, branches.join(", "))));
-    }
-    // Imports: every check before anything is recorded or started.
-    let labels = req.pull_request.as_ref().map(|p| p.labels.as_slice());
-    let (imports, warnings) = match &doc.template {
-        Some(t) if !t.app_imports.is_empty() => {
-            crate::imports::plan(ctx, &app.name, t, &req.branch, req.environment_template.as_deref(), labels).await?
-        }
-        _ => (Vec::new(), Vec::new()),
-    };
-    let id = new_env_id();
-    let now = now_ms();
-    for (i, w) in warnings.iter().enumerate() {
-        tracing::warn!(env = %id, warning = %w, n = i, "app imports");
-    }
-    let env = Environment {
-        id: id.clone(),
-        app: app.name.clone(),
-        branch: req.branch.clone(),
-        commit_sha: None,
-        environment_template: environment_template.or_else(|| req.environment_template.clone()),
-        status: status::CREATING.into(),
-        reason: None,
-        template,
-        env_vars,
-        expires_at: req.ttl_seconds.map(|s| now + (s as i64) * 1000),
-        created_at: now,
-        updated_at: now,
-        parent_id: None,
-        import_info: (!warnings.is_empty())
-            .then(|| serde_json::to_string(&crate::imports::ImportInfo { warnings: warnings.clone(), ..Default::default() }).ok())
-            .flatten(),
-        pull_request: req.pull_request.as_ref().and_then(|p| serde_json::to_string(p).ok()),
-    };
-    ctx.store.create_env(&env).await?;
-    create_imported(ctx, &id, imports, now).await?;
-    let dep = controller::new_deployment(&id, "setup", req.commit);
-    ctx.store.create_deployment(&dep).await?;
-    controller::spawn(ctx, dep.id);
-    tracing::info!(env = %id, app = %app.name, branch = %req.branch, "environment created");
-    Ok(env)
-}
-
-/// Records the imported apps' environments of `parent`, in import order (the importer's `setup`
-/// deploys them first).
-pub(crate) async fn create_imported(ctx: &Shared, parent: &str, imports: Vec<crate::imports::Planned>, now: i64) -> Result<(), ApiError> {
-    for (i, p) in imports.into_iter().enumerate() {
-        let child = Environment {
-            id: new_env_id(),
-            app: p.app.name.clone(),
-            branch: p.branch,
-            commit_sha: None,
-            environment_template: p.environment_template,
-            status: status::CREATING.into(),
-            reason: None,
-            template: p.version.template,
-            env_vars: p.version.env_vars,
-            expires_at: None,
-            // Ordered after the importer and among themselves.
-            created_at: now + 1 + i as i64,
-            updated_at: now,
-            parent_id: Some(parent.to_owned()),
-            import_info: serde_json::to_string(&p.info).ok(),
-            pull_request: None,
-        };
-        ctx.store.create_env(&child).await?;
-        tracing::info!(env = %child.id, app = %child.app, branch = %child.branch, %parent, reason = %p.info.reason, "imported environment created");
-    }
-    Ok(())
-}
-
 #[derive(Deserialize)]
 struct EnvQuery {
     app: Option<String>,
@@ -591,10 +220,6 @@ struct EnvQuery {
 
 async fn list_envs(State(ctx): State<Shared>, Query(q): Query<EnvQuery>) -> Result<Json<Vec<api::Env>>, ApiError> {
     Ok(Json(env_dtos(&ctx, q.app.as_deref()).await?))
-}
-
-pub(crate) async fn find_env(ctx: &Shared, id: &str) -> Result<Environment, ApiError> {
-    ctx.store.env(id).await?.ok_or_else(|| ApiError::not_found("environment", id).hint("`offshoot env list` shows the environments"))
 }
 
 pub(crate) async fn show_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::Env>, ApiError> {
@@ -695,8 +320,9 @@ pub(crate) async fn env_logs(
 /// deployment, built services at the images they were built as, secret values masked.
 async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::RenderedManifests>, ApiError> {
     let e = find_env(&ctx, &id).await?;
-    let r =
-        controller::resolve_env(&ctx, &e, None).await.map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m))?;
+    let r = crate::resolving::resolve_env(&ctx, &e, None)
+        .await
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m))?;
     let mut opts = crate::kube_rt::options(&ctx, &e);
     for s in ctx.store.services(&id).await? {
         if let Some(image) = s.detail.image {

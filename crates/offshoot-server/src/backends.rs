@@ -1,9 +1,10 @@
 //! The one place that chooses an environment's engine: Docker by default, Kubernetes with
 //! `--runtime kubernetes`. Everything else drives an [`EnvBackend`] through the executor.
 
-use crate::controller::{Shared, volatile_keys};
 use crate::docker_backend::{DockerBackend, Rollout};
 use crate::kube_rt::KubeBackend;
+use crate::resolving::volatile_keys;
+use crate::state::Shared;
 use offshoot_control::{Backend, BackendError};
 use offshoot_git::Mirror;
 use offshoot_runtime::{Namespace, Runtime};

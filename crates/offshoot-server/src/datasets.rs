@@ -6,8 +6,9 @@
 //! so that after any crash each object on a server either has a record or is an orphan with this
 //! server's prefix, which `recover` drops.
 
-use crate::controller::{Ctx, Shared};
 use crate::error::ApiError;
+use crate::state::Pools;
+use crate::state::{Ctx, Shared};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -16,8 +17,7 @@ use offshoot_api_types as api;
 use offshoot_datasets::{CloneSpec, DatabaseServer, Dsn, Kind, Names, Schedule, Server};
 use offshoot_store::{Dataset, DatasetClone, Environment, now_ms};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Largest pool.
@@ -26,18 +26,6 @@ const MAX_POOL: u32 = 50;
 const ROUND: Duration = Duration::from_secs(5);
 /// The name containers use for the machine they run on (a database on its loopback).
 pub(crate) const HOST_ALIAS: &str = offshoot_docker::HOST_GATEWAY_ALIAS;
-
-/// The pool keeper's shared state.
-#[derive(Default)]
-pub(crate) struct Pools {
-    /// Wakes the keeper: a clone was checked out or in, a dataset created or refreshed.
-    wake: tokio::sync::Notify,
-    /// When each dataset's last snapshot attempt started (a failed scheduled one is not retried
-    /// before its next time).
-    attempted: Mutex<HashMap<String, i64>>,
-    /// Leases already reported past their TTL.
-    reported: Mutex<HashSet<String>>,
-}
 
 impl Pools {
     pub(crate) fn wake(&self) {
@@ -313,7 +301,7 @@ async fn keep(ctx: &Shared, name: &str) {
     let Ok(_guard) = lock.try_lock() else { return };
     if let Err(e) = keep_locked(ctx, name).await {
         tracing::warn!(dataset = %name, error = %e, "datasets: the pool keeper stopped; it retries");
-        crate::controller::logged("a dataset error", ctx.store.set_dataset_error(name, Some(&e)).await);
+        crate::state::logged("a dataset error", ctx.store.set_dataset_error(name, Some(&e)).await);
     }
 }
 

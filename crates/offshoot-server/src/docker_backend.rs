@@ -3,7 +3,9 @@
 //! retried with back-off), ready when its readiness probe answers at the container's own
 //! address; a job is a container run to completion; a static site is served by the router.
 
-use crate::controller::{Ctx, Shared, exposed, routing_for, set_service};
+use crate::resolving::{exposed, routing_for};
+use crate::sites::tail;
+use crate::state::{Ctx, Shared, set_service};
 use offshoot_api_types::status;
 use offshoot_control::{Backend, BackendError};
 use offshoot_runtime::{ContainerSpec, Mount, MountSource, Namespace, Role, Runtime, State};
@@ -216,16 +218,6 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             Err(e)
         }
     }
-}
-
-pub(crate) fn tail(s: &str, lines: usize) -> String {
-    last_lines(s, lines).join(" | ")
-}
-
-/// The last `n` lines of a log.
-pub(crate) fn last_lines(s: &str, n: usize) -> Vec<&str> {
-    let all: Vec<&str> = s.lines().collect();
-    all[all.len().saturating_sub(n)..].to_vec()
 }
 
 /// Waits for readiness: the probe succeeding (or, without a probe, the container running).

@@ -8,8 +8,9 @@
 //! a failed fetch or a missing ref leaves every environment as it is; only a closed pull request
 //! tears its own environment down.
 
-use crate::api::{self, NewEnv};
-use crate::controller::{self, Shared};
+use crate::controller;
+use crate::ops::NewEnv;
+use crate::state::Shared;
 use offshoot_api_types::status;
 use offshoot_git::hooks::{GitEvent, PrAction, PullRequest};
 use offshoot_store::{AppGit, Delivery, Environment};
@@ -117,7 +118,7 @@ async fn fetch(ctx: &Shared, app: &offshoot_store::App, attempts: u32) -> Result
         }
         match ctx.sync_mirror(&app.repo).await {
             Ok(m) => {
-                crate::controller::logged("a fetch error", ctx.store.set_fetch_error(&app.name, None).await);
+                crate::state::logged("a fetch error", ctx.store.set_fetch_error(&app.name, None).await);
                 return Ok(m);
             }
             Err(e) => last = e,
@@ -128,7 +129,7 @@ async fn fetch(ctx: &Shared, app: &offshoot_store::App, attempts: u32) -> Result
     if let Err(e) = app_git(ctx, &app.name).await {
         tracing::error!(app = %app.name, error = %e.message, "cannot record the git settings that hold the fetch error");
     }
-    crate::controller::logged("a fetch error", ctx.store.set_fetch_error(&app.name, Some(&message)).await);
+    crate::state::logged("a fetch error", ctx.store.set_fetch_error(&app.name, Some(&message)).await);
     Err(message)
 }
 
@@ -136,7 +137,7 @@ async fn fetch(ctx: &Shared, app: &offshoot_store::App, attempts: u32) -> Result
 /// an error listing its diagnostics as `file:line:column: message`.
 async fn gitops_config(mirror: &offshoot_git::Mirror, commit: &str) -> Result<Option<(String, String)>, String> {
     let (m, c) = (mirror.clone(), commit.to_owned());
-    let read = tokio::task::spawn_blocking(move || api::release_config(&m, &c)).await.map_err(|e| e.to_string())?;
+    let read = tokio::task::spawn_blocking(move || crate::ops::release_config(&m, &c)).await.map_err(|e| e.to_string())?;
     read.map_err(|e| {
         let mut text = e.message;
         for d in &e.diagnostics {
@@ -166,12 +167,12 @@ async fn on_push(ctx: &Shared, app_name: &str, ref_name: &str, commit: Option<&s
     // GitOps: the configuration at the pushed commit, when the repository has Release's files.
     let gitops = match gitops_config(&mirror, commit).await {
         Ok(config) => {
-            crate::controller::logged("a configuration error", ctx.store.set_gitops_error(&app.name, None).await);
+            crate::state::logged("a configuration error", ctx.store.set_gitops_error(&app.name, None).await);
             config
         }
         Err(e) => {
             let text = format!("push of {} to `{ref_name}` refused: {e}", short(commit));
-            crate::controller::logged("a configuration error", ctx.store.set_gitops_error(&app.name, Some(&text)).await);
+            crate::state::logged("a configuration error", ctx.store.set_gitops_error(&app.name, Some(&text)).await);
             return Err(format!("{text}\nenvironments left as they are"));
         }
     };
@@ -347,7 +348,7 @@ async fn on_pull_request(ctx: &Shared, app_name: &str, pr: PullRequest) -> Resul
                 pull_request: Some(pr.clone()),
                 config,
             };
-            let env = api::create_environment(ctx, req, mirror).await.map_err(|e| e.message)?;
+            let env = crate::ops::create_environment(ctx, req, mirror).await.map_err(|e| e.message)?;
             crate::feedback::notify(ctx, &env);
             Ok(format!("{}: created for pull request #{} ({})", env.id, pr.number, pr.head_branch))
         }
@@ -395,7 +396,7 @@ async fn reimport(ctx: &Shared, env: &Environment, pr: &PullRequest) -> Result<S
     for p in &new {
         done.push(format!("import `{}` added", p.app.name));
     }
-    api::create_imported(ctx, &env.id, new, offshoot_store::now_ms()).await.map_err(|e| e.message)?;
+    crate::ops::create_imported(ctx, &env.id, new, offshoot_store::now_ms()).await.map_err(|e| e.message)?;
     let commit = env.commit_sha.clone().unwrap_or_else(|| pr.head_commit.clone());
     start(ctx, env, "setup", &commit).await?;
     Ok(format!("{}: {}; setup", env.id, done.join(", ")))

@@ -3,35 +3,12 @@
 //! commit. GitHub's REST API and GitLab's notes and statuses, each at a configurable base URL.
 //! Feedback never holds up a deployment: failures are logged and the next change tries again.
 
-use crate::controller::Shared;
+use crate::state::Shared;
 use offshoot_api_types::status;
 use offshoot_git::hooks::{Provider, PullRequest};
 use offshoot_store::Environment;
 use serde_json::json;
 use std::time::Duration;
-
-/// A git host's API: where it is and the token to call it with.
-#[derive(Clone, Debug, Default)]
-pub struct Forge {
-    pub api_url: String,
-    pub token: Option<String>,
-}
-
-/// The git hosts feedback goes to.
-#[derive(Clone, Debug)]
-pub struct Forges {
-    pub github: Forge,
-    pub gitlab: Forge,
-}
-
-impl Default for Forges {
-    fn default() -> Self {
-        Forges {
-            github: Forge { api_url: "https://api.github.com".into(), token: None },
-            gitlab: Forge { api_url: "https://gitlab.com/api/v4".into(), token: None },
-        }
-    }
-}
 
 /// How long one call to a git host may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -150,9 +127,9 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Str
     let Some(token) = forge.token.as_deref() else { return Ok(()) };
     let store_err = |e: offshoot_store::StoreError| e.to_string();
     let root = ctx.store.env(root_id).await.map_err(store_err)?.ok_or("the environment is gone")?;
-    let mut envs = vec![crate::api::env_dto(ctx, root.clone()).await.map_err(|e| e.message)?];
+    let mut envs = vec![crate::views::env_dto(ctx, root.clone()).await.map_err(|e| e.message)?];
     for c in ctx.store.child_envs(root_id).await.map_err(store_err)? {
-        envs.push(crate::api::env_dto(ctx, c).await.map_err(|e| e.message)?);
+        envs.push(crate::views::env_dto(ctx, c).await.map_err(|e| e.message)?);
     }
     let body = json!({ "body": comment_body(&envs) });
     let key = pr.key();

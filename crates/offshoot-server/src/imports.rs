@@ -1,8 +1,8 @@
 //! App imports (`app_imports`): which apps an environment brings along, on which branch, and
 //! the checks that run before anything starts (unknown apps, cycles, colliding service names).
 
-use crate::controller::Shared;
 use crate::error::ApiError;
+use crate::state::Shared;
 use axum::http::StatusCode;
 use offshoot_store::{App, AppVersion};
 use offshoot_template::document::{self, Kind};
@@ -99,7 +99,7 @@ pub(crate) async fn plan(
             return Err(ApiError::invalid(format!("the template of imported application `{name}` is invalid"), &errors));
         }
         let Some(it) = doc.template else { return Err(refuse(format!("import `{name}`: the template does not parse"))) };
-        if let Some(why) = crate::api::unsupported(&it) {
+        if let Some(why) = unsupported(&it) {
             return Err(refuse(format!("import `{name}`: {why}")));
         }
         // Imports are not recursive (Release's rule); an import back to the importer is a cycle.
@@ -185,4 +185,15 @@ pub(crate) async fn plan(
         }
     }
     Ok((out, warnings))
+}
+
+/// Features this runtime cannot run are refused at creation, before anything starts.
+pub(crate) fn unsupported(t: &offshoot_template::model::Template) -> Option<String> {
+    if !t.charts.is_empty() {
+        return Some("this template uses Helm `charts`, which the Docker runtime cannot run".into());
+    }
+    if !t.infrastructure.is_empty() {
+        return Some("this template uses Terraform `infrastructure`, which the Docker runtime cannot run".into());
+    }
+    None
 }

@@ -6,7 +6,8 @@
 //! (an imported app's environment, which shares its importer's, deletes its own objects).
 //! Kubernetes restarts and schedules; the reconciler does not recreate containers here.
 
-use crate::controller::{Shared, set_service};
+use crate::state::KubeRuntime;
+use crate::state::{Shared, set_service};
 use offshoot_api_types::status;
 use offshoot_control::{Backend, BackendError};
 use offshoot_kube::Kube;
@@ -20,18 +21,6 @@ use std::time::Duration;
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a namespace may take to go.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The Kubernetes settings of a server.
-pub(crate) struct KubeRuntime {
-    pub(crate) kube: Kube,
-    /// Where built images are pushed (`host:port[/prefix]`); without one, pods use the local
-    /// tags (a kind or k3d cluster with the images loaded).
-    pub(crate) registry: Option<String>,
-    pub(crate) ingress_class: String,
-    pub(crate) private_ingress_class: String,
-    /// The router's address as the cluster reaches it: static sites' ingresses go there.
-    pub(crate) static_upstream: Option<std::net::SocketAddr>,
-}
 
 /// The namespace of an environment: its own, or its importer's.
 pub(crate) fn namespace(env: &Environment) -> String {
@@ -120,7 +109,7 @@ impl KubeBackend {
         let s = svc.name.as_str();
         let key = self.sites.get(s).ok_or_else(|| BackendError::new("the static site was not built"))?;
         self.kube.apply(&self.manifests(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s))).await.map_err(BackendError::new)?;
-        let routing = crate::controller::routing_for(&self.resolved, svc);
+        let routing = crate::resolving::routing_for(&self.resolved, svc);
         let detail = ServiceDetail {
             hostnames: svc.hostnames.clone(),
             urls: ingress_urls(&self.resolved, s),

@@ -14,24 +14,28 @@ mod feedback;
 mod imports;
 mod kube_rt;
 mod monitors;
+mod ops;
+mod resolving;
 mod routes;
 mod sites;
+mod state;
 mod ui;
+mod views;
 mod webhooks;
 
 use anyhow::{Context as _, Result};
-use controller::{Ctx, Shared};
 use offshoot_api_types::status;
 use offshoot_docker::DockerRuntime;
 use offshoot_runtime::Runtime as _;
 use offshoot_store::{Store, now_ms};
+use state::{Ctx, Shared};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use feedback::{Forge, Forges};
 pub use offshoot_router::RouterConfig;
+pub use state::{Forge, Forges};
 
 /// A network in CIDR notation (`10.0.0.0/8`), or one address.
 pub fn parse_network(s: &str) -> Result<ipnet::IpNet> {
@@ -135,12 +139,12 @@ pub async fn run(config: Config) -> Result<()> {
     ctx.dataset_wait = config.dataset_wait;
     let store_at = config.static_store.clone().unwrap_or_else(|| config.data_dir.join("static").display().to_string());
     let bucket = offshoot_sites::Bucket::open(&store_at, 256 << 20).context("open the static site storage")?;
-    ctx.sites = Some(sites::Sites::new(bucket, config.static_builder.clone()));
+    ctx.sites = Some(state::Sites::new(bucket, config.static_builder.clone()));
     if let Some(k) = &config.kubernetes {
         let kube = offshoot_kube::Kube::connect(k.kubeconfig.as_deref(), k.context.as_deref()).await.context("connect to Kubernetes")?;
         let version = kube.version().await.context("reach the Kubernetes API")?;
         tracing::info!(%version, registry = ?k.registry, "environments run on Kubernetes");
-        ctx.kube = Some(kube_rt::KubeRuntime {
+        ctx.kube = Some(state::KubeRuntime {
             kube,
             registry: k.registry.clone(),
             ingress_class: k.ingress_class.clone(),
@@ -178,7 +182,9 @@ pub async fn run(config: Config) -> Result<()> {
     bg.spawn("container events", follow_containers(ctx.clone()));
     tracing::info!(api = %api_listener.local_addr()?, router = %router_port, tls = ?tls_port, domain = %config.domain, "offshoot server ready");
     let mut stop = stop_rx.clone();
-    axum::serve(api_listener, api::router(ctx.clone()))
+    let app = api::router(ctx.clone())
+        .merge(ui::router(ctx.clone()).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)).with_state(ctx.clone()));
+    axum::serve(api_listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);

@@ -2,8 +2,9 @@
 //! failures) and readiness (out of the router's pool and back), one generation per container so a
 //! newer monitor retires an older one; and re-watching after a restart of the server.
 
-use crate::controller::{Shared, resolve_env, volatile_keys};
 use crate::docker_backend::{Rollout, probe_once, probe_timing, service_spec};
+use crate::resolving::{resolve_env, volatile_keys};
+use crate::state::Shared;
 use offshoot_api_types::status;
 use offshoot_runtime::{ContainerSpec, Namespace, Runtime};
 use offshoot_store::ServiceRow;
@@ -55,7 +56,7 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
                     if let Ok(rows) = ctx.store.services(&ns.env_id).await
                         && let Some(row) = rows.into_iter().find(|r| r.name == service)
                     {
-                        crate::controller::logged("a restart", ctx.store.set_service(&ServiceRow { reason: Some(reason), ..row }).await);
+                        crate::state::logged("a restart", ctx.store.set_service(&ServiceRow { reason: Some(reason), ..row }).await);
                     }
                 }
             }

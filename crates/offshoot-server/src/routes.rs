@@ -2,7 +2,8 @@
 //! recorded when it became ready) and the runtime (where its running replicas are now), then
 //! swaps it in; opens and closes the load-balancer ports to match.
 
-use crate::controller::Ctx;
+use crate::state::Ctx;
+use crate::state::RouteConflict;
 use offshoot_api_types::status;
 use offshoot_router::tcp::{TcpKey, TcpRoute};
 use offshoot_router::{Backend, IngressSettings, Route, Table, Visibility};
@@ -60,18 +61,20 @@ fn settings_from_record(r: Option<&IngressRecord>) -> IngressSettings {
     settings(Some(&i))
 }
 
-/// A service's record of the `ingress` block it was deployed with.
-pub(crate) fn ingress_record(i: &Ingress) -> IngressRecord {
-    let text = |t: &Option<offshoot_template::span::Text>| t.as_ref().map(|v| v.value.clone());
-    IngressRecord {
-        proxy_body_size: text(&i.proxy_body_size),
-        proxy_buffer_size: text(&i.proxy_buffer_size),
-        proxy_buffering: text(&i.proxy_buffering),
-        proxy_buffers_number: text(&i.proxy_buffers_number),
-        proxy_max_temp_file_size: text(&i.proxy_max_temp_file_size),
-        proxy_read_timeout: text(&i.proxy_read_timeout),
-        proxy_send_timeout: text(&i.proxy_send_timeout),
-        proxy_connect_timeout: text(&i.proxy_connect_timeout),
+impl Ctx {
+    /// Rebuilds the routing table from the store and the running containers.
+    pub(crate) async fn refresh_routes(&self) {
+        use std::sync::atomic::Ordering;
+        let ticket = self.refresh_tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = self.refreshing.lock().await;
+        if *covered >= ticket {
+            return;
+        }
+        // Every request made until now is served by this rebuild, which reads state from now.
+        *covered = self.refresh_tickets.load(Ordering::SeqCst);
+        if let Err(e) = refresh(self).await {
+            tracing::error!(error = format!("{e:#}"), "cannot rebuild the routing table");
+        }
     }
 }
 
@@ -166,14 +169,6 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
     let open = ctx.tcp.sync(tcp).await;
     ctx.set_load_balancers(open);
     Ok(())
-}
-
-/// A route of a service that the router could not take.
-#[derive(Clone, Debug)]
-pub(crate) struct RouteConflict {
-    pub(crate) host: String,
-    pub(crate) path: String,
-    pub(crate) message: String,
 }
 
 /// Load-balancer addresses as shown to users: `service:port` → `127.0.0.1:N`.

@@ -6,7 +6,8 @@
 //! image, the commands, the output directory and the variables' values (but the deployed
 //! commit's, which change with every push). A site stored under that key is never built again.
 
-use crate::controller::{Ctx, Shared, set_service};
+use crate::state::Sites;
+use crate::state::{Ctx, Shared, set_service};
 use offshoot_git::Mirror;
 use offshoot_runtime::{ContainerSpec, Namespace, Role, Runtime as _};
 use offshoot_sites::{Bucket, Fallback, Limits, Site};
@@ -23,13 +24,6 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Sites no environment serves are kept this long (a branch built again soon reuses its site).
 const KEEP_UNUSED: Duration = Duration::from_secs(24 * 3600);
-
-pub(crate) struct Sites {
-    pub(crate) bucket: Arc<Bucket>,
-    pub(crate) default_builder: String,
-    /// The site each (environment, service) serves, made once per build.
-    live: Mutex<HashMap<(String, String), Arc<Site>>>,
-}
 
 impl Sites {
     pub(crate) fn new(bucket: Bucket, default_builder: String) -> Self {
@@ -64,7 +58,7 @@ fn site_key(tree: &str, builder: &str, st: &StaticSite, env: &BTreeMap<String, V
         h.update(part.as_bytes());
         h.update([0]);
     }
-    for (k, v) in env.iter().filter(|(k, _)| !crate::controller::VOLATILE.contains(&k.as_str())) {
+    for (k, v) in env.iter().filter(|(k, _)| !crate::resolving::VOLATILE.contains(&k.as_str())) {
         h.update(k.as_bytes());
         h.update([b'=']);
         h.update(v.expose().as_bytes());
@@ -207,9 +201,9 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &Ser
     let result = async {
         let (done, found) = ran.map_err(|e| e.to_string())?;
         let log = masked(&done.logs, &s.env);
-        crate::controller::logged("a build log", ctx.store.set_build_log(deployment, &s.name, &log).await);
+        crate::state::logged("a build log", ctx.store.set_build_log(deployment, &s.name, &log).await);
         if done.exit_code != 0 {
-            return Err(format!("the static build exited with code {}:\n{}", done.exit_code, crate::docker_backend::last_lines(&log, 15).join("\n")));
+            return Err(format!("the static build exited with code {}:\n{}", done.exit_code, last_lines(&log, 15).join("\n")));
         }
         if !found {
             return Err(format!(
@@ -229,7 +223,7 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &Ser
         if !report.skipped.is_empty() {
             summary.push_str(&format!("; left out (not regular files): {}", report.skipped.join(", ")));
         }
-        crate::controller::logged("a build log", ctx.store.set_build_log(deployment, &s.name, &format!("{log}{summary}\n")).await);
+        crate::state::logged("a build log", ctx.store.set_build_log(deployment, &s.name, &format!("{log}{summary}\n")).await);
         tracing::info!(env = %env_id, service = %s.name, site = %manifest.key, files = report.files, new = report.stored, "static site built");
         Ok(key.clone())
     }
@@ -332,6 +326,16 @@ pub(crate) async fn collect_garbage(ctx: &Ctx) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "static sites: garbage collection failed"),
     }
+}
+
+pub(crate) fn tail(s: &str, lines: usize) -> String {
+    last_lines(s, lines).join(" | ")
+}
+
+/// The last `n` lines of a log.
+pub(crate) fn last_lines(s: &str, n: usize) -> Vec<&str> {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(n)..].to_vec()
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 //! refuse is what the API would.
 
 use crate::api;
-use crate::controller::Shared;
 use crate::crypto::{hash_token, hex, random_bytes};
 use crate::error::ApiError;
+use crate::state::Shared;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -184,7 +184,7 @@ async fn logout(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<S
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    crate::controller::logged("a sign-out", ctx.store.delete_session(&hash_token(&s.0)).await);
+    crate::state::logged("a sign-out", ctx.store.delete_session(&hash_token(&s.0)).await);
     let mut r = Redirect::to("/ui/login").into_response();
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("offshoot_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
     r
@@ -398,7 +398,7 @@ struct Draft {
 }
 
 async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiError>, draft: Option<Draft>) -> Response {
-    let a = match api::find_app(ctx, name).await {
+    let a = match crate::ops::find_app(ctx, name).await {
         Ok(a) => a,
         Err(e) => return (e.status, page("Not found", Some(s), error_box(&e))).into_response(),
     };

@@ -3,8 +3,8 @@
 //! payload's repository name is never trusted to find the application), recorded as a delivery
 //! (a repeated delivery id is ignored), answered, then handled in the background.
 
-use crate::controller::Shared;
 use crate::error::ApiError;
+use crate::state::Shared;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -65,7 +65,7 @@ async fn authenticate(
     (host, event_header, signature_header): (&str, &str, &str),
     verify: impl FnOnce(&str) -> bool,
 ) -> Result<String, ApiError> {
-    crate::api::find_app(ctx, app).await?;
+    crate::ops::find_app(ctx, app).await?;
     let secret = secret(ctx, app).await?;
     if !verify(&secret) {
         tracing::warn!(%app, %host, "webhook with a missing or wrong signature refused");
@@ -137,14 +137,14 @@ fn webhook_dto(ctx: &Shared, app: &str, secret: String) -> api::Webhook {
 }
 
 async fn show_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Webhook>, ApiError> {
-    crate::api::find_app(&ctx, &name).await?;
+    crate::ops::find_app(&ctx, &name).await?;
     let secret = secret(&ctx, &name).await?;
     Ok(Json(webhook_dto(&ctx, &name, secret)))
 }
 
 /// A new secret: webhooks signed with the old one are refused from now on.
 async fn rotate_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Webhook>, ApiError> {
-    crate::api::find_app(&ctx, &name).await?;
+    crate::ops::find_app(&ctx, &name).await?;
     crate::events::app_git(&ctx, &name).await?;
     let secret = crate::crypto::hex(&crate::crypto::random_bytes::<32>());
     ctx.store.set_webhook_secret(&name, &ctx.key.encrypt(&secret, &crate::events::secret_context(&name))?).await?;
@@ -157,7 +157,7 @@ async fn update_app(
     Path(name): Path<String>,
     Json(body): Json<api::AppUpdate>,
 ) -> Result<Json<api::App>, ApiError> {
-    let app = crate::api::find_app(&ctx, &name).await?;
+    let app = crate::ops::find_app(&ctx, &name).await?;
     let git = crate::events::app_git(&ctx, &name).await?;
     let on = body.pull_requests.unwrap_or(git.pull_requests != 0);
     let label = match body.pull_request_label {
@@ -179,7 +179,7 @@ async fn update_app(
             ));
         }
     }
-    Ok(Json(crate::api::app_dto(&ctx, app).await?))
+    Ok(Json(crate::views::app_dto(&ctx, app).await?))
 }
 
 #[derive(serde::Deserialize)]
@@ -192,7 +192,7 @@ async fn deliveries(
     Path(name): Path<String>,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Json<Vec<api::Delivery>>, ApiError> {
-    crate::api::find_app(&ctx, &name).await?;
+    crate::ops::find_app(&ctx, &name).await?;
     let list = ctx.store.deliveries(&name, q.limit.unwrap_or(50).clamp(1, 1000)).await?;
     Ok(Json(
         list.into_iter()

@@ -1,0 +1,307 @@
+//! The server's shared state: the store, the engines, the router and the small pieces of
+//! memory the control plane keeps between requests (readiness, locks, load-balancer ports).
+//! Every module reaches the rest of the server through this one; it depends on no other module
+//! of the server but leaf ones, so modules can depend on it without forming a circle.
+
+use crate::crypto::SecretKey;
+use offshoot_docker::DockerRuntime;
+use offshoot_git::Mirror;
+use offshoot_sites::{Bucket, Site};
+use offshoot_store::{ServiceDetail, ServiceRow, Store};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub(crate) struct Ctx {
+    pub(crate) store: Store,
+    pub(crate) rt: DockerRuntime,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) domain: String,
+    pub(crate) router_port: u16,
+    pub(crate) key: SecretKey,
+    /// This server's id: the label on everything it creates.
+    pub(crate) instance: String,
+    pub(crate) router: Arc<offshoot_router::Router>,
+    pub(crate) tcp: offshoot_router::tcp::TcpProxies,
+    /// The TLS listener's port, when there is one (URLs then use `https`).
+    pub(crate) tls_port: Option<u16>,
+    /// Where webhooks reach this server (`http://host:port`).
+    pub(crate) public_url: String,
+    /// The git hosts pull-request feedback goes to.
+    pub(crate) forges: Forges,
+    /// Client for the git hosts' APIs.
+    pub(crate) http: reqwest::Client,
+    /// The Instant Datasets' pool keeper.
+    pub(crate) pools: Pools,
+    /// How long an environment waits for a clone when a pool is empty.
+    pub(crate) dataset_wait: Duration,
+    /// Environments run on Kubernetes rather than on the engine (which still builds images).
+    pub(crate) kube: Option<KubeRuntime>,
+    /// Static sites: their storage and the sites being served.
+    pub(crate) sites: Option<Sites>,
+    /// Containers failing their readiness probe: out of the router's pool.
+    unready: Mutex<HashSet<String>>,
+    /// Containers the engine reported dead, stopped or paused since they last started.
+    dead: Mutex<HashSet<String>>,
+    /// One routing-table rebuild at a time: a rebuild that read older state never swaps in after
+    /// one that read newer state.
+    /// Holds the ticket up to which requests were covered by the last rebuild (one that began
+    /// after a request was made serves it: a burst of requests costs one or two rebuilds).
+    pub(crate) refreshing: tokio::sync::Mutex<u64>,
+    pub(crate) refresh_tickets: std::sync::atomic::AtomicU64,
+    /// Routes the router could not take, by (environment, service).
+    route_conflicts: Mutex<BTreeMap<(String, String), Vec<RouteConflict>>>,
+    /// The open load-balancer ports.
+    load_balancers: Mutex<BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Every loop and every piece of work that outlives a request, stopped at shutdown.
+    pub(crate) background: crate::background::Background,
+    /// Liveness monitors: one generation per (environment, container); a monitor whose
+    /// generation is no longer current stops.
+    liveness: Mutex<HashMap<(String, String), u64>>,
+}
+
+pub(crate) type Shared = Arc<Ctx>;
+
+/// Where the load-balancer ports are remembered between runs.
+const LB_FILE: &str = "load-balancers.json";
+
+impl Ctx {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: Store,
+        rt: DockerRuntime,
+        data_dir: PathBuf,
+        domain: String,
+        (router, router_port, tls_port): (Arc<offshoot_router::Router>, u16, Option<u16>),
+        key: SecretKey,
+        instance: String,
+        (public_url, forges): (String, Forges),
+    ) -> Self {
+        // The load-balancer ports of the last run, to open the same ones again.
+        let load_balancers = std::fs::read_to_string(data_dir.join(LB_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Vec<(offshoot_router::tcp::TcpKey, std::net::SocketAddr)>>(&t).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ctx {
+            store,
+            rt,
+            data_dir,
+            domain,
+            router_port,
+            key,
+            instance,
+            router,
+            tcp: offshoot_router::tcp::TcpProxies::default(),
+            tls_port,
+            public_url,
+            forges,
+            http: reqwest::Client::new(),
+            pools: Pools::default(),
+            dataset_wait: Duration::from_secs(300),
+            kube: None,
+            sites: None,
+            unready: Mutex::new(HashSet::new()),
+            dead: Mutex::new(HashSet::new()),
+            load_balancers: Mutex::new(load_balancers),
+            route_conflicts: Mutex::new(BTreeMap::new()),
+            refreshing: tokio::sync::Mutex::new(0),
+            refresh_tickets: std::sync::atomic::AtomicU64::new(0),
+            locks: Mutex::new(HashMap::new()),
+            background: crate::background::Background::default(),
+            liveness: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether an operation on the environment is under way (the reconciler leaves it alone).
+    pub(crate) fn is_busy(&self, env_id: &str) -> bool {
+        self.lock_for(env_id).try_lock().is_err()
+    }
+
+    /// Whether any environment's operation is under way.
+    pub(crate) fn any_busy(&self) -> bool {
+        let locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.values().any(|l| l.try_lock().is_err())
+    }
+
+    /// The lock of one environment's operations (or of another named sequence of work).
+    pub(crate) fn lock_for(&self, env_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(env_id.to_owned()).or_default().clone()
+    }
+
+    /// Mirrors are kept per repository (several apps may share one).
+    pub(crate) fn mirror_path(&self, repo: &str) -> PathBuf {
+        let digest = crate::crypto::hex(&Sha256::digest(repo.as_bytes())[..10]);
+        self.data_dir.join("repos").join(format!("{digest}.git"))
+    }
+
+    /// Fetches a repository into its mirror.
+    pub(crate) async fn sync_mirror(&self, repo: &str) -> Result<Mirror, String> {
+        let (repo, dest) = (repo.to_owned(), self.mirror_path(repo));
+        tokio::task::spawn_blocking(move || Mirror::sync(&repo, &dest)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    }
+
+    /// The mirror of a repository holding `commit`: fetched only when it does not hold it yet (a
+    /// commit never changes, so a webhook's fetch serves the deployment it starts).
+    pub(crate) async fn mirror_with(&self, repo: &str, commit: &str) -> Result<Mirror, String> {
+        let (dest, c) = (self.mirror_path(repo), commit.to_owned());
+        let held = tokio::task::spawn_blocking(move || Mirror::open(&dest).ok().filter(|m| m.has_commit(&c).unwrap_or(false)))
+            .await
+            .map_err(|e| e.to_string())?;
+        match held {
+            Some(m) => Ok(m),
+            None => self.sync_mirror(repo).await,
+        }
+    }
+
+    /// Containers that must not get traffic: failing readiness, or reported down by the engine.
+    pub(crate) fn unready_containers(&self) -> HashSet<String> {
+        let mut out = self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        out.extend(self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned());
+        out
+    }
+
+    /// Starts a new generation of the probe monitor `key`; older monitors of it stop.
+    pub(crate) fn new_monitor(&self, key: &(String, String)) -> u64 {
+        let mut map = self.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = map.entry(key.clone()).or_insert(0);
+        *g += 1;
+        *g
+    }
+
+    /// The current generation of the probe monitor `key`.
+    pub(crate) fn monitor_generation(&self, key: &(String, String)) -> Option<u64> {
+        self.liveness.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied()
+    }
+
+    /// Forgets containers that no longer exist.
+    pub(crate) fn forget_dead_except(&self, existing: &HashSet<&str>) {
+        self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|c| existing.contains(c.as_str()));
+    }
+
+    /// Records what the engine said about a container.
+    pub(crate) fn set_alive(&self, container: &str, alive: bool) {
+        let mut dead = self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if alive {
+            dead.remove(container);
+        } else {
+            dead.insert(container.to_owned());
+        }
+    }
+
+    /// Marks a container (un)ready; `true` when that changed.
+    pub(crate) fn set_ready(&self, container: &str, ready: bool) -> bool {
+        let mut set = self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ready { set.remove(container) } else { set.insert(container.to_owned()) }
+    }
+
+    pub(crate) fn set_route_conflicts(&self, c: BTreeMap<(String, String), Vec<RouteConflict>>) {
+        *self.route_conflicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+    }
+
+    /// Why some of a service's routes are not served (another environment has them).
+    pub(crate) fn route_conflicts(&self, env_id: &str, service: &str) -> Vec<RouteConflict> {
+        let c = self.route_conflicts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.get(&(env_id.to_owned(), service.to_owned())).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn load_balancers(&self) -> BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr> {
+        self.load_balancers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Records the open load-balancer ports (also on disk, to reopen the same after a restart).
+    pub(crate) fn set_load_balancers(&self, open: BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr>) {
+        let mut current = self.load_balancers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != open {
+            let list: Vec<_> = open.iter().collect();
+            if let Ok(text) = serde_json::to_string(&list)
+                && let Err(e) = std::fs::write(self.data_dir.join(LB_FILE), text)
+            {
+                tracing::warn!(error = %e, "cannot record the load-balancer ports");
+            }
+            *current = open;
+        }
+    }
+}
+
+/// Records something whose failure to record must not stop the work it describes (a build
+/// log, a last error): a failed write is logged, never dropped silently.
+pub(crate) fn logged<T>(what: &'static str, r: Result<T, offshoot_store::StoreError>) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, what, "cannot record");
+    }
+}
+
+pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: &str, reason: Option<&str>, detail: ServiceDetail) {
+    let row = ServiceRow { env_id: env_id.into(), name: name.into(), status: st.into(), reason: reason.map(str::to_owned), detail };
+    if let Err(e) = ctx.store.set_service(&row).await {
+        tracing::error!(error = %e, "cannot record a service");
+    }
+}
+
+/// The pool keeper's shared state.
+#[derive(Default)]
+pub(crate) struct Pools {
+    /// Wakes the keeper: a clone was checked out or in, a dataset created or refreshed.
+    pub(crate) wake: tokio::sync::Notify,
+    /// When each dataset's last snapshot attempt started (a failed scheduled one is not retried
+    /// before its next time).
+    pub(crate) attempted: Mutex<HashMap<String, i64>>,
+    /// Leases already reported past their TTL.
+    pub(crate) reported: Mutex<HashSet<String>>,
+}
+
+pub(crate) struct Sites {
+    pub(crate) bucket: Arc<Bucket>,
+    pub(crate) default_builder: String,
+    /// The site each (environment, service) serves, made once per build.
+    pub(crate) live: Mutex<HashMap<(String, String), Arc<Site>>>,
+}
+
+/// The Kubernetes settings of a server.
+pub(crate) struct KubeRuntime {
+    pub(crate) kube: offshoot_kube::Kube,
+    /// Where built images are pushed (`host:port[/prefix]`); without one, pods use the local
+    /// tags (a kind or k3d cluster with the images loaded).
+    pub(crate) registry: Option<String>,
+    pub(crate) ingress_class: String,
+    pub(crate) private_ingress_class: String,
+    /// The router's address as the cluster reaches it: static sites' ingresses go there.
+    pub(crate) static_upstream: Option<std::net::SocketAddr>,
+}
+
+/// A git host's API: where it is and the token to call it with.
+#[derive(Clone, Debug, Default)]
+pub struct Forge {
+    pub api_url: String,
+    pub token: Option<String>,
+}
+
+/// The git hosts feedback goes to.
+#[derive(Clone, Debug)]
+pub struct Forges {
+    pub github: Forge,
+    pub gitlab: Forge,
+}
+
+impl Default for Forges {
+    fn default() -> Self {
+        Forges {
+            github: Forge { api_url: "https://api.github.com".into(), token: None },
+            gitlab: Forge { api_url: "https://gitlab.com/api/v4".into(), token: None },
+        }
+    }
+}
+
+/// A route of a service that the router could not take.
+#[derive(Clone, Debug)]
+pub(crate) struct RouteConflict {
+    pub(crate) host: String,
+    pub(crate) path: String,
+    pub(crate) message: String,
+}

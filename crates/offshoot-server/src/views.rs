@@ -1,0 +1,165 @@
+//! What the API, the dashboard and pull-request feedback show of applications and
+//! environments: their views, built from the store and the server's state.
+
+use crate::error::ApiError;
+use crate::state::Shared;
+use offshoot_api_types as api;
+use offshoot_store::Environment;
+
+pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiError> {
+    let v = ctx.store.latest_version(&a.name).await?;
+    let source = if v.as_ref().is_some_and(|v| v.template.starts_with("# generated")) { "compose" } else { "release" };
+    let git = ctx.store.app_git(&a.name).await?;
+    Ok(api::App {
+        name: a.name,
+        repo: a.repo,
+        default_branch: a.default_branch,
+        version: v.map_or(0, |v| v.version),
+        source: source.into(),
+        created_at: a.created_at,
+        pull_requests: git.as_ref().is_some_and(|g| g.pull_requests != 0),
+        pull_request_label: git.as_ref().and_then(|g| g.pull_request_label.clone()),
+        gitops_error: git.as_ref().and_then(|g| g.gitops_error.clone()),
+        static_builder: git.as_ref().and_then(|g| g.static_builder.clone()),
+        fetch_error: git.and_then(|g| g.fetch_error),
+    })
+}
+
+/// What an environment's view is made of, besides its own row.
+struct EnvParts {
+    services: Vec<offshoot_store::ServiceRow>,
+    deployments: Vec<offshoot_store::Deployment>,
+    children: Vec<Environment>,
+    datasets: Vec<api::AttachedDataset>,
+}
+
+pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, ApiError> {
+    let parts = EnvParts {
+        services: ctx.store.services(&e.id).await?,
+        deployments: ctx.store.deployments(&e.id).await?,
+        children: ctx.store.child_envs(&e.id).await?,
+        datasets: crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
+    };
+    Ok(env_dto_of(ctx, e, parts))
+}
+
+/// Every environment's view (of one app, or all), from a few queries whatever their number.
+pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api::Env>, ApiError> {
+    use std::collections::{HashMap, HashSet};
+    let envs = ctx.store.envs(app, false).await?;
+    let mut services: HashMap<String, Vec<offshoot_store::ServiceRow>> = HashMap::new();
+    for s in ctx.store.live_services().await? {
+        services.entry(s.env_id.clone()).or_default().push(s);
+    }
+    let mut deployments: HashMap<String, Vec<offshoot_store::Deployment>> = HashMap::new();
+    for d in ctx.store.live_deployments().await? {
+        deployments.entry(d.env_id.clone()).or_default().push(d);
+    }
+    // Imports: every environment that is not deleted, oldest first, by parent.
+    let mut all = if app.is_some() { ctx.store.envs(None, false).await? } else { envs.clone() };
+    all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let mut children: HashMap<String, Vec<Environment>> = HashMap::new();
+    for c in all {
+        if let Some(p) = c.parent_id.clone() {
+            children.entry(p).or_default().push(c);
+        }
+    }
+    let leased: HashSet<String> = ctx.store.envs_with_leases().await?.into_iter().collect();
+    let mut out = Vec::with_capacity(envs.len());
+    for e in envs {
+        let datasets =
+            if leased.contains(&e.id) { crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))? } else { Vec::new() };
+        let parts = EnvParts {
+            services: services.remove(&e.id).unwrap_or_default(),
+            deployments: deployments.remove(&e.id).unwrap_or_default(),
+            children: children.remove(&e.id).unwrap_or_default(),
+            datasets,
+        };
+        out.push(env_dto_of(ctx, e, parts));
+    }
+    Ok(out)
+}
+
+fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
+    let mut services = Vec::new();
+    let lbs = ctx.load_balancers();
+    for s in parts.services {
+        let hostnames = s.detail.hostnames.clone();
+        let routing = s.detail.routing.clone().unwrap_or_default();
+        let (scheme, port) = match ctx.tls_port {
+            Some(p) => ("https", p),
+            None => ("http", ctx.router_port),
+        };
+        let conflicts = ctx.route_conflicts(&e.id, &s.name);
+        let mut urls: Vec<String> = Vec::new();
+        for (host, path, _) in &routing.routes {
+            if conflicts.iter().any(|c| &c.host == host && &c.path == path) {
+                continue;
+            }
+            let url = format!("{scheme}://{host}:{port}{}", if path.starts_with('/') { path.as_str() } else { "/" });
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        // On Kubernetes the cluster's ingress serves them (recorded at deployment).
+        urls.extend(s.detail.urls.iter().cloned());
+        let load_balancers = crate::routes::lb_for_env(&lbs, &e.id, &s.name)
+            .into_iter()
+            .map(|(port, addr)| api::LoadBalancer { port, address: addr.to_string() })
+            .collect();
+        let notes: Vec<&str> = conflicts.iter().map(|c| c.message.as_str()).collect();
+        let reason = match (s.reason, notes.is_empty()) {
+            (r, true) => r,
+            (Some(r), false) => Some(format!("{r}; {}", notes.join("; "))),
+            (None, false) => Some(notes.join("; ")),
+        };
+        services.push(api::Service { name: s.name, status: s.status, reason, hostnames, urls, load_balancers });
+    }
+    let deployments = parts
+        .deployments
+        .into_iter()
+        .map(|d| api::Deployment {
+            id: d.id,
+            workflow: d.workflow,
+            commit: d.commit_sha,
+            status: d.status,
+            error: d.error,
+            phases: serde_json::from_str(&d.phases).unwrap_or_default(),
+            created_at: d.created_at,
+            finished_at: d.finished_at,
+        })
+        .collect();
+    let mut imports = Vec::new();
+    for c in parts.children {
+        let info = crate::imports::ImportInfo::of(&c);
+        imports.push(api::Import {
+            app: c.app,
+            branch: c.branch,
+            commit: c.commit_sha,
+            env_id: c.id,
+            status: c.status,
+            reason: info.reason,
+        });
+    }
+    let warnings = if e.parent_id.is_none() { crate::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
+    api::Env {
+        id: e.id,
+        app: e.app,
+        branch: e.branch,
+        commit: e.commit_sha,
+        status: e.status,
+        reason: e.reason,
+        environment_template: e.environment_template,
+        services,
+        deployments,
+        created_at: e.created_at,
+        expires_at: e.expires_at,
+        imports,
+        parent: e.parent_id,
+        warnings,
+        pull_request: e.pull_request.as_deref().and_then(|p| serde_json::from_str::<offshoot_git::hooks::PullRequest>(p).ok()).map(|p| {
+            api::PullRequestRef { provider: p.provider.as_str().to_owned(), repo: p.repo, number: p.number, url: p.url, labels: p.labels }
+        }),
+        datasets: parts.datasets,
+    }
+}
