@@ -168,6 +168,20 @@ pub struct Deployment {
     pub phases: BTreeMap<String, u64>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// The workflow's steps as far as they ran (in a single environment's view).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<DeploymentStep>,
+}
+
+/// One step of a deployment's workflow, from its step log.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeploymentStep {
+    pub name: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    /// What its tasks said, or why they failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

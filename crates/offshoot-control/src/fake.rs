@@ -2,6 +2,7 @@
 //! was asked, in order, and fails, waits or hangs where a test tells it to.
 
 use crate::backend::{Backend, BackendError};
+use offshoot_template::resolve::Resolved;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -43,6 +44,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl FakeBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A fake engine that plays a resolved environment as a real one would, for the
+    /// [conformance](crate::conformance) scenarios: a service or job whose command runs
+    /// `exit N` (N not 0) fails with `exited with code N`; everything else succeeds.
+    pub fn scripted(r: &Resolved) -> Self {
+        let fake = FakeBackend::new();
+        for s in &r.services {
+            if let Some(code) = exit_code(s.command.iter().chain(s.args.iter()).flatten()) {
+                fake.fail(&format!("services.{}", s.name), &format!("the container exited with code {code}"));
+            }
+        }
+        for j in &r.jobs {
+            if let Some(code) = exit_code(j.command.iter().chain(j.args.iter()).flatten()) {
+                fake.fail(&format!("jobs.{}", j.name), &format!("job `{}` exited with code {code}", j.name));
+            }
+        }
+        fake
     }
 
     /// `call` (a task such as `services.api`, or `prepare`/`finish`) fails with `message`.
@@ -115,6 +134,23 @@ impl FakeBackend {
             None => Ok(()),
         }
     }
+}
+
+/// The code of the first `exit N` with N not 0 in a command.
+fn exit_code<'a>(words: impl Iterator<Item = &'a String>) -> Option<u32> {
+    for w in words {
+        let mut rest = w.as_str();
+        while let Some(i) = rest.find("exit ") {
+            rest = &rest[i + "exit ".len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(code) = digits.parse::<u32>()
+                && code != 0
+            {
+                return Some(code);
+            }
+        }
+    }
+    None
 }
 
 impl Backend for FakeBackend {

@@ -14,6 +14,7 @@
 //! This crate depends on no web framework (a tidy test holds it to that).
 
 mod backend;
+pub mod conformance;
 mod executor;
 pub mod fake;
 mod log;

@@ -584,3 +584,34 @@ async fn teardown_neither_prepares_nor_finishes() {
     run(&steps(&staged(), Workflow::Teardown), &fake, &ctx.deployment("d1", Workflow::Teardown).await).await.expect("teardown");
     assert_eq!(fake.state().calls, vec!["jobs.seed", "release.remove_environment"]);
 }
+
+// ---- The conformance scenarios, on the fake engine --------------------------------------------
+
+#[tokio::test]
+async fn the_conformance_scenarios_play_as_specified_on_the_fake_engine() {
+    let all = offshoot_control::conformance::scenarios();
+    assert!(all.len() >= 7);
+    for sc in all {
+        let r = resolved(&format!("app: shop\n{}", sc.template));
+        let fake = FakeBackend::scripted(&r);
+        let ctx = Ctx::new().await;
+        let log = ctx.deployment("d1", Workflow::Setup).await;
+        let result = run(&plan(&r, Workflow::Setup).expect("plans"), &fake, &log).await;
+        assert_eq!(result.is_ok(), sc.ready, "{}: {result:?}", sc.name);
+        let p = log.load().await.expect("log");
+        let steps: Vec<(String, StepStatus)> = p
+            .steps
+            .values()
+            .map(|(s, _)| *s)
+            .zip(plan(&r, Workflow::Setup).expect("plans").steps.iter().map(|s| s.name.clone()))
+            .map(|(s, n)| (n, s))
+            .collect();
+        let want: Vec<(String, StepStatus)> = sc.steps.iter().map(|(n, s)| ((*n).to_owned(), *s)).collect();
+        assert_eq!(steps, want, "{}", sc.name);
+        if let Err(e) = result {
+            for w in sc.reason_has {
+                assert!(e.to_string().contains(w), "{}: `{e}` does not say `{w}`", sc.name);
+            }
+        }
+    }
+}

@@ -29,14 +29,18 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
 struct EnvParts {
     services: Vec<offshoot_store::ServiceRow>,
     deployments: Vec<offshoot_store::Deployment>,
+    /// Deployment → its steps (only in a single environment's view).
+    steps: std::collections::HashMap<String, Vec<api::DeploymentStep>>,
     children: Vec<Environment>,
     datasets: Vec<api::AttachedDataset>,
 }
 
 pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, ApiError> {
+    let deployments = ctx.store.deployments(&e.id).await?;
     let parts = EnvParts {
         services: ctx.store.services(&e.id).await?,
-        deployments: ctx.store.deployments(&e.id).await?,
+        steps: deployment_steps(ctx, &deployments).await?,
+        deployments,
         children: ctx.store.child_envs(&e.id).await?,
         datasets: crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
     };
@@ -72,6 +76,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
         let parts = EnvParts {
             services: services.remove(&e.id).unwrap_or_default(),
             deployments: deployments.remove(&e.id).unwrap_or_default(),
+            steps: HashMap::new(),
             children: children.remove(&e.id).unwrap_or_default(),
             datasets,
         };
@@ -80,7 +85,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
     Ok(out)
 }
 
-fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
+fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
     let mut services = Vec::new();
     let lbs = ctx.load_balancers();
     for s in parts.services {
@@ -118,7 +123,8 @@ fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
     let deployments = parts
         .deployments
         .into_iter()
-        .map(|d| api::Deployment {
+        .map(|d| (parts.steps.remove(&d.id).unwrap_or_default(), d))
+        .map(|(steps, d)| api::Deployment {
             id: d.id,
             workflow: d.workflow,
             commit: d.commit_sha,
@@ -127,6 +133,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
             phases: serde_json::from_str(&d.phases).unwrap_or_default(),
             created_at: d.created_at,
             finished_at: d.finished_at,
+            steps,
         })
         .collect();
     let mut imports = Vec::new();
@@ -162,4 +169,19 @@ fn env_dto_of(ctx: &Shared, e: Environment, parts: EnvParts) -> api::Env {
         }),
         datasets: parts.datasets,
     }
+}
+
+/// The steps of each deployment, from their step logs (the imports step, kept at a negative
+/// index, first).
+async fn deployment_steps(
+    ctx: &Shared,
+    deployments: &[offshoot_store::Deployment],
+) -> Result<std::collections::HashMap<String, Vec<api::DeploymentStep>>, ApiError> {
+    let mut out = std::collections::HashMap::new();
+    for d in deployments {
+        let steps = ctx.store.steps(&d.id).await?;
+        let steps = steps.into_iter().map(|s| api::DeploymentStep { name: s.name, status: s.status, output: s.output }).collect();
+        out.insert(d.id.clone(), steps);
+    }
+    Ok(out)
 }
