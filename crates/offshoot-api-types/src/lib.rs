@@ -168,7 +168,7 @@ pub struct Deployment {
     pub phases: BTreeMap<String, u64>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
-    /// The workflow's steps as far as they ran (in a single environment's view).
+    /// The workflow's steps as far as they ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<DeploymentStep>,
 }

@@ -17,6 +17,7 @@ mod backend;
 pub mod conformance;
 mod executor;
 pub mod fake;
+pub mod imports;
 mod log;
 mod plan;
 

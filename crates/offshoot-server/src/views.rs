@@ -29,7 +29,7 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
 struct EnvParts {
     services: Vec<offshoot_store::ServiceRow>,
     deployments: Vec<offshoot_store::Deployment>,
-    /// Deployment → its steps (only in a single environment's view).
+    /// Deployment → its steps.
     steps: std::collections::HashMap<String, Vec<api::DeploymentStep>>,
     children: Vec<Environment>,
     datasets: Vec<api::AttachedDataset>,
@@ -59,6 +59,10 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
     for d in ctx.store.live_deployments().await? {
         deployments.entry(d.env_id.clone()).or_default().push(d);
     }
+    let mut steps: HashMap<String, Vec<api::DeploymentStep>> = HashMap::new();
+    for s in ctx.store.live_steps().await? {
+        steps.entry(s.deployment).or_default().push(api::DeploymentStep { name: s.name, status: s.status, output: s.output });
+    }
     // Imports: every environment that is not deleted, oldest first, by parent.
     let mut all = if app.is_some() { ctx.store.envs(None, false).await? } else { envs.clone() };
     all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -75,8 +79,8 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
             if leased.contains(&e.id) { crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))? } else { Vec::new() };
         let parts = EnvParts {
             services: services.remove(&e.id).unwrap_or_default(),
+            steps: deployments.get(&e.id).into_iter().flatten().filter_map(|d| steps.remove_entry(&d.id)).collect(),
             deployments: deployments.remove(&e.id).unwrap_or_default(),
-            steps: HashMap::new(),
             children: children.remove(&e.id).unwrap_or_default(),
             datasets,
         };

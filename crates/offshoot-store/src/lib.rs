@@ -565,6 +565,18 @@ impl Store {
     }
 
     /// The deployments of every environment that is not deleted, oldest first.
+    /// The steps of every deployment of an environment that is not deleted.
+    pub async fn live_steps(&self) -> Result<Vec<Step>> {
+        sqlx::query_as(
+            "SELECT deployment, idx, name, status, output FROM steps WHERE deployment IN \
+             (SELECT id FROM deployments WHERE env_id IN (SELECT id FROM environments WHERE status <> 'deleted')) \
+             ORDER BY deployment, idx",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("list steps"))
+    }
+
     pub async fn live_deployments(&self) -> Result<Vec<Deployment>> {
         sqlx::query_as(&format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE env_id IN (SELECT id FROM environments WHERE status <> 'deleted') \
