@@ -2,6 +2,9 @@
 //! side in one run with `docker-compose up -d` plus waiting for healthy on the same app
 //! (`examples/shop/docker-compose.yml`; Debian's docker-compose). Medians of ROUNDS runs each.
 //!
+//! With `OFFSHOOT_BEFORE_BIN=/path/to/an/older/offshoot`, that build runs too, in the same rounds,
+//! on its own server: the figure before a change beside the one after it.
+//!
 //! Run: `cargo bench -p offshoot` (needs `bash scripts/services` and `apt-get install docker-compose`).
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
@@ -47,6 +50,12 @@ fn main() {
     let repo = shop_repo(|t| t);
     let s = Server::new(None);
     s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let before = std::env::var("OFFSHOOT_BEFORE_BIN").ok().map(|bin| {
+        let b = Server::new_bin(&bin);
+        b.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+        offshoot_round(&b);
+        b
+    });
     let has_compose = Command::new("docker-compose").arg("version").output().is_ok_and(|o| o.status.success());
 
     // Warm-up: build and cache every image on both sides.
@@ -56,9 +65,12 @@ fn main() {
         assert!(compose(repo.path(), &project, &["build", "-q"]), "docker-compose build failed");
         compose_round(repo.path(), &project);
     }
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut theirs, mut older) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         ours.push(offshoot_round(&s));
+        if let Some(b) = &before {
+            older.push(offshoot_round(b));
+        }
         if has_compose {
             theirs.push(compose_round(repo.path(), &project));
         }
@@ -67,6 +79,13 @@ fn main() {
     println!(
         "offshoot env create --wait (3 services, an init container, a job, probes, routing): median {o:.2} s over {ROUNDS} runs {ours:.2?}"
     );
+    if before.is_some() {
+        let b = median(older.clone());
+        println!(
+            "the same, built before the change:                                         median {b:.2} s over {ROUNDS} runs {older:.2?}"
+        );
+        println!("ratio after / before: {:.2} (below 1 is faster)", o / b);
+    }
     if has_compose {
         let c = median(theirs.clone());
         println!(

@@ -17,6 +17,8 @@ pub fn free_port() -> u16 {
 }
 
 pub struct Server {
+    /// The `offshoot` binary it runs (and whose CLI talks to it).
+    pub bin: String,
     pub child: Child,
     pub data: PathBuf,
     pub api: u16,
@@ -36,8 +38,13 @@ impl Server {
 
     /// Started with extra arguments and environment variables.
     pub fn start_with_env(data: &Path, db: Option<&str>, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::start_bin(bin(), data, db, extra, envs)
+    }
+
+    /// Started from another build of `offshoot` (a benchmark's "before").
+    pub fn start_bin(bin: &str, data: &Path, db: Option<&str>, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let (api, router) = (free_port(), free_port());
-        let mut cmd = Command::new(bin());
+        let mut cmd = Command::new(bin);
         cmd.args([
             "server",
             "--listen",
@@ -54,7 +61,7 @@ impl Server {
         cmd.envs(envs.iter().copied());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).expect("log file");
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("start the server");
-        let s = Server { child, data: data.to_owned(), api, router, _tmp: None };
+        let s = Server { bin: bin.to_owned(), child, data: data.to_owned(), api, router, _tmp: None };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if http(api, "localhost", "/healthz").is_some_and(|r| r.contains("ok")) {
@@ -76,6 +83,14 @@ impl Server {
         s
     }
 
+    /// A server of another build of `offshoot` in a temporary data directory.
+    pub fn new_bin(bin: &str) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_bin(bin, &tmp.path().join("data"), None, &[], &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
     pub fn new_with_env(db: Option<&str>, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut s = Server::start_with_env(&tmp.path().join("data"), db, extra, envs);
@@ -89,7 +104,7 @@ impl Server {
 
     pub fn cli(&self, args: &[&str]) -> Output {
         let token = std::fs::read_to_string(self.data.join("admin-token")).expect("admin token");
-        Command::new(bin())
+        Command::new(&self.bin)
             .args(args)
             .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", self.api))
             .env("OFFSHOOT_TOKEN", token.trim())
