@@ -137,7 +137,7 @@ pub struct EnvDeploy {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
-    pub status: String,
+    pub status: ServiceStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Bare host names.
@@ -161,7 +161,7 @@ pub struct Deployment {
     pub id: String,
     pub workflow: String,
     pub commit: Option<String>,
-    pub status: String,
+    pub status: DeploymentStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Phase → milliseconds (fetch, build, start, ready).
@@ -190,7 +190,7 @@ pub struct Env {
     pub app: String,
     pub branch: String,
     pub commit: Option<String>,
-    pub status: String,
+    pub status: EnvStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub environment_template: Option<String>,
@@ -326,7 +326,7 @@ pub struct Import {
     pub branch: String,
     pub commit: Option<String>,
     pub env_id: String,
-    pub status: String,
+    pub status: EnvStatus,
     /// `explicit branch`, `same-name branch`, or `fell back to <branch>`.
     pub reason: String,
 }
@@ -361,17 +361,111 @@ pub struct ErrorBody {
 }
 
 /// Environment states.
-pub mod status {
-    pub const CREATING: &str = "creating";
-    pub const DEPLOYING: &str = "deploying";
-    pub const READY: &str = "ready";
-    pub const FAILED: &str = "failed";
-    pub const TEARING_DOWN: &str = "tearing_down";
-    pub const DELETED: &str = "deleted";
+/// A status that is not one of its kind's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownStatus {
+    pub kind: &'static str,
+    pub value: String,
+}
 
+impl std::fmt::Display for UnknownStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` is not {} status", self.value, self.kind)
+    }
+}
+
+impl std::error::Error for UnknownStatus {}
+
+/// A status enum with one string form (`snake_case`), in the store, the API and the CLI.
+macro_rules! statuses {
+    ($(#[$doc:meta])* $name:ident, $kind:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every status of this kind.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The one string form.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = UnknownStatus;
+
+            fn try_from(s: String) -> Result<Self, UnknownStatus> {
+                s.parse()
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownStatus;
+
+            fn from_str(s: &str) -> Result<Self, UnknownStatus> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownStatus { kind: $kind, value: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+statuses! {
+    /// Where an environment stands.
+    EnvStatus, "an environment" {
+        Creating = "creating",
+        Deploying = "deploying",
+        Ready = "ready",
+        Failed = "failed",
+        TearingDown = "tearing_down",
+        Deleted = "deleted",
+    }
+}
+
+impl EnvStatus {
     /// Whether nothing more will happen to an environment in this state on its own.
-    pub fn is_settled(s: &str) -> bool {
-        matches!(s, READY | FAILED | DELETED)
+    pub fn is_settled(self) -> bool {
+        matches!(self, EnvStatus::Ready | EnvStatus::Failed | EnvStatus::Deleted)
+    }
+}
+
+statuses! {
+    /// Where a deployment (a run of a workflow) stands.
+    DeploymentStatus, "a deployment" {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
+statuses! {
+    /// Where a service stands.
+    ServiceStatus, "a service" {
+        /// Its image or static site is being built.
+        Building = "building",
+        /// Its init containers run.
+        Initializing = "initializing",
+        /// Its containers are starting and probed.
+        Starting = "starting",
+        /// On Kubernetes: applied, its rollout awaited.
+        Deploying = "deploying",
+        Ready = "ready",
+        Failed = "failed",
+        Deleted = "deleted",
     }
 }
 
@@ -400,4 +494,25 @@ pub struct DoctorCheck {
     pub detail: String,
     /// What to do: always present on a failed check; on a passed one, advice (a warning).
     pub fix: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_has_one_string_form_in_text_and_json() {
+        for s in EnvStatus::ALL {
+            assert_eq!(s.as_str().parse::<EnvStatus>(), Ok(*s));
+            assert_eq!(serde_json::to_value(s).expect("json"), serde_json::Value::String(s.as_str().to_owned()));
+        }
+        for s in DeploymentStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeploymentStatus>(), Ok(*s));
+        }
+        for s in ServiceStatus::ALL {
+            assert_eq!(serde_json::from_value::<ServiceStatus>(serde_json::json!(s.as_str())).expect("json"), *s);
+        }
+        let e = "sleeping".parse::<EnvStatus>().expect_err("unknown");
+        assert_eq!(e.to_string(), "`sleeping` is not an environment status");
+    }
 }

@@ -4,7 +4,7 @@ use crate::client::{Api, enc};
 use crate::{Output, err, out};
 use anyhow::{Result, bail};
 use offshoot_api_types as api;
-use offshoot_api_types::status;
+use offshoot_api_types::EnvStatus;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -135,7 +135,7 @@ fn wait(api: &Api, id: &str, until_deleted: bool, output: Output) -> Result<api:
         let e: api::Env = api.get(&format!("/envs/{}", enc(id)))?;
         let services: Vec<String> = e.services.iter().map(|s| format!("{} {}", s.name, s.status)).collect();
         bar.set_message(format!("{} {} [{}] {:.0}s", e.id, e.status, services.join(", "), start.elapsed().as_secs_f64()));
-        let settled = if until_deleted { e.status == status::DELETED || e.status == status::FAILED } else { status::is_settled(&e.status) };
+        let settled = if until_deleted { e.status == EnvStatus::Deleted || e.status == EnvStatus::Failed } else { e.status.is_settled() };
         if settled {
             bar.finish_and_clear();
             return Ok(e);
@@ -146,7 +146,7 @@ fn wait(api: &Api, id: &str, until_deleted: bool, output: Output) -> Result<api:
 
 fn finish(e: api::Env, output: Output) -> Result<ExitCode> {
     show(&e, output);
-    if e.status == status::FAILED {
+    if e.status == EnvStatus::Failed {
         err(&format!("error: environment {} failed: {}\n", e.id, e.reason.as_deref().unwrap_or("see `offshoot env show`")));
         return Ok(ExitCode::from(1));
     }
@@ -237,7 +237,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             let e: api::Env = api.delete_json(&format!("/envs/{}", enc(&id)))?;
             if w {
                 let e = wait(&api, &e.id, true, output)?;
-                if e.status != status::DELETED {
+                if e.status != EnvStatus::Deleted {
                     bail!("environment {} did not tear down: {}", e.id, e.reason.unwrap_or_default());
                 }
                 return finish(e, output);

@@ -4,7 +4,9 @@
 //! the end-to-end tests play them on the Docker engine through a real server.
 //!
 //! The templates use `busybox:stable` only. A task fails by exiting: a service or job whose
-//! command is `sh -c "exit N"` fails with `exited with code N` on every backend.
+//! command is `sh -c "exit N"` fails with `exited with code N` on every backend. The service that
+//! exits has a readiness probe that never passes: without one, an engine may find it running in
+//! the instant before it exits and call it ready, as Kubernetes would.
 
 use crate::log::StepStatus;
 
@@ -29,6 +31,11 @@ const SERVICES: &str = r#"services:
 - name: broken
   image: busybox:stable
   command: [sh, -c, "exit 3"]
+  readiness_probe:
+    exec:
+      command: [sh, -c, "test -f /ready"]
+    period_seconds: 1
+    failure_threshold: 3
 jobs:
 - name: ok
   image: busybox:stable

@@ -265,7 +265,7 @@ fn an_import_record_that_cannot_be_read_is_an_empty_one() {
         branch: "main".into(),
         commit_sha: None,
         environment_template: None,
-        status: "ready".into(),
+        status: offshoot_store::EnvStatus::Ready,
         reason: None,
         template: String::new(),
         env_vars: String::new(),

@@ -615,6 +615,11 @@ impl Runtime for DockerRuntime {
         Ok(self.addresses(container, &ns.name()).await?.1)
     }
 
+    async fn restarts(&self, container: &str) -> Result<u64> {
+        let info = self.docker.inspect_container(container, None).await.map_err(|e| engine("inspect container", container, e))?;
+        Ok(info.restart_count.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
     async fn remove(&self, container: &str) -> Result<()> {
         self.remove_force(container).await
     }

@@ -263,6 +263,9 @@ pub trait Runtime: Send + Sync {
     fn logs(&self, container: &str, tail: usize) -> impl Future<Output = Result<String>> + Send;
     /// A container's address in its namespace.
     fn address(&self, ns: &Namespace, container: &str) -> impl Future<Output = Result<Option<std::net::IpAddr>>> + Send;
+    /// How many times the engine restarted a container since it was created (a service that
+    /// exits at once may be caught running between two restarts).
+    fn restarts(&self, container: &str) -> impl Future<Output = Result<u64>> + Send;
     fn remove(&self, container: &str) -> impl Future<Output = Result<()>> + Send;
     /// Removes every container, volume and the network of an environment.
     fn teardown(&self, env_id: &str) -> impl Future<Output = Result<()>> + Send;

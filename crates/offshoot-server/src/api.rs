@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use offshoot_api_types as api;
-use offshoot_api_types::status;
+use offshoot_api_types::{DeploymentStatus, EnvStatus};
 use offshoot_runtime::Runtime as _;
 use offshoot_store::now_ms;
 use offshoot_template::document::{self, Kind};
@@ -230,7 +230,7 @@ pub(crate) async fn show_env(State(ctx): State<Shared>, Path(id): Path<String>) 
 pub(crate) async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let e = find_env(&ctx, &id).await?;
     if let Some(parent) = &e.parent_id
-        && ctx.store.env(parent).await?.is_some_and(|p| p.status != status::DELETED)
+        && ctx.store.env(parent).await?.is_some_and(|p| p.status != EnvStatus::Deleted)
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -239,8 +239,8 @@ pub(crate) async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>
         )
         .hint(format!("delete `{parent}`: its imports go with it")));
     }
-    if e.status != status::DELETED && e.status != status::TEARING_DOWN {
-        ctx.store.set_env_status(&id, status::TEARING_DOWN, None).await?;
+    if e.status != EnvStatus::Deleted && e.status != EnvStatus::TearingDown {
+        ctx.store.set_env_status(&id, EnvStatus::TearingDown, None).await?;
         let dep = controller::new_deployment(&id, "teardown", None);
         ctx.store.create_deployment(&dep).await?;
         controller::spawn(&ctx, dep.id);
@@ -255,7 +255,7 @@ pub(crate) async fn deploy_env(
     Json(body): Json<api::EnvDeploy>,
 ) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let e = find_env(&ctx, &id).await?;
-    if e.status == status::DELETED || e.status == status::TEARING_DOWN {
+    if e.status == EnvStatus::Deleted || e.status == EnvStatus::TearingDown {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("environment `{id}` is {}", e.status)));
     }
     if let Some(c) = &body.commit
@@ -265,9 +265,9 @@ pub(crate) async fn deploy_env(
     }
     // `patch` redeploys what is built from the repository; an environment whose `setup` never
     // succeeded (a missing dataset clone, say) has nothing running yet, so it gets `setup`.
-    let set_up = ctx.store.deployments(&id).await?.iter().any(|d| d.workflow == "setup" && d.status == "succeeded");
+    let set_up = ctx.store.deployments(&id).await?.iter().any(|d| d.workflow == "setup" && d.status == DeploymentStatus::Succeeded);
     let workflow = if set_up { "patch" } else { "setup" };
-    ctx.store.set_env_status(&id, status::DEPLOYING, None).await?;
+    ctx.store.set_env_status(&id, EnvStatus::Deploying, None).await?;
     let dep = controller::new_deployment(&id, workflow, body.commit);
     ctx.store.create_deployment(&dep).await?;
     controller::spawn(&ctx, dep.id);

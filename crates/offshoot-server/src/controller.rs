@@ -5,8 +5,8 @@
 use crate::backends::EnvBackend;
 use crate::resolving::{exposed, resolve_env, routing_for};
 use crate::state::{Ctx, Shared, logged, set_service};
-use offshoot_api_types::status;
-use offshoot_control::{ExecError, StoreLog, Workflow, execute};
+use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
+use offshoot_control::{ExecError, StepStatus, StoreLog, Workflow, execute};
 use offshoot_runtime::{BuildRequest, Namespace, Runtime};
 use offshoot_store::{Deployment, Environment, ServiceDetail, Step};
 use offshoot_template::document::{self, Kind};
@@ -24,7 +24,7 @@ pub(crate) fn new_deployment(env_id: &str, workflow: &str, commit: Option<String
         env_id: env_id.to_owned(),
         workflow: workflow.to_owned(),
         commit_sha: commit,
-        status: "running".into(),
+        status: DeploymentStatus::Running,
         error: None,
         phases: "{}".into(),
         created_at: offshoot_store::now_ms(),
@@ -61,7 +61,7 @@ async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
     let _guard = lock.lock().await;
     // Re-read under the lock: another run may have finished it.
     let Some(dep) = ctx.store.deployment(deployment_id).await? else { return Ok(()) };
-    if dep.status != "running" {
+    if dep.status != DeploymentStatus::Running {
         return Ok(());
     }
     let Some(env) = ctx.store.env(&dep.env_id).await? else { return Ok(()) };
@@ -72,14 +72,14 @@ async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
     };
     match result {
         Ok(()) => {
-            ctx.store.finish_deployment(&dep.id, "succeeded", None).await?;
-            let next = if dep.workflow == "teardown" { status::DELETED } else { status::READY };
+            ctx.store.finish_deployment(&dep.id, DeploymentStatus::Succeeded, None).await?;
+            let next = if dep.workflow == "teardown" { EnvStatus::Deleted } else { EnvStatus::Ready };
             ctx.store.set_env_status(&env.id, next, None).await?;
             tracing::info!(env = %env.id, workflow = %dep.workflow, "done");
         }
         Err(reason) => {
-            ctx.store.finish_deployment(&dep.id, "failed", Some(&reason)).await?;
-            ctx.store.set_env_status(&env.id, status::FAILED, Some(&reason)).await?;
+            ctx.store.finish_deployment(&dep.id, DeploymentStatus::Failed, Some(&reason)).await?;
+            ctx.store.set_env_status(&env.id, EnvStatus::Failed, Some(&reason)).await?;
             tracing::warn!(env = %env.id, workflow = %dep.workflow, %reason, "failed");
         }
     }
@@ -113,8 +113,8 @@ fn content_tag(app: &str, service: &str, tree: &str, s: &ResolvedService) -> Str
 async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
     let mut phases: BTreeMap<String, u64> = BTreeMap::new();
     let store_err = |e: offshoot_store::StoreError| e.to_string();
-    if env.status != status::CREATING {
-        ctx.store.set_env_status(&env.id, status::DEPLOYING, None).await.map_err(store_err)?;
+    if env.status != EnvStatus::Creating {
+        ctx.store.set_env_status(&env.id, EnvStatus::Deploying, None).await.map_err(store_err)?;
     }
     let app = ctx.store.app(&env.app).await.map_err(store_err)?.ok_or("the application was deleted")?;
 
@@ -212,7 +212,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
                     .ok_or_else(|| format!("service `{}`: build context `{}` does not exist at {}", s.name, b.context, short(&commit)))?;
                 let tag = content_tag(&app.name, &s.name, &tree, s);
                 if !ctx.rt.image_exists(&tag).await.map_err(|e| e.to_string())? {
-                    set_service(ctx, &env.id, &s.name, "building", None, ServiceDetail::new()).await;
+                    set_service(ctx, &env.id, &s.name, ServiceStatus::Building, None, ServiceDetail::new()).await;
                     let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
                     let context = tokio::task::spawn_blocking(move || m.archive(&c, &dir))
                         .await
@@ -238,7 +238,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
                             offshoot_runtime::RuntimeError::BuildFailed { log_tail, .. } => format!("\n{log_tail}"),
                             _ => String::new(),
                         };
-                        set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), ServiceDetail::new()).await;
+                        set_service(ctx, &env.id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
                         return Err(format!("service `{}`: {e}{tail}", s.name));
                     }
                 }
@@ -257,7 +257,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
             None => {
                 let image = s.image.clone().ok_or_else(|| format!("service `{}` has no image", s.name))?;
                 if let Err(e) = ctx.rt.ensure_image(&image).await {
-                    set_service(ctx, &env.id, &s.name, status::FAILED, Some(&e.to_string()), ServiceDetail::new()).await;
+                    set_service(ctx, &env.id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
                     return Err(format!("service `{}`: {e}", s.name));
                 }
                 image
@@ -302,17 +302,17 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     if children.is_empty() {
         return Ok(());
     }
-    if ctx.store.steps(&dep.id).await.map_err(store_err)?.iter().any(|s| s.idx == IMPORTS_STEP && s.status == "done") {
+    if ctx.store.steps(&dep.id).await.map_err(store_err)?.iter().any(|s| s.idx == IMPORTS_STEP && s.status == StepStatus::Done.as_str()) {
         return Ok(());
     }
-    let record = |status: &str, output: String| Step {
+    let record = |status: StepStatus, output: String| Step {
         deployment: dep.id.clone(),
         idx: IMPORTS_STEP,
         name: "imports".into(),
-        status: status.into(),
+        status: status.as_str().into(),
         output,
     };
-    ctx.store.set_step(&record("running", String::new())).await.map_err(store_err)?;
+    ctx.store.set_step(&record(StepStatus::Running, String::new())).await.map_err(store_err)?;
     // The shared network exists before any import joins it.
     let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
     ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
@@ -334,10 +334,10 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     let (done, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     let done: Vec<String> = done.into_iter().filter_map(Result::ok).collect();
     if let Some(Err(e)) = failed.into_iter().next() {
-        ctx.store.set_step(&record("failed", e.clone())).await.map_err(store_err)?;
+        ctx.store.set_step(&record(StepStatus::Failed, e.clone())).await.map_err(store_err)?;
         return Err(e);
     }
-    ctx.store.set_step(&record("done", done.join("; "))).await.map_err(store_err)?;
+    ctx.store.set_step(&record(StepStatus::Done, done.join("; "))).await.map_err(store_err)?;
     Ok(())
 }
 
@@ -352,12 +352,12 @@ fn parallel_imports(env: &Environment) -> bool {
 /// Sets up one imported app's environment and waits for it.
 async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, String> {
     let store_err = |e: offshoot_store::StoreError| e.to_string();
-    let running = ctx.store.deployments(&child.id).await.map_err(store_err)?.into_iter().rfind(|d| d.status == "running");
+    let running = ctx.store.deployments(&child.id).await.map_err(store_err)?.into_iter().rfind(|d| d.status == DeploymentStatus::Running);
     match running {
         // Interrupted by a restart: `recover` resumes it; wait for it.
         Some(d) => loop {
             match ctx.store.deployment(&d.id).await.map_err(store_err)? {
-                Some(now) if now.status == "running" => tokio::time::sleep(Duration::from_millis(200)).await,
+                Some(now) if now.status == DeploymentStatus::Running => tokio::time::sleep(Duration::from_millis(200)).await,
                 _ => break,
             }
         },
@@ -368,10 +368,10 @@ async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, Stri
         }
     }
     let now = ctx.store.env(&child.id).await.map_err(store_err)?.ok_or("an imported environment disappeared")?;
-    if now.status == status::READY {
+    if now.status == EnvStatus::Ready {
         Ok(format!("{} ({}) ready", child.app, child.id))
     } else {
-        Err(format!("import `{}` ({}): {}", child.app, child.id, now.reason.unwrap_or(now.status)))
+        Err(format!("import `{}` ({}): {}", child.app, child.id, now.reason.unwrap_or_else(|| now.status.to_string())))
     }
 }
 
@@ -380,13 +380,13 @@ fn short(c: &str) -> &str {
 }
 
 async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
-    ctx.store.set_env_status(&env.id, status::TEARING_DOWN, None).await.map_err(|e| e.to_string())?;
+    ctx.store.set_env_status(&env.id, EnvStatus::TearingDown, None).await.map_err(|e| e.to_string())?;
     // The imported apps' environments go first (their containers sit on this one's network).
     for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
-        if child.status == status::DELETED {
+        if child.status == EnvStatus::Deleted {
             continue;
         }
-        ctx.store.set_env_status(&child.id, status::TEARING_DOWN, None).await.map_err(|e| e.to_string())?;
+        ctx.store.set_env_status(&child.id, EnvStatus::TearingDown, None).await.map_err(|e| e.to_string())?;
         let d = new_deployment(&child.id, "teardown", None);
         ctx.store.create_deployment(&d).await.map_err(|e| e.to_string())?;
         run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
@@ -400,7 +400,7 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
     // The containers are gone: their databases go back.
     crate::datasets::detach_all(ctx, &env.id).await;
     for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
-        set_service(ctx, &env.id, &s.name, status::DELETED, None, ServiceDetail::new()).await;
+        set_service(ctx, &env.id, &s.name, ServiceStatus::Deleted, None, ServiceDetail::new()).await;
     }
     Ok(())
 }

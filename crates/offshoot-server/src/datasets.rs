@@ -517,18 +517,18 @@ pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -
                     (Some(_), Some(e)) => format!("the pool is empty: {e}"),
                     (Some(_), None) => "the pool is empty; a clone is being made".to_owned(),
                 };
-                let now = ctx.store.env(&env.id).await.map_err(store_err)?.map(|e| e.status).unwrap_or_default();
-                ctx.store
-                    .set_env_status(&env.id, &now, Some(&format!("waiting for a clone of dataset `{name}`: {why}")))
-                    .await
-                    .map_err(store_err)?;
+                if let Some(now) = ctx.store.env(&env.id).await.map_err(store_err)?.map(|e| e.status) {
+                    ctx.store
+                        .set_env_status(&env.id, now, Some(&format!("waiting for a clone of dataset `{name}`: {why}")))
+                        .await
+                        .map_err(store_err)?;
+                }
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-        if waiting {
-            let now = ctx.store.env(&env.id).await.map_err(store_err)?.map(|e| e.status).unwrap_or_default();
-            ctx.store.set_env_status(&env.id, &now, None).await.map_err(store_err)?;
+        if waiting && let Some(now) = ctx.store.env(&env.id).await.map_err(store_err)?.map(|e| e.status) {
+            ctx.store.set_env_status(&env.id, now, None).await.map_err(store_err)?;
         }
     }
     Ok(())

@@ -6,7 +6,7 @@
 use crate::resolving::{exposed, routing_for};
 use crate::sites::tail;
 use crate::state::{Ctx, Shared, set_service};
-use offshoot_api_types::status;
+use offshoot_api_types::ServiceStatus;
 use offshoot_control::{Backend, BackendError};
 use offshoot_runtime::{ContainerSpec, Mount, MountSource, Namespace, Role, Runtime, State};
 use offshoot_store::ServiceDetail;
@@ -122,7 +122,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
         // Served by the router from the site storage: ready once the build's site loads.
         let Some(key) = plan.sites.get(&s.name) else {
             let reason = "the static site was not built";
-            set_service(ctx, env_id, &s.name, status::FAILED, Some(reason), detail()).await;
+            set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(reason), detail()).await;
             return Err(reason.into());
         };
         let detail = ServiceDetail {
@@ -133,10 +133,10 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             ..ServiceDetail::new()
         };
         if let Err(e) = crate::sites::site(ctx, env_id, &s.name, key, st.fallback.as_deref()).await {
-            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail).await;
+            set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&e), detail).await;
             return Err(e);
         }
-        set_service(ctx, env_id, &s.name, status::READY, None, detail).await;
+        set_service(ctx, env_id, &s.name, ServiceStatus::Ready, None, detail).await;
         ctx.refresh_routes().await;
         return Ok(());
     }
@@ -144,7 +144,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
     // Init containers run in order to completion, with the service's image, variables and
     // volumes unless they name their own image; a failing one is retried with back-off.
     for init in &s.init {
-        set_service(ctx, env_id, &s.name, "initializing", Some(&format!("init container `{}`", init.name)), detail()).await;
+        set_service(ctx, env_id, &s.name, ServiceStatus::Initializing, Some(&format!("init container `{}`", init.name)), detail()).await;
         let ispec = ContainerSpec {
             name: format!("offshoot-{env_id}-{}-init-{}", s.name, init.name),
             role: Role::Init,
@@ -165,14 +165,14 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
                 Err(e) => format!("init container `{}`: {e}", init.name),
             };
             if attempt >= INIT_ATTEMPTS {
-                set_service(ctx, env_id, &s.name, status::FAILED, Some(&failure), detail()).await;
+                set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&failure), detail()).await;
                 return Err(failure);
             }
-            set_service(ctx, env_id, &s.name, "initializing", Some(&format!("{failure} (retry {attempt})")), detail()).await;
+            set_service(ctx, env_id, &s.name, ServiceStatus::Initializing, Some(&format!("{failure} (retry {attempt})")), detail()).await;
             tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
         }
     }
-    set_service(ctx, env_id, &s.name, "starting", None, detail()).await;
+    set_service(ctx, env_id, &s.name, ServiceStatus::Starting, None, detail()).await;
     // One container per replica, all answering to the service's name on the network.
     let replicas: Vec<ContainerSpec> = (0..s.replicas.max(1))
         .map(|i| if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } })
@@ -182,7 +182,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
         match ctx.rt.apply(&plan.ns, r).await {
             Ok(a) => applied.push(a),
             Err(e) => {
-                set_service(ctx, env_id, &s.name, status::FAILED, Some(&e.to_string()), detail()).await;
+                set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), detail()).await;
                 return Err(e.to_string());
             }
         }
@@ -198,7 +198,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
     let results = futures_util::future::join_all(probes).await;
     match results.into_iter().collect::<Result<Vec<()>, String>>() {
         Ok(_) => {
-            set_service(ctx, env_id, &s.name, status::READY, None, detail()).await;
+            set_service(ctx, env_id, &s.name, ServiceStatus::Ready, None, detail()).await;
             for r in &replicas {
                 ctx.set_ready(&r.name, true);
             }
@@ -214,7 +214,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             Ok(())
         }
         Err(e) => {
-            set_service(ctx, env_id, &s.name, status::FAILED, Some(&e), detail()).await;
+            set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&e), detail()).await;
             Err(e)
         }
     }
@@ -261,7 +261,15 @@ async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Pro
                     return Err(format!("the container keeps exiting: {}", tail(&logs, 5)));
                 }
                 None => return Err("the container disappeared".into()),
-                Some(State::Running) if probe.is_none() => return Ok(()),
+                // Running now, but maybe between two restarts of a container that exits at once.
+                Some(State::Running) if probe.is_none() => {
+                    let restarts = ctx.rt.restarts(container).await.map_err(|e| e.to_string())?;
+                    if restarts == 0 {
+                        return Ok(());
+                    }
+                    let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
+                    return Err(format!("the container keeps exiting ({restarts} restarts): {}", tail(&logs, 5)));
+                }
                 _ => {}
             }
         }

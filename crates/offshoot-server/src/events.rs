@@ -11,7 +11,7 @@
 use crate::controller;
 use crate::ops::NewEnv;
 use crate::state::Shared;
-use offshoot_api_types::status;
+use offshoot_api_types::{DeploymentStatus, EnvStatus};
 use offshoot_git::hooks::{GitEvent, PrAction, PullRequest};
 use offshoot_store::{AppGit, Delivery, Environment};
 use offshoot_template::document::{self, Kind};
@@ -253,7 +253,7 @@ async fn targets(ctx: &Shared, app: &str, ref_name: &str) -> Result<Vec<Environm
     let all = ctx.store.envs(Some(app), false).await.map_err(|e| e.to_string())?;
     Ok(all
         .into_iter()
-        .filter(|e| e.status != status::TEARING_DOWN)
+        .filter(|e| e.status != EnvStatus::TearingDown)
         .filter(|e| match (ref_name.strip_prefix("refs/heads/"), ref_name.strip_prefix("refs/tags/")) {
             (Some(branch), _) => e.branch == branch && tracking_tag(e).is_none(),
             (_, Some(tag)) => tracking_tag(e).as_deref() == Some(tag),
@@ -270,12 +270,12 @@ async fn already_deploying(ctx: &Shared, env: &Environment, commit: &str) -> Res
         .iter()
         .filter(|d| d.workflow != "teardown")
         .max_by_key(|d| d.created_at)
-        .is_some_and(|d| d.commit_sha.as_deref() == Some(commit) && d.status != "failed"))
+        .is_some_and(|d| d.commit_sha.as_deref() == Some(commit) && d.status != DeploymentStatus::Failed))
 }
 
 /// Starts a workflow on an environment at a commit.
 pub(crate) async fn start(ctx: &Shared, env: &Environment, workflow: &str, commit: &str) -> Result<String, String> {
-    ctx.store.set_env_status(&env.id, status::DEPLOYING, None).await.map_err(|e| e.to_string())?;
+    ctx.store.set_env_status(&env.id, EnvStatus::Deploying, None).await.map_err(|e| e.to_string())?;
     let dep = controller::new_deployment(&env.id, workflow, Some(commit.to_owned()));
     ctx.store.create_deployment(&dep).await.map_err(|e| e.to_string())?;
     let id = dep.id.clone();
@@ -293,7 +293,7 @@ async fn pr_env(ctx: &Shared, app: &str, pr: &PullRequest) -> Result<Option<Envi
     let all = ctx.store.envs(Some(app), false).await.map_err(|e| e.to_string())?;
     Ok(all.into_iter().find(|e| {
         e.parent_id.is_none()
-            && e.status != status::TEARING_DOWN
+            && e.status != EnvStatus::TearingDown
             && e.pull_request.as_deref().and_then(|p| serde_json::from_str::<PullRequest>(p).ok()).is_some_and(|p| p.key() == key)
     }))
 }
@@ -305,7 +305,7 @@ async fn on_pull_request(ctx: &Shared, app_name: &str, pr: PullRequest) -> Resul
     let existing = pr_env(ctx, app_name, &pr).await?;
     match (pr.action, existing) {
         (PrAction::Closed, Some(env)) => {
-            ctx.store.set_env_status(&env.id, status::TEARING_DOWN, Some("the pull request was closed")).await.map_err(store_err)?;
+            ctx.store.set_env_status(&env.id, EnvStatus::TearingDown, Some("the pull request was closed")).await.map_err(store_err)?;
             let dep = controller::new_deployment(&env.id, "teardown", None);
             ctx.store.create_deployment(&dep).await.map_err(store_err)?;
             controller::spawn(ctx, dep.id);
@@ -385,7 +385,7 @@ async fn reimport(ctx: &Shared, env: &Environment, pr: &PullRequest) -> Result<S
     let mut done = Vec::new();
     for c in gone {
         ctx.store
-            .set_env_status(&c.id, status::TEARING_DOWN, Some("its pull_request_labels no longer match"))
+            .set_env_status(&c.id, EnvStatus::TearingDown, Some("its pull_request_labels no longer match"))
             .await
             .map_err(|e| e.to_string())?;
         let d = controller::new_deployment(&c.id, "teardown", None);
@@ -473,7 +473,7 @@ mod tests {
             branch: "main".into(),
             commit_sha: None,
             environment_template: Some("ephemeral".into()),
-            status: status::READY.into(),
+            status: EnvStatus::Ready,
             reason: None,
             template: template.into(),
             env_vars: String::new(),

@@ -4,7 +4,7 @@
 //! Feedback never holds up a deployment: failures are logged and the next change tries again.
 
 use crate::state::Shared;
-use offshoot_api_types::status;
+use offshoot_api_types::EnvStatus;
 use offshoot_git::hooks::{Provider, PullRequest};
 use offshoot_store::Environment;
 use serde_json::json;
@@ -37,15 +37,15 @@ pub(crate) fn notify(ctx: &Shared, env: &Environment) {
 }
 
 /// The commit-status state for an environment state, in the host's words.
-fn state(provider: Provider, env_status: &str) -> &'static str {
+fn state(provider: Provider, env_status: EnvStatus) -> &'static str {
     match (provider, env_status) {
-        (Provider::Github, status::READY) => "success",
-        (Provider::Github, status::FAILED) => "failure",
+        (Provider::Github, EnvStatus::Ready) => "success",
+        (Provider::Github, EnvStatus::Failed) => "failure",
         (Provider::Github, _) => "pending",
-        (Provider::Gitlab, status::READY) => "success",
-        (Provider::Gitlab, status::FAILED) => "failed",
-        (Provider::Gitlab, status::DELETED) => "canceled",
-        (Provider::Gitlab, status::CREATING) => "pending",
+        (Provider::Gitlab, EnvStatus::Ready) => "success",
+        (Provider::Gitlab, EnvStatus::Failed) => "failed",
+        (Provider::Gitlab, EnvStatus::Deleted) => "canceled",
+        (Provider::Gitlab, EnvStatus::Creating) => "pending",
         (Provider::Gitlab, _) => "running",
     }
 }
@@ -59,8 +59,8 @@ pub(crate) fn comment_body(envs: &[offshoot_api_types::Env]) -> String {
         let urls: Vec<String> = e.services.iter().flat_map(|s| s.urls.iter()).map(|u| format!("<{u}>")).collect();
         let commit = e.commit.as_deref().map(|c| c.get(..7).unwrap_or(c)).unwrap_or("–");
         let state = match &e.reason {
-            Some(r) if e.status == status::FAILED => format!("{}: {}", e.status, r.replace(['|', '\n'], " ")),
-            _ => e.status.clone(),
+            Some(r) if e.status == EnvStatus::Failed => format!("{}: {}", e.status, r.replace(['|', '\n'], " ")),
+            _ => e.status.to_string(),
         };
         out.push_str(&format!(
             "| {} | `{}` | `{}` | `{commit}` | {state} | {} |\n",
@@ -165,12 +165,12 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Str
         ctx.store.set_pr_comment(&root.app, &key, &id).await.map_err(store_err)?;
     }
     // GitHub has no state for "gone": its last status (success or failure) stays.
-    if pr.provider == Provider::Github && root.status == status::DELETED {
+    if pr.provider == Provider::Github && root.status == EnvStatus::Deleted {
         return Ok(());
     }
     let target = envs.first().and_then(|e| e.services.iter().flat_map(|s| s.urls.first()).next().cloned());
     let mut payload = json!({
-        "state": state(pr.provider, &root.status),
+        "state": state(pr.provider, root.status),
         "target_url": target,
         "description": format!("environment {} {}", root.id, root.status),
     });
@@ -188,27 +188,31 @@ mod tests {
 
     #[test]
     fn states_in_each_hosts_words() {
-        assert_eq!(state(Provider::Github, status::READY), "success");
-        assert_eq!(state(Provider::Github, status::DEPLOYING), "pending");
-        assert_eq!(state(Provider::Github, status::FAILED), "failure");
-        assert_eq!(state(Provider::Gitlab, status::FAILED), "failed");
-        assert_eq!(state(Provider::Gitlab, status::DEPLOYING), "running");
+        assert_eq!(state(Provider::Github, EnvStatus::Ready), "success");
+        assert_eq!(state(Provider::Github, EnvStatus::Deploying), "pending");
+        assert_eq!(state(Provider::Github, EnvStatus::Failed), "failure");
+        assert_eq!(state(Provider::Gitlab, EnvStatus::Failed), "failed");
+        assert_eq!(state(Provider::Gitlab, EnvStatus::Deploying), "running");
     }
 
     #[test]
     fn the_comment_lists_each_environment_with_urls_and_escapes_reasons() {
-        let env = |app: &str, st: &str, reason: Option<&str>, url: Option<&str>| offshoot_api_types::Env {
+        let env = |app: &str, st: EnvStatus, reason: Option<&str>, url: Option<&str>| offshoot_api_types::Env {
             id: format!("{app}1"),
             app: app.into(),
             branch: "feature/x".into(),
             commit: Some("0123456789abcdef".into()),
-            status: st.into(),
+            status: st,
             reason: reason.map(str::to_owned),
             environment_template: None,
             services: url
                 .map(|u| offshoot_api_types::Service {
                     name: "web".into(),
-                    status: st.into(),
+                    status: if st == EnvStatus::Ready {
+                        offshoot_api_types::ServiceStatus::Ready
+                    } else {
+                        offshoot_api_types::ServiceStatus::Failed
+                    },
                     reason: None,
                     hostnames: vec![],
                     urls: vec![u.into()],
@@ -226,8 +230,8 @@ mod tests {
             datasets: vec![],
         };
         let body = comment_body(&[
-            env("front", status::READY, None, Some("http://web-x.localhost:8080/")),
-            env("api", status::FAILED, Some("step | a\nb"), None),
+            env("front", EnvStatus::Ready, None, Some("http://web-x.localhost:8080/")),
+            env("api", EnvStatus::Failed, Some("step | a\nb"), None),
         ]);
         assert!(body.contains("| front | `front1` | `feature/x` | `0123456` | ready | <http://web-x.localhost:8080/> |"), "{body}");
         assert!(body.contains("| api | `api1` | `feature/x` | `0123456` | failed: step   a b | – |"), "{body}");

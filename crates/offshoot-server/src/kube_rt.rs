@@ -8,7 +8,7 @@
 
 use crate::state::KubeRuntime;
 use crate::state::{Shared, set_service};
-use offshoot_api_types::status;
+use offshoot_api_types::ServiceStatus;
 use offshoot_control::{Backend, BackendError};
 use offshoot_kube::Kube;
 use offshoot_manifests::{Manifest, Options, job_name, job_secret_name, render};
@@ -119,7 +119,7 @@ impl KubeBackend {
             ..ServiceDetail::new()
         };
         crate::sites::site(&self.ctx, &self.env.id, s, key, st.fallback.as_deref()).await.map_err(BackendError::new)?;
-        set_service(&self.ctx, &self.env.id, s, status::READY, None, detail).await;
+        set_service(&self.ctx, &self.env.id, s, ServiceStatus::Ready, None, detail).await;
         self.ctx.refresh_routes().await;
         Ok(())
     }
@@ -150,7 +150,7 @@ impl Backend for KubeBackend {
             return Ok(());
         }
         let image = ServiceDetail { image: self.images.get(s).cloned(), ..ServiceDetail::new() };
-        set_service(&self.ctx, &self.env.id, s, "deploying", None, image).await;
+        set_service(&self.ctx, &self.env.id, s, ServiceStatus::Deploying, None, image).await;
         self.kube.apply(&own).await.map_err(BackendError::new)?;
         let workload = [(offshoot_manifests::dns_label(s), svc.stateful)];
         match self.kube.wait_rollout(&self.ns, &workload, ROLLOUT_TIMEOUT).await {
@@ -161,11 +161,11 @@ impl Backend for KubeBackend {
                     urls: ingress_urls(&self.resolved, s),
                     ..ServiceDetail::new()
                 };
-                set_service(&self.ctx, &self.env.id, s, status::READY, None, detail).await;
+                set_service(&self.ctx, &self.env.id, s, ServiceStatus::Ready, None, detail).await;
                 Ok(())
             }
             Err(e) => {
-                set_service(&self.ctx, &self.env.id, s, status::FAILED, Some(&e.to_string()), ServiceDetail::new()).await;
+                set_service(&self.ctx, &self.env.id, s, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
                 Err(BackendError::new(e))
             }
         }

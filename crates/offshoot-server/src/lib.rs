@@ -24,7 +24,7 @@ mod views;
 mod webhooks;
 
 use anyhow::{Context as _, Result};
-use offshoot_api_types::status;
+use offshoot_api_types::{EnvStatus, ServiceStatus};
 use offshoot_docker::DockerRuntime;
 use offshoot_runtime::Runtime as _;
 use offshoot_store::{Store, now_ms};
@@ -305,22 +305,22 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
             continue;
         }
         let env = ctx.store.env(&o.env_id).await?;
-        if env.as_ref().is_none_or(|e| e.status == status::DELETED) {
+        if env.as_ref().is_none_or(|e| e.status == EnvStatus::Deleted) {
             tracing::info!(env = %o.env_id, "removing orphaned containers");
             ctx.rt.teardown(&o.env_id).await?;
         }
     }
     for env in ctx.store.envs(None, false).await? {
-        if env.expires_at.is_some_and(|t| t <= now_ms()) && env.status != status::TEARING_DOWN {
+        if env.expires_at.is_some_and(|t| t <= now_ms()) && env.status != EnvStatus::TearingDown {
             tracing::info!(env = %env.id, "expired; tearing down");
-            ctx.store.set_env_status(&env.id, status::TEARING_DOWN, Some("expired")).await?;
+            ctx.store.set_env_status(&env.id, EnvStatus::TearingDown, Some("expired")).await?;
             let dep = controller::new_deployment(&env.id, "teardown", None);
             ctx.store.create_deployment(&dep).await?;
             controller::spawn(ctx, dep.id);
             continue;
         }
         // Kubernetes restarts and reschedules on its own.
-        if env.status != status::READY || ctx.is_busy(&env.id) || ctx.kube.is_some() {
+        if env.status != EnvStatus::Ready || ctx.is_busy(&env.id) || ctx.kube.is_some() {
             continue;
         }
         // A ready environment whose service container vanished or stopped is redeployed
@@ -331,11 +331,15 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
                 .any(|o| o.env_id == env.id && o.service == name && o.role == "service" && o.state == offshoot_runtime::State::Running)
         };
         // A static site has no container (the router serves it).
-        let missing =
-            ctx.store.services(&env.id).await?.into_iter().any(|s| s.status == status::READY && !s.detail.is_site() && !running(&s.name));
+        let missing = ctx
+            .store
+            .services(&env.id)
+            .await?
+            .into_iter()
+            .any(|s| s.status == ServiceStatus::Ready && !s.detail.is_site() && !running(&s.name));
         if missing {
             tracing::info!(env = %env.id, "a service container is missing or stopped; redeploying");
-            ctx.store.set_env_status(&env.id, status::DEPLOYING, Some("recreating missing services")).await?;
+            ctx.store.set_env_status(&env.id, EnvStatus::Deploying, Some("recreating missing services")).await?;
             let dep = controller::new_deployment(&env.id, "setup", env.commit_sha.clone());
             ctx.store.create_deployment(&dep).await?;
             controller::spawn(ctx, dep.id);

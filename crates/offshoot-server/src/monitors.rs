@@ -5,7 +5,7 @@
 use crate::docker_backend::{Rollout, probe_once, probe_timing, service_spec};
 use crate::resolving::{resolve_env, volatile_keys};
 use crate::state::Shared;
-use offshoot_api_types::status;
+use offshoot_api_types::EnvStatus;
 use offshoot_runtime::{ContainerSpec, Namespace, Runtime};
 use offshoot_store::ServiceRow;
 use offshoot_template::model::Probe;
@@ -28,7 +28,8 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
         loop {
             tokio::time::sleep(Duration::from_secs(period)).await;
             let current = ctx.monitor_generation(&key);
-            let live = matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == status::READY || e.status == status::DEPLOYING);
+            let live =
+                matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == EnvStatus::Ready || e.status == EnvStatus::Deploying);
             if current != Some(generation) || !live {
                 return;
             }
@@ -77,7 +78,8 @@ pub(crate) fn watch_readiness(ctx: &Shared, ns: Namespace, container: String, pr
         loop {
             tokio::time::sleep(Duration::from_secs(period)).await;
             let current = ctx.monitor_generation(&key);
-            let live = matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == status::READY || e.status == status::DEPLOYING);
+            let live =
+                matches!(ctx.store.env(&ns.env_id).await, Ok(Some(e)) if e.status == EnvStatus::Ready || e.status == EnvStatus::Deploying);
             if current != Some(generation) {
                 return;
             }
@@ -110,7 +112,7 @@ pub(crate) fn watch_readiness(ctx: &Shared, ns: Namespace, container: String, pr
 /// After a restart of the server: liveness monitors for the services of ready environments.
 pub(crate) async fn rewatch(ctx: &Shared) {
     let Ok(envs) = ctx.store.envs(None, false).await else { return };
-    for env in envs.into_iter().filter(|e| e.status == status::READY) {
+    for env in envs.into_iter().filter(|e| e.status == EnvStatus::Ready) {
         let Ok(resolved) = resolve_env(ctx, &env, None).await else { continue };
         // The images the services run, as recorded when they became ready.
         let mut images = HashMap::new();

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::imports::unsupported;
 use crate::state::Shared;
 use axum::http::StatusCode;
-use offshoot_api_types::status;
+use offshoot_api_types::EnvStatus;
 use offshoot_git::CommitFiles;
 use offshoot_store::Environment;
 use offshoot_store::now_ms;
@@ -171,7 +171,7 @@ pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv, mirror: offsho
         branch: req.branch.clone(),
         commit_sha: None,
         environment_template: environment_template.or_else(|| req.environment_template.clone()),
-        status: status::CREATING.into(),
+        status: EnvStatus::Creating,
         reason: None,
         template,
         env_vars,
@@ -203,7 +203,7 @@ pub(crate) async fn create_imported(ctx: &Shared, parent: &str, imports: Vec<cra
             branch: p.branch,
             commit_sha: None,
             environment_template: p.environment_template,
-            status: status::CREATING.into(),
+            status: EnvStatus::Creating,
             reason: None,
             template: p.version.template,
             env_vars: p.version.env_vars,

@@ -4,7 +4,7 @@
 
 use crate::state::Ctx;
 use crate::state::RouteConflict;
-use offshoot_api_types::status;
+use offshoot_api_types::{EnvStatus, ServiceStatus};
 use offshoot_router::tcp::{TcpKey, TcpRoute};
 use offshoot_router::{Backend, IngressSettings, Route, Table, Visibility};
 use offshoot_store::IngressRecord;
@@ -124,14 +124,14 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
             if let Some(Ok(site)) = &site {
                 backend = Backend::content(&env.id, &s.name, Arc::new(crate::sites::Served(site.clone())), settings);
             }
-            if env.status == status::TEARING_DOWN {
-                backend = backend.unavailable(status::TEARING_DOWN);
+            if env.status == EnvStatus::TearingDown {
+                backend = backend.unavailable(EnvStatus::TearingDown.as_str());
             } else if let Some(Err(e)) = &site {
                 backend = backend.unavailable(format!("not available: {e}"));
             } else if site.is_some() {
                 // Served from storage, whatever the state of a build in progress.
-            } else if s.status != status::READY {
-                backend = backend.unavailable(s.status.clone());
+            } else if s.status != ServiceStatus::Ready {
+                backend = backend.unavailable(s.status.as_str());
             } else if upstreams.is_empty() {
                 backend = backend.unavailable("not ready: no replica is running and passing its readiness probe");
             }
@@ -144,7 +144,7 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
                     backend: backend.clone(),
                 });
             }
-            if s.status == status::READY {
+            if s.status == ServiceStatus::Ready {
                 for p in &routing.lb_ports {
                     let key: TcpKey = (env.id.clone(), s.name.clone(), *p);
                     let preferred = preferred.get(&key).map(SocketAddr::port);

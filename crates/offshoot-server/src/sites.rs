@@ -8,6 +8,7 @@
 
 use crate::state::Sites;
 use crate::state::{Ctx, Shared, set_service};
+use offshoot_api_types::ServiceStatus;
 use offshoot_git::Mirror;
 use offshoot_runtime::{ContainerSpec, Namespace, Role, Runtime as _};
 use offshoot_sites::{Bucket, Fallback, Limits, Site};
@@ -137,7 +138,7 @@ pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routin
     };
     let r = build_site(ctx, at, s, &detail).await;
     if let Err(e) = &r {
-        set_service(ctx, at.env_id, &s.name, offshoot_api_types::status::FAILED, Some(e), detail).await;
+        set_service(ctx, at.env_id, &s.name, ServiceStatus::Failed, Some(e), detail).await;
     }
     r
 }
@@ -162,7 +163,7 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &Ser
         tracing::info!(env = %env_id, service = %s.name, site = %key, "static site unchanged; not rebuilt");
         return Ok(key);
     }
-    set_service(ctx, env_id, &s.name, "building", Some(&format!("static build in `{builder}`")), detail.clone()).await;
+    set_service(ctx, env_id, &s.name, ServiceStatus::Building, Some(&format!("static build in `{builder}`")), detail.clone()).await;
     if let Err(e) = ctx.rt.ensure_image(&builder).await {
         return Err(format!("{e} (the static builder; choose another with `offshoot app set {app} --static-builder IMAGE`)"));
     }

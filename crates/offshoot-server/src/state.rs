@@ -7,7 +7,7 @@ use crate::crypto::SecretKey;
 use offshoot_docker::DockerRuntime;
 use offshoot_git::Mirror;
 use offshoot_sites::{Bucket, Site};
-use offshoot_store::{ServiceDetail, ServiceRow, Store};
+use offshoot_store::{ServiceDetail, ServiceRow, ServiceStatus, Store};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -237,8 +237,8 @@ pub(crate) fn logged<T>(what: &'static str, r: Result<T, offshoot_store::StoreEr
     }
 }
 
-pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: &str, reason: Option<&str>, detail: ServiceDetail) {
-    let row = ServiceRow { env_id: env_id.into(), name: name.into(), status: st.into(), reason: reason.map(str::to_owned), detail };
+pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: ServiceStatus, reason: Option<&str>, detail: ServiceDetail) {
+    let row = ServiceRow { env_id: env_id.into(), name: name.into(), status: st, reason: reason.map(str::to_owned), detail };
     if let Err(e) = ctx.store.set_service(&row).await {
         tracing::error!(error = %e, "cannot record a service");
     }

@@ -420,7 +420,7 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
         section aria-labelledby="envs-h" {
             h2 #envs-h { "Environments" }
             @if envs.is_empty() { p { "None." } } @else {
-                ul { @for e in &envs { li { a href={ "/ui/envs/" (e.id) } { (e.id) } " · " (e.branch) " · " (state_badge(&e.status)) } } }
+                ul { @for e in &envs { li { a href={ "/ui/envs/" (e.id) } { (e.id) } " · " (e.branch) " · " (state_badge(e.status.as_str())) } } }
             }
             (new_env_form(s, Some(name), &[]))
         }
@@ -575,7 +575,7 @@ async fn render_envs(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Resp
                     td { a href={ "/ui/envs/" (e.id) } { (e.id) } }
                     td { a href={ "/ui/apps/" (e.app) } { (e.app) } }
                     td { (e.branch) }
-                    td { (state_badge(&e.status)) @if let Some(r) = &e.reason { " " span.muted { (r) } } }
+                    td { (state_badge(e.status.as_str())) @if let Some(r) = &e.reason { " " span.muted { (r) } } }
                     td { (ago(e.created_at)) }
                     td { @if let Some(t) = e.expires_at { (until(t)) } @else { "never" } }
                 } } }
@@ -633,13 +633,13 @@ async fn live_state(ctx: &Shared, id: &str) -> Result<(dto::Env, Vec<offshoot_st
 /// The part of an environment's page that changes while it deploys (sent again over SSE).
 fn env_live(e: &dto::Env, steps: &[offshoot_store::Step]) -> Markup {
     html! {
-        p { "Status " (state_badge(&e.status)) @if let Some(r) = &e.reason { " " span.reason { (r) } } }
+        p { "Status " (state_badge(e.status.as_str())) @if let Some(r) = &e.reason { " " span.reason { (r) } } }
         h2 { "Services" }
         div.scroll { table #services {
             thead { tr { th scope="col" { "Service" } th scope="col" { "State" } th scope="col" { "URLs" } th scope="col" { "Logs" } } }
             tbody { @for svc in &e.services { tr {
                 td { (svc.name) }
-                td { (state_badge(&svc.status)) @if let Some(r) = &svc.reason { " " span.muted { (r) } } }
+                td { (state_badge(svc.status.as_str())) @if let Some(r) = &svc.reason { " " span.muted { (r) } } }
                 td { @for u in &svc.urls { a href=(u) target="_blank" rel="noopener" { (u) } br; } }
                 td { button.link type="button" data-logs=(svc.name) aria-controls="logs" { "Show logs" } }
             } } }
@@ -650,7 +650,7 @@ fn env_live(e: &dto::Env, steps: &[offshoot_store::Step]) -> Markup {
             tbody { @for d in e.deployments.iter().rev() { tr {
                 td { (d.workflow) }
                 td { code { (d.commit.as_deref().map_or("", |c| &c[..c.len().min(10)])) } }
-                td { (state_badge(&d.status)) @if let Some(err) = &d.error { " " span.muted { (err) } } }
+                td { (state_badge(d.status.as_str())) @if let Some(err) = &d.error { " " span.muted { (err) } } }
                 td { @for (k, v) in phases(&d.phases) { (k) " " (v) " " } }
                 td { (when(d.created_at)) }
             } } }
@@ -670,7 +670,7 @@ fn env_live(e: &dto::Env, steps: &[offshoot_store::Step]) -> Markup {
         }
         @if !e.imports.is_empty() {
             h2 { "Imports" }
-            ul { @for i in &e.imports { li { a href={ "/ui/envs/" (i.env_id) } { (i.app) } " on " strong { (i.branch) } " (" (i.reason) ") " (state_badge(&i.status)) } } }
+            ul { @for i in &e.imports { li { a href={ "/ui/envs/" (i.env_id) } { (i.app) } " on " strong { (i.branch) } " (" (i.reason) ") " (state_badge(i.status.as_str())) } } }
         }
     }
 }

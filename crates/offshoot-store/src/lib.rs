@@ -7,6 +7,7 @@ mod datasets;
 mod services;
 
 pub use datasets::{Dataset, DatasetClone};
+pub use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
 pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail, ServiceRow};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
@@ -31,6 +32,13 @@ pub enum StoreError {
     Conflict { what: &'static str, name: String },
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
     Url(String),
+    #[error("the {what} `{name}` in the database has an unknown status")]
+    Status {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: offshoot_api_types::UnknownStatus,
+    },
     #[error("the {what} `{name}` in the database cannot be read")]
     Decode {
         what: &'static str,
@@ -96,7 +104,8 @@ pub struct Environment {
     pub branch: String,
     pub commit_sha: Option<String>,
     pub environment_template: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: EnvStatus,
     pub reason: Option<String>,
     /// The forked template and variables (later app edits do not touch them).
     pub template: String,
@@ -150,7 +159,8 @@ pub struct Deployment {
     pub env_id: String,
     pub workflow: String,
     pub commit_sha: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: DeploymentStatus,
     pub error: Option<String>,
     /// JSON: phase name → milliseconds.
     pub phases: String,
@@ -195,7 +205,12 @@ impl RawServiceRow {
             name: format!("{}/{}", self.env_id, self.name),
             source,
         })?;
-        Ok(ServiceRow { env_id: self.env_id, name: self.name, status: self.status, reason: self.reason, detail })
+        let status = self.status.parse().map_err(|e: offshoot_api_types::UnknownStatus| StoreError::Status {
+            what: "service",
+            name: format!("{}/{}", self.env_id, self.name),
+            source: e,
+        })?;
+        Ok(ServiceRow { env_id: self.env_id, name: self.name, status, reason: self.reason, detail })
     }
 }
 
@@ -439,7 +454,7 @@ impl Store {
         .bind(&e.branch)
         .bind(&e.commit_sha)
         .bind(&e.environment_template)
-        .bind(&e.status)
+        .bind(e.status.as_str())
         .bind(&e.reason)
         .bind(&e.template)
         .bind(&e.env_vars)
@@ -485,9 +500,9 @@ impl Store {
         .map_err(db("list imported environments"))
     }
 
-    pub async fn set_env_status(&self, id: &str, status: &str, reason: Option<&str>) -> Result<()> {
+    pub async fn set_env_status(&self, id: &str, status: EnvStatus, reason: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE environments SET status = $1, reason = $2, updated_at = $3 WHERE id = $4")
-            .bind(status)
+            .bind(status.as_str())
             .bind(reason)
             .bind(now_ms())
             .bind(id)
@@ -545,7 +560,7 @@ impl Store {
             .bind(&d.env_id)
             .bind(&d.workflow)
             .bind(&d.commit_sha)
-            .bind(&d.status)
+            .bind(d.status.as_str())
             .bind(&d.error)
             .bind(&d.phases)
             .bind(d.created_at)
@@ -623,9 +638,9 @@ impl Store {
         Ok(())
     }
 
-    pub async fn finish_deployment(&self, id: &str, status: &str, error: Option<&str>) -> Result<()> {
+    pub async fn finish_deployment(&self, id: &str, status: DeploymentStatus, error: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE deployments SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
-            .bind(status)
+            .bind(status.as_str())
             .bind(error)
             .bind(now_ms())
             .bind(id)
@@ -695,7 +710,7 @@ impl Store {
         )
         .bind(&s.env_id)
         .bind(&s.name)
-        .bind(&s.status)
+        .bind(s.status.as_str())
         .bind(&s.reason)
         .bind(serde_json::to_string(&s.detail).map_err(|source| StoreError::Decode {
             what: "service record",

@@ -11,7 +11,7 @@ pub const SERVICE_DETAIL_VERSION: u32 = 1;
 pub struct ServiceRow {
     pub env_id: String,
     pub name: String,
-    pub status: String,
+    pub status: offshoot_api_types::ServiceStatus,
     pub reason: Option<String>,
     pub detail: ServiceDetail,
 }

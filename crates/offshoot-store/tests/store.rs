@@ -11,7 +11,7 @@ fn env(id: &str, app: &str) -> Environment {
         branch: "feature/x".into(),
         commit_sha: None,
         environment_template: Some("ephemeral".into()),
-        status: "creating".into(),
+        status: offshoot_store::EnvStatus::Creating,
         reason: None,
         template: "app: shop\n".into(),
         env_vars: "defaults: []\n".into(),
@@ -52,8 +52,8 @@ async fn suite(store: Store) {
     store.create_env(&env("abc1234", "shop")).await.expect("env");
     store.create_env(&env("def5678", "shop")).await.expect("env");
     store.set_env_commit("abc1234", "0123456789").await.expect("commit");
-    store.set_env_status("abc1234", "ready", None).await.expect("status");
-    store.set_env_status("def5678", "deleted", Some("deleted by user")).await.expect("status");
+    store.set_env_status("abc1234", offshoot_store::EnvStatus::Ready, None).await.expect("status");
+    store.set_env_status("def5678", offshoot_store::EnvStatus::Deleted, Some("deleted by user")).await.expect("status");
     let e = store.env("abc1234").await.expect("env").expect("some");
     assert_eq!((e.status.as_str(), e.commit_sha.as_deref()), ("ready", Some("0123456789")));
     assert_eq!(store.envs(Some("shop"), false).await.expect("envs").len(), 1);
@@ -75,7 +75,7 @@ async fn suite(store: Store) {
         env_id: "abc1234".into(),
         workflow: "setup".into(),
         commit_sha: Some("0123456789".into()),
-        status: "running".into(),
+        status: offshoot_store::DeploymentStatus::Running,
         error: None,
         phases: "{}".into(),
         created_at: now_ms(),
@@ -89,7 +89,7 @@ async fn suite(store: Store) {
     let steps = store.steps("dep-1").await.expect("steps");
     assert_eq!((steps.len(), steps[0].status.as_str(), steps[0].output.as_str()), (1, "done", "ok"));
     store.set_phases("dep-1", r#"{"build":12}"#).await.expect("phases");
-    store.finish_deployment("dep-1", "succeeded", None).await.expect("finish");
+    store.finish_deployment("dep-1", offshoot_store::DeploymentStatus::Succeeded, None).await.expect("finish");
     assert!(store.unfinished_deployments().await.expect("unfinished").is_empty());
     let done = store.deployment("dep-1").await.expect("d").expect("some");
     assert_eq!((done.status.as_str(), done.phases.as_str()), ("succeeded", r#"{"build":12}"#));
@@ -98,7 +98,7 @@ async fn suite(store: Store) {
         .set_service(&ServiceRow {
             env_id: "abc1234".into(),
             name: "web".into(),
-            status: "ready".into(),
+            status: offshoot_store::ServiceStatus::Ready,
             reason: None,
             detail: offshoot_store::ServiceDetail { image: Some("busybox:stable".into()), ..offshoot_store::ServiceDetail::new() },
         })
@@ -108,7 +108,7 @@ async fn suite(store: Store) {
         .set_service(&ServiceRow {
             env_id: "abc1234".into(),
             name: "web".into(),
-            status: "failed".into(),
+            status: offshoot_store::ServiceStatus::Failed,
             reason: Some("probe".into()),
             detail: offshoot_store::ServiceDetail::new(),
         })

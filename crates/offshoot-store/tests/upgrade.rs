@@ -6,6 +6,7 @@
 //! must open them through its migrations and lose none of it.
 
 use offshoot_store::Store;
+use offshoot_store::{DeploymentStatus, EnvStatus, ServiceStatus};
 use std::path::{Path, PathBuf};
 
 fn fixture(rel: &str) -> PathBuf {
@@ -40,8 +41,8 @@ async fn holds_everything_v0_held(store: &Store) {
 
     let envs = store.envs(Some("shop"), true).await.expect("envs");
     assert_eq!(envs.len(), 2, "{envs:?}");
-    let ready = envs.iter().find(|e| e.status == "ready").expect("a ready environment");
-    let deleted = envs.iter().find(|e| e.status == "deleted").expect("a deleted environment");
+    let ready = envs.iter().find(|e| e.status == EnvStatus::Ready).expect("a ready environment");
+    let deleted = envs.iter().find(|e| e.status == EnvStatus::Deleted).expect("a deleted environment");
     assert_eq!(ready.environment_template.as_deref(), Some("ephemeral"));
     assert_eq!(deleted.environment_template.as_deref(), Some("permanent"));
     assert!(ready.commit_sha.as_ref().is_some_and(|c| c.len() == 40), "{ready:?}");
@@ -55,7 +56,7 @@ async fn holds_everything_v0_held(store: &Store) {
     let commits: std::collections::BTreeSet<_> = deployments.iter().map(|d| d.commit_sha.clone()).collect();
     assert_eq!(commits.len(), 2, "two commits deployed: {deployments:?}");
     for d in &deployments {
-        assert_eq!(d.status, "succeeded", "{d:?}");
+        assert_eq!(d.status, DeploymentStatus::Succeeded, "{d:?}");
         assert!(d.phases.contains("ready"), "{d:?}");
         let steps = store.steps(&d.id).await.expect("steps");
         assert!(!steps.is_empty() && steps.iter().all(|s| s.status == "done"), "{steps:?}");
@@ -71,7 +72,7 @@ async fn holds_everything_v0_held(store: &Store) {
     let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["api", "site", "store", "web"]);
-    assert!(services.iter().all(|s| s.status == "ready"), "{services:?}");
+    assert!(services.iter().all(|s| s.status == ServiceStatus::Ready), "{services:?}");
     let site = services.iter().find(|s| s.name == "site").expect("site");
     assert!(site.detail.site.as_ref().is_some_and(|k| k.len() == 32), "the static site's key is kept: {site:?}");
     let web = services.iter().find(|s| s.name == "web").expect("web");
@@ -80,7 +81,7 @@ async fn holds_everything_v0_held(store: &Store) {
     assert_eq!((routing.port, routing.routes.len()), (Some(8080), 1), "{web:?}");
 
     let teardown = store.deployments(&deleted.id).await.expect("deployments");
-    assert!(teardown.iter().any(|d| d.workflow == "teardown" && d.status == "succeeded"), "{teardown:?}");
+    assert!(teardown.iter().any(|d| d.workflow == "teardown" && d.status == DeploymentStatus::Succeeded), "{teardown:?}");
 
     let deliveries = store.deliveries("shop", 10).await.expect("deliveries");
     let d = deliveries.iter().find(|d| d.id.contains("fixture-delivery-1")).unwrap_or_else(|| panic!("no delivery: {deliveries:?}"));

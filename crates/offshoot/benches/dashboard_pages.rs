@@ -43,7 +43,7 @@ async fn fixture(db: &str) -> String {
             commit_sha: Some("0123456789abcdef0123456789abcdef01234567".into()),
             environment_template: None,
             // Not `ready`: the reconciler would look for their containers.
-            status: "failed".into(),
+            status: offshoot_store::EnvStatus::Failed,
             reason: Some("a benchmark fixture".into()),
             template: TEMPLATE.into(),
             env_vars: String::new(),
@@ -62,7 +62,13 @@ async fn fixture(db: &str) -> String {
                 ..offshoot_store::ServiceDetail::new()
             };
             store
-                .set_service(&ServiceRow { env_id: id.clone(), name: s.into(), status: "failed".into(), reason: None, detail })
+                .set_service(&ServiceRow {
+                    env_id: id.clone(),
+                    name: s.into(),
+                    status: offshoot_store::ServiceStatus::Failed,
+                    reason: None,
+                    detail,
+                })
                 .await
                 .expect("service");
         }
@@ -72,7 +78,7 @@ async fn fixture(db: &str) -> String {
                 env_id: id.clone(),
                 workflow: (*w).into(),
                 commit_sha: e.commit_sha.clone(),
-                status: "failed".into(),
+                status: offshoot_store::DeploymentStatus::Failed,
                 error: Some("fixture".into()),
                 phases: r#"{"fetch":5,"build":100,"start":300,"ready":410}"#.into(),
                 created_at: now - 1000 + n as i64,
