@@ -3,17 +3,15 @@
 //! One operation per environment at a time (a lock per environment id).
 
 use crate::backends::EnvBackend;
-use crate::resolving::{exposed, resolve_env, routing_for};
-use crate::state::{Ctx, Shared, logged, set_service};
+use crate::resolving::resolve_env;
+use crate::state::{Ctx, Shared, set_service};
 use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
 use offshoot_control::{ExecError, StepStatus, StoreLog, Workflow, execute};
-use offshoot_runtime::{BuildRequest, Namespace, Runtime};
+use offshoot_runtime::{Namespace, Runtime};
 use offshoot_store::{Deployment, Environment, ServiceDetail, Step};
 use offshoot_template::document::{self, Kind};
-use offshoot_template::resolve::ResolvedService;
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -94,22 +92,6 @@ fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-/// Tag of a built image: a hash of everything that goes into it.
-fn content_tag(app: &str, service: &str, tree: &str, s: &ResolvedService) -> String {
-    let b = s.build.as_ref();
-    let mut h = Sha256::new();
-    h.update(tree.as_bytes());
-    if let Some(b) = b {
-        h.update(b.dockerfile.as_deref().unwrap_or("Dockerfile").as_bytes());
-        h.update(b.target.as_deref().unwrap_or("").as_bytes());
-        for (k, v) in &b.args {
-            h.update(format!("\0{k}={}", v.expose()).as_bytes());
-        }
-    }
-    let digest = crate::crypto::hex(&h.finalize()[..8]);
-    format!("offshoot/{app}/{service}:{digest}")
-}
-
 async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
     let mut phases: BTreeMap<String, u64> = BTreeMap::new();
     let store_err = |e: offshoot_store::StoreError| e.to_string();
@@ -178,93 +160,8 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
     let t = Instant::now();
-    let mut images: HashMap<String, String> = HashMap::new();
-    // Static sites: service → the key of its build. Only those this workflow starts are built.
-    let mut sites: HashMap<String, String> = HashMap::new();
-    let started: HashSet<String> = plan.steps.iter().flat_map(|s| s.tasks()).map(|t| t.key()).collect();
-    for s in &resolved.services {
-        let image = match &s.build {
-            Some(b) => {
-                // The build's repository: this app's, or another one (`builds[].repo_url`).
-                let (mirror, commit) = match &b.repo {
-                    None => (mirror.clone(), commit.clone()),
-                    Some(url) => {
-                        let m = ctx.sync_mirror(url).await.map_err(|e| format!("service `{}`: fetch `{url}`: {e}", s.name))?;
-                        let (m2, wanted) = (m.clone(), b.repo_branch.clone());
-                        let c = tokio::task::spawn_blocking(move || {
-                            let branch = match wanted {
-                                Some(b) => b,
-                                None => m2.default_branch().map_err(|e| e.to_string())?.ok_or("it has no default branch")?,
-                            };
-                            m2.resolve(&branch).map_err(|e| e.to_string())?.ok_or_else(|| format!("branch `{branch}` does not exist"))
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("service `{}`: `{url}`: {e}", s.name))?;
-                        (m, c)
-                    }
-                };
-                let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
-                let tree = tokio::task::spawn_blocking(move || m.tree_id(&c, &dir))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("service `{}`: build context `{}` does not exist at {}", s.name, b.context, short(&commit)))?;
-                let tag = content_tag(&app.name, &s.name, &tree, s);
-                if !ctx.rt.image_exists(&tag).await.map_err(|e| e.to_string())? {
-                    set_service(ctx, &env.id, &s.name, ServiceStatus::Building, None, ServiceDetail::new()).await;
-                    let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
-                    let context = tokio::task::spawn_blocking(move || m.archive(&c, &dir))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
-                    let req = BuildRequest {
-                        tag: tag.clone(),
-                        context,
-                        dockerfile: b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".into()),
-                        args: exposed(&b.args),
-                        target: b.target.clone(),
-                        labels: BTreeMap::from([("offshoot.managed".into(), "true".into()), ("offshoot.app".into(), app.name.clone())]),
-                    };
-                    let log = Mutex::new(String::new());
-                    let result = ctx
-                        .rt
-                        .build(req, &|line| log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_str(&format!("{line}\n")))
-                        .await;
-                    let log = log.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    logged("a build log", ctx.store.set_build_log(&dep.id, &s.name, &log).await);
-                    if let Err(e) = result {
-                        let tail = match &e {
-                            offshoot_runtime::RuntimeError::BuildFailed { log_tail, .. } => format!("\n{log_tail}"),
-                            _ => String::new(),
-                        };
-                        set_service(ctx, &env.id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
-                        return Err(format!("service `{}`: {e}{tail}", s.name));
-                    }
-                }
-                tag
-            }
-            None if s.static_site.is_some() => {
-                if !started.contains(&format!("services.{}", s.name)) {
-                    continue;
-                }
-                let routing = routing_for(&resolved, s);
-                let at = crate::sites::At { deployment: &dep.id, app: &app.name, env_id: &env.id, mirror: &mirror, commit: &commit };
-                let key = crate::sites::build(ctx, &at, s, &routing).await.map_err(|e| format!("service `{}`: {e}", s.name))?;
-                sites.insert(s.name.clone(), key);
-                continue;
-            }
-            None => {
-                let image = s.image.clone().ok_or_else(|| format!("service `{}` has no image", s.name))?;
-                if let Err(e) = ctx.rt.ensure_image(&image).await {
-                    set_service(ctx, &env.id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
-                    return Err(format!("service `{}`: {e}", s.name));
-                }
-                image
-            }
-        };
-        images.insert(s.name.clone(), image);
-    }
+    let source = crate::builds::Source { app: &app.name, deployment: &dep.id, env_id: &env.id, mirror: &mirror, commit: &commit };
+    let (images, sites) = crate::builds::build_all(ctx, &source, &resolved, &plan).await?;
     phases.insert("build".into(), ms(t));
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
     let backend = EnvBackend::for_deployment(ctx, env, resolved, (images, sites), (&mirror, &commit), &mut phases).await?;
@@ -373,10 +270,6 @@ async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, Stri
     } else {
         Err(format!("import `{}` ({}): {}", child.app, child.id, now.reason.unwrap_or_else(|| now.status.to_string())))
     }
-}
-
-fn short(c: &str) -> &str {
-    c.get(..7).unwrap_or(c)
 }
 
 async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {

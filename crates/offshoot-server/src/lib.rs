@@ -4,6 +4,7 @@
 mod api;
 mod backends;
 mod background;
+mod builds;
 mod controller;
 mod crypto;
 mod datasets;
