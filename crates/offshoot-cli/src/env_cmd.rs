@@ -102,6 +102,11 @@ fn print_env(e: &api::Env) -> String {
         }
         s.push('\n');
     }
+    // The latest deployment's steps, as far as they ran.
+    if let Some(d) = e.deployments.last().filter(|d| !d.steps.is_empty()) {
+        let steps: Vec<String> = d.steps.iter().map(|st| format!("{} {}", st.name, st.status)).collect();
+        s.push_str(&format!("  {} {}: {}\n", d.workflow, d.status, steps.join(", ")));
+    }
     for i in &e.imports {
         let commit = i.commit.as_deref().map_or("-", |c| c.get(..7).unwrap_or(c));
         s.push_str(&format!("  import {:<9} {}@{}  env {}  {}  ({})\n", i.app, i.branch, commit, i.env_id, i.status, i.reason));
@@ -256,5 +261,29 @@ mod tests {
         assert_eq!(super::parse_duration("90"), Ok(90));
         assert!(super::parse_duration("3w").is_err());
         assert!(super::parse_duration("0s").is_err());
+    }
+}
+
+#[cfg(test)]
+mod print_tests {
+    use super::*;
+
+    #[test]
+    fn an_environment_shows_its_latest_deployments_steps() {
+        let e: api::Env = serde_json::from_value(serde_json::json!({
+            "id": "abc1234", "app": "shop", "branch": "main", "commit": "0123456789", "status": "failed",
+            "reason": "step `migrate`: jobs.migrate: exited with code 4", "environment_template": null,
+            "services": [], "created_at": 0, "expires_at": null,
+            "deployments": [
+                {"id": "d1", "workflow": "setup", "commit": null, "status": "succeeded", "phases": {}, "created_at": 0, "finished_at": 1,
+                 "steps": [{"name": "services-0", "status": "done"}]},
+                {"id": "d2", "workflow": "patch", "commit": null, "status": "failed", "phases": {}, "created_at": 2, "finished_at": 3,
+                 "steps": [{"name": "migrate", "status": "failed", "output": "exited with code 4"}, {"name": "serve", "status": "done"}]}
+            ]
+        }))
+        .expect("an environment");
+        let text = print_env(&e);
+        assert!(text.contains("  patch failed: migrate failed, serve done\n"), "{text}");
+        assert!(!text.contains("services-0"), "only the latest deployment: {text}");
     }
 }
