@@ -67,12 +67,13 @@ fn main() {
     let slowest = singles.iter().copied().fold(0.0, f64::max);
     let runs: Vec<(f64, f64)> = (0..ROUNDS).map(|_| round(&s, "frontend")).collect();
     let all = report("frontend + backend + admin (parallel)", &runs);
-    println!("ratio three apps / slowest single app: {:.2} (goal: at most 1.3)", all / slowest);
+    println!("ratio three apps / slowest single app: {:.2}", all / slowest);
     // The engine's own floor, same run: `docker run -d` of one such container, and of three at
     // once, on one network (what any tool starting three apps' containers pays).
     let one = median((0..ROUNDS).map(|_| docker_runs(1)).collect());
     let three = median((0..ROUNDS).map(|_| docker_runs(3)).collect());
     println!("docker run -d: one container {one:.3} s, three at once {three:.3} s: ratio {:.2}", three / one);
+    println!("ratio three apps / the engine's floor for three at once: {:.2} (goal: at most 1.2)", all / three);
 }
 
 /// Seconds for `docker run -d` of `n` busybox httpd containers at once on one network.
