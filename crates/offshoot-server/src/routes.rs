@@ -9,56 +9,37 @@ use offshoot_router::tcp::{TcpKey, TcpRoute};
 use offshoot_router::{Backend, IngressSettings, Route, Table, Visibility};
 use offshoot_store::IngressRecord;
 use offshoot_template::ingress::{parse_duration, parse_size, parse_switch};
-use offshoot_template::model::Ingress;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// The router's view of an `ingress` block; values were validated with the template, so one
-/// that does not parse keeps the default.
-pub(crate) fn settings(ingress: Option<&Ingress>) -> IngressSettings {
+/// The router's view of a service's `ingress` record; the values were validated with the
+/// template, so one that does not parse keeps the default.
+pub(crate) fn settings(record: Option<&IngressRecord>) -> IngressSettings {
     let mut s = IngressSettings::default();
-    let Some(i) = ingress else { return s };
-    let text = |t: &Option<offshoot_template::span::Text>| t.as_ref().map(|v| v.value.clone());
-    if let Some(v) = text(&i.proxy_body_size).and_then(|v| parse_size(&v)) {
+    let Some(r) = record else { return s };
+    if let Some(v) = r.proxy_body_size.as_deref().and_then(parse_size) {
         s.body_limit = (v > 0).then_some(v);
     }
-    if let Some(v) = text(&i.proxy_read_timeout).and_then(|v| parse_duration(&v)).filter(|d| !d.is_zero()) {
+    if let Some(v) = r.proxy_read_timeout.as_deref().and_then(parse_duration).filter(|d| !d.is_zero()) {
         s.read_timeout = v;
     }
-    if let Some(v) = text(&i.proxy_send_timeout).and_then(|v| parse_duration(&v)).filter(|d| !d.is_zero()) {
+    if let Some(v) = r.proxy_send_timeout.as_deref().and_then(parse_duration).filter(|d| !d.is_zero()) {
         s.send_timeout = v;
     }
-    if let Some(v) = text(&i.proxy_buffering).and_then(|v| parse_switch(&v)) {
+    if let Some(v) = r.proxy_buffering.as_deref().and_then(parse_switch) {
         s.buffering = v;
     }
-    if let Some(v) = text(&i.proxy_buffer_size).and_then(|v| parse_size(&v)).and_then(|v| usize::try_from(v).ok()) {
+    if let Some(v) = r.proxy_buffer_size.as_deref().and_then(parse_size).and_then(|v| usize::try_from(v).ok()) {
         s.buffer_size = v.clamp(1024, 1 << 20);
     }
-    if let Some(v) = text(&i.proxy_buffers_number).and_then(|v| v.trim().parse::<usize>().ok()) {
+    if let Some(v) = r.proxy_buffers_number.as_deref().and_then(|v| v.trim().parse::<usize>().ok()) {
         s.buffers_number = v.clamp(1, 1024);
     }
-    if let Some(v) = text(&i.proxy_max_temp_file_size).and_then(|v| parse_size(&v)) {
+    if let Some(v) = r.proxy_max_temp_file_size.as_deref().and_then(parse_size) {
         s.max_temp_file_size = v;
     }
     s
-}
-
-/// The same, from a service's record.
-fn settings_from_record(r: Option<&IngressRecord>) -> IngressSettings {
-    let Some(r) = r else { return IngressSettings::default() };
-    let field = |v: &Option<String>| v.as_ref().map(|s| offshoot_template::span::Sp::new(s.clone(), Default::default()));
-    let i = Ingress {
-        proxy_body_size: field(&r.proxy_body_size),
-        proxy_buffer_size: field(&r.proxy_buffer_size),
-        proxy_buffering: field(&r.proxy_buffering),
-        proxy_buffers_number: field(&r.proxy_buffers_number),
-        proxy_max_temp_file_size: field(&r.proxy_max_temp_file_size),
-        proxy_read_timeout: field(&r.proxy_read_timeout),
-        proxy_send_timeout: field(&r.proxy_send_timeout),
-        proxy_connect_timeout: field(&r.proxy_connect_timeout),
-    };
-    settings(Some(&i))
 }
 
 impl Ctx {
@@ -107,7 +88,7 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
         let mut ingress: Option<Arc<IngressSettings>> = None;
         for s in ctx.store.services(&env.id).await? {
             let routing = s.detail.routing.clone().unwrap_or_default();
-            let settings = ingress.get_or_insert_with(|| Arc::new(settings_from_record(routing.ingress.as_ref()))).clone();
+            let settings = ingress.get_or_insert_with(|| Arc::new(settings(routing.ingress.as_ref()))).clone();
             let ips = replicas.get(&(env.id.as_str(), s.name.as_str())).cloned().unwrap_or_default();
             let upstreams: Vec<SocketAddr> =
                 routing.port.map(|p| ips.iter().map(|ip| SocketAddr::new(*ip, p)).collect()).unwrap_or_default();
