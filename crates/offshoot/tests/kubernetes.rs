@@ -17,6 +17,8 @@ use support::*;
 struct FakeKube {
     objects: Arc<Mutex<BTreeMap<String, Value>>>,
     log: Arc<Mutex<Vec<String>>>,
+    /// Deployments whose rollout does not finish (a cluster short of capacity), by name.
+    held: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeKube {
@@ -115,6 +117,16 @@ impl FakeKube {
                 (200, obj)
             }
             "GET" => match objects.get(&path) {
+                Some(o) if o["kind"] == "Deployment" || o["kind"] == "StatefulSet" => {
+                    // Ready unless held: a held rollout has none of its replicas ready.
+                    let mut o = o.clone();
+                    let held = self.held.lock().expect("held").iter().any(|h| o["metadata"]["name"] == h.as_str());
+                    if held {
+                        o["status"]["readyReplicas"] = json!(0);
+                        o["status"]["availableReplicas"] = json!(0);
+                    }
+                    (200, o)
+                }
                 Some(o) => (200, o.clone()),
                 None => {
                     // A collection: its direct children.
@@ -165,7 +177,14 @@ fn kube_server(fake: &FakeKube, dir: &tempfile::TempDir) -> Server {
 }
 
 fn kube_server_with(fake: &FakeKube, dir: &tempfile::TempDir, extra: &[&str]) -> Server {
-    let port = fake.start();
+    let args = kube_args(fake.start(), dir);
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    Server::new_with(None, &args)
+}
+
+/// The server arguments for the stand-in on `port` (its kubeconfig written in `dir`).
+fn kube_args(port: u16, dir: &tempfile::TempDir) -> Vec<String> {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,
@@ -174,9 +193,9 @@ fn kube_server_with(fake: &FakeKube, dir: &tempfile::TempDir, extra: &[&str]) ->
         ),
     )
     .expect("kubeconfig");
-    let mut args = vec!["--runtime", "kubernetes", "--kubeconfig", kubeconfig.to_str().expect("utf-8"), "--registry", "127.0.0.1:5000"];
-    args.extend_from_slice(extra);
-    Server::new_with(None, &args)
+    ["--runtime", "kubernetes", "--kubeconfig", kubeconfig.to_str().expect("utf-8"), "--registry", "127.0.0.1:5000"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 #[test]
@@ -298,4 +317,41 @@ fn static_sites_on_kubernetes_are_served_by_the_router_behind_the_ingress() {
     assert!(page.contains("<h1>on k8s</h1>"), "{page}");
     let d = s.json(&["env", "delete", &id, "--wait"]);
     assert_eq!(d["status"], "deleted", "{d}");
+}
+
+#[test]
+fn a_deployment_on_kubernetes_resumes_after_a_crash_without_running_a_finished_job_again() {
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = kube_args(fake.start(), &dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = dir.path().join("data");
+    // The api's rollout does not finish: the server is killed while it waits.
+    fake.held.lock().expect("held").push("api".into());
+    let mut s = Server::start_with(&data, None, &args);
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let id = s.json(&["env", "create", "shop", "--branch", "main"])["id"].as_str().expect("id").to_owned();
+    let ns = format!("offshoot-{id}");
+    let count = |needle: &str| fake.log.lock().expect("log").iter().filter(|l| *l == needle).count();
+    let api = format!("PATCH /apis/apps/v1/namespaces/{ns}/deployments/api");
+    let job = format!("PATCH /apis/batch/v1/namespaces/{ns}/jobs/job-migrate");
+    eventually(120, "the api's rollout to be waited for", || (count(&api) == 1).then_some(()));
+    assert_eq!(count(&job), 1, "the migration ran before the api's step");
+    let shown = s.json(&["env", "show", &id]);
+    assert_eq!(shown["status"], "creating", "{shown}");
+    s.kill();
+
+    // A new server on the same data directory finishes the deployment from its step log.
+    fake.held.lock().expect("held").clear();
+    let s = Server::start_with(&data, None, &args);
+    let e = eventually(120, "the resumed deployment to end", || {
+        let e = s.json(&["env", "show", &id]);
+        matches!(e["status"].as_str(), Some("ready" | "failed")).then_some(e)
+    });
+    assert_eq!(e["status"], "ready", "{e}");
+    assert_eq!(count(&job), 1, "the finished migration did not run again");
+    assert_eq!(count(&api), 2, "the interrupted rollout was applied again");
+    let steps: Vec<&str> = e["deployments"][0]["steps"].as_array().expect("steps").iter().filter_map(|st| st["status"].as_str()).collect();
+    assert!(steps.iter().all(|st| *st == "done"), "{e}");
 }
