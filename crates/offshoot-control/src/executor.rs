@@ -39,6 +39,12 @@ pub enum ExecError {
     Log(#[from] StoreError),
 }
 
+/// How a task ended: its output, or why it failed (as recorded in the step log).
+enum TaskEnd {
+    Done(String),
+    Failed(String),
+}
+
 /// How one step ended.
 struct StepOutcome {
     outputs: Vec<String>,
@@ -52,11 +58,11 @@ impl StepOutcome {
         StepOutcome { outputs: Vec::new(), errors: Vec::new(), halt: false }
     }
 
-    fn add(&mut self, t: &PlannedTask, result: Result<String, String>) {
-        match result {
-            Ok(out) if out.is_empty() => {}
-            Ok(out) => self.outputs.push(format!("{}: {out}", t.task)),
-            Err(e) => {
+    fn add(&mut self, t: &PlannedTask, end: TaskEnd) {
+        match end {
+            TaskEnd::Done(out) if out.is_empty() => {}
+            TaskEnd::Done(out) => self.outputs.push(format!("{}: {out}", t.task)),
+            TaskEnd::Failed(e) => {
                 self.halt |= t.halts;
                 self.errors.push(format!("{}: {e}", t.task));
             }
@@ -141,15 +147,19 @@ async fn run_step<B: Backend, L: StepLog>(backend: &Arc<B>, log: &L, step: &Step
         let runs = wave.iter().map(|t| async move {
             let key = t.key();
             if let Some((status, out)) = progress.task(step.idx, &key).filter(|(s, _)| s.ended()) {
-                return Ok((t, if *status == StepStatus::Done { Ok(out.clone()) } else { Err(out.clone()) }));
+                let end = if *status == StepStatus::Done { TaskEnd::Done(out.clone()) } else { TaskEnd::Failed(out.clone()) };
+                return Ok((t, end));
             }
-            let result = run_task(backend.as_ref(), &t.task).await.map_err(|e| e.to_string());
-            let (status, out) = match &result {
-                Ok(out) => (StepStatus::Done, out.as_str()),
-                Err(e) => (StepStatus::Failed, e.as_str()),
+            let end = match run_task(backend.as_ref(), &t.task).await {
+                Ok(out) => TaskEnd::Done(out),
+                Err(e) => TaskEnd::Failed(e.to_string()),
+            };
+            let (status, out) = match &end {
+                TaskEnd::Done(out) => (StepStatus::Done, out.as_str()),
+                TaskEnd::Failed(e) => (StepStatus::Failed, e.as_str()),
             };
             log.record_task(step.idx, &key, status, out).await?;
-            Ok::<_, StoreError>((t, result))
+            Ok::<_, StoreError>((t, end))
         });
         for ended in futures_util::future::join_all(runs).await {
             let (t, result) = ended?;
@@ -165,7 +175,7 @@ async fn run_detached<B: Backend>(backend: &Arc<B>, step: &Step) -> StepOutcome 
     for wave in &step.waves {
         let results = futures_util::future::join_all(wave.iter().map(|t| run_task(backend.as_ref(), &t.task))).await;
         for (t, r) in wave.iter().zip(results) {
-            outcome.add(t, r.map_err(|e| e.to_string()));
+            outcome.add(t, r.map_or_else(|e| TaskEnd::Failed(e.to_string()), TaskEnd::Done));
         }
     }
     outcome

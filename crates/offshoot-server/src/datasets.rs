@@ -319,7 +319,8 @@ async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), String> {
         if d.state == "deleting" {
             for c in &clones {
                 if c.state == "ready" || c.state == "leased" {
-                    let _ = ctx.store.move_clone(&c.db_name, &c.state, "dropping").await.map_err(store_err)?;
+                    // Whether it moved or another task moved it first, it is on its way out.
+                    ctx.store.move_clone(&c.db_name, &c.state, "dropping").await.map_err(store_err)?;
                     drop_clone(ctx, &server, c).await?;
                 }
             }
