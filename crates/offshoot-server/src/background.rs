@@ -34,6 +34,27 @@ impl Background {
         });
     }
 
+    /// Runs `work` like [`spawn`](Self::spawn), for a caller that waits for its result (`None`
+    /// when the server stopped it or it panicked). Dropping the handle does not stop the work.
+    pub(crate) fn spawn_joinable<T: Send + 'static>(
+        &self,
+        name: &'static str,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Option<T>> {
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                ended = AssertUnwindSafe(work).catch_unwind() => {
+                    if ended.is_err() {
+                        tracing::error!(task = name, "background work panicked");
+                    }
+                    ended.ok()
+                }
+                () = stop.cancelled() => None,
+            }
+        })
+    }
+
     /// Stops everything and waits for it, at most `grace`; returns how many were still running.
     pub(crate) async fn shutdown(&self, grace: Duration) -> usize {
         self.stop.cancel();
@@ -73,6 +94,19 @@ mod tests {
             let _ = tx.send(());
         });
         assert!(rx.await.is_ok());
+        assert_eq!(bg.shutdown(Duration::from_secs(5)).await, 0);
+    }
+
+    #[tokio::test]
+    async fn joinable_work_gives_its_result_and_outlives_its_dropped_handle() {
+        let bg = Background::default();
+        assert_eq!(bg.spawn_joinable("answer", async { 42 }).await.ok().flatten(), Some(42));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        drop(bg.spawn_joinable("detached", async move {
+            tokio::task::yield_now().await;
+            let _ = tx.send("done");
+        }));
+        assert_eq!(rx.await.ok(), Some("done"));
         assert_eq!(bg.shutdown(Duration::from_secs(5)).await, 0);
     }
 }

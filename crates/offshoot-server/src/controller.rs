@@ -13,7 +13,6 @@ use offshoot_template::document::{self, Kind};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::task::AbortOnDropHandle;
 
 /// A new deployment record, running from now.
 pub(crate) fn new_deployment(env_id: &str, workflow: &str, commit: Option<String>) -> Deployment {
@@ -107,7 +106,8 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     if dep.workflow == "setup" {
         if parallel_imports(env) {
             let (ctx2, dep2, env2) = (ctx.clone(), dep.clone(), env.clone());
-            imports = Some(AbortOnDropHandle::new(tokio::spawn(async move { deploy_imports(&ctx2, &dep2, &env2).await })));
+            // Tracked, and not stopped when this deployment fails first: the imports finish.
+            imports = Some(ctx.background.spawn_joinable("imports", async move { deploy_imports(&ctx2, &dep2, &env2).await }));
         } else {
             deploy_imports(ctx, dep, env).await?;
         }
@@ -174,7 +174,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
         return Err(e.to_string());
     }
     if let Some(imports) = imports {
-        imports.await.map_err(|e| format!("imports: {e}"))??;
+        imports.await.map_err(|e| format!("imports: {e}"))?.ok_or("imports: stopped with the server")??;
     }
     // Wall time from the request to a ready environment.
     phases.insert("ready".into(), u64::try_from(offshoot_store::now_ms() - dep.created_at).unwrap_or(0));
