@@ -21,17 +21,7 @@ pub(crate) struct Background {
 impl Background {
     /// Runs `work` until it ends or the server stops.
     pub(crate) fn spawn(&self, name: &'static str, work: impl Future<Output = ()> + Send + 'static) {
-        let stop = self.stop.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                ended = AssertUnwindSafe(work).catch_unwind() => {
-                    if ended.is_err() {
-                        tracing::error!(task = name, "background work panicked");
-                    }
-                }
-                () = stop.cancelled() => tracing::debug!(task = name, "stopped"),
-            }
-        });
+        drop(self.spawn_joinable(name, work));
     }
 
     /// Runs `work` like [`spawn`](Self::spawn), for a caller that waits for its result (`None`
