@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use offshoot_api_types as api;
 use offshoot_api_types::{DeploymentStatus, EnvStatus};
-use offshoot_runtime::Runtime as _;
 use offshoot_store::now_ms;
 use offshoot_template::document::{self, Kind};
 use serde::Deserialize;
@@ -287,27 +286,12 @@ pub(crate) async fn env_logs(
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<Vec<api::Logs>>, ApiError> {
     let e = find_env(&ctx, &id).await?;
-    let mut out = Vec::new();
     let tail = q.tail.unwrap_or(200).min(10_000);
-    if let Some(k) = &ctx.kube {
-        for s in ctx.store.services(&id).await? {
-            if q.service.as_ref().is_some_and(|w| w != &s.name) {
-                continue;
-            }
-            let label = offshoot_manifests::dns_label(&s.name);
-            let pods = k.kube.logs(&crate::kube_rt::namespace(&e), &id, &label, tail).await.map_err(anyhow::Error::new)?;
-            for (pod, logs) in pods {
-                out.push(api::Logs { service: format!("{}/{pod}", s.name), logs });
-            }
-        }
-    }
-    for c in ctx.rt.list(Some(&id)).await.map_err(anyhow::Error::new)? {
-        if q.service.as_ref().is_some_and(|s| s != &c.service) || c.role != "service" {
-            continue;
-        }
-        let logs = ctx.rt.logs(&c.name, tail).await.map_err(anyhow::Error::new)?;
-        out.push(api::Logs { service: c.service, logs });
-    }
+    let out: Vec<api::Logs> = crate::backends::logs(&ctx, &e, q.service.as_deref(), tail)
+        .await?
+        .into_iter()
+        .map(|(service, logs)| api::Logs { service, logs })
+        .collect();
     if out.is_empty()
         && let Some(s) = q.service
     {
@@ -355,15 +339,9 @@ async fn env_exec(
     if body.command.is_empty() {
         return Err(ApiError::bad_request("no command given"));
     }
-    if ctx.kube.is_some() {
+    let Some(done) = crate::backends::exec(&ctx, &id, &body.service, &body.command).await? else {
         return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", "`env exec` is not available on the Kubernetes runtime yet")
             .hint("use `kubectl exec -n offshoot-<env id> deploy/<service> -- CMD`"));
-    }
-    let running = ctx.rt.list(Some(&id)).await.map_err(anyhow::Error::new)?;
-    let c = running
-        .iter()
-        .find(|c| c.service == body.service && c.role == "service")
-        .ok_or_else(|| ApiError::not_found("running service", &body.service))?;
-    let done = ctx.rt.exec(&c.name, &body.command).await.map_err(anyhow::Error::new)?;
+    };
     Ok(Json(api::ExecResult { exit_code: done.exit_code, output: done.logs }))
 }
