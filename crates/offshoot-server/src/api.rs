@@ -308,11 +308,7 @@ async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Res
         .await
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m))?;
     let mut opts = crate::kube_rt::options(&ctx, &e);
-    for s in ctx.store.services(&id).await? {
-        if let Some(image) = s.detail.image {
-            opts.images.insert(s.name, image);
-        }
-    }
+    opts.images = crate::state::images_of(&ctx, &id).await?.into_iter().collect();
     let rendered = offshoot_manifests::render(&r, &opts);
     let yaml = offshoot_manifests::to_yaml(&rendered.manifests).map_err(|m| anyhow::anyhow!(m))?;
     Ok(Json(api::RenderedManifests { runtime: "kubernetes".into(), yaml, warnings: rendered.warnings }))

@@ -4,10 +4,10 @@
 //! service with the tail of its log; nothing runs until every image is at hand.
 
 use crate::resolving::{exposed, routing_for};
+use crate::sites::At;
 use crate::state::{Shared, logged, set_service};
 use offshoot_api_types::ServiceStatus;
 use offshoot_control::Plan;
-use offshoot_git::Mirror;
 use offshoot_runtime::{BuildRequest, Runtime};
 use offshoot_store::ServiceDetail;
 use offshoot_template::resolve::{Resolved, ResolvedBuild, ResolvedService};
@@ -15,20 +15,11 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
-/// Where a deployment builds from.
-pub(crate) struct Source<'a> {
-    pub(crate) app: &'a str,
-    pub(crate) deployment: &'a str,
-    pub(crate) env_id: &'a str,
-    pub(crate) mirror: &'a Mirror,
-    pub(crate) commit: &'a str,
-}
-
 /// Builds and pulls what `plan` needs: service → image, and static site → build key (only the
 /// sites this workflow starts are built).
 pub(crate) async fn build_all(
     ctx: &Shared,
-    source: &Source<'_>,
+    source: &At<'_>,
     resolved: &Resolved,
     plan: &Plan,
 ) -> Result<(HashMap<String, String>, HashMap<String, String>), String> {
@@ -44,14 +35,7 @@ pub(crate) async fn build_all(
                     continue;
                 }
                 let routing = routing_for(resolved, s);
-                let at = crate::sites::At {
-                    deployment: source.deployment,
-                    app: source.app,
-                    env_id: source.env_id,
-                    mirror: source.mirror,
-                    commit: source.commit,
-                };
-                let key = crate::sites::build(ctx, &at, s, &routing).await.map_err(|e| format!("service `{}`: {e}", s.name))?;
+                let key = crate::sites::build(ctx, source, s, &routing).await.map_err(|e| format!("service `{}`: {e}", s.name))?;
                 sites.insert(s.name.clone(), key);
                 continue;
             }
@@ -71,7 +55,7 @@ pub(crate) async fn build_all(
 
 /// The image of a service built from a repository: its content tag, built unless the engine has
 /// it.
-async fn build_image(ctx: &Shared, source: &Source<'_>, s: &ResolvedService, b: &ResolvedBuild) -> Result<String, String> {
+async fn build_image(ctx: &Shared, source: &At<'_>, s: &ResolvedService, b: &ResolvedBuild) -> Result<String, String> {
     // The build's repository: this app's, or another one (`builds[].repo_url`).
     let (mirror, commit) = match &b.repo {
         None => (source.mirror.clone(), source.commit.to_owned()),

@@ -10,7 +10,7 @@ use offshoot_control::{ExecError, StepStatus, StoreLog, Workflow, execute};
 use offshoot_runtime::{Namespace, Runtime};
 use offshoot_store::{Deployment, Environment, ServiceDetail, Step};
 use offshoot_template::document::{self, Kind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -160,7 +160,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
     let t = Instant::now();
-    let source = crate::builds::Source { app: &app.name, deployment: &dep.id, env_id: &env.id, mirror: &mirror, commit: &commit };
+    let source = crate::sites::At { app: &app.name, deployment: &dep.id, env_id: &env.id, mirror: &mirror, commit: &commit };
     let (images, sites) = crate::builds::build_all(ctx, &source, &resolved, &plan).await?;
     phases.insert("build".into(), ms(t));
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
@@ -303,12 +303,7 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
 async fn teardown_workflow(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
     let resolved = resolve_env(ctx, env, None).await?;
     let plan = offshoot_control::plan(&resolved, Workflow::Teardown).map_err(|e| e.to_string())?;
-    let mut images = HashMap::new();
-    for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
-        if let Some(i) = s.detail.image {
-            images.insert(s.name, i);
-        }
-    }
+    let images = crate::state::images_of(ctx, &env.id).await.map_err(|e| e.to_string())?;
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
     let backend = EnvBackend::for_teardown(ctx, env, resolved, images);
     let result = execute(&plan, &Arc::new(backend), &log).await;

@@ -115,12 +115,7 @@ pub(crate) async fn rewatch(ctx: &Shared) {
     for env in envs.into_iter().filter(|e| e.status == EnvStatus::Ready) {
         let Ok(resolved) = resolve_env(ctx, &env, None).await else { continue };
         // The images the services run, as recorded when they became ready.
-        let mut images = HashMap::new();
-        for row in ctx.store.services(&env.id).await.unwrap_or_default() {
-            if let Some(i) = row.detail.image {
-                images.insert(row.name, i);
-            }
-        }
+        let images = crate::state::images_of(ctx, &env.id).await.unwrap_or_default();
         let ns = Namespace::new(&env.id, &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());
         let plan = Rollout {
             volatile: volatile_keys(&env.env_vars),

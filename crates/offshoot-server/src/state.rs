@@ -237,6 +237,11 @@ pub(crate) fn logged<T>(what: &'static str, r: Result<T, offshoot_store::StoreEr
     }
 }
 
+/// The image each service of an environment runs, as recorded when it last started.
+pub(crate) async fn images_of(ctx: &Ctx, env_id: &str) -> Result<HashMap<String, String>, offshoot_store::StoreError> {
+    Ok(ctx.store.services(env_id).await?.into_iter().filter_map(|s| Some((s.name, s.detail.image?))).collect())
+}
+
 pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: ServiceStatus, reason: Option<&str>, detail: ServiceDetail) {
     let row = ServiceRow { env_id: env_id.into(), name: name.into(), status: st, reason: reason.map(str::to_owned), detail };
     if let Err(e) = ctx.store.set_service(&row).await {
