@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use crate::state::Shared;
 use offshoot_api_types as api;
 use offshoot_store::Environment;
+use std::collections::HashMap;
 
 pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiError> {
     let v = ctx.store.latest_version(&a.name).await?;
@@ -30,17 +31,16 @@ struct EnvParts {
     services: Vec<offshoot_store::ServiceRow>,
     deployments: Vec<offshoot_store::Deployment>,
     /// Deployment → its steps.
-    steps: std::collections::HashMap<String, Vec<api::DeploymentStep>>,
+    steps: HashMap<String, Vec<api::DeploymentStep>>,
     children: Vec<Environment>,
     datasets: Vec<api::AttachedDataset>,
 }
 
 pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, ApiError> {
-    let deployments = ctx.store.deployments(&e.id).await?;
     let parts = EnvParts {
         services: ctx.store.services(&e.id).await?,
-        steps: deployment_steps(ctx, &deployments).await?,
-        deployments,
+        deployments: ctx.store.deployments(&e.id).await?,
+        steps: deployment_steps(ctx, Some(&e.id)).await?,
         children: ctx.store.child_envs(&e.id).await?,
         datasets: crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
     };
@@ -49,7 +49,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
 
 /// Every environment's view (of one app, or all), from a few queries whatever their number.
 pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api::Env>, ApiError> {
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashSet;
     let envs = ctx.store.envs(app, false).await?;
     let mut services: HashMap<String, Vec<offshoot_store::ServiceRow>> = HashMap::new();
     for s in ctx.store.live_services().await? {
@@ -59,10 +59,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
     for d in ctx.store.live_deployments().await? {
         deployments.entry(d.env_id.clone()).or_default().push(d);
     }
-    let mut steps: HashMap<String, Vec<api::DeploymentStep>> = HashMap::new();
-    for s in ctx.store.live_steps().await? {
-        steps.entry(s.deployment).or_default().push(api::DeploymentStep { name: s.name, status: s.status, output: s.output });
-    }
+    let mut steps = deployment_steps(ctx, None).await?;
     // Imports: every environment that is not deleted, oldest first, by parent.
     let mut all = if app.is_some() { ctx.store.envs(None, false).await? } else { envs.clone() };
     all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -175,17 +172,12 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
     }
 }
 
-/// The steps of each deployment, from their step logs (the imports step, kept at a negative
-/// index, first).
-async fn deployment_steps(
-    ctx: &Shared,
-    deployments: &[offshoot_store::Deployment],
-) -> Result<std::collections::HashMap<String, Vec<api::DeploymentStep>>, ApiError> {
-    let mut out = std::collections::HashMap::new();
-    for d in deployments {
-        let steps = ctx.store.steps(&d.id).await?;
-        let steps = steps.into_iter().map(|s| api::DeploymentStep { name: s.name, status: s.status, output: s.output }).collect();
-        out.insert(d.id.clone(), steps);
+/// Deployment → its steps, from the step logs (the imports step, kept at a negative index,
+/// first): of one environment, or of every environment that is not deleted.
+async fn deployment_steps(ctx: &Shared, env_id: Option<&str>) -> Result<HashMap<String, Vec<api::DeploymentStep>>, ApiError> {
+    let mut out: HashMap<String, Vec<api::DeploymentStep>> = HashMap::new();
+    for s in ctx.store.deployment_steps(env_id).await? {
+        out.entry(s.deployment).or_default().push(api::DeploymentStep { name: s.name, status: s.status, output: s.output });
     }
     Ok(out)
 }

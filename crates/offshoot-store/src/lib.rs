@@ -580,16 +580,20 @@ impl Store {
     }
 
     /// The deployments of every environment that is not deleted, oldest first.
-    /// The steps of every deployment of an environment that is not deleted.
-    pub async fn live_steps(&self) -> Result<Vec<Step>> {
-        sqlx::query_as(
-            "SELECT deployment, idx, name, status, output FROM steps WHERE deployment IN \
-             (SELECT id FROM deployments WHERE env_id IN (SELECT id FROM environments WHERE status <> 'deleted')) \
-             ORDER BY deployment, idx",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("list steps"))
+    /// The steps of every deployment of one environment, or of every environment that is not
+    /// deleted.
+    pub async fn deployment_steps(&self, env_id: Option<&str>) -> Result<Vec<Step>> {
+        let deployments = match env_id {
+            Some(_) => "SELECT id FROM deployments WHERE env_id = $1",
+            None => "SELECT id FROM deployments WHERE env_id IN (SELECT id FROM environments WHERE status <> 'deleted')",
+        };
+        let sql =
+            format!("SELECT deployment, idx, name, status, output FROM steps WHERE deployment IN ({deployments}) ORDER BY deployment, idx");
+        let mut q = sqlx::query_as(&sql);
+        if let Some(id) = env_id {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool).await.map_err(db("list steps"))
     }
 
     pub async fn live_deployments(&self) -> Result<Vec<Deployment>> {

@@ -88,6 +88,10 @@ async fn suite(store: Store) {
     store.set_step(&Step { status: "done".into(), output: "ok".into(), ..step }).await.expect("step done");
     let steps = store.steps("dep-1").await.expect("steps");
     assert_eq!((steps.len(), steps[0].status.as_str(), steps[0].output.as_str()), (1, "done", "ok"));
+    // The steps of one environment's deployments, or of every live environment's.
+    assert_eq!(store.deployment_steps(Some("abc1234")).await.expect("steps"), steps);
+    assert_eq!(store.deployment_steps(None).await.expect("steps"), steps);
+    assert!(store.deployment_steps(Some("def5678")).await.expect("steps").is_empty());
     store.set_phases("dep-1", r#"{"build":12}"#).await.expect("phases");
     store.finish_deployment("dep-1", offshoot_store::DeploymentStatus::Succeeded, None).await.expect("finish");
     assert!(store.unfinished_deployments().await.expect("unfinished").is_empty());
