@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use offshoot_api_types as api;
 use offshoot_api_types::{DeploymentStatus, EnvStatus};
+use offshoot_control::Workflow;
 use offshoot_store::now_ms;
 use offshoot_template::document::{self, Kind};
 use serde::Deserialize;
@@ -240,7 +241,7 @@ pub(crate) async fn delete_env(State(ctx): State<Shared>, Path(id): Path<String>
     }
     if e.status != EnvStatus::Deleted && e.status != EnvStatus::TearingDown {
         ctx.store.set_env_status(&id, EnvStatus::TearingDown, None).await?;
-        let dep = controller::new_deployment(&id, "teardown", None);
+        let dep = controller::new_deployment(&id, Workflow::Teardown, None);
         ctx.store.create_deployment(&dep).await?;
         controller::spawn(&ctx, dep.id);
     }
@@ -264,8 +265,9 @@ pub(crate) async fn deploy_env(
     }
     // `patch` redeploys what is built from the repository; an environment whose `setup` never
     // succeeded (a missing dataset clone, say) has nothing running yet, so it gets `setup`.
-    let set_up = ctx.store.deployments(&id).await?.iter().any(|d| d.workflow == "setup" && d.status == DeploymentStatus::Succeeded);
-    let workflow = if set_up { "patch" } else { "setup" };
+    let set_up =
+        ctx.store.deployments(&id).await?.iter().any(|d| d.workflow == Workflow::Setup.as_str() && d.status == DeploymentStatus::Succeeded);
+    let workflow = if set_up { Workflow::Patch } else { Workflow::Setup };
     ctx.store.set_env_status(&id, EnvStatus::Deploying, None).await?;
     let dep = controller::new_deployment(&id, workflow, body.commit);
     ctx.store.create_deployment(&dep).await?;

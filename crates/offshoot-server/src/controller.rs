@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A new deployment record, running from now.
-pub(crate) fn new_deployment(env_id: &str, workflow: &str, commit: Option<String>) -> Deployment {
+pub(crate) fn new_deployment(env_id: &str, workflow: Workflow, commit: Option<String>) -> Deployment {
     Deployment {
         id: format!("d{}", crate::crypto::hex(&crate::crypto::random_bytes::<8>())),
         env_id: env_id.to_owned(),
-        workflow: workflow.to_owned(),
+        workflow: workflow.as_str().to_owned(),
         commit_sha: commit,
         status: DeploymentStatus::Running,
         error: None,
@@ -63,14 +63,16 @@ async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
     }
     let Some(env) = ctx.store.env(&dep.env_id).await? else { return Ok(()) };
     tracing::info!(env = %env.id, workflow = %dep.workflow, deployment = %dep.id, "running");
-    let result = match dep.workflow.as_str() {
-        "teardown" => teardown(ctx, &dep, &env).await,
-        _ => deploy(ctx, &dep, &env).await,
+    let workflow = dep.workflow.parse::<Workflow>();
+    let result = match &workflow {
+        Ok(Workflow::Teardown) => teardown(ctx, &dep, &env).await,
+        Ok(w) => deploy(ctx, &dep, &env, *w).await,
+        Err(e) => Err(e.to_string()),
     };
     match result {
         Ok(()) => {
             ctx.store.finish_deployment(&dep.id, DeploymentStatus::Succeeded, None).await?;
-            let next = if dep.workflow == "teardown" { EnvStatus::Deleted } else { EnvStatus::Ready };
+            let next = if workflow == Ok(Workflow::Teardown) { EnvStatus::Deleted } else { EnvStatus::Ready };
             ctx.store.set_env_status(&env.id, next, None).await?;
             tracing::info!(env = %env.id, workflow = %dep.workflow, "done");
         }
@@ -91,7 +93,7 @@ fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
+async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Workflow) -> Result<(), String> {
     let mut phases: BTreeMap<String, u64> = BTreeMap::new();
     let store_err = |e: offshoot_store::StoreError| e.to_string();
     if env.status != EnvStatus::Creating {
@@ -103,7 +105,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
     // imports and this environment are all set up at once (their variables are known from their
     // records), and this one is ready when they all are.
     let mut imports = None;
-    if dep.workflow == "setup" {
+    if workflow == Workflow::Setup {
         if parallel_imports(env) {
             let (ctx2, dep2, env2) = (ctx.clone(), dep.clone(), env.clone());
             // Tracked, and not stopped when this deployment fails first: the imports finish.
@@ -155,7 +157,6 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(),
 
     // Resolve.
     let resolved = resolve_env(ctx, env, Some(&commit)).await?;
-    let workflow: Workflow = dep.workflow.parse().map_err(|e: offshoot_control::PlanError| e.to_string())?;
     let plan = offshoot_control::plan(&resolved, workflow).map_err(|e| e.to_string())?;
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
@@ -259,7 +260,7 @@ async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, Stri
             }
         },
         None => {
-            let d = new_deployment(&child.id, "setup", None);
+            let d = new_deployment(&child.id, Workflow::Setup, None);
             ctx.store.create_deployment(&d).await.map_err(store_err)?;
             run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
         }
@@ -280,7 +281,7 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
             continue;
         }
         ctx.store.set_env_status(&child.id, EnvStatus::TearingDown, None).await.map_err(|e| e.to_string())?;
-        let d = new_deployment(&child.id, "teardown", None);
+        let d = new_deployment(&child.id, Workflow::Teardown, None);
         ctx.store.create_deployment(&d).await.map_err(|e| e.to_string())?;
         run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
     }

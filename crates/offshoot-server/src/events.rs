@@ -12,6 +12,7 @@ use crate::controller;
 use crate::ops::NewEnv;
 use crate::state::Shared;
 use offshoot_api_types::{DeploymentStatus, EnvStatus};
+use offshoot_control::Workflow;
 use offshoot_git::hooks::{GitEvent, PrAction, PullRequest};
 use offshoot_store::{AppGit, Delivery, Environment};
 use offshoot_template::document::{self, Kind};
@@ -195,12 +196,12 @@ async fn on_push(ctx: &Shared, app_name: &str, ref_name: &str, commit: Option<&s
         let changed = template != env.template || env_vars != env.env_vars;
         if changed {
             ctx.store.set_env_config(&env.id, &template, &env_vars).await.map_err(store_err)?;
-            start(ctx, &env, "setup", commit).await?;
+            start(ctx, &env, Workflow::Setup, commit).await?;
             done.push(format!("{}: setup with the pushed configuration", env.id));
         } else if already_deploying(ctx, &env, commit).await? {
             done.push(format!("{}: already at {}", env.id, short(commit)));
         } else {
-            start(ctx, &env, "patch", commit).await?;
+            start(ctx, &env, Workflow::Patch, commit).await?;
             done.push(format!("{}: patch to {}", env.id, short(commit)));
         }
     }
@@ -268,13 +269,13 @@ async fn already_deploying(ctx: &Shared, env: &Environment, commit: &str) -> Res
     let deps = ctx.store.deployments(&env.id).await.map_err(|e| e.to_string())?;
     Ok(deps
         .iter()
-        .filter(|d| d.workflow != "teardown")
+        .filter(|d| d.workflow != Workflow::Teardown.as_str())
         .max_by_key(|d| d.created_at)
         .is_some_and(|d| d.commit_sha.as_deref() == Some(commit) && d.status != DeploymentStatus::Failed))
 }
 
 /// Starts a workflow on an environment at a commit.
-pub(crate) async fn start(ctx: &Shared, env: &Environment, workflow: &str, commit: &str) -> Result<String, String> {
+pub(crate) async fn start(ctx: &Shared, env: &Environment, workflow: Workflow, commit: &str) -> Result<String, String> {
     ctx.store.set_env_status(&env.id, EnvStatus::Deploying, None).await.map_err(|e| e.to_string())?;
     let dep = controller::new_deployment(&env.id, workflow, Some(commit.to_owned()));
     ctx.store.create_deployment(&dep).await.map_err(|e| e.to_string())?;
@@ -306,7 +307,7 @@ async fn on_pull_request(ctx: &Shared, app_name: &str, pr: PullRequest) -> Resul
     match (pr.action, existing) {
         (PrAction::Closed, Some(env)) => {
             ctx.store.set_env_status(&env.id, EnvStatus::TearingDown, Some("the pull request was closed")).await.map_err(store_err)?;
-            let dep = controller::new_deployment(&env.id, "teardown", None);
+            let dep = controller::new_deployment(&env.id, Workflow::Teardown, None);
             ctx.store.create_deployment(&dep).await.map_err(store_err)?;
             controller::spawn(ctx, dep.id);
             Ok(format!("{}: teardown (pull request #{} closed)", env.id, pr.number))
@@ -318,7 +319,7 @@ async fn on_pull_request(ctx: &Shared, app_name: &str, pr: PullRequest) -> Resul
                 return Ok(format!("{}: already at {}", env.id, short(&pr.head_commit)));
             }
             fetch(ctx, &app, FETCH_ATTEMPTS).await?;
-            start(ctx, &env, "patch", &pr.head_commit).await?;
+            start(ctx, &env, Workflow::Patch, &pr.head_commit).await?;
             Ok(format!("{}: patch to {}", env.id, short(&pr.head_commit)))
         }
         (PrAction::Labeled, Some(env)) => {
@@ -388,7 +389,7 @@ async fn reimport(ctx: &Shared, env: &Environment, pr: &PullRequest) -> Result<S
             .set_env_status(&c.id, EnvStatus::TearingDown, Some("its pull_request_labels no longer match"))
             .await
             .map_err(|e| e.to_string())?;
-        let d = controller::new_deployment(&c.id, "teardown", None);
+        let d = controller::new_deployment(&c.id, Workflow::Teardown, None);
         ctx.store.create_deployment(&d).await.map_err(|e| e.to_string())?;
         controller::run_now(ctx, &d.id).await.map_err(|e| e.to_string())?;
         done.push(format!("import `{}` removed", c.app));
@@ -398,7 +399,7 @@ async fn reimport(ctx: &Shared, env: &Environment, pr: &PullRequest) -> Result<S
     }
     crate::ops::create_imported(ctx, &env.id, new, offshoot_store::now_ms()).await.map_err(|e| e.message)?;
     let commit = env.commit_sha.clone().unwrap_or_else(|| pr.head_commit.clone());
-    start(ctx, env, "setup", &commit).await?;
+    start(ctx, env, Workflow::Setup, &commit).await?;
     Ok(format!("{}: {}; setup", env.id, done.join(", ")))
 }
 

@@ -26,6 +26,7 @@ mod webhooks;
 
 use anyhow::{Context as _, Result};
 use offshoot_api_types::{EnvStatus, ServiceStatus};
+use offshoot_control::Workflow;
 use offshoot_docker::DockerRuntime;
 use offshoot_runtime::Runtime as _;
 use offshoot_store::{Store, now_ms};
@@ -315,7 +316,7 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         if env.expires_at.is_some_and(|t| t <= now_ms()) && env.status != EnvStatus::TearingDown {
             tracing::info!(env = %env.id, "expired; tearing down");
             ctx.store.set_env_status(&env.id, EnvStatus::TearingDown, Some("expired")).await?;
-            let dep = controller::new_deployment(&env.id, "teardown", None);
+            let dep = controller::new_deployment(&env.id, Workflow::Teardown, None);
             ctx.store.create_deployment(&dep).await?;
             controller::spawn(ctx, dep.id);
             continue;
@@ -341,7 +342,7 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         if missing {
             tracing::info!(env = %env.id, "a service container is missing or stopped; redeploying");
             ctx.store.set_env_status(&env.id, EnvStatus::Deploying, Some("recreating missing services")).await?;
-            let dep = controller::new_deployment(&env.id, "setup", env.commit_sha.clone());
+            let dep = controller::new_deployment(&env.id, Workflow::Setup, env.commit_sha.clone());
             ctx.store.create_deployment(&dep).await?;
             controller::spawn(ctx, dep.id);
         }

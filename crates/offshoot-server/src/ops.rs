@@ -9,6 +9,7 @@ use crate::imports::unsupported;
 use crate::state::Shared;
 use axum::http::StatusCode;
 use offshoot_api_types::EnvStatus;
+use offshoot_control::Workflow;
 use offshoot_git::CommitFiles;
 use offshoot_store::Environment;
 use offshoot_store::now_ms;
@@ -186,7 +187,7 @@ pub(crate) async fn create_environment(ctx: &Shared, req: NewEnv, mirror: offsho
     };
     ctx.store.create_env(&env).await?;
     create_imported(ctx, &id, imports, now).await?;
-    let dep = controller::new_deployment(&id, "setup", req.commit);
+    let dep = controller::new_deployment(&id, Workflow::Setup, req.commit);
     ctx.store.create_deployment(&dep).await?;
     controller::spawn(ctx, dep.id);
     tracing::info!(env = %id, app = %app.name, branch = %req.branch, "environment created");
