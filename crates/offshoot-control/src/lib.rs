@@ -11,17 +11,67 @@
 //! - [`Backend`]: what an environment needs from an engine, implemented for Docker and
 //!   Kubernetes by the server and by [`fake::FakeBackend`] for tests that run in seconds.
 //!
+//! - The use cases ([`Control`]): applications ([`apps`]) and environments ([`environments`]),
+//!   each through one gate ([`gate`]) that authorises the actor, runs the checks, and records
+//!   how it ended, and a repository's events ([`git_events`]). Adapters (the REST API, the
+//!   dashboard, webhook endpoints, the poller) only translate.
+//!
 //! This crate depends on no web framework (a tidy test holds it to that).
 
+pub mod apps;
 mod backend;
+pub mod config;
 pub mod conformance;
+pub mod environments;
+mod error;
 mod executor;
 pub mod fake;
+pub mod gate;
+pub mod git_events;
+mod ids;
 pub mod imports;
 mod log;
 mod plan;
+mod ports;
 
 pub use backend::{Backend, BackendError};
+pub use error::{ControlError, ErrorKind};
 pub use executor::{ExecError, Report, execute};
+pub use gate::{Actor, Operation, Role, authorize};
+pub use ids::{new_deployment_id, new_env_id};
 pub use log::{Progress, StepLog, StepStatus, StoreLog};
 pub use plan::{Plan, PlanError, PlannedTask, Step, Workflow, plan};
+pub use ports::Ports;
+
+use offshoot_store::{App, Environment, Store};
+
+/// The use cases, as `actor` does them, over a store and the server's [`Ports`].
+pub struct Control<'a, P> {
+    pub store: &'a Store,
+    pub ports: P,
+    pub actor: Actor,
+}
+
+impl<'a, P: Ports> Control<'a, P> {
+    pub fn new(store: &'a Store, ports: P, actor: Actor) -> Self {
+        Control { store, ports, actor }
+    }
+
+    pub async fn find_app(&self, name: &str) -> Result<App, ControlError> {
+        find_app(self.store, name).await
+    }
+
+    pub async fn find_env(&self, id: &str) -> Result<Environment, ControlError> {
+        find_env(self.store, id).await
+    }
+}
+
+/// The application `name`, or an error that says how to list them.
+pub async fn find_app(store: &Store, name: &str) -> Result<App, ControlError> {
+    store.app(name).await?.ok_or_else(|| ControlError::not_found("application", name, "`offshoot app list` shows the applications"))
+}
+
+/// The environment `id`, or an error that says how to list them.
+pub async fn find_env(store: &Store, id: &str) -> Result<Environment, ControlError> {
+    store.env(id).await?.ok_or_else(|| ControlError::not_found("environment", id, "`offshoot env list` shows the environments"))
+}

@@ -14,21 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A new deployment record, running from now.
-pub(crate) fn new_deployment(env_id: &str, workflow: Workflow, commit: Option<String>) -> Deployment {
-    Deployment {
-        id: format!("d{}", crate::crypto::hex(&crate::crypto::random_bytes::<8>())),
-        env_id: env_id.to_owned(),
-        workflow: workflow.as_str().to_owned(),
-        commit_sha: commit,
-        status: DeploymentStatus::Running,
-        error: None,
-        phases: "{}".into(),
-        created_at: offshoot_store::now_ms(),
-        finished_at: None,
-    }
-}
-
 /// Starts running a deployment in the background.
 pub(crate) fn spawn(ctx: &Shared, deployment_id: String) {
     let shared = ctx.clone();
@@ -260,7 +245,7 @@ async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, Stri
             }
         },
         None => {
-            let d = new_deployment(&child.id, Workflow::Setup, None);
+            let d = offshoot_control::environments::new_deployment(&child.id, Workflow::Setup, None);
             ctx.store.create_deployment(&d).await.map_err(store_err)?;
             run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
         }
@@ -281,7 +266,7 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
             continue;
         }
         ctx.store.set_env_status(&child.id, EnvStatus::TearingDown, None).await.map_err(|e| e.to_string())?;
-        let d = new_deployment(&child.id, Workflow::Teardown, None);
+        let d = offshoot_control::environments::new_deployment(&child.id, Workflow::Teardown, None);
         ctx.store.create_deployment(&d).await.map_err(|e| e.to_string())?;
         run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
     }

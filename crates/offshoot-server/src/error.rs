@@ -29,11 +29,6 @@ impl ApiError {
         self.hint = Some(hint.into());
         self
     }
-    pub(crate) fn invalid(message: impl Into<String>, diagnostics: &[offshoot_template::diag::Diagnostic]) -> Self {
-        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_configuration", message);
-        e.diagnostics = diagnostics.iter().filter_map(|d| serde_json::to_value(d).ok()).collect();
-        e
-    }
 }
 
 impl From<anyhow::Error> for ApiError {
@@ -49,6 +44,24 @@ impl From<offshoot_store::StoreError> for ApiError {
             offshoot_store::StoreError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             other => anyhow::Error::new(other).into(),
         }
+    }
+}
+
+impl From<offshoot_control::ControlError> for ApiError {
+    fn from(e: offshoot_control::ControlError) -> Self {
+        use offshoot_control::ErrorKind;
+        let status = match e.kind() {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::BadInput => StatusCode::BAD_REQUEST,
+            ErrorKind::Invalid | ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Internal => return anyhow::Error::new(e).into(),
+        };
+        let mut out = ApiError::new(status, e.code(), e.to_string());
+        out.hint = e.hint();
+        out.diagnostics = e.diagnostics().iter().filter_map(|d| serde_json::to_value(d).ok()).collect();
+        out
     }
 }
 

@@ -12,10 +12,9 @@ mod docker_backend;
 mod error;
 mod events;
 mod feedback;
-mod imports;
 mod kube_rt;
 mod monitors;
-mod ops;
+mod plane;
 mod resolving;
 mod routes;
 mod sites;
@@ -312,13 +311,9 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
             ctx.rt.teardown(&o.env_id).await?;
         }
     }
+    let expired = plane::control(ctx, offshoot_control::Actor::system("expiry")).expire(now_ms()).await?;
     for env in ctx.store.envs(None, false).await? {
-        if env.expires_at.is_some_and(|t| t <= now_ms()) && env.status != EnvStatus::TearingDown {
-            tracing::info!(env = %env.id, "expired; tearing down");
-            ctx.store.set_env_status(&env.id, EnvStatus::TearingDown, Some("expired")).await?;
-            let dep = controller::new_deployment(&env.id, Workflow::Teardown, None);
-            ctx.store.create_deployment(&dep).await?;
-            controller::spawn(ctx, dep.id);
+        if expired.contains(&env.id) {
             continue;
         }
         // Kubernetes restarts and reschedules on its own.
@@ -342,7 +337,7 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         if missing {
             tracing::info!(env = %env.id, "a service container is missing or stopped; redeploying");
             ctx.store.set_env_status(&env.id, EnvStatus::Deploying, Some("recreating missing services")).await?;
-            let dep = controller::new_deployment(&env.id, Workflow::Setup, env.commit_sha.clone());
+            let dep = offshoot_control::environments::new_deployment(&env.id, Workflow::Setup, env.commit_sha.clone());
             ctx.store.create_deployment(&dep).await?;
             controller::spawn(ctx, dep.id);
         }

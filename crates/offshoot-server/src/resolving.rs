@@ -37,7 +37,7 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
     // The importer's tasks for imported services run with the imports.
     drop_service_tasks(&mut r, &imported_services);
     if let Some(parent_id) = &env.parent_id {
-        let info = crate::imports::ImportInfo::of(env);
+        let info = offshoot_control::imports::ImportInfo::of(env);
         r.services.retain(|s| !info.exclude.contains(&s.name));
         drop_service_tasks(&mut r, &info.exclude);
         // The importer's routes to this import's services are served by this environment.

@@ -5,9 +5,9 @@
 //! Pages read the store and act through the same functions as the API, so what they show and
 //! refuse is what the API would.
 
-use crate::api;
 use crate::crypto::{hash_token, hex, random_bytes};
 use crate::error::ApiError;
+use crate::plane::control;
 use crate::state::Shared;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use maud::{DOCTYPE, Markup, html};
 use offshoot_api_types as dto;
+use offshoot_control::Actor;
 use offshoot_store::now_ms;
 use serde::Deserialize;
 use std::time::Duration;
@@ -349,10 +350,11 @@ async fn create_app(State(ctx): State<Shared>, axum::Extension(s): axum::Extensi
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    let body = dto::AppCreate { repo: f.repo.trim().to_owned(), name: f.name.filter(|n| !n.trim().is_empty()), branch: None };
-    match api::create_app(State(ctx.clone()), Json(body)).await {
-        Ok((_, Json(a))) => Redirect::to(&format!("/ui/apps/{}", a.name)).into_response(),
-        Err(e) => render_apps(&ctx, &s, Some(e)).await,
+    let req =
+        offshoot_control::apps::NewApp { repo: f.repo.trim().to_owned(), name: f.name.filter(|n| !n.trim().is_empty()), branch: None };
+    match control(&ctx, Actor::dashboard()).create_app(req).await {
+        Ok(a) => Redirect::to(&format!("/ui/apps/{}", a.name)).into_response(),
+        Err(e) => render_apps(&ctx, &s, Some(e.into())).await,
     }
 }
 
@@ -398,7 +400,7 @@ struct Draft {
 }
 
 async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiError>, draft: Option<Draft>) -> Response {
-    let a = match crate::ops::find_app(ctx, name).await {
+    let a = match crate::plane::find_app(ctx, name).await {
         Ok(a) => a,
         Err(e) => return (e.status, page("Not found", Some(s), error_box(&e))).into_response(),
     };
@@ -487,10 +489,9 @@ async fn save_config(
     }
     // Browsers send CR LF in textareas.
     let (template, env_vars) = (f.template.replace("\r\n", "\n"), f.env_vars.replace("\r\n", "\n"));
-    let body = dto::TemplateUpdate { template: Some(template.clone()), env_vars: Some(env_vars.clone()) };
-    match api::put_template(State(ctx.clone()), Path(name.clone()), Json(body)).await {
+    match control(&ctx, Actor::dashboard()).update_template(&name, Some(template.clone()), Some(env_vars.clone())).await {
         Ok(_) => Redirect::to(&format!("/ui/apps/{name}")).into_response(),
-        Err(e) => render_app(&ctx, &s, &name, Some(e), Some(Draft { template, env_vars })).await,
+        Err(e) => render_app(&ctx, &s, &name, Some(e.into()), Some(Draft { template, env_vars })).await,
     }
 }
 
@@ -511,10 +512,10 @@ async fn set_secret(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    let body = dto::SecretSet { key: f.key.trim().to_owned(), service: f.service.filter(|x| !x.trim().is_empty()), value: f.value };
-    match api::set_secret(State(ctx.clone()), Path(name.clone()), Json(body)).await {
-        Ok(_) => Redirect::to(&format!("/ui/apps/{name}")).into_response(),
-        Err(e) => render_app(&ctx, &s, &name, Some(e), None).await,
+    let service = f.service.map(|x| x.trim().to_owned()).unwrap_or_default();
+    match control(&ctx, Actor::dashboard()).set_secret(&name, &service, f.key.trim(), &f.value).await {
+        Ok(()) => Redirect::to(&format!("/ui/apps/{name}")).into_response(),
+        Err(e) => render_app(&ctx, &s, &name, Some(e.into()), None).await,
     }
 }
 
@@ -527,9 +528,9 @@ async fn delete_app(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match api::delete_app(State(ctx.clone()), Path(name.clone())).await {
-        Ok(_) => Redirect::to("/ui/apps").into_response(),
-        Err(e) => render_app(&ctx, &s, &name, Some(e), None).await,
+    match control(&ctx, Actor::dashboard()).delete_app(&name).await {
+        Ok(()) => Redirect::to("/ui/apps").into_response(),
+        Err(e) => render_app(&ctx, &s, &name, Some(e.into()), None).await,
     }
 }
 
@@ -605,10 +606,11 @@ async fn create_env(State(ctx): State<Shared>, axum::Extension(s): axum::Extensi
             _ => return render_envs(&ctx, &s, Some(ApiError::bad_request("`Expires after` is a number of hours from 1 to 8760"))).await,
         },
     };
-    let body = dto::EnvCreate { app: f.app, branch: f.branch.trim().to_owned(), environment_template: None, ttl_seconds: ttl };
-    match api::create_env(State(ctx.clone()), Json(body)).await {
-        Ok((_, Json(e))) => Redirect::to(&format!("/ui/envs/{}", e.id)).into_response(),
-        Err(e) => render_envs(&ctx, &s, Some(e)).await,
+    let req =
+        offshoot_control::environments::NewEnv { app: f.app, branch: f.branch.trim().to_owned(), ttl_seconds: ttl, ..Default::default() };
+    match control(&ctx, Actor::dashboard()).create_env(req).await {
+        Ok(e) => Redirect::to(&format!("/ui/envs/{}", e.id)).into_response(),
+        Err(e) => render_envs(&ctx, &s, Some(e.into())).await,
     }
 }
 
@@ -622,7 +624,7 @@ fn phases(p: &std::collections::BTreeMap<String, u64>) -> Vec<(&str, u64)> {
 
 /// An environment as its page shows it: the API's view and the steps of its latest deployment.
 async fn live_state(ctx: &Shared, id: &str) -> Result<(dto::Env, Vec<offshoot_store::Step>), ApiError> {
-    let Json(e) = api::show_env(State(ctx.clone()), Path(id.to_owned())).await?;
+    let e = crate::views::env_dto(ctx, crate::plane::find_env(ctx, id).await?).await?;
     let steps = match e.deployments.last() {
         Some(d) => ctx.store.steps(&d.id).await?,
         None => Vec::new(),
@@ -709,7 +711,7 @@ async fn deploy_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match api::deploy_env(State(ctx.clone()), Path(id.clone()), Json(dto::EnvDeploy::default())).await {
+    match control(&ctx, Actor::dashboard()).deploy_env(&id, None).await.map_err(ApiError::from) {
         Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
         Err(e) => (e.status, page("Deploy refused", Some(&s), error_box(&e))).into_response(),
     }
@@ -724,7 +726,7 @@ async fn delete_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match api::delete_env(State(ctx.clone()), Path(id.clone())).await {
+    match control(&ctx, Actor::dashboard()).delete_env(&id, None).await.map_err(ApiError::from) {
         Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
         Err(e) => (e.status, page("Delete refused", Some(&s), error_box(&e))).into_response(),
     }
@@ -781,9 +783,8 @@ async fn log_events(
     live(ctx, &s, "log", Duration::from_secs(1), move |ctx| {
         let (id, service) = (id.clone(), service.clone());
         async move {
-            let q = api::LogsQuery { service: Some(service), tail: Some(300) };
-            match api::env_logs(State(ctx), Path(id), Query(q)).await {
-                Ok(Json(logs)) => logs.into_iter().map(|l| l.logs).collect::<Vec<_>>().join(""),
+            match crate::views::logs(&ctx, &id, Some(&service), 300).await {
+                Ok(logs) => logs.into_iter().map(|l| l.logs).collect::<Vec<_>>().join(""),
                 Err(e) => e.message,
             }
         }

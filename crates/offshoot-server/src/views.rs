@@ -139,7 +139,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
         .collect();
     let mut imports = Vec::new();
     for c in parts.children {
-        let info = crate::imports::ImportInfo::of(&c);
+        let info = offshoot_control::imports::ImportInfo::of(&c);
         imports.push(api::Import {
             app: c.app,
             branch: c.branch,
@@ -149,7 +149,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
             reason: info.reason,
         });
     }
-    let warnings = if e.parent_id.is_none() { crate::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
+    let warnings = if e.parent_id.is_none() { offshoot_control::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
     api::Env {
         id: e.id,
         app: e.app,
@@ -180,4 +180,18 @@ async fn deployment_steps(ctx: &Shared, env_id: Option<&str>) -> Result<HashMap<
         out.entry(s.deployment).or_default().push(api::DeploymentStep { name: s.name, status: s.status, output: s.output });
     }
     Ok(out)
+}
+
+/// The latest `tail` lines (at most 10,000) of an environment's services, or of one.
+pub(crate) async fn logs(ctx: &Shared, id: &str, service: Option<&str>, tail: usize) -> Result<Vec<api::Logs>, ApiError> {
+    let e = offshoot_control::find_env(&ctx.store, id).await?;
+    let out: Vec<api::Logs> = crate::backends::logs(ctx, &e, service, tail.min(10_000))
+        .await?
+        .into_iter()
+        .map(|(service, logs)| api::Logs { service, logs })
+        .collect();
+    match service {
+        Some(s) if out.is_empty() => Err(ApiError::not_found("running service", s)),
+        _ => Ok(out),
+    }
 }

@@ -52,8 +52,8 @@ fn delivery_id(headers: &HeaderMap, name: &str) -> Result<String, ApiError> {
 
 /// The application's webhook secret, in clear.
 async fn secret(ctx: &Shared, app: &str) -> Result<String, ApiError> {
-    let git = crate::events::app_git(ctx, app).await?;
-    Ok(ctx.key.decrypt(&git.webhook_secret, &crate::events::secret_context(app))?)
+    let git = crate::plane::control(ctx, offshoot_control::Actor::token()).app_git(app).await?;
+    Ok(ctx.key.decrypt(&git.webhook_secret, &offshoot_control::apps::webhook_secret_context(app))?)
 }
 
 /// Checks a webhook against the application's secret with `verify` (401 when it does not
@@ -65,7 +65,7 @@ async fn authenticate(
     (host, event_header, signature_header): (&str, &str, &str),
     verify: impl FnOnce(&str) -> bool,
 ) -> Result<String, ApiError> {
-    crate::ops::find_app(ctx, app).await?;
+    crate::plane::find_app(ctx, app).await?;
     let secret = secret(ctx, app).await?;
     if !verify(&secret) {
         tracing::warn!(%app, %host, "webhook with a missing or wrong signature refused");
@@ -137,17 +137,17 @@ fn webhook_dto(ctx: &Shared, app: &str, secret: String) -> api::Webhook {
 }
 
 async fn show_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Webhook>, ApiError> {
-    crate::ops::find_app(&ctx, &name).await?;
+    crate::plane::find_app(&ctx, &name).await?;
     let secret = secret(&ctx, &name).await?;
     Ok(Json(webhook_dto(&ctx, &name, secret)))
 }
 
 /// A new secret: webhooks signed with the old one are refused from now on.
 async fn rotate_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Webhook>, ApiError> {
-    crate::ops::find_app(&ctx, &name).await?;
-    crate::events::app_git(&ctx, &name).await?;
+    crate::plane::find_app(&ctx, &name).await?;
+    crate::plane::control(&ctx, offshoot_control::Actor::token()).app_git(&name).await?;
     let secret = crate::crypto::hex(&crate::crypto::random_bytes::<32>());
-    ctx.store.set_webhook_secret(&name, &ctx.key.encrypt(&secret, &crate::events::secret_context(&name))?).await?;
+    ctx.store.set_webhook_secret(&name, &ctx.key.encrypt(&secret, &offshoot_control::apps::webhook_secret_context(&name))?).await?;
     tracing::info!(app = %name, "webhook secret rotated");
     Ok(Json(webhook_dto(&ctx, &name, secret)))
 }
@@ -157,8 +157,8 @@ async fn update_app(
     Path(name): Path<String>,
     Json(body): Json<api::AppUpdate>,
 ) -> Result<Json<api::App>, ApiError> {
-    let app = crate::ops::find_app(&ctx, &name).await?;
-    let git = crate::events::app_git(&ctx, &name).await?;
+    let app = crate::plane::find_app(&ctx, &name).await?;
+    let git = crate::plane::control(&ctx, offshoot_control::Actor::token()).app_git(&name).await?;
     let on = body.pull_requests.unwrap_or(git.pull_requests != 0);
     let label = match body.pull_request_label {
         None => git.pull_request_label,
@@ -192,7 +192,7 @@ async fn deliveries(
     Path(name): Path<String>,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Json<Vec<api::Delivery>>, ApiError> {
-    crate::ops::find_app(&ctx, &name).await?;
+    crate::plane::find_app(&ctx, &name).await?;
     let list = ctx.store.deliveries(&name, q.limit.unwrap_or(50).clamp(1, 1000)).await?;
     Ok(Json(
         list.into_iter()

@@ -3,9 +3,11 @@
 //! embedded migrations that run on both. Rows are plain structs; JSON columns are text the server
 //! owns.
 
+mod activity;
 mod datasets;
 mod services;
 
+pub use activity::Activity;
 pub use datasets::{Dataset, DatasetClone};
 pub use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
 pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail, ServiceRow};

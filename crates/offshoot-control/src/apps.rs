@@ -1,0 +1,189 @@
+//! Applications: created from a repository (its Release files, else its compose file), their
+//! template versions, secrets and git settings, deleted when no environment is left.
+
+use crate::Control;
+use crate::config::{check_files, read_config};
+use crate::error::ControlError;
+use crate::gate::{Operation, gate};
+use crate::ports::Ports;
+use offshoot_store::{App, AppGit, Secret, now_ms};
+use offshoot_template::document::{self, Kind};
+
+/// A new application.
+#[derive(Clone, Debug, Default)]
+pub struct NewApp {
+    /// A local directory or a git URL.
+    pub repo: String,
+    /// Default: the template's `app`, else the repository's name.
+    pub name: Option<String>,
+    /// The branch its first template is read from (default: the repository's default branch).
+    pub branch: Option<String>,
+}
+
+/// The latest template version of an application.
+#[derive(Clone, Debug)]
+pub struct TemplateVersion {
+    pub app: String,
+    pub version: i64,
+    pub template: String,
+    pub env_vars: String,
+}
+
+/// Whether `name` may name an application (it appears in hostnames and namespaces).
+pub fn valid_name(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !name.starts_with('-')
+}
+
+/// A name from a repository path or URL: its last component, lower case.
+pub fn name_from_repo(repo: &str) -> String {
+    let last = repo.trim_end_matches('/').rsplit(['/', ':']).next().unwrap_or("app").trim_end_matches(".git");
+    let n: String = last.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    n.trim_matches('-').chars().take(40).collect()
+}
+
+/// What the webhook secret's encryption is bound to.
+pub fn webhook_secret_context(app: &str) -> String {
+    format!("webhook/{app}")
+}
+
+const MAX_SECRET: usize = 64 * 1024;
+
+impl<P: Ports> Control<'_, P> {
+    /// Creates an application from a repository: fetched, its configuration read and checked
+    /// at the branch's head, its refs recorded (polling reports what moves from there).
+    pub async fn create_app(&self, req: NewApp) -> Result<App, ControlError> {
+        let target = req.name.clone().unwrap_or_else(|| name_from_repo(&req.repo));
+        gate(self.store, &self.actor, Operation::CreateApp, &target, self.create_app_checked(req), |_| None).await
+    }
+
+    async fn create_app_checked(&self, req: NewApp) -> Result<App, ControlError> {
+        let repo = match std::path::Path::new(&req.repo).canonicalize() {
+            Ok(p) if p.is_dir() => p.display().to_string(),
+            _ if req.repo.contains("://") || req.repo.contains('@') => req.repo.clone(),
+            _ => return Err(ControlError::bad_input(format!("`{}` is neither a directory nor a git URL", req.repo))),
+        };
+        let mirror = self.ports.fetch(&repo).await.map_err(|e| ControlError::Fetch { repo: repo.clone(), why: e.0 })?;
+        let fallback = req.name.clone().unwrap_or_else(|| name_from_repo(&repo));
+        let branch = req.branch.clone();
+        let (default_branch, template, env_vars, heads) = tokio::task::spawn_blocking(move || -> Result<_, ControlError> {
+            let default = mirror.default_branch()?.unwrap_or_else(|| "main".into());
+            let branch = branch.unwrap_or_else(|| default.clone());
+            let commit = mirror
+                .resolve(&branch)?
+                .ok_or_else(|| ControlError::not_found("branch", &branch, "`git branch -a` in the repository lists them"))?;
+            let (t, v) = read_config(&mirror, &commit, &fallback)?;
+            Ok((default, t, v, mirror.heads()?))
+        })
+        .await??;
+        // The name: as given, else the template's `app` (as Release does), else the repository's.
+        let from_template = document::check("t", &template, Some(Kind::Template)).template.and_then(|t| t.app).map(|a| a.value);
+        let name = req.name.or(from_template).unwrap_or_else(|| name_from_repo(&repo));
+        if !valid_name(&name) {
+            return Err(ControlError::bad_input(format!("`{name}` is not a valid application name"))
+                .with_hint("use 1 to 40 lower-case letters, digits and `-`; choose one with `--name`"));
+        }
+        if self.store.app(&name).await?.is_some() {
+            return Err(ControlError::Conflict {
+                code: "conflict",
+                message: format!("application `{name}` already exists"),
+                hint: Some("choose another with `--name`".into()),
+            });
+        }
+        let app = App { name: name.clone(), repo, default_branch, created_at: now_ms() };
+        self.store.create_app(&app, &template, &env_vars).await?;
+        self.app_git(&name).await?;
+        for (r, c) in heads {
+            self.store.set_git_head(&name, &r, &c).await?;
+        }
+        tracing::info!(app = %name, "application created");
+        Ok(app)
+    }
+
+    /// An application's git settings, created with a new webhook secret the first time.
+    pub async fn app_git(&self, app: &str) -> Result<AppGit, ControlError> {
+        if let Some(g) = self.store.app_git(app).await? {
+            return Ok(g);
+        }
+        let secret = crate::ids::random_hex::<32>();
+        let g = AppGit {
+            app: app.to_owned(),
+            webhook_secret: self.ports.seal(&secret, &webhook_secret_context(app)).map_err(ControlError::Seal)?,
+            pull_requests: 0,
+            pull_request_label: None,
+            gitops_error: None,
+            fetch_error: None,
+            static_builder: None,
+        };
+        Ok(self.store.ensure_app_git(&g).await?)
+    }
+
+    /// Deletes an application that has no live environment.
+    pub async fn delete_app(&self, name: &str) -> Result<(), ControlError> {
+        let work = async {
+            self.find_app(name).await?;
+            let live = self.store.envs(Some(name), false).await?;
+            if !live.is_empty() {
+                return Err(ControlError::Conflict {
+                    code: "conflict",
+                    message: format!("application `{name}` still has {} environment(s)", live.len()),
+                    hint: Some("delete them first with `offshoot env delete ID`".into()),
+                });
+            }
+            self.store.delete_app(name).await?;
+            Ok(())
+        };
+        gate(self.store, &self.actor, Operation::DeleteApp, name, work, |_| None).await
+    }
+
+    /// The application's latest template and variables.
+    pub async fn template(&self, name: &str) -> Result<TemplateVersion, ControlError> {
+        self.find_app(name).await?;
+        let v = self.store.latest_version(name).await?.ok_or_else(|| ControlError::NotFound {
+            what: "template of",
+            name: name.to_owned(),
+            hint: None,
+        })?;
+        Ok(TemplateVersion { app: name.to_owned(), version: v.version, template: v.template, env_vars: v.env_vars })
+    }
+
+    /// A new version of the template and variables (either left as it is when `None`), checked
+    /// first. Existing environments keep the version they forked.
+    pub async fn update_template(
+        &self,
+        name: &str,
+        template: Option<String>,
+        env_vars: Option<String>,
+    ) -> Result<TemplateVersion, ControlError> {
+        let work = async {
+            let cur = self.template(name).await?;
+            let template = template.unwrap_or(cur.template);
+            let env_vars = env_vars.unwrap_or(cur.env_vars);
+            check_files(&template, &env_vars)?;
+            let version = self.store.add_version(name, &template, &env_vars).await?;
+            Ok(TemplateVersion { app: name.to_owned(), version, template, env_vars })
+        };
+        gate(self.store, &self.actor, Operation::UpdateTemplate, name, work, |v| Some(format!("version {}", v.version))).await
+    }
+
+    /// Sets a secret of the application (of one service when `service` is not empty), sealed
+    /// before it is stored.
+    pub async fn set_secret(&self, app: &str, service: &str, key: &str, value: &str) -> Result<(), ControlError> {
+        let work = async {
+            self.find_app(app).await?;
+            if key.is_empty() || key.len() > 200 || !key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                return Err(ControlError::bad_input(format!("`{key}` is not a valid variable name"))
+                    .with_hint("use letters, digits and `_`, at most 200"));
+            }
+            if value.len() > MAX_SECRET {
+                return Err(ControlError::bad_input("a secret may be at most 64 KiB"));
+            }
+            let ciphertext = self.ports.seal(value, &format!("{app}/{service}/{key}")).map_err(ControlError::Seal)?;
+            let s = Secret { app: app.to_owned(), service: service.to_owned(), key: key.to_owned(), ciphertext };
+            Ok(self.store.set_secret(&s).await?)
+        };
+        // The record names the key, never the value.
+        gate(self.store, &self.actor, Operation::SetSecret, &format!("{app}/{key}"), work, |_| None).await
+    }
+}

@@ -1,0 +1,139 @@
+//! The one gate every operation that changes something passes: who asks ([`Actor`]), whether
+//! their role allows it ([`Operation::needs`]), and a record of how it ended in the activity
+//! log, refusals included. The API, the dashboard and git events all come through here, so
+//! roles and audit (the teams issue) hook in at one place.
+
+use crate::error::{ControlError, ErrorKind};
+use offshoot_store::{Activity, Store, now_ms};
+use std::future::Future;
+
+/// What an actor may do; each role may do what the roles below it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads applications, environments, logs and datasets.
+    Viewer,
+    /// Also creates, deploys and deletes environments.
+    Developer,
+    /// Also manages applications, templates, secrets and datasets.
+    Admin,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Developer => "developer",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// Who asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor {
+    /// As recorded: `token`, `dashboard`, `webhook`, `poller`.
+    pub name: String,
+    pub role: Role,
+}
+
+impl Actor {
+    /// A holder of an API token (today every token is an admin's).
+    pub fn token() -> Self {
+        Actor { name: "token".into(), role: Role::Admin }
+    }
+
+    /// A browser logged in to the dashboard with an API token.
+    pub fn dashboard() -> Self {
+        Actor { name: "dashboard".into(), role: Role::Admin }
+    }
+
+    /// A repository's events (`webhook` or `poller`): they deploy environments, nothing more.
+    pub fn git(source: &str) -> Self {
+        Actor { name: source.to_owned(), role: Role::Developer }
+    }
+
+    /// The server itself (`expiry`, `reconciler`): it deploys and tears down, nothing more.
+    pub fn system(name: &str) -> Self {
+        Actor { name: name.to_owned(), role: Role::Developer }
+    }
+}
+
+/// An operation that changes something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    CreateApp,
+    DeleteApp,
+    UpdateTemplate,
+    SetSecret,
+    CreateEnv,
+    DeployEnv,
+    DeleteEnv,
+}
+
+impl Operation {
+    /// As recorded and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::CreateApp => "app.create",
+            Operation::DeleteApp => "app.delete",
+            Operation::UpdateTemplate => "app.template",
+            Operation::SetSecret => "app.secret",
+            Operation::CreateEnv => "env.create",
+            Operation::DeployEnv => "env.deploy",
+            Operation::DeleteEnv => "env.delete",
+        }
+    }
+
+    /// The least role that may do it.
+    pub fn needs(self) -> Role {
+        match self {
+            Operation::CreateApp | Operation::DeleteApp | Operation::UpdateTemplate | Operation::SetSecret => Role::Admin,
+            Operation::CreateEnv | Operation::DeployEnv | Operation::DeleteEnv => Role::Developer,
+        }
+    }
+}
+
+/// Whether `actor` may do `op`.
+pub fn authorize(actor: &Actor, op: Operation) -> Result<(), ControlError> {
+    if actor.role >= op.needs() {
+        Ok(())
+    } else {
+        Err(ControlError::Forbidden { actor: actor.name.clone(), operation: op.as_str(), needs: op.needs(), has: actor.role })
+    }
+}
+
+/// Runs `work` if `actor` may do `op` on `target`, and records how it ended; `noted` adds what
+/// the record should say about a success (the new environment's id, say). A record that cannot
+/// be written fails the call: nothing changes unrecorded without the caller hearing of it.
+pub(crate) async fn gate<T>(
+    store: &Store,
+    actor: &Actor,
+    op: Operation,
+    target: &str,
+    work: impl Future<Output = Result<T, ControlError>>,
+    noted: impl FnOnce(&T) -> Option<String>,
+) -> Result<T, ControlError> {
+    let result = match authorize(actor, op) {
+        Ok(()) => work.await,
+        Err(e) => Err(e),
+    };
+    let (outcome, detail) = match &result {
+        Ok(v) => ("ok", noted(v)),
+        Err(e) if e.kind() == ErrorKind::Internal => ("failed", Some(e.to_string())),
+        Err(e) => ("refused", Some(e.to_string())),
+    };
+    let at = now_ms();
+    let id = crate::ids::new_activity_id();
+    let record = Activity {
+        id,
+        at,
+        actor: actor.name.clone(),
+        operation: op.as_str().into(),
+        target: target.into(),
+        outcome: outcome.into(),
+        detail,
+    };
+    store.add_activity(&record).await?;
+    tracing::info!(actor = %actor.name, operation = op.as_str(), %target, outcome, "activity");
+    result
+}

@@ -1,0 +1,439 @@
+//! Hermetic scenarios of the use cases: a temporary SQLite store, real git repositories in
+//! temporary directories (made with the `git` command, fetched into mirrors as the server does),
+//! and ports that record what the use cases start instead of running it.
+
+use offshoot_api_types::{DeploymentStatus, EnvStatus};
+use offshoot_control::apps::NewApp;
+use offshoot_control::environments::NewEnv;
+use offshoot_control::git_events::record_delivery;
+use offshoot_control::imports::RepoError;
+use offshoot_control::{Actor, Control, ControlError, ErrorKind, Ports, Role};
+use offshoot_git::Mirror;
+use offshoot_git::hooks::{GitEvent, PrAction, Provider, PullRequest};
+use offshoot_store::{Environment, Store};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+const TEMPLATE: &str = "app: shop\nservices:\n- name: web\n  image: busybox\n  ports:\n  - type: container_port\n    target_port: '80'\n    port: '80'\nenvironment_templates:\n- name: ephemeral\n- name: permanent\n";
+
+/// What the use cases asked of the server.
+#[derive(Default)]
+struct Recorded {
+    started: Vec<String>,
+    ran: Vec<String>,
+    notified: Vec<String>,
+}
+
+struct FakePorts {
+    mirrors: PathBuf,
+    seen: Mutex<Recorded>,
+}
+
+impl Ports for FakePorts {
+    async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
+        let dest = self.mirrors.join(repo.replace(['/', ':'], "_"));
+        let repo = repo.to_owned();
+        tokio::task::spawn_blocking(move || Mirror::sync(&repo, &dest))
+            .await
+            .map_err(|e| RepoError(e.to_string()))?
+            .map_err(|e| RepoError(e.to_string()))
+    }
+
+    fn start(&self, deployment: String) {
+        self.seen.lock().expect("lock").started.push(deployment);
+    }
+
+    async fn run(&self, deployment: String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.seen.lock().expect("lock").ran.push(deployment);
+        Ok(())
+    }
+
+    fn notify(&self, env: &Environment) {
+        self.seen.lock().expect("lock").notified.push(env.id.clone());
+    }
+
+    fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        // Not encryption; only never the plaintext.
+        let reversed: Vec<u8> = plaintext.bytes().rev().collect();
+        Ok(format!("sealed:{context}:{}", hex::encode(reversed)))
+    }
+}
+
+struct World {
+    store: Store,
+    ports: FakePorts,
+    repo: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git").current_dir(dir).args(args).output().expect("git runs");
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// Writes `files` and commits them on the current branch; the new commit.
+fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
+    for (path, text) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", message]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+impl World {
+    /// A repository with Release's files on `main` and a branch `feature/x`.
+    async fn new() -> World {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("offshoot.db").display())).await.expect("store");
+        let repo = dir.path().join("shop");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        git(&repo, &["init", "-q", "-b", "main"]);
+        commit(
+            &repo,
+            &[(".release/application_template.yaml", TEMPLATE), (".release/environment_variables.yaml", "defaults: []\n")],
+            "first",
+        );
+        git(&repo, &["branch", "feature/x"]);
+        let ports = FakePorts { mirrors: dir.path().join("mirrors"), seen: Mutex::new(Recorded::default()) };
+        World { store, ports, repo, _dir: dir }
+    }
+
+    fn as_(&self, actor: Actor) -> Control<'_, &FakePorts> {
+        Control::new(&self.store, &self.ports, actor)
+    }
+
+    fn admin(&self) -> Control<'_, &FakePorts> {
+        self.as_(Actor::token())
+    }
+
+    async fn app(&self) {
+        let req = NewApp { repo: self.repo.display().to_string(), ..Default::default() };
+        let app = self.admin().create_app(req).await.expect("create the app");
+        assert_eq!(app.name, "shop");
+    }
+
+    async fn env(&self, branch: &str) -> Environment {
+        self.admin().create_env(NewEnv { app: "shop".into(), branch: branch.into(), ..Default::default() }).await.expect("create")
+    }
+
+    fn started(&self) -> Vec<String> {
+        self.ports.seen.lock().expect("lock").started.clone()
+    }
+
+    /// The activity log, oldest first, as `actor operation target outcome`.
+    async fn activity(&self) -> Vec<String> {
+        let mut all = self.store.activity(100).await.expect("activity");
+        all.reverse();
+        all.into_iter().map(|a| format!("{} {} {} {}", a.actor, a.operation, a.target, a.outcome)).collect()
+    }
+
+    async fn succeed(&self, deployment: &str) {
+        self.store.finish_deployment(deployment, DeploymentStatus::Succeeded, None).await.expect("finish");
+    }
+
+    async fn deliver(&self, id: &str, event: GitEvent, source: &str) -> (String, String) {
+        assert!(record_delivery(&self.store, id, "shop", &event).await.expect("record"));
+        self.as_(Actor::git(source)).handle_delivery(id).await.expect("handled");
+        let d = self.store.delivery(id).await.expect("read").expect("recorded");
+        (d.status, d.result.unwrap_or_default())
+    }
+}
+
+// The ports are borrowed: the server's are a borrowed context too.
+impl Ports for &FakePorts {
+    async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
+        (*self).fetch(repo).await
+    }
+    fn start(&self, deployment: String) {
+        (*self).start(deployment);
+    }
+    async fn run(&self, deployment: String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        (*self).run(deployment).await
+    }
+    fn notify(&self, env: &Environment) {
+        (*self).notify(env);
+    }
+    fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        (*self).seal(plaintext, context)
+    }
+}
+
+#[tokio::test]
+async fn an_application_is_created_from_its_repository_with_its_refs_and_a_webhook_secret() {
+    let w = World::new().await;
+    w.app().await;
+    let v = w.admin().template("shop").await.expect("template");
+    assert_eq!((v.version, v.template.as_str()), (1, TEMPLATE));
+    let heads = w.store.git_heads("shop").await.expect("heads");
+    assert!(heads.iter().any(|(r, _)| r == "refs/heads/feature/x"), "{heads:?}");
+    let git = w.store.app_git("shop").await.expect("read").expect("git settings");
+    assert!(git.webhook_secret.starts_with("sealed:webhook/shop:"), "sealed with its context");
+    assert_eq!(w.activity().await, ["token app.create shop ok"]);
+}
+
+#[tokio::test]
+async fn a_taken_name_a_bad_name_and_a_missing_repository_are_refused_and_recorded() {
+    let w = World::new().await;
+    w.app().await;
+    let again = w.admin().create_app(NewApp { repo: w.repo.display().to_string(), ..Default::default() }).await;
+    let e = again.expect_err("the name is taken");
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(e.hint().as_deref(), Some("choose another with `--name`"));
+    let bad = NewApp { repo: w.repo.display().to_string(), name: Some("Shop_1".into()), ..Default::default() };
+    let e = w.admin().create_app(bad).await.expect_err("upper case");
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    assert!(e.to_string().contains("`Shop_1` is not a valid application name"), "{e}");
+    let e = w.admin().create_app(NewApp { repo: "/nowhere/at/all".into(), ..Default::default() }).await.expect_err("no repo");
+    assert!(e.to_string().contains("neither a directory nor a git URL"), "{e}");
+    assert_eq!(
+        w.activity().await,
+        ["token app.create shop ok", "token app.create shop refused", "token app.create Shop_1 refused", "token app.create all refused"]
+    );
+}
+
+#[tokio::test]
+async fn each_role_may_do_what_its_operations_need_and_a_refusal_changes_nothing() {
+    let w = World::new().await;
+    let viewer = Actor { name: "ann".into(), role: Role::Viewer };
+    let e = w.as_(Actor::git("webhook")).create_app(NewApp { repo: w.repo.display().to_string(), ..Default::default() }).await;
+    let e = e.expect_err("git events do not make applications");
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    assert_eq!(e.to_string(), "`app.create` needs the admin role; webhook has the developer role");
+    assert!(w.store.app("shop").await.expect("read").is_none(), "nothing was created");
+    w.app().await;
+    let e = w.as_(viewer.clone()).create_env(NewEnv { app: "shop".into(), branch: "main".into(), ..Default::default() }).await;
+    assert_eq!(e.expect_err("viewers only read").kind(), ErrorKind::Forbidden);
+    assert!(w.store.envs(None, false).await.expect("envs").is_empty());
+    assert!(w.started().is_empty());
+    let env = w.as_(Actor::git("webhook")).create_env(NewEnv { app: "shop".into(), branch: "main".into(), ..Default::default() }).await;
+    assert!(env.is_ok(), "developers create environments: {env:?}");
+    let log = w.activity().await;
+    assert_eq!(log[..3], ["webhook app.create shop refused", "token app.create shop ok", "ann env.create shop refused"]);
+    assert_eq!(log[3], "webhook env.create shop ok");
+}
+
+#[tokio::test]
+async fn an_environment_forks_the_template_records_its_setup_and_starts_it() {
+    let w = World::new().await;
+    w.app().await;
+    let env = w.env("feature/x").await;
+    assert_eq!((env.status, env.branch.as_str(), env.template.as_str()), (EnvStatus::Creating, "feature/x", TEMPLATE));
+    let deps = w.store.deployments(&env.id).await.expect("deployments");
+    assert_eq!(deps.len(), 1);
+    assert_eq!((deps[0].workflow.as_str(), deps[0].status), ("setup", DeploymentStatus::Running));
+    assert_eq!(w.started(), [deps[0].id.clone()], "handed to the controller once");
+    // Later template versions do not touch it.
+    w.admin().update_template("shop", Some(TEMPLATE.replace("busybox", "nginx")), None).await.expect("v2");
+    assert_eq!(w.store.env(&env.id).await.expect("read").expect("env").template, TEMPLATE);
+    let activity = w.store.activity(1).await.expect("activity");
+    assert_eq!(activity[0].detail.as_deref(), Some("version 2"));
+}
+
+#[tokio::test]
+async fn what_an_environment_needs_is_checked_before_anything_is_recorded() {
+    let w = World::new().await;
+    w.app().await;
+    let new = |branch: &str, et: Option<&str>| NewEnv {
+        app: "shop".into(),
+        branch: branch.into(),
+        environment_template: et.map(str::to_owned),
+        ..Default::default()
+    };
+    let e = w.admin().create_env(new("nope", None)).await.expect_err("no such branch");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(e.to_string(), "branch `nope` does not exist");
+    assert_eq!(e.hint().as_deref(), Some("branches of `shop`: feature/x, main"));
+    let e = w.admin().create_env(new("main", Some("staging"))).await.expect_err("no such environment template");
+    assert_eq!(e.hint().as_deref(), Some("defined: ephemeral, permanent"));
+    let e = w.admin().create_env(NewEnv { ttl_seconds: Some(0), ..new("main", None) }).await.expect_err("a zero lifetime");
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    let e = w.admin().create_env(new("main", None).clone()).await.map(|_| ());
+    assert!(e.is_ok());
+    let e = w.admin().create_env(NewEnv { app: "shops".into(), ..new("main", None) }).await.expect_err("no such app");
+    assert_eq!(e.hint().as_deref(), Some("`offshoot app list` shows the applications"));
+    assert_eq!(w.store.envs(None, false).await.expect("envs").len(), 1, "only the valid request made an environment");
+    // An invalid template never becomes a version.
+    let e = w.admin().update_template("shop", Some("services:\n- name: web\n  image: [\n".into()), None).await.expect_err("invalid");
+    assert_eq!(e.kind(), ErrorKind::Invalid);
+    assert!(!e.diagnostics().is_empty());
+    assert!(e.diagnostics().iter().all(|d| &*d.file == "application_template.yaml"), "{:?}", e.diagnostics());
+    assert_eq!(w.admin().template("shop").await.expect("template").version, 1);
+}
+
+#[tokio::test]
+async fn deploy_runs_setup_until_one_succeeded_and_patch_after() {
+    let w = World::new().await;
+    w.app().await;
+    let env = w.env("main").await;
+    let first = w.started()[0].clone();
+    w.admin().deploy_env(&env.id, None).await.expect("deploy");
+    let deps = w.store.deployments(&env.id).await.expect("deployments");
+    assert_eq!(deps.last().expect("one").workflow, "setup", "setup never succeeded: setup again");
+    w.succeed(&first).await;
+    let sha = git(&w.repo, &["rev-parse", "HEAD"]);
+    let e = w.admin().deploy_env(&env.id, Some(sha.clone())).await.expect("deploy");
+    assert_eq!(e.status, EnvStatus::Deploying);
+    let last = w.store.deployments(&env.id).await.expect("deployments").pop().expect("one");
+    assert_eq!((last.workflow.as_str(), last.commit_sha.as_deref()), ("patch", Some(sha.as_str())));
+    let e = w.admin().deploy_env(&env.id, Some("abc".into())).await.expect_err("a short SHA");
+    assert_eq!(e.to_string(), "`abc` is not a full commit SHA");
+}
+
+#[tokio::test]
+async fn delete_tears_down_once_and_an_import_goes_only_with_its_importer() {
+    let w = World::new().await;
+    w.app().await;
+    let env = w.env("main").await;
+    let e = w.admin().delete_env(&env.id, None).await.expect("delete");
+    assert_eq!(e.status, EnvStatus::TearingDown);
+    w.admin().delete_env(&env.id, None).await.expect("again");
+    let teardowns = w.store.deployments(&env.id).await.expect("deps").into_iter().filter(|d| d.workflow == "teardown").count();
+    assert_eq!(teardowns, 1, "a second delete starts nothing");
+    // An imported environment of a live importer.
+    let parent = w.env("main").await;
+    let child =
+        Environment { id: "child01".into(), parent_id: Some(parent.id.clone()), ..w.store.env(&parent.id).await.expect("r").expect("e") };
+    w.store.create_env(&child).await.expect("create the child");
+    let e = w.admin().delete_env("child01", None).await.expect_err("imported");
+    assert_eq!(e.code(), "imported");
+    assert_eq!(e.hint(), Some(format!("delete `{}`: its imports go with it", parent.id)));
+}
+
+#[tokio::test]
+async fn a_secret_is_sealed_with_its_context_and_its_value_is_never_recorded() {
+    let w = World::new().await;
+    w.app().await;
+    w.admin().set_secret("shop", "web", "API_KEY", "hunter2").await.expect("set");
+    let secrets = w.store.secrets("shop").await.expect("secrets");
+    assert_eq!(secrets.len(), 1);
+    assert!(secrets[0].ciphertext.starts_with("sealed:shop/web/API_KEY:"), "{}", secrets[0].ciphertext);
+    assert!(!secrets[0].ciphertext.contains("hunter2"));
+    let e = w.admin().set_secret("shop", "", "API-KEY", "x").await.expect_err("a bad name");
+    assert_eq!(e.to_string(), "`API-KEY` is not a valid variable name");
+    let e = w.admin().set_secret("shop", "", "BIG", &"x".repeat(64 * 1024 + 1)).await.expect_err("too large");
+    assert_eq!(e.to_string(), "a secret may be at most 64 KiB");
+    for a in w.store.activity(100).await.expect("activity") {
+        assert!(!format!("{a:?}").contains("hunter2"), "{a:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_application_with_environments_cannot_be_deleted() {
+    let w = World::new().await;
+    w.app().await;
+    let env = w.env("main").await;
+    let e = w.admin().delete_app("shop").await.expect_err("live environments");
+    assert_eq!(e.to_string(), "application `shop` still has 1 environment(s)");
+    w.store.set_env_status(&env.id, EnvStatus::Deleted, None).await.expect("deleted");
+    w.admin().delete_app("shop").await.expect("delete");
+    assert!(w.store.app("shop").await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn expiry_tears_down_what_ended_and_nothing_else() {
+    let w = World::new().await;
+    w.app().await;
+    let admin = w.admin();
+    let short = admin.create_env(NewEnv { app: "shop".into(), branch: "main".into(), ttl_seconds: Some(60), ..Default::default() });
+    let short = short.await.expect("create");
+    let long = admin.create_env(NewEnv { app: "shop".into(), branch: "main".into(), ttl_seconds: Some(3600), ..Default::default() });
+    let long = long.await.expect("create");
+    let forever = w.env("main").await;
+    let now = offshoot_store::now_ms();
+    let system = w.as_(Actor::system("expiry"));
+    assert!(system.expire(now).await.expect("expire").is_empty(), "nothing ended yet");
+    assert_eq!(system.expire(now + 61_000).await.expect("expire"), std::slice::from_ref(&short.id));
+    assert!(system.expire(now + 62_000).await.expect("expire").is_empty(), "a tearing-down environment is not expired twice");
+    let store = &w.store;
+    let st = |id: String| async move { store.env(&id).await.expect("read").expect("env") };
+    let s = st(short.id).await;
+    assert_eq!((s.status, s.reason.as_deref()), (EnvStatus::TearingDown, Some("expired")));
+    assert_eq!(st(long.id).await.status, EnvStatus::Creating);
+    assert_eq!(st(forever.id).await.status, EnvStatus::Creating);
+    assert!(w.activity().await.iter().any(|a| a.starts_with("expiry env.delete")));
+}
+
+fn pr(action: PrAction, head: &str, commit: &str) -> PullRequest {
+    PullRequest {
+        provider: Provider::Github,
+        action,
+        number: 7,
+        head_branch: head.into(),
+        head_commit: commit.into(),
+        labels: Vec::new(),
+        repo: "acme/shop".into(),
+        url: None,
+    }
+}
+
+#[tokio::test]
+async fn a_push_patches_the_environments_of_its_branch_once() {
+    let w = World::new().await;
+    w.app().await;
+    let env = w.env("main").await;
+    let other = w.env("feature/x").await;
+    w.succeed(&w.started()[0]).await;
+    let sha = commit(&w.repo, &[("README", "one line\n")], "a change");
+    let push = || GitEvent::Push { ref_name: "refs/heads/main".into(), commit: Some(sha.clone()) };
+    let (status, result) = w.deliver("d1", push(), "webhook").await;
+    assert_eq!(status, "done", "{result}");
+    assert_eq!(result, format!("{}: patch to {}", env.id, &sha[..7]));
+    // The same push seen again (the poller after the webhook) deploys nothing.
+    let (_, result) = w.deliver("poll:shop:refs/heads/main", push(), "poller").await;
+    assert_eq!(result, format!("{}: already at {}", env.id, &sha[..7]));
+    assert_eq!(w.store.deployments(&other.id).await.expect("deps").len(), 1, "the other branch's environment is left alone");
+    // A deleted branch tears nothing down.
+    let gone = GitEvent::Push { ref_name: "refs/heads/main".into(), commit: None };
+    let (_, result) = w.deliver("d2", gone, "webhook").await;
+    assert!(result.contains("its environments are kept"), "{result}");
+    assert_eq!(w.store.env(&env.id).await.expect("read").expect("env").status, EnvStatus::Deploying);
+    let log = w.activity().await;
+    assert!(log.contains(&format!("webhook env.deploy {} ok", env.id)), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_pull_request_gets_an_environment_that_closes_with_it() {
+    let w = World::new().await;
+    w.app().await;
+    let head = git(&w.repo, &["rev-parse", "feature/x"]);
+    let (_, result) = w.deliver("p1", GitEvent::PullRequest(pr(PrAction::Opened, "feature/x", &head)), "webhook").await;
+    assert!(result.contains("pull-request environments are off"), "{result}");
+    w.store.set_pull_requests("shop", true, None).await.expect("on");
+    let (status, result) = w.deliver("p2", GitEvent::PullRequest(pr(PrAction::Opened, "feature/x", &head)), "webhook").await;
+    assert_eq!(status, "done", "{result}");
+    let envs = w.store.envs(Some("shop"), false).await.expect("envs");
+    assert_eq!(envs.len(), 1);
+    assert!(result.starts_with(&format!("{}: created for pull request #7", envs[0].id)), "{result}");
+    assert_eq!(w.ports.seen.lock().expect("lock").notified, [envs[0].id.clone()], "the pull request hears of it");
+    let (_, result) = w.deliver("p3", GitEvent::PullRequest(pr(PrAction::Closed, "feature/x", &head)), "webhook").await;
+    assert_eq!(result, format!("{}: teardown (pull request #7 closed)", envs[0].id));
+    let e = w.store.env(&envs[0].id).await.expect("read").expect("env");
+    assert_eq!((e.status, e.reason.as_deref()), (EnvStatus::TearingDown, Some("the pull request was closed")));
+}
+
+#[tokio::test]
+async fn a_push_of_an_invalid_configuration_is_refused_with_its_diagnostics_and_changes_nothing() {
+    let w = World::new().await;
+    w.app().await;
+    let env = w.env("main").await;
+    let sha = commit(&w.repo, &[(".release/application_template.yaml", "services:\n- name: web\n  image: [\n")], "broken");
+    let (status, result) = w.deliver("d1", GitEvent::Push { ref_name: "refs/heads/main".into(), commit: Some(sha) }, "webhook").await;
+    assert_eq!(status, "failed");
+    assert!(result.contains("environments left as they are"), "{result}");
+    assert!(result.contains(".release/application_template.yaml:"), "names the file and line: {result}");
+    assert_eq!(w.store.deployments(&env.id).await.expect("deps").len(), 1);
+    assert_eq!(w.admin().template("shop").await.expect("template").version, 1);
+}
+
+#[tokio::test]
+async fn an_error_kind_maps_every_variant() {
+    let e = ControlError::not_found("environment", "x", "h");
+    assert_eq!((e.kind(), e.code(), e.hint().as_deref()), (ErrorKind::NotFound, "not_found", Some("h")));
+    let e = ControlError::bad_input("no");
+    assert_eq!((e.kind(), e.code()), (ErrorKind::BadInput, "bad_request"));
+}
