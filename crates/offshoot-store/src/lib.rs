@@ -28,8 +28,15 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("cannot migrate the database")]
-    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("cannot migrate the database from schema {from} (pending: {}); nothing was changed", pending.join(", "))]
+    Migrate {
+        /// The last migration applied before.
+        from: i64,
+        /// The migrations that were to run, as `0007 step tasks`.
+        pending: Vec<String>,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
     #[error("{what} `{name}` already exists")]
     Conflict { what: &'static str, name: String },
     #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://...")]
@@ -54,6 +61,26 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { operation, source }
+}
+
+/// Runs the pending migrations in one transaction: they all apply, or the store is left as it
+/// was (SQLite and PostgreSQL both roll back DDL) and the error names what was pending.
+async fn migrate(pool: &AnyPool) -> Result<()> {
+    // None before the first start.
+    let applied: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE").fetch_all(pool).await.unwrap_or_default();
+    let applied: Vec<i64> = applied.into_iter().map(|(v,)| v).collect();
+    let pending: Vec<String> =
+        MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)).map(|m| format!("{:04} {}", m.version, m.description)).collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let from = applied.iter().copied().max().unwrap_or(0);
+    let fail = |source| StoreError::Migrate { from, pending: pending.clone(), source };
+    let mut tx = pool.begin().await.map_err(db("begin the migration"))?;
+    MIGRATIONS.run(&mut *tx).await.map_err(fail)?;
+    tx.commit().await.map_err(db("commit the migration"))?;
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -242,7 +269,7 @@ impl Store {
                 sqlx::query(pragma).execute(&pool).await.map_err(db("configure SQLite"))?;
             }
         }
-        MIGRATIONS.run(&pool).await.map_err(StoreError::Migrate)?;
+        migrate(&pool).await?;
         Ok(Store { pool, backend })
     }
 

@@ -138,3 +138,71 @@ fn each_fixture_keeps_the_key_its_secrets_were_encrypted_with() {
         assert!(Path::new(&fixture(&format!("{kind}/instance-id"))).exists());
     }
 }
+
+/// Every table's rows, for comparing a store before and after.
+async fn dump(url: &str, tables: &[&str]) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.expect("connect");
+    let mut out = Vec::new();
+    for t in tables {
+        let n: (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {t}")).fetch_one(&pool).await.expect("count");
+        out.push(format!("{t}: {}", n.0));
+    }
+    let versions: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.expect("versions");
+    out.push(format!("migrations: {:?}", versions.iter().map(|v| v.0).collect::<Vec<_>>()));
+    // A table of a pending migration exists only if that migration was applied.
+    let step_tasks = sqlx::query("SELECT COUNT(*) FROM step_tasks").fetch_all(&pool).await.is_ok();
+    out.push(format!("step_tasks exists: {step_tasks}"));
+    pool.close().await;
+    out
+}
+
+const TABLES: &[&str] = &["apps", "app_versions", "environments", "deployments", "secrets", "datasets", "deliveries", "activity"];
+
+/// A store whose migration fails half-way (here: a table of that name made by hand, as an
+/// operator might) is left exactly as it was, and the error says what was pending.
+async fn a_failed_migration_changes_nothing(url: &str) {
+    let before = dump(url, TABLES).await;
+    let err = Store::open(url).await.map(|_| ()).expect_err("the migration fails");
+    let text = format!("{err}");
+    assert!(text.contains("cannot migrate the database from schema 6"), "{text}");
+    assert!(text.contains("0007 step tasks") && text.contains("0008 activity"), "{text}");
+    assert!(text.contains("nothing was changed"), "{text}");
+    let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+    assert!(cause.contains("activity"), "the cause names the table: {cause}");
+    assert_eq!(dump(url, TABLES).await, before, "the store is as it was");
+}
+
+#[tokio::test]
+async fn a_failed_sqlite_migration_leaves_the_store_as_it_was() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = tmp.path().join("offshoot.db");
+    std::fs::copy(fixture("sqlite/offshoot.db"), &db).expect("copy the fixture");
+    let url = format!("sqlite://{}", db.display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    sqlx::query("CREATE TABLE activity (note TEXT)").execute(&pool).await.expect("the operator's table");
+    sqlx::query("INSERT INTO activity (note) VALUES ('mine')").execute(&pool).await.expect("a row");
+    pool.close().await;
+    a_failed_migration_changes_nothing(&url).await;
+    // Once the conflict is gone, it migrates.
+    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    sqlx::query("DROP TABLE activity").execute(&pool).await.expect("drop");
+    pool.close().await;
+    let store = Store::open(&url).await.expect("migrates now");
+    holds_everything_v0_held(&store).await;
+}
+
+#[tokio::test]
+async fn a_failed_postgres_migration_leaves_the_store_as_it_was() {
+    let admin = std::env::var("OFFSHOOT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://offshoot:offshoot@127.0.0.1:5432/postgres".into());
+    let (base, _) = admin.rsplit_once('/').expect("a database URL");
+    let name = format!("offshoot_failed_{}_{}", std::process::id(), offshoot_store::now_ms() % 1_000_000);
+    psql(&admin, &["-c", &format!("CREATE DATABASE {name}")]);
+    let url = format!("{base}/{name}");
+    psql(&url, &["-f", fixture("postgres/offshoot.sql").to_str().expect("utf-8")]);
+    psql(&url, &["-c", "CREATE TABLE activity (note TEXT); INSERT INTO activity (note) VALUES ('mine')"]);
+    a_failed_migration_changes_nothing(&url).await;
+    psql(&admin, &["-c", &format!("DROP DATABASE {name} WITH (FORCE)")]);
+}
