@@ -1,7 +1,7 @@
 //! An engine in memory, for tests of the control plane that run in seconds: it records what it
 //! was asked, in order, and fails, waits or hangs where a test tells it to.
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, ExecOutput, ServiceState};
 use offshoot_template::resolve::Resolved;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +17,8 @@ pub struct FakeState {
     pub ended: Vec<String>,
     /// Services running now, with how many times each was (re)started.
     pub running: BTreeMap<String, u32>,
+    /// Services stopped (kept, to start again).
+    pub stopped: BTreeSet<String>,
     /// The most tasks ever in flight at once.
     pub max_in_flight: usize,
     in_flight: usize,
@@ -160,7 +162,9 @@ impl Backend for FakeBackend {
 
     async fn start_service(&self, service: &str) -> Result<(), BackendError> {
         self.call(&format!("services.{service}")).await?;
-        *lock(&self.state).running.entry(service.to_owned()).or_insert(0) += 1;
+        let mut st = lock(&self.state);
+        *st.running.entry(service.to_owned()).or_insert(0) += 1;
+        st.stopped.remove(service);
         Ok(())
     }
 
@@ -171,11 +175,62 @@ impl Backend for FakeBackend {
 
     async fn remove_environment(&self) -> Result<(), BackendError> {
         self.call("release.remove_environment").await?;
-        lock(&self.state).running.clear();
+        let mut st = lock(&self.state);
+        st.running.clear();
+        st.stopped.clear();
         Ok(())
     }
 
     async fn finish(&self) -> Result<(), BackendError> {
         self.call("finish").await
+    }
+
+    async fn observe(&self) -> Result<Vec<ServiceState>, BackendError> {
+        let st = lock(&self.state);
+        let running = st.running.keys().map(|s| ServiceState { service: s.clone(), running: !st.stopped.contains(s) });
+        Ok(running.collect())
+    }
+
+    async fn logs(&self, service: Option<&str>, _tail: usize) -> Result<Vec<(String, String)>, BackendError> {
+        let st = lock(&self.state);
+        let out: Vec<(String, String)> = st
+            .running
+            .iter()
+            .filter(|(s, _)| service.is_none_or(|w| w == *s))
+            .map(|(s, n)| (s.clone(), format!("{s} started {n} time(s)\n")))
+            .collect();
+        match service {
+            Some(s) if out.is_empty() => Err(BackendError::not_found(format!("service `{s}` does not run"))),
+            _ => Ok(out),
+        }
+    }
+
+    async fn exec(&self, service: &str, command: &[String]) -> Result<ExecOutput, BackendError> {
+        self.call(&format!("exec.{service}")).await?;
+        let st = lock(&self.state);
+        if !st.running.contains_key(service) || st.stopped.contains(service) {
+            return Err(BackendError::not_found(format!("service `{service}` does not run")));
+        }
+        Ok(ExecOutput { exit_code: 0, output: format!("{}\n", command.join(" ")) })
+    }
+
+    async fn stop_service(&self, service: &str) -> Result<(), BackendError> {
+        self.call(&format!("stop.{service}")).await?;
+        let mut st = lock(&self.state);
+        if !st.running.contains_key(service) {
+            return Err(BackendError::not_found(format!("service `{service}` does not run")));
+        }
+        st.stopped.insert(service.to_owned());
+        Ok(())
+    }
+
+    async fn resume_service(&self, service: &str) -> Result<(), BackendError> {
+        self.call(&format!("resume.{service}")).await?;
+        let mut st = lock(&self.state);
+        if !st.running.contains_key(service) {
+            return Err(BackendError::not_found(format!("service `{service}` does not run")));
+        }
+        st.stopped.remove(service);
+        Ok(())
     }
 }

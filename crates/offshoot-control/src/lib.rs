@@ -34,7 +34,7 @@ mod log;
 mod plan;
 mod ports;
 
-pub use backend::{Backend, BackendError};
+pub use backend::{Backend, BackendError, BackendErrorKind, ExecOutput, ServiceState};
 pub use error::{ControlError, ErrorKind};
 pub use executor::{ExecError, Report, execute};
 pub use gate::{Actor, Operation, Role, authorize};

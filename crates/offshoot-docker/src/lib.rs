@@ -12,7 +12,7 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     BuildImageOptions, CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
-    RemoveContainerOptions, RemoveVolumeOptions, WaitContainerOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt as _;
 use offshoot_runtime::{
@@ -622,6 +622,24 @@ impl Runtime for DockerRuntime {
 
     async fn remove(&self, container: &str) -> Result<()> {
         self.remove_force(container).await
+    }
+
+    async fn stop(&self, container: &str) -> Result<()> {
+        // Ten seconds to stop on SIGTERM, as `docker stop`.
+        let opts = StopContainerOptions { t: Some(10), signal: None };
+        match self.docker.stop_container(container, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(304) => Ok(()),
+            Err(e) => Err(engine("stop container", container, e)),
+        }
+    }
+
+    async fn start(&self, container: &str) -> Result<()> {
+        match self.docker.start_container(container, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(304) => Ok(()),
+            Err(e) => Err(engine("start container", container, e)),
+        }
     }
 
     async fn teardown(&self, env_id: &str) -> Result<()> {

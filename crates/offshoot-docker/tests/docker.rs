@@ -259,3 +259,33 @@ async fn run_collect_copies_files_in_and_an_output_out() {
     assert!(rt.list(Some(&env)).await.expect("list").is_empty(), "the build containers are removed");
     rt.teardown(&env).await.expect("teardown");
 }
+
+#[tokio::test]
+async fn a_stopped_container_is_kept_and_starts_again_as_it_was() {
+    let rt = runtime().await;
+    let env = unique_env();
+    let ns = Namespace::new(&env, "shop", "docker-tests");
+    rt.ensure_namespace(&ns).await.expect("namespace");
+    let mut web = spec(&env, "web", "busybox:stable", &["sh", "-c", "echo started >> /data/log; exec sleep 3600"]);
+    web.mounts = vec![Mount { source: MountSource::Volume("data".into()), target: "/data".into() }];
+    let applied = rt.apply(&ns, &web).await.expect("apply");
+    let state = |list: Vec<offshoot_runtime::Observed>| list.into_iter().find(|o| o.service == "web").map(|o| o.state);
+    assert_eq!(state(rt.list(Some(&env)).await.expect("list")), Some(State::Running));
+
+    rt.stop(&web.name).await.expect("stop");
+    rt.stop(&web.name).await.expect("stopping a stopped container is done");
+    let listed = rt.list(Some(&env)).await.expect("list");
+    assert!(matches!(state(listed), Some(s) if s != State::Running), "stopped, and still there");
+
+    rt.start(&web.name).await.expect("start");
+    rt.start(&web.name).await.expect("starting a running container is done");
+    assert_eq!(state(rt.list(Some(&env)).await.expect("list")), Some(State::Running));
+    let again = rt.apply(&ns, &web).await.expect("apply again");
+    assert_eq!(again.outcome, Outcome::Unchanged, "the same container, not a new one");
+    assert_eq!(again.ip.is_some(), applied.ip.is_some());
+    // Its volume survived: the command ran twice into the same file.
+    let done = rt.exec(&web.name, &["cat".into(), "/data/log".into()]).await.expect("exec");
+    assert_eq!(done.logs.matches("started").count(), 2, "{}", done.logs);
+    rt.teardown(&env).await.expect("teardown");
+    assert!(rt.list(Some(&env)).await.expect("list").is_empty());
+}

@@ -4,6 +4,10 @@
 //! run a job to completion within its timeout, and delete the namespace and wait until it is gone.
 //! Everything goes through kube's `Client`, so tests script the API server (tower-test).
 
+mod scale;
+
+pub use scale::{ANNOTATION_REPLICAS, Workload};
+
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};

@@ -315,3 +315,60 @@ async fn logs_of_a_services_pods() {
     assert_eq!(logs, vec![("web-1".to_owned(), "line one\nline two\n".to_owned())]);
     assert_eq!(log.lock().expect("log").len(), 2);
 }
+
+/// A JSON merge patch (RFC 7386) applied to `target`.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_service_scales_to_zero_and_back_to_the_replicas_it_had() {
+    let mut web = deployment("web", 2);
+    web["metadata"]["labels"] = json!({"offshoot.env": "abc1234", "offshoot.service": "web"});
+    web["spec"]["replicas"] = json!(3);
+    let mut other = deployment("api", 2);
+    other["metadata"]["labels"] = json!({"offshoot.env": "abc1234", "offshoot.service": "api"});
+    let cluster = Arc::new(Mutex::new(vec![web, other]));
+    let state = cluster.clone();
+    let (kube, log) = fake(move |m, path, body| {
+        let mut all = state.lock().expect("cluster");
+        match (m.as_str(), path) {
+            ("GET", p) if p.starts_with("/apis/apps/v1/namespaces/offshoot-abc1234/deployments?") => {
+                assert!(p.contains("labelSelector=offshoot.env%3Dabc1234"), "{p}");
+                (200, list(all.clone()))
+            }
+            ("GET", p) if p.contains("/statefulsets?") => (200, list(vec![])),
+            ("PATCH", p) if p.starts_with("/apis/apps/v1/namespaces/offshoot-abc1234/deployments/web?") => {
+                merge(&mut all[0], body);
+                (200, all[0].clone())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+    let replicas = |c: &Arc<Mutex<Vec<Value>>>| c.lock().expect("cluster")[0]["spec"]["replicas"].clone();
+    assert_eq!(kube.scale_down("offshoot-abc1234", "abc1234", "web").await.expect("down"), 1);
+    assert_eq!(replicas(&cluster), json!(0));
+    assert_eq!(cluster.lock().expect("cluster")[0]["metadata"]["annotations"]["offshoot.dev/replicas"], json!("3"));
+    // Asleep twice keeps the replicas it had, not zero.
+    kube.scale_down("offshoot-abc1234", "abc1234", "web").await.expect("down again");
+    let w = kube.workloads("offshoot-abc1234", "abc1234").await.expect("workloads");
+    let web = w.iter().find(|w| w.service == "web").expect("web");
+    assert_eq!((web.replicas, web.asleep), (0, Some(3)));
+    assert_eq!(kube.scale_up("offshoot-abc1234", "abc1234", "web").await.expect("up"), 1);
+    assert_eq!(replicas(&cluster), json!(3));
+    assert!(cluster.lock().expect("cluster")[0]["metadata"].get("annotations").is_none_or(|a| a.get("offshoot.dev/replicas").is_none()));
+    assert_eq!(cluster.lock().expect("cluster")[1]["spec"]["replicas"], json!(2), "the other service is left alone");
+    let patches = log.lock().expect("log").iter().filter(|l| l.starts_with("PATCH")).count();
+    assert_eq!(patches, 3);
+}

@@ -267,6 +267,10 @@ pub trait Runtime: Send + Sync {
     /// exits at once may be caught running between two restarts).
     fn restarts(&self, container: &str) -> impl Future<Output = Result<u64>> + Send;
     fn remove(&self, container: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Stops a container and keeps it (with its volumes) to start again; stopped already is done.
+    fn stop(&self, container: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Starts a stopped container as it was; running already is done.
+    fn start(&self, container: &str) -> impl Future<Output = Result<()>> + Send;
     /// Removes every container, volume and the network of an environment.
     fn teardown(&self, env_id: &str) -> impl Future<Output = Result<()>> + Send;
 }

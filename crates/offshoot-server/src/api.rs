@@ -1,5 +1,6 @@
 //! The HTTP API (`/api/v1`, bearer token) and `/healthz`.
 
+use crate::backends::EnvBackend;
 use crate::crypto::hash_token;
 use crate::error::ApiError;
 use crate::plane::{control, find_app, find_env};
@@ -12,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use offshoot_api_types as api;
-use offshoot_control::Actor;
 use offshoot_control::apps::{NewApp, TemplateVersion};
 use offshoot_control::environments::NewEnv;
+use offshoot_control::{Actor, Backend as _};
 use serde::Deserialize;
 
 /// Largest request body the API accepts.
@@ -225,13 +226,10 @@ async fn env_exec(
     Path(id): Path<String>,
     Json(body): Json<api::ExecRequest>,
 ) -> Result<Json<api::ExecResult>, ApiError> {
-    find_env(&ctx, &id).await?;
+    let env = find_env(&ctx, &id).await?;
     if body.command.is_empty() {
         return Err(ApiError::bad_request("no command given"));
     }
-    let Some(done) = crate::backends::exec(&ctx, &id, &body.service, &body.command).await? else {
-        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", "`env exec` is not available on the Kubernetes runtime yet")
-            .hint("use `kubectl exec -n offshoot-<env id> deploy/<service> -- CMD`"));
-    };
-    Ok(Json(api::ExecResult { exit_code: done.exit_code, output: done.logs }))
+    let done = EnvBackend::at_rest(&ctx, &env).exec(&body.service, &body.command).await?;
+    Ok(Json(api::ExecResult { exit_code: done.exit_code, output: done.output }))
 }

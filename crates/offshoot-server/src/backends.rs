@@ -5,9 +5,9 @@ use crate::docker_backend::{DockerBackend, Rollout};
 use crate::kube_rt::KubeBackend;
 use crate::resolving::volatile_keys;
 use crate::state::Shared;
-use offshoot_control::{Backend, BackendError};
+use offshoot_control::{Backend, BackendError, ExecOutput, ServiceState};
 use offshoot_git::Mirror;
-use offshoot_runtime::{Completed, Namespace, Runtime};
+use offshoot_runtime::{Namespace, Runtime};
 use offshoot_store::Environment;
 use offshoot_template::resolve::Resolved;
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +53,12 @@ impl EnvBackend {
         }
     }
 
+    /// The engine of an environment as it runs, for what needs no configuration: observing,
+    /// logs, exec, stopping and starting services.
+    pub(crate) fn at_rest(ctx: &Shared, env: &Environment) -> EnvBackend {
+        Self::for_teardown(ctx, env, Resolved::default(), HashMap::new())
+    }
+
     fn docker(ctx: &Shared, env: &Environment, resolved: Resolved, (images, sites): Built) -> EnvBackend {
         let rollout = Rollout {
             resolved,
@@ -73,48 +79,6 @@ pub(crate) async fn remove(ctx: &Shared, env: &Environment) -> Result<(), String
         crate::kube_rt::teardown(&k.kube, env).await.map_err(|e| e.to_string())?;
     }
     ctx.rt.teardown(&env.id).await.map(|_| ()).map_err(|e| e.to_string())
-}
-
-/// The logs of an environment's services (or of one), `(service, text)` per container or pod.
-pub(crate) async fn logs(ctx: &Shared, env: &Environment, service: Option<&str>, tail: usize) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    if let Some(k) = &ctx.kube {
-        for s in ctx.store.services(&env.id).await? {
-            if service.is_some_and(|w| w != s.name) {
-                continue;
-            }
-            let label = offshoot_manifests::dns_label(&s.name);
-            for (pod, logs) in k.kube.logs(&crate::kube_rt::namespace(env), &env.id, &label, tail).await? {
-                out.push((format!("{}/{pod}", s.name), logs));
-            }
-        }
-    }
-    for c in ctx.rt.list(Some(&env.id)).await? {
-        if service.is_some_and(|s| s != c.service) || c.role != "service" {
-            continue;
-        }
-        let logs = ctx.rt.logs(&c.name, tail).await?;
-        out.push((c.service, logs));
-    }
-    Ok(out)
-}
-
-/// Runs a command in a running container of `service`; `None` on an engine that cannot (yet).
-pub(crate) async fn exec(
-    ctx: &Shared,
-    env_id: &str,
-    service: &str,
-    command: &[String],
-) -> Result<Option<Completed>, crate::error::ApiError> {
-    if ctx.kube.is_some() {
-        return Ok(None);
-    }
-    let running = ctx.rt.list(Some(env_id)).await.map_err(anyhow::Error::new)?;
-    let c = running
-        .iter()
-        .find(|c| c.service == service && c.role == "service")
-        .ok_or_else(|| crate::error::ApiError::not_found("running service", service))?;
-    Ok(Some(ctx.rt.exec(&c.name, command).await.map_err(anyhow::Error::new)?))
 }
 
 /// The repository files mounted with `configmap`, at the deployed commit.
@@ -162,6 +126,41 @@ impl Backend for EnvBackend {
         match self {
             EnvBackend::Docker(b) => b.finish().await,
             EnvBackend::Kube(b) => b.finish().await,
+        }
+    }
+
+    async fn observe(&self) -> Result<Vec<ServiceState>, BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.observe().await,
+            EnvBackend::Kube(b) => b.observe().await,
+        }
+    }
+
+    async fn logs(&self, service: Option<&str>, tail: usize) -> Result<Vec<(String, String)>, BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.logs(service, tail).await,
+            EnvBackend::Kube(b) => b.logs(service, tail).await,
+        }
+    }
+
+    async fn exec(&self, service: &str, command: &[String]) -> Result<ExecOutput, BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.exec(service, command).await,
+            EnvBackend::Kube(b) => b.exec(service, command).await,
+        }
+    }
+
+    async fn stop_service(&self, service: &str) -> Result<(), BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.stop_service(service).await,
+            EnvBackend::Kube(b) => b.stop_service(service).await,
+        }
+    }
+
+    async fn resume_service(&self, service: &str) -> Result<(), BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.resume_service(service).await,
+            EnvBackend::Kube(b) => b.resume_service(service).await,
         }
     }
 }

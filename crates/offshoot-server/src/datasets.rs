@@ -586,9 +586,7 @@ async fn held(ctx: &Ctx, env_id: &str) -> Result<Vec<Held>, String> {
     for clone in ctx.store.leases(env_id).await.map_err(|e| e.to_string())? {
         let Some(dataset) = ctx.store.dataset(&clone.dataset).await.map_err(|e| e.to_string())? else { continue };
         let dsn = target(ctx, &dataset)?;
-        // Docker containers reach this machine's loopback through the host gateway; pods on a
-        // cluster need a target server they can reach by its own name.
-        let host = if dsn.is_loopback() && ctx.kube.is_none() { HOST_ALIAS.to_owned() } else { dsn.host.clone() };
+        let host = if dsn.is_loopback() && ctx.engine_reaches_host_loopback() { HOST_ALIAS.to_owned() } else { dsn.host.clone() };
         let kind = Kind::parse(&dataset.engine).unwrap_or(dsn.kind);
         out.push(Held { clone, dataset, kind, host, port: dsn.port });
     }

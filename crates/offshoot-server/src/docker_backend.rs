@@ -7,7 +7,7 @@ use crate::resolving::{exposed, routing_for};
 use crate::sites::tail;
 use crate::state::{Ctx, Shared, set_service};
 use offshoot_api_types::ServiceStatus;
-use offshoot_control::{Backend, BackendError};
+use offshoot_control::{Backend, BackendError, ExecOutput, ServiceState};
 use offshoot_runtime::{ContainerSpec, Mount, MountSource, Namespace, Role, Runtime, State};
 use offshoot_store::ServiceDetail;
 use offshoot_template::model::{Probe, VolumeType};
@@ -57,6 +57,61 @@ impl Backend for DockerBackend {
 
     async fn remove_environment(&self) -> Result<(), BackendError> {
         self.ctx.rt.teardown(&self.rollout.env_id).await.map(|_| ()).map_err(BackendError::new)
+    }
+
+    async fn observe(&self) -> Result<Vec<ServiceState>, BackendError> {
+        let list = self.containers(None).await?;
+        Ok(list.into_iter().map(|c| ServiceState { running: c.state == offshoot_runtime::State::Running, service: c.service }).collect())
+    }
+
+    async fn logs(&self, service: Option<&str>, tail: usize) -> Result<Vec<(String, String)>, BackendError> {
+        let mut out = Vec::new();
+        for c in self.containers(service).await? {
+            out.push((c.service, self.ctx.rt.logs(&c.name, tail).await.map_err(BackendError::new)?));
+        }
+        Ok(out)
+    }
+
+    async fn exec(&self, service: &str, command: &[String]) -> Result<ExecOutput, BackendError> {
+        let running = self.containers(Some(service)).await?;
+        let c = running.iter().find(|c| c.state == offshoot_runtime::State::Running);
+        let c = c.ok_or_else(|| BackendError::not_found(format!("running service `{service}` does not exist")))?;
+        let done = self.ctx.rt.exec(&c.name, command).await.map_err(BackendError::new)?;
+        Ok(ExecOutput { exit_code: done.exit_code, output: done.logs })
+    }
+
+    async fn stop_service(&self, service: &str) -> Result<(), BackendError> {
+        for c in self.containers_of(service).await? {
+            self.ctx.rt.stop(&c.name).await.map_err(BackendError::new)?;
+        }
+        Ok(())
+    }
+
+    async fn resume_service(&self, service: &str) -> Result<(), BackendError> {
+        for c in self.containers_of(service).await? {
+            self.ctx.rt.start(&c.name).await.map_err(BackendError::new)?;
+        }
+        Ok(())
+    }
+}
+
+impl DockerBackend {
+    /// The environment's service containers made by this server (of one service, or all).
+    async fn containers(&self, service: Option<&str>) -> Result<Vec<offshoot_runtime::Observed>, BackendError> {
+        let all = self.ctx.rt.list(Some(&self.rollout.env_id)).await.map_err(BackendError::new)?;
+        Ok(all
+            .into_iter()
+            .filter(|c| c.role == "service" && c.instance == self.ctx.instance && service.is_none_or(|s| s == c.service))
+            .collect())
+    }
+
+    /// A service's containers; not found when it has none.
+    async fn containers_of(&self, service: &str) -> Result<Vec<offshoot_runtime::Observed>, BackendError> {
+        let found = self.containers(Some(service)).await?;
+        if found.is_empty() {
+            return Err(BackendError::not_found(format!("service `{service}` has no container")));
+        }
+        Ok(found)
     }
 }
 

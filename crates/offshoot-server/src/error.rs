@@ -65,6 +65,21 @@ impl From<offshoot_control::ControlError> for ApiError {
     }
 }
 
+impl From<offshoot_control::BackendError> for ApiError {
+    fn from(e: offshoot_control::BackendError) -> Self {
+        use offshoot_control::BackendErrorKind;
+        let out = match e.kind() {
+            BackendErrorKind::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.message()),
+            BackendErrorKind::Unsupported => ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", e.message()),
+            BackendErrorKind::Failed => return anyhow::Error::new(e).into(),
+        };
+        match e.hint() {
+            Some(h) => out.hint(h),
+            None => out,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { code: self.code.to_owned(), message: self.message, hint: self.hint, diagnostics: self.diagnostics };

@@ -4,12 +4,13 @@
 //! `KubeBackend`: a service's objects are applied and its rollout waited for, a job is run to
 //! completion; then the ingresses, then what the template no longer has is pruned. Teardown deletes the namespace
 //! (an imported app's environment, which shares its importer's, deletes its own objects).
-//! Kubernetes restarts and schedules; the reconciler does not recreate containers here.
+//! Kubernetes restarts and schedules; the reconciler redeploys only a service whose workload is
+//! gone.
 
 use crate::state::KubeRuntime;
 use crate::state::{Shared, set_service};
 use offshoot_api_types::ServiceStatus;
-use offshoot_control::{Backend, BackendError};
+use offshoot_control::{Backend, BackendError, ExecOutput, ServiceState};
 use offshoot_kube::Kube;
 use offshoot_manifests::{Manifest, Options, job_name, job_secret_name, render};
 use offshoot_store::{Environment, ServiceDetail};
@@ -197,6 +198,54 @@ impl Backend for KubeBackend {
             tracing::info!(env = %self.env.id, removed = ?pruned, "pruned what the template no longer has");
         }
         Ok(())
+    }
+
+    async fn observe(&self) -> Result<Vec<ServiceState>, BackendError> {
+        let workloads = self.kube.workloads(&self.ns, &self.env.id).await.map_err(BackendError::new)?;
+        let mut out = Vec::new();
+        for s in self.ctx.store.services(&self.env.id).await.map_err(BackendError::new)? {
+            let label = offshoot_manifests::dns_label(&s.name);
+            // Kubernetes keeps a workload with replicas running: restarts are its own business.
+            if let Some(w) = workloads.iter().find(|w| w.service == label) {
+                out.push(ServiceState { service: s.name, running: w.replicas > 0 });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn logs(&self, service: Option<&str>, tail: usize) -> Result<Vec<(String, String)>, BackendError> {
+        let mut out = Vec::new();
+        for s in self.ctx.store.services(&self.env.id).await.map_err(BackendError::new)? {
+            if service.is_some_and(|w| w != s.name) {
+                continue;
+            }
+            let label = offshoot_manifests::dns_label(&s.name);
+            for (pod, logs) in self.kube.logs(&self.ns, &self.env.id, &label, tail).await.map_err(BackendError::new)? {
+                out.push((format!("{}/{pod}", s.name), logs));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn exec(&self, _service: &str, _command: &[String]) -> Result<ExecOutput, BackendError> {
+        Err(BackendError::unsupported(
+            "`env exec` is not available on the Kubernetes runtime yet",
+            "use `kubectl exec -n offshoot-<env id> deploy/<service> -- CMD`",
+        ))
+    }
+
+    async fn stop_service(&self, service: &str) -> Result<(), BackendError> {
+        match self.kube.scale_down(&self.ns, &self.env.id, service).await.map_err(BackendError::new)? {
+            0 => Err(BackendError::not_found(format!("service `{service}` has no workload"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn resume_service(&self, service: &str) -> Result<(), BackendError> {
+        match self.kube.scale_up(&self.ns, &self.env.id, service).await.map_err(BackendError::new)? {
+            0 => Err(BackendError::not_found(format!("service `{service}` has no workload"))),
+            _ => Ok(()),
+        }
     }
 }
 

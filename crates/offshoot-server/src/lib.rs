@@ -316,17 +316,14 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         if expired.contains(&env.id) {
             continue;
         }
-        // Kubernetes restarts and reschedules on its own.
-        if env.status != EnvStatus::Ready || ctx.is_busy(&env.id) || ctx.kube.is_some() {
+        if env.status != EnvStatus::Ready || ctx.is_busy(&env.id) {
             continue;
         }
-        // A ready environment whose service container vanished or stopped is redeployed
-        // (idempotent: running, unchanged services are left alone).
-        let running = |name: &str| {
-            observed
-                .iter()
-                .any(|o| o.env_id == env.id && o.service == name && o.role == "service" && o.state == offshoot_runtime::State::Running)
-        };
+        // A ready environment whose service stopped or vanished from its engine is redeployed
+        // (idempotent: running, unchanged services are left alone). Kubernetes restarts pods on
+        // its own: there only a workload that is gone counts.
+        let states = offshoot_control::Backend::observe(&backends::EnvBackend::at_rest(ctx, &env)).await?;
+        let running = |name: &str| states.iter().any(|s| s.service == name && s.running);
         // A static site has no container (the router serves it).
         let missing = ctx
             .store

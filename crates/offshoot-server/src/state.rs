@@ -159,6 +159,13 @@ impl Ctx {
         }
     }
 
+    /// Whether the environments' engine reaches this machine's loopback (through the host
+    /// gateway): Docker's containers do; pods on a cluster need a server they can reach by its
+    /// own name.
+    pub(crate) fn engine_reaches_host_loopback(&self) -> bool {
+        self.kube.is_none()
+    }
+
     /// Containers that must not get traffic: failing readiness, or reported down by the engine.
     pub(crate) fn unready_containers(&self) -> HashSet<String> {
         let mut out = self.unready.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();

@@ -1,9 +1,11 @@
 //! What the API, the dashboard and pull-request feedback show of applications and
 //! environments: their views, built from the store and the server's state.
 
+use crate::backends::EnvBackend;
 use crate::error::ApiError;
 use crate::state::Shared;
 use offshoot_api_types as api;
+use offshoot_control::Backend as _;
 use offshoot_store::Environment;
 use std::collections::HashMap;
 
@@ -185,7 +187,8 @@ async fn deployment_steps(ctx: &Shared, env_id: Option<&str>) -> Result<HashMap<
 /// The latest `tail` lines (at most 10,000) of an environment's services, or of one.
 pub(crate) async fn logs(ctx: &Shared, id: &str, service: Option<&str>, tail: usize) -> Result<Vec<api::Logs>, ApiError> {
     let e = offshoot_control::find_env(&ctx.store, id).await?;
-    let out: Vec<api::Logs> = crate::backends::logs(ctx, &e, service, tail.min(10_000))
+    let out: Vec<api::Logs> = EnvBackend::at_rest(ctx, &e)
+        .logs(service, tail.min(10_000))
         .await?
         .into_iter()
         .map(|(service, logs)| api::Logs { service, logs })

@@ -71,7 +71,9 @@ pub struct Options {
     pub attached: BTreeMap<String, VarValue>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// An environment resolved: every value its services, jobs, routes and workflows need. The
+/// default is an environment with nothing in it.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Resolved {
     pub app: String,
     pub env_id: String,
