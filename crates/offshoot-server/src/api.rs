@@ -201,7 +201,7 @@ async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Res
     let e = find_env(&ctx, &id).await?;
     let r = crate::resolving::resolve_env(&ctx, &e, None)
         .await
-        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m))?;
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m.to_string()))?;
     let mut opts = crate::kube_rt::options(&ctx, &e);
     opts.images = crate::state::images_of(&ctx, &id).await?.into_iter().collect();
     let rendered = offshoot_manifests::render(&r, &opts);

@@ -2,6 +2,7 @@
 //! `--runtime kubernetes`. Everything else drives an [`EnvBackend`] through the executor.
 
 use crate::docker_backend::{DockerBackend, Rollout};
+use crate::failure::Failure;
 use crate::kube_rt::KubeBackend;
 use crate::resolving::volatile_keys;
 use crate::state::Shared;
@@ -32,7 +33,7 @@ impl EnvBackend {
         (images, sites): Built,
         (mirror, commit): (&Mirror, &str),
         phases: &mut BTreeMap<String, u64>,
-    ) -> Result<EnvBackend, String> {
+    ) -> Result<EnvBackend, Failure> {
         match &ctx.kube {
             Some(k) => {
                 let t = Instant::now();
@@ -74,11 +75,11 @@ impl EnvBackend {
 
 /// Removes everything of an environment from its engine, whatever its configuration says (the
 /// engine that builds images is always cleaned too). Idempotent.
-pub(crate) async fn remove(ctx: &Shared, env: &Environment) -> Result<(), String> {
+pub(crate) async fn remove(ctx: &Shared, env: &Environment) -> Result<(), Failure> {
     if let Some(k) = &ctx.kube {
-        crate::kube_rt::teardown(&k.kube, env).await.map_err(|e| e.to_string())?;
+        crate::kube_rt::teardown(&k.kube, env).await?;
     }
-    ctx.rt.teardown(&env.id).await.map(|_| ()).map_err(|e| e.to_string())
+    ctx.rt.teardown(&env.id).await.map(|_| ()).map_err(Failure::from)
 }
 
 /// The repository files mounted with `configmap`, at the deployed commit.

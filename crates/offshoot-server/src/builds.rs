@@ -3,6 +3,7 @@
 //! unchanged context is never built again, and pulled for the rest. A build that fails fails the
 //! service with the tail of its log; nothing runs until every image is at hand.
 
+use crate::failure::Failure;
 use crate::resolving::{exposed, routing_for};
 use crate::sites::At;
 use crate::state::{Shared, logged, set_service};
@@ -22,7 +23,7 @@ pub(crate) async fn build_all(
     source: &At<'_>,
     resolved: &Resolved,
     plan: &Plan,
-) -> Result<(HashMap<String, String>, HashMap<String, String>), String> {
+) -> Result<(HashMap<String, String>, HashMap<String, String>), Failure> {
     let mut images: HashMap<String, String> = HashMap::new();
     // Static sites: service → the key of its build. Only those this workflow starts are built.
     let mut sites: HashMap<String, String> = HashMap::new();
@@ -43,7 +44,7 @@ pub(crate) async fn build_all(
                 let image = s.image.clone().ok_or_else(|| format!("service `{}` has no image", s.name))?;
                 if let Err(e) = ctx.rt.ensure_image(&image).await {
                     set_service(ctx, source.env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
-                    return Err(format!("service `{}`: {e}", s.name));
+                    return Err(format!("service `{}`: {e}", s.name).into());
                 }
                 image
             }
@@ -55,7 +56,7 @@ pub(crate) async fn build_all(
 
 /// The image of a service built from a repository: its content tag, built unless the engine has
 /// it.
-async fn build_image(ctx: &Shared, source: &At<'_>, s: &ResolvedService, b: &ResolvedBuild) -> Result<String, String> {
+async fn build_image(ctx: &Shared, source: &At<'_>, s: &ResolvedService, b: &ResolvedBuild) -> Result<String, Failure> {
     // The build's repository: this app's, or another one (`builds[].repo_url`).
     let (mirror, commit) = match &b.repo {
         None => (source.mirror.clone(), source.commit.to_owned()),
@@ -65,28 +66,24 @@ async fn build_image(ctx: &Shared, source: &At<'_>, s: &ResolvedService, b: &Res
             let c = tokio::task::spawn_blocking(move || {
                 let branch = match wanted {
                     Some(b) => b,
-                    None => m2.default_branch().map_err(|e| e.to_string())?.ok_or("it has no default branch")?,
+                    None => m2.default_branch()?.ok_or_else(|| Failure::from("it has no default branch"))?,
                 };
-                m2.resolve(&branch).map_err(|e| e.to_string())?.ok_or_else(|| format!("branch `{branch}` does not exist"))
+                m2.resolve(&branch)?.ok_or_else(|| Failure::from(format!("branch `{branch}` does not exist")))
             })
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .map_err(|e| format!("service `{}`: `{url}`: {e}", s.name))?;
             (m, c)
         }
     };
     let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
     let tree = tokio::task::spawn_blocking(move || m.tree_id(&c, &dir))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?
+        .await??
         .ok_or_else(|| format!("service `{}`: build context `{}` does not exist at {}", s.name, b.context, short(&commit)))?;
     let tag = content_tag(source.app, &s.name, &tree, s);
-    if !ctx.rt.image_exists(&tag).await.map_err(|e| e.to_string())? {
+    if !ctx.rt.image_exists(&tag).await? {
         set_service(ctx, source.env_id, &s.name, ServiceStatus::Building, None, ServiceDetail::new()).await;
         let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
-        let context =
-            tokio::task::spawn_blocking(move || m.archive(&c, &dir)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let context = tokio::task::spawn_blocking(move || m.archive(&c, &dir)).await??;
         let req = BuildRequest {
             tag: tag.clone(),
             context,
@@ -108,7 +105,7 @@ async fn build_image(ctx: &Shared, source: &At<'_>, s: &ResolvedService, b: &Res
                 _ => String::new(),
             };
             set_service(ctx, source.env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
-            return Err(format!("service `{}`: {e}{tail}", s.name));
+            return Err(format!("service `{}`: {e}{tail}", s.name).into());
         }
     }
     Ok(tag)

@@ -3,6 +3,7 @@
 //! One operation per environment at a time (a lock per environment id).
 
 use crate::backends::EnvBackend;
+use crate::failure::Failure;
 use crate::resolving::resolve_env;
 use crate::state::{Ctx, Shared, set_service};
 use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
@@ -52,7 +53,7 @@ async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
     let result = match &workflow {
         Ok(Workflow::Teardown) => teardown(ctx, &dep, &env).await,
         Ok(w) => deploy(ctx, &dep, &env, *w).await,
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(Failure::Reason(e.to_string())),
     };
     match result {
         Ok(()) => {
@@ -61,7 +62,8 @@ async fn run(ctx: &Shared, deployment_id: &str) -> anyhow::Result<()> {
             ctx.store.set_env_status(&env.id, next, None).await?;
             tracing::info!(env = %env.id, workflow = %dep.workflow, "done");
         }
-        Err(reason) => {
+        Err(failure) => {
+            let reason = failure.to_string();
             ctx.store.finish_deployment(&dep.id, DeploymentStatus::Failed, Some(&reason)).await?;
             ctx.store.set_env_status(&env.id, EnvStatus::Failed, Some(&reason)).await?;
             tracing::warn!(env = %env.id, workflow = %dep.workflow, %reason, "failed");
@@ -78,9 +80,9 @@ fn ms(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Workflow) -> Result<(), String> {
+async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Workflow) -> Result<(), Failure> {
     let mut phases: BTreeMap<String, u64> = BTreeMap::new();
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
+    let store_err = Failure::from;
     if env.status != EnvStatus::Creating {
         ctx.store.set_env_status(&env.id, EnvStatus::Deploying, None).await.map_err(store_err)?;
     }
@@ -111,18 +113,16 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
         Some(c) => {
             let m = mirror.clone();
             let c2 = c.clone();
-            let ok = tokio::task::spawn_blocking(move || m.has_commit(&c2)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            let ok = tokio::task::spawn_blocking(move || m.has_commit(&c2)).await??;
             if !ok {
-                return Err(format!("commit `{c}` is not in the repository"));
+                return Err(format!("commit `{c}` is not in the repository").into());
             }
             c.clone()
         }
         None => {
             let (m, b) = (mirror.clone(), env.branch.clone());
             tokio::task::spawn_blocking(move || m.resolve(&b))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
+                .await??
                 .ok_or_else(|| format!("branch `{}` does not exist in the repository", env.branch))?
         }
     };
@@ -142,7 +142,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
 
     // Resolve.
     let resolved = resolve_env(ctx, env, Some(&commit)).await?;
-    let plan = offshoot_control::plan(&resolved, workflow).map_err(|e| e.to_string())?;
+    let plan = offshoot_control::plan(&resolved, workflow)?;
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
     let t = Instant::now();
@@ -157,21 +157,24 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
     phases.insert("start".into(), ms(t));
     // A halted workflow ends now; otherwise the imports set up beside it are waited for.
     if let Err(e @ ExecError::Halted { .. }) = &result {
-        return Err(e.to_string());
+        return Err(Failure::Reason(e.to_string()));
     }
     if let Some(imports) = imports {
-        imports.await.map_err(|e| format!("imports: {e}"))?.ok_or("imports: stopped with the server")??;
+        imports
+            .await
+            .map_err(|e| Failure::Reason(format!("imports: {e}")))?
+            .ok_or_else(|| Failure::from("imports: stopped with the server"))??;
     }
     // Wall time from the request to a ready environment.
     phases.insert("ready".into(), u64::try_from(offshoot_store::now_ms() - dep.created_at).unwrap_or(0));
     record_phases(ctx, &dep.id, &phases).await?;
-    result.map(|_| ()).map_err(|e| e.to_string())
+    result.map(|_| ()).map_err(Failure::from)
 }
 
 /// Records a deployment's phase timings.
-async fn record_phases(ctx: &Ctx, deployment: &str, phases: &BTreeMap<String, u64>) -> Result<(), String> {
-    let text = serde_json::to_string(phases).map_err(|e| format!("phase timings: {e}"))?;
-    ctx.store.set_phases(deployment, &text).await.map_err(|e| format!("{e:#}"))
+async fn record_phases(ctx: &Ctx, deployment: &str, phases: &BTreeMap<String, u64>) -> Result<(), Failure> {
+    let text = serde_json::to_string(phases).map_err(|e| Failure::Reason(format!("phase timings: {e}")))?;
+    Ok(ctx.store.set_phases(deployment, &text).await?)
 }
 
 /// Index of the imports step in a deployment's step log (before the workflow's own steps).
@@ -179,8 +182,8 @@ const IMPORTS_STEP: i64 = -1;
 
 /// Sets up the environments of the imported apps; a resumed deployment skips this when it was
 /// done, and waits for an import's deployment that is still running rather than starting another.
-async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
+async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), Failure> {
+    let store_err = Failure::from;
     let children = ctx.store.child_envs(&env.id).await.map_err(store_err)?;
     if children.is_empty() {
         return Ok(());
@@ -198,9 +201,9 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     ctx.store.set_step(&record(StepStatus::Running, String::new())).await.map_err(store_err)?;
     // The shared network exists before any import joins it.
     let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
-    ctx.rt.ensure_namespace(&ns).await.map_err(|e| e.to_string())?;
+    ctx.rt.ensure_namespace(&ns).await?;
     let parallel = parallel_imports(env);
-    let results: Vec<Result<String, String>> = if parallel {
+    let results: Vec<Result<String, Failure>> = if parallel {
         futures_util::future::join_all(children.iter().map(|c| deploy_import(ctx, c))).await
     } else {
         let mut out = Vec::new();
@@ -217,7 +220,7 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     let (done, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     let done: Vec<String> = done.into_iter().filter_map(Result::ok).collect();
     if let Some(Err(e)) = failed.into_iter().next() {
-        ctx.store.set_step(&record(StepStatus::Failed, e.clone())).await.map_err(store_err)?;
+        ctx.store.set_step(&record(StepStatus::Failed, e.to_string())).await.map_err(store_err)?;
         return Err(e);
     }
     ctx.store.set_step(&record(StepStatus::Done, done.join("; "))).await.map_err(store_err)?;
@@ -233,8 +236,8 @@ fn parallel_imports(env: &Environment) -> bool {
 }
 
 /// Sets up one imported app's environment and waits for it.
-async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, String> {
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
+async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, Failure> {
+    let store_err = Failure::from;
     let running = ctx.store.deployments(&child.id).await.map_err(store_err)?.into_iter().rfind(|d| d.status == DeploymentStatus::Running);
     match running {
         // Interrupted by a restart: `recover` resumes it; wait for it.
@@ -247,28 +250,28 @@ async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, Stri
         None => {
             let d = offshoot_control::environments::new_deployment(&child.id, Workflow::Setup, None);
             ctx.store.create_deployment(&d).await.map_err(store_err)?;
-            run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
+            run_boxed(ctx, &d.id).await?;
         }
     }
     let now = ctx.store.env(&child.id).await.map_err(store_err)?.ok_or("an imported environment disappeared")?;
     if now.status == EnvStatus::Ready {
         Ok(format!("{} ({}) ready", child.app, child.id))
     } else {
-        Err(format!("import `{}` ({}): {}", child.app, child.id, now.reason.unwrap_or_else(|| now.status.to_string())))
+        Err(format!("import `{}` ({}): {}", child.app, child.id, now.reason.unwrap_or_else(|| now.status.to_string())).into())
     }
 }
 
-async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
-    ctx.store.set_env_status(&env.id, EnvStatus::TearingDown, None).await.map_err(|e| e.to_string())?;
+async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), Failure> {
+    ctx.store.set_env_status(&env.id, EnvStatus::TearingDown, None).await?;
     // The imported apps' environments go first (their containers sit on this one's network).
-    for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
+    for child in ctx.store.child_envs(&env.id).await? {
         if child.status == EnvStatus::Deleted {
             continue;
         }
-        ctx.store.set_env_status(&child.id, EnvStatus::TearingDown, None).await.map_err(|e| e.to_string())?;
+        ctx.store.set_env_status(&child.id, EnvStatus::TearingDown, None).await?;
         let d = offshoot_control::environments::new_deployment(&child.id, Workflow::Teardown, None);
-        ctx.store.create_deployment(&d).await.map_err(|e| e.to_string())?;
-        run_boxed(ctx, &d.id).await.map_err(|e| e.to_string())?;
+        ctx.store.create_deployment(&d).await?;
+        run_boxed(ctx, &d.id).await?;
     }
     // The teardown workflow runs first (its jobs may need the environment); the removal itself
     // always happens, even when the workflow failed or the configuration no longer resolves.
@@ -278,7 +281,7 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
     crate::backends::remove(ctx, env).await?;
     // The containers are gone: their databases go back.
     crate::datasets::detach_all(ctx, &env.id).await;
-    for s in ctx.store.services(&env.id).await.map_err(|e| e.to_string())? {
+    for s in ctx.store.services(&env.id).await? {
         set_service(ctx, &env.id, &s.name, ServiceStatus::Deleted, None, ServiceDetail::new()).await;
     }
     Ok(())
@@ -286,12 +289,12 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
 
 /// Runs the environment's teardown workflow on its engine (jobs with the images its services
 /// last ran), recorded in the deployment's step log like any other.
-async fn teardown_workflow(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), String> {
+async fn teardown_workflow(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), Failure> {
     let resolved = resolve_env(ctx, env, None).await?;
-    let plan = offshoot_control::plan(&resolved, Workflow::Teardown).map_err(|e| e.to_string())?;
-    let images = crate::state::images_of(ctx, &env.id).await.map_err(|e| e.to_string())?;
+    let plan = offshoot_control::plan(&resolved, Workflow::Teardown)?;
+    let images = crate::state::images_of(ctx, &env.id).await?;
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
     let backend = EnvBackend::for_teardown(ctx, env, resolved, images);
     let result = execute(&plan, &Arc::new(backend), &log).await;
-    result.map(|_| ()).map_err(|e| e.to_string())
+    result.map(|_| ()).map_err(Failure::from)
 }

@@ -7,6 +7,7 @@
 //! server's prefix, which `recover` drops.
 
 use crate::error::ApiError;
+use crate::failure::Failure;
 use crate::state::Pools;
 use crate::state::{Ctx, Shared};
 use axum::extract::{Path, Query, State};
@@ -50,12 +51,12 @@ fn clone_ctx(name: &str, db: &str) -> String {
     format!("dataset/{name}/clone/{db}")
 }
 
-fn decrypt_dsn(ctx: &Ctx, stored: &str, context: &str) -> Result<Dsn, String> {
+fn decrypt_dsn(ctx: &Ctx, stored: &str, context: &str) -> Result<Dsn, Failure> {
     let url = ctx.key.decrypt(stored, context).map_err(|e| format!("cannot decrypt `{context}`: {e}"))?;
-    Dsn::parse(&url).map_err(|e| e.to_string())
+    Dsn::parse(&url).map_err(Failure::from)
 }
 
-fn target(ctx: &Ctx, d: &Dataset) -> Result<Dsn, String> {
+fn target(ctx: &Ctx, d: &Dataset) -> Result<Dsn, Failure> {
     decrypt_dsn(ctx, &d.target, &target_ctx(&d.name))
 }
 
@@ -181,7 +182,7 @@ async fn info(ctx: &Shared, d: Dataset) -> Result<api::DatasetInfo, ApiError> {
         clones.iter().filter(|c| c.generation == d.generation).filter_map(|c| c.ready_at.map(|r| r - c.created_at)).collect();
     fills.sort_unstable();
     let fill_ms = fills.get(fills.len() / 2).copied();
-    let redact = |stored: &str, context: &str| decrypt_dsn(ctx, stored, context).map(|d| d.redacted()).unwrap_or_else(|e| e);
+    let redact = |stored: &str, context: &str| decrypt_dsn(ctx, stored, context).map_or_else(|e| e.to_string(), |d| d.redacted());
     Ok(api::DatasetInfo {
         source: redact(&d.source, &source_ctx(&d.name)),
         target: redact(&d.target, &target_ctx(&d.name)),
@@ -233,7 +234,7 @@ pub(crate) async fn run(ctx: Shared) {
 /// After a crash: a clone being made and a snapshot being taken are forgotten (the snapshot is
 /// taken again), then every database and role with this server's prefix that no record owns is
 /// dropped.
-pub(crate) async fn recover(ctx: &Shared) -> Result<(), String> {
+pub(crate) async fn recover(ctx: &Shared) -> Result<(), Failure> {
     let store_err = |e: offshoot_store::StoreError| e.to_string();
     for c in ctx.store.clones_in_state("filling").await.map_err(store_err)? {
         tracing::warn!(dataset = %c.dataset, clone = %c.db_name, "datasets: a clone was being made when the server stopped; dropping it");
@@ -301,11 +302,11 @@ async fn keep(ctx: &Shared, name: &str) {
     let Ok(_guard) = lock.try_lock() else { return };
     if let Err(e) = keep_locked(ctx, name).await {
         tracing::warn!(dataset = %name, error = %e, "datasets: the pool keeper stopped; it retries");
-        crate::state::logged("a dataset error", ctx.store.set_dataset_error(name, Some(&e)).await);
+        crate::state::logged("a dataset error", ctx.store.set_dataset_error(name, Some(&e.to_string())).await);
     }
 }
 
-async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), String> {
+async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), Failure> {
     let store_err = |e: offshoot_store::StoreError| e.to_string();
     loop {
         let Some(d) = ctx.store.dataset(name).await.map_err(store_err)? else { return Ok(()) };
@@ -325,7 +326,7 @@ async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), String> {
                 }
             }
             if let Some(s) = &d.snapshot {
-                server.drop_snapshot(s, d.snapshot_owner.as_deref().unwrap_or("")).await.map_err(|e| e.to_string())?;
+                server.drop_snapshot(s, d.snapshot_owner.as_deref().unwrap_or("")).await?;
             }
             ctx.store.delete_dataset(name).await.map_err(store_err)?;
             tracing::info!(dataset = %name, "dataset deleted");
@@ -373,7 +374,7 @@ fn snapshot_due(ctx: &Shared, d: &Dataset) -> bool {
     schedule.next_after(since).is_some_and(|next| next <= now_ms())
 }
 
-async fn take_snapshot(ctx: &Shared, server: &Server, d: &Dataset) -> Result<(), String> {
+async fn take_snapshot(ctx: &Shared, server: &Server, d: &Dataset) -> Result<(), Failure> {
     let store_err = |e: offshoot_store::StoreError| e.to_string();
     let names = Names::new(&ctx.instance);
     let (snap, owner) = (names.snapshot_name(), names.owner_name());
@@ -406,7 +407,7 @@ async fn take_snapshot(ctx: &Shared, server: &Server, d: &Dataset) -> Result<(),
     }
 }
 
-async fn fill_one(ctx: &Shared, server: &Server, d: &Dataset, snapshot: &str, owner: &str) -> Result<(), String> {
+async fn fill_one(ctx: &Shared, server: &Server, d: &Dataset, snapshot: &str, owner: &str) -> Result<(), Failure> {
     let store_err = |e: offshoot_store::StoreError| e.to_string();
     let db_name = Names::new(&ctx.instance).clone_name();
     let password = offshoot_datasets::new_password();
@@ -415,7 +416,7 @@ async fn fill_one(ctx: &Shared, server: &Server, d: &Dataset, snapshot: &str, ow
         dataset: d.name.clone(),
         generation: d.generation,
         role: db_name.clone(),
-        password: ctx.key.encrypt(&password, &clone_ctx(&d.name, &db_name)).map_err(|e| e.to_string())?,
+        password: ctx.key.encrypt(&password, &clone_ctx(&d.name, &db_name))?,
         state: "filling".into(),
         env_id: None,
         leased_at: None,
@@ -432,16 +433,19 @@ async fn fill_one(ctx: &Shared, server: &Server, d: &Dataset, snapshot: &str, ow
             Ok(())
         }
         Err(e) => {
-            let _ = server.drop_clone(&db_name, &db_name).await;
+            // A half-made clone; the record goes either way, so a leftover is named in the log.
+            if let Err(drop) = server.drop_clone(&db_name, &db_name).await {
+                tracing::warn!(dataset = %d.name, clone = %db_name, error = %drop, "datasets: cannot drop a half-made clone");
+            }
             ctx.store.delete_clone(&db_name).await.map_err(store_err)?;
-            Err(format!("making a clone: {e}"))
+            Err(format!("making a clone: {e}").into())
         }
     }
 }
 
-async fn drop_clone(ctx: &Shared, server: &Server, c: &DatasetClone) -> Result<(), String> {
+async fn drop_clone(ctx: &Shared, server: &Server, c: &DatasetClone) -> Result<(), Failure> {
     server.drop_clone(&c.db_name, &c.role).await.map_err(|e| format!("dropping clone `{}`: {e}", c.db_name))?;
-    ctx.store.delete_clone(&c.db_name).await.map_err(|e| e.to_string())?;
+    ctx.store.delete_clone(&c.db_name).await?;
     tracing::debug!(dataset = %c.dataset, clone = %c.db_name, "datasets: clone dropped");
     Ok(())
 }
@@ -474,7 +478,7 @@ fn report_expired(ctx: &Shared, d: &Dataset, clones: &[DatasetClone]) {
 /// Checks out a clone of each dataset the environment lists and does not hold yet, waiting (at
 /// most `dataset_wait`) when a pool is empty, and checks in the clones of datasets it no longer
 /// lists.
-pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -> Result<(), String> {
+pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -> Result<(), Failure> {
     let store_err = |e: offshoot_store::StoreError| e.to_string();
     let held = ctx.store.leases(&env.id).await.map_err(store_err)?;
     for c in held.iter().filter(|c| !wanted.contains(&c.dataset)) {
@@ -489,10 +493,10 @@ pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -
         let mut waiting = false;
         loop {
             let Some(d) = ctx.store.dataset(name).await.map_err(store_err)? else {
-                return Err(format!("dataset `{name}` does not exist (`offshoot dataset create {name} --source ...` makes it)"));
+                return Err(format!("dataset `{name}` does not exist (`offshoot dataset create {name} --source ...` makes it)").into());
             };
             if d.state == "deleting" {
-                return Err(format!("dataset `{name}` is being deleted"));
+                return Err(format!("dataset `{name}` is being deleted").into());
             }
             if let Some(c) = ctx.store.checkout(name, &env.id).await.map_err(store_err)? {
                 tracing::info!(env = %env.id, dataset = %name, clone = %c.db_name, "dataset attached");
@@ -500,7 +504,7 @@ pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -
                 break;
             }
             if d.state == "failed" {
-                return Err(format!("dataset `{name}` has no snapshot: {}", d.error.as_deref().unwrap_or("it failed")));
+                return Err(format!("dataset `{name}` has no snapshot: {}", d.error.as_deref().unwrap_or("it failed")).into());
             }
             ctx.pools.wake();
             if tokio::time::Instant::now() >= deadline {
@@ -509,7 +513,8 @@ pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -
                     "no clone of dataset `{name}` became ready within {}s (pool size {}; `offshoot dataset show {name}`){why}",
                     ctx.dataset_wait.as_secs(),
                     d.pool_size
-                ));
+                )
+                .into());
             }
             if !waiting {
                 waiting = true;
@@ -563,7 +568,7 @@ async fn check_in(ctx: &Shared, c: &DatasetClone) {
             Err(e) => Err(e),
         },
         Ok(None) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     };
     match dropped {
         Ok(()) => tracing::info!(dataset = %c.dataset, clone = %c.db_name, env = c.env_id.as_deref().unwrap_or(""), "dataset checked in"),
@@ -581,10 +586,10 @@ struct Held {
     port: u16,
 }
 
-async fn held(ctx: &Ctx, env_id: &str) -> Result<Vec<Held>, String> {
+async fn held(ctx: &Ctx, env_id: &str) -> Result<Vec<Held>, Failure> {
     let mut out = Vec::new();
-    for clone in ctx.store.leases(env_id).await.map_err(|e| e.to_string())? {
-        let Some(dataset) = ctx.store.dataset(&clone.dataset).await.map_err(|e| e.to_string())? else { continue };
+    for clone in ctx.store.leases(env_id).await? {
+        let Some(dataset) = ctx.store.dataset(&clone.dataset).await? else { continue };
         let dsn = target(ctx, &dataset)?;
         let host = if dsn.is_loopback() && ctx.engine_reaches_host_loopback() { HOST_ALIAS.to_owned() } else { dsn.host.clone() };
         let kind = Kind::parse(&dataset.engine).unwrap_or(dsn.kind);
@@ -594,7 +599,7 @@ async fn held(ctx: &Ctx, env_id: &str) -> Result<Vec<Held>, String> {
 }
 
 /// What `env show` lists of the clones an environment holds (no password).
-pub(crate) async fn attached(ctx: &Ctx, env_id: &str) -> Result<Vec<api::AttachedDataset>, String> {
+pub(crate) async fn attached(ctx: &Ctx, env_id: &str) -> Result<Vec<api::AttachedDataset>, Failure> {
     Ok(held(ctx, env_id)
         .await?
         .into_iter()
@@ -611,7 +616,7 @@ pub(crate) async fn attached(ctx: &Ctx, env_id: &str) -> Result<Vec<api::Attache
 }
 
 /// The variables of the clones an environment holds: `(name, value, secret)`.
-pub(crate) async fn variables(ctx: &Ctx, env_id: &str) -> Result<Vec<(String, String, bool)>, String> {
+pub(crate) async fn variables(ctx: &Ctx, env_id: &str) -> Result<Vec<(String, String, bool)>, Failure> {
     let mut out = Vec::new();
     for h in held(ctx, env_id).await? {
         let password = ctx

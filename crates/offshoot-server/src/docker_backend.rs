@@ -3,6 +3,7 @@
 //! retried with back-off), ready when its readiness probe answers at the container's own
 //! address; a job is a container run to completion; a static site is served by the router.
 
+use crate::failure::Failure;
 use crate::resolving::{exposed, routing_for};
 use crate::sites::tail;
 use crate::state::{Ctx, Shared, set_service};
@@ -164,7 +165,7 @@ pub(crate) fn service_spec(plan: &Rollout, s: &ResolvedService) -> ContainerSpec
     }
 }
 
-async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Result<(), String> {
+async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Result<(), Failure> {
     let env_id = &plan.env_id;
     let routing = routing_for(&plan.resolved, s);
     let detail = || ServiceDetail {
@@ -188,7 +189,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             ..ServiceDetail::new()
         };
         if let Err(e) = crate::sites::site(ctx, env_id, &s.name, key, st.fallback.as_deref()).await {
-            set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&e), detail).await;
+            set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), detail).await;
             return Err(e);
         }
         set_service(ctx, env_id, &s.name, ServiceStatus::Ready, None, detail).await;
@@ -221,7 +222,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             };
             if attempt >= INIT_ATTEMPTS {
                 set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&failure), detail()).await;
-                return Err(failure);
+                return Err(failure.into());
             }
             set_service(ctx, env_id, &s.name, ServiceStatus::Initializing, Some(&format!("{failure} (retry {attempt})")), detail()).await;
             tokio::time::sleep(Duration::from_millis(500 * 2u64.pow(attempt - 1))).await;
@@ -238,20 +239,20 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             Ok(a) => applied.push(a),
             Err(e) => {
                 set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), detail()).await;
-                return Err(e.to_string());
+                return Err(e.into());
             }
         }
     }
     // Replicas beyond the wanted number (a template that scaled down) are removed.
     let wanted: HashSet<&str> = replicas.iter().map(|r| r.name.as_str()).collect();
-    for o in ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())? {
+    for o in ctx.rt.list(Some(env_id)).await? {
         if o.service == s.name && o.role == "service" && o.instance == ctx.instance && !wanted.contains(o.name.as_str()) {
-            ctx.rt.remove(&o.name).await.map_err(|e| e.to_string())?;
+            ctx.rt.remove(&o.name).await?;
         }
     }
     let probes = replicas.iter().zip(&applied).map(|(r, a)| wait_ready(ctx, env_id, &r.name, s.readiness_probe.as_ref(), a.ip));
     let results = futures_util::future::join_all(probes).await;
-    match results.into_iter().collect::<Result<Vec<()>, String>>() {
+    match results.into_iter().collect::<Result<Vec<()>, Failure>>() {
         Ok(_) => {
             set_service(ctx, env_id, &s.name, ServiceStatus::Ready, None, detail()).await;
             for r in &replicas {
@@ -269,7 +270,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             Ok(())
         }
         Err(e) => {
-            set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&e), detail()).await;
+            set_service(ctx, env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), detail()).await;
             Err(e)
         }
     }
@@ -279,7 +280,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
 /// Fails with the probe's last error after `initial_delay + period × failure_threshold`. The
 /// first probes come quickly (25 ms, growing by half up to 250 ms): a service that is up at once
 /// is ready at once, not a period later.
-async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), String> {
+async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Probe>, ip: Option<std::net::IpAddr>) -> Result<(), Failure> {
     let (period, threshold, initial) = match probe {
         Some(p) => probe_timing(p),
         None => (1, 5, 0),
@@ -296,7 +297,7 @@ async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Pro
         // With a probe, its success is readiness; without one, running is.
         let result = match probe {
             Some(p) => probe_once(ctx, container, p, ip).await,
-            None => Err(String::new()),
+            None => Err(Failure::Reason(String::new())),
         };
         if result.is_ok() {
             return Ok(());
@@ -305,47 +306,51 @@ async fn wait_ready(ctx: &Ctx, env_id: &str, container: &str, probe: Option<&Pro
         if probe.is_none() || past_deadline || checked.is_none_or(|c| c.elapsed() >= ENGINE_CHECK) {
             checked = Some(Instant::now());
             // A container that stopped will not become ready.
-            let observed = ctx.rt.list(Some(env_id)).await.map_err(|e| e.to_string())?;
+            let observed = ctx.rt.list(Some(env_id)).await?;
             match observed.iter().find(|o| o.name == container).map(|o| o.state.clone()) {
                 Some(State::Exited { code }) => {
                     let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
-                    return Err(format!("the container exited with code {code}: {}", tail(&logs, 5)));
+                    return Err(format!("the container exited with code {code}: {}", tail(&logs, 5)).into());
                 }
                 Some(State::Restarting) => {
                     let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
-                    return Err(format!("the container keeps exiting: {}", tail(&logs, 5)));
+                    return Err(format!("the container keeps exiting: {}", tail(&logs, 5)).into());
                 }
                 None => return Err("the container disappeared".into()),
                 // Running now, but maybe between two restarts of a container that exits at once.
                 Some(State::Running) if probe.is_none() => {
-                    let restarts = ctx.rt.restarts(container).await.map_err(|e| e.to_string())?;
+                    let restarts = ctx.rt.restarts(container).await?;
                     if restarts == 0 {
                         return Ok(());
                     }
                     let logs = ctx.rt.logs(container, 5).await.unwrap_or_default();
-                    return Err(format!("the container keeps exiting ({restarts} restarts): {}", tail(&logs, 5)));
+                    return Err(format!("the container keeps exiting ({restarts} restarts): {}", tail(&logs, 5)).into());
                 }
                 _ => {}
             }
         }
-        let last = result.err().filter(|e| !e.is_empty()).unwrap_or_else(|| "the container is not running".into());
+        let last = result.err().map(|e| e.to_string()).filter(|e| !e.is_empty()).unwrap_or_else(|| "the container is not running".into());
         if past_deadline {
-            return Err(format!("never became ready: {last}"));
+            return Err(format!("never became ready: {last}").into());
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 3 / 2).min(ENGINE_CHECK);
     }
 }
 
-pub(crate) async fn probe_once(ctx: &Ctx, container: &str, p: &Probe, ip: Option<std::net::IpAddr>) -> Result<(), String> {
+pub(crate) async fn probe_once(ctx: &Ctx, container: &str, p: &Probe, ip: Option<std::net::IpAddr>) -> Result<(), Failure> {
     let timeout = Duration::from_secs(p.timeout_seconds.as_ref().map_or(1, |t| t.value.max(1)));
     if let Some(e) = &p.exec {
         let cmd: Vec<String> = e.command.iter().map(|c| c.value.clone()).collect();
         let r = tokio::time::timeout(timeout, ctx.rt.exec(container, &cmd))
             .await
             .map_err(|_| format!("exec probe timed out after {timeout:?}"))?;
-        let c = r.map_err(|e| e.to_string())?;
-        return if c.exit_code == 0 { Ok(()) } else { Err(format!("exec probe exited with code {}: {}", c.exit_code, tail(&c.logs, 2))) };
+        let c = r?;
+        return if c.exit_code == 0 {
+            Ok(())
+        } else {
+            Err(format!("exec probe exited with code {}: {}", c.exit_code, tail(&c.logs, 2)).into())
+        };
     }
     let port = probe_port(p).ok_or("the probe has no port")?;
     let addr = std::net::SocketAddr::new(ip.ok_or("the container has no address")?, port);
@@ -368,10 +373,10 @@ pub(crate) async fn probe_once(ctx: &Ctx, container: &str, p: &Probe, ip: Option
         .map_err(|_| format!("GET {path} timed out"))?
         .map_err(|e| format!("GET {path}: {e}"))?;
     let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
-    if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path} answered {code}")) }
+    if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path} answered {code}").into()) }
 }
 
-async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, String> {
+async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Failure> {
     let job = plan.resolved.jobs.iter().find(|j| j.name == name).ok_or_else(|| format!("job `{name}` is not defined"))?;
     let base = job.from_service.as_ref().and_then(|f| plan.resolved.services.iter().find(|s| &s.name == f));
     let image = job
@@ -381,7 +386,7 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Str
         .or_else(|| job.image.clone())
         .ok_or_else(|| format!("job `{name}` has no image"))?;
     if job.from_service.is_none() {
-        ctx.rt.ensure_image(&image).await.map_err(|e| e.to_string())?;
+        ctx.rt.ensure_image(&image).await?;
     }
     let spec = ContainerSpec {
         name: format!("offshoot-{}-job-{name}", plan.env_id),
@@ -397,12 +402,11 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Str
         memory_bytes: None,
         volatile_env: Default::default(),
     };
-    let done =
-        ctx.rt.run_to_completion(&plan.ns, &spec, Duration::from_secs(job.completed_timeout_seconds)).await.map_err(|e| e.to_string())?;
+    let done = ctx.rt.run_to_completion(&plan.ns, &spec, Duration::from_secs(job.completed_timeout_seconds)).await?;
     if done.exit_code == 0 {
         Ok(tail(&done.logs, 20))
     } else {
-        Err(format!("job `{name}` exited with code {}: {}", done.exit_code, tail(&done.logs, 10)))
+        Err(format!("job `{name}` exited with code {}: {}", done.exit_code, tail(&done.logs, 10)).into())
     }
 }
 

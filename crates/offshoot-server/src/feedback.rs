@@ -3,6 +3,7 @@
 //! commit. GitHub's REST API and GitLab's notes and statuses, each at a configurable base URL.
 //! Feedback never holds up a deployment: failures are logged and the next change tries again.
 
+use crate::failure::Failure;
 use crate::state::Shared;
 use offshoot_api_types::EnvStatus;
 use offshoot_git::hooks::{Provider, PullRequest};
@@ -119,7 +120,7 @@ fn authorize(rb: reqwest::RequestBuilder, provider: Provider, token: &str) -> re
     }
 }
 
-async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), String> {
+async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Failure> {
     let forge = match pr.provider {
         Provider::Github => &ctx.forges.github,
         Provider::Gitlab => &ctx.forges.gitlab,
@@ -138,10 +139,10 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Str
     let sha = root.commit_sha.clone().unwrap_or_else(|| pr.head_commit.clone());
     let at = endpoints(pr, forge.api_url.trim_end_matches('/'), existing.as_deref(), &sha);
     let call = |rb: reqwest::RequestBuilder| async move {
-        let resp = authorize(rb, pr.provider, token).send().await.map_err(|e| e.to_string())?;
+        let resp = authorize(rb, pr.provider, token).send().await?;
         let code = resp.status();
         let value: serde_json::Value = resp.json().await.unwrap_or_default();
-        Ok::<_, String>((code, value))
+        Ok::<_, Failure>((code, value))
     };
     // The comment: edited when it exists, created when it does not (or was deleted).
     let mut edited = false;
@@ -149,13 +150,13 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Str
         let (code, _) = call(ctx.http.request(method, url).json(&body)).await?;
         edited = code.is_success();
         if !edited && code != reqwest::StatusCode::NOT_FOUND {
-            return Err(format!("editing the comment answered {code}"));
+            return Err(format!("editing the comment answered {code}").into());
         }
     }
     if !edited {
         let (code, value) = call(ctx.http.post(at.create).json(&body)).await?;
         if !code.is_success() {
-            return Err(format!("creating the comment answered {code}"));
+            return Err(format!("creating the comment answered {code}").into());
         }
         let id = match &value["id"] {
             serde_json::Value::Number(n) => n.to_string(),
@@ -177,7 +178,7 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Str
     payload[at.name_key] = json!(format!("offshoot/{}", root.app));
     let (code, _) = call(ctx.http.post(at.status).json(&payload)).await?;
     if !code.is_success() {
-        return Err(format!("setting the commit status answered {code}"));
+        return Err(format!("setting the commit status answered {code}").into());
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! Kubernetes restarts and schedules; the reconciler redeploys only a service whose workload is
 //! gone.
 
+use crate::failure::Failure;
 use crate::state::KubeRuntime;
 use crate::state::{Shared, set_service};
 use offshoot_api_types::ServiceStatus;
@@ -42,7 +43,7 @@ pub(crate) fn options(ctx: &Shared, env: &Environment) -> Options {
 
 /// Pushes the built images (those with a content tag) to the registry; returns the references
 /// pods use.
-pub(crate) async fn publish(ctx: &Shared, k: &KubeRuntime, images: HashMap<String, String>) -> Result<HashMap<String, String>, String> {
+pub(crate) async fn publish(ctx: &Shared, k: &KubeRuntime, images: HashMap<String, String>) -> Result<HashMap<String, String>, Failure> {
     let Some(registry) = &k.registry else { return Ok(images) };
     let mut out = HashMap::new();
     for (service, image) in images {

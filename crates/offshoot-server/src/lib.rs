@@ -11,6 +11,7 @@ mod datasets;
 mod docker_backend;
 mod error;
 mod events;
+mod failure;
 mod feedback;
 mod kube_rt;
 mod monitors;

@@ -12,7 +12,7 @@ pub(crate) struct Plane<'a>(&'a Shared);
 
 impl Ports for Plane<'_> {
     async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
-        self.0.sync_mirror(repo).await.map_err(RepoError)
+        self.0.sync_mirror(repo).await.map_err(|e| RepoError(e.to_string()))
     }
 
     fn start(&self, deployment: String) {

@@ -3,6 +3,7 @@
 //! ingress variables; and what a deployment derives from the result (the variables a push alone
 //! changes, what the router needs to know about a service).
 
+use crate::failure::Failure;
 use crate::state::Ctx;
 use offshoot_store::{Environment, IngressRecord, Routing};
 use offshoot_template::document::{self, Kind};
@@ -16,12 +17,12 @@ use std::collections::{BTreeMap, HashSet};
 /// The environment's forked configuration with the app's secrets, resolved. An importing
 /// environment sees its imports' ingress variables; an imported one leaves out its excluded
 /// services.
-pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&str>) -> Result<Resolved, String> {
+pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&str>) -> Result<Resolved, Failure> {
     // An importer: its imports' ingress variables, and which services they bring.
     let mut imported = BTreeMap::new();
     let mut imported_services: Vec<String> = Vec::new();
     if env.parent_id.is_none() {
-        for child in ctx.store.child_envs(&env.id).await.map_err(|e| e.to_string())? {
+        for child in ctx.store.child_envs(&env.id).await? {
             let r = Box::pin(resolve_env(ctx, &child, None)).await.map_err(|e| format!("import `{}`: {e}", child.app))?;
             for s in &r.services {
                 for (k, v) in &s.env {
@@ -41,7 +42,7 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
         r.services.retain(|s| !info.exclude.contains(&s.name));
         drop_service_tasks(&mut r, &info.exclude);
         // The importer's routes to this import's services are served by this environment.
-        if let Some(parent) = ctx.store.env(parent_id).await.map_err(|e| e.to_string())?
+        if let Some(parent) = ctx.store.env(parent_id).await?
             && let Ok(pr) = Box::pin(resolve_own(ctx, &parent, None, BTreeMap::new())).await
         {
             let mine: HashSet<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
@@ -65,7 +66,7 @@ fn drop_service_tasks(r: &mut Resolved, services: &[String]) {
     }
 }
 
-async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, imported: BTreeMap<String, String>) -> Result<Resolved, String> {
+async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, imported: BTreeMap<String, String>) -> Result<Resolved, Failure> {
     let tdoc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
     let root = tdoc.root.ok_or_else(|| "the environment's template does not parse".to_owned())?;
     let vdoc = document::check("environment_variables.yaml", &env.env_vars, Some(Kind::EnvVars));
@@ -91,12 +92,14 @@ async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, importe
         attached,
     };
     resolve::resolve("application_template.yaml", &root, Some(&vars), &opts).map_err(|diags| {
-        diags.iter().filter(|d| d.is_error()).map(|d| format!("{}:{}: {}", d.line, d.column, d.message)).collect::<Vec<_>>().join("; ")
+        Failure::Reason(
+            diags.iter().filter(|d| d.is_error()).map(|d| format!("{}:{}: {}", d.line, d.column, d.message)).collect::<Vec<_>>().join("; "),
+        )
     })
 }
 
-async fn add_secrets(ctx: &Ctx, app: &str, vars: &mut EnvVarsFile) -> Result<(), String> {
-    for s in ctx.store.secrets(app).await.map_err(|e| e.to_string())? {
+async fn add_secrets(ctx: &Ctx, app: &str, vars: &mut EnvVarsFile) -> Result<(), Failure> {
+    for s in ctx.store.secrets(app).await? {
         let value =
             ctx.key.decrypt(&s.ciphertext, &format!("{app}/{}/{}", s.service, s.key)).map_err(|e| format!("secret `{}`: {e}", s.key))?;
         let var =

@@ -6,6 +6,7 @@
 //! image, the commands, the output directory and the variables' values (but the deployed
 //! commit's, which change with every push). A site stored under that key is never built again.
 
+use crate::failure::Failure;
 use crate::state::Sites;
 use crate::state::{Ctx, Shared, set_service};
 use offshoot_api_types::ServiceStatus;
@@ -126,8 +127,8 @@ pub(crate) struct At<'a> {
 /// Builds (unless stored already) the static site of `s` at a commit; its key. While it
 /// builds, and when the build fails, the service's record keeps its routes and the site it
 /// served: the router goes on serving that site (a first build that fails answers 503).
-pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routing: &Routing) -> Result<String, String> {
-    let before = ctx.store.services(at.env_id).await.map_err(|e| e.to_string())?.into_iter().find(|r| r.name == s.name);
+pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routing: &Routing) -> Result<String, Failure> {
+    let before = ctx.store.services(at.env_id).await?.into_iter().find(|r| r.name == s.name);
     let before = before.map(|r| r.detail).unwrap_or_default();
     let detail = ServiceDetail {
         hostnames: s.hostnames.clone(),
@@ -138,40 +139,35 @@ pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routin
     };
     let r = build_site(ctx, at, s, &detail).await;
     if let Err(e) = &r {
-        set_service(ctx, at.env_id, &s.name, ServiceStatus::Failed, Some(e), detail).await;
+        set_service(ctx, at.env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), detail).await;
     }
     r
 }
 
-async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ServiceDetail) -> Result<String, String> {
+async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ServiceDetail) -> Result<String, Failure> {
     let At { deployment, app, env_id, mirror, commit } = *at;
     let st = s.static_site.as_ref().ok_or("not a static site")?;
     let sites = ctx.sites.as_ref().ok_or("static sites are not configured on this server")?;
     let base = clean_dir(&st.build_base);
     let (m, c, b) = (mirror.clone(), commit.to_owned(), base.clone());
     let tree = tokio::task::spawn_blocking(move || m.tree_id(&c, &b))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?
+        .await??
         .ok_or_else(|| format!("`build_base` `{}` does not exist at {}", st.build_base, &commit[..commit.len().min(12)]))?;
-    let builder = match ctx.store.app_git(app).await.map_err(|e| e.to_string())?.and_then(|g| g.static_builder) {
+    let builder = match ctx.store.app_git(app).await?.and_then(|g| g.static_builder) {
         Some(b) => b,
         None => sites.default_builder.clone(),
     };
     let key = site_key(&tree, &builder, st, &s.env);
-    if sites.bucket.has_site(&key).await.map_err(|e| e.to_string())? {
+    if sites.bucket.has_site(&key).await? {
         tracing::info!(env = %env_id, service = %s.name, site = %key, "static site unchanged; not rebuilt");
         return Ok(key);
     }
     set_service(ctx, env_id, &s.name, ServiceStatus::Building, Some(&format!("static build in `{builder}`")), detail.clone()).await;
     if let Err(e) = ctx.rt.ensure_image(&builder).await {
-        return Err(format!("{e} (the static builder; choose another with `offshoot app set {app} --static-builder IMAGE`)"));
+        return Err(format!("{e} (the static builder; choose another with `offshoot app set {app} --static-builder IMAGE`)").into());
     }
     let (m, c, b) = (mirror.clone(), commit.to_owned(), base.clone());
-    let files = tokio::task::spawn_blocking(move || m.archive_under(&c, &b, "workspace/"))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let files = tokio::task::spawn_blocking(move || m.archive_under(&c, &b, "workspace/")).await??;
     let ns = Namespace::new(env_id, app, &ctx.instance);
     let spec = ContainerSpec {
         // `.` cannot be in a service's name: this never names another container.
@@ -200,23 +196,22 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &Ser
     let archive = tmp.join(format!("site-{env_id}-{}-{key}.tar", s.name));
     let ran = ctx.rt.run_collect(&ns, &spec, files, &collect, &archive, BUILD_TIMEOUT).await;
     let result = async {
-        let (done, found) = ran.map_err(|e| e.to_string())?;
+        let (done, found) = ran?;
         let log = masked(&done.logs, &s.env);
         crate::state::logged("a build log", ctx.store.set_build_log(deployment, &s.name, &log).await);
         if done.exit_code != 0 {
-            return Err(format!("the static build exited with code {}:\n{}", done.exit_code, last_lines(&log, 15).join("\n")));
+            return Err(Failure::Reason(format!("the static build exited with code {}:\n{}", done.exit_code, last_lines(&log, 15).join("\n"))));
         }
         if !found {
-            return Err(format!(
+            return Err(Failure::Reason(format!(
                 "the static build left no `{}` (build_output_directory) in `{}`",
                 st.output_directory,
                 if base.is_empty() { "the repository's root" } else { &base }
-            ));
+            )));
         }
-        let file = std::fs::File::open(&archive).map_err(|e| format!("open {}: {e}", archive.display()))?;
+        let file = std::fs::File::open(&archive).map_err(|e| Failure::Reason(format!("open {}: {e}", archive.display())))?;
         let (manifest, report) = offshoot_sites::ingest_tar(&sites.bucket, &key, std::io::BufReader::new(file), Limits::default())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut summary = format!(
             "\nstored {} files ({} bytes): {} new blobs, {} already stored, {} served compressed",
             report.files, report.bytes, report.stored, report.reused, report.compressed
@@ -229,7 +224,11 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &Ser
         Ok(key.clone())
     }
     .await;
-    let _ = tokio::fs::remove_file(&archive).await;
+    if let Err(e) = tokio::fs::remove_file(&archive).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(file = %archive.display(), error = %e, "cannot remove a static build's archive; the next start removes it");
+    }
     result
 }
 
@@ -250,7 +249,7 @@ impl offshoot_router::Content for Served {
 
 /// The site a service serves, for the router: the one made before when the key is the same,
 /// else a new one that keeps the previous build's fingerprinted assets reachable.
-pub(crate) async fn site(ctx: &Ctx, env_id: &str, service: &str, key: &str, fallback: Option<&str>) -> Result<Arc<Site>, String> {
+pub(crate) async fn site(ctx: &Ctx, env_id: &str, service: &str, key: &str, fallback: Option<&str>) -> Result<Arc<Site>, Failure> {
     let sites = ctx.sites.as_ref().ok_or("static sites are not configured on this server")?;
     let id = (env_id.to_owned(), service.to_owned());
     let previous = sites.live().get(&id).cloned();
@@ -260,13 +259,12 @@ pub(crate) async fn site(ctx: &Ctx, env_id: &str, service: &str, key: &str, fall
         return Ok(p.clone());
     }
     if !offshoot_sites::valid_key(key) {
-        return Err(format!("`{key}` is not a site"));
+        return Err(format!("`{key}` is not a site").into());
     }
     let manifest = sites
         .bucket
         .manifest(key)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .ok_or_else(|| format!("site `{key}` is missing from the static site storage; deploy again to rebuild it"))?;
     let fallback = Fallback::parse(fallback)?;
     let site = Arc::new(Site::new(sites.bucket.clone(), &manifest, previous.as_deref(), &fallback));
@@ -286,8 +284,10 @@ pub(crate) fn retain(ctx: &Ctx, serving: &HashSet<(String, String)>) {
 pub(crate) async fn gc_loop(ctx: Shared) {
     if let Ok(mut dir) = tokio::fs::read_dir(ctx.data_dir.join("tmp")).await {
         while let Ok(Some(e)) = dir.next_entry().await {
-            if e.file_name().to_string_lossy().starts_with("site-") {
-                let _ = tokio::fs::remove_file(e.path()).await;
+            if e.file_name().to_string_lossy().starts_with("site-")
+                && let Err(err) = tokio::fs::remove_file(e.path()).await
+            {
+                tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a static build's leftover archive");
             }
         }
     }

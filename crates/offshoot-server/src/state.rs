@@ -4,6 +4,7 @@
 //! of the server but leaf ones, so modules can depend on it without forming a circle.
 
 use crate::crypto::SecretKey;
+use crate::failure::Failure;
 use offshoot_docker::DockerRuntime;
 use offshoot_git::Mirror;
 use offshoot_sites::{Bucket, Site};
@@ -141,18 +142,16 @@ impl Ctx {
     }
 
     /// Fetches a repository into its mirror.
-    pub(crate) async fn sync_mirror(&self, repo: &str) -> Result<Mirror, String> {
+    pub(crate) async fn sync_mirror(&self, repo: &str) -> Result<Mirror, Failure> {
         let (repo, dest) = (repo.to_owned(), self.mirror_path(repo));
-        tokio::task::spawn_blocking(move || Mirror::sync(&repo, &dest)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+        tokio::task::spawn_blocking(move || Mirror::sync(&repo, &dest)).await?.map_err(Failure::from)
     }
 
     /// The mirror of a repository holding `commit`: fetched only when it does not hold it yet (a
     /// commit never changes, so a webhook's fetch serves the deployment it starts).
-    pub(crate) async fn mirror_with(&self, repo: &str, commit: &str) -> Result<Mirror, String> {
+    pub(crate) async fn mirror_with(&self, repo: &str, commit: &str) -> Result<Mirror, Failure> {
         let (dest, c) = (self.mirror_path(repo), commit.to_owned());
-        let held = tokio::task::spawn_blocking(move || Mirror::open(&dest).ok().filter(|m| m.has_commit(&c).unwrap_or(false)))
-            .await
-            .map_err(|e| e.to_string())?;
+        let held = tokio::task::spawn_blocking(move || Mirror::open(&dest).ok().filter(|m| m.has_commit(&c).unwrap_or(false))).await?;
         match held {
             Some(m) => Ok(m),
             None => self.sync_mirror(repo).await,
