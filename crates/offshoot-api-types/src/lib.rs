@@ -331,6 +331,21 @@ pub struct Import {
     pub reason: String,
 }
 
+/// One operation that changed something (or was refused), as the activity log keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Activity {
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub actor: String,
+    /// `env.create`, `app.delete`, ...
+    pub operation: String,
+    pub target: String,
+    /// `ok`, `refused` or `failed`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Logs {
     pub service: String,

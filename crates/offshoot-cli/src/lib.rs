@@ -49,6 +49,12 @@ enum Command {
     /// Instant Datasets: pools of database clones that environments check out at creation.
     #[command(subcommand)]
     Dataset(dataset_cmd::Command),
+    /// What was done on the server, by whom, and how it ended (refusals included), newest first.
+    Activity {
+        /// How many entries (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+    },
     /// Check that this machine can run `offshoot server`: the engine, base images, ports, the
     /// domain, the data directory, free disk and the database; each problem with its fix.
     Doctor(doctor_cmd::DoctorArgs),
@@ -199,6 +205,7 @@ pub fn main() -> Dispatch {
         Command::App(cmd) => app_cmd::run(cmd, cli.output),
         Command::Env(cmd) => env_cmd::run(cmd, cli.output),
         Command::Dataset(cmd) => dataset_cmd::run(cmd, cli.output),
+        Command::Activity { limit } => activity(limit, cli.output),
     };
     Dispatch::Exit(exit_code(result))
 }
@@ -283,4 +290,29 @@ pub(crate) fn out(s: &str) {
 pub(crate) fn err(s: &str) {
     let mut o = std::io::stderr().lock();
     let _ = o.write_all(s.as_bytes());
+}
+
+/// `offshoot activity`: the server's activity log, newest first.
+fn activity(limit: i64, output: Output) -> anyhow::Result<std::process::ExitCode> {
+    let list: Vec<offshoot_api_types::Activity> = client::Api::from_env()?.get(&format!("/activity?limit={limit}"))?;
+    match output {
+        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&list).unwrap_or_default())),
+        Output::Human if list.is_empty() => out("Nothing was done yet.\n"),
+        Output::Human => {
+            let mut text = format!("{:<10} {:<10} {:<13} {:<20} {:<8} DETAIL\n", "WHEN", "WHO", "WHAT", "ON", "OUTCOME");
+            for a in &list {
+                let detail = a.detail.as_deref().unwrap_or("").lines().next().unwrap_or("");
+                text.push_str(&format!(
+                    "{:<10} {:<10} {:<13} {:<20} {:<8} {detail}\n",
+                    dataset_cmd::relative(a.at),
+                    a.actor,
+                    a.operation,
+                    a.target,
+                    a.outcome
+                ));
+            }
+            out(&text);
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

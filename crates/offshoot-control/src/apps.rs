@@ -4,7 +4,7 @@
 use crate::Control;
 use crate::config::{check_files, read_config};
 use crate::error::ControlError;
-use crate::gate::{Operation, gate};
+use crate::gate::{Noted, Operation, gate};
 use crate::ports::Ports;
 use offshoot_store::{App, AppGit, Secret, now_ms};
 use offshoot_template::document::{self, Kind};
@@ -55,7 +55,8 @@ impl<P: Ports> Control<'_, P> {
     /// at the branch's head, its refs recorded (polling reports what moves from there).
     pub async fn create_app(&self, req: NewApp) -> Result<App, ControlError> {
         let target = req.name.clone().unwrap_or_else(|| name_from_repo(&req.repo));
-        gate(self.store, &self.actor, Operation::CreateApp, &target, self.create_app_checked(req), |_| None).await
+        let noted = |a: &App| Noted { target: Some(a.name.clone()), detail: None };
+        gate(self.store, &self.actor, Operation::CreateApp, &target, self.create_app_checked(req), noted).await
     }
 
     async fn create_app_checked(&self, req: NewApp) -> Result<App, ControlError> {
@@ -134,7 +135,7 @@ impl<P: Ports> Control<'_, P> {
             self.store.delete_app(name).await?;
             Ok(())
         };
-        gate(self.store, &self.actor, Operation::DeleteApp, name, work, |_| None).await
+        gate(self.store, &self.actor, Operation::DeleteApp, name, work, |_| Noted::default()).await
     }
 
     /// The application's latest template and variables.
@@ -164,7 +165,7 @@ impl<P: Ports> Control<'_, P> {
             let version = self.store.add_version(name, &template, &env_vars).await?;
             Ok(TemplateVersion { app: name.to_owned(), version, template, env_vars })
         };
-        gate(self.store, &self.actor, Operation::UpdateTemplate, name, work, |v| Some(format!("version {}", v.version))).await
+        gate(self.store, &self.actor, Operation::UpdateTemplate, name, work, |v| Noted::detail(format!("version {}", v.version))).await
     }
 
     /// Sets a secret of the application (of one service when `service` is not empty), sealed
@@ -184,6 +185,6 @@ impl<P: Ports> Control<'_, P> {
             Ok(self.store.set_secret(&s).await?)
         };
         // The record names the key, never the value.
-        gate(self.store, &self.actor, Operation::SetSecret, &format!("{app}/{key}"), work, |_| None).await
+        gate(self.store, &self.actor, Operation::SetSecret, &format!("{app}/{key}"), work, |_| Noted::default()).await
     }
 }

@@ -3,7 +3,7 @@
 //! executor does the rest.
 
 use crate::error::ControlError;
-use crate::gate::{Operation, gate};
+use crate::gate::{Noted, Operation, gate};
 use crate::imports::{ImportInfo, Planned, Request, unsupported};
 use crate::plan::Workflow;
 use crate::ports::{Mirrors, Ports};
@@ -55,8 +55,10 @@ impl<P: Ports> Control<'_, P> {
     /// before anything is recorded.
     pub async fn create_env(&self, req: NewEnv) -> Result<Environment, ControlError> {
         let app = req.app.clone();
-        gate(self.store, &self.actor, Operation::CreateEnv, &app, self.create_env_checked(req), |e| Some(format!("environment {}", e.id)))
-            .await
+        gate(self.store, &self.actor, Operation::CreateEnv, &app, self.create_env_checked(req), |e| {
+            Noted::detail(format!("environment {}", e.id))
+        })
+        .await
     }
 
     async fn create_env_checked(&self, req: NewEnv) -> Result<Environment, ControlError> {
@@ -218,13 +220,13 @@ impl<P: Ports> Control<'_, P> {
             self.start(&e, if set_up { Workflow::Patch } else { Workflow::Setup }, commit).await?;
             self.find_env(id).await
         };
-        gate(self.store, &self.actor, Operation::DeployEnv, id, work, |_| None).await
+        gate(self.store, &self.actor, Operation::DeployEnv, id, work, |_| Noted::default()).await
     }
 
     /// Runs `workflow` on an environment (a push's `patch`, a changed import's `setup`).
     pub async fn run_workflow(&self, env: &Environment, workflow: Workflow, commit: Option<String>) -> Result<String, ControlError> {
         let op = if workflow == Workflow::Teardown { Operation::DeleteEnv } else { Operation::DeployEnv };
-        gate(self.store, &self.actor, op, &env.id, self.start(env, workflow, commit), |d| Some(format!("deployment {d}"))).await
+        gate(self.store, &self.actor, op, &env.id, self.start(env, workflow, commit), |d| Noted::detail(format!("deployment {d}"))).await
     }
 
     async fn start(&self, env: &Environment, workflow: Workflow, commit: Option<String>) -> Result<String, ControlError> {
@@ -259,7 +261,7 @@ impl<P: Ports> Control<'_, P> {
             }
             self.find_env(id).await
         };
-        gate(self.store, &self.actor, Operation::DeleteEnv, id, work, |_| None).await
+        gate(self.store, &self.actor, Operation::DeleteEnv, id, work, |_| Noted::default()).await
     }
 }
 

@@ -102,38 +102,55 @@ pub fn authorize(actor: &Actor, op: Operation) -> Result<(), ControlError> {
     }
 }
 
-/// Runs `work` if `actor` may do `op` on `target`, and records how it ended; `noted` adds what
-/// the record should say about a success (the new environment's id, say). A record that cannot
-/// be written fails the call: nothing changes unrecorded without the caller hearing of it.
+/// What the record of a success says beyond its operation.
+#[derive(Default)]
+pub(crate) struct Noted {
+    /// What it turned out to act on, when the request did not name it (an application named
+    /// by its template).
+    pub(crate) target: Option<String>,
+    /// The new environment's id, the new version, ...
+    pub(crate) detail: Option<String>,
+}
+
+impl Noted {
+    pub(crate) fn detail(d: String) -> Self {
+        Noted { target: None, detail: Some(d) }
+    }
+}
+
+/// Runs `work` if `actor` may do `op` on `target`, and records how it ended; `noted` says what
+/// the record of a success adds. A record that cannot be written fails the call: nothing
+/// changes unrecorded without the caller hearing of it.
 pub(crate) async fn gate<T>(
     store: &Store,
     actor: &Actor,
     op: Operation,
     target: &str,
     work: impl Future<Output = Result<T, ControlError>>,
-    noted: impl FnOnce(&T) -> Option<String>,
+    noted: impl FnOnce(&T) -> Noted,
 ) -> Result<T, ControlError> {
     let result = match authorize(actor, op) {
         Ok(()) => work.await,
         Err(e) => Err(e),
     };
-    let (outcome, detail) = match &result {
-        Ok(v) => ("ok", noted(v)),
-        Err(e) if e.kind() == ErrorKind::Internal => ("failed", Some(e.to_string())),
-        Err(e) => ("refused", Some(e.to_string())),
+    let (outcome, target, detail) = match &result {
+        Ok(v) => {
+            let n = noted(v);
+            ("ok", n.target.unwrap_or_else(|| target.to_owned()), n.detail)
+        }
+        Err(e) if e.kind() == ErrorKind::Internal => ("failed", target.to_owned(), Some(e.to_string())),
+        Err(e) => ("refused", target.to_owned(), Some(e.to_string())),
     };
-    let at = now_ms();
-    let id = crate::ids::new_activity_id();
     let record = Activity {
-        id,
-        at,
+        id: crate::ids::new_activity_id(),
+        at: now_ms(),
         actor: actor.name.clone(),
         operation: op.as_str().into(),
-        target: target.into(),
+        target,
         outcome: outcome.into(),
         detail,
     };
     store.add_activity(&record).await?;
-    tracing::info!(actor = %actor.name, operation = op.as_str(), %target, outcome, "activity");
+    tracing::info!(actor = %actor.name, operation = op.as_str(), target = %record.target, outcome, "activity");
     result
 }

@@ -33,7 +33,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/logs", get(env_logs))
         .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/manifests", get(env_manifests))
-        .route("/envs/{id}/exec", post(env_exec));
+        .route("/envs/{id}/exec", post(env_exec))
+        .route("/activity", get(activity));
     let api = crate::datasets::api(crate::webhooks::api(api)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
     let metrics = Router::new().route("/metrics", get(metrics)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
@@ -183,6 +184,32 @@ async fn deploy_env(
 ) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let e = control(&ctx, actor).deploy_env(&id, body.commit).await?;
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
+}
+
+#[derive(Deserialize)]
+struct ActivityQuery {
+    limit: Option<i64>,
+}
+
+/// What was done, newest first (`limit`: 1 to 1,000, default 100).
+async fn activity(State(ctx): State<Shared>, Query(q): Query<ActivityQuery>) -> Result<Json<Vec<api::Activity>>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("`limit` must be between 1 and 1000"));
+    }
+    let list = ctx.store.activity(limit).await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|a| api::Activity {
+                at: a.at,
+                actor: a.actor,
+                operation: a.operation,
+                target: a.target,
+                outcome: a.outcome,
+                detail: a.detail,
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -181,6 +181,43 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
         .output()
         .expect("cli");
     assert!(String::from_utf8_lossy(&o.stderr).contains("Bearer"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Every change and every refusal above is in the activity log, newest first, by the token.
+    let log = s.json(&["activity", "--limit", "1000"]);
+    let entries: Vec<String> = log
+        .as_array()
+        .expect("a list")
+        .iter()
+        .rev()
+        .map(|a| {
+            format!(
+                "{} {} {} {}",
+                a["actor"].as_str().unwrap_or(""),
+                a["operation"].as_str().unwrap_or(""),
+                a["target"].as_str().unwrap_or(""),
+                a["outcome"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries[..4],
+        [
+            "token env.create nosuchapp refused",
+            "token app.create shop ok",
+            "token env.create shop refused",
+            "token env.create shop refused"
+        ],
+        "{entries:?}"
+    );
+    let invalid = log.as_array().expect("a list").iter().find(|a| a["operation"] == "app.create" && a["outcome"] == "refused");
+    assert!(invalid.is_some_and(|a| a["detail"].as_str().unwrap_or("").contains("the configuration is invalid")), "{log}");
+    assert!(entries.contains(&"token env.create failbuild ok".to_owned()), "{entries:?}");
+    let refused = &log.as_array().expect("a list").iter().find(|a| a["target"] == "charted" && a["outcome"] == "refused").expect("charts");
+    assert!(refused["detail"].as_str().unwrap_or("").contains("Helm `charts`"), "{refused}");
+    let o = s.cli(&["activity", "--limit", "0"]);
+    assert_eq!(o.status.code(), Some(2), "a limit out of range is refused by the CLI");
+    let text = String::from_utf8_lossy(&s.cli(&["activity"]).stdout).into_owned();
+    assert!(text.starts_with("WHEN") && text.contains("env.create") && text.contains("refused"), "{text}");
 }
 
 #[test]
