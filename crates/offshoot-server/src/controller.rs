@@ -82,11 +82,10 @@ fn ms(t: Instant) -> u64 {
 
 async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Workflow) -> Result<(), Failure> {
     let mut phases: BTreeMap<String, u64> = BTreeMap::new();
-    let store_err = Failure::from;
     if env.status != EnvStatus::Creating {
-        ctx.store.set_env_status(&env.id, EnvStatus::Deploying, None).await.map_err(store_err)?;
+        ctx.store.set_env_status(&env.id, EnvStatus::Deploying, None).await?;
     }
-    let app = ctx.store.app(&env.app).await.map_err(store_err)?.ok_or("the application was deleted")?;
+    let app = ctx.store.app(&env.app).await?.ok_or("the application was deleted")?;
 
     // Imports first, in order, then this environment; under `parallelize_app_imports` the
     // imports and this environment are all set up at once (their variables are known from their
@@ -126,8 +125,8 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
                 .ok_or_else(|| format!("branch `{}` does not exist in the repository", env.branch))?
         }
     };
-    ctx.store.set_env_commit(&env.id, &commit).await.map_err(store_err)?;
-    ctx.store.set_deployment_commit(&dep.id, &commit).await.map_err(store_err)?;
+    ctx.store.set_env_commit(&env.id, &commit).await?;
+    ctx.store.set_deployment_commit(&dep.id, &commit).await?;
     phases.insert("fetch".into(), ms(t));
 
     // Instant Datasets: a clone of each listed dataset is checked out before anything resolves
@@ -183,12 +182,11 @@ const IMPORTS_STEP: i64 = -1;
 /// Sets up the environments of the imported apps; a resumed deployment skips this when it was
 /// done, and waits for an import's deployment that is still running rather than starting another.
 async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), Failure> {
-    let store_err = Failure::from;
-    let children = ctx.store.child_envs(&env.id).await.map_err(store_err)?;
+    let children = ctx.store.child_envs(&env.id).await?;
     if children.is_empty() {
         return Ok(());
     }
-    if ctx.store.steps(&dep.id).await.map_err(store_err)?.iter().any(|s| s.idx == IMPORTS_STEP && s.status == StepStatus::Done.as_str()) {
+    if ctx.store.steps(&dep.id).await?.iter().any(|s| s.idx == IMPORTS_STEP && s.status == StepStatus::Done.as_str()) {
         return Ok(());
     }
     let record = |status: StepStatus, output: String| Step {
@@ -198,7 +196,7 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
         status: status.as_str().into(),
         output,
     };
-    ctx.store.set_step(&record(StepStatus::Running, String::new())).await.map_err(store_err)?;
+    ctx.store.set_step(&record(StepStatus::Running, String::new())).await?;
     // The shared network exists before any import joins it.
     let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
     ctx.rt.ensure_namespace(&ns).await?;
@@ -220,10 +218,10 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     let (done, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     let done: Vec<String> = done.into_iter().filter_map(Result::ok).collect();
     if let Some(Err(e)) = failed.into_iter().next() {
-        ctx.store.set_step(&record(StepStatus::Failed, e.to_string())).await.map_err(store_err)?;
+        ctx.store.set_step(&record(StepStatus::Failed, e.to_string())).await?;
         return Err(e);
     }
-    ctx.store.set_step(&record(StepStatus::Done, done.join("; "))).await.map_err(store_err)?;
+    ctx.store.set_step(&record(StepStatus::Done, done.join("; "))).await?;
     Ok(())
 }
 
@@ -237,23 +235,22 @@ fn parallel_imports(env: &Environment) -> bool {
 
 /// Sets up one imported app's environment and waits for it.
 async fn deploy_import(ctx: &Shared, child: &Environment) -> Result<String, Failure> {
-    let store_err = Failure::from;
-    let running = ctx.store.deployments(&child.id).await.map_err(store_err)?.into_iter().rfind(|d| d.status == DeploymentStatus::Running);
+    let running = ctx.store.deployments(&child.id).await?.into_iter().rfind(|d| d.status == DeploymentStatus::Running);
     match running {
         // Interrupted by a restart: `recover` resumes it; wait for it.
         Some(d) => loop {
-            match ctx.store.deployment(&d.id).await.map_err(store_err)? {
+            match ctx.store.deployment(&d.id).await? {
                 Some(now) if now.status == DeploymentStatus::Running => tokio::time::sleep(Duration::from_millis(200)).await,
                 _ => break,
             }
         },
         None => {
             let d = offshoot_control::environments::new_deployment(&child.id, Workflow::Setup, None);
-            ctx.store.create_deployment(&d).await.map_err(store_err)?;
+            ctx.store.create_deployment(&d).await?;
             run_boxed(ctx, &d.id).await?;
         }
     }
-    let now = ctx.store.env(&child.id).await.map_err(store_err)?.ok_or("an imported environment disappeared")?;
+    let now = ctx.store.env(&child.id).await?.ok_or("an imported environment disappeared")?;
     if now.status == EnvStatus::Ready {
         Ok(format!("{} ({}) ready", child.app, child.id))
     } else {

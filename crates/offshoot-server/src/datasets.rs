@@ -235,23 +235,22 @@ pub(crate) async fn run(ctx: Shared) {
 /// taken again), then every database and role with this server's prefix that no record owns is
 /// dropped.
 pub(crate) async fn recover(ctx: &Shared) -> Result<(), Failure> {
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
-    for c in ctx.store.clones_in_state("filling").await.map_err(store_err)? {
+    for c in ctx.store.clones_in_state("filling").await? {
         tracing::warn!(dataset = %c.dataset, clone = %c.db_name, "datasets: a clone was being made when the server stopped; dropping it");
-        ctx.store.delete_clone(&c.db_name).await.map_err(store_err)?;
+        ctx.store.delete_clone(&c.db_name).await?;
     }
-    let datasets = ctx.store.datasets().await.map_err(store_err)?;
+    let datasets = ctx.store.datasets().await?;
     let mut servers: BTreeMap<String, (Dsn, HashSet<String>)> = BTreeMap::new();
     for d in &datasets {
         if d.pending_snapshot.is_some() {
             tracing::warn!(dataset = %d.name, "datasets: a snapshot was being taken when the server stopped; taking it again");
-            ctx.store.clear_pending_snapshot(&d.name).await.map_err(store_err)?;
+            ctx.store.clear_pending_snapshot(&d.name).await?;
         }
         let t = target(ctx, d)?;
         let entry = servers.entry(format!("{}|{}", t.kind.as_str(), t.server())).or_insert_with(|| (t, HashSet::new()));
         entry.1.extend(d.snapshot.iter().cloned());
         entry.1.extend(d.snapshot_owner.iter().cloned());
-        for c in ctx.store.clones(&d.name).await.map_err(store_err)? {
+        for c in ctx.store.clones(&d.name).await? {
             entry.1.insert(c.db_name);
             entry.1.insert(c.role);
         }
@@ -307,12 +306,11 @@ async fn keep(ctx: &Shared, name: &str) {
 }
 
 async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), Failure> {
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
     loop {
-        let Some(d) = ctx.store.dataset(name).await.map_err(store_err)? else { return Ok(()) };
+        let Some(d) = ctx.store.dataset(name).await? else { return Ok(()) };
         let dsn = target(ctx, &d)?;
         let server = Server::new(&dsn);
-        let clones = ctx.store.clones(name).await.map_err(store_err)?;
+        let clones = ctx.store.clones(name).await?;
         // Checked-in clones (and, on delete, every clone) go first.
         for c in clones.iter().filter(|c| c.state == "dropping") {
             drop_clone(ctx, &server, c).await?;
@@ -321,14 +319,14 @@ async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), Failure> {
             for c in &clones {
                 if c.state == "ready" || c.state == "leased" {
                     // Whether it moved or another task moved it first, it is on its way out.
-                    ctx.store.move_clone(&c.db_name, &c.state, "dropping").await.map_err(store_err)?;
+                    ctx.store.move_clone(&c.db_name, &c.state, "dropping").await?;
                     drop_clone(ctx, &server, c).await?;
                 }
             }
             if let Some(s) = &d.snapshot {
                 server.drop_snapshot(s, d.snapshot_owner.as_deref().unwrap_or("")).await?;
             }
-            ctx.store.delete_dataset(name).await.map_err(store_err)?;
+            ctx.store.delete_dataset(name).await?;
             tracing::info!(dataset = %name, "dataset deleted");
             return Ok(());
         }
@@ -340,7 +338,7 @@ async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), Failure> {
         // A refresh replaces the unattached clones of older snapshots; attached ones stay.
         let mut changed = false;
         for c in clones.iter().filter(|c| c.state == "ready" && c.generation < d.generation) {
-            if ctx.store.move_clone(&c.db_name, "ready", "dropping").await.map_err(store_err)? {
+            if ctx.store.move_clone(&c.db_name, "ready", "dropping").await? {
                 drop_clone(ctx, &server, c).await?;
                 changed = true;
             }
@@ -352,7 +350,7 @@ async fn keep_locked(ctx: &Shared, name: &str) -> Result<(), Failure> {
         let available = clones.iter().filter(|c| (c.state == "ready" || c.state == "filling") && c.generation == d.generation).count();
         if available as i64 >= d.pool_size {
             if d.error.is_some() {
-                ctx.store.set_dataset_error(name, None).await.map_err(store_err)?;
+                ctx.store.set_dataset_error(name, None).await?;
             }
             return Ok(());
         }
@@ -375,17 +373,16 @@ fn snapshot_due(ctx: &Shared, d: &Dataset) -> bool {
 }
 
 async fn take_snapshot(ctx: &Shared, server: &Server, d: &Dataset) -> Result<(), Failure> {
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
     let names = Names::new(&ctx.instance);
     let (snap, owner) = (names.snapshot_name(), names.owner_name());
     ctx.pools.attempted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(d.name.clone(), now_ms());
-    ctx.store.begin_snapshot(&d.name, &snap, &owner).await.map_err(store_err)?;
+    ctx.store.begin_snapshot(&d.name, &snap, &owner).await?;
     let source = decrypt_dsn(ctx, &d.source, &source_ctx(&d.name))?;
     tracing::info!(dataset = %d.name, source = %source.redacted(), snapshot = %snap, "datasets: taking a snapshot");
     let started = std::time::Instant::now();
     match server.snapshot(&source, &snap, &owner).await {
         Ok(bytes) => {
-            let previous = ctx.store.finish_snapshot(&d.name, i64::try_from(bytes).unwrap_or(i64::MAX)).await.map_err(store_err)?;
+            let previous = ctx.store.finish_snapshot(&d.name, i64::try_from(bytes).unwrap_or(i64::MAX)).await?;
             tracing::info!(dataset = %d.name, bytes, ms = started.elapsed().as_millis() as u64, "datasets: snapshot taken");
             if let Some((old, old_owner)) = previous
                 && let Err(e) = server.drop_snapshot(&old, &old_owner).await
@@ -401,14 +398,13 @@ async fn take_snapshot(ctx: &Shared, server: &Server, d: &Dataset) -> Result<(),
             if let Err(e2) = server.drop_snapshot(&snap, &owner).await {
                 tracing::warn!(snapshot = %snap, error = %e2, "datasets: cannot drop a failed snapshot");
             }
-            ctx.store.fail_snapshot(&d.name, &message).await.map_err(store_err)?;
+            ctx.store.fail_snapshot(&d.name, &message).await?;
             Ok(())
         }
     }
 }
 
 async fn fill_one(ctx: &Shared, server: &Server, d: &Dataset, snapshot: &str, owner: &str) -> Result<(), Failure> {
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
     let db_name = Names::new(&ctx.instance).clone_name();
     let password = offshoot_datasets::new_password();
     let c = DatasetClone {
@@ -423,12 +419,12 @@ async fn fill_one(ctx: &Shared, server: &Server, d: &Dataset, snapshot: &str, ow
         created_at: now_ms(),
         ready_at: None,
     };
-    ctx.store.add_clone(&c).await.map_err(store_err)?;
+    ctx.store.add_clone(&c).await?;
     let spec = CloneSpec { database: db_name.clone(), role: db_name.clone(), password };
     let started = std::time::Instant::now();
     match server.make_clone(snapshot, owner, &spec).await {
         Ok(()) => {
-            ctx.store.move_clone(&db_name, "filling", "ready").await.map_err(store_err)?;
+            ctx.store.move_clone(&db_name, "filling", "ready").await?;
             tracing::debug!(dataset = %d.name, clone = %db_name, ms = started.elapsed().as_millis() as u64, "datasets: clone ready");
             Ok(())
         }
@@ -437,7 +433,7 @@ async fn fill_one(ctx: &Shared, server: &Server, d: &Dataset, snapshot: &str, ow
             if let Err(drop) = server.drop_clone(&db_name, &db_name).await {
                 tracing::warn!(dataset = %d.name, clone = %db_name, error = %drop, "datasets: cannot drop a half-made clone");
             }
-            ctx.store.delete_clone(&db_name).await.map_err(store_err)?;
+            ctx.store.delete_clone(&db_name).await?;
             Err(format!("making a clone: {e}").into())
         }
     }
@@ -479,8 +475,7 @@ fn report_expired(ctx: &Shared, d: &Dataset, clones: &[DatasetClone]) {
 /// most `dataset_wait`) when a pool is empty, and checks in the clones of datasets it no longer
 /// lists.
 pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -> Result<(), Failure> {
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
-    let held = ctx.store.leases(&env.id).await.map_err(store_err)?;
+    let held = ctx.store.leases(&env.id).await?;
     for c in held.iter().filter(|c| !wanted.contains(&c.dataset)) {
         check_in(ctx, c).await;
     }
@@ -492,13 +487,13 @@ pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -
         let mut pause = Duration::from_millis(50);
         let mut waiting = false;
         loop {
-            let Some(d) = ctx.store.dataset(name).await.map_err(store_err)? else {
+            let Some(d) = ctx.store.dataset(name).await? else {
                 return Err(format!("dataset `{name}` does not exist (`offshoot dataset create {name} --source ...` makes it)").into());
             };
             if d.state == "deleting" {
                 return Err(format!("dataset `{name}` is being deleted").into());
             }
-            if let Some(c) = ctx.store.checkout(name, &env.id).await.map_err(store_err)? {
+            if let Some(c) = ctx.store.checkout(name, &env.id).await? {
                 tracing::info!(env = %env.id, dataset = %name, clone = %c.db_name, "dataset attached");
                 ctx.pools.wake();
                 break;
@@ -523,18 +518,18 @@ pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -
                     (Some(_), Some(e)) => format!("the pool is empty: {e}"),
                     (Some(_), None) => "the pool is empty; a clone is being made".to_owned(),
                 };
-                if let Some(now) = ctx.store.env(&env.id).await.map_err(store_err)?.map(|e| e.status) {
+                if let Some(now) = ctx.store.env(&env.id).await?.map(|e| e.status) {
                     ctx.store
                         .set_env_status(&env.id, now, Some(&format!("waiting for a clone of dataset `{name}`: {why}")))
                         .await
-                        .map_err(store_err)?;
+                        ?;
                 }
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-        if waiting && let Some(now) = ctx.store.env(&env.id).await.map_err(store_err)?.map(|e| e.status) {
-            ctx.store.set_env_status(&env.id, now, None).await.map_err(store_err)?;
+        if waiting && let Some(now) = ctx.store.env(&env.id).await?.map(|e| e.status) {
+            ctx.store.set_env_status(&env.id, now, None).await?;
         }
     }
     Ok(())

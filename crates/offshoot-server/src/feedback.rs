@@ -126,15 +126,14 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Fai
         Provider::Gitlab => &ctx.forges.gitlab,
     };
     let Some(token) = forge.token.as_deref() else { return Ok(()) };
-    let store_err = |e: offshoot_store::StoreError| e.to_string();
-    let root = ctx.store.env(root_id).await.map_err(store_err)?.ok_or("the environment is gone")?;
+    let root = ctx.store.env(root_id).await?.ok_or_else(|| Failure::from("the environment is gone"))?;
     let mut envs = vec![crate::views::env_dto(ctx, root.clone()).await.map_err(|e| e.message)?];
-    for c in ctx.store.child_envs(root_id).await.map_err(store_err)? {
+    for c in ctx.store.child_envs(root_id).await? {
         envs.push(crate::views::env_dto(ctx, c).await.map_err(|e| e.message)?);
     }
     let body = json!({ "body": comment_body(&envs) });
     let key = pr.key();
-    let existing = ctx.store.pr_comment(&root.app, &key).await.map_err(store_err)?;
+    let existing = ctx.store.pr_comment(&root.app, &key).await?;
     // The commit status is of the deployed commit (the head until it is known).
     let sha = root.commit_sha.clone().unwrap_or_else(|| pr.head_commit.clone());
     let at = endpoints(pr, forge.api_url.trim_end_matches('/'), existing.as_deref(), &sha);
@@ -163,7 +162,7 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Fai
             serde_json::Value::String(s) if s.bytes().all(|b| b.is_ascii_alphanumeric()) => s.clone(),
             _ => return Err("the created comment has no id".into()),
         };
-        ctx.store.set_pr_comment(&root.app, &key, &id).await.map_err(store_err)?;
+        ctx.store.set_pr_comment(&root.app, &key, &id).await?;
     }
     // GitHub has no state for "gone": its last status (success or failure) stays.
     if pr.provider == Provider::Github && root.status == EnvStatus::Deleted {
