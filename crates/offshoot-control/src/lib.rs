@@ -13,7 +13,8 @@
 //!
 //! - The use cases ([`Control`]): applications ([`apps`]) and environments ([`environments`]),
 //!   each through one gate ([`gate`]) that authorises the actor, runs the checks, and records
-//!   how it ended, and a repository's events ([`git_events`]). Adapters (the REST API, the
+//!   how it ended, and a repository's events ([`git_events`]); a deployment's Instant Datasets
+//!   ([`datasets`]). Adapters (the REST API, the
 //!   dashboard, webhook endpoints, the poller) only translate.
 //!
 //! This crate depends on no web framework (a tidy test holds it to that).
@@ -22,6 +23,7 @@ pub mod apps;
 mod backend;
 pub mod config;
 pub mod conformance;
+pub mod datasets;
 pub mod environments;
 mod error;
 mod executor;

@@ -16,6 +16,13 @@ pub trait Ports: Send + Sync {
     fn run(&self, deployment: String) -> impl Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send;
     /// Tells the environment's pull request about it (a comment, a status), in the background.
     fn notify(&self, env: &offshoot_store::Environment);
+    /// Wakes the Instant Datasets pool keepers (a clone was taken or returned).
+    fn wake_pools(&self);
+    /// Drops a clone's database and login on its dataset's server (its record stays).
+    fn drop_clone(
+        &self,
+        clone: &offshoot_store::DatasetClone,
+    ) -> impl Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send;
     /// Encrypts a secret for the store, bound to `context` (it decrypts only with it).
     fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
 }

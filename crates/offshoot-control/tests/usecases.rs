@@ -23,6 +23,12 @@ struct Recorded {
     started: Vec<String>,
     ran: Vec<String>,
     notified: Vec<String>,
+    /// Clones dropped on their database server.
+    dropped: Vec<String>,
+    /// How often the pool keepers were woken.
+    wakes: usize,
+    /// The database server cannot be reached.
+    unreachable: bool,
 }
 
 struct FakePorts {
@@ -51,6 +57,19 @@ impl Ports for FakePorts {
 
     fn notify(&self, env: &Environment) {
         self.seen.lock().expect("lock").notified.push(env.id.clone());
+    }
+
+    fn wake_pools(&self) {
+        self.seen.lock().expect("lock").wakes += 1;
+    }
+
+    async fn drop_clone(&self, clone: &offshoot_store::DatasetClone) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut seen = self.seen.lock().expect("lock");
+        if seen.unreachable {
+            return Err("connection refused".into());
+        }
+        seen.dropped.push(clone.db_name.clone());
+        Ok(())
     }
 
     fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
@@ -157,6 +176,12 @@ impl Ports for &FakePorts {
     }
     fn notify(&self, env: &Environment) {
         (*self).notify(env);
+    }
+    fn wake_pools(&self) {
+        (*self).wake_pools();
+    }
+    async fn drop_clone(&self, clone: &offshoot_store::DatasetClone) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        (*self).drop_clone(clone).await
     }
     fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         (*self).seal(plaintext, context)
@@ -436,4 +461,136 @@ async fn an_error_kind_maps_every_variant() {
     assert_eq!((e.kind(), e.code(), e.hint().as_deref()), (ErrorKind::NotFound, "not_found", Some("h")));
     let e = ControlError::bad_input("no");
     assert_eq!((e.kind(), e.code()), (ErrorKind::BadInput, "bad_request"));
+}
+
+/// A dataset in state `state` with `ready` clones in its pool.
+async fn dataset(w: &World, name: &str, state: &str, ready: usize) {
+    let mut d = offshoot_store::Dataset::new(name, "postgres", ("src".into(), "dst".into()), 2, None, None);
+    d.state = state.into();
+    if state == "ready" {
+        d.snapshot = Some(format!("snap_{name}"));
+    }
+    w.store.create_dataset(&d).await.expect("dataset");
+    for i in 0..ready {
+        add_clone(w, name, &format!("ods_{name}_{i}")).await;
+    }
+}
+
+async fn add_clone(w: &World, dataset: &str, db_name: &str) {
+    let c = offshoot_store::DatasetClone {
+        db_name: db_name.into(),
+        dataset: dataset.into(),
+        generation: 0,
+        role: format!("{db_name}_login"),
+        password: "sealed".into(),
+        state: "ready".into(),
+        env_id: None,
+        leased_at: None,
+        created_at: 0,
+        ready_at: Some(1),
+    };
+    w.store.add_clone(&c).await.expect("clone");
+}
+
+fn seen(w: &World) -> std::sync::MutexGuard<'_, Recorded> {
+    w.ports.seen.lock().expect("lock")
+}
+
+#[tokio::test]
+async fn an_environment_checks_out_one_clone_per_dataset_and_two_never_share_one() {
+    let w = World::new().await;
+    w.app().await;
+    dataset(&w, "artists", "ready", 2).await;
+    dataset(&w, "songs", "ready", 1).await;
+    let (a, b) = (w.env("main").await, w.env("main").await);
+    let system = w.as_(Actor::system("controller"));
+    let wanted = ["artists".to_owned(), "songs".to_owned()];
+    system.attach_datasets(&a, &wanted, std::time::Duration::from_secs(1)).await.expect("attach");
+    system.attach_datasets(&a, &wanted, std::time::Duration::from_secs(1)).await.expect("again: nothing more");
+    let held: Vec<String> = w.store.leases(&a.id).await.expect("leases").into_iter().map(|c| c.dataset).collect();
+    assert_eq!(held, ["artists", "songs"]);
+    // The second environment gets the other artists clone; songs has none left.
+    let e = system.attach_datasets(&b, &wanted, std::time::Duration::from_millis(300)).await.expect_err("songs' pool is empty");
+    assert!(e.to_string().starts_with("no clone of dataset `songs` became ready within 300ms (pool size 2)"), "{e}");
+    assert_eq!(e.hint().as_deref(), Some("`offshoot dataset show songs` shows its pool"));
+    let mine: Vec<String> = w.store.leases(&a.id).await.expect("a").into_iter().map(|c| c.db_name).collect();
+    let theirs: Vec<String> = w.store.leases(&b.id).await.expect("b").into_iter().map(|c| c.db_name).collect();
+    assert_eq!(theirs.len(), 1);
+    assert!(!mine.contains(&theirs[0]), "{mine:?} {theirs:?}");
+    assert!(seen(&w).wakes >= 3, "the keepers are woken to take and to refill");
+}
+
+#[tokio::test]
+async fn a_waiting_environment_says_why_and_gets_the_clone_the_keeper_makes() {
+    let w = World::new().await;
+    w.app().await;
+    dataset(&w, "artists", "ready", 0).await;
+    let env = w.env("main").await;
+    let system = w.as_(Actor::system("controller"));
+    let wanted = ["artists".to_owned()];
+    let attach = system.attach_datasets(&env, &wanted, std::time::Duration::from_secs(10));
+    let keeper = async {
+        // The keeper fills the pool a moment later.
+        for _ in 0..100 {
+            let e = w.store.env(&env.id).await.expect("read").expect("env");
+            if e.reason.is_some() {
+                assert_eq!(e.reason.as_deref(), Some("waiting for a clone of dataset `artists`: the pool is empty; a clone is being made"));
+                add_clone(&w, "artists", "ods_late").await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the environment never said it waits");
+    };
+    let (r, ()) = tokio::join!(attach, keeper);
+    r.expect("attached once the clone was made");
+    let e = w.store.env(&env.id).await.expect("read").expect("env");
+    assert_eq!(e.reason, None, "the reason is cleared");
+    assert_eq!(w.store.leases(&env.id).await.expect("leases")[0].db_name, "ods_late");
+}
+
+#[tokio::test]
+async fn datasets_that_cannot_serve_are_refused_with_why() {
+    let w = World::new().await;
+    w.app().await;
+    dataset(&w, "broken", "failed", 0).await;
+    dataset(&w, "going", "deleting", 1).await;
+    let env = w.env("main").await;
+    let system = w.as_(Actor::system("controller"));
+    let wait = std::time::Duration::from_secs(5);
+    let e = system.attach_datasets(&env, &["missing".into()], wait).await.expect_err("no such dataset");
+    assert_eq!(e.to_string(), "dataset `missing` does not exist");
+    assert_eq!(e.hint().as_deref(), Some("`offshoot dataset create missing --source ...` makes it"));
+    let e = system.attach_datasets(&env, &["broken".into()], wait).await.expect_err("no snapshot");
+    assert_eq!(e.to_string(), "dataset `broken` has no snapshot: it failed");
+    let e = system.attach_datasets(&env, &["going".into()], wait).await.expect_err("deleting");
+    assert_eq!(e.to_string(), "dataset `going` is being deleted");
+    assert!(w.store.leases(&env.id).await.expect("leases").is_empty());
+}
+
+#[tokio::test]
+async fn check_in_drops_a_clone_once_and_leaves_an_unreachable_one_to_the_keeper() {
+    let w = World::new().await;
+    w.app().await;
+    dataset(&w, "artists", "ready", 2).await;
+    dataset(&w, "songs", "ready", 1).await;
+    let env = w.env("main").await;
+    let system = w.as_(Actor::system("controller"));
+    let wait = std::time::Duration::from_secs(1);
+    system.attach_datasets(&env, &["artists".into(), "songs".into()], wait).await.expect("attach");
+    // The template no longer lists songs: its clone goes back.
+    system.attach_datasets(&env, &["artists".into()], wait).await.expect("re-attach");
+    assert_eq!(seen(&w).dropped, ["ods_songs_0"]);
+    assert!(w.store.clones("songs").await.expect("clones").is_empty(), "its record goes once dropped");
+    // Teardown with the server unreachable: marked for the keeper, not dropped, not leased.
+    seen(&w).unreachable = true;
+    system.detach_datasets(&env.id).await.expect("detach");
+    let artists = w.store.clones("artists").await.expect("clones");
+    let returned: Vec<&str> = artists.iter().filter(|c| c.state == "dropping").map(|c| c.db_name.as_str()).collect();
+    assert_eq!(returned.len(), 1, "{artists:?}");
+    assert!(w.store.leases(&env.id).await.expect("leases").is_empty());
+    // Checked in twice: nothing more happens.
+    seen(&w).unreachable = false;
+    system.detach_datasets(&env.id).await.expect("again");
+    assert_eq!(seen(&w).dropped, ["ods_songs_0"]);
 }

@@ -134,7 +134,8 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
     let t = Instant::now();
     let tdoc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
     let wanted = tdoc.template.map(|t| t.datasets_of(env.environment_template.as_deref())).unwrap_or_default();
-    crate::datasets::attach(ctx, env, &wanted).await?;
+    let system = crate::plane::control(ctx, offshoot_control::Actor::system("controller"));
+    system.attach_datasets(env, &wanted, ctx.dataset_wait).await?;
     phases.insert("datasets".into(), ms(t));
     // An attach from a full pool takes well under a millisecond: microseconds too.
     phases.insert("datasets_us".into(), t.elapsed().as_micros() as u64);
@@ -277,7 +278,9 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
     }
     crate::backends::remove(ctx, env).await?;
     // The containers are gone: their databases go back.
-    crate::datasets::detach_all(ctx, &env.id).await;
+    if let Err(e) = crate::plane::control(ctx, offshoot_control::Actor::system("controller")).detach_datasets(&env.id).await {
+        tracing::error!(env = %env.id, error = %e, "datasets: cannot check the environment's clones in; the pool keeper will");
+    }
     for s in ctx.store.services(&env.id).await? {
         set_service(ctx, &env.id, &s.name, ServiceStatus::Deleted, None, ServiceDetail::new()).await;
     }

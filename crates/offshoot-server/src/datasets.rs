@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use offshoot_api_types as api;
 use offshoot_datasets::{CloneSpec, DatabaseServer, Dsn, Kind, Names, Schedule, Server};
-use offshoot_store::{Dataset, DatasetClone, Environment, now_ms};
+use offshoot_store::{Dataset, DatasetClone, now_ms};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -470,106 +470,15 @@ fn report_expired(ctx: &Shared, d: &Dataset, clones: &[DatasetClone]) {
 }
 
 // Environments ------------------------------------------------------------------------------------
+// (Checkout and check-in are the use case's: `offshoot_control::datasets`.)
 
-/// Checks out a clone of each dataset the environment lists and does not hold yet, waiting (at
-/// most `dataset_wait`) when a pool is empty, and checks in the clones of datasets it no longer
-/// lists.
-pub(crate) async fn attach(ctx: &Shared, env: &Environment, wanted: &[String]) -> Result<(), Failure> {
-    let held = ctx.store.leases(&env.id).await?;
-    for c in held.iter().filter(|c| !wanted.contains(&c.dataset)) {
-        check_in(ctx, c).await;
-    }
-    for name in wanted {
-        if held.iter().any(|c| &c.dataset == name) {
-            continue;
-        }
-        let deadline = tokio::time::Instant::now() + ctx.dataset_wait;
-        let mut pause = Duration::from_millis(50);
-        let mut waiting = false;
-        loop {
-            let Some(d) = ctx.store.dataset(name).await? else {
-                return Err(format!("dataset `{name}` does not exist (`offshoot dataset create {name} --source ...` makes it)").into());
-            };
-            if d.state == "deleting" {
-                return Err(format!("dataset `{name}` is being deleted").into());
-            }
-            if let Some(c) = ctx.store.checkout(name, &env.id).await? {
-                tracing::info!(env = %env.id, dataset = %name, clone = %c.db_name, "dataset attached");
-                ctx.pools.wake();
-                break;
-            }
-            if d.state == "failed" {
-                return Err(format!("dataset `{name}` has no snapshot: {}", d.error.as_deref().unwrap_or("it failed")).into());
-            }
-            ctx.pools.wake();
-            if tokio::time::Instant::now() >= deadline {
-                let why = d.error.as_deref().map_or_else(String::new, |e| format!(": {e}"));
-                return Err(format!(
-                    "no clone of dataset `{name}` became ready within {}s (pool size {}; `offshoot dataset show {name}`){why}",
-                    ctx.dataset_wait.as_secs(),
-                    d.pool_size
-                )
-                .into());
-            }
-            if !waiting {
-                waiting = true;
-                let why = match (&d.snapshot, &d.error) {
-                    (None, _) => "its snapshot is being taken".to_owned(),
-                    (Some(_), Some(e)) => format!("the pool is empty: {e}"),
-                    (Some(_), None) => "the pool is empty; a clone is being made".to_owned(),
-                };
-                if let Some(now) = ctx.store.env(&env.id).await?.map(|e| e.status) {
-                    ctx.store
-                        .set_env_status(&env.id, now, Some(&format!("waiting for a clone of dataset `{name}`: {why}")))
-                        .await
-                        ?;
-                }
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
-        }
-        if waiting && let Some(now) = ctx.store.env(&env.id).await?.map(|e| e.status) {
-            ctx.store.set_env_status(&env.id, now, None).await?;
-        }
-    }
+/// Drops a clone's database and login on its dataset's server; nothing to drop when the dataset
+/// is gone.
+pub(crate) async fn drop_clone_objects(ctx: &Ctx, c: &DatasetClone) -> Result<(), Failure> {
+    let Some(d) = ctx.store.dataset(&c.dataset).await? else { return Ok(()) };
+    let dsn = target(ctx, &d)?;
+    Server::new(&dsn).drop_clone(&c.db_name, &c.role).await.map_err(|e| format!("dropping clone `{}`: {e}", c.db_name))?;
     Ok(())
-}
-
-/// Checks in every clone the environment holds (drops the databases and logins).
-pub(crate) async fn detach_all(ctx: &Shared, env_id: &str) {
-    match ctx.store.leases(env_id).await {
-        Ok(held) => {
-            for c in &held {
-                check_in(ctx, c).await;
-            }
-        }
-        Err(e) => tracing::error!(env = %env_id, error = %e, "datasets: cannot list an environment's clones"),
-    }
-}
-
-/// Drops a leased clone now; when the server cannot be reached, the pool keeper drops it later.
-async fn check_in(ctx: &Shared, c: &DatasetClone) {
-    match ctx.store.move_clone(&c.db_name, "leased", "dropping").await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(e) => {
-            tracing::error!(clone = %c.db_name, error = %e, "datasets: cannot check a clone in");
-            return;
-        }
-    }
-    let dropped = match ctx.store.dataset(&c.dataset).await {
-        Ok(Some(d)) => match target(ctx, &d) {
-            Ok(dsn) => drop_clone(ctx, &Server::new(&dsn), c).await,
-            Err(e) => Err(e),
-        },
-        Ok(None) => Ok(()),
-        Err(e) => Err(e.into()),
-    };
-    match dropped {
-        Ok(()) => tracing::info!(dataset = %c.dataset, clone = %c.db_name, env = c.env_id.as_deref().unwrap_or(""), "dataset checked in"),
-        Err(e) => tracing::warn!(clone = %c.db_name, error = %e, "datasets: the clone will be dropped by the pool keeper"),
-    }
-    ctx.pools.wake();
 }
 
 /// A clone an environment holds, with its dataset and where containers reach its server.

@@ -22,7 +22,8 @@ pub(crate) enum Failure {
     Datasets(#[from] offshoot_datasets::DatasetError),
     #[error(transparent)]
     Backend(#[from] BackendError),
-    #[error(transparent)]
+    /// A use case's refusal, with its hint: the reason is all the environment shows.
+    #[error("{}", with_hint(.0))]
     Control(#[from] offshoot_control::ControlError),
     #[error(transparent)]
     Plan(#[from] offshoot_control::PlanError),
@@ -36,6 +37,13 @@ pub(crate) enum Failure {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+fn with_hint(e: &offshoot_control::ControlError) -> String {
+    match e.hint() {
+        Some(h) => format!("{e} ({h})"),
+        None => e.to_string(),
+    }
 }
 
 impl From<String> for Failure {

@@ -27,6 +27,14 @@ impl Ports for Plane<'_> {
         crate::feedback::notify(self.0, env);
     }
 
+    fn wake_pools(&self) {
+        self.0.pools.wake();
+    }
+
+    async fn drop_clone(&self, clone: &offshoot_store::DatasetClone) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(crate::datasets::drop_clone_objects(self.0, clone).await?)
+    }
+
     fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.0.key.encrypt(plaintext, context)?)
     }
