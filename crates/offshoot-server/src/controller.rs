@@ -4,13 +4,12 @@
 
 use crate::backends::EnvBackend;
 use crate::failure::Failure;
-use crate::resolving::resolve_env;
+use crate::resolving::{Fork, resolve_env, resolve_fork};
 use crate::state::{Ctx, Shared, set_service};
 use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
 use offshoot_control::{ExecError, StepStatus, StoreLog, Workflow, execute};
 use offshoot_runtime::{Namespace, Runtime};
 use offshoot_store::{Deployment, Environment, ServiceDetail, Step};
-use offshoot_template::document::{self, Kind};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,18 +85,19 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
         ctx.store.set_env_status(&env.id, EnvStatus::Deploying, None).await?;
     }
     let app = ctx.store.app(&env.app).await?.ok_or("the application was deleted")?;
+    let fork = Fork::parse(env)?;
 
     // Imports first, in order, then this environment; under `parallelize_app_imports` the
     // imports and this environment are all set up at once (their variables are known from their
     // records), and this one is ready when they all are.
     let mut imports = None;
     if workflow == Workflow::Setup {
-        if parallel_imports(env) {
+        if fork.parallel_imports() {
             let (ctx2, dep2, env2) = (ctx.clone(), dep.clone(), env.clone());
             // Tracked, and not stopped when this deployment fails first: the imports finish.
-            imports = Some(ctx.background.spawn_joinable("imports", async move { deploy_imports(&ctx2, &dep2, &env2).await }));
+            imports = Some(ctx.background.spawn_joinable("imports", async move { deploy_imports(&ctx2, &dep2, &env2, true).await }));
         } else {
-            deploy_imports(ctx, dep, env).await?;
+            deploy_imports(ctx, dep, env, false).await?;
         }
     }
 
@@ -132,8 +132,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
     // Instant Datasets: a clone of each listed dataset is checked out before anything resolves
     // (its variables are built-ins, which `mapping` may use).
     let t = Instant::now();
-    let tdoc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
-    let wanted = tdoc.template.map(|t| t.datasets_of(env.environment_template.as_deref())).unwrap_or_default();
+    let wanted = fork.datasets(env);
     let system = crate::plane::control(ctx, offshoot_control::Actor::system("controller"));
     system.attach_datasets(env, &wanted, ctx.dataset_wait).await?;
     phases.insert("datasets".into(), ms(t));
@@ -141,7 +140,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
     phases.insert("datasets_us".into(), t.elapsed().as_micros() as u64);
 
     // Resolve.
-    let resolved = resolve_env(ctx, env, Some(&commit)).await?;
+    let resolved = resolve_fork(ctx, env, &fork, Some(&commit)).await?;
     let plan = offshoot_control::plan(&resolved, workflow)?;
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
@@ -182,7 +181,7 @@ const IMPORTS_STEP: i64 = -1;
 
 /// Sets up the environments of the imported apps; a resumed deployment skips this when it was
 /// done, and waits for an import's deployment that is still running rather than starting another.
-async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), Failure> {
+async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment, parallel: bool) -> Result<(), Failure> {
     let children = ctx.store.child_envs(&env.id).await?;
     if children.is_empty() {
         return Ok(());
@@ -201,7 +200,6 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     // The shared network exists before any import joins it.
     let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
     ctx.rt.ensure_namespace(&ns).await?;
-    let parallel = parallel_imports(env);
     let results: Vec<Result<String, Failure>> = if parallel {
         futures_util::future::join_all(children.iter().map(|c| deploy_import(ctx, c))).await
     } else {
@@ -224,14 +222,6 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment) -> Re
     }
     ctx.store.set_step(&record(StepStatus::Done, done.join("; "))).await?;
     Ok(())
-}
-
-/// `parallelize_app_imports: true` in the environment's template.
-fn parallel_imports(env: &Environment) -> bool {
-    document::check("application_template.yaml", &env.template, Some(Kind::Template))
-        .template
-        .and_then(|t| t.parallelize_app_imports.map(|p| p.value))
-        .unwrap_or(false)
 }
 
 /// Sets up one imported app's environment and waits for it.

@@ -14,10 +14,44 @@ use offshoot_template::secret::SecretString;
 use offshoot_template::span::Sp;
 use std::collections::{BTreeMap, HashSet};
 
+/// An environment's forked template and variables, parsed: once per deployment, whatever reads
+/// them (its datasets, its imports' setting, the resolution).
+pub(crate) struct Fork {
+    root: offshoot_template::yaml::Node,
+    template: offshoot_template::model::Template,
+    vars: EnvVarsFile,
+}
+
+impl Fork {
+    pub(crate) fn parse(env: &Environment) -> Result<Fork, Failure> {
+        let tdoc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
+        let (Some(root), Some(template)) = (tdoc.root, tdoc.template) else {
+            return Err("the environment's template does not parse".into());
+        };
+        let vars = document::check("environment_variables.yaml", &env.env_vars, Some(Kind::EnvVars)).env_vars.unwrap_or_default();
+        Ok(Fork { root, template, vars })
+    }
+
+    /// The Instant Datasets its environment template lists.
+    pub(crate) fn datasets(&self, env: &Environment) -> Vec<String> {
+        self.template.datasets_of(env.environment_template.as_deref())
+    }
+
+    /// `parallelize_app_imports: true`.
+    pub(crate) fn parallel_imports(&self) -> bool {
+        self.template.parallelize_app_imports.as_ref().is_some_and(|p| p.value)
+    }
+}
+
 /// The environment's forked configuration with the app's secrets, resolved. An importing
 /// environment sees its imports' ingress variables; an imported one leaves out its excluded
 /// services.
 pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&str>) -> Result<Resolved, Failure> {
+    resolve_fork(ctx, env, &Fork::parse(env)?, commit).await
+}
+
+/// [`resolve_env`] of a configuration already parsed.
+pub(crate) async fn resolve_fork(ctx: &Ctx, env: &Environment, fork: &Fork, commit: Option<&str>) -> Result<Resolved, Failure> {
     // An importer: its imports' ingress variables, and which services they bring.
     let mut imported = BTreeMap::new();
     let mut imported_services: Vec<String> = Vec::new();
@@ -34,7 +68,7 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
             imported_services.extend(r.services.into_iter().map(|s| s.name));
         }
     }
-    let mut r = resolve_own(ctx, env, commit, imported).await?;
+    let mut r = resolve_own(ctx, env, fork, commit, imported).await?;
     // The importer's tasks for imported services run with the imports.
     drop_service_tasks(&mut r, &imported_services);
     if let Some(parent_id) = &env.parent_id {
@@ -43,7 +77,8 @@ pub(crate) async fn resolve_env(ctx: &Ctx, env: &Environment, commit: Option<&st
         drop_service_tasks(&mut r, &info.exclude);
         // The importer's routes to this import's services are served by this environment.
         if let Some(parent) = ctx.store.env(parent_id).await?
-            && let Ok(pr) = Box::pin(resolve_own(ctx, &parent, None, BTreeMap::new())).await
+            && let Ok(parent_fork) = Fork::parse(&parent)
+            && let Ok(pr) = Box::pin(resolve_own(ctx, &parent, &parent_fork, None, BTreeMap::new())).await
         {
             let mine: HashSet<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
             let theirs: Vec<_> = pr.routes.iter().filter(|rt| mine.contains(rt.service.as_str())).cloned().collect();
@@ -66,11 +101,14 @@ fn drop_service_tasks(r: &mut Resolved, services: &[String]) {
     }
 }
 
-async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, imported: BTreeMap<String, String>) -> Result<Resolved, Failure> {
-    let tdoc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
-    let root = tdoc.root.ok_or_else(|| "the environment's template does not parse".to_owned())?;
-    let vdoc = document::check("environment_variables.yaml", &env.env_vars, Some(Kind::EnvVars));
-    let mut vars = vdoc.env_vars.unwrap_or_default();
+async fn resolve_own(
+    ctx: &Ctx,
+    env: &Environment,
+    fork: &Fork,
+    commit: Option<&str>,
+    imported: BTreeMap<String, String>,
+) -> Result<Resolved, Failure> {
+    let mut vars = fork.vars.clone();
     add_secrets(ctx, &env.app, &mut vars).await?;
     let attached = crate::datasets::variables(ctx, &env.id)
         .await?
@@ -91,7 +129,7 @@ async fn resolve_own(ctx: &Ctx, env: &Environment, commit: Option<&str>, importe
         imported,
         attached,
     };
-    resolve::resolve("application_template.yaml", &root, Some(&vars), &opts).map_err(|diags| {
+    resolve::resolve("application_template.yaml", &fork.root, Some(&vars), &opts).map_err(|diags| {
         Failure::Reason(
             diags.iter().filter(|d| d.is_error()).map(|d| format!("{}:{}: {}", d.line, d.column, d.message)).collect::<Vec<_>>().join("; "),
         )
