@@ -8,7 +8,7 @@ use crate::imports::{ImportInfo, Planned, Request, unsupported};
 use crate::plan::Workflow;
 use crate::ports::{Mirrors, Ports};
 use crate::{Control, config::Config};
-use offshoot_api_types::{DeploymentStatus, EnvStatus};
+use offshoot_api_types::{DeploymentId, DeploymentStatus, EnvId, EnvStatus};
 use offshoot_git::Mirror;
 use offshoot_git::hooks::PullRequest;
 use offshoot_store::{Deployment, Environment, now_ms};
@@ -35,7 +35,7 @@ pub struct NewEnv {
 pub fn new_deployment(env_id: &str, workflow: Workflow, commit: Option<String>) -> Deployment {
     Deployment {
         id: crate::ids::new_deployment_id(),
-        env_id: env_id.to_owned(),
+        env_id: env_id.into(),
         workflow: workflow.as_str().to_owned(),
         commit_sha: commit,
         status: DeploymentStatus::Running,
@@ -224,12 +224,12 @@ impl<P: Ports> Control<'_, P> {
     }
 
     /// Runs `workflow` on an environment (a push's `patch`, a changed import's `setup`).
-    pub async fn run_workflow(&self, env: &Environment, workflow: Workflow, commit: Option<String>) -> Result<String, ControlError> {
+    pub async fn run_workflow(&self, env: &Environment, workflow: Workflow, commit: Option<String>) -> Result<DeploymentId, ControlError> {
         let op = if workflow == Workflow::Teardown { Operation::DeleteEnv } else { Operation::DeployEnv };
         gate(self.store, &self.actor, op, &env.id, self.start(env, workflow, commit), |d| Noted::detail(format!("deployment {d}"))).await
     }
 
-    async fn start(&self, env: &Environment, workflow: Workflow, commit: Option<String>) -> Result<String, ControlError> {
+    async fn start(&self, env: &Environment, workflow: Workflow, commit: Option<String>) -> Result<DeploymentId, ControlError> {
         let status = if workflow == Workflow::Teardown { EnvStatus::TearingDown } else { EnvStatus::Deploying };
         self.store.set_env_status(&env.id, status, None).await?;
         let dep = new_deployment(&env.id, workflow, commit);
@@ -268,7 +268,7 @@ impl<P: Ports> Control<'_, P> {
 impl<P: Ports> Control<'_, P> {
     /// Tears down every live environment whose lifetime ended by `now` (ms); the ids of those
     /// it started tearing down.
-    pub async fn expire(&self, now: i64) -> Result<Vec<String>, ControlError> {
+    pub async fn expire(&self, now: i64) -> Result<Vec<EnvId>, ControlError> {
         let mut out = Vec::new();
         for env in self.store.envs(None, false).await? {
             if env.expires_at.is_some_and(|t| t <= now) && env.status != EnvStatus::TearingDown {

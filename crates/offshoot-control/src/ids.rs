@@ -1,5 +1,7 @@
 //! New ids: environments, deployments, activity records.
 
+use offshoot_api_types::{DeploymentId, EnvId};
+
 /// `N` random bytes as hex.
 pub(crate) fn random_hex<const N: usize>() -> String {
     let mut b = [0u8; N];
@@ -8,16 +10,16 @@ pub(crate) fn random_hex<const N: usize>() -> String {
 }
 
 /// A new environment id: 7 lower-case letters and digits (it appears in hostnames).
-pub fn new_env_id() -> String {
+pub fn new_env_id() -> EnvId {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut b = [0u8; 7];
     getrandom::fill(&mut b).expect("the operating system provides randomness");
-    b.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    EnvId::new(b.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect::<String>())
 }
 
 /// A new deployment id: `d` and 16 hex digits.
-pub fn new_deployment_id() -> String {
-    format!("d{}", random_hex::<8>())
+pub fn new_deployment_id() -> DeploymentId {
+    DeploymentId::new(format!("d{}", random_hex::<8>()))
 }
 
 /// A new activity record id: ordered as written by this process (microseconds, then a

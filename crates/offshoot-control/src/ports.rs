@@ -11,9 +11,12 @@ pub trait Ports: Send + Sync {
     /// The mirror of `repo` (a path or URL), fetched now.
     fn fetch(&self, repo: &str) -> impl Future<Output = Result<Mirror, RepoError>> + Send;
     /// Runs a recorded deployment in the background (the server's controller).
-    fn start(&self, deployment: String);
+    fn start(&self, deployment: offshoot_api_types::DeploymentId);
     /// Runs a recorded deployment now and waits for it to end.
-    fn run(&self, deployment: String) -> impl Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send;
+    fn run(
+        &self,
+        deployment: offshoot_api_types::DeploymentId,
+    ) -> impl Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send;
     /// Tells the environment's pull request about it (a comment, a status), in the background.
     fn notify(&self, env: &offshoot_store::Environment);
     /// Wakes the Instant Datasets pool keepers (a clone was taken or returned).

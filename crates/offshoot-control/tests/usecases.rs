@@ -2,7 +2,7 @@
 //! temporary directories (made with the `git` command, fetched into mirrors as the server does),
 //! and ports that record what the use cases start instead of running it.
 
-use offshoot_api_types::{DeploymentStatus, EnvStatus};
+use offshoot_api_types::{DeploymentId, DeploymentStatus, EnvId, EnvStatus};
 use offshoot_control::apps::NewApp;
 use offshoot_control::environments::NewEnv;
 use offshoot_control::git_events::record_delivery;
@@ -20,9 +20,9 @@ const TEMPLATE: &str = "app: shop\nservices:\n- name: web\n  image: busybox\n  p
 /// What the use cases asked of the server.
 #[derive(Default)]
 struct Recorded {
-    started: Vec<String>,
-    ran: Vec<String>,
-    notified: Vec<String>,
+    started: Vec<DeploymentId>,
+    ran: Vec<DeploymentId>,
+    notified: Vec<EnvId>,
     /// Clones dropped on their database server.
     dropped: Vec<String>,
     /// How often the pool keepers were woken.
@@ -46,11 +46,11 @@ impl Ports for FakePorts {
             .map_err(|e| RepoError(e.to_string()))
     }
 
-    fn start(&self, deployment: String) {
+    fn start(&self, deployment: DeploymentId) {
         self.seen.lock().expect("lock").started.push(deployment);
     }
 
-    async fn run(&self, deployment: String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn run(&self, deployment: DeploymentId) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.seen.lock().expect("lock").ran.push(deployment);
         Ok(())
     }
@@ -140,7 +140,7 @@ impl World {
         self.admin().create_env(NewEnv { app: "shop".into(), branch: branch.into(), ..Default::default() }).await.expect("create")
     }
 
-    fn started(&self) -> Vec<String> {
+    fn started(&self) -> Vec<DeploymentId> {
         self.ports.seen.lock().expect("lock").started.clone()
     }
 
@@ -168,10 +168,10 @@ impl Ports for &FakePorts {
     async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
         (*self).fetch(repo).await
     }
-    fn start(&self, deployment: String) {
+    fn start(&self, deployment: DeploymentId) {
         (*self).start(deployment);
     }
-    async fn run(&self, deployment: String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn run(&self, deployment: DeploymentId) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         (*self).run(deployment).await
     }
     fn notify(&self, env: &Environment) {
@@ -321,8 +321,11 @@ async fn delete_tears_down_once_and_an_import_goes_only_with_its_importer() {
     assert_eq!(teardowns, 1, "a second delete starts nothing");
     // An imported environment of a live importer.
     let parent = w.env("main").await;
-    let child =
-        Environment { id: "child01".into(), parent_id: Some(parent.id.clone()), ..w.store.env(&parent.id).await.expect("r").expect("e") };
+    let child = Environment {
+        id: "child01".into(),
+        parent_id: Some(parent.id.to_string()),
+        ..w.store.env(&parent.id).await.expect("r").expect("e")
+    };
     w.store.create_env(&child).await.expect("create the child");
     let e = w.admin().delete_env("child01", None).await.expect_err("imported");
     assert_eq!(e.code(), "imported");
@@ -375,7 +378,7 @@ async fn expiry_tears_down_what_ended_and_nothing_else() {
     assert_eq!(system.expire(now + 61_000).await.expect("expire"), std::slice::from_ref(&short.id));
     assert!(system.expire(now + 62_000).await.expect("expire").is_empty(), "a tearing-down environment is not expired twice");
     let store = &w.store;
-    let st = |id: String| async move { store.env(&id).await.expect("read").expect("env") };
+    let st = |id: EnvId| async move { store.env(&id).await.expect("read").expect("env") };
     let s = st(short.id).await;
     assert_eq!((s.status, s.reason.as_deref()), (EnvStatus::TearingDown, Some("expired")));
     assert_eq!(st(long.id).await.status, EnvStatus::Creating);

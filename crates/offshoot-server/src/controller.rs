@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Starts running a deployment in the background.
-pub(crate) fn spawn(ctx: &Shared, deployment_id: String) {
+pub(crate) fn spawn(ctx: &Shared, deployment_id: offshoot_store::DeploymentId) {
     let shared = ctx.clone();
     ctx.background.spawn("deployment", async move {
         if let Err(e) = run(&shared, &deployment_id).await {
@@ -190,7 +190,7 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment, paral
         return Ok(());
     }
     let record = |status: StepStatus, output: String| Step {
-        deployment: dep.id.clone(),
+        deployment: dep.id.to_string(),
         idx: IMPORTS_STEP,
         name: "imports".into(),
         status: status.as_str().into(),
@@ -198,7 +198,7 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment, paral
     };
     ctx.store.set_step(&record(StepStatus::Running, String::new())).await?;
     // The shared network exists before any import joins it.
-    let ns = Namespace::new(&env.id, &env.app, &ctx.instance);
+    let ns = Namespace::new(env.id.as_str(), &env.app, &ctx.instance);
     ctx.rt.ensure_namespace(&ns).await?;
     let results: Vec<Result<String, Failure>> = if parallel {
         futures_util::future::join_all(children.iter().map(|c| deploy_import(ctx, c))).await

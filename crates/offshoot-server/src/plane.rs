@@ -15,11 +15,11 @@ impl Ports for Plane<'_> {
         self.0.sync_mirror(repo).await.map_err(|e| RepoError(e.to_string()))
     }
 
-    fn start(&self, deployment: String) {
+    fn start(&self, deployment: offshoot_store::DeploymentId) {
         crate::controller::spawn(self.0, deployment);
     }
 
-    async fn run(&self, deployment: String) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn run(&self, deployment: offshoot_store::DeploymentId) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(crate::controller::run_now(self.0, &deployment).await?)
     }
 

@@ -118,7 +118,7 @@ async fn resolve_own(
     let opts = resolve::Options {
         environment_template: env.environment_template.clone(),
         branch: env.branch.clone(),
-        env_id: env.id.clone(),
+        env_id: env.id.to_string(),
         commit: commit.map(str::to_owned).or_else(|| env.commit_sha.clone()),
         app: Some(env.app.clone()),
         domain: ctx.domain.clone(),

@@ -100,7 +100,7 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
                 None => None,
             };
             if site.is_some() {
-                serving_sites.insert((env.id.clone(), s.name.clone()));
+                serving_sites.insert((env.id.to_string(), s.name.clone()));
             }
             if let Some(Ok(site)) = &site {
                 backend = Backend::content(&env.id, &s.name, Arc::new(crate::sites::Served(site.clone())), settings);
@@ -127,7 +127,7 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
             }
             if s.status == ServiceStatus::Ready {
                 for p in &routing.lb_ports {
-                    let key: TcpKey = (env.id.clone(), s.name.clone(), *p);
+                    let key: TcpKey = (env.id.to_string(), s.name.clone(), *p);
                     let preferred = preferred.get(&key).map(SocketAddr::port);
                     tcp.push(TcpRoute { key, preferred, upstreams: ips.iter().map(|ip| SocketAddr::new(*ip, *p)).collect() });
                 }

@@ -59,7 +59,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
     }
     let mut deployments: HashMap<String, Vec<offshoot_store::Deployment>> = HashMap::new();
     for d in ctx.store.live_deployments().await? {
-        deployments.entry(d.env_id.clone()).or_default().push(d);
+        deployments.entry(d.env_id.to_string()).or_default().push(d);
     }
     let mut steps = deployment_steps(ctx, None).await?;
     // Imports: every environment that is not deleted, oldest first, by parent.
@@ -74,13 +74,16 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
     let leased: HashSet<String> = ctx.store.envs_with_leases().await?.into_iter().collect();
     let mut out = Vec::with_capacity(envs.len());
     for e in envs {
-        let datasets =
-            if leased.contains(&e.id) { crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))? } else { Vec::new() };
+        let datasets = if leased.contains(e.id.as_str()) {
+            crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?
+        } else {
+            Vec::new()
+        };
         let parts = EnvParts {
-            services: services.remove(&e.id).unwrap_or_default(),
-            steps: deployments.get(&e.id).into_iter().flatten().filter_map(|d| steps.remove_entry(&d.id)).collect(),
-            deployments: deployments.remove(&e.id).unwrap_or_default(),
-            children: children.remove(&e.id).unwrap_or_default(),
+            services: services.remove(e.id.as_str()).unwrap_or_default(),
+            steps: deployments.get(e.id.as_str()).into_iter().flatten().filter_map(|d| steps.remove_entry(d.id.as_str())).collect(),
+            deployments: deployments.remove(e.id.as_str()).unwrap_or_default(),
+            children: children.remove(e.id.as_str()).unwrap_or_default(),
             datasets,
         };
         out.push(env_dto_of(ctx, e, parts));
@@ -126,9 +129,9 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
     let deployments = parts
         .deployments
         .into_iter()
-        .map(|d| (parts.steps.remove(&d.id).unwrap_or_default(), d))
+        .map(|d| (parts.steps.remove(d.id.as_str()).unwrap_or_default(), d))
         .map(|(steps, d)| api::Deployment {
-            id: d.id,
+            id: d.id.into(),
             workflow: d.workflow,
             commit: d.commit_sha,
             status: d.status,
@@ -146,14 +149,14 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
             app: c.app,
             branch: c.branch,
             commit: c.commit_sha,
-            env_id: c.id,
+            env_id: c.id.into(),
             status: c.status,
             reason: info.reason,
         });
     }
     let warnings = if e.parent_id.is_none() { offshoot_control::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
     api::Env {
-        id: e.id,
+        id: e.id.into(),
         app: e.app,
         branch: e.branch,
         commit: e.commit_sha,

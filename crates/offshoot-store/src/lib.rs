@@ -9,7 +9,7 @@ mod services;
 
 pub use activity::Activity;
 pub use datasets::{Dataset, DatasetClone};
-pub use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
+pub use offshoot_api_types::{DeploymentId, DeploymentStatus, EnvId, EnvStatus, ServiceStatus};
 pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail, ServiceRow};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
@@ -128,7 +128,8 @@ pub struct Secret {
 
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Environment {
-    pub id: String,
+    #[sqlx(try_from = "String")]
+    pub id: EnvId,
     pub app: String,
     pub branch: String,
     pub commit_sha: Option<String>,
@@ -184,8 +185,10 @@ pub struct Delivery {
 
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Deployment {
-    pub id: String,
-    pub env_id: String,
+    #[sqlx(try_from = "String")]
+    pub id: DeploymentId,
+    #[sqlx(try_from = "String")]
+    pub env_id: EnvId,
     pub workflow: String,
     pub commit_sha: Option<String>,
     #[sqlx(try_from = "String")]
@@ -478,7 +481,7 @@ impl Store {
         sqlx::query(&format!(
             "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
-        .bind(&e.id)
+        .bind(e.id.as_str())
         .bind(&e.app)
         .bind(&e.branch)
         .bind(&e.commit_sha)
@@ -585,8 +588,8 @@ impl Store {
 
     pub async fn create_deployment(&self, d: &Deployment) -> Result<()> {
         sqlx::query(&format!("INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
-            .bind(&d.id)
-            .bind(&d.env_id)
+            .bind(d.id.as_str())
+            .bind(d.env_id.as_str())
             .bind(&d.workflow)
             .bind(&d.commit_sha)
             .bind(d.status.as_str())

@@ -37,7 +37,7 @@ async fn fixture(db: &str) -> String {
             first = id.clone();
         }
         let e = Environment {
-            id: id.clone(),
+            id: id.clone().into(),
             app: "demo".into(),
             branch: format!("feature/{i}"),
             commit_sha: Some("0123456789abcdef0123456789abcdef01234567".into()),
@@ -74,8 +74,8 @@ async fn fixture(db: &str) -> String {
         }
         for (n, w) in ["setup", "patch"].iter().enumerate() {
             let d = Deployment {
-                id: format!("d{i:06}{n}"),
-                env_id: id.clone(),
+                id: format!("d{i:06}{n}").into(),
+                env_id: id.clone().into(),
                 workflow: (*w).into(),
                 commit_sha: e.commit_sha.clone(),
                 status: offshoot_store::DeploymentStatus::Failed,
