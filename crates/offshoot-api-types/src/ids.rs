@@ -102,4 +102,6 @@ ids! {
     EnvId;
     /// A deployment's id: `d` and 16 hex digits.
     DeploymentId;
+    /// An application's name: 1 to 40 lower-case letters, digits and `-`.
+    AppName;
 }

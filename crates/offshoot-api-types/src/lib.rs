@@ -2,7 +2,7 @@
 
 mod ids;
 
-pub use ids::{DeploymentId, EnvId};
+pub use ids::{AppName, DeploymentId, EnvId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -55,7 +55,7 @@ impl<P: Ports> Control<'_, P> {
     /// at the branch's head, its refs recorded (polling reports what moves from there).
     pub async fn create_app(&self, req: NewApp) -> Result<App, ControlError> {
         let target = req.name.clone().unwrap_or_else(|| name_from_repo(&req.repo));
-        let noted = |a: &App| Noted { target: Some(a.name.clone()), detail: None };
+        let noted = |a: &App| Noted { target: Some(a.name.to_string()), detail: None };
         gate(self.store, &self.actor, Operation::CreateApp, &target, self.create_app_checked(req), noted).await
     }
 
@@ -92,7 +92,7 @@ impl<P: Ports> Control<'_, P> {
                 hint: Some("choose another with `--name`".into()),
             });
         }
-        let app = App { name: name.clone(), repo, default_branch, created_at: now_ms() };
+        let app = App { name: name.clone().into(), repo, default_branch, created_at: now_ms() };
         self.store.create_app(&app, &template, &env_vars).await?;
         self.app_git(&name).await?;
         for (r, c) in heads {

@@ -225,7 +225,7 @@ impl<P: Ports> Control<'_, P> {
                     .await
                     .map_err(|e| failed(format!("the pull request's configuration is invalid: {}", e.to_text())))?;
                 let req = NewEnv {
-                    app: app.name,
+                    app: app.name.into_string(),
                     branch: pr.head_branch.clone(),
                     commit: Some(pr.head_commit.clone()),
                     pull_request: Some(pr.clone()),

@@ -171,7 +171,7 @@ pub async fn plan(store: &Store, repos: &impl Repos, req: Request<'_>) -> Result
             return Err(ImportError::SelfImport(importer.to_owned()));
         }
         let Some(app) = store.app(name).await? else {
-            let known = store.apps().await?.into_iter().map(|a| a.name).collect();
+            let known = store.apps().await?.into_iter().map(|a| a.name.into_string()).collect();
             return Err(ImportError::UnknownApp { name: name.to_owned(), known });
         };
         let version = store.latest_version(name).await?.ok_or_else(|| ImportError::NoTemplate(name.to_owned()))?;
@@ -236,7 +236,7 @@ async fn choose_branch(
         let b = b.to_owned();
         async move {
             repos.has_branch(&app.repo, &b).await.map_err(|source| ImportError::Fetch {
-                name: app.name.clone(),
+                name: app.name.to_string(),
                 repo: app.repo.clone(),
                 source,
             })
@@ -244,7 +244,7 @@ async fn choose_branch(
     };
     if let Some(b) = explicit {
         if !has(b).await? {
-            return Err(ImportError::NoBranch { name: app.name.clone(), branch: b.to_owned(), repo: app.repo.clone() });
+            return Err(ImportError::NoBranch { name: app.name.to_string(), branch: b.to_owned(), repo: app.repo.clone() });
         }
         return Ok((b.to_owned(), "explicit branch".to_owned()));
     }

@@ -76,7 +76,7 @@ fn front(imports: &str) -> String {
 }
 
 fn branches(p: &ImportPlan) -> Vec<(String, String, String)> {
-    p.imports.iter().map(|i| (i.app.name.clone(), i.branch.clone(), i.info.reason.clone())).collect()
+    p.imports.iter().map(|i| (i.app.name.to_string(), i.branch.clone(), i.info.reason.clone())).collect()
 }
 
 fn refused(r: Result<ImportPlan, ImportError>) -> ImportError {

@@ -66,7 +66,7 @@ impl EnvBackend {
             volatile: volatile_keys(&env.env_vars),
             images,
             sites,
-            ns: Namespace::new(env.id.as_str(), &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref()),
+            ns: Namespace::new(env.id.as_str(), env.app.as_str(), &ctx.instance).on_network_of(env.parent_id.as_deref()),
             env_id: env.id.to_string(),
         };
         EnvBackend::Docker(DockerBackend { ctx: ctx.clone(), rollout: Arc::new(rollout) })

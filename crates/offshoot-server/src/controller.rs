@@ -198,7 +198,7 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment, paral
     };
     ctx.store.set_step(&record(StepStatus::Running, String::new())).await?;
     // The shared network exists before any import joins it.
-    let ns = Namespace::new(env.id.as_str(), &env.app, &ctx.instance);
+    let ns = Namespace::new(env.id.as_str(), env.app.as_str(), &ctx.instance);
     ctx.rt.ensure_namespace(&ns).await?;
     let results: Vec<Result<String, Failure>> = if parallel {
         futures_util::future::join_all(children.iter().map(|c| deploy_import(ctx, c))).await

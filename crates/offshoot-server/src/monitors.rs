@@ -116,7 +116,7 @@ pub(crate) async fn rewatch(ctx: &Shared) {
         let Ok(resolved) = resolve_env(ctx, &env, None).await else { continue };
         // The images the services run, as recorded when they became ready.
         let images = crate::state::images_of(ctx, &env.id).await.unwrap_or_default();
-        let ns = Namespace::new(env.id.as_str(), &env.app, &ctx.instance).on_network_of(env.parent_id.as_deref());
+        let ns = Namespace::new(env.id.as_str(), env.app.as_str(), &ctx.instance).on_network_of(env.parent_id.as_deref());
         let plan = Rollout {
             volatile: volatile_keys(&env.env_vars),
             images,

@@ -120,7 +120,7 @@ async fn resolve_own(
         branch: env.branch.clone(),
         env_id: env.id.to_string(),
         commit: commit.map(str::to_owned).or_else(|| env.commit_sha.clone()),
-        app: Some(env.app.clone()),
+        app: Some(env.app.to_string()),
         domain: ctx.domain.clone(),
         force_domain: true,
         ingress_port: Some(ctx.tls_port.unwrap_or(ctx.router_port)),

@@ -563,7 +563,7 @@ async fn envs(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Ses
 
 async fn render_envs(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Response {
     let (list, apps) = match (ctx.store.envs(None, false).await, ctx.store.apps().await) {
-        (Ok(l), Ok(a)) => (l, a.into_iter().map(|a| a.name).collect::<Vec<_>>()),
+        (Ok(l), Ok(a)) => (l, a.into_iter().map(|a| a.name.into_string()).collect::<Vec<_>>()),
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
     };
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };

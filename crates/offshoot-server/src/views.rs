@@ -14,7 +14,7 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
     let source = if v.as_ref().is_some_and(|v| v.template.starts_with("# generated")) { "compose" } else { "release" };
     let git = ctx.store.app_git(&a.name).await?;
     Ok(api::App {
-        name: a.name,
+        name: a.name.into(),
         repo: a.repo,
         default_branch: a.default_branch,
         version: v.map_or(0, |v| v.version),
@@ -146,7 +146,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
     for c in parts.children {
         let info = offshoot_control::imports::ImportInfo::of(&c);
         imports.push(api::Import {
-            app: c.app,
+            app: c.app.into(),
             branch: c.branch,
             commit: c.commit_sha,
             env_id: c.id.into(),
@@ -157,7 +157,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
     let warnings = if e.parent_id.is_none() { offshoot_control::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
     api::Env {
         id: e.id.into(),
-        app: e.app,
+        app: e.app.into(),
         branch: e.branch,
         commit: e.commit_sha,
         status: e.status,

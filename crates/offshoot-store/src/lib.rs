@@ -9,7 +9,7 @@ mod services;
 
 pub use activity::Activity;
 pub use datasets::{Dataset, DatasetClone};
-pub use offshoot_api_types::{DeploymentId, DeploymentStatus, EnvId, EnvStatus, ServiceStatus};
+pub use offshoot_api_types::{AppName, DeploymentId, DeploymentStatus, EnvId, EnvStatus, ServiceStatus};
 pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail, ServiceRow};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
@@ -102,7 +102,8 @@ pub struct Store {
 
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct App {
-    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub name: AppName,
     pub repo: String,
     pub default_branch: String,
     pub created_at: i64,
@@ -130,7 +131,8 @@ pub struct Secret {
 pub struct Environment {
     #[sqlx(try_from = "String")]
     pub id: EnvId,
-    pub app: String,
+    #[sqlx(try_from = "String")]
+    pub app: AppName,
     pub branch: String,
     pub commit_sha: Option<String>,
     pub environment_template: Option<String>,
@@ -359,15 +361,15 @@ impl Store {
     pub async fn create_app(&self, app: &App, template: &str, env_vars: &str) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db("begin"))?;
         let exists: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM apps WHERE name = $1")
-            .bind(&app.name)
+            .bind(app.name.as_str())
             .fetch_one(&mut *tx)
             .await
             .map_err(db("find an app"))?;
         if exists.0 > 0 {
-            return Err(StoreError::Conflict { what: "application", name: app.name.clone() });
+            return Err(StoreError::Conflict { what: "application", name: app.name.to_string() });
         }
         sqlx::query("INSERT INTO apps (name, repo, default_branch, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&app.name)
+            .bind(app.name.as_str())
             .bind(&app.repo)
             .bind(&app.default_branch)
             .bind(app.created_at)
@@ -375,7 +377,7 @@ impl Store {
             .await
             .map_err(db("create an app"))?;
         sqlx::query("INSERT INTO app_versions (app, version, template, env_vars, created_at) VALUES ($1, 1, $2, $3, $4)")
-            .bind(&app.name)
+            .bind(app.name.as_str())
             .bind(template)
             .bind(env_vars)
             .bind(now_ms())
@@ -482,7 +484,7 @@ impl Store {
             "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(e.id.as_str())
-        .bind(&e.app)
+        .bind(e.app.as_str())
         .bind(&e.branch)
         .bind(&e.commit_sha)
         .bind(&e.environment_template)
