@@ -11,8 +11,9 @@ use crate::{Control, config::Config};
 use offshoot_api_types::{DeploymentId, DeploymentStatus, EnvId, EnvStatus};
 use offshoot_git::Mirror;
 use offshoot_git::hooks::PullRequest;
-use offshoot_store::{Deployment, Environment, now_ms};
+use offshoot_store::{App, Deployment, Environment, now_ms};
 use offshoot_template::document::{self, Kind};
+use offshoot_template::model::Template;
 
 /// A new environment.
 #[derive(Clone, Debug, Default)]
@@ -73,46 +74,8 @@ impl<P: Ports> Control<'_, P> {
                 (v.template, v.env_vars)
             }
         };
-        let doc = document::check("application_template.yaml", &template, Some(Kind::Template));
-        let errors: Vec<_> = doc.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
-        if !errors.is_empty() {
-            return Err(ControlError::Invalid { message: "the application's template is invalid".into(), diagnostics: errors });
-        }
-        let Some(t) = doc.template else {
-            return Err(ControlError::Invalid { message: "the application's template is empty".into(), diagnostics: Vec::new() });
-        };
-        if let Some(why) = unsupported(&t) {
-            return Err(ControlError::Unprocessable { code: "unsupported", message: why, hint: None });
-        }
-        if let Some(name) = &req.environment_template
-            && !t.environment_templates.iter().any(|e| e.name.as_str() == name)
-        {
-            let names: Vec<&str> = t.environment_templates.iter().map(|e| e.name.as_str()).collect();
-            return Err(ControlError::bad_input(format!("environment template `{name}` is not defined"))
-                .with_hint(format!("defined: {}", names.join(", "))));
-        }
-        // The Instant Datasets its environment template lists must exist.
-        let environment_template = t.environment_template_name(req.environment_template.as_deref());
-        for name in t.datasets_of(environment_template.as_deref()) {
-            if self.store.dataset(&name).await?.is_none_or(|x| x.state == "deleting") {
-                let chosen = environment_template.as_deref().unwrap_or_default();
-                return Err(ControlError::Unprocessable {
-                    code: "unknown-dataset",
-                    message: format!("environment template `{chosen}` lists dataset `{name}`, which does not exist"),
-                    hint: Some(format!("create it: `offshoot dataset create {name} --source postgres://...`")),
-                });
-            }
-        }
-        let mirror = match req.mirror {
-            Some(m) => m,
-            None => self.ports.fetch(&app.repo).await.map_err(|e| ControlError::Fetch { repo: app.repo.clone(), why: e.0 })?,
-        };
-        let b = req.branch.clone();
-        let (exists, branches) =
-            tokio::task::spawn_blocking(move || (mirror.resolve(&b).ok().flatten().is_some(), mirror.branches())).await?;
-        if !exists {
-            return Err(ControlError::not_found("branch", &req.branch, format!("branches of `{}`: {}", app.name, branches?.join(", "))));
-        }
+        let (t, environment_template) = self.checked_template(&template, req.environment_template.as_deref()).await?;
+        self.check_branch(&app, req.mirror, &req.branch).await?;
         // Imports: every check before anything is recorded or started.
         let labels = req.pull_request.as_ref().map(|p| p.labels.as_slice());
         let (imports, warnings) = if t.app_imports.is_empty() {
@@ -131,7 +94,7 @@ impl<P: Ports> Control<'_, P> {
             app: app.name.clone(),
             branch: req.branch.clone(),
             commit_sha: None,
-            environment_template: environment_template.or(req.environment_template),
+            environment_template,
             status: EnvStatus::Creating,
             reason: None,
             template,
@@ -162,6 +125,57 @@ impl<P: Ports> Control<'_, P> {
         self.ports.start(dep.id);
         tracing::info!(env = %id, app = %app.name, branch = %req.branch, "environment created");
         Ok(env)
+    }
+
+    /// The template an environment forks, checked: valid, supported, defining the environment
+    /// template asked for, listing datasets that exist. With the environment template's name.
+    async fn checked_template(&self, template: &str, asked: Option<&str>) -> Result<(Template, Option<String>), ControlError> {
+        let doc = document::check("application_template.yaml", template, Some(Kind::Template));
+        let errors: Vec<_> = doc.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
+        if !errors.is_empty() {
+            return Err(ControlError::Invalid { message: "the application's template is invalid".into(), diagnostics: errors });
+        }
+        let Some(t) = doc.template else {
+            return Err(ControlError::Invalid { message: "the application's template is empty".into(), diagnostics: Vec::new() });
+        };
+        if let Some(why) = unsupported(&t) {
+            return Err(ControlError::Unprocessable { code: "unsupported", message: why, hint: None });
+        }
+        if let Some(name) = asked
+            && !t.environment_templates.iter().any(|e| e.name.as_str() == name)
+        {
+            let names: Vec<&str> = t.environment_templates.iter().map(|e| e.name.as_str()).collect();
+            return Err(ControlError::bad_input(format!("environment template `{name}` is not defined"))
+                .with_hint(format!("defined: {}", names.join(", "))));
+        }
+        let environment_template = t.environment_template_name(asked).or_else(|| asked.map(str::to_owned));
+        for name in t.datasets_of(environment_template.as_deref()) {
+            if self.store.dataset(&name).await?.is_none_or(|x| x.state == "deleting") {
+                let chosen = environment_template.as_deref().unwrap_or_default();
+                return Err(ControlError::Unprocessable {
+                    code: "unknown-dataset",
+                    message: format!("environment template `{chosen}` lists dataset `{name}`, which does not exist"),
+                    hint: Some(format!("create it: `offshoot dataset create {name} --source postgres://...`")),
+                });
+            }
+        }
+        Ok((t, environment_template))
+    }
+
+    /// Whether `branch` exists in the application's repository (fetched now unless given).
+    async fn check_branch(&self, app: &App, mirror: Option<Mirror>, branch: &str) -> Result<(), ControlError> {
+        let mirror = match mirror {
+            Some(m) => m,
+            None => self.ports.fetch(&app.repo).await.map_err(|e| ControlError::Fetch { repo: app.repo.clone(), why: e.0 })?,
+        };
+        let b = branch.to_owned();
+        let (exists, branches) =
+            tokio::task::spawn_blocking(move || (mirror.resolve(&b).ok().flatten().is_some(), mirror.branches())).await?;
+        if exists {
+            Ok(())
+        } else {
+            Err(ControlError::not_found("branch", branch, format!("branches of `{}`: {}", app.name, branches?.join(", "))))
+        }
     }
 
     /// Records the imported apps' environments of `parent`, in import order (the importer's

@@ -116,14 +116,20 @@ fn psql(url: &str, args: &[&str]) {
     assert!(o.status.success(), "psql {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-#[tokio::test]
-async fn a_v0_postgres_store_opens_with_everything() {
+/// A new PostgreSQL database loaded with the v0 dump: (admin URL, its URL, its name).
+fn v0_postgres(prefix: &str) -> (String, String, String) {
     let admin = std::env::var("OFFSHOOT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://offshoot:offshoot@127.0.0.1:5432/postgres".into());
     let (base, _) = admin.rsplit_once('/').expect("a database URL");
-    let name = format!("offshoot_upgrade_{}_{}", std::process::id(), offshoot_store::now_ms() % 1_000_000);
+    let name = format!("offshoot_{prefix}_{}_{}", std::process::id(), offshoot_store::now_ms() % 1_000_000);
     psql(&admin, &["-c", &format!("CREATE DATABASE {name}")]);
     let url = format!("{base}/{name}");
     psql(&url, &["-f", fixture("postgres/offshoot.sql").to_str().expect("utf-8")]);
+    (admin, url, name)
+}
+
+#[tokio::test]
+async fn a_v0_postgres_store_opens_with_everything() {
+    let (admin, url, name) = v0_postgres("upgrade");
     let store = Store::open(&url).await.expect("open the v0 store");
     holds_everything_v0_held(&store).await;
     store.close().await;
@@ -196,12 +202,7 @@ async fn a_failed_sqlite_migration_leaves_the_store_as_it_was() {
 
 #[tokio::test]
 async fn a_failed_postgres_migration_leaves_the_store_as_it_was() {
-    let admin = std::env::var("OFFSHOOT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://offshoot:offshoot@127.0.0.1:5432/postgres".into());
-    let (base, _) = admin.rsplit_once('/').expect("a database URL");
-    let name = format!("offshoot_failed_{}_{}", std::process::id(), offshoot_store::now_ms() % 1_000_000);
-    psql(&admin, &["-c", &format!("CREATE DATABASE {name}")]);
-    let url = format!("{base}/{name}");
-    psql(&url, &["-f", fixture("postgres/offshoot.sql").to_str().expect("utf-8")]);
+    let (admin, url, name) = v0_postgres("failed");
     psql(&url, &["-c", "CREATE TABLE activity (note TEXT); INSERT INTO activity (note) VALUES ('mine')"]);
     a_failed_migration_changes_nothing(&url).await;
     psql(&admin, &["-c", &format!("DROP DATABASE {name} WITH (FORCE)")]);
