@@ -185,7 +185,14 @@ impl Kube {
                     && let Some(reason) = w.reason.as_deref().filter(|r| STUCK.contains(r))
                 {
                     let message = w.message.as_deref().map_or_else(String::new, |m| format!(": {m}"));
-                    return Ok(Some(format!("container `{}`: {reason}{message}", c.name)));
+                    // A container that keeps exiting: how it last ended, as the Docker engine says it.
+                    let exited = c
+                        .last_state
+                        .as_ref()
+                        .and_then(|s| s.terminated.as_ref())
+                        .filter(|t| t.exit_code != 0)
+                        .map_or_else(String::new, |t| format!(" (the container exited with code {})", t.exit_code));
+                    return Ok(Some(format!("container `{}`: {reason}{message}{exited}", c.name)));
                 }
             }
             for cond in status.conditions.iter().flatten() {
@@ -195,6 +202,23 @@ impl Kube {
             }
         }
         Ok(None)
+    }
+
+    /// How a failed job's container last ended: the first non-zero exit code among its pods.
+    async fn exit_code(&self, namespace: &str, job: &str) -> Result<Option<i32>> {
+        let pods: Api<Pod> = self.api(Some(namespace));
+        let list =
+            pods.list(&ListParams::default().labels(&format!("job-name={job}"))).await.map_err(api_err("list", "Pod", job.to_owned()))?;
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|p| p.status.as_ref())
+            .flat_map(|st| st.container_statuses.iter().flatten())
+            .filter_map(|c| {
+                c.state.as_ref().and_then(|s| s.terminated.as_ref()).or(c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+            })
+            .map(|t| t.exit_code)
+            .find(|code| *code != 0))
     }
 
     /// The newest Warning event about a service's objects (its pods are named after it).
@@ -272,7 +296,11 @@ impl Kube {
         let name = job.metadata.name.clone().unwrap_or_default();
         let api: Api<Job> = self.api(Some(&namespace));
         // A finished job of the same name is replaced (jobs are immutable).
-        let _ = api.delete(&name, &DeleteParams::foreground()).await;
+        match api.delete(&name, &DeleteParams::foreground()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(api_err("delete", "Job", name.clone())(e)),
+        }
         self.wait_gone(&api, &name, timeout).await?;
         self.apply_one(api.clone(), job).await?;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -284,7 +312,10 @@ impl Kube {
                     return Ok(());
                 }
                 if c.status == "True" && (c.type_ == "Failed" || c.type_ == "FailureTarget") {
-                    let reason = [c.reason.as_deref(), c.message.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+                    let mut reason = [c.reason.as_deref(), c.message.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+                    if let Some(code) = self.exit_code(&namespace, &name).await? {
+                        reason.push_str(&format!(" (the container exited with code {code})"));
+                    }
                     return Err(KubeError::JobFailed { job: name, reason });
                 }
             }

@@ -149,6 +149,14 @@ async fn a_stuck_rollout_says_why() {
             "container `web`: ImagePullBackOff: Back-off pulling image",
         ),
         (pod(Some(("CrashLoopBackOff", "back-off 40s restarting failed container")), false), "CrashLoopBackOff"),
+        (
+            {
+                let mut p = pod(Some(("CrashLoopBackOff", "back-off 40s restarting failed container")), false);
+                p["status"]["containerStatuses"][0]["lastState"] = json!({"terminated": {"exitCode": 3}});
+                p
+            },
+            "container `web`: CrashLoopBackOff: back-off 40s restarting failed container (the container exited with code 3)",
+        ),
         (pod(None, true), "unschedulable: 0/3 nodes are available: 3 Insufficient memory."),
     ] {
         let (kube, _) = fake(move |_, path, _| {
@@ -241,9 +249,16 @@ async fn jobs_run_to_completion_or_say_why_they_failed() {
     assert!(log.lock().expect("log").iter().any(|l| l.starts_with("PATCH /apis/batch/v1/namespaces/offshoot-abc1234/jobs/job-migrate")));
 
     let mut looks = 0;
-    let (kube, _) = fake(move |m, _, body| match m.as_str() {
+    let (kube, _) = fake(move |m, path, body| match m.as_str() {
         "DELETE" => (404, json!("not found")),
         "PATCH" => (200, body.clone()),
+        "GET" if path.starts_with("/api/v1/namespaces/offshoot-abc1234/pods?") => {
+            assert!(path.contains("labelSelector=job-name%3Djob-migrate"), "{path}");
+            let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "job-migrate-x"}, "status": {"containerStatuses": [
+                {"name": "migrate", "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 4}}}
+            ]}});
+            (200, list(vec![pod]))
+        }
         _ => {
             looks += 1;
             if looks == 1 {
@@ -261,7 +276,7 @@ async fn jobs_run_to_completion_or_say_why_they_failed() {
     match kube.run_job(&the_job(), Duration::from_secs(5)).await {
         Err(KubeError::JobFailed { job, reason }) => {
             assert_eq!(job, "job-migrate");
-            assert_eq!(reason, "BackoffLimitExceeded: Job has reached the specified backoff limit");
+            assert_eq!(reason, "BackoffLimitExceeded: Job has reached the specified backoff limit (the container exited with code 4)");
         }
         other => panic!("{other:?}"),
     }

@@ -113,6 +113,37 @@ impl FakeKube {
                 if kind == "Job" {
                     obj["status"] = json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]});
                 }
+                // A container whose command is `exit N` fails as on a cluster: a service's pod
+                // crash-loops, a job fails, each with the container's exit code.
+                if let Some(code) = exit_code(&obj)
+                    && let Some(ns) = obj["metadata"]["namespace"].as_str().map(str::to_owned)
+                {
+                    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+                    let container = obj["spec"]["template"]["spec"]["containers"][0]["name"].clone();
+                    let (labels, status) = if kind == "Job" {
+                        obj["status"] = json!({"failed": 1, "conditions": [{"type": "Failed", "status": "True",
+                            "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]});
+                        (
+                            json!({"job-name": name}),
+                            json!({"name": container, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                            "state": {"terminated": {"exitCode": code}}}),
+                        )
+                    } else {
+                        obj["status"]["readyReplicas"] = json!(0);
+                        obj["status"]["availableReplicas"] = json!(0);
+                        obj["status"]["unavailableReplicas"] = obj["spec"]["replicas"].clone();
+                        (
+                            obj["spec"]["template"]["metadata"]["labels"].clone(),
+                            json!({"name": container, "image": "i", "imageID": "",
+                            "ready": false, "restartCount": 3,
+                            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}},
+                            "lastState": {"terminated": {"exitCode": code}}}),
+                        )
+                    };
+                    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("{name}-0"), "namespace": ns, "labels": labels},
+                        "status": {"phase": "Running", "containerStatuses": [status]}});
+                    objects.insert(format!("/api/v1/namespaces/{ns}/pods/{name}-0"), pod);
+                }
                 objects.insert(path, obj.clone());
                 (200, obj)
             }
@@ -169,6 +200,16 @@ impl FakeKube {
     fn object(&self, path: &str) -> Option<Value> {
         self.objects.lock().expect("objects").get(path).cloned()
     }
+}
+
+/// `N` when a workload's or job's first container runs `exit N` (N not 0).
+fn exit_code(obj: &Value) -> Option<i64> {
+    let c = &obj["spec"]["template"]["spec"]["containers"][0];
+    let words: Vec<&str> =
+        ["command", "args"].iter().flat_map(|k| c[*k].as_array().into_iter().flatten()).filter_map(Value::as_str).collect();
+    let text = words.join(" ");
+    let code: i64 = text.split("exit ").nth(1)?.split(|ch: char| !ch.is_ascii_digit()).next()?.parse().ok()?;
+    (code != 0).then_some(code)
 }
 
 /// A server on Kubernetes (the stand-in's), pushing to the local registry.
@@ -354,4 +395,45 @@ fn a_deployment_on_kubernetes_resumes_after_a_crash_without_running_a_finished_j
     assert_eq!(count(&api), 2, "the interrupted rollout was applied again");
     let steps: Vec<&str> = e["deployments"][0]["steps"].as_array().expect("steps").iter().filter_map(|st| st["status"].as_str()).collect();
     assert!(steps.iter().all(|st| *st == "done"), "{e}");
+}
+
+/// The conformance scenarios of `offshoot_control::conformance` on Kubernetes: the same steps,
+/// the same statuses, the same words in the reasons as on the fake engine and on Docker
+/// (`tests/conformance.rs`), through the real server, the executor and `KubeBackend`, on the
+/// stand-in (which fails a container that runs `exit N` as a cluster would).
+#[test]
+fn every_conformance_scenario_plays_the_same_on_kubernetes() {
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = kube_server(&fake, &dir);
+    let all = offshoot_control::conformance::scenarios();
+    let repos: Vec<_> = all.iter().enumerate().map(|(i, sc)| repo(&format!("app: kconf{i}\n{}", sc.template), None, &[], &[])).collect();
+    let mut envs = Vec::new();
+    for (i, r) in repos.iter().enumerate() {
+        s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
+        envs.push(s.json(&["env", "create", &format!("kconf{i}"), "--branch", "main"])["id"].as_str().expect("id").to_owned());
+    }
+    for (sc, id) in all.iter().zip(&envs) {
+        let env = eventually(120, &format!("{}: the environment to settle", sc.name), || {
+            let e = s.json(&["env", "show", id]);
+            matches!(e["status"].as_str(), Some("ready" | "failed")).then_some(e)
+        });
+        assert_eq!(env["status"] == "ready", sc.ready, "{}: {env}", sc.name);
+        let steps: Vec<(String, String)> = env["deployments"][0]["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|st| (st["name"].as_str().unwrap_or("").to_owned(), st["status"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        let want: Vec<(String, String)> = sc.steps.iter().map(|(n, st)| ((*n).to_owned(), st.as_str().to_owned())).collect();
+        assert_eq!(steps, want, "{}: {env}", sc.name);
+        let reason = env["reason"].as_str().unwrap_or("");
+        for w in sc.reason_has {
+            assert!(reason.contains(w), "{}: the reason `{reason}` does not say `{w}`", sc.name);
+        }
+    }
+    for id in &envs {
+        assert_eq!(s.json(&["env", "delete", id, "--wait"])["status"], "deleted");
+        assert!(fake.object(&format!("/api/v1/namespaces/offshoot-{id}")).is_none(), "the namespace of {id} is gone");
+    }
 }
