@@ -72,6 +72,20 @@ impl StepOutcome {
 
 /// Runs `plan` on `backend`, resuming from what `log` holds.
 pub async fn execute<B: Backend, L: StepLog>(plan: &Plan, backend: &Arc<B>, log: &L) -> Result<Report, ExecError> {
+    execute_in(plan, backend, log, &|work| drop(tokio::spawn(work))).await
+}
+
+/// Work the executor starts and does not wait for: a step with `wait_for_finish: false`.
+pub type Detached = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// [`execute`], starting the steps it does not wait for with `detach` (a server runs them under
+/// its task tracker, so that shutdown waits for them too).
+pub async fn execute_in<B: Backend, L: StepLog>(
+    plan: &Plan,
+    backend: &Arc<B>,
+    log: &L,
+    detach: &(dyn Fn(Detached) + Sync),
+) -> Result<Report, ExecError> {
     let progress = log.load().await?;
     // A teardown neither prepares (it would make what it removes) nor finishes.
     let edges = plan.workflow != Workflow::Teardown;
@@ -102,12 +116,12 @@ pub async fn execute<B: Backend, L: StepLog>(plan: &Plan, backend: &Arc<B>, log:
         log.record_step(step.idx, &step.name, StepStatus::Running, "").await?;
         if !step.wait_for_finish {
             let (backend, detached) = (backend.clone(), step.clone());
-            tokio::spawn(async move {
+            detach(Box::pin(async move {
                 let outcome = run_detached(&backend, &detached).await;
                 if !outcome.errors.is_empty() {
                     tracing::warn!(step = %detached.name, error = %outcome.errors.join("; "), "a step that was not waited for failed");
                 }
-            });
+            }));
             log.record_step(step.idx, &step.name, StepStatus::Done, "started without waiting").await?;
             report.steps.push((step.name.clone(), "started without waiting".into()));
             continue;

@@ -38,7 +38,7 @@ mod ports;
 
 pub use backend::{Backend, BackendError, BackendErrorKind, ExecOutput, ServiceState};
 pub use error::{ControlError, ErrorKind};
-pub use executor::{ExecError, Report, execute};
+pub use executor::{Detached, ExecError, Report, execute, execute_in};
 pub use gate::{Actor, Operation, Role, authorize};
 pub use ids::{new_deployment_id, new_env_id};
 pub use log::{Progress, StepLog, StepStatus, StoreLog};

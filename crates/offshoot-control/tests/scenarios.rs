@@ -331,6 +331,27 @@ async fn a_step_not_waited_for_does_not_hold_the_workflow() {
 }
 
 #[tokio::test]
+async fn a_step_not_waited_for_is_handed_to_whoever_runs_the_executor() {
+    let yaml = with_workflows(
+        "- name: setup\n  parallelize:\n  - step: later\n    tasks: [jobs.seed]\n    wait_for_finish: false\n  - step: b\n    tasks: [services.db]\n",
+    );
+    let ctx = Ctx::new().await;
+    let log = ctx.deployment("d1", Workflow::Setup).await;
+    let fake = FakeBackend::new();
+    let handed: std::sync::Mutex<Vec<offshoot_control::Detached>> = std::sync::Mutex::default();
+    let detach = |work| handed.lock().expect("lock").push(work);
+    let plan = steps(&yaml, Workflow::Setup);
+    offshoot_control::execute_in(&plan, &std::sync::Arc::new(fake.clone()), &log, &detach).await.expect("succeeds");
+    assert_eq!(fake.count("jobs.seed"), 0, "not started by the executor itself");
+    let work: Vec<_> = handed.lock().expect("lock").drain(..).collect();
+    assert_eq!(work.len(), 1);
+    for w in work {
+        w.await;
+    }
+    assert_eq!(fake.count("jobs.seed"), 1, "it runs when its runner runs it");
+}
+
+#[tokio::test]
 async fn a_failure_in_a_step_not_waited_for_does_not_fail_the_workflow() {
     let yaml = with_workflows(
         "- name: setup\n  parallelize:\n  - step: bg\n    tasks: [jobs.seed]\n    wait_for_finish: false\n    halt_on_error: true\n  - step: b\n    tasks: [services.db]\n",

@@ -7,7 +7,7 @@ use crate::failure::Failure;
 use crate::resolving::{Fork, resolve_env, resolve_fork};
 use crate::state::{Ctx, Shared, set_service};
 use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
-use offshoot_control::{ExecError, StepStatus, StoreLog, Workflow, execute};
+use offshoot_control::{ExecError, StepStatus, StoreLog, Workflow, execute_in};
 use offshoot_runtime::{Namespace, Runtime};
 use offshoot_store::{Deployment, Environment, ServiceDetail, Step};
 use std::collections::BTreeMap;
@@ -152,7 +152,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
     let backend = EnvBackend::for_deployment(ctx, env, resolved, (images, sites), (&mirror, &commit), &mut phases).await?;
     record_phases(ctx, &dep.id, &phases).await?;
     let t = Instant::now();
-    let result = execute(&plan, &Arc::new(backend), &log).await;
+    let result = execute_in(&plan, &Arc::new(backend), &log, &|work| ctx.background.spawn("detached step", work)).await;
     phases.insert("start".into(), ms(t));
     // A halted workflow ends now; otherwise the imports set up beside it are waited for.
     if let Err(e @ ExecError::Halted { .. }) = &result {
@@ -285,6 +285,6 @@ async fn teardown_workflow(ctx: &Shared, dep: &Deployment, env: &Environment) ->
     let images = crate::state::images_of(ctx, &env.id).await?;
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
     let backend = EnvBackend::for_teardown(ctx, env, resolved, images);
-    let result = execute(&plan, &Arc::new(backend), &log).await;
+    let result = execute_in(&plan, &Arc::new(backend), &log, &|work| ctx.background.spawn("detached step", work)).await;
     result.map(|_| ()).map_err(Failure::from)
 }
