@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Unprocessable,
     /// The actor's role does not allow the operation.
     Forbidden,
+    /// This server's engine cannot do it.
+    Unsupported,
     /// A fault of the server or its store: the cause is logged, not shown.
     Internal,
 }
@@ -48,6 +50,8 @@ pub enum ControlError {
     #[error("cannot read the repository")]
     Git(#[from] offshoot_git::GitError),
     #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("a blocking task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -70,6 +74,11 @@ impl ControlError {
             ControlError::Invalid { .. } | ControlError::Import(ImportError::InvalidTemplate { .. }) => ErrorKind::Invalid,
             ControlError::Unprocessable { .. } | ControlError::Import(_) => ErrorKind::Unprocessable,
             ControlError::Forbidden { .. } => ErrorKind::Forbidden,
+            ControlError::Backend(b) => match b.kind() {
+                crate::backend::BackendErrorKind::NotFound => ErrorKind::NotFound,
+                crate::backend::BackendErrorKind::Unsupported => ErrorKind::Unsupported,
+                crate::backend::BackendErrorKind::Failed => ErrorKind::Internal,
+            },
             ControlError::Seal(_) | ControlError::Git(_) | ControlError::Store(_) | ControlError::Join(_) => ErrorKind::Internal,
         }
     }
@@ -85,6 +94,7 @@ impl ControlError {
                 ErrorKind::Conflict => "conflict",
                 ErrorKind::BadInput => "bad_request",
                 ErrorKind::Forbidden => "forbidden",
+                ErrorKind::Unsupported => "unsupported",
                 _ => "internal",
             },
         }
@@ -98,6 +108,7 @@ impl ControlError {
             | ControlError::BadInput { hint, .. }
             | ControlError::Unprocessable { hint, .. } => hint.clone(),
             ControlError::Import(e) => e.hint(),
+            ControlError::Backend(b) => b.hint().map(str::to_owned),
             ControlError::Forbidden { .. } => Some("ask an admin for a role that allows it".into()),
             _ => None,
         }

@@ -68,6 +68,8 @@ pub enum Operation {
     CreateEnv,
     DeployEnv,
     DeleteEnv,
+    /// A command run in one of an environment's services.
+    ExecInEnv,
 }
 
 impl Operation {
@@ -81,6 +83,7 @@ impl Operation {
             Operation::CreateEnv => "env.create",
             Operation::DeployEnv => "env.deploy",
             Operation::DeleteEnv => "env.delete",
+            Operation::ExecInEnv => "env.exec",
         }
     }
 
@@ -88,7 +91,7 @@ impl Operation {
     pub fn needs(self) -> Role {
         match self {
             Operation::CreateApp | Operation::DeleteApp | Operation::UpdateTemplate | Operation::SetSecret => Role::Admin,
-            Operation::CreateEnv | Operation::DeployEnv | Operation::DeleteEnv => Role::Developer,
+            Operation::CreateEnv | Operation::DeployEnv | Operation::DeleteEnv | Operation::ExecInEnv => Role::Developer,
         }
     }
 }

@@ -66,6 +66,17 @@ impl<'a, P: Ports> Control<'a, P> {
     pub async fn find_env(&self, id: &str) -> Result<Environment, ControlError> {
         find_env(self.store, id).await
     }
+
+    /// Runs `work`, an operation an adapter carries out itself (a command in a service), through
+    /// the same gate as the use cases: authorised for `op`, recorded on `target`.
+    pub async fn perform<T>(
+        &self,
+        op: Operation,
+        target: &str,
+        work: impl std::future::Future<Output = Result<T, ControlError>>,
+    ) -> Result<T, ControlError> {
+        gate::gate(self.store, &self.actor, op, target, work, |_| gate::Noted::default()).await
+    }
 }
 
 /// The application `name`, or an error that says how to list them.

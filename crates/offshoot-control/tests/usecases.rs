@@ -597,3 +597,22 @@ async fn check_in_drops_a_clone_once_and_leaves_an_unreachable_one_to_the_keeper
     system.detach_datasets(&env.id).await.expect("again");
     assert_eq!(seen(&w).dropped, ["ods_songs_0"]);
 }
+
+#[tokio::test]
+async fn what_an_adapter_does_itself_passes_the_same_gate() {
+    let w = World::new().await;
+    let viewer = Actor { name: "ann".into(), role: Role::Viewer };
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let work = async {
+        ran.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok::<_, ControlError>(())
+    };
+    let e = w.as_(viewer).perform(offshoot_control::Operation::ExecInEnv, "e1/web", work).await.expect_err("viewers only read");
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "refused before it ran");
+    let missing =
+        async { Err::<(), _>(ControlError::from(offshoot_control::BackendError::not_found("running service `web` does not exist"))) };
+    let e = w.as_(Actor::token()).perform(offshoot_control::Operation::ExecInEnv, "e1/web", missing).await.expect_err("no container");
+    assert_eq!((e.kind(), e.code()), (ErrorKind::NotFound, "not_found"));
+    assert_eq!(w.activity().await, ["ann env.exec e1/web refused", "token env.exec e1/web refused"]);
+}

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use offshoot_api_types as api;
 use offshoot_control::apps::{NewApp, TemplateVersion};
 use offshoot_control::environments::NewEnv;
-use offshoot_control::{Actor, Backend as _};
+use offshoot_control::{Actor, Backend as _, Operation};
 use serde::Deserialize;
 
 /// Largest request body the API accepts.
@@ -250,6 +250,7 @@ async fn build_logs(State(ctx): State<Shared>, Path(id): Path<String>) -> Result
 
 async fn env_exec(
     State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     Json(body): Json<api::ExecRequest>,
 ) -> Result<Json<api::ExecResult>, ApiError> {
@@ -257,6 +258,9 @@ async fn env_exec(
     if body.command.is_empty() {
         return Err(ApiError::bad_request("no command given"));
     }
-    let done = EnvBackend::at_rest(&ctx, &env).exec(&body.service, &body.command).await?;
+    // Recorded on the environment and service; the command itself may hold secrets.
+    let target = format!("{id}/{}", body.service);
+    let work = async { Ok(EnvBackend::at_rest(&ctx, &env).exec(&body.service, &body.command).await?) };
+    let done = control(&ctx, actor).perform(Operation::ExecInEnv, &target, work).await?;
     Ok(Json(api::ExecResult { exit_code: done.exit_code, output: done.output }))
 }

@@ -56,6 +56,7 @@ impl From<offshoot_control::ControlError> for ApiError {
             ErrorKind::BadInput => StatusCode::BAD_REQUEST,
             ErrorKind::Invalid | ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::Internal => return anyhow::Error::new(e).into(),
         };
         let mut out = ApiError::new(status, e.code(), e.to_string());
