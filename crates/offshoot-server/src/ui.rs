@@ -43,6 +43,7 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
         .route("/ui/envs/{id}/events", get(env_events))
         .route("/ui/envs/{id}/logs/{service}", get(log_events))
         .route("/ui/datasets", get(datasets))
+        .route("/ui/activity", get(activity))
         .route_layer(axum::middleware::from_fn_with_state(ctx, session));
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
@@ -213,6 +214,7 @@ fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             a href="/ui/envs" { "Environments" }
                             a href="/ui/apps" { "Applications" }
                             a href="/ui/datasets" { "Datasets" }
+                            a href="/ui/activity" { "Activity" }
                             form.inline method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(csrf_of(&s.0));
                                 button.link type="submit" { "Log out" }
@@ -792,6 +794,41 @@ async fn log_events(
 }
 
 // Datasets -------------------------------------------------------------------------------------
+
+/// What was done, by whom, and how it ended: the newest 200 entries of the activity log.
+async fn activity(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>) -> Response {
+    let list = match ctx.store.activity(200).await {
+        Ok(l) => l,
+        Err(e) => {
+            let e = ApiError::from(e);
+            return (e.status, page("Activity", Some(&s), error_box(&e))).into_response();
+        }
+    };
+    let link = |target: &str| -> Option<String> {
+        let head = target.split('/').next().unwrap_or(target);
+        if head.len() == 7 && head.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            Some(format!("/ui/envs/{head}"))
+        } else {
+            None
+        }
+    };
+    let body = html! {
+        @if list.is_empty() { p { "Nothing was done yet." } } @else {
+            div.scroll { table {
+                thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "On" } th scope="col" { "Outcome" } th scope="col" { "Detail" } } }
+                tbody { @for a in &list { tr {
+                    td { (ago(a.at)) }
+                    td { (a.actor) }
+                    td { code { (a.operation) } }
+                    td { @if let Some(href) = link(&a.target).filter(|_| a.operation.starts_with("env.")) { a href=(href) { (a.target) } } @else { (a.target) } }
+                    td { span class={ "badge " (match a.outcome.as_str() { "ok" => "ok", "failed" => "bad", _ => "busy" }) } { (a.outcome) } }
+                    td { @if let Some(d) = &a.detail { span.muted { (d.lines().next().unwrap_or("")) } } }
+                } } }
+            } }
+        }
+    };
+    page("Activity", Some(&s), body).into_response()
+}
 
 async fn datasets(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>) -> Response {
     let list = match crate::datasets::list(State(ctx.clone())).await {
