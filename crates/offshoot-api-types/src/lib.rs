@@ -1,8 +1,5 @@
 //! Bodies of the HTTP API (`/api/v1`), shared by the server and the CLI. No I/O.
 
-mod ids;
-
-pub use ids::{AppName, DeploymentId, EnvId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

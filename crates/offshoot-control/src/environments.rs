@@ -8,10 +8,11 @@ use crate::imports::{ImportInfo, Planned, Request, unsupported};
 use crate::plan::Workflow;
 use crate::ports::{Mirrors, Ports};
 use crate::{Control, config::Config};
-use offshoot_api_types::{DeploymentId, DeploymentStatus, EnvId, EnvStatus};
+use offshoot_api_types::{DeploymentStatus, EnvStatus};
 use offshoot_git::Mirror;
 use offshoot_git::hooks::PullRequest;
 use offshoot_store::{App, Deployment, Environment, now_ms};
+use offshoot_store::{DeploymentId, EnvId};
 use offshoot_template::document::{self, Kind};
 use offshoot_template::model::Template;
 
@@ -196,7 +197,7 @@ impl<P: Ports> Control<'_, P> {
                 // Ordered after the importer and among themselves.
                 created_at: now + 1 + i as i64,
                 updated_at: now,
-                parent_id: Some(parent.to_owned()),
+                parent_id: Some(parent.into()),
                 import_info: Some(serde_json::to_string(&p.info).map_err(|e| ControlError::bad_input(e.to_string()))?),
                 pull_request: None,
             };

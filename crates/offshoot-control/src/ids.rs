@@ -1,6 +1,6 @@
 //! New ids: environments, deployments, activity records.
 
-use offshoot_api_types::{DeploymentId, EnvId};
+use offshoot_store::{DeploymentId, EnvId};
 
 /// `N` random bytes as hex.
 pub(crate) fn random_hex<const N: usize>() -> String {

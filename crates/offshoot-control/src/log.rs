@@ -106,7 +106,7 @@ impl StepLog for StoreLog {
 
     async fn record_step(&self, idx: usize, name: &str, status: StepStatus, output: &str) -> Result<(), StoreError> {
         let step = offshoot_store::Step {
-            deployment: self.deployment.clone(),
+            deployment: self.deployment.clone().into(),
             idx: to_idx(idx),
             name: name.to_owned(),
             status: status.as_str().to_owned(),

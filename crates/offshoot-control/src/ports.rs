@@ -11,11 +11,11 @@ pub trait Ports: Send + Sync {
     /// The mirror of `repo` (a path or URL), fetched now.
     fn fetch(&self, repo: &str) -> impl Future<Output = Result<Mirror, RepoError>> + Send;
     /// Runs a recorded deployment in the background (the server's controller).
-    fn start(&self, deployment: offshoot_api_types::DeploymentId);
+    fn start(&self, deployment: offshoot_store::DeploymentId);
     /// Runs a recorded deployment now and waits for it to end.
     fn run(
         &self,
-        deployment: offshoot_api_types::DeploymentId,
+        deployment: offshoot_store::DeploymentId,
     ) -> impl Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send;
     /// Tells the environment's pull request about it (a comment, a status), in the background.
     fn notify(&self, env: &offshoot_store::Environment);

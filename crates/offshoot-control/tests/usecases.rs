@@ -2,7 +2,7 @@
 //! temporary directories (made with the `git` command, fetched into mirrors as the server does),
 //! and ports that record what the use cases start instead of running it.
 
-use offshoot_api_types::{DeploymentId, DeploymentStatus, EnvId, EnvStatus};
+use offshoot_api_types::{DeploymentStatus, EnvStatus};
 use offshoot_control::apps::NewApp;
 use offshoot_control::environments::NewEnv;
 use offshoot_control::git_events::record_delivery;
@@ -10,6 +10,7 @@ use offshoot_control::imports::RepoError;
 use offshoot_control::{Actor, Control, ControlError, ErrorKind, Ports, Role};
 use offshoot_git::Mirror;
 use offshoot_git::hooks::{GitEvent, PrAction, Provider, PullRequest};
+use offshoot_store::{DeploymentId, EnvId};
 use offshoot_store::{Environment, Store};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -321,11 +322,8 @@ async fn delete_tears_down_once_and_an_import_goes_only_with_its_importer() {
     assert_eq!(teardowns, 1, "a second delete starts nothing");
     // An imported environment of a live importer.
     let parent = w.env("main").await;
-    let child = Environment {
-        id: "child01".into(),
-        parent_id: Some(parent.id.to_string()),
-        ..w.store.env(&parent.id).await.expect("r").expect("e")
-    };
+    let child =
+        Environment { id: "child01".into(), parent_id: Some(parent.id.clone()), ..w.store.env(&parent.id).await.expect("r").expect("e") };
     w.store.create_env(&child).await.expect("create the child");
     let e = w.admin().delete_env("child01", None).await.expect_err("imported");
     assert_eq!(e.code(), "imported");

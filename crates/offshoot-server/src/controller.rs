@@ -190,7 +190,7 @@ async fn deploy_imports(ctx: &Shared, dep: &Deployment, env: &Environment, paral
         return Ok(());
     }
     let record = |status: StepStatus, output: String| Step {
-        deployment: dep.id.to_string(),
+        deployment: dep.id.clone(),
         idx: IMPORTS_STEP,
         name: "imports".into(),
         status: status.as_str().into(),

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use offshoot_api_types as api;
 use offshoot_datasets::{CloneSpec, DatabaseServer, Dsn, Kind, Names, Schedule, Server};
-use offshoot_store::{Dataset, DatasetClone, now_ms};
+use offshoot_store::{Dataset, DatasetClone, EnvId, now_ms};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -142,8 +142,14 @@ async fn delete(
     Query(q): Query<DeleteQuery>,
 ) -> Result<(StatusCode, Json<api::DatasetInfo>), ApiError> {
     let d = find(&ctx, &name).await?;
-    let holders: Vec<String> =
-        ctx.store.clones(&name).await?.into_iter().filter(|c| c.state == "leased").filter_map(|c| c.env_id).collect();
+    let holders: Vec<String> = ctx
+        .store
+        .clones(&name)
+        .await?
+        .into_iter()
+        .filter(|c| c.state == "leased")
+        .filter_map(|c| c.env_id.map(EnvId::into_string))
+        .collect();
     if !holders.is_empty() && !q.force {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -169,7 +175,7 @@ async fn info(ctx: &Shared, d: Dataset) -> Result<api::DatasetInfo, ApiError> {
         .map(|c| {
             let expires_at = lease_expiry(&d, c);
             api::Lease {
-                env_id: c.env_id.clone().unwrap_or_default(),
+                env_id: c.env_id.clone().map(EnvId::into_string).unwrap_or_default(),
                 database: c.db_name.clone(),
                 leased_at: c.leased_at.unwrap_or(0),
                 expires_at,

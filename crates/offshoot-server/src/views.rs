@@ -55,7 +55,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
     let envs = ctx.store.envs(app, false).await?;
     let mut services: HashMap<String, Vec<offshoot_store::ServiceRow>> = HashMap::new();
     for s in ctx.store.live_services().await? {
-        services.entry(s.env_id.clone()).or_default().push(s);
+        services.entry(s.env_id.to_string()).or_default().push(s);
     }
     let mut deployments: HashMap<String, Vec<offshoot_store::Deployment>> = HashMap::new();
     for d in ctx.store.live_deployments().await? {
@@ -68,7 +68,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
     let mut children: HashMap<String, Vec<Environment>> = HashMap::new();
     for c in all {
         if let Some(p) = c.parent_id.clone() {
-            children.entry(p).or_default().push(c);
+            children.entry(p.into_string()).or_default().push(c);
         }
     }
     let leased: HashSet<String> = ctx.store.envs_with_leases().await?.into_iter().collect();
@@ -168,7 +168,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
         created_at: e.created_at,
         expires_at: e.expires_at,
         imports,
-        parent: e.parent_id,
+        parent: e.parent_id.map(offshoot_store::EnvId::into_string),
         warnings,
         pull_request: e.pull_request.as_deref().and_then(|p| serde_json::from_str::<offshoot_git::hooks::PullRequest>(p).ok()).map(|p| {
             api::PullRequestRef { provider: p.provider.as_str().to_owned(), repo: p.repo, number: p.number, url: p.url, labels: p.labels }
@@ -182,7 +182,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
 async fn deployment_steps(ctx: &Shared, env_id: Option<&str>) -> Result<HashMap<String, Vec<api::DeploymentStep>>, ApiError> {
     let mut out: HashMap<String, Vec<api::DeploymentStep>> = HashMap::new();
     for s in ctx.store.deployment_steps(env_id).await? {
-        out.entry(s.deployment).or_default().push(api::DeploymentStep { name: s.name, status: s.status, output: s.output });
+        out.entry(s.deployment.into_string()).or_default().push(api::DeploymentStep { name: s.name, status: s.status, output: s.output });
     }
     Ok(out)
 }

@@ -75,7 +75,7 @@ pub struct DatasetClone {
     pub password: String,
     /// `filling`, `ready`, `leased`, `dropping`.
     pub state: String,
-    pub env_id: Option<String>,
+    pub env_id: Option<crate::EnvId>,
     pub leased_at: Option<i64>,
     pub created_at: i64,
     pub ready_at: Option<i64>,

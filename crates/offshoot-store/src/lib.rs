@@ -5,11 +5,13 @@
 
 mod activity;
 mod datasets;
+mod ids;
 mod services;
 
 pub use activity::Activity;
 pub use datasets::{Dataset, DatasetClone};
-pub use offshoot_api_types::{AppName, DeploymentId, DeploymentStatus, EnvId, EnvStatus, ServiceStatus};
+pub use ids::{AppName, DeploymentId, EnvId};
+pub use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
 pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail, ServiceRow};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
@@ -146,7 +148,7 @@ pub struct Environment {
     pub created_at: i64,
     pub updated_at: i64,
     /// For an imported app's environment: the importing environment.
-    pub parent_id: Option<String>,
+    pub parent_id: Option<EnvId>,
     /// For an imported app's environment: how it was chosen (JSON the server owns).
     pub import_info: Option<String>,
     /// For an environment made for a pull request: which one (JSON the server owns).
@@ -204,7 +206,7 @@ pub struct Deployment {
 
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct Step {
-    pub deployment: String,
+    pub deployment: DeploymentId,
     pub idx: i64,
     pub name: String,
     pub status: String,
@@ -244,7 +246,7 @@ impl RawServiceRow {
             name: format!("{}/{}", self.env_id, self.name),
             source: e,
         })?;
-        Ok(ServiceRow { env_id: self.env_id, name: self.name, status, reason: self.reason, detail })
+        Ok(ServiceRow { env_id: self.env_id.into(), name: self.name, status, reason: self.reason, detail })
     }
 }
 

@@ -9,7 +9,7 @@ pub const SERVICE_DETAIL_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceRow {
-    pub env_id: String,
+    pub env_id: crate::EnvId,
     pub name: String,
     pub status: offshoot_api_types::ServiceStatus,
     pub reason: Option<String>,

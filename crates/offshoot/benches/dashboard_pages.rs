@@ -63,7 +63,7 @@ async fn fixture(db: &str) -> String {
             };
             store
                 .set_service(&ServiceRow {
-                    env_id: id.clone(),
+                    env_id: id.clone().into(),
                     name: s.into(),
                     status: offshoot_store::ServiceStatus::Failed,
                     reason: None,

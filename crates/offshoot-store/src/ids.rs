@@ -1,11 +1,13 @@
 //! Typed ids: an environment's id cannot be passed where a deployment's is expected. Each reads
-//! as the `str` it wraps (`&id` coerces to `&str`), prints as it, and is (de)serialized as it.
+//! as the `str` it wraps (`&id` coerces to `&str`), prints as it, is (de)serialized as it, and is
+//! stored as it (a TEXT column).
 
 macro_rules! ids {
     ($($(#[$doc:meta])* $name:ident;)*) => {$(
         $(#[$doc])*
-        #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
         #[serde(transparent)]
+        #[sqlx(transparent)]
         pub struct $name(String);
 
         impl $name {
