@@ -406,32 +406,7 @@ fn every_conformance_scenario_plays_the_same_on_kubernetes() {
     let fake = FakeKube::default();
     let dir = tempfile::tempdir().expect("tempdir");
     let s = kube_server(&fake, &dir);
-    let all = offshoot_control::conformance::scenarios();
-    let repos: Vec<_> = all.iter().enumerate().map(|(i, sc)| repo(&format!("app: kconf{i}\n{}", sc.template), None, &[], &[])).collect();
-    let mut envs = Vec::new();
-    for (i, r) in repos.iter().enumerate() {
-        s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
-        envs.push(s.json(&["env", "create", &format!("kconf{i}"), "--branch", "main"])["id"].as_str().expect("id").to_owned());
-    }
-    for (sc, id) in all.iter().zip(&envs) {
-        let env = eventually(120, &format!("{}: the environment to settle", sc.name), || {
-            let e = s.json(&["env", "show", id]);
-            matches!(e["status"].as_str(), Some("ready" | "failed")).then_some(e)
-        });
-        assert_eq!(env["status"] == "ready", sc.ready, "{}: {env}", sc.name);
-        let steps: Vec<(String, String)> = env["deployments"][0]["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|st| (st["name"].as_str().unwrap_or("").to_owned(), st["status"].as_str().unwrap_or("").to_owned()))
-            .collect();
-        let want: Vec<(String, String)> = sc.steps.iter().map(|(n, st)| ((*n).to_owned(), st.as_str().to_owned())).collect();
-        assert_eq!(steps, want, "{}: {env}", sc.name);
-        let reason = env["reason"].as_str().unwrap_or("");
-        for w in sc.reason_has {
-            assert!(reason.contains(w), "{}: the reason `{reason}` does not say `{w}`", sc.name);
-        }
-    }
+    let envs = play_conformance(&s, "kconf");
     for id in &envs {
         assert_eq!(s.json(&["env", "delete", id, "--wait"])["status"], "deleted");
         assert!(fake.object(&format!("/api/v1/namespaces/offshoot-{id}")).is_none(), "the namespace of {id} is gone");

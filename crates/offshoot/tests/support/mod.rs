@@ -413,3 +413,37 @@ pub fn helper(program: &str, args: &[&str], hint: &str) -> Helper {
     eventually(20, &format!("{program} listens"), || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
     h
 }
+
+/// Plays every scenario of `offshoot_control::conformance` on the server `s`, each its own
+/// application (`<prefix><n>`) and environment, all at once, and checks how each ended: ready or
+/// failed, each step's status, the words of the reason. The environments' ids, to tear down.
+pub fn play_conformance(s: &Server, prefix: &str) -> Vec<String> {
+    let all = offshoot_control::conformance::scenarios();
+    assert!(all.len() >= 7);
+    let repos: Vec<_> = all.iter().enumerate().map(|(i, sc)| repo(&format!("app: {prefix}{i}\n{}", sc.template), None, &[], &[])).collect();
+    let mut envs = Vec::new();
+    for (i, r) in repos.iter().enumerate() {
+        s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
+        envs.push(s.json(&["env", "create", &format!("{prefix}{i}"), "--branch", "main"])["id"].as_str().expect("id").to_owned());
+    }
+    for (sc, id) in all.iter().zip(&envs) {
+        let env = eventually(120, &format!("{}: the environment to settle", sc.name), || {
+            let e = s.json(&["env", "show", id]);
+            matches!(e["status"].as_str(), Some("ready" | "failed")).then_some(e)
+        });
+        assert_eq!(env["status"] == "ready", sc.ready, "{}: {env}", sc.name);
+        let steps: Vec<(String, String)> = env["deployments"][0]["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|st| (st["name"].as_str().unwrap_or("").to_owned(), st["status"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        let want: Vec<(String, String)> = sc.steps.iter().map(|(n, st)| ((*n).to_owned(), st.as_str().to_owned())).collect();
+        assert_eq!(steps, want, "{}: {env}", sc.name);
+        let reason = env["reason"].as_str().unwrap_or("");
+        for w in sc.reason_has {
+            assert!(reason.contains(w), "{}: the reason `{reason}` does not say `{w}`", sc.name);
+        }
+    }
+    envs
+}
