@@ -1,5 +1,6 @@
 //! What the use cases need from the server around them, and nothing else: repositories fetched
-//! into mirrors, deployments run in the background, secrets sealed with the server's key.
+//! into mirrors, deployments run (in the background or now), pull requests told, Instant
+//! Datasets' keepers woken and clones dropped, secrets sealed with the server's key.
 
 use crate::imports::{RepoError, Repos};
 use offshoot_git::Mirror;
