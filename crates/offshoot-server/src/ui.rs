@@ -804,13 +804,11 @@ async fn activity(State(ctx): State<Shared>, axum::Extension(s): axum::Extension
             return (e.status, page("Activity", Some(&s), error_box(&e))).into_response();
         }
     };
-    let link = |target: &str| -> Option<String> {
-        let head = target.split('/').next().unwrap_or(target);
-        if head.len() == 7 && head.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-            Some(format!("/ui/envs/{head}"))
-        } else {
-            None
-        }
+    // An environment's operations are recorded on its id (`env.exec` on `id/service`); creating
+    // one is recorded on its application.
+    let link = |a: &offshoot_store::Activity| -> Option<String> {
+        let on_env = a.operation.starts_with("env.") && a.operation != "env.create";
+        on_env.then(|| format!("/ui/envs/{}", a.target.split('/').next().unwrap_or(&a.target)))
     };
     let body = html! {
         @if list.is_empty() { p { "Nothing was done yet." } } @else {
@@ -820,7 +818,7 @@ async fn activity(State(ctx): State<Shared>, axum::Extension(s): axum::Extension
                     td { (ago(a.at)) }
                     td { (a.actor) }
                     td { code { (a.operation) } }
-                    td { @if let Some(href) = link(&a.target).filter(|_| a.operation.starts_with("env.")) { a href=(href) { (a.target) } } @else { (a.target) } }
+                    td { @if let Some(href) = link(a) { a href=(href) { (a.target) } } @else { (a.target) } }
                     td { span class={ "badge " (match a.outcome.as_str() { "ok" => "ok", "failed" => "bad", _ => "busy" }) } { (a.outcome) } }
                     td { @if let Some(d) = &a.detail { span.muted { (d.lines().next().unwrap_or("")) } } }
                 } } }
