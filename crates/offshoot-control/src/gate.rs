@@ -70,6 +70,9 @@ pub enum Operation {
     DeleteEnv,
     /// A command run in one of an environment's services.
     ExecInEnv,
+    CreateDataset,
+    RefreshDataset,
+    DeleteDataset,
 }
 
 impl Operation {
@@ -84,13 +87,22 @@ impl Operation {
             Operation::DeployEnv => "env.deploy",
             Operation::DeleteEnv => "env.delete",
             Operation::ExecInEnv => "env.exec",
+            Operation::CreateDataset => "dataset.create",
+            Operation::RefreshDataset => "dataset.refresh",
+            Operation::DeleteDataset => "dataset.delete",
         }
     }
 
     /// The least role that may do it.
     pub fn needs(self) -> Role {
         match self {
-            Operation::CreateApp | Operation::DeleteApp | Operation::UpdateTemplate | Operation::SetSecret => Role::Admin,
+            Operation::CreateApp
+            | Operation::DeleteApp
+            | Operation::UpdateTemplate
+            | Operation::SetSecret
+            | Operation::CreateDataset
+            | Operation::RefreshDataset
+            | Operation::DeleteDataset => Role::Admin,
             Operation::CreateEnv | Operation::DeployEnv | Operation::DeleteEnv | Operation::ExecInEnv => Role::Developer,
         }
     }

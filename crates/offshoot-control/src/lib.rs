@@ -23,6 +23,7 @@ pub mod apps;
 mod backend;
 pub mod config;
 pub mod conformance;
+pub mod dataset_admin;
 pub mod datasets;
 pub mod environments;
 mod error;

@@ -614,3 +614,74 @@ async fn what_an_adapter_does_itself_passes_the_same_gate() {
     assert_eq!((e.kind(), e.code()), (ErrorKind::NotFound, "not_found"));
     assert_eq!(w.activity().await, ["ann env.exec e1/web refused", "token env.exec e1/web refused"]);
 }
+
+fn new_dataset(name: &str, source: &str) -> offshoot_api_types::CreateDataset {
+    offshoot_api_types::CreateDataset { name: name.into(), source: source.into(), target: None, pool_size: None, refresh: None, ttl: None }
+}
+
+#[tokio::test]
+async fn an_admin_creates_a_dataset_with_its_urls_sealed_and_bad_fields_named() {
+    let w = World::new().await;
+    let d = w.admin().create_dataset(&new_dataset("artists", "postgres://u:hunter2@db:5432/music")).await.expect("create");
+    assert_eq!((d.engine.as_str(), d.pool_size, d.state.as_str()), ("postgres", 2, "snapshotting"));
+    let stored = w.store.dataset("artists").await.expect("read").expect("stored");
+    assert!(stored.source.starts_with("sealed:dataset/artists/source:"), "{}", stored.source);
+    assert!(!stored.source.contains("hunter2") && !stored.target.contains("hunter2"), "never the plaintext");
+    assert!(stored.target.starts_with("sealed:dataset/artists/target:"), "the source's server holds the pool");
+    assert_eq!(seen(&w).wakes, 1, "the keeper takes the first snapshot");
+
+    let refused = [
+        (new_dataset("Bad Name", "postgres://u@db/x"), "name: "),
+        (new_dataset("nodb", "postgres://u@db"), "source: the URL names no database"),
+        (
+            offshoot_api_types::CreateDataset { pool_size: Some(51), ..new_dataset("big", "postgres://u@db/x") },
+            "pool_size: 51 is not between 1 and 50",
+        ),
+        (
+            offshoot_api_types::CreateDataset { target: Some("mysql://root@db2".into()), ..new_dataset("mixed", "postgres://u@db/x") },
+            "target: a postgres dataset needs a postgres server, not mariadb",
+        ),
+        (offshoot_api_types::CreateDataset { refresh: Some("every day".into()), ..new_dataset("sched", "postgres://u@db/x") }, "refresh: "),
+        (offshoot_api_types::CreateDataset { ttl: Some("soon".into()), ..new_dataset("ttl", "postgres://u@db/x") }, "ttl: "),
+    ];
+    for (req, starts) in refused {
+        let e = w.admin().create_dataset(&req).await.expect_err(starts);
+        assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+        assert!(e.to_string().starts_with(starts), "{e} should start with {starts}");
+        assert!(w.store.dataset(&req.name).await.expect("read").is_none(), "nothing stored for {}", req.name);
+    }
+    let e = w.admin().create_dataset(&new_dataset("artists", "postgres://u@db/x")).await.expect_err("taken");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let e = w.as_(Actor::git("webhook")).create_dataset(&new_dataset("other", "postgres://u@db/x")).await.expect_err("a developer");
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    let log = w.store.activity(50).await.expect("activity");
+    let ops: Vec<(&str, &str)> =
+        log.iter().filter(|a| a.operation == "dataset.create").map(|a| (a.target.as_str(), a.outcome.as_str())).collect();
+    assert_eq!(ops.iter().filter(|(_, o)| *o == "ok").count(), 1, "{ops:?}");
+    assert_eq!(ops.iter().filter(|(_, o)| *o == "refused").count(), 8, "every refusal recorded: {ops:?}");
+}
+
+#[tokio::test]
+async fn a_dataset_in_use_is_deleted_only_when_forced_and_a_deleting_one_is_not_refreshed() {
+    let w = World::new().await;
+    w.app().await;
+    dataset(&w, "artists", "ready", 1).await;
+    let env = w.env("main").await;
+    w.as_(Actor::system("controller")).attach_datasets(&env, &["artists".into()], std::time::Duration::from_secs(1)).await.expect("attach");
+
+    let before = w.store.dataset("artists").await.expect("read").expect("d");
+    let d = w.admin().refresh_dataset("artists").await.expect("refresh");
+    assert_ne!(d.refresh_requested, before.refresh_requested, "a refresh is asked of the keeper");
+    let e = w.admin().delete_dataset("artists", false).await.expect_err("in use");
+    assert_eq!((e.kind(), e.code()), (ErrorKind::Conflict, "in-use"));
+    assert_eq!(e.to_string(), format!("dataset `artists` is attached to environment(s) {}", env.id));
+    assert_eq!(w.store.dataset("artists").await.expect("read").expect("d").state, "ready", "nothing changed");
+    let d = w.admin().delete_dataset("artists", true).await.expect("forced");
+    assert_eq!(d.state, "deleting");
+    let e = w.admin().refresh_dataset("artists").await.expect_err("deleting");
+    assert_eq!((e.kind(), e.code()), (ErrorKind::Conflict, "deleting"));
+    let e = w.admin().delete_dataset("nope", false).await.expect_err("missing");
+    assert_eq!((e.kind(), e.hint().as_deref()), (ErrorKind::NotFound, Some("`offshoot dataset list` shows them")));
+    let forced = w.store.activity(50).await.expect("activity").into_iter().find(|a| a.operation == "dataset.delete" && a.outcome == "ok");
+    assert_eq!(forced.and_then(|a| a.detail).as_deref(), Some("forced"));
+}

@@ -34,7 +34,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/manifests", get(env_manifests))
         .route("/envs/{id}/exec", post(env_exec))
-        .route("/activity", get(activity));
+        .route("/activity", get(activity))
+        .route("/loops", get(loops));
     let api = crate::datasets::api(crate::webhooks::api(api)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
     let metrics = Router::new().route("/metrics", get(metrics)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
@@ -48,8 +49,16 @@ pub(crate) fn router(ctx: Shared) -> Router {
 }
 
 async fn metrics(State(ctx): State<Shared>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], ctx.router.metrics_text())
-        .into_response()
+    let text = ctx.router.metrics_text();
+    // The router's text ends with `# EOF`: the loops' counters go before it.
+    let (body, eof) = text.rsplit_once("# EOF").map_or((text.as_str(), ""), |(b, _)| (b, "# EOF\n"));
+    let text = format!("{body}{}{eof}", ctx.background.loops().metrics_text());
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+/// How each background loop's rounds went.
+async fn loops(State(ctx): State<Shared>) -> Json<std::collections::BTreeMap<&'static str, crate::background::LoopStatus>> {
+    Json(ctx.background.loops().snapshot())
 }
 
 /// Lets requests with a valid API token through, as the token's actor.

@@ -54,12 +54,16 @@ pub(crate) async fn handle(ctx: &Shared, id: &str) {
 /// Polls every application's repository for pushes, as webhooks would report them. A fetch
 /// error is recorded on the application and retried at the next round; a ref that disappeared
 /// is not an event.
-pub(crate) async fn poll_loop(ctx: Shared, every: Duration) {
-    loop {
-        if let Err(e) = poll(&ctx).await {
-            tracing::warn!(error = %e, "polling failed; retrying later");
-        }
-        tokio::time::sleep(every).await;
+/// The poller, a loop of the server for repositories without webhooks: every round fetches each
+/// application's repository and handles the refs that moved as deliveries. What it has seen is
+/// kept in the store (`git_heads`), so a restart misses nothing.
+pub(crate) struct Poller(pub(crate) Shared);
+
+impl crate::background::Periodic for Poller {
+    const NAME: &'static str = "poller";
+
+    async fn round(&mut self) -> Result<(), crate::failure::Failure> {
+        Ok(poll(&self.0).await?)
     }
 }
 

@@ -5,6 +5,7 @@ mod api;
 mod backends;
 mod background;
 mod builds;
+mod clones;
 mod controller;
 mod crypto;
 mod datasets;
@@ -13,6 +14,7 @@ mod error;
 mod events;
 mod failure;
 mod feedback;
+mod keeper;
 mod kube_rt;
 mod monitors;
 mod plane;
@@ -169,7 +171,11 @@ pub async fn run(config: Config) -> Result<()> {
     }
     // Orphans of a crash are dropped before any clone is made.
     let bg = ctx.background.clone();
-    bg.spawn("datasets", datasets::run(ctx.clone()));
+    bg.every(
+        keeper::Keeper::new(ctx.store.clone(), ctx.key.clone(), ctx.instance.clone(), bg.clone()),
+        keeper::ROUND,
+        Some(ctx.pools_wake.clone()),
+    );
     recover(&ctx).await;
     monitors::rewatch(&ctx).await;
     {
@@ -177,10 +183,19 @@ pub async fn run(config: Config) -> Result<()> {
         bg.spawn("delivery recovery", async move { events::recover(&ctx).await });
     }
     if let Some(every) = config.poll_interval {
-        bg.spawn("poller", events::poll_loop(ctx.clone(), every));
+        bg.every(events::Poller(ctx.clone()), every, None);
     }
-    bg.spawn("reconciler", reconcile_loop(ctx.clone(), config.reconcile_every));
-    bg.spawn("static site gc", sites::gc_loop(ctx.clone()));
+    bg.every(Reconciler(ctx.clone()), config.reconcile_every, None);
+    if let Some(s) = &ctx.sites {
+        let gc = sites::SiteGc {
+            store: ctx.store.clone(),
+            bucket: s.bucket.clone(),
+            locks: ctx.locks.clone(),
+            tmp: ctx.data_dir.join("tmp"),
+            swept: false,
+        };
+        bg.every(gc, sites::GC_EVERY, None);
+    }
     bg.spawn("container events", follow_containers(ctx.clone()));
     tracing::info!(api = %api_listener.local_addr()?, router = %router_port, tls = ?tls_port, domain = %config.domain, "offshoot server ready");
     let mut stop = stop_rx.clone();
@@ -284,15 +299,20 @@ async fn follow_containers(ctx: Shared) {
     }
 }
 
-async fn reconcile_loop(ctx: Shared, every: Duration) {
-    loop {
-        if let Err(e) = reconcile(&ctx).await {
-            tracing::warn!(error = format!("{e:#}"), "reconcile failed; retrying later");
-        }
+/// The reconciler, a loop of the server: it drives the use cases (expiry, redeploys) over the
+/// whole plane, and keeps nothing of its own between rounds: every round re-reads the store and
+/// the engine.
+struct Reconciler(Shared);
+
+impl background::Periodic for Reconciler {
+    const NAME: &'static str = "reconciler";
+
+    async fn round(&mut self) -> Result<(), failure::Failure> {
+        let result = reconcile(&self.0).await;
         // Containers recreated outside a deployment (liveness, the reconciler) may have new
         // addresses.
-        ctx.refresh_routes().await;
-        tokio::time::sleep(every).await;
+        self.0.refresh_routes().await;
+        result.map_err(|e| failure::Failure::Reason(format!("{e:#}")))
     }
 }
 

@@ -28,11 +28,11 @@ impl Ports for Plane<'_> {
     }
 
     fn wake_pools(&self) {
-        self.0.pools.wake();
+        self.0.pools_wake.notify_one();
     }
 
     async fn drop_clone(&self, clone: &offshoot_store::DatasetClone) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        Ok(crate::datasets::drop_clone_objects(self.0, clone).await?)
+        Ok(crate::clones::drop_clone_objects(self.0, clone).await?)
     }
 
     fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {

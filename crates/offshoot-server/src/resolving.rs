@@ -110,7 +110,7 @@ async fn resolve_own(
 ) -> Result<Resolved, Failure> {
     let mut vars = fork.vars.clone();
     add_secrets(ctx, &env.app, &mut vars).await?;
-    let attached = crate::datasets::variables(ctx, &env.id)
+    let attached = crate::clones::variables(ctx, &env.id)
         .await?
         .into_iter()
         .map(|(k, v, secret)| (k, if secret { VarValue::Secret(SecretString::new(v)) } else { VarValue::Plain(v) }))

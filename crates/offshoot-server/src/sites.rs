@@ -279,53 +279,57 @@ pub(crate) fn retain(ctx: &Ctx, serving: &HashSet<(String, String)>) {
     }
 }
 
-/// At start-up, removes the output archives of builds a crash interrupted; then collects
-/// garbage every hour.
-pub(crate) async fn gc_loop(ctx: Shared) {
-    if let Ok(mut dir) = tokio::fs::read_dir(ctx.data_dir.join("tmp")).await {
-        while let Ok(Some(e)) = dir.next_entry().await {
-            if e.file_name().to_string_lossy().starts_with("site-")
-                && let Err(err) = tokio::fs::remove_file(e.path()).await
-            {
-                tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a static build's leftover archive");
-            }
+/// The static sites' garbage collector, a loop of the server: on its first round it removes the
+/// output archives of builds a crash interrupted; every round (hourly) it deletes the sites no
+/// environment serves (after a day) and the files only they held.
+pub(crate) struct SiteGc {
+    pub(crate) store: offshoot_store::Store,
+    pub(crate) bucket: Arc<Bucket>,
+    /// The environments' operations: a build under way may count on a stored file that no kept
+    /// site names yet.
+    pub(crate) locks: crate::state::Locks,
+    /// Where static builds leave their output archives.
+    pub(crate) tmp: std::path::PathBuf,
+    pub(crate) swept: bool,
+}
+
+/// How often the static sites' garbage is collected.
+pub(crate) const GC_EVERY: Duration = Duration::from_secs(3600);
+
+impl crate::background::Periodic for SiteGc {
+    const NAME: &'static str = "static site gc";
+
+    async fn round(&mut self) -> Result<(), Failure> {
+        if !self.swept {
+            self.swept = true;
+            sweep_archives(&self.tmp).await;
         }
-    }
-    loop {
-        collect_garbage(&ctx).await;
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        if self.locks.any_busy() {
+            tracing::debug!("static sites: a deployment is running; garbage collection waits for the next round");
+            return Ok(());
+        }
+        let mut keep = HashSet::new();
+        // Deleted environments keep their rows, not their sites.
+        for env in self.store.envs(None, false).await? {
+            keep.extend(self.store.services(&env.id).await?.into_iter().filter_map(|s| s.detail.site));
+        }
+        let gc = self.bucket.collect_garbage(&keep, KEEP_UNUSED).await.map_err(|e| format!("static sites: garbage collection: {e}"))?;
+        if gc.sites_deleted + gc.blobs_deleted > 0 {
+            tracing::info!(?gc, "static sites: garbage collected");
+        }
+        Ok(())
     }
 }
 
-/// Deletes the sites no environment serves (after a day) and the files only they held.
-pub(crate) async fn collect_garbage(ctx: &Ctx) {
-    let Some(sites) = &ctx.sites else { return };
-    // A build under way may count on a stored file that no kept site names yet.
-    if ctx.any_busy() {
-        tracing::debug!("static sites: a deployment is running; garbage collection waits for the next round");
-        return;
-    }
-    let mut keep = HashSet::new();
-    // Deleted environments keep their rows, not their sites.
-    let envs = match ctx.store.envs(None, false).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "static sites: cannot list environments; nothing collected");
-            return;
+/// Removes the output archives of builds a crash interrupted.
+async fn sweep_archives(tmp: &std::path::Path) {
+    let Ok(mut dir) = tokio::fs::read_dir(tmp).await else { return };
+    while let Ok(Some(e)) = dir.next_entry().await {
+        if e.file_name().to_string_lossy().starts_with("site-")
+            && let Err(err) = tokio::fs::remove_file(e.path()).await
+        {
+            tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a static build's leftover archive");
         }
-    };
-    for env in envs {
-        let Ok(services) = ctx.store.services(&env.id).await else { return };
-        for s in services {
-            if let Some(k) = s.detail.site {
-                keep.insert(k);
-            }
-        }
-    }
-    match sites.bucket.collect_garbage(&keep, KEEP_UNUSED).await {
-        Ok(gc) if gc.sites_deleted + gc.blobs_deleted > 0 => tracing::info!(?gc, "static sites: garbage collected"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "static sites: garbage collection failed"),
     }
 }
 

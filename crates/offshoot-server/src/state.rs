@@ -21,7 +21,7 @@ pub(crate) struct Ctx {
     pub(crate) data_dir: PathBuf,
     pub(crate) domain: String,
     pub(crate) router_port: u16,
-    pub(crate) key: SecretKey,
+    pub(crate) key: Arc<SecretKey>,
     /// This server's id: the label on everything it creates.
     pub(crate) instance: String,
     pub(crate) router: Arc<offshoot_router::Router>,
@@ -34,8 +34,9 @@ pub(crate) struct Ctx {
     pub(crate) forges: Forges,
     /// Client for the git hosts' APIs.
     pub(crate) http: reqwest::Client,
-    /// The Instant Datasets' pool keeper.
-    pub(crate) pools: Pools,
+    /// Wakes the Instant Datasets' pool keeper (a clone was taken or returned, a dataset
+    /// created, refreshed or deleted).
+    pub(crate) pools_wake: Arc<tokio::sync::Notify>,
     /// How long an environment waits for a clone when a pool is empty.
     pub(crate) dataset_wait: Duration,
     /// Environments run on Kubernetes rather than on the engine (which still builds images).
@@ -56,7 +57,7 @@ pub(crate) struct Ctx {
     route_conflicts: Mutex<BTreeMap<(String, String), Vec<RouteConflict>>>,
     /// The open load-balancer ports.
     load_balancers: Mutex<BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr>>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) locks: Locks,
     /// Every loop and every piece of work that outlives a request, stopped at shutdown.
     pub(crate) background: crate::background::Background,
     /// Liveness monitors: one generation per (environment, container); a monitor whose
@@ -94,7 +95,7 @@ impl Ctx {
             data_dir,
             domain,
             router_port,
-            key,
+            key: Arc::new(key),
             instance,
             router,
             tcp: offshoot_router::tcp::TcpProxies::default(),
@@ -102,7 +103,7 @@ impl Ctx {
             public_url,
             forges,
             http: reqwest::Client::new(),
-            pools: Pools::default(),
+            pools_wake: Arc::default(),
             dataset_wait: Duration::from_secs(300),
             kube: None,
             sites: None,
@@ -112,7 +113,7 @@ impl Ctx {
             route_conflicts: Mutex::new(BTreeMap::new()),
             refreshing: tokio::sync::Mutex::new(0),
             refresh_tickets: std::sync::atomic::AtomicU64::new(0),
-            locks: Mutex::new(HashMap::new()),
+            locks: Locks::default(),
             background: crate::background::Background::default(),
             liveness: Mutex::new(HashMap::new()),
         }
@@ -120,19 +121,12 @@ impl Ctx {
 
     /// Whether an operation on the environment is under way (the reconciler leaves it alone).
     pub(crate) fn is_busy(&self, env_id: &str) -> bool {
-        self.lock_for(env_id).try_lock().is_err()
-    }
-
-    /// Whether any environment's operation is under way.
-    pub(crate) fn any_busy(&self) -> bool {
-        let locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        locks.values().any(|l| l.try_lock().is_err())
+        self.locks.is_busy(env_id)
     }
 
     /// The lock of one environment's operations (or of another named sequence of work).
     pub(crate) fn lock_for(&self, env_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        locks.entry(env_id.to_owned()).or_default().clone()
+        self.locks.lock_for(env_id)
     }
 
     /// Mirrors are kept per repository (several apps may share one).
@@ -235,6 +229,30 @@ impl Ctx {
     }
 }
 
+/// The locks of environments' operations and of other named sequences of work (an
+/// application's git events, a pull request's feedback), shared by whoever takes them.
+#[derive(Clone, Default)]
+pub(crate) struct Locks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl Locks {
+    /// The lock named `name`.
+    pub(crate) fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Whether the work `name` names is under way.
+    pub(crate) fn is_busy(&self, name: &str) -> bool {
+        self.lock_for(name).try_lock().is_err()
+    }
+
+    /// Whether any work is under way.
+    pub(crate) fn any_busy(&self) -> bool {
+        let locks = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.values().any(|l| l.try_lock().is_err())
+    }
+}
+
 /// Records something whose failure to record must not stop the work it describes (a build
 /// log, a last error): a failed write is logged, never dropped silently.
 pub(crate) fn logged<T>(what: &'static str, r: Result<T, offshoot_store::StoreError>) {
@@ -253,18 +271,6 @@ pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: Service
     if let Err(e) = ctx.store.set_service(&row).await {
         tracing::error!(error = %e, "cannot record a service");
     }
-}
-
-/// The pool keeper's shared state.
-#[derive(Default)]
-pub(crate) struct Pools {
-    /// Wakes the keeper: a clone was checked out or in, a dataset created or refreshed.
-    pub(crate) wake: tokio::sync::Notify,
-    /// When each dataset's last snapshot attempt started (a failed scheduled one is not retried
-    /// before its next time).
-    pub(crate) attempted: Mutex<HashMap<String, i64>>,
-    /// Leases already reported past their TTL.
-    pub(crate) reported: Mutex<HashSet<String>>,
 }
 
 pub(crate) struct Sites {

@@ -44,7 +44,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         deployments: ctx.store.deployments(&e.id).await?,
         steps: deployment_steps(ctx, Some(&e.id)).await?,
         children: ctx.store.child_envs(&e.id).await?,
-        datasets: crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
+        datasets: crate::clones::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
     };
     Ok(env_dto_of(ctx, e, parts))
 }
@@ -75,7 +75,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
     let mut out = Vec::with_capacity(envs.len());
     for e in envs {
         let datasets = if leased.contains(e.id.as_str()) {
-            crate::datasets::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?
+            crate::clones::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?
         } else {
             Vec::new()
         };

@@ -108,6 +108,18 @@ fn rules_ingress_limits_visibility_replicas_and_load_balancers() {
         http_raw(s.api, &format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}", s.token()), b"").expect("metrics");
     assert!(metrics.contains(&format!("offshoot_router_requests_total{{env=\"{id}\",service=\"api\",code=\"2xx\"}}")), "{metrics}");
     assert!(metrics.contains("kind=\"read_timeout\"") && metrics.contains(&id));
+    // The background loops' rounds, before the one `# EOF`.
+    assert!(metrics.contains("offshoot_loop_rounds_total{loop=\"reconciler\"}"), "{metrics}");
+    assert!(metrics.contains("offshoot_loop_failures_total{loop=\"pool keeper\"} 0"), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "{metrics}");
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    let loops =
+        http_raw(s.api, &format!("GET /api/v1/loops HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}", s.token()), b"").expect("loops");
+    let body: serde_json::Value = serde_json::from_str(loops.split("\r\n\r\n").nth(1).unwrap_or("")).expect("JSON");
+    for name in ["reconciler", "pool keeper", "static site gc"] {
+        assert!(body[name]["rounds"].as_u64().is_some_and(|n| n >= 1), "{name}: {body}");
+        assert!(body[name]["last_error"].is_null(), "{name}: {body}");
+    }
     let anonymous = http(s.api, "x", "/metrics").expect("answer");
     assert_eq!(status(&anonymous), "401");
 
