@@ -7,8 +7,8 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     BuildImageOptions, CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
@@ -19,7 +19,7 @@ use offshoot_runtime::{
     Applied, BuildRequest, Completed, ContainerSpec, LABEL_APP, LABEL_CONFIG_HASH, LABEL_ENV, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE,
     LABEL_SERVICE, MountSource, Namespace, Observed, Outcome, Result, Role, Runtime, RuntimeError, State,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 /// The host name every container has for the machine it runs on (the Docker bridge's gateway).
@@ -223,19 +223,12 @@ impl DockerRuntime {
             }
             binds.push(format!("{name}:{}", m.target));
         }
-        let port_key = |p: &u16| format!("{p}/tcp");
-        let exposed: Vec<String> = spec.published_ports.iter().map(port_key).collect();
-        let bindings: HashMap<String, Option<Vec<PortBinding>>> = spec
-            .published_ports
-            .iter()
-            .map(|p| (port_key(p), Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(String::new()) }])))
-            .collect();
+        let exposed: Vec<String> = spec.ports.iter().map(|p| format!("{p}/tcp")).collect();
         // A build reaches the internet (package registries) through the default bridge, and
         // nothing of the environment.
         let network = if spec.role == Role::Build { "bridge".to_owned() } else { ns.name() };
         let host_config = HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
-            port_bindings: (!bindings.is_empty()).then_some(bindings),
             network_mode: Some(network.clone()),
             nano_cpus: spec.cpu_millis.map(|m| (m as i64) * 1_000_000),
             memory: spec.memory_bytes.map(|b| b as i64),
@@ -305,20 +298,10 @@ impl DockerRuntime {
     }
 
     /// Published ports and the address on the environment's network.
-    async fn addresses(&self, container: &str, network: &str) -> Result<(BTreeMap<u16, u16>, Option<std::net::IpAddr>)> {
+    async fn address_on(&self, container: &str, network: &str) -> Result<Option<std::net::IpAddr>> {
         let info = self.docker.inspect_container(container, None).await.map_err(|e| engine("inspect container", container, e))?;
         let settings = info.network_settings.unwrap_or_default();
-        let ip =
-            settings.networks.as_ref().and_then(|n| n.get(network)).and_then(|n| n.ip_address.as_deref()).and_then(|ip| ip.parse().ok());
-        let mut out = BTreeMap::new();
-        for (key, bindings) in settings.ports.unwrap_or_default() {
-            let Some(port) = key.split('/').next().and_then(|p| p.parse::<u16>().ok()) else { continue };
-            if let Some(host) = bindings.unwrap_or_default().iter().find_map(|b| b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()))
-            {
-                out.insert(port, host);
-            }
-        }
-        Ok((out, ip))
+        Ok(settings.networks.as_ref().and_then(|n| n.get(network)).and_then(|n| n.ip_address.as_deref()).and_then(|ip| ip.parse().ok()))
     }
 
     /// Removes a container (by name or id) and waits until it is gone, so that its name can be
@@ -489,8 +472,8 @@ impl Runtime for DockerRuntime {
             }
             Err(e) => return Err(engine("inspect container", &spec.name, e)),
         };
-        let (host_ports, ip) = self.addresses(&spec.name, &ns.name()).await?;
-        Ok(Applied { outcome, host_ports, ip })
+        let ip = self.address_on(&spec.name, &ns.name()).await?;
+        Ok(Applied { outcome, ip })
     }
 
     async fn run_to_completion(&self, ns: &Namespace, spec: &ContainerSpec, timeout: Duration) -> Result<Completed> {
@@ -588,8 +571,6 @@ impl Runtime for DockerRuntime {
                 .and_then(|n| n.iter().find(|(name, _)| name.starts_with("offshoot-")).map(|(_, n)| n))
                 .and_then(|n| n.ip_address.as_deref())
                 .and_then(|ip| ip.parse().ok());
-            let host_ports =
-                c.ports.unwrap_or_default().iter().filter_map(|p| Some((p.private_port, p.public_port?))).collect::<BTreeMap<u16, u16>>();
             out.push(Observed {
                 name,
                 env_id: label(LABEL_ENV),
@@ -599,7 +580,6 @@ impl Runtime for DockerRuntime {
                 role: label(LABEL_ROLE),
                 config_hash: label(LABEL_CONFIG_HASH),
                 state: state_of(state_str.as_deref(), exit),
-                host_ports,
                 ip,
             });
         }
@@ -612,7 +592,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn address(&self, ns: &Namespace, container: &str) -> Result<Option<std::net::IpAddr>> {
-        Ok(self.addresses(container, &ns.name()).await?.1)
+        self.address_on(container, &ns.name()).await
     }
 
     async fn restarts(&self, container: &str) -> Result<u64> {

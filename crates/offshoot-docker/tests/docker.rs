@@ -40,7 +40,7 @@ fn spec(env: &str, service: &str, image: &str, cmd: &[&str]) -> ContainerSpec {
         entrypoint: None,
         cmd: Some(cmd.iter().map(|s| (*s).to_owned()).collect()),
         env: BTreeMap::new(),
-        published_ports: vec![],
+        ports: vec![],
         mounts: vec![],
         cpu_millis: Some(500),
         memory_bytes: Some(64 * 1024 * 1024),
@@ -48,11 +48,7 @@ fn spec(env: &str, service: &str, image: &str, cmd: &[&str]) -> ContainerSpec {
     }
 }
 
-/// A real HTTP/1.1 GET to 127.0.0.1, retried while the server starts.
-fn http_get(port: u16, path: &str) -> String {
-    http_get_addr(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path)
-}
-
+/// A real HTTP/1.1 GET, retried while the server starts.
 fn http_get_addr(addr: std::net::SocketAddr, path: &str) -> String {
     for _ in 0..50 {
         if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
@@ -94,22 +90,23 @@ async fn environment_lifecycle_on_docker() {
     rt.build(req, &|l| lines.lock().expect("lock").push(l.to_owned())).await.expect("build");
     assert!(!lines.lock().expect("lock").is_empty(), "build output is streamed");
 
-    // A service with a published port answers real HTTP on 127.0.0.1.
+    // A service answers real HTTP at its own address on its network; nothing is published on
+    // the host.
     let mut web = spec(&env, "web", &tag, &["httpd", "-f", "-p", "8080", "-h", "/www"]);
     web.cmd = None; // the image's CMD
-    web.published_ports = vec![8080];
+    web.ports = vec![8080];
     web.mounts = vec![Mount { source: MountSource::Volume("data".into()), target: "/data".into() }];
     let applied = rt.apply(&ns, &web).await.expect("apply web");
     assert_eq!(applied.outcome, Outcome::Created);
-    let port = applied.host_ports[&8080];
     let ip = applied.ip.expect("an address on the environment's network");
     assert!(http_get_addr(std::net::SocketAddr::new(ip, 8080), "/").contains("hello from the build"), "reachable at its own address");
-    assert!(http_get(port, "/").contains("hello from the build"));
+    let published = std::process::Command::new("docker").args(["port", &web.name]).output().expect("docker port");
+    assert_eq!(String::from_utf8_lossy(&published.stdout).trim(), "", "no port on the host");
 
     // Unchanged configuration: the container is left alone.
     let again = rt.apply(&ns, &web).await.expect("apply again");
     assert_eq!(again.outcome, Outcome::Unchanged);
-    assert_eq!(again.host_ports[&8080], port);
+    assert_eq!(again.ip, Some(ip), "the same container, the same address");
 
     // A file on the persistent volume survives a replacement.
     let put = rt.exec(&web.name, &["sh".into(), "-c".into(), "echo kept > /data/file".into()]).await.expect("exec");

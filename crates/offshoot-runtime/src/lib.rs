@@ -118,8 +118,11 @@ pub struct ContainerSpec {
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     pub env: BTreeMap<String, String>,
-    /// Container ports published on 127.0.0.1 (at a port the engine picks) for the router.
-    pub published_ports: Vec<u16>,
+    /// The ports the container listens on, exposed on its network (the router reaches each
+    /// replica at its own address; nothing is published on the host). Hashed under the name it
+    /// had when these were published, so that an upgrade replaces no container.
+    #[serde(rename = "published_ports")]
+    pub ports: Vec<u16>,
     pub mounts: Vec<Mount>,
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
@@ -154,8 +157,6 @@ pub enum Outcome {
 #[derive(Clone, Debug)]
 pub struct Applied {
     pub outcome: Outcome,
-    /// Container port → port on 127.0.0.1.
-    pub host_ports: BTreeMap<u16, u16>,
     /// The container's address in its namespace, reachable from this machine (probes go here,
     /// not through published ports, which a proxy may answer for a dead service).
     pub ip: Option<std::net::IpAddr>,
@@ -182,7 +183,6 @@ pub struct Observed {
     pub role: String,
     pub config_hash: String,
     pub state: State,
-    pub host_ports: BTreeMap<u16, u16>,
     /// The container's address on its environment's network, when it has one.
     pub ip: Option<std::net::IpAddr>,
 }
@@ -289,7 +289,7 @@ mod tests {
             entrypoint: None,
             cmd: None,
             env: BTreeMap::new(),
-            published_ports: vec![],
+            ports: vec![],
             mounts: vec![],
             cpu_millis: None,
             memory_bytes: None,

@@ -157,7 +157,7 @@ pub(crate) fn service_spec(plan: &Rollout, s: &ResolvedService) -> ContainerSpec
         entrypoint: s.command.clone(),
         cmd: s.args.clone(),
         env: exposed(&s.env),
-        published_ports: ports,
+        ports,
         mounts: mounts(s),
         cpu_millis: s.cpu.limits.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
         memory_bytes: s.memory.limits.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
@@ -208,7 +208,7 @@ async fn start_service(ctx: &Shared, plan: &Rollout, s: &ResolvedService) -> Res
             entrypoint: init.command.clone(),
             cmd: init.args.clone(),
             env: exposed(&init.env),
-            published_ports: vec![],
+            ports: vec![],
             ..spec.clone()
         };
         let mut attempt = 0;
@@ -396,7 +396,7 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Fai
         entrypoint: job.command.clone(),
         cmd: job.args.clone(),
         env: exposed(&job.env),
-        published_ports: vec![],
+        ports: vec![],
         mounts: base.map(mounts).unwrap_or_default(),
         cpu_millis: None,
         memory_bytes: None,

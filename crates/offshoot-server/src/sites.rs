@@ -178,7 +178,7 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &Ser
         entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
         cmd: Some(vec![script(st)]),
         env: build_env(&s.env),
-        published_ports: vec![],
+        ports: vec![],
         // Package managers' caches outlive a build: the next build of this environment
         // downloads only what changed. The volume goes with the environment.
         mounts: vec![offshoot_runtime::Mount {
