@@ -6,6 +6,7 @@ use crate::config::{check_files, read_config};
 use crate::error::ControlError;
 use crate::gate::{Noted, Operation, gate};
 use crate::ports::Ports;
+use offshoot_api_types::AppUpdate;
 use offshoot_store::{App, AppGit, Secret, now_ms};
 use offshoot_template::document::{self, Kind};
 
@@ -187,4 +188,70 @@ impl<P: Ports> Control<'_, P> {
         // The record names the key, never the value.
         gate(self.store, &self.actor, Operation::SetSecret, &format!("{app}/{key}"), work, |_| Noted::default()).await
     }
+
+    /// Changes an application's settings; what `req` leaves out stays as it is.
+    pub async fn update_settings(&self, name: &str, req: &AppUpdate) -> Result<AppGit, ControlError> {
+        let work = async {
+            self.find_app(name).await?;
+            let git = self.app_git(name).await?;
+            let on = req.pull_requests.unwrap_or(git.pull_requests != 0);
+            let label = match req.pull_request_label.as_deref() {
+                None => git.pull_request_label.clone(),
+                Some("") => None,
+                Some(l) if l.len() > 100 || l.chars().any(char::is_control) => {
+                    return Err(ControlError::bad_input("pull_request_label: at most 100 characters, without control characters"));
+                }
+                Some(l) => Some(l.to_owned()),
+            };
+            let builder = match req.static_builder.as_deref() {
+                None => git.static_builder.clone(),
+                Some("") => None,
+                Some(image) if valid_image(image) => Some(image.to_owned()),
+                Some(_) => {
+                    return Err(ControlError::bad_input(
+                        "static_builder: not an image reference (`node:22`, `registry.example.com/team/builder@sha256:...`), at most 255 characters",
+                    ));
+                }
+            };
+            self.store.set_pull_requests(name, on, label.as_deref()).await?;
+            self.store.set_static_builder(name, builder.as_deref()).await?;
+            self.app_git(name).await
+        };
+        let noted = |_: &AppGit| Noted::detail(settings_changed(req));
+        gate(self.store, &self.actor, Operation::UpdateApp, name, work, noted).await
+    }
+
+    /// A new webhook secret (returned once): deliveries signed with the old one are refused from
+    /// now on.
+    pub async fn rotate_webhook(&self, name: &str) -> Result<String, ControlError> {
+        let work = async {
+            self.find_app(name).await?;
+            self.app_git(name).await?;
+            let secret = crate::ids::random_hex::<32>();
+            let sealed = self.ports.seal(&secret, &webhook_secret_context(name)).map_err(ControlError::Seal)?;
+            self.store.set_webhook_secret(name, &sealed).await?;
+            tracing::info!(app = %name, "webhook secret rotated");
+            Ok(secret)
+        };
+        // The record says it happened, never the secret.
+        gate(self.store, &self.actor, Operation::RotateWebhook, name, work, |_| Noted::default()).await
+    }
+}
+
+/// Whether `s` can name an image: a reference of the usual characters, bounded.
+pub fn valid_image(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with(['-', '.', '/', ':'])
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
+}
+
+/// Which settings a request changes, as recorded (`pull_requests, static_builder`).
+fn settings_changed(req: &AppUpdate) -> String {
+    let named = [
+        ("pull_requests", req.pull_requests.is_some()),
+        ("pull_request_label", req.pull_request_label.is_some()),
+        ("static_builder", req.static_builder.is_some()),
+    ];
+    named.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }

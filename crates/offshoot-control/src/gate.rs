@@ -63,6 +63,9 @@ impl Actor {
 pub enum Operation {
     CreateApp,
     DeleteApp,
+    /// An application's settings (pull requests, static builder, ...).
+    UpdateApp,
+    RotateWebhook,
     UpdateTemplate,
     SetSecret,
     CreateEnv,
@@ -81,6 +84,8 @@ impl Operation {
         match self {
             Operation::CreateApp => "app.create",
             Operation::DeleteApp => "app.delete",
+            Operation::UpdateApp => "app.settings",
+            Operation::RotateWebhook => "app.webhook",
             Operation::UpdateTemplate => "app.template",
             Operation::SetSecret => "app.secret",
             Operation::CreateEnv => "env.create",
@@ -98,6 +103,8 @@ impl Operation {
         match self {
             Operation::CreateApp
             | Operation::DeleteApp
+            | Operation::UpdateApp
+            | Operation::RotateWebhook
             | Operation::UpdateTemplate
             | Operation::SetSecret
             | Operation::CreateDataset

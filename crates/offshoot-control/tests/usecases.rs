@@ -685,3 +685,52 @@ async fn a_dataset_in_use_is_deleted_only_when_forced_and_a_deleting_one_is_not_
     let forced = w.store.activity(50).await.expect("activity").into_iter().find(|a| a.operation == "dataset.delete" && a.outcome == "ok");
     assert_eq!(forced.and_then(|a| a.detail).as_deref(), Some("forced"));
 }
+
+#[tokio::test]
+async fn settings_and_the_webhook_secret_change_only_through_the_gate() {
+    let w = World::new().await;
+    w.app().await;
+    let update = offshoot_api_types::AppUpdate {
+        pull_requests: Some(true),
+        pull_request_label: Some("preview".into()),
+        static_builder: Some("node:22".into()),
+    };
+    let git = w.admin().update_settings("shop", &update).await.expect("update");
+    assert_eq!(
+        (git.pull_requests, git.pull_request_label.as_deref(), git.static_builder.as_deref()),
+        (1, Some("preview"), Some("node:22"))
+    );
+    // What a request leaves out stays; an empty string clears.
+    let clear = offshoot_api_types::AppUpdate { pull_requests: None, pull_request_label: Some(String::new()), static_builder: None };
+    let git = w.admin().update_settings("shop", &clear).await.expect("clear the label");
+    assert_eq!((git.pull_requests, git.pull_request_label, git.static_builder.as_deref()), (1, None, Some("node:22")));
+    for (bad, starts) in [
+        (offshoot_api_types::AppUpdate { static_builder: Some("-rm".into()), ..clear.clone() }, "static_builder: "),
+        (offshoot_api_types::AppUpdate { static_builder: Some("a b".into()), ..clear.clone() }, "static_builder: "),
+        (offshoot_api_types::AppUpdate { pull_request_label: Some("x".repeat(101)), ..clear.clone() }, "pull_request_label: "),
+    ] {
+        let e = w.admin().update_settings("shop", &bad).await.expect_err(starts);
+        assert!(e.kind() == ErrorKind::BadInput && e.to_string().starts_with(starts), "{e}");
+    }
+    assert_eq!(w.store.app_git("shop").await.expect("read").expect("git").static_builder.as_deref(), Some("node:22"), "nothing changed");
+    assert!(offshoot_control::apps::valid_image("127.0.0.1:5000/team/builder@sha256:abc"));
+
+    let before = w.store.app_git("shop").await.expect("read").expect("git").webhook_secret;
+    let secret = w.admin().rotate_webhook("shop").await.expect("rotate");
+    assert_eq!(secret.len(), 64);
+    let after = w.store.app_git("shop").await.expect("read").expect("git").webhook_secret;
+    assert_ne!(before, after);
+    assert!(!after.contains(&secret), "stored sealed");
+    let e = w.as_(Actor::git("webhook")).rotate_webhook("shop").await.expect_err("a developer");
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    let e = w.admin().update_settings("nope", &clear).await.expect_err("no such app");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let log = w.store.activity(50).await.expect("activity");
+    let settings: Vec<(&str, Option<&str>)> =
+        log.iter().filter(|a| a.operation == "app.settings").map(|a| (a.outcome.as_str(), a.detail.as_deref())).collect();
+    assert!(settings.contains(&("ok", Some("pull_requests, pull_request_label, static_builder"))), "{settings:?}");
+    assert_eq!(settings.iter().filter(|(o, _)| *o == "refused").count(), 4, "{settings:?}");
+    let webhook: Vec<&str> = log.iter().filter(|a| a.operation == "app.webhook").map(|a| a.outcome.as_str()).collect();
+    assert_eq!(webhook, ["refused", "ok"]);
+    assert!(log.iter().all(|a| a.detail.as_deref().is_none_or(|d| !d.contains(&secret))), "never the secret");
+}

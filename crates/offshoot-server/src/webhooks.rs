@@ -5,12 +5,13 @@
 
 use crate::error::ApiError;
 use crate::state::Shared;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use offshoot_api_types as api;
+use offshoot_control::Actor;
 use offshoot_git::hooks::{self, Parsed};
 
 /// Largest webhook body accepted (GitHub's pushes of many commits stay well below it).
@@ -143,42 +144,23 @@ async fn show_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Re
 }
 
 /// A new secret: webhooks signed with the old one are refused from now on.
-async fn rotate_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Webhook>, ApiError> {
-    crate::plane::find_app(&ctx, &name).await?;
-    crate::plane::control(&ctx, offshoot_control::Actor::token()).app_git(&name).await?;
-    let secret = crate::crypto::hex(&crate::crypto::random_bytes::<32>());
-    ctx.store.set_webhook_secret(&name, &ctx.key.encrypt(&secret, &offshoot_control::apps::webhook_secret_context(&name))?).await?;
-    tracing::info!(app = %name, "webhook secret rotated");
+async fn rotate_webhook(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Json<api::Webhook>, ApiError> {
+    let secret = crate::plane::control(&ctx, actor).rotate_webhook(&name).await?;
     Ok(Json(webhook_dto(&ctx, &name, secret)))
 }
 
 async fn update_app(
     State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
     Json(body): Json<api::AppUpdate>,
 ) -> Result<Json<api::App>, ApiError> {
+    crate::plane::control(&ctx, actor).update_settings(&name, &body).await?;
     let app = crate::plane::find_app(&ctx, &name).await?;
-    let git = crate::plane::control(&ctx, offshoot_control::Actor::token()).app_git(&name).await?;
-    let on = body.pull_requests.unwrap_or(git.pull_requests != 0);
-    let label = match body.pull_request_label {
-        None => git.pull_request_label,
-        Some(l) if l.is_empty() => None,
-        Some(l) if l.len() > 100 || l.chars().any(char::is_control) => {
-            return Err(ApiError::bad_request("a label is at most 100 characters, without control characters"));
-        }
-        Some(l) => Some(l),
-    };
-    ctx.store.set_pull_requests(&name, on, label.as_deref()).await?;
-    match body.static_builder.as_deref() {
-        None => {}
-        Some("") => ctx.store.set_static_builder(&name, None).await?,
-        Some(image) if crate::sites::valid_image(image) => ctx.store.set_static_builder(&name, Some(image)).await?,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "static_builder must be an image reference (`node:22`, `registry.example.com/team/builder@sha256:...`), at most 255 characters",
-            ));
-        }
-    }
     Ok(Json(crate::views::app_dto(&ctx, app).await?))
 }
 
