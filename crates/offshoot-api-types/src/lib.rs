@@ -199,6 +199,13 @@ pub struct Env {
     pub deployments: Vec<Deployment>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// Since when it sleeps (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleeping_since: Option<i64>,
+    /// When the router last passed it a request (ms since the epoch); probes and Offshoot's own
+    /// checks do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request_at: Option<i64>,
     /// The environments of the imported apps (`app_imports`), in import order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imports: Vec<Import>,
@@ -445,6 +452,10 @@ statuses! {
         Creating = "creating",
         Deploying = "deploying",
         Ready = "ready",
+        /// Its containers are stopped (kept, with their volumes); a request wakes it.
+        Sleeping = "sleeping",
+        /// Its containers are starting again after a sleep.
+        Waking = "waking",
         Failed = "failed",
         TearingDown = "tearing_down",
         Deleted = "deleted",
@@ -454,7 +465,7 @@ statuses! {
 impl EnvStatus {
     /// Whether nothing more will happen to an environment in this state on its own.
     pub fn is_settled(self) -> bool {
-        matches!(self, EnvStatus::Ready | EnvStatus::Failed | EnvStatus::Deleted)
+        matches!(self, EnvStatus::Ready | EnvStatus::Sleeping | EnvStatus::Failed | EnvStatus::Deleted)
     }
 }
 
@@ -479,6 +490,8 @@ statuses! {
         /// On Kubernetes: applied, its rollout awaited.
         Deploying = "deploying",
         Ready = "ready",
+        /// Stopped while its environment sleeps.
+        Sleeping = "sleeping",
         Failed = "failed",
         Deleted = "deleted",
     }
@@ -527,7 +540,7 @@ mod tests {
         for s in ServiceStatus::ALL {
             assert_eq!(serde_json::from_value::<ServiceStatus>(serde_json::json!(s.as_str())).expect("json"), *s);
         }
-        let e = "sleeping".parse::<EnvStatus>().expect_err("unknown");
-        assert_eq!(e.to_string(), "`sleeping` is not an environment status");
+        let e = "napping".parse::<EnvStatus>().expect_err("unknown");
+        assert_eq!(e.to_string(), "`napping` is not an environment status");
     }
 }

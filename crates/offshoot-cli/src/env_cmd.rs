@@ -59,6 +59,22 @@ pub(crate) enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Put an environment (and its imports' environments) to sleep: its containers stop and
+    /// free their memory; volumes, dataset clones, static sites and records are kept. A request
+    /// to any of its hostnames wakes it.
+    Sleep {
+        id: String,
+        /// Wait until every container has stopped.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Wake a sleeping environment: its services start again in dependency order.
+    Wake {
+        id: String,
+        /// Wait until every service is ready again (exit 1 if one fails).
+        #[arg(long)]
+        wait: bool,
+    },
     /// Print the environment as Kubernetes manifests (multi-document YAML, secret values masked).
     Render {
         id: String,
@@ -113,6 +129,15 @@ fn print_env(e: &api::Env) -> String {
     }
     if let Some(p) = &e.parent {
         s.push_str(&format!("  imported by environment {p}\n"));
+    }
+    if let Some(since) = e.sleeping_since {
+        s.push_str(&format!(
+            "  asleep: went to sleep {}; a request to any of its hostnames wakes it\n",
+            crate::dataset_cmd::relative(since)
+        ));
+    }
+    if let Some(at) = e.last_request_at {
+        s.push_str(&format!("  last request {}\n", crate::dataset_cmd::relative(at)));
     }
     if let Some(pr) = &e.pull_request {
         let labels = if pr.labels.is_empty() { String::new() } else { format!("  labels: {}", pr.labels.join(", ")) };
@@ -237,6 +262,22 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 return finish(wait(&api, &e.id, false, output)?, output);
             }
             show(&e, output);
+        }
+        Command::Sleep { id, wait: w } => {
+            let e: api::Env = api.post(&format!("/envs/{}/sleep?wait={w}", enc(&id)), &serde_json::json!({}))?;
+            if !w && output == Output::Human {
+                out(&format!("environment {} is going to sleep; `offshoot env show {}` follows it\n", e.id, e.id));
+                return Ok(ExitCode::SUCCESS);
+            }
+            return finish(e, output);
+        }
+        Command::Wake { id, wait: w } => {
+            let e: api::Env = api.post(&format!("/envs/{}/wake?wait={w}", enc(&id)), &serde_json::json!({}))?;
+            if !w && output == Output::Human {
+                out(&format!("environment {} is waking up; `offshoot env show {}` follows it\n", e.id, e.id));
+                return Ok(ExitCode::SUCCESS);
+            }
+            return finish(e, output);
         }
         Command::Delete { id, wait: w } => {
             let e: api::Env = api.delete_json(&format!("/envs/{}", enc(&id)))?;

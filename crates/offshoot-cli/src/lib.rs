@@ -113,6 +113,10 @@ pub struct ServerArgs {
     /// Seconds without traffic after which a router connection is closed.
     #[arg(long, default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub idle_timeout: u64,
+    /// Seconds a request for a sleeping environment is held while it wakes; then 503 with
+    /// `Retry-After` (a browser gets a page that reloads itself after 2 s).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub wake_timeout: u64,
     /// Where git hosts reach this server's webhooks (default: http://<--listen>).
     #[arg(long, env = "OFFSHOOT_PUBLIC_URL")]
     pub public_url: Option<String>,

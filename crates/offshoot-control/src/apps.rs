@@ -117,6 +117,7 @@ impl<P: Ports> Control<'_, P> {
             gitops_error: None,
             fetch_error: None,
             static_builder: None,
+            idle_sleep_seconds: None,
         };
         Ok(self.store.ensure_app_git(&g).await?)
     }

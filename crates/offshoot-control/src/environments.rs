@@ -118,6 +118,9 @@ impl<P: Ports> Control<'_, P> {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| ControlError::bad_input(e.to_string()))?,
+            sleeping_since: None,
+            last_request_at: None,
+            idle_sleep_seconds: None,
         };
         self.store.create_env(&env).await?;
         self.create_imported(&id, imports, now).await?;
@@ -200,6 +203,9 @@ impl<P: Ports> Control<'_, P> {
                 parent_id: Some(parent.into()),
                 import_info: Some(serde_json::to_string(&p.info).map_err(|e| ControlError::bad_input(e.to_string()))?),
                 pull_request: None,
+                sleeping_since: None,
+                last_request_at: None,
+                idle_sleep_seconds: None,
             };
             self.store.create_env(&child).await?;
             tracing::info!(env = %child.id, app = %child.app, branch = %child.branch, %parent, reason = %p.info.reason, "imported environment created");
@@ -223,6 +229,10 @@ impl<P: Ports> Control<'_, P> {
                 && (c.len() != 40 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
             {
                 return Err(ControlError::bad_input(format!("`{c}` is not a full commit SHA")));
+            }
+            // A sleeper wakes first: `patch` starts only what it rebuilds, the rest must run.
+            if matches!(e.status, EnvStatus::Sleeping | EnvStatus::Waking) {
+                self.finish_wake(&e).await?;
             }
             // `patch` redeploys what is built from the repository; an environment whose `setup`
             // never succeeded (a missing dataset clone, say) has nothing running yet.

@@ -73,6 +73,8 @@ pub enum Operation {
     DeleteEnv,
     /// A command run in one of an environment's services.
     ExecInEnv,
+    SleepEnv,
+    WakeEnv,
     CreateDataset,
     RefreshDataset,
     DeleteDataset,
@@ -92,6 +94,8 @@ impl Operation {
             Operation::DeployEnv => "env.deploy",
             Operation::DeleteEnv => "env.delete",
             Operation::ExecInEnv => "env.exec",
+            Operation::SleepEnv => "env.sleep",
+            Operation::WakeEnv => "env.wake",
             Operation::CreateDataset => "dataset.create",
             Operation::RefreshDataset => "dataset.refresh",
             Operation::DeleteDataset => "dataset.delete",
@@ -110,7 +114,12 @@ impl Operation {
             | Operation::CreateDataset
             | Operation::RefreshDataset
             | Operation::DeleteDataset => Role::Admin,
-            Operation::CreateEnv | Operation::DeployEnv | Operation::DeleteEnv | Operation::ExecInEnv => Role::Developer,
+            Operation::CreateEnv
+            | Operation::DeployEnv
+            | Operation::DeleteEnv
+            | Operation::ExecInEnv
+            | Operation::SleepEnv
+            | Operation::WakeEnv => Role::Developer,
         }
     }
 }

@@ -361,6 +361,9 @@ mod tests {
             parent_id: None,
             import_info: None,
             pull_request: None,
+            sleeping_since: None,
+            last_request_at: None,
+            idle_sleep_seconds: None,
         };
         assert_eq!(tracking_tag(&env(T)).as_deref(), Some("v1"));
         assert_eq!(tracking_tag(&env(&T.replace("tracking_tag: v1\n", ""))), None);

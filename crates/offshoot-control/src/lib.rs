@@ -36,6 +36,7 @@ pub mod imports;
 mod log;
 mod plan;
 mod ports;
+pub mod sleep;
 
 pub use backend::{Backend, BackendError, BackendErrorKind, ExecOutput, ServiceState};
 pub use error::{ControlError, ErrorKind};

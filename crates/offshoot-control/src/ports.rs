@@ -1,6 +1,8 @@
 //! What the use cases need from the server around them, and nothing else: repositories fetched
 //! into mirrors, deployments run (in the background or now), pull requests told, Instant
-//! Datasets' keepers woken and clones dropped, secrets sealed with the server's key.
+//! Datasets' keepers woken and clones dropped, secrets sealed with the server's key, an
+//! environment's engine at rest (to put it to sleep and wake it), and the router told when an
+//! environment changed outside a deployment.
 
 use crate::imports::{RepoError, Repos};
 use offshoot_git::Mirror;
@@ -9,6 +11,13 @@ use std::future::Future;
 use tokio::sync::Mutex;
 
 pub trait Ports: Send + Sync {
+    /// An environment's engine, as [`Ports::engine`] gives it.
+    type Engine: crate::Backend;
+    /// The engine of `env` with its configuration, to stop and start its services.
+    fn engine(&self, env: &offshoot_store::Environment) -> impl Future<Output = Result<Self::Engine, crate::ControlError>> + Send;
+    /// `env` slept, woke or failed outside a deployment: the router and the probe monitors
+    /// follow its new state.
+    fn changed(&self, env: &offshoot_store::Environment) -> impl Future<Output = ()> + Send;
     /// The mirror of `repo` (a path or URL), fetched now.
     fn fetch(&self, repo: &str) -> impl Future<Output = Result<Mirror, RepoError>> + Send;
     /// Runs a recorded deployment in the background (the server's controller).

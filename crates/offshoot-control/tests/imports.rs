@@ -275,6 +275,9 @@ fn an_import_record_that_cannot_be_read_is_an_empty_one() {
         parent_id: Some("e0".into()),
         import_info: Some("not json".into()),
         pull_request: None,
+        sleeping_since: None,
+        last_request_at: None,
+        idle_sleep_seconds: None,
     };
     assert_eq!(ImportInfo::of(&env), ImportInfo::default());
     let info = ImportInfo { reason: "explicit branch".into(), exclude: vec!["docs".into()], warnings: vec![] };

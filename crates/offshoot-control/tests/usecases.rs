@@ -2,9 +2,10 @@
 //! temporary directories (made with the `git` command, fetched into mirrors as the server does),
 //! and ports that record what the use cases start instead of running it.
 
-use offshoot_api_types::{DeploymentStatus, EnvStatus};
+use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
 use offshoot_control::apps::NewApp;
 use offshoot_control::environments::NewEnv;
+use offshoot_control::fake::FakeBackend;
 use offshoot_control::git_events::record_delivery;
 use offshoot_control::imports::RepoError;
 use offshoot_control::{Actor, Control, ControlError, ErrorKind, Ports, Role};
@@ -30,14 +31,34 @@ struct Recorded {
     wakes: usize,
     /// The database server cannot be reached.
     unreachable: bool,
+    /// Environments the router was told about.
+    changed: Vec<EnvId>,
 }
 
 struct FakePorts {
     mirrors: PathBuf,
     seen: Mutex<Recorded>,
+    /// Each environment's engine.
+    engines: Mutex<std::collections::BTreeMap<EnvId, FakeBackend>>,
+}
+
+impl FakePorts {
+    fn engine_of(&self, id: &str) -> FakeBackend {
+        self.engines.lock().expect("lock").entry(id.into()).or_default().clone()
+    }
 }
 
 impl Ports for FakePorts {
+    type Engine = FakeBackend;
+
+    async fn engine(&self, env: &Environment) -> Result<FakeBackend, ControlError> {
+        Ok(self.engine_of(&env.id))
+    }
+
+    async fn changed(&self, env: &Environment) {
+        self.seen.lock().expect("lock").changed.push(env.id.clone());
+    }
+
     async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
         let dest = self.mirrors.join(repo.replace(['/', ':'], "_"));
         let repo = repo.to_owned();
@@ -119,7 +140,7 @@ impl World {
             "first",
         );
         git(&repo, &["branch", "feature/x"]);
-        let ports = FakePorts { mirrors: dir.path().join("mirrors"), seen: Mutex::new(Recorded::default()) };
+        let ports = FakePorts { mirrors: dir.path().join("mirrors"), seen: Mutex::new(Recorded::default()), engines: Mutex::default() };
         World { store, ports, repo, _dir: dir }
     }
 
@@ -166,6 +187,13 @@ impl World {
 
 // The ports are borrowed: the server's are a borrowed context too.
 impl Ports for &FakePorts {
+    type Engine = FakeBackend;
+    async fn engine(&self, env: &Environment) -> Result<FakeBackend, ControlError> {
+        (*self).engine(env).await
+    }
+    async fn changed(&self, env: &Environment) {
+        (*self).changed(env).await;
+    }
     async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
         (*self).fetch(repo).await
     }
@@ -733,4 +761,183 @@ async fn settings_and_the_webhook_secret_change_only_through_the_gate() {
     let webhook: Vec<&str> = log.iter().filter(|a| a.operation == "app.webhook").map(|a| a.outcome.as_str()).collect();
     assert_eq!(webhook, ["refused", "ok"]);
     assert!(log.iter().all(|a| a.detail.as_deref().is_none_or(|d| !d.contains(&secret))), "never the secret");
+}
+
+// Sleep and wake ------------------------------------------------------------------------------
+
+const LAYERED: &str = "app: shop\nservices:\n- name: db\n  image: postgres\n- name: api\n  image: busybox\n  depends_on:\n  - db\n- name: web\n  image: busybox\n  depends_on:\n  - api\n- name: docs\n  image: busybox\n";
+
+/// A ready environment running db ← api ← web on its fake engine, and a static site `docs`.
+async fn layered(w: &World, parent: Option<&Environment>) -> Environment {
+    let created = w.env("main").await;
+    let id: EnvId = match parent {
+        Some(p) => format!("{}i", &p.id[..p.id.len() - 1]).into(),
+        None => created.id.clone(),
+    };
+    let env = Environment {
+        id: id.clone(),
+        template: LAYERED.into(),
+        status: EnvStatus::Ready,
+        parent_id: parent.map(|p| p.id.clone()),
+        ..created
+    };
+    if parent.is_some() {
+        w.store.create_env(&env).await.expect("child");
+    } else {
+        w.store.set_env_status(&env.id, EnvStatus::Ready, None).await.expect("ready");
+        w.store.set_env_config(&env.id, LAYERED, &env.env_vars).await.expect("template");
+    }
+    let engine = w.ports.engine_of(&id);
+    for name in ["db", "api", "web", "docs"] {
+        let mut detail = offshoot_store::ServiceDetail::new();
+        if name == "docs" {
+            detail.site = Some("site-key".into());
+        } else {
+            offshoot_control::Backend::start_service(&engine, name).await.expect("start");
+        }
+        let row = offshoot_store::ServiceRow { env_id: id.clone(), name: name.into(), status: ServiceStatus::Ready, reason: None, detail };
+        w.store.set_service(&row).await.expect("service");
+    }
+    w.store.env(&id).await.expect("read").expect("env")
+}
+
+fn engine_calls(w: &World, id: &str, prefix: &str) -> Vec<String> {
+    w.ports.engine_of(id).state().calls.into_iter().filter(|c| c.starts_with(prefix)).collect()
+}
+
+async fn statuses(w: &World, id: &str) -> Vec<(String, ServiceStatus)> {
+    w.store.services(id).await.expect("services").into_iter().map(|s| (s.name, s.status)).collect()
+}
+
+#[tokio::test]
+async fn sleep_stops_services_last_first_and_wake_starts_them_in_dependency_order() {
+    let w = World::new().await;
+    w.app().await;
+    let env = layered(&w, None).await;
+    let dev = w.as_(Actor::git("webhook"));
+    let slept = dev.sleep_env(&env.id).await.expect("sleep");
+    assert_eq!(slept.status, EnvStatus::Sleeping);
+    assert!(slept.sleeping_since.is_some());
+    assert_eq!(engine_calls(&w, &env.id, "stop."), ["stop.web", "stop.api", "stop.db"]);
+    let engine = w.ports.engine_of(&env.id);
+    assert_eq!(engine.state().stopped.len(), 3, "every container stopped, none removed");
+    assert_eq!(engine.state().running.len(), 3);
+    let asleep = statuses(&w, &env.id).await;
+    assert!(asleep.contains(&("docs".into(), ServiceStatus::Ready)), "a static site stays served: {asleep:?}");
+    assert_eq!(asleep.iter().filter(|(_, s)| *s == ServiceStatus::Sleeping).count(), 3, "{asleep:?}");
+    // Asleep already: nothing more is stopped.
+    dev.sleep_env(&env.id).await.expect("again");
+    assert_eq!(engine_calls(&w, &env.id, "stop.").len(), 3);
+
+    let woken = dev.wake_env(&env.id).await.expect("wake");
+    assert_eq!((woken.status, woken.sleeping_since), (EnvStatus::Ready, None));
+    assert_eq!(engine_calls(&w, &env.id, "resume."), ["resume.db", "resume.api", "resume.web"]);
+    assert!(engine.state().stopped.is_empty());
+    assert!(statuses(&w, &env.id).await.iter().all(|(_, s)| *s == ServiceStatus::Ready));
+    // Awake already: nothing more is started.
+    dev.wake_env(&env.id).await.expect("again");
+    assert_eq!(engine_calls(&w, &env.id, "resume.").len(), 3);
+    assert!(seen(&w).changed.iter().filter(|c| **c == env.id).count() >= 2, "the router follows both");
+    let log: Vec<String> = w.activity().await.into_iter().filter(|a| a.contains("env.sleep") || a.contains("env.wake")).collect();
+    let id = &env.id;
+    assert_eq!(
+        log,
+        [
+            format!("webhook env.sleep {id} ok"),
+            format!("webhook env.sleep {id} ok"),
+            format!("webhook env.wake {id} ok"),
+            format!("webhook env.wake {id} ok")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_wake_that_fails_fails_the_environment_with_the_service_and_why() {
+    let w = World::new().await;
+    w.app().await;
+    let env = layered(&w, None).await;
+    let dev = w.as_(Actor::git("webhook"));
+    dev.sleep_env(&env.id).await.expect("sleep");
+    w.ports.engine_of(&env.id).fail("resume.api", "never became ready: GET /health answered 500");
+    let e = dev.wake_env(&env.id).await.expect_err("api fails");
+    assert_eq!(e.to_string(), "service `api`: never became ready: GET /health answered 500");
+    let failed = w.store.env(&env.id).await.expect("read").expect("env");
+    assert_eq!(failed.status, EnvStatus::Failed);
+    assert_eq!(failed.reason.as_deref(), Some("waking: service `api`: never became ready: GET /health answered 500"));
+    assert_eq!(engine_calls(&w, &env.id, "resume."), ["resume.db", "resume.api"], "web is not started after api failed");
+    // A failed environment is neither slept nor woken; a deploy is the way back.
+    let e = dev.wake_env(&env.id).await.expect_err("failed");
+    assert_eq!((e.kind(), e.hint().as_deref()), (ErrorKind::Conflict, Some("deploy it again first: `offshoot env deploy ID`")));
+}
+
+#[tokio::test]
+async fn only_a_ready_environment_sleeps_and_a_viewer_cannot_sleep_one() {
+    let w = World::new().await;
+    w.app().await;
+    let env = w.env("main").await;
+    let e = w.admin().sleep_env(&env.id).await.expect_err("still creating");
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(e.to_string(), format!("environment `{}` is creating; it cannot sleep now", env.id));
+    let viewer = w.as_(Actor { name: "someone".into(), role: Role::Viewer });
+    assert_eq!(viewer.sleep_env(&env.id).await.expect_err("viewer").kind(), ErrorKind::Forbidden);
+    assert_eq!(w.admin().wake_env("nope").await.expect_err("unknown").kind(), ErrorKind::NotFound);
+    assert_eq!(w.store.env(&env.id).await.expect("read").expect("env").status, EnvStatus::Creating, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_request_wakes_a_sleeper_once_and_an_awake_environment_is_left_alone_unrecorded() {
+    let w = World::new().await;
+    w.app().await;
+    let env = layered(&w, None).await;
+    let router = w.as_(Actor::system("router"));
+    router.wake_on_request(&env.id).await.expect("awake: nothing to do");
+    assert!(!w.activity().await.iter().any(|a| a.contains("env.wake")), "nothing recorded");
+    w.admin().sleep_env(&env.id).await.expect("sleep");
+    let (a, b) = tokio::join!(router.wake_on_request(&env.id), router.wake_on_request(&env.id));
+    a.expect("first");
+    b.expect("second");
+    assert_eq!(engine_calls(&w, &env.id, "resume.db").len(), 1, "woken once");
+    assert_eq!(w.store.env(&env.id).await.expect("read").expect("env").status, EnvStatus::Ready);
+}
+
+#[tokio::test]
+async fn an_interrupted_sleep_or_wake_is_finished_by_converge() {
+    let w = World::new().await;
+    w.app().await;
+    let env = layered(&w, None).await;
+    let system = w.as_(Actor::system("reconciler"));
+    // Killed after the intent was written, before anything stopped.
+    assert!(w.store.transition_env(&env.id, &[EnvStatus::Ready], EnvStatus::Sleeping, None).await.expect("intent"));
+    let sleeping = w.store.env(&env.id).await.expect("read").expect("env");
+    system.converge(&sleeping).await.expect("converge");
+    assert_eq!(w.ports.engine_of(&env.id).state().stopped.len(), 3);
+    system.converge(&sleeping).await.expect("again: every service is stopped");
+    assert_eq!(engine_calls(&w, &env.id, "stop.").len(), 3, "nothing stopped twice");
+    // Killed mid-wake: db started, the status still says waking.
+    assert!(w.store.transition_env(&env.id, &[EnvStatus::Sleeping], EnvStatus::Waking, None).await.expect("intent"));
+    offshoot_control::Backend::resume_service(&w.ports.engine_of(&env.id), "db").await.expect("db");
+    let waking = w.store.env(&env.id).await.expect("read").expect("env");
+    system.converge(&waking).await.expect("converge");
+    let after = w.store.env(&env.id).await.expect("read").expect("env");
+    assert_eq!(after.status, EnvStatus::Ready);
+    assert!(w.ports.engine_of(&env.id).state().stopped.is_empty());
+    // A ready environment: converge leaves it alone.
+    system.converge(&after).await.expect("ready");
+    assert_eq!(engine_calls(&w, &env.id, "stop.").len(), 3);
+}
+
+#[tokio::test]
+async fn the_environments_of_imports_sleep_and_wake_with_their_importer_first_on_wake() {
+    let w = World::new().await;
+    w.app().await;
+    let parent = layered(&w, None).await;
+    let child = layered(&w, Some(&parent)).await;
+    w.admin().sleep_env(&parent.id).await.expect("sleep");
+    assert_eq!(w.store.env(&child.id).await.expect("read").expect("child").status, EnvStatus::Sleeping);
+    assert_eq!(w.ports.engine_of(&child.id).state().stopped.len(), 3);
+    let order_before = seen(&w).changed.len();
+    w.admin().wake_env(&parent.id).await.expect("wake");
+    let woken: Vec<EnvId> = seen(&w).changed[order_before..].to_vec();
+    assert_eq!(woken, [child.id.clone(), parent.id.clone()], "the import's environment is awake first");
+    assert_eq!(w.store.env(&child.id).await.expect("read").expect("child").status, EnvStatus::Ready);
 }

@@ -2,7 +2,8 @@
 //! host and path to a service's ready replicas; a reverse proxy on hyper ([`Router`]) streams
 //! the request there under the environment's `ingress` settings; listeners ([`serve`]) speak
 //! HTTP/1.1, h2c and TLS (HTTP/2 by ALPN), with limits, timeouts and a graceful drain; [`tcp`]
-//! opens the load-balancer ports.
+//! opens the load-balancer ports. A request for a sleeping environment asks a [`Waker`] to wake
+//! it and is held until a table where it is awake is swapped in.
 
 mod body;
 pub mod ingress;
@@ -14,7 +15,7 @@ pub mod tcp;
 
 pub use body::ProxyBody;
 pub use ingress::IngressSettings;
-pub use proxy::{Router, RouterConfig, Scheme};
+pub use proxy::{Router, RouterConfig, Scheme, Waker};
 pub use server::{Tls, TlsError, serve, serve_threads};
 pub use table::{Backend, Content, Route, RouteError, Table, Visibility};
 

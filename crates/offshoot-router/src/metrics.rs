@@ -7,7 +7,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
@@ -38,6 +40,8 @@ fn latency_histogram() -> Histogram {
 pub(crate) struct Stats {
     by_class: [Counter; 5],
     latency: Histogram,
+    /// When its environment last got a request (ms since the epoch), shared by its services.
+    last_request: Arc<AtomicI64>,
 }
 
 impl Stats {
@@ -45,7 +49,13 @@ impl Stats {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
         self.by_class[class].inc();
         self.latency.observe(elapsed.as_secs_f64());
+        self.last_request.fetch_max(now_ms(), Ordering::Relaxed);
     }
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -57,6 +67,8 @@ pub(crate) struct Metrics {
     registry: Registry,
     /// The `(environment, service)` pairs that have series.
     known: std::sync::Mutex<std::collections::HashSet<(Arc<str>, Arc<str>)>>,
+    /// When each environment last got a request (0: not since the router started).
+    last_requests: std::sync::Mutex<HashMap<Arc<str>, Arc<AtomicI64>>>,
     /// Requests no route matched.
     pub(crate) unrouted: Stats,
     pub(crate) requests: Family<RequestLabels, Counter>,
@@ -86,7 +98,8 @@ impl Metrics {
         let mut m = Metrics {
             registry,
             known: std::sync::Mutex::default(),
-            unrouted: Stats { by_class: Default::default(), latency: latency_histogram() },
+            last_requests: std::sync::Mutex::default(),
+            unrouted: Stats { by_class: Default::default(), latency: latency_histogram(), last_request: Arc::default() },
             requests,
             latency,
             upstream_errors,
@@ -103,7 +116,20 @@ impl Metrics {
         self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((env.clone(), service.clone()));
         let by_class =
             CLASSES.map(|code| self.requests.get_or_create(&RequestLabels { env: env.clone(), service: service.clone(), code }).clone());
-        Stats { by_class, latency: self.latency.get_or_create(&EnvLabels { env }).clone() }
+        let last_request =
+            self.last_requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(env.clone()).or_default().clone();
+        Stats { by_class, latency: self.latency.get_or_create(&EnvLabels { env }).clone(), last_request }
+    }
+
+    /// When each environment last got a request, for those that got one since the router
+    /// started (ms since the epoch).
+    pub(crate) fn last_requests(&self) -> Vec<(String, i64)> {
+        let all = self.last_requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.iter()
+            .filter(|(e, _)| &***e != "-")
+            .map(|(e, at)| (e.to_string(), at.load(Ordering::Relaxed)))
+            .filter(|(_, at)| *at > 0)
+            .collect()
     }
 
     /// Drops the series of services no longer routed (ephemeral environments would otherwise
@@ -120,6 +146,7 @@ impl Metrics {
             }
             known.remove(&(env.clone(), service));
             if !known.iter().any(|(e, _)| *e == env) && !live.iter().any(|(e, _)| *e == &*env) {
+                self.last_requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&env);
                 self.latency.remove(&EnvLabels { env });
             }
         }

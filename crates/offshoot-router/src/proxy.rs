@@ -38,6 +38,12 @@ pub struct RouterConfig {
     pub temp_dir: PathBuf,
     /// Longest wait to connect to a replica before trying the next.
     pub connect_timeout: Duration,
+    /// Longest a request for a sleeping environment is held while it wakes; then 503 with
+    /// `Retry-After`.
+    pub wake_timeout: Duration,
+    /// How long a browser (`Accept: text/html`) is held before it gets a page that says the
+    /// environment is waking and reloads itself.
+    pub wake_page_after: Duration,
 }
 
 impl Default for RouterConfig {
@@ -54,6 +60,8 @@ impl Default for RouterConfig {
             drain_timeout: Duration::from_secs(30),
             temp_dir: std::env::temp_dir().join("offshoot-router"),
             connect_timeout: Duration::from_secs(5),
+            wake_timeout: Duration::from_secs(60),
+            wake_page_after: Duration::from_secs(2),
         }
     }
 }
@@ -88,9 +96,18 @@ impl Scheme {
 /// upstream connection stay on one thread).
 pub(crate) type Upstreams = Client<HttpConnector, RequestBody>;
 
+/// Wakes sleeping environments: the router asks it for every request it holds (the waker
+/// makes one wake of many asks) and waits for a table where the environment is awake.
+pub trait Waker: Send + Sync {
+    fn wake(&self, env_id: &str);
+}
+
 /// The router: a routing table swapped whole, metrics, the connection budget.
 pub struct Router {
     table: ArcSwap<Table>,
+    /// Counts the swaps: held requests wait for the next one.
+    swaps: tokio::sync::watch::Sender<u64>,
+    waker: std::sync::OnceLock<Arc<dyn Waker>>,
     pub(crate) config: RouterConfig,
     pub(crate) metrics: Metrics,
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
@@ -99,7 +116,26 @@ pub struct Router {
 impl Router {
     pub fn new(config: RouterConfig) -> Arc<Self> {
         let connections = crate::server::limiter(config.max_connections);
-        Arc::new(Router { table: ArcSwap::from_pointee(Table::default()), config, metrics: Metrics::new(), connections })
+        Arc::new(Router {
+            table: ArcSwap::from_pointee(Table::default()),
+            swaps: tokio::sync::watch::Sender::new(0),
+            waker: std::sync::OnceLock::new(),
+            config,
+            metrics: Metrics::new(),
+            connections,
+        })
+    }
+
+    /// Who wakes sleeping environments (set once; without one, their requests wait and time
+    /// out).
+    pub fn set_waker(&self, waker: Arc<dyn Waker>) {
+        let _ = self.waker.set(waker);
+    }
+
+    /// When each environment last got a request through this router (ms since the epoch), for
+    /// those that got one since it started. Probes reach replicas directly and never count.
+    pub fn last_requests(&self) -> Vec<(String, i64)> {
+        self.metrics.last_requests()
     }
 
     /// A new pool of upstream connections.
@@ -119,6 +155,7 @@ impl Router {
         let live = table.services();
         self.metrics.retain(&live.iter().map(|(e, s)| (&**e, &**s)).collect());
         self.table.store(Arc::new(table));
+        self.swaps.send_modify(|n| *n += 1);
     }
 
     pub fn table(&self) -> Arc<Table> {
@@ -191,9 +228,16 @@ impl Router {
         let Some(m) = table.lookup(&host, &path) else {
             return (page(StatusCode::NOT_FOUND, "Not Found", "No environment answers for this address."), None);
         };
-        let b: Arc<Backend> = m.backend.clone();
+        let mut b: Arc<Backend> = m.backend.clone();
         if m.visibility == Visibility::Private && !client.trusted {
             return (page(StatusCode::FORBIDDEN, "Forbidden", "This address is private to the environment's network."), Some(b));
+        }
+        if b.asleep {
+            let html = accepts_html(req.headers());
+            match self.hold(&host, &path, html, &b).await {
+                Ok(awake) => b = awake,
+                Err(resp) => return (resp, Some(b)),
+            }
         }
         if let Some(state) = &b.unavailable {
             let text = format!("Service `{}` of environment `{}` is {state}. Try again in a moment.", b.service, b.env_id);
@@ -294,6 +338,30 @@ impl Router {
             format!("Service `{}` of environment `{}` did not answer.", b.service, b.env_id)
         };
         (page(StatusCode::BAD_GATEWAY, "Bad Gateway", &text), Some(b))
+    }
+
+    /// Holds a request for a sleeping environment: asks the waker to wake it, then waits for a
+    /// table where the route's backend is awake, at most `wake_timeout` (a browser:
+    /// `wake_page_after`, then a page that reloads itself).
+    async fn hold(&self, host: &str, path: &str, html: bool, asleep: &Backend) -> Result<Arc<Backend>, Response<ProxyBody>> {
+        // Subscribed before looking: a swap between the look and the wait is not missed.
+        let mut swaps = self.swaps.subscribe();
+        if let Some(w) = self.waker.get() {
+            w.wake(&asleep.env_id);
+        }
+        let limit = if html { self.config.wake_page_after.min(self.config.wake_timeout) } else { self.config.wake_timeout };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.table.load().lookup(host, path) {
+                Some(m) if !m.backend.asleep => return Ok(m.backend.clone()),
+                Some(_) => {}
+                None => return Err(page(StatusCode::NOT_FOUND, "Not Found", "No environment answers for this address.")),
+            }
+            match tokio::time::timeout_at(deadline, swaps.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(waking(asleep, html, limit)),
+            }
+        }
     }
 
     fn upstream_error(&self, b: &Backend, kind: &'static str) {
@@ -480,6 +548,28 @@ fn too_large(limit: u64) -> Response<ProxyBody> {
 }
 
 /// A small HTML page in the router's own words.
+/// Whether a client asks for HTML first (a browser).
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")))
+}
+
+/// The answer to a request held longer than it may be while its environment wakes: 503 with
+/// `Retry-After`, and for a browser a page that reloads itself.
+fn waking(b: &Backend, html: bool, waited: Duration) -> Response<ProxyBody> {
+    let text = if html {
+        format!("Environment `{}` is waking up. This page reloads by itself in a moment.", b.env_id)
+    } else {
+        let secs = if waited.subsec_millis() == 0 { waited.as_secs().to_string() } else { format!("{:.1}", waited.as_secs_f64()) };
+        format!("Environment `{}` is waking up and was not ready within {secs} s. Try again in a moment.", b.env_id)
+    };
+    let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "Waking Up", &text);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    if html {
+        r.headers_mut().insert(header::REFRESH, HeaderValue::from_static("2"));
+    }
+    r
+}
+
 pub(crate) fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {
     let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let html = format!(

@@ -46,6 +46,9 @@ pub struct Backend {
     pub settings: Arc<IngressSettings>,
     /// Content the router answers with itself (a static site), instead of replicas.
     pub content: Option<Arc<dyn Content>>,
+    /// The environment sleeps: a request wakes it (through the router's [`crate::Waker`]) and
+    /// is held until a table where it is awake comes.
+    pub asleep: bool,
     /// `upstreams` as URI authorities, made once.
     pub(crate) authorities: Vec<hyper::http::uri::Authority>,
     /// This backend's metrics, looked up once.
@@ -63,6 +66,7 @@ impl Backend {
             upstreams,
             settings,
             content: None,
+            asleep: false,
             authorities,
             stats: std::sync::OnceLock::new(),
             next: AtomicUsize::new(0),
@@ -74,6 +78,12 @@ impl Backend {
         let mut b = Backend::new(env_id, service, Vec::new(), settings);
         b.content = Some(content);
         b
+    }
+
+    /// A backend of a sleeping environment.
+    pub fn asleep(mut self) -> Self {
+        self.asleep = true;
+        self
     }
 
     pub fn unavailable(mut self, state: impl Into<String>) -> Self {

@@ -609,3 +609,81 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     tokio::time::timeout(Duration::from_secs(3), conn).await.expect("closed by the router").unwrap().unwrap();
     assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
 }
+
+/// A waker that counts its asks and, on the first, wakes the environment after `after`: swaps
+/// in a table where the route's backend is awake.
+struct SlowWaker {
+    asks: AtomicUsize,
+    after: Duration,
+    awake: Vec<Route>,
+    router: std::sync::OnceLock<std::sync::Weak<Router>>,
+}
+
+impl offshoot_router::Waker for SlowWaker {
+    fn wake(&self, _env_id: &str) {
+        if self.asks.fetch_add(1, Ordering::SeqCst) > 0 {
+            return;
+        }
+        let (router, after, awake) = (self.router.get().cloned(), self.after, self.awake.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(r) = router.and_then(|w| w.upgrade()) {
+                r.swap(Table::build(awake).0);
+            }
+        });
+    }
+}
+
+async fn sleeping(config: RouterConfig, wake_after: Duration) -> (Running, Arc<SlowWaker>) {
+    let up = upstream("awake").await;
+    let asleep = Arc::new(Backend::new("sleepy", "web", vec![], Arc::new(IngressSettings::default())).asleep());
+    let awake = backend("sleepy", "web", vec![up], IngressSettings::default());
+    let r = start(config, vec![route("web.test", "/", &asleep)], None).await;
+    let waker = Arc::new(SlowWaker {
+        asks: AtomicUsize::new(0),
+        after: wake_after,
+        awake: vec![route("web.test", "/", &awake)],
+        router: std::sync::OnceLock::new(),
+    });
+    let _ = waker.router.set(Arc::downgrade(&r.router));
+    r.router.set_waker(waker.clone());
+    (r, waker)
+}
+
+#[tokio::test]
+async fn requests_for_a_sleeping_environment_are_held_until_it_wakes_and_wake_it_once() {
+    let (r, waker) = sleeping(RouterConfig::default(), Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let held: Vec<_> = (0..50).map(|_| tokio::spawn(send(r.addr, get("web.test", "/")))).collect();
+    for h in held {
+        let (status, _, body) = h.await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"awake"[..]));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300), "answered only once awake");
+    assert!(waker.asks.load(Ordering::SeqCst) >= 1);
+    // Every held request asked; the waker woke once (its own count is the caller's business),
+    // and the requests count as the environment's activity.
+    let seen = r.router.last_requests();
+    assert!(seen.iter().any(|(env, at)| env == "sleepy" && *at > 0), "{seen:?}");
+    let _ = r.stop.send(true);
+    let _ = r.done.await;
+}
+
+#[tokio::test]
+async fn a_wake_too_slow_gets_503_with_retry_after_and_a_browser_a_page_that_reloads() {
+    let config = RouterConfig { wake_timeout: Duration::from_millis(400), ..RouterConfig::default() };
+    let (r, _waker) = sleeping(config, Duration::from_secs(30)).await;
+    let (status, headers, body) = send(r.addr, get("web.test", "/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers.get("retry-after").map(|v| v.to_str().unwrap()), Some("2"));
+    assert!(String::from_utf8_lossy(&body).contains("is waking up and was not ready within 0.4 s"), "{body:?}");
+    let browser = Request::builder().uri("/").header("host", "web.test").header("accept", "text/html,*/*").body(full("")).unwrap();
+    let started = Instant::now();
+    let (status, headers, body) = send(r.addr, browser).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers.get("refresh").map(|v| v.to_str().unwrap()), Some("2"), "the page reloads itself");
+    assert!(String::from_utf8_lossy(&body).contains("Environment `sleepy` is waking up."), "{body:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "a browser is not held past the shorter of its two limits");
+    let _ = r.stop.send(true);
+    let _ = r.done.await;
+}

@@ -30,6 +30,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs", post(create_env).get(list_envs))
         .route("/envs/{id}", get(show_env).delete(delete_env))
         .route("/envs/{id}/deploy", post(deploy_env))
+        .route("/envs/{id}/sleep", post(sleep_env))
+        .route("/envs/{id}/wake", post(wake_env))
         .route("/envs/{id}/logs", get(env_logs))
         .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/manifests", get(env_manifests))
@@ -192,6 +194,65 @@ async fn deploy_env(
     Json(body): Json<api::EnvDeploy>,
 ) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let e = control(&ctx, actor).deploy_env(&id, body.commit).await?;
+    Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+async fn sleep_env(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<(StatusCode, Json<api::Env>), ApiError> {
+    sleep_or_wake(ctx, actor, id, q.wait, Operation::SleepEnv).await
+}
+
+async fn wake_env(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<(StatusCode, Json<api::Env>), ApiError> {
+    sleep_or_wake(ctx, actor, id, q.wait, Operation::WakeEnv).await
+}
+
+/// Sleeps or wakes an environment: done when `wait`; else started (202) once the request is
+/// allowed and the environment is in a state to, and the outcome is on the environment.
+async fn sleep_or_wake(ctx: Shared, actor: Actor, id: String, wait: bool, op: Operation) -> Result<(StatusCode, Json<api::Env>), ApiError> {
+    let run = {
+        let (ctx, id) = (ctx.clone(), id.clone());
+        move |actor: Actor| async move {
+            match op {
+                Operation::SleepEnv => crate::waking::sleep(&ctx, actor, &id).await,
+                _ => crate::waking::wake(&ctx, actor, &id).await,
+            }
+        }
+    };
+    if wait {
+        let e = run(actor).await?;
+        return Ok((StatusCode::OK, Json(env_dto(&ctx, e).await?)));
+    }
+    offshoot_control::authorize(&actor, op)?;
+    let e = find_env(&ctx, &id).await?;
+    let ok = match op {
+        Operation::SleepEnv => matches!(e.status, api::EnvStatus::Ready | api::EnvStatus::Sleeping),
+        _ => matches!(e.status, api::EnvStatus::Ready | api::EnvStatus::Sleeping | api::EnvStatus::Waking),
+    };
+    if !ok {
+        let what = if op == Operation::SleepEnv { "sleep" } else { "wake" };
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("environment `{id}` is {}; it cannot {what} now", e.status))
+            .hint("try again once it is ready"));
+    }
+    ctx.background.spawn("sleep or wake", async move {
+        if let Err(e) = run(actor).await {
+            tracing::warn!(error = %e, "sleep or wake failed");
+        }
+    });
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
 }
 

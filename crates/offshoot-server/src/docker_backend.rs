@@ -88,10 +88,21 @@ impl Backend for DockerBackend {
         Ok(())
     }
 
+    /// Starts the service's containers again and waits until each is ready as a deployment
+    /// would: its readiness probe passing, or running without one.
     async fn resume_service(&self, service: &str) -> Result<(), BackendError> {
-        for c in self.containers_of(service).await? {
+        let containers = self.containers_of(service).await?;
+        for c in &containers {
             self.ctx.rt.start(&c.name).await.map_err(BackendError::new)?;
         }
+        let probe = self.rollout.resolved.services.iter().find(|s| s.name == service).and_then(|s| s.readiness_probe.as_ref());
+        let waits = containers.iter().map(|c| async {
+            let ip = self.ctx.rt.address(&self.rollout.ns, &c.name).await.map_err(BackendError::new)?;
+            wait_ready(&self.ctx, &self.rollout.env_id, &c.name, probe, ip).await.map_err(BackendError::from)?;
+            self.ctx.set_ready(&c.name, true);
+            Ok::<(), BackendError>(())
+        });
+        futures_util::future::try_join_all(waits).await?;
         Ok(())
     }
 }

@@ -40,10 +40,10 @@ pub(crate) fn notify(ctx: &Shared, env: &Environment) {
 /// The commit-status state for an environment state, in the host's words.
 fn state(provider: Provider, env_status: EnvStatus) -> &'static str {
     match (provider, env_status) {
-        (Provider::Github, EnvStatus::Ready) => "success",
+        // Deployed; asleep until a request wakes it.
+        (Provider::Github | Provider::Gitlab, EnvStatus::Ready | EnvStatus::Sleeping) => "success",
         (Provider::Github, EnvStatus::Failed) => "failure",
         (Provider::Github, _) => "pending",
-        (Provider::Gitlab, EnvStatus::Ready) => "success",
         (Provider::Gitlab, EnvStatus::Failed) => "failed",
         (Provider::Gitlab, EnvStatus::Deleted) => "canceled",
         (Provider::Gitlab, EnvStatus::Creating) => "pending",
@@ -61,6 +61,7 @@ pub(crate) fn comment_body(envs: &[offshoot_api_types::Env]) -> String {
         let commit = e.commit.as_deref().map(|c| c.get(..7).unwrap_or(c)).unwrap_or("–");
         let state = match &e.reason {
             Some(r) if e.status == EnvStatus::Failed => format!("{}: {}", e.status, r.replace(['|', '\n'], " ")),
+            _ if e.status == EnvStatus::Sleeping => "sleeping (the first request wakes it)".to_owned(),
             _ => e.status.to_string(),
         };
         out.push_str(&format!(
@@ -189,6 +190,8 @@ mod tests {
     #[test]
     fn states_in_each_hosts_words() {
         assert_eq!(state(Provider::Github, EnvStatus::Ready), "success");
+        assert_eq!(state(Provider::Gitlab, EnvStatus::Sleeping), "success");
+        assert_eq!(state(Provider::Github, EnvStatus::Waking), "pending");
         assert_eq!(state(Provider::Github, EnvStatus::Deploying), "pending");
         assert_eq!(state(Provider::Github, EnvStatus::Failed), "failure");
         assert_eq!(state(Provider::Gitlab, EnvStatus::Failed), "failed");
@@ -223,6 +226,8 @@ mod tests {
             deployments: vec![],
             created_at: 0,
             expires_at: None,
+            sleeping_since: None,
+            last_request_at: None,
             imports: vec![],
             parent: None,
             warnings: vec![],

@@ -24,6 +24,7 @@ mod sites;
 mod state;
 mod ui;
 mod views;
+mod waking;
 mod webhooks;
 
 use anyhow::{Context as _, Result};
@@ -157,6 +158,7 @@ pub async fn run(config: Config) -> Result<()> {
         });
     }
     let ctx: Shared = Arc::new(ctx);
+    router.set_waker(Arc::new(waking::RouterWaker::new(&ctx)));
     ctx.refresh_routes().await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -333,8 +335,16 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         }
     }
     let expired = plane::control(ctx, offshoot_control::Actor::system("expiry")).expire(now_ms()).await?;
+    // What the router saw, kept: `env show` and idle sleep read it, a restart does not lose it.
+    ctx.store.record_requests(&ctx.router.last_requests()).await?;
     for env in ctx.store.envs(None, false).await? {
         if expired.contains(&env.id) {
+            continue;
+        }
+        if matches!(env.status, EnvStatus::Sleeping | EnvStatus::Waking) {
+            if let Err(e) = waking::converge(ctx, &env).await {
+                tracing::warn!(env = %env.id, error = %e, "cannot finish a sleep or a wake; retrying next round");
+            }
             continue;
         }
         if env.status != EnvStatus::Ready || ctx.is_busy(&env.id) {

@@ -113,29 +113,35 @@ pub(crate) fn watch_readiness(ctx: &Shared, ns: Namespace, container: String, pr
 pub(crate) async fn rewatch(ctx: &Shared) {
     let Ok(envs) = ctx.store.envs(None, false).await else { return };
     for env in envs.into_iter().filter(|e| e.status == EnvStatus::Ready) {
-        let Ok(resolved) = resolve_env(ctx, &env, None).await else { continue };
-        // The images the services run, as recorded when they became ready.
-        let images = crate::state::images_of(ctx, &env.id).await.unwrap_or_default();
-        let ns = Namespace::new(env.id.as_str(), env.app.as_str(), &ctx.instance).on_network_of(env.parent_id.as_deref());
-        let plan = Rollout {
-            volatile: volatile_keys(&env.env_vars),
-            images,
-            sites: HashMap::new(),
-            ns: ns.clone(),
-            env_id: env.id.to_string(),
-            resolved,
-        };
-        for s in plan.resolved.services.iter().filter(|s| s.static_site.is_none()) {
-            let spec = service_spec(&plan, s);
-            for i in 0..s.replicas.max(1) {
-                let r = if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } };
-                if let Some(p) = &s.readiness_probe {
-                    watch_readiness(ctx, ns.clone(), r.name.clone(), p.clone());
-                }
-                if let Some(p) = &s.liveness_probe {
-                    let ip = ctx.rt.address(&ns, &r.name).await.ok().flatten();
-                    watch_liveness(ctx, ns.clone(), r, p.clone(), ip);
-                }
+        rewatch_env(ctx, &env).await;
+    }
+}
+
+/// Watches the probes of a ready environment's containers (after a restart, or a wake: the
+/// monitors of a sleeping environment stop).
+pub(crate) async fn rewatch_env(ctx: &Shared, env: &offshoot_store::Environment) {
+    let Ok(resolved) = resolve_env(ctx, env, None).await else { return };
+    // The images the services run, as recorded when they became ready.
+    let images = crate::state::images_of(ctx, &env.id).await.unwrap_or_default();
+    let ns = Namespace::new(env.id.as_str(), env.app.as_str(), &ctx.instance).on_network_of(env.parent_id.as_deref());
+    let plan = Rollout {
+        volatile: volatile_keys(&env.env_vars),
+        images,
+        sites: HashMap::new(),
+        ns: ns.clone(),
+        env_id: env.id.to_string(),
+        resolved,
+    };
+    for s in plan.resolved.services.iter().filter(|s| s.static_site.is_none()) {
+        let spec = service_spec(&plan, s);
+        for i in 0..s.replicas.max(1) {
+            let r = if i == 0 { spec.clone() } else { ContainerSpec { name: format!("{}-{i}", spec.name), ..spec.clone() } };
+            if let Some(p) = &s.readiness_probe {
+                watch_readiness(ctx, ns.clone(), r.name.clone(), p.clone());
+            }
+            if let Some(p) = &s.liveness_probe {
+                let ip = ctx.rt.address(&ns, &r.name).await.ok().flatten();
+                watch_liveness(ctx, ns.clone(), r, p.clone(), ip);
             }
         }
     }

@@ -1,5 +1,7 @@
 //! The use cases (`offshoot_control::Control`) on this server: repositories fetched into its
-//! mirrors, deployments run by its controller, secrets sealed with its key.
+//! mirrors, deployments run by its controller, secrets sealed with its key, environments'
+//! engines chosen by `backends`, the router and the monitors told when an environment slept or
+//! woke.
 
 use crate::state::Shared;
 use offshoot_control::imports::RepoError;
@@ -11,6 +13,28 @@ use offshoot_git::Mirror;
 pub(crate) struct Plane<'a>(&'a Shared);
 
 impl Ports for Plane<'_> {
+    type Engine = crate::backends::EnvBackend;
+
+    async fn engine(&self, env: &offshoot_store::Environment) -> Result<Self::Engine, offshoot_control::ControlError> {
+        let ctx = self.0;
+        let resolved = crate::resolving::resolve_env(ctx, env, None)
+            .await
+            .map_err(|f| offshoot_control::ControlError::Backend(offshoot_control::BackendError::from(f)))?;
+        let images = crate::state::images_of(ctx, &env.id).await?;
+        Ok(crate::backends::EnvBackend::for_teardown(ctx, env, resolved, images))
+    }
+
+    async fn changed(&self, env: &offshoot_store::Environment) {
+        self.0.refresh_routes().await;
+        if let Ok(Some(now)) = self.0.store.env(&env.id).await {
+            if now.status == offshoot_api_types::EnvStatus::Ready {
+                crate::monitors::rewatch_env(self.0, &now).await;
+            }
+            // Its pull request's comment says it sleeps, or is awake again.
+            crate::feedback::notify(self.0, &now);
+        }
+    }
+
     async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
         self.0.sync_mirror(repo).await.map_err(|e| RepoError(e.to_string()))
     }

@@ -107,6 +107,9 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
             }
             if env.status == EnvStatus::TearingDown {
                 backend = backend.unavailable(EnvStatus::TearingDown.as_str());
+            } else if matches!(env.status, EnvStatus::Sleeping | EnvStatus::Waking) && site.is_none() {
+                // A request wakes it and waits (a static site is served asleep or awake).
+                backend = backend.asleep();
             } else if let Some(Err(e)) = &site {
                 backend = backend.unavailable(format!("not available: {e}"));
             } else if site.is_some() {

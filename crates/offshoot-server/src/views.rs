@@ -167,6 +167,8 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
         deployments,
         created_at: e.created_at,
         expires_at: e.expires_at,
+        sleeping_since: e.sleeping_since,
+        last_request_at: e.last_request_at,
         imports,
         parent: e.parent_id.map(offshoot_store::EnvId::into_string),
         warnings,

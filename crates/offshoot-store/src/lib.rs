@@ -153,6 +153,12 @@ pub struct Environment {
     pub import_info: Option<String>,
     /// For an environment made for a pull request: which one (JSON the server owns).
     pub pull_request: Option<String>,
+    /// Since when it sleeps; `None` while awake.
+    pub sleeping_since: Option<i64>,
+    /// When the router last passed it a request.
+    pub last_request_at: Option<i64>,
+    /// Idle time after which it sleeps: `None` for its application's setting, `0` for never.
+    pub idle_sleep_seconds: Option<i64>,
 }
 
 /// An application's git settings and the last trouble with its repository.
@@ -171,6 +177,8 @@ pub struct AppGit {
     pub fetch_error: Option<String>,
     /// The image static builds run in (`None`: the server's default).
     pub static_builder: Option<String>,
+    /// Idle time after which its environments sleep (`None`: never).
+    pub idle_sleep_seconds: Option<i64>,
 }
 
 /// A webhook delivery or a polled change: a normalized event (JSON the server owns).
@@ -250,9 +258,10 @@ impl RawServiceRow {
     }
 }
 
-const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request";
+const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request, sleeping_since, last_request_at, idle_sleep_seconds";
 const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
-const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder";
+const APP_GIT_COLUMNS: &str =
+    "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -483,7 +492,7 @@ impl Store {
 
     pub async fn create_env(&self, e: &Environment) -> Result<()> {
         sqlx::query(&format!(
-            "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(e.id.as_str())
         .bind(e.app.as_str())
@@ -500,6 +509,9 @@ impl Store {
         .bind(&e.parent_id)
         .bind(&e.import_info)
         .bind(&e.pull_request)
+        .bind(e.sleeping_since)
+        .bind(e.last_request_at)
+        .bind(e.idle_sleep_seconds)
         .execute(&self.pool)
         .await
         .map_err(db("create an environment"))?;
@@ -545,6 +557,66 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(db("update an environment"))?;
+        Ok(())
+    }
+
+    /// Moves an environment from one of `from` to `to`, atomically: `false` (nothing changed)
+    /// when it is in none of them. Entering `sleeping` records when; leaving it for `ready`
+    /// forgets it (`waking` keeps it: a wake that fails shows since when it slept).
+    pub async fn transition_env(&self, id: &str, from: &[EnvStatus], to: EnvStatus, reason: Option<&str>) -> Result<bool> {
+        let now = now_ms();
+        let sleeping_since = match to {
+            EnvStatus::Sleeping => "$2",
+            EnvStatus::Waking => "sleeping_since",
+            _ => "NULL",
+        };
+        let list: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 5)).collect();
+        let sql = format!(
+            "UPDATE environments SET status = $1, sleeping_since = {sleeping_since}, reason = $3, updated_at = $2 \
+             WHERE id = $4 AND status IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now).bind(reason).bind(id);
+        for f in from {
+            q = q.bind(f.as_str());
+        }
+        let done = q.execute(&self.pool).await.map_err(db("change an environment's state"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records when the router last passed each environment a request (a later time only).
+    pub async fn record_requests(&self, seen: &[(String, i64)]) -> Result<()> {
+        for (id, at) in seen {
+            sqlx::query("UPDATE environments SET last_request_at = $1 WHERE id = $2 AND (last_request_at IS NULL OR last_request_at < $1)")
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db("record an environment's last request"))?;
+        }
+        Ok(())
+    }
+
+    /// An environment's own idle-sleep setting (`None`: its application's; `Some(0)`: never).
+    pub async fn set_env_idle_sleep(&self, id: &str, seconds: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE environments SET idle_sleep_seconds = $1, updated_at = $2 WHERE id = $3")
+            .bind(seconds)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("set an environment's idle sleep"))?;
+        Ok(())
+    }
+
+    /// An application's idle-sleep default (`None`: never).
+    pub async fn set_app_idle_sleep(&self, app: &str, seconds: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE app_git SET idle_sleep_seconds = $1 WHERE app = $2")
+            .bind(seconds)
+            .bind(app)
+            .execute(&self.pool)
+            .await
+            .map_err(db("set an application's idle sleep"))?;
         Ok(())
     }
 
@@ -827,17 +899,20 @@ impl Store {
 
     /// Creates an application's git settings unless it has them; returns what it has.
     pub async fn ensure_app_git(&self, g: &AppGit) -> Result<AppGit> {
-        sqlx::query(&format!("INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (app) DO NOTHING"))
-            .bind(&g.app)
-            .bind(&g.webhook_secret)
-            .bind(g.pull_requests)
-            .bind(&g.pull_request_label)
-            .bind(&g.gitops_error)
-            .bind(&g.fetch_error)
-            .bind(&g.static_builder)
-            .execute(&self.pool)
-            .await
-            .map_err(db("store git settings"))?;
+        sqlx::query(&format!(
+            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (app) DO NOTHING"
+        ))
+        .bind(&g.app)
+        .bind(&g.webhook_secret)
+        .bind(g.pull_requests)
+        .bind(&g.pull_request_label)
+        .bind(&g.gitops_error)
+        .bind(&g.fetch_error)
+        .bind(&g.static_builder)
+        .bind(g.idle_sleep_seconds)
+        .execute(&self.pool)
+        .await
+        .map_err(db("store git settings"))?;
         Ok(self.app_git(&g.app).await?.unwrap_or_else(|| g.clone()))
     }
 

@@ -21,6 +21,9 @@ fn env(id: &str, app: &str) -> Environment {
         parent_id: None,
         import_info: None,
         pull_request: None,
+        sleeping_since: None,
+        last_request_at: None,
+        idle_sleep_seconds: None,
     }
 }
 
@@ -134,6 +137,7 @@ async fn suite(store: Store) {
         gitops_error: None,
         fetch_error: None,
         static_builder: None,
+        idle_sleep_seconds: None,
     };
     assert_eq!(store.ensure_app_git(&git).await.expect("git"), git);
     let other = AppGit { webhook_secret: "other".into(), ..git.clone() };

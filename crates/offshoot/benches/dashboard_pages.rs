@@ -53,6 +53,9 @@ async fn fixture(db: &str) -> String {
             parent_id: None,
             import_info: None,
             pull_request: None,
+            sleeping_since: None,
+            last_request_at: None,
+            idle_sleep_seconds: None,
         };
         store.create_env(&e).await.expect("env");
         for s in ["web", "api", "db"] {

@@ -45,6 +45,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections as usize,
             header_read_timeout: std::time::Duration::from_secs(args.header_timeout),
             idle_timeout: std::time::Duration::from_secs(args.idle_timeout),
+            wake_timeout: std::time::Duration::from_secs(args.wake_timeout),
             ..offshoot_server::RouterConfig::default()
         },
         router_threads: args.router_threads,

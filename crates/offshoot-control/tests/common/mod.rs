@@ -62,6 +62,9 @@ impl Ctx {
             parent_id: None,
             import_info: None,
             pull_request: None,
+            sleeping_since: None,
+            last_request_at: None,
+            idle_sleep_seconds: None,
         };
         store.create_env(&env).await.expect("create the environment");
         Ctx { store, _dir: dir }

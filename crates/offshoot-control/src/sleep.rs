@@ -1,0 +1,210 @@
+//! Environments that sleep: their services stopped (kept, with their volumes, their dataset
+//! leases, their static sites and their records), and woken again in dependency order, each
+//! waited for until it is ready. An environment's imports sleep and wake with it.
+//!
+//! The status is the intent, written first: `sleeping` (services being stopped, or stopped) and
+//! `waking` (services being started). Whatever an interruption leaves, [`Control::converge`]
+//! finishes from the status and the engine, so a restarted server completes a sleep or a wake
+//! that was under way.
+
+use crate::Control;
+use crate::backend::{Backend, BackendErrorKind};
+use crate::error::ControlError;
+use crate::gate::{Noted, Operation, gate};
+use crate::ports::Ports;
+use offshoot_api_types::{EnvStatus, ServiceStatus};
+use offshoot_store::{Environment, ServiceRow};
+use offshoot_template::document::{self, Kind};
+
+/// Why an environment cannot sleep or wake now.
+fn not_now(env: &Environment, what: &str) -> ControlError {
+    ControlError::Conflict {
+        code: "conflict",
+        message: format!("environment `{}` is {}; it cannot {what} now", env.id, env.status),
+        hint: Some(match env.status {
+            EnvStatus::Failed => "deploy it again first: `offshoot env deploy ID`".to_owned(),
+            _ => "try again once it is ready".to_owned(),
+        }),
+    }
+}
+
+impl<P: Ports> Control<'_, P> {
+    /// Puts an environment (and its imports' environments) to sleep: its services are stopped,
+    /// the last first. Sleeping already is done.
+    pub async fn sleep_env(&self, id: &str) -> Result<Environment, ControlError> {
+        let work = async {
+            let env = self.find_env(id).await?;
+            let mut family = vec![env.clone()];
+            family.extend(self.store.child_envs(id).await?);
+            for e in &family {
+                let moved = self.store.transition_env(&e.id, &[EnvStatus::Ready], EnvStatus::Sleeping, None).await?;
+                if !moved && e.status != EnvStatus::Sleeping && e.id == env.id {
+                    return Err(not_now(e, "sleep"));
+                }
+            }
+            // The importer first: its services may use its imports' until they stop.
+            for e in &family {
+                self.stop_services(e).await?;
+            }
+            self.find_env(id).await
+        };
+        gate(self.store, &self.actor, Operation::SleepEnv, id, work, |_| Noted::default()).await
+    }
+
+    /// Wakes a sleeping environment: its imports' environments first, then its services in
+    /// dependency order, each waited for until it is ready. Awake already is done.
+    pub async fn wake_env(&self, id: &str) -> Result<Environment, ControlError> {
+        let work = async {
+            let env = self.find_env(id).await?;
+            match env.status {
+                // Awake, or being woken by whoever moved it to `waking` (an interrupted wake is
+                // the reconciler's to finish).
+                EnvStatus::Ready | EnvStatus::Waking => return Ok(env),
+                EnvStatus::Sleeping => {}
+                _ => return Err(not_now(&env, "wake")),
+            }
+            // Whoever moves it to `waking` wakes it; the others are done.
+            if !self.store.transition_env(id, &[EnvStatus::Sleeping], EnvStatus::Waking, None).await? {
+                return self.find_env(id).await;
+            }
+            self.finish_wake(&env).await?;
+            self.find_env(id).await
+        };
+        gate(self.store, &self.actor, Operation::WakeEnv, id, work, |_| Noted::default()).await
+    }
+
+    /// A request arrived for a sleeping environment: wakes it, unless it is not asleep (then
+    /// nothing happens and nothing is recorded: a burst of requests wakes it once).
+    pub async fn wake_on_request(&self, id: &str) -> Result<(), ControlError> {
+        if self.find_env(id).await?.status != EnvStatus::Sleeping {
+            return Ok(());
+        }
+        self.wake_env(id).await.map(|_| ())
+    }
+
+    /// Finishes what an environment's status says is under way, from what the engine has: a
+    /// sleeping environment with a service still running has it stopped; a waking one is woken.
+    /// Idempotent; the reconciler calls it for environments no operation holds.
+    pub async fn converge(&self, env: &Environment) -> Result<(), ControlError> {
+        match env.status {
+            EnvStatus::Sleeping => {
+                let engine = self.ports.engine(env).await?;
+                let states = engine.observe().await?;
+                if states.iter().any(|s| s.running) {
+                    tracing::info!(env = %env.id, "a sleeping environment has services running; stopping them");
+                    self.stop_services(env).await?;
+                }
+                Ok(())
+            }
+            EnvStatus::Waking => {
+                tracing::info!(env = %env.id, "a wake was interrupted; finishing it");
+                self.finish_wake(env).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Wakes `env` from `sleeping` or `waking`, its imports first; a failure fails it with why.
+    pub(crate) async fn finish_wake(&self, env: &Environment) -> Result<(), ControlError> {
+        let mut family = self.store.child_envs(&env.id).await?;
+        family.push(env.clone());
+        for e in &family {
+            self.store.transition_env(&e.id, &[EnvStatus::Sleeping], EnvStatus::Waking, None).await?;
+        }
+        for e in &family {
+            let current = self.find_env(&e.id).await?;
+            if current.status != EnvStatus::Waking {
+                continue;
+            }
+            if let Err(err) = self.start_services(&current).await {
+                let reason = format!("waking: {err}");
+                self.store.transition_env(&e.id, &[EnvStatus::Waking], EnvStatus::Failed, Some(&reason)).await?;
+                if e.id != env.id {
+                    let why = format!("waking: the environment of an import ({}) failed", e.id);
+                    self.store.transition_env(&env.id, &[EnvStatus::Waking], EnvStatus::Failed, Some(&why)).await?;
+                }
+                self.ports.changed(&current).await;
+                return Err(err);
+            }
+            self.store.transition_env(&e.id, &[EnvStatus::Waking], EnvStatus::Ready, None).await?;
+            tracing::info!(env = %e.id, "environment awake");
+            self.ports.changed(&current).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the environment's services, the last wave first, and records them asleep.
+    async fn stop_services(&self, env: &Environment) -> Result<(), ControlError> {
+        let engine = self.ports.engine(env).await?;
+        let rows = self.store.services(&env.id).await?;
+        for wave in waves(env, &rows, ServiceStatus::Ready).into_iter().rev() {
+            let engine = &engine;
+            let stops = wave.iter().map(|s| async move { (s, engine.stop_service(s).await) });
+            for (service, result) in futures_util::future::join_all(stops).await {
+                match result {
+                    // Gone from the engine: the reconciler of a woken environment recreates it.
+                    Err(e) if e.kind() == BackendErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                    Ok(()) => {}
+                }
+                self.set_service_status(&rows, service, ServiceStatus::Sleeping).await?;
+            }
+        }
+        tracing::info!(env = %env.id, "environment asleep");
+        self.ports.changed(env).await;
+        Ok(())
+    }
+
+    /// Starts the environment's sleeping services wave by wave, each waited for until ready.
+    async fn start_services(&self, env: &Environment) -> Result<(), ControlError> {
+        let engine = self.ports.engine(env).await?;
+        let rows = self.store.services(&env.id).await?;
+        for wave in waves(env, &rows, ServiceStatus::Sleeping) {
+            let engine = &engine;
+            let starts = wave.iter().map(|s| async move { (s, engine.resume_service(s).await) });
+            for (service, result) in futures_util::future::join_all(starts).await {
+                result.map_err(|e| ControlError::Backend(crate::BackendError::new(format!("service `{service}`: {}", e.message()))))?;
+                self.set_service_status(&rows, service, ServiceStatus::Ready).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_service_status(&self, rows: &[ServiceRow], service: &str, status: ServiceStatus) -> Result<(), ControlError> {
+        if let Some(row) = rows.iter().find(|r| r.name == service) {
+            self.store.set_service(&ServiceRow { status, reason: None, ..row.clone() }).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The services of `env` whose record is `status` and that run on the engine (a static site is
+/// served from storage and never sleeps), in waves: a service comes after those it depends on
+/// (`depends_on` in its forked template). A cycle, refused by validation, would start together.
+fn waves(env: &Environment, rows: &[ServiceRow], status: ServiceStatus) -> Vec<Vec<String>> {
+    let doc = document::check("application_template.yaml", &env.template, Some(Kind::Template));
+    let depends = |name: &str| -> Vec<String> {
+        doc.template
+            .as_ref()
+            .and_then(|t| t.services.iter().find(|s| s.name.as_str() == name))
+            .map(|s| s.depends_on.iter().map(|d| d.as_str().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let mut remaining: Vec<String> = rows.iter().filter(|r| r.status == status && !r.detail.is_site()).map(|r| r.name.clone()).collect();
+    let wanted = remaining.clone();
+    let mut placed: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        let (mut wave, rest): (Vec<String>, Vec<String>) =
+            remaining.into_iter().partition(|s| depends(s).iter().all(|d| placed.contains(d) || !wanted.contains(d)));
+        if wave.is_empty() {
+            wave = rest;
+            remaining = Vec::new();
+        } else {
+            remaining = rest;
+        }
+        placed.extend(wave.iter().cloned());
+        out.push(wave);
+    }
+    out
+}

@@ -1,0 +1,144 @@
+//! End to end on the Docker engine: an environment put to sleep stops its containers (kept,
+//! their memory freed, their volume's data kept) and wakes on the first request through the
+//! router, which holds that request (and every other that arrives meanwhile) and answers it.
+
+mod support;
+
+use std::time::Instant;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+use support::*;
+
+/// The memory each of an environment's containers uses now, as the engine reports it (bytes).
+fn memory(id: &str) -> Vec<(String, u64)> {
+    let names: Vec<String> = containers(id).into_iter().map(|(n, _)| n).collect();
+    let mut args = vec!["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}"];
+    args.extend(names.iter().map(String::as_str));
+    let out = docker(&args);
+    out.lines()
+        .filter_map(|l| {
+            let (name, usage) = l.split_once(' ')?;
+            let used = usage.split('/').next()?.trim();
+            let (num, unit) = used.split_at(used.find(|c: char| c.is_ascii_alphabetic())?);
+            let factor = match unit {
+                "B" => 1.0,
+                "KiB" | "kB" => 1024.0,
+                "MiB" | "MB" => 1024.0 * 1024.0,
+                "GiB" | "GB" => 1024.0 * 1024.0 * 1024.0,
+                _ => return None,
+            };
+            Some((name.to_owned(), (num.trim().parse::<f64>().ok()? * factor) as u64))
+        })
+        .collect()
+}
+
+fn running(id: &str) -> Vec<String> {
+    containers(id)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| docker(&["inspect", "--format", "{{.State.Running}}", n]).trim() == "true")
+        .collect()
+}
+
+/// Two services, a store with a volume and a web page that depends on it; both stop at once on
+/// SIGTERM, as well-behaved images do (one that ignores it is killed after 10 s, as by `docker
+/// stop`).
+const NAP: &str = r#"app: nap
+hostnames:
+- web: web-${env_id}.${domain}
+services:
+- name: store
+  image: busybox:stable
+  command: [sh, -c, "trap 'exit 0' TERM; mkdir -p /data; touch /data/orders; nc -ll -p 6379 -e cat & wait"]
+  ports:
+  - type: container_port
+    port: '6379'
+  volumes:
+  - type: persistent
+    name: store-data
+    mount_path: /data
+  readiness_probe:
+    tcp_socket:
+      port: '6379'
+    period_seconds: 1
+    failure_threshold: 30
+- name: web
+  image: busybox:stable
+  depends_on: [store]
+  command: [sh, -c, "trap 'exit 0' TERM; mkdir -p /www; echo nap of $RELEASE_ENV_ID > /www/index.html; httpd -f -p 8080 -h /www & wait"]
+  ports:
+  - type: node_port
+    port: '8080'
+    target_port: '8080'
+  readiness_probe:
+    http_get:
+      path: /
+      port: '8080'
+    period_seconds: 1
+    failure_threshold: 30
+"#;
+
+#[test]
+fn a_sleeping_environment_frees_its_memory_keeps_its_data_and_wakes_once_on_requests() {
+    let repo = repo(NAP, None, &[], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "nap", "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id").to_owned();
+    let web = format!("web-{id}.localhost");
+    let o = s.cli(&["env", "exec", &id, "store", "--", "sh", "-c", "echo kept > /data/mark"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before: Vec<(String, u64)> = memory(&id);
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.iter().all(|(_, m)| *m > 0), "running containers use memory: {before:?}");
+
+    // Asleep: the same containers, stopped; no memory in use.
+    let slept = s.json(&["env", "sleep", &id, "--wait"]);
+    assert_eq!(slept["status"], "sleeping", "{slept}");
+    assert!(slept["sleeping_since"].as_i64().is_some(), "{slept}");
+    assert_eq!(containers(&id).len(), 2, "kept, not removed");
+    assert_eq!(running(&id), Vec::<String>::new());
+    let after = memory(&id);
+    assert!(after.iter().all(|(_, m)| *m == 0), "stopped containers hold no memory: {after:?}");
+    let services = slept["services"].as_array().expect("services");
+    assert!(services.iter().all(|s| s["status"] == "sleeping"), "{slept}");
+
+    // The first request wakes it and gets the page.
+    let started = Instant::now();
+    let page = http(s.router, &web, "/").expect("answer");
+    let first = started.elapsed();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains(&format!("nap of {id}")), "{page}");
+    let awake = s.json(&["env", "show", &id]);
+    assert_eq!(awake["status"], "ready", "{awake}");
+    assert!(awake.get("sleeping_since").is_none(), "{awake}");
+    assert_eq!(running(&id).len(), 2);
+    let mark = s.cli(&["env", "exec", &id, "store", "--", "cat", "/data/mark"]);
+    assert_eq!(String::from_utf8_lossy(&mark.stdout).trim(), "kept", "the volume's data survives a sleep");
+
+    // Asleep again: 50 requests at once all get the page, and wake it once.
+    s.json(&["env", "sleep", &id, "--wait"]);
+    let answers: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..50).map(|_| sc.spawn(|| http(s.router, &web, "/").unwrap_or_default())).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let ok = answers.iter().filter(|a| a.starts_with("HTTP/1.1 200")).count();
+    assert_eq!(ok, 50, "{:?}", answers.iter().find(|a| !a.starts_with("HTTP/1.1 200")));
+    let log = s.json(&["activity", "--limit", "100"]);
+    let wakes: Vec<&serde_json::Value> =
+        log.as_array().expect("entries").iter().filter(|a| a["operation"] == "env.wake" && a["target"] == id.as_str()).collect();
+    assert_eq!(wakes.len(), 2, "one wake per sleep, whatever the requests: {wakes:?}");
+    assert!(wakes.iter().all(|w| w["actor"] == "router" && w["outcome"] == "ok"), "{wakes:?}");
+    let last = eventually(10, "the last request recorded", || s.json(&["env", "show", &id])["last_request_at"].as_i64());
+    assert!(last >= now_ms() - 60_000, "{last}");
+
+    // A sleeping environment is torn down like any other.
+    s.json(&["env", "sleep", &id, "--wait"]);
+    let gone = s.json(&["env", "delete", &id, "--wait"]);
+    assert_eq!(gone["status"], "deleted", "{gone}");
+    assert_eq!(leftovers(&id), "");
+    assert!(first < std::time::Duration::from_secs(60), "the first request after sleep took {first:?}");
+}
