@@ -34,6 +34,9 @@ pub struct App {
     /// Why the last fetch of the repository failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch_error: Option<String>,
+    /// Its environments sleep after this long without a request (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_sleep_seconds: Option<i64>,
     /// The image this application's static builds run in (absent: the server's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_builder: Option<String>,
@@ -48,6 +51,18 @@ pub struct AppUpdate {
     /// The image static builds run in; an empty string restores the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_builder: Option<String>,
+    /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_sleep: Option<String>,
+}
+
+/// Changes to an environment's settings; absent fields are kept.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EnvUpdate {
+    /// It sleeps after this long without a request (`30m`), never (`off`), or as its
+    /// application says (`default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_sleep: Option<String>,
 }
 
 /// Where to point a repository's webhook, and its secret.
@@ -206,6 +221,10 @@ pub struct Env {
     /// checks do not count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request_at: Option<i64>,
+    /// It sleeps after this long without a request: its own setting, else its application's
+    /// (absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_sleep_seconds: Option<i64>,
     /// The environments of the imported apps (`app_imports`), in import order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub imports: Vec<Import>,

@@ -63,6 +63,9 @@ pub(crate) enum Command {
         /// The image static sites are built in (`""` for the server's default).
         #[arg(long, value_name = "IMAGE")]
         static_builder: Option<String>,
+        /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
+        #[arg(long, value_name = "DURATION")]
+        idle_sleep: Option<String>,
     },
     /// The latest webhook deliveries and polled changes, and what each did.
     Deliveries {
@@ -97,6 +100,9 @@ fn print_app(a: &api::App, output: Output) {
             }
             if let Some(b) = &a.static_builder {
                 out(&format!("  static builds run in: {b}\n"));
+            }
+            if let Some(s) = a.idle_sleep_seconds {
+                out(&format!("  environments sleep after {} without a request\n", crate::env_cmd::span(s)));
             }
             if let Some(e) = &a.gitops_error {
                 out(&format!("  gitops: {}\n", e.replace('\n', "\n    ")));
@@ -159,14 +165,14 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 )),
             }
         }
-        Command::Set { name, pull_requests, pull_request_label, static_builder } => {
-            if pull_requests.is_none() && pull_request_label.is_none() && static_builder.is_none() {
+        Command::Set { name, pull_requests, pull_request_label, static_builder, idle_sleep } => {
+            if pull_requests.is_none() && pull_request_label.is_none() && static_builder.is_none() && idle_sleep.is_none() {
                 return Err(crate::UsageError(
-                    "nothing to change: give --pull-requests on|off, --pull-request-label and/or --static-builder".into(),
+                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder and/or --idle-sleep".into(),
                 )
                 .into());
             }
-            let body = api::AppUpdate { pull_requests: pull_requests.map(|p| p == "on"), pull_request_label, static_builder };
+            let body = api::AppUpdate { pull_requests: pull_requests.map(|p| p == "on"), pull_request_label, static_builder, idle_sleep };
             let a: api::App = api.post(&format!("/apps/{}/settings", enc(&name)), &body)?;
             print_app(&a, output);
         }

@@ -68,6 +68,14 @@ pub(crate) enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Change an environment's settings.
+    Set {
+        id: String,
+        /// It sleeps after this long without a request (`30m`), never (`off`), or as its
+        /// application says (`default`).
+        #[arg(long, value_name = "DURATION")]
+        idle_sleep: Option<String>,
+    },
     /// Wake a sleeping environment: its services start again in dependency order.
     Wake {
         id: String,
@@ -139,6 +147,9 @@ fn print_env(e: &api::Env) -> String {
     if let Some(at) = e.last_request_at {
         s.push_str(&format!("  last request {}\n", crate::dataset_cmd::relative(at)));
     }
+    if let Some(idle) = e.idle_sleep_seconds {
+        s.push_str(&format!("  sleeps after {} without a request\n", span(idle)));
+    }
     if let Some(pr) = &e.pull_request {
         let labels = if pr.labels.is_empty() { String::new() } else { format!("  labels: {}", pr.labels.join(", ")) };
         s.push_str(&format!("  pull request {} #{} ({}){labels}\n", pr.repo, pr.number, pr.provider));
@@ -151,6 +162,14 @@ fn print_env(e: &api::Env) -> String {
         s.push_str(&format!("  warning: {w}\n"));
     }
     s
+}
+
+/// A number of seconds as `30m`, `2h`, `1h30m`, `45s`.
+pub(crate) fn span(secs: i64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    let parts: Vec<String> =
+        [(d, "d"), (h, "h"), (m, "m"), (s, "s")].iter().filter(|(n, _)| *n > 0).map(|(n, u)| format!("{n}{u}")).collect();
+    if parts.is_empty() { "0s".to_owned() } else { parts.concat() }
 }
 
 fn show(e: &api::Env, output: Output) {
@@ -271,6 +290,13 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             }
             return finish(e, output);
         }
+        Command::Set { id, idle_sleep } => {
+            if idle_sleep.is_none() {
+                return Err(crate::UsageError("nothing to change: give --idle-sleep DURATION|off|default".into()).into());
+            }
+            let e: api::Env = api.post(&format!("/envs/{}/settings", enc(&id)), &api::EnvUpdate { idle_sleep })?;
+            show(&e, output);
+        }
         Command::Wake { id, wait: w } => {
             let e: api::Env = api.post(&format!("/envs/{}/wake?wait={w}", enc(&id)), &serde_json::json!({}))?;
             if !w && output == Output::Human {
@@ -296,6 +322,14 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spans() {
+        assert_eq!(super::span(1800), "30m");
+        assert_eq!(super::span(5400), "1h30m");
+        assert_eq!(super::span(45), "45s");
+        assert_eq!(super::span(90_000), "1d1h");
+    }
+
     #[test]
     fn durations() {
         assert_eq!(super::parse_duration("72h"), Ok(259_200));

@@ -214,8 +214,13 @@ impl<P: Ports> Control<'_, P> {
                     ));
                 }
             };
+            let idle = match req.idle_sleep.as_deref() {
+                None => git.idle_sleep_seconds,
+                Some(text) => crate::sleep::parse_idle(text, false)?,
+            };
             self.store.set_pull_requests(name, on, label.as_deref()).await?;
             self.store.set_static_builder(name, builder.as_deref()).await?;
+            self.store.set_app_idle_sleep(name, idle).await?;
             self.app_git(name).await
         };
         let noted = |_: &AppGit| Noted::detail(settings_changed(req));
@@ -253,6 +258,7 @@ fn settings_changed(req: &AppUpdate) -> String {
         ("pull_requests", req.pull_requests.is_some()),
         ("pull_request_label", req.pull_request_label.is_some()),
         ("static_builder", req.static_builder.is_some()),
+        ("idle_sleep", req.idle_sleep.is_some()),
     ];
     named.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }

@@ -75,6 +75,8 @@ pub enum Operation {
     ExecInEnv,
     SleepEnv,
     WakeEnv,
+    /// An environment's own settings (its idle sleep).
+    UpdateEnv,
     CreateDataset,
     RefreshDataset,
     DeleteDataset,
@@ -96,6 +98,7 @@ impl Operation {
             Operation::ExecInEnv => "env.exec",
             Operation::SleepEnv => "env.sleep",
             Operation::WakeEnv => "env.wake",
+            Operation::UpdateEnv => "env.settings",
             Operation::CreateDataset => "dataset.create",
             Operation::RefreshDataset => "dataset.refresh",
             Operation::DeleteDataset => "dataset.delete",
@@ -119,7 +122,8 @@ impl Operation {
             | Operation::DeleteEnv
             | Operation::ExecInEnv
             | Operation::SleepEnv
-            | Operation::WakeEnv => Role::Developer,
+            | Operation::WakeEnv
+            | Operation::UpdateEnv => Role::Developer,
         }
     }
 }

@@ -14,6 +14,50 @@ use crate::gate::{Noted, Operation, gate};
 use crate::ports::Ports;
 use offshoot_api_types::{EnvStatus, ServiceStatus};
 use offshoot_store::{Environment, ServiceRow};
+use std::collections::HashMap;
+
+/// The shortest idle time an environment may be given before it sleeps.
+pub const MIN_IDLE_SECONDS: u64 = 10;
+/// The longest: thirty days.
+pub const MAX_IDLE_SECONDS: u64 = 30 * 86_400;
+
+/// An idle-sleep setting as written: a duration (`30m`, `2h`), `off`, or for an environment
+/// `default` (its application's). `Some(0)` is never, `None` is the application's (for an
+/// application, never).
+pub fn parse_idle(text: &str, for_env: bool) -> Result<Option<i64>, ControlError> {
+    let t = text.trim();
+    if t == "off" {
+        return Ok(if for_env { Some(0) } else { None });
+    }
+    if t == "default" && for_env {
+        return Ok(None);
+    }
+    let hint = if for_env { "`30m`, `2h`, `off` or `default`" } else { "`30m`, `2h` or `off`" };
+    let secs = offshoot_datasets::parse_duration(t)
+        .map_err(|e| ControlError::BadInput { message: format!("idle_sleep: {e}"), hint: Some(format!("write it like {hint}")) })?;
+    if !(MIN_IDLE_SECONDS..=MAX_IDLE_SECONDS).contains(&secs) {
+        return Err(ControlError::bad_input(format!("idle_sleep: `{t}` is not between 10 seconds and 30 days")));
+    }
+    Ok(Some(i64::try_from(secs).unwrap_or(i64::MAX)))
+}
+
+/// How long an environment may go without a request before it sleeps: its own setting, else
+/// its application's; `None` for never.
+pub fn idle_limit(env: &Environment, app_default: Option<i64>) -> Option<i64> {
+    match env.idle_sleep_seconds {
+        Some(0) => None,
+        Some(s) => Some(s),
+        None => app_default.filter(|s| *s > 0),
+    }
+}
+
+/// Whether `env` has been idle past its limit at `now` (ms): ready, not an import (those sleep
+/// with their importer), and neither a request nor a change of state for that long.
+pub fn is_idle(env: &Environment, app_default: Option<i64>, now: i64) -> bool {
+    let Some(limit) = idle_limit(env, app_default) else { return false };
+    let last = env.last_request_at.unwrap_or(0).max(env.updated_at);
+    env.status == EnvStatus::Ready && env.parent_id.is_none() && now - last >= limit * 1000
+}
 use offshoot_template::document::{self, Kind};
 
 /// Why an environment cannot sleep or wake now.
@@ -29,6 +73,43 @@ fn not_now(env: &Environment, what: &str) -> ControlError {
 }
 
 impl<P: Ports> Control<'_, P> {
+    /// Changes an environment's own settings (its idle sleep).
+    pub async fn update_env_settings(&self, id: &str, req: &offshoot_api_types::EnvUpdate) -> Result<Environment, ControlError> {
+        let work = async {
+            self.find_env(id).await?;
+            if let Some(text) = req.idle_sleep.as_deref() {
+                self.store.set_env_idle_sleep(id, parse_idle(text, true)?).await?;
+            }
+            self.find_env(id).await
+        };
+        let noted =
+            |e: &Environment| Noted::detail(format!("idle_sleep {}", e.idle_sleep_seconds.map_or("default".to_owned(), |s| s.to_string())));
+        gate(self.store, &self.actor, Operation::UpdateEnv, id, work, noted).await
+    }
+
+    /// The environments idle past their limit at `now` (ms), for the idle sleeper.
+    pub async fn idle_envs(&self, now: i64) -> Result<Vec<Environment>, ControlError> {
+        let mut defaults: HashMap<String, Option<i64>> = HashMap::new();
+        let mut out = Vec::new();
+        for env in self.store.envs(None, false).await? {
+            if env.status != EnvStatus::Ready {
+                continue;
+            }
+            let app_default = match defaults.get(env.app.as_str()) {
+                Some(d) => *d,
+                None => {
+                    let d = self.store.app_git(&env.app).await?.and_then(|g| g.idle_sleep_seconds);
+                    defaults.insert(env.app.to_string(), d);
+                    d
+                }
+            };
+            if is_idle(&env, app_default, now) {
+                out.push(env);
+            }
+        }
+        Ok(out)
+    }
+
     /// Puts an environment (and its imports' environments) to sleep: its services are stopped,
     /// the last first. Sleeping already is done.
     pub async fn sleep_env(&self, id: &str) -> Result<Environment, ControlError> {

@@ -722,6 +722,7 @@ async fn settings_and_the_webhook_secret_change_only_through_the_gate() {
         pull_requests: Some(true),
         pull_request_label: Some("preview".into()),
         static_builder: Some("node:22".into()),
+        idle_sleep: None,
     };
     let git = w.admin().update_settings("shop", &update).await.expect("update");
     assert_eq!(
@@ -729,7 +730,7 @@ async fn settings_and_the_webhook_secret_change_only_through_the_gate() {
         (1, Some("preview"), Some("node:22"))
     );
     // What a request leaves out stays; an empty string clears.
-    let clear = offshoot_api_types::AppUpdate { pull_requests: None, pull_request_label: Some(String::new()), static_builder: None };
+    let clear = offshoot_api_types::AppUpdate { pull_request_label: Some(String::new()), ..Default::default() };
     let git = w.admin().update_settings("shop", &clear).await.expect("clear the label");
     assert_eq!((git.pull_requests, git.pull_request_label, git.static_builder.as_deref()), (1, None, Some("node:22")));
     for (bad, starts) in [
@@ -940,4 +941,64 @@ async fn the_environments_of_imports_sleep_and_wake_with_their_importer_first_on
     let woken: Vec<EnvId> = seen(&w).changed[order_before..].to_vec();
     assert_eq!(woken, [child.id.clone(), parent.id.clone()], "the import's environment is awake first");
     assert_eq!(w.store.env(&child.id).await.expect("read").expect("child").status, EnvStatus::Ready);
+}
+
+#[tokio::test]
+async fn idle_sleep_is_set_per_application_and_environment_and_picks_the_idle_ones() {
+    use offshoot_control::sleep::{idle_limit, is_idle, parse_idle};
+    assert_eq!(parse_idle("30m", false).expect("30m"), Some(1800));
+    assert_eq!(parse_idle("off", false).expect("off"), None);
+    assert_eq!(parse_idle("off", true).expect("off"), Some(0));
+    assert_eq!(parse_idle("default", true).expect("default"), None);
+    assert!(parse_idle("default", false).is_err(), "an application has no default above it");
+    let e = parse_idle("5s", false).expect_err("too short");
+    assert_eq!(e.to_string(), "idle_sleep: `5s` is not between 10 seconds and 30 days");
+    let e = parse_idle("soon", true).expect_err("not a duration");
+    assert_eq!(e.hint().as_deref(), Some("write it like `30m`, `2h`, `off` or `default`"));
+
+    let w = World::new().await;
+    w.app().await;
+    let env = layered(&w, None).await;
+    let update = |idle: &str| offshoot_api_types::AppUpdate { idle_sleep: Some(idle.into()), ..Default::default() };
+    w.admin().update_settings("shop", &update("30m")).await.expect("app default");
+    let dev = w.as_(Actor::git("webhook"));
+    let now = env.updated_at;
+    let idler = w.as_(Actor::system("idle"));
+    let idle = |minutes: i64| {
+        let idler = &idler;
+        async move { idler.idle_envs(now + minutes * 60_000).await.expect("idle") }
+    };
+    assert!(idle(29).await.is_empty(), "not idle yet");
+    let picked: Vec<EnvId> = idle(31).await.into_iter().map(|e| e.id).collect();
+    assert_eq!(picked, std::slice::from_ref(&env.id));
+    // A request resets the clock.
+    w.store.record_requests(&[(env.id.to_string(), now + 20 * 60_000)]).await.expect("request");
+    assert!(idle(31).await.is_empty(), "a request 11 minutes ago");
+    assert_eq!(idle(51).await.len(), 1);
+    // The environment's own setting wins: off, then shorter; `default` goes back to the app's.
+    let env_update = |idle: &str| offshoot_api_types::EnvUpdate { idle_sleep: Some(idle.into()) };
+    let e = dev.update_env_settings(&env.id, &env_update("off")).await.expect("off");
+    assert_eq!((e.idle_sleep_seconds, idle_limit(&e, Some(1800))), (Some(0), None));
+    assert!(idle(600).await.is_empty(), "never");
+    let e = dev.update_env_settings(&env.id, &env_update("default")).await.expect("default");
+    assert_eq!(idle_limit(&e, Some(1800)), Some(1800));
+    // A sleeping environment, or an import's, is not picked.
+    assert!(!is_idle(&Environment { status: EnvStatus::Sleeping, ..e.clone() }, Some(1800), now + 86_400_000));
+    assert!(!is_idle(&Environment { parent_id: Some("parent1".into()), ..e.clone() }, Some(1800), now + 86_400_000));
+    let bad = dev.update_env_settings(&env.id, &env_update("1s")).await.expect_err("too short");
+    assert_eq!(bad.kind(), ErrorKind::BadInput);
+    let viewer = w.as_(Actor { name: "v".into(), role: Role::Viewer });
+    assert_eq!(viewer.update_env_settings(&env.id, &env_update("off")).await.expect_err("viewer").kind(), ErrorKind::Forbidden);
+    let log: Vec<String> = w.activity().await.into_iter().filter(|a| a.contains("settings")).collect();
+    let id = &env.id;
+    assert_eq!(
+        log,
+        [
+            "token app.settings shop ok".to_owned(),
+            format!("webhook env.settings {id} ok"),
+            format!("webhook env.settings {id} ok"),
+            format!("webhook env.settings {id} refused"),
+            format!("v env.settings {id} refused"),
+        ]
+    );
 }

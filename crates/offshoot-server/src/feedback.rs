@@ -228,6 +228,7 @@ mod tests {
             expires_at: None,
             sleeping_since: None,
             last_request_at: None,
+            idle_sleep_seconds: None,
             imports: vec![],
             parent: None,
             warnings: vec![],

@@ -337,6 +337,15 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
     let expired = plane::control(ctx, offshoot_control::Actor::system("expiry")).expire(now_ms()).await?;
     // What the router saw, kept: `env show` and idle sleep read it, a restart does not lose it.
     ctx.store.record_requests(&ctx.router.last_requests()).await?;
+    for env in plane::control(ctx, offshoot_control::Actor::system("idle")).idle_envs(now_ms()).await? {
+        if ctx.is_busy(&env.id) {
+            continue;
+        }
+        tracing::info!(env = %env.id, "no request for its idle time; putting it to sleep");
+        if let Err(e) = waking::sleep(ctx, offshoot_control::Actor::system("idle"), &env.id).await {
+            tracing::warn!(env = %env.id, error = %e, "cannot put an idle environment to sleep");
+        }
+    }
     for env in ctx.store.envs(None, false).await? {
         if expired.contains(&env.id) {
             continue;

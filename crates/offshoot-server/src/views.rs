@@ -24,6 +24,7 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
         pull_request_label: git.as_ref().and_then(|g| g.pull_request_label.clone()),
         gitops_error: git.as_ref().and_then(|g| g.gitops_error.clone()),
         static_builder: git.as_ref().and_then(|g| g.static_builder.clone()),
+        idle_sleep_seconds: git.as_ref().and_then(|g| g.idle_sleep_seconds),
         fetch_error: git.and_then(|g| g.fetch_error),
     })
 }
@@ -36,6 +37,8 @@ struct EnvParts {
     steps: HashMap<String, Vec<api::DeploymentStep>>,
     children: Vec<Environment>,
     datasets: Vec<api::AttachedDataset>,
+    /// Its application's idle-sleep default.
+    app_idle: Option<i64>,
 }
 
 pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, ApiError> {
@@ -45,6 +48,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         steps: deployment_steps(ctx, Some(&e.id)).await?,
         children: ctx.store.child_envs(&e.id).await?,
         datasets: crate::clones::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
+        app_idle: ctx.store.app_git(&e.app).await?.and_then(|g| g.idle_sleep_seconds),
     };
     Ok(env_dto_of(ctx, e, parts))
 }
@@ -72,8 +76,18 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
         }
     }
     let leased: HashSet<String> = ctx.store.envs_with_leases().await?.into_iter().collect();
+    // One query per application, not per environment.
+    let mut app_idle: HashMap<String, Option<i64>> = HashMap::new();
     let mut out = Vec::with_capacity(envs.len());
     for e in envs {
+        let idle = match app_idle.get(e.app.as_str()) {
+            Some(d) => *d,
+            None => {
+                let d = ctx.store.app_git(&e.app).await?.and_then(|g| g.idle_sleep_seconds);
+                app_idle.insert(e.app.to_string(), d);
+                d
+            }
+        };
         let datasets = if leased.contains(e.id.as_str()) {
             crate::clones::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?
         } else {
@@ -85,6 +99,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
             deployments: deployments.remove(e.id.as_str()).unwrap_or_default(),
             children: children.remove(e.id.as_str()).unwrap_or_default(),
             datasets,
+            app_idle: idle,
         };
         out.push(env_dto_of(ctx, e, parts));
     }
@@ -92,6 +107,7 @@ pub(crate) async fn env_dtos(ctx: &Shared, app: Option<&str>) -> Result<Vec<api:
 }
 
 fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
+    let idle_sleep_seconds = offshoot_control::sleep::idle_limit(&e, parts.app_idle);
     let mut services = Vec::new();
     let lbs = ctx.load_balancers();
     for s in parts.services {
@@ -169,6 +185,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
         expires_at: e.expires_at,
         sleeping_since: e.sleeping_since,
         last_request_at: e.last_request_at,
+        idle_sleep_seconds,
         imports,
         parent: e.parent_id.map(offshoot_store::EnvId::into_string),
         warnings,

@@ -142,3 +142,43 @@ fn a_sleeping_environment_frees_its_memory_keeps_its_data_and_wakes_once_on_requ
     assert_eq!(leftovers(&id), "");
     assert!(first < std::time::Duration::from_secs(60), "the first request after sleep took {first:?}");
 }
+
+#[test]
+fn an_environment_without_requests_for_its_idle_time_sleeps_and_probes_do_not_keep_it_awake() {
+    let repo = repo(NAP, None, &[], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let app = s.json(&["app", "set", "nap", "--idle-sleep", "10s"]);
+    assert_eq!(app["idle_sleep_seconds"], 10, "{app}");
+    let env = s.json(&["env", "create", "nap", "--branch", "main", "--wait"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    assert_eq!(env["idle_sleep_seconds"], 10, "{env}");
+    let web = format!("web-{id}.localhost");
+    // Requests every second for 16 s: awake throughout (its readiness probe runs every second
+    // too, and counts for nothing).
+    let until = Instant::now() + std::time::Duration::from_secs(16);
+    while Instant::now() < until {
+        assert!(http(s.router, &web, "/").is_some_and(|p| p.starts_with("HTTP/1.1 200")));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert_eq!(s.json(&["env", "show", &id])["status"], "ready");
+    // No request: asleep within the idle time and a reconcile round or two.
+    let stopped = Instant::now();
+    eventually(30, "idle sleep", || (s.json(&["env", "show", &id])["status"] == "sleeping").then_some(()));
+    assert!(stopped.elapsed() >= std::time::Duration::from_secs(9), "not before its idle time: {:?}", stopped.elapsed());
+    // Recorded once its containers have stopped.
+    eventually(15, "the idle sleep recorded", || {
+        let log = s.json(&["activity", "--limit", "20"]);
+        let entries = log.as_array().cloned().unwrap_or_default();
+        entries.iter().any(|a| a["operation"] == "env.sleep" && a["actor"] == "idle" && a["target"] == id.as_str()).then_some(())
+    });
+    // An environment that opts out stays awake.
+    s.json(&["env", "wake", &id, "--wait"]);
+    let set = s.json(&["env", "set", &id, "--idle-sleep", "off"]);
+    assert!(set.get("idle_sleep_seconds").is_none(), "{set}");
+    std::thread::sleep(std::time::Duration::from_secs(17));
+    assert_eq!(s.json(&["env", "show", &id])["status"], "ready");
+    let bad = s.cli(&["env", "set", &id, "--idle-sleep", "1s"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("idle_sleep: `1s` is not between 10 seconds and 30 days"), "{bad:?}");
+}
