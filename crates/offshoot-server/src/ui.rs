@@ -40,6 +40,8 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
         .route("/ui/envs/{id}", get(env))
         .route("/ui/envs/{id}/deploy", post(deploy_env))
         .route("/ui/envs/{id}/delete", post(delete_env))
+        .route("/ui/envs/{id}/sleep", post(sleep_env))
+        .route("/ui/envs/{id}/wake", post(wake_env))
         .route("/ui/envs/{id}/events", get(env_events))
         .route("/ui/envs/{id}/logs/{service}", get(log_events))
         .route("/ui/datasets", get(datasets))
@@ -267,7 +269,7 @@ fn state_badge(status: &str) -> Markup {
     let class = match status {
         "ready" | "succeeded" => "ok",
         "failed" => "bad",
-        "deleted" => "off",
+        "deleted" | "sleeping" => "off",
         _ => "busy",
     };
     html! { span class={ "badge " (class) } { (status) } }
@@ -698,6 +700,11 @@ async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Sess
         }
         div.actions {
             form.inline method="post" action={ "/ui/envs/" (id) "/deploy" } { (csrf_field(&s)) button type="submit" { "Deploy latest commit" } }
+            @if e.status == offshoot_api_types::EnvStatus::Sleeping {
+                form.inline method="post" action={ "/ui/envs/" (id) "/wake" } { (csrf_field(&s)) button type="submit" { "Wake" } }
+            } @else if e.status == offshoot_api_types::EnvStatus::Ready {
+                form.inline method="post" action={ "/ui/envs/" (id) "/sleep" } { (csrf_field(&s)) button type="submit" { "Sleep" } }
+            }
             form.inline method="post" action={ "/ui/envs/" (id) "/delete" } { (csrf_field(&s)) button.danger type="submit" { "Delete environment" } }
         }
     };
@@ -716,6 +723,36 @@ async fn deploy_env(
     match control(&ctx, Actor::dashboard()).deploy_env(&id, None).await.map_err(ApiError::from) {
         Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
         Err(e) => (e.status, page("Deploy refused", Some(&s), error_box(&e))).into_response(),
+    }
+}
+
+async fn sleep_env(
+    State(ctx): State<Shared>,
+    axum::Extension(s): axum::Extension<Session>,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&s, &f.csrf) {
+        return forbidden();
+    }
+    match crate::waking::sleep(&ctx, Actor::dashboard(), &id).await.map_err(ApiError::from) {
+        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
+        Err(e) => (e.status, page("Sleep refused", Some(&s), error_box(&e))).into_response(),
+    }
+}
+
+async fn wake_env(
+    State(ctx): State<Shared>,
+    axum::Extension(s): axum::Extension<Session>,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&s, &f.csrf) {
+        return forbidden();
+    }
+    match crate::waking::wake(&ctx, Actor::dashboard(), &id).await.map_err(ApiError::from) {
+        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
+        Err(e) => (e.status, page("Wake refused", Some(&s), error_box(&e))).into_response(),
     }
 }
 

@@ -215,6 +215,37 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     shoot(&c, "environment-phone").await;
     c.set_window_size(1280, 900).await.expect("resize");
 
+    // Put to sleep from its page; its URL, opened in the browser, wakes it (the browser may see
+    // the page that says it is waking, which reloads itself) and shows the page.
+    c.goto(&url).await.expect("back");
+    click(&c, "form[action$='/sleep'] button").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = c.find(Locator::Css("#live .badge")).await.expect("status").text().await.unwrap_or_default();
+        if status == "sleeping" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status {status}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    c.find(Locator::Css("form[action$='/wake'] button")).await.expect("a Wake button while it sleeps");
+    c.goto(&href).await.expect("open the sleeping environment");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let h1 = match c.find(Locator::Css("h1")).await {
+            Ok(h) => h.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if h1 == "Demo page" {
+            break;
+        }
+        assert!(h1.is_empty() || h1 == "503 Waking Up", "{h1}");
+        assert!(Instant::now() < deadline, "still `{h1}`");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    c.goto(&url).await.expect("back");
+    wait_text(&c, "Sleep", 10).await;
+
     // An application with environments cannot be deleted; the page says why.
     c.goto(&format!("{base}/ui/apps/demo")).await.expect("goto");
     c.find(Locator::Css("form[action$='/delete'] button")).await.expect("delete app").click().await.expect("click");
