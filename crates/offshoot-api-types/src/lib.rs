@@ -37,6 +37,12 @@ pub struct App {
     /// Its environments sleep after this long without a request (absent: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_sleep_seconds: Option<i64>,
+    /// The lifetime its new environments get (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// The lifetime its new pull-request environments get (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request_ttl_seconds: Option<i64>,
     /// The image this application's static builds run in (absent: the server's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_builder: Option<String>,
@@ -54,6 +60,18 @@ pub struct AppUpdate {
     /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_sleep: Option<String>,
+    /// The lifetime its new environments get (`7d`), or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// The lifetime its new pull-request environments get (`3d`), or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request_ttl: Option<String>,
+}
+
+/// More lifetime for an environment, from now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnvExtend {
+    pub ttl_seconds: u64,
 }
 
 /// Changes to an environment's settings; absent fields are kept.
@@ -416,6 +434,17 @@ impl std::fmt::Display for UnknownStatus {
 }
 
 impl std::error::Error for UnknownStatus {}
+
+/// A span of milliseconds for people: `3d`, `5h`, `12m`, `40s` (the largest unit, rounded down).
+pub fn span_ms(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        s if s >= 86_400 => format!("{}d", s / 86_400),
+        s if s >= 3600 => format!("{}h", s / 3600),
+        s if s >= 60 => format!("{}m", s / 60),
+        s => format!("{}s", s.max(0)),
+    }
+}
 
 /// A status enum with one string form (`snake_case`), in the store, the API and the CLI.
 macro_rules! statuses {

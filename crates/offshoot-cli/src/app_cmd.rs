@@ -66,6 +66,12 @@ pub(crate) enum Command {
         /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
         #[arg(long, value_name = "DURATION")]
         idle_sleep: Option<String>,
+        /// The lifetime its new environments get (`7d`), or `off`; `env create --ttl` overrides.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// The lifetime its new pull-request environments get (`3d`), or `off`.
+        #[arg(long, value_name = "DURATION")]
+        pull_request_ttl: Option<String>,
     },
     /// The latest webhook deliveries and polled changes, and what each did.
     Deliveries {
@@ -103,6 +109,12 @@ fn print_app(a: &api::App, output: Output) {
             }
             if let Some(s) = a.idle_sleep_seconds {
                 out(&format!("  environments sleep after {} without a request\n", crate::env_cmd::span(s)));
+            }
+            if let Some(s) = a.ttl_seconds {
+                out(&format!("  new environments live {}\n", crate::env_cmd::span(s)));
+            }
+            if let Some(s) = a.pull_request_ttl_seconds {
+                out(&format!("  new pull-request environments live {}\n", crate::env_cmd::span(s)));
             }
             if let Some(e) = &a.gitops_error {
                 out(&format!("  gitops: {}\n", e.replace('\n', "\n    ")));
@@ -165,14 +177,29 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 )),
             }
         }
-        Command::Set { name, pull_requests, pull_request_label, static_builder, idle_sleep } => {
-            if pull_requests.is_none() && pull_request_label.is_none() && static_builder.is_none() && idle_sleep.is_none() {
+        Command::Set { name, pull_requests, pull_request_label, static_builder, idle_sleep, ttl, pull_request_ttl } => {
+            let body = api::AppUpdate {
+                pull_requests: pull_requests.map(|p| p == "on"),
+                pull_request_label,
+                static_builder,
+                idle_sleep,
+                ttl,
+                pull_request_ttl,
+            };
+            let given = [
+                body.pull_requests.is_some(),
+                body.pull_request_label.is_some(),
+                body.static_builder.is_some(),
+                body.idle_sleep.is_some(),
+                body.ttl.is_some(),
+                body.pull_request_ttl.is_some(),
+            ];
+            if !given.contains(&true) {
                 return Err(crate::UsageError(
-                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder and/or --idle-sleep".into(),
+                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder, --idle-sleep, --ttl and/or --pull-request-ttl".into(),
                 )
                 .into());
             }
-            let body = api::AppUpdate { pull_requests: pull_requests.map(|p| p == "on"), pull_request_label, static_builder, idle_sleep };
             let a: api::App = api.post(&format!("/apps/{}/settings", enc(&name)), &body)?;
             print_app(&a, output);
         }

@@ -68,6 +68,12 @@ pub(crate) enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Give an environment more time: it expires `--ttl` from now.
+    Extend {
+        id: String,
+        #[arg(long, value_parser = parse_duration)]
+        ttl: u64,
+    },
     /// Change an environment's settings.
     Set {
         id: String,
@@ -146,6 +152,9 @@ fn print_env(e: &api::Env) -> String {
     }
     if let Some(at) = e.last_request_at {
         s.push_str(&format!("  last request {}\n", crate::dataset_cmd::relative(at)));
+    }
+    if let Some(t) = e.expires_at {
+        s.push_str(&format!("  expires {}; `offshoot env extend {} --ttl 48h` gives it more\n", crate::dataset_cmd::relative(t), e.id));
     }
     if let Some(idle) = e.idle_sleep_seconds {
         s.push_str(&format!("  sleeps after {} without a request\n", span(idle)));
@@ -289,6 +298,10 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             return finish(e, output);
+        }
+        Command::Extend { id, ttl } => {
+            let e: api::Env = api.post(&format!("/envs/{}/extend", enc(&id)), &api::EnvExtend { ttl_seconds: ttl })?;
+            show(&e, output);
         }
         Command::Set { id, idle_sleep } => {
             if idle_sleep.is_none() {

@@ -118,6 +118,8 @@ impl<P: Ports> Control<'_, P> {
             fetch_error: None,
             static_builder: None,
             idle_sleep_seconds: None,
+            ttl_seconds: None,
+            pull_request_ttl_seconds: None,
         };
         Ok(self.store.ensure_app_git(&g).await?)
     }
@@ -218,9 +220,18 @@ impl<P: Ports> Control<'_, P> {
                 None => git.idle_sleep_seconds,
                 Some(text) => crate::sleep::parse_idle(text, false)?,
             };
+            let ttl = match req.ttl.as_deref() {
+                None => git.ttl_seconds,
+                Some(text) => parse_ttl("ttl", text)?,
+            };
+            let pr_ttl = match req.pull_request_ttl.as_deref() {
+                None => git.pull_request_ttl_seconds,
+                Some(text) => parse_ttl("pull_request_ttl", text)?,
+            };
             self.store.set_pull_requests(name, on, label.as_deref()).await?;
             self.store.set_static_builder(name, builder.as_deref()).await?;
             self.store.set_app_idle_sleep(name, idle).await?;
+            self.store.set_app_ttls(name, ttl, pr_ttl).await?;
             self.app_git(name).await
         };
         let noted = |_: &AppGit| Noted::detail(settings_changed(req));
@@ -244,6 +255,22 @@ impl<P: Ports> Control<'_, P> {
     }
 }
 
+/// A lifetime as written (`7d`, `48h`), or `off` for none; between a minute and 366 days.
+pub fn parse_ttl(field: &str, text: &str) -> Result<Option<i64>, ControlError> {
+    let t = text.trim();
+    if t == "off" {
+        return Ok(None);
+    }
+    let secs = offshoot_datasets::parse_duration(t).map_err(|e| ControlError::BadInput {
+        message: format!("{field}: {e}"),
+        hint: Some("write it like `7d`, `48h` or `off`".into()),
+    })?;
+    if !(60..=crate::environments::MAX_TTL_SECONDS).contains(&secs) {
+        return Err(ControlError::bad_input(format!("{field}: `{t}` is not between a minute and 366 days")));
+    }
+    Ok(Some(i64::try_from(secs).unwrap_or(i64::MAX)))
+}
+
 /// Whether `s` can name an image: a reference of the usual characters, bounded.
 pub fn valid_image(s: &str) -> bool {
     !s.is_empty()
@@ -259,6 +286,8 @@ fn settings_changed(req: &AppUpdate) -> String {
         ("pull_request_label", req.pull_request_label.is_some()),
         ("static_builder", req.static_builder.is_some()),
         ("idle_sleep", req.idle_sleep.is_some()),
+        ("ttl", req.ttl.is_some()),
+        ("pull_request_ttl", req.pull_request_ttl.is_some()),
     ];
     named.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }

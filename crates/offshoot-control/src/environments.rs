@@ -49,7 +49,7 @@ pub fn new_deployment(env_id: &str, workflow: Workflow, commit: Option<String>) 
 }
 
 /// The longest lifetime an environment may be given (a year).
-const MAX_TTL_SECONDS: u64 = 366 * 24 * 3600;
+pub const MAX_TTL_SECONDS: u64 = 366 * 24 * 3600;
 
 impl<P: Ports> Control<'_, P> {
     /// Checks and records a new environment with its imports' environments, and starts its
@@ -77,6 +77,10 @@ impl<P: Ports> Control<'_, P> {
         };
         let (t, environment_template) = self.checked_template(&template, req.environment_template.as_deref()).await?;
         self.check_branch(&app, req.mirror, &req.branch).await?;
+        // Without its own lifetime, the application's for its kind (pull request or not).
+        let git = self.store.app_git(&app.name).await?;
+        let default_ttl = git.and_then(|g| if req.pull_request.is_some() { g.pull_request_ttl_seconds } else { g.ttl_seconds });
+        let ttl_ms = req.ttl_seconds.map(|s| s as i64).or(default_ttl).map(|s| s * 1000);
         // Imports: every check before anything is recorded or started.
         let labels = req.pull_request.as_ref().map(|p| p.labels.as_slice());
         let (imports, warnings) = if t.app_imports.is_empty() {
@@ -100,7 +104,7 @@ impl<P: Ports> Control<'_, P> {
             reason: None,
             template,
             env_vars,
-            expires_at: req.ttl_seconds.map(|s| now + (s as i64) * 1000),
+            expires_at: ttl_ms.map(|ms| now + ms),
             created_at: now,
             updated_at: now,
             parent_id: None,
@@ -293,6 +297,39 @@ impl<P: Ports> Control<'_, P> {
 impl<P: Ports> Control<'_, P> {
     /// Tears down every live environment whose lifetime ended by `now` (ms); the ids of those
     /// it started tearing down.
+    /// Gives an environment `ttl_seconds` more from now (it expires then, whatever it was).
+    pub async fn extend_env(&self, id: &str, ttl_seconds: u64) -> Result<Environment, ControlError> {
+        let work = async {
+            let env = self.find_env(id).await?;
+            if matches!(env.status, EnvStatus::TearingDown | EnvStatus::Deleted) {
+                return Err(ControlError::Conflict {
+                    code: "conflict",
+                    message: format!("environment `{id}` is {}", env.status),
+                    hint: None,
+                });
+            }
+            if ttl_seconds == 0 || ttl_seconds > MAX_TTL_SECONDS {
+                return Err(ControlError::bad_input("ttl: a lifetime must be between 1 second and 366 days"));
+            }
+            self.store.set_env_expiry(id, Some(now_ms() + (ttl_seconds as i64) * 1000)).await?;
+            self.find_env(id).await
+        };
+        gate(self.store, &self.actor, Operation::ExtendEnv, id, work, |_| Noted::detail(format!("{ttl_seconds} s"))).await
+    }
+
+    /// The pull-request environments that expire within a day of `now` (ms) and whose pull
+    /// request was not warned yet; each is marked warned, once per expiry time.
+    pub async fn expiry_warnings(&self, now: i64) -> Result<Vec<Environment>, ControlError> {
+        let mut out = Vec::new();
+        for env in self.store.envs(None, false).await? {
+            let soon = env.expires_at.is_some_and(|t| t > now && t - now <= 24 * 3600 * 1000);
+            if soon && env.pull_request.is_some() && env.parent_id.is_none() && self.store.mark_expiry_warned(&env.id).await? {
+                out.push(env);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn expire(&self, now: i64) -> Result<Vec<EnvId>, ControlError> {
         let mut out = Vec::new();
         for env in self.store.envs(None, false).await? {

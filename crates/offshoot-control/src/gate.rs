@@ -77,6 +77,8 @@ pub enum Operation {
     WakeEnv,
     /// An environment's own settings (its idle sleep).
     UpdateEnv,
+    /// More lifetime for an environment.
+    ExtendEnv,
     CreateDataset,
     RefreshDataset,
     DeleteDataset,
@@ -99,6 +101,7 @@ impl Operation {
             Operation::SleepEnv => "env.sleep",
             Operation::WakeEnv => "env.wake",
             Operation::UpdateEnv => "env.settings",
+            Operation::ExtendEnv => "env.extend",
             Operation::CreateDataset => "dataset.create",
             Operation::RefreshDataset => "dataset.refresh",
             Operation::DeleteDataset => "dataset.delete",
@@ -123,7 +126,8 @@ impl Operation {
             | Operation::ExecInEnv
             | Operation::SleepEnv
             | Operation::WakeEnv
-            | Operation::UpdateEnv => Role::Developer,
+            | Operation::UpdateEnv
+            | Operation::ExtendEnv => Role::Developer,
         }
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs", post(create_env).get(list_envs))
         .route("/envs/{id}", get(show_env).delete(delete_env))
         .route("/envs/{id}/settings", post(update_env))
+        .route("/envs/{id}/extend", post(extend_env))
         .route("/envs/{id}/deploy", post(deploy_env))
         .route("/envs/{id}/sleep", post(sleep_env))
         .route("/envs/{id}/wake", post(wake_env))
@@ -211,6 +212,16 @@ async fn update_env(
     Json(body): Json<api::EnvUpdate>,
 ) -> Result<Json<api::Env>, ApiError> {
     let e = control(&ctx, actor).update_env_settings(&id, &body).await?;
+    Ok(Json(env_dto(&ctx, e).await?))
+}
+
+async fn extend_env(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    Json(body): Json<api::EnvExtend>,
+) -> Result<Json<api::Env>, ApiError> {
+    let e = control(&ctx, actor).extend_env(&id, body.ttl_seconds).await?;
     Ok(Json(env_dto(&ctx, e).await?))
 }
 

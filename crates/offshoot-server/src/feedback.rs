@@ -52,7 +52,7 @@ fn state(provider: Provider, env_status: EnvStatus) -> &'static str {
 }
 
 /// The comment's text: the environment and its imports, with state and URLs.
-pub(crate) fn comment_body(envs: &[offshoot_api_types::Env]) -> String {
+pub(crate) fn comment_body(envs: &[offshoot_api_types::Env], now: i64) -> String {
     let mut out = String::from(
         "<!-- offshoot -->\n### Offshoot environment\n\n| app | environment | branch | commit | state | URLs |\n|---|---|---|---|---|---|\n",
     );
@@ -63,6 +63,15 @@ pub(crate) fn comment_body(envs: &[offshoot_api_types::Env]) -> String {
             Some(r) if e.status == EnvStatus::Failed => format!("{}: {}", e.status, r.replace(['|', '\n'], " ")),
             _ if e.status == EnvStatus::Sleeping => "sleeping (the first request wakes it)".to_owned(),
             _ => e.status.to_string(),
+        };
+        let state = match e.expires_at {
+            Some(t) if e.status != EnvStatus::Deleted && t - now <= 24 * 3600 * 1000 => format!(
+                "{state}; **expires in {}**: `offshoot env extend {} --ttl 48h` keeps it",
+                offshoot_api_types::span_ms((t - now).max(0)),
+                e.id
+            ),
+            Some(t) if e.status != EnvStatus::Deleted => format!("{state}; expires in {}", offshoot_api_types::span_ms(t - now)),
+            _ => state,
         };
         out.push_str(&format!(
             "| {} | `{}` | `{}` | `{commit}` | {state} | {} |\n",
@@ -132,7 +141,7 @@ async fn update(ctx: &Shared, root_id: &str, pr: &PullRequest) -> Result<(), Fai
     for c in ctx.store.child_envs(root_id).await? {
         envs.push(crate::views::env_dto(ctx, c).await.map_err(|e| e.message)?);
     }
-    let body = json!({ "body": comment_body(&envs) });
+    let body = json!({ "body": comment_body(&envs, offshoot_store::now_ms()) });
     let key = pr.key();
     let existing = ctx.store.pr_comment(&root.app, &key).await?;
     // The commit status is of the deployed commit (the head until it is known).
@@ -235,10 +244,24 @@ mod tests {
             pull_request: None,
             datasets: vec![],
         };
-        let body = comment_body(&[
-            env("front", EnvStatus::Ready, None, Some("http://web-x.localhost:8080/")),
-            env("api", EnvStatus::Failed, Some("step | a\nb"), None),
-        ]);
+        let mut expiring = env("front", EnvStatus::Sleeping, None, None);
+        expiring.expires_at = Some(5 * 3600 * 1000);
+        let mut later = env("later", EnvStatus::Ready, None, None);
+        later.expires_at = Some(3 * 86_400 * 1000);
+        let body = comment_body(
+            &[
+                env("front", EnvStatus::Ready, None, Some("http://web-x.localhost:8080/")),
+                env("api", EnvStatus::Failed, Some("step | a\nb"), None),
+                expiring,
+                later,
+            ],
+            0,
+        );
+        assert!(
+            body.contains("| sleeping (the first request wakes it); **expires in 5h**: `offshoot env extend front1 --ttl 48h` keeps it |"),
+            "{body}"
+        );
+        assert!(body.contains("| ready; expires in 3d |"), "{body}");
         assert!(body.contains("| front | `front1` | `feature/x` | `0123456` | ready | <http://web-x.localhost:8080/> |"), "{body}");
         assert!(body.contains("| api | `api1` | `feature/x` | `0123456` | failed: step   a b | – |"), "{body}");
     }

@@ -334,7 +334,12 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
             ctx.rt.teardown(&o.env_id).await?;
         }
     }
-    let expired = plane::control(ctx, offshoot_control::Actor::system("expiry")).expire(now_ms()).await?;
+    let expiry = plane::control(ctx, offshoot_control::Actor::system("expiry"));
+    let expired = expiry.expire(now_ms()).await?;
+    // A day before: the pull request's comment says so, once.
+    for env in expiry.expiry_warnings(now_ms()).await? {
+        feedback::notify(ctx, &env);
+    }
     // What the router saw, kept: `env show` and idle sleep read it, a restart does not lose it.
     ctx.store.record_requests(&ctx.router.last_requests()).await?;
     for env in plane::control(ctx, offshoot_control::Actor::system("idle")).idle_envs(now_ms()).await? {

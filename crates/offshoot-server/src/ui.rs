@@ -42,6 +42,7 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
         .route("/ui/envs/{id}/delete", post(delete_env))
         .route("/ui/envs/{id}/sleep", post(sleep_env))
         .route("/ui/envs/{id}/wake", post(wake_env))
+        .route("/ui/envs/{id}/extend", post(extend_env))
         .route("/ui/envs/{id}/events", get(env_events))
         .route("/ui/envs/{id}/logs/{service}", get(log_events))
         .route("/ui/datasets", get(datasets))
@@ -700,6 +701,14 @@ async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Sess
         }
         div.actions {
             form.inline method="post" action={ "/ui/envs/" (id) "/deploy" } { (csrf_field(&s)) button type="submit" { "Deploy latest commit" } }
+            @if e.expires_at.is_some() {
+                form.inline method="post" action={ "/ui/envs/" (id) "/extend" } {
+                    (csrf_field(&s))
+                    label for="ttl" { "Extend by " }
+                    select #ttl name="ttl" { option value="86400" { "1 day" } option value="259200" { "3 days" } option value="604800" { "7 days" } }
+                    " " button type="submit" { "Extend" }
+                }
+            }
             @if e.status == offshoot_api_types::EnvStatus::Sleeping {
                 form.inline method="post" action={ "/ui/envs/" (id) "/wake" } { (csrf_field(&s)) button type="submit" { "Wake" } }
             } @else if e.status == offshoot_api_types::EnvStatus::Ready {
@@ -723,6 +732,27 @@ async fn deploy_env(
     match control(&ctx, Actor::dashboard()).deploy_env(&id, None).await.map_err(ApiError::from) {
         Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
         Err(e) => (e.status, page("Deploy refused", Some(&s), error_box(&e))).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExtendForm {
+    csrf: String,
+    ttl: u64,
+}
+
+async fn extend_env(
+    State(ctx): State<Shared>,
+    axum::Extension(s): axum::Extension<Session>,
+    Path(id): Path<String>,
+    Form(f): Form<ExtendForm>,
+) -> Response {
+    if !csrf_ok(&s, &f.csrf) {
+        return forbidden();
+    }
+    match control(&ctx, Actor::dashboard()).extend_env(&id, f.ttl).await.map_err(ApiError::from) {
+        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
+        Err(e) => (e.status, page("Extend refused", Some(&s), error_box(&e))).into_response(),
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
         gitops_error: git.as_ref().and_then(|g| g.gitops_error.clone()),
         static_builder: git.as_ref().and_then(|g| g.static_builder.clone()),
         idle_sleep_seconds: git.as_ref().and_then(|g| g.idle_sleep_seconds),
+        ttl_seconds: git.as_ref().and_then(|g| g.ttl_seconds),
+        pull_request_ttl_seconds: git.as_ref().and_then(|g| g.pull_request_ttl_seconds),
         fetch_error: git.and_then(|g| g.fetch_error),
     })
 }

@@ -179,6 +179,10 @@ pub struct AppGit {
     pub static_builder: Option<String>,
     /// Idle time after which its environments sleep (`None`: never).
     pub idle_sleep_seconds: Option<i64>,
+    /// The lifetime its new environments get (`None`: none).
+    pub ttl_seconds: Option<i64>,
+    /// The lifetime its new pull-request environments get (`None`: none).
+    pub pull_request_ttl_seconds: Option<i64>,
 }
 
 /// A webhook delivery or a polled change: a normalized event (JSON the server owns).
@@ -260,8 +264,7 @@ impl RawServiceRow {
 
 const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request, sleeping_since, last_request_at, idle_sleep_seconds";
 const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
-const APP_GIT_COLUMNS: &str =
-    "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds";
+const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds, ttl_seconds, pull_request_ttl_seconds";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -609,6 +612,42 @@ impl Store {
         Ok(())
     }
 
+    /// The lifetimes an application's new environments get (`None`: none).
+    pub async fn set_app_ttls(&self, app: &str, ttl: Option<i64>, pull_request_ttl: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE app_git SET ttl_seconds = $1, pull_request_ttl_seconds = $2 WHERE app = $3")
+            .bind(ttl)
+            .bind(pull_request_ttl)
+            .bind(app)
+            .execute(&self.pool)
+            .await
+            .map_err(db("set an application's lifetimes"))?;
+        Ok(())
+    }
+
+    /// When an environment expires (`None`: never); a new time may be warned about again.
+    pub async fn set_env_expiry(&self, id: &str, expires_at: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE environments SET expires_at = $1, expiry_warned_at = NULL, updated_at = $2 WHERE id = $3")
+            .bind(expires_at)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("set an environment's expiry"))?;
+        Ok(())
+    }
+
+    /// Records that an environment's pull request was warned it expires; `false` when it had
+    /// been already (one warning per expiry time).
+    pub async fn mark_expiry_warned(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE environments SET expiry_warned_at = $1 WHERE id = $2 AND expiry_warned_at IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("record an expiry warning"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// An application's idle-sleep default (`None`: never).
     pub async fn set_app_idle_sleep(&self, app: &str, seconds: Option<i64>) -> Result<()> {
         sqlx::query("UPDATE app_git SET idle_sleep_seconds = $1 WHERE app = $2")
@@ -900,7 +939,7 @@ impl Store {
     /// Creates an application's git settings unless it has them; returns what it has.
     pub async fn ensure_app_git(&self, g: &AppGit) -> Result<AppGit> {
         sqlx::query(&format!(
-            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (app) DO NOTHING"
+            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (app) DO NOTHING"
         ))
         .bind(&g.app)
         .bind(&g.webhook_secret)
@@ -910,6 +949,8 @@ impl Store {
         .bind(&g.fetch_error)
         .bind(&g.static_builder)
         .bind(g.idle_sleep_seconds)
+        .bind(g.ttl_seconds)
+        .bind(g.pull_request_ttl_seconds)
         .execute(&self.pool)
         .await
         .map_err(db("store git settings"))?;

@@ -138,6 +138,8 @@ async fn suite(store: Store) {
         fetch_error: None,
         static_builder: None,
         idle_sleep_seconds: None,
+        ttl_seconds: None,
+        pull_request_ttl_seconds: None,
     };
     assert_eq!(store.ensure_app_git(&git).await.expect("git"), git);
     let other = AppGit { webhook_secret: "other".into(), ..git.clone() };
