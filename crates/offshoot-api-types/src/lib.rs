@@ -43,6 +43,12 @@ pub struct App {
     /// The lifetime its new pull-request environments get (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request_ttl_seconds: Option<i64>,
+    /// When its environments go to sleep (five cron fields, the server's time zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_schedule: Option<String>,
+    /// When its sleeping environments wake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_schedule: Option<String>,
     /// The image this application's static builds run in (absent: the server's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_builder: Option<String>,
@@ -66,6 +72,13 @@ pub struct AppUpdate {
     /// The lifetime its new pull-request environments get (`3d`), or `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request_ttl: Option<String>,
+    /// When its environments go to sleep: five cron fields in the server's time zone
+    /// (`0 20 * * 1-5`), or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_schedule: Option<String>,
+    /// When its sleeping environments wake (`0 7 * * 1-5`), or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_schedule: Option<String>,
 }
 
 /// More lifetime for an environment, from now.

@@ -72,6 +72,13 @@ pub(crate) enum Command {
         /// The lifetime its new pull-request environments get (`3d`), or `off`.
         #[arg(long, value_name = "DURATION")]
         pull_request_ttl: Option<String>,
+        /// When its environments go to sleep: five cron fields in the server's time zone
+        /// (`"0 20 * * 1-5"`), or `off`. A request still wakes one.
+        #[arg(long, value_name = "CRON")]
+        sleep_schedule: Option<String>,
+        /// When its sleeping environments wake (`"0 7 * * 1-5"`), or `off`.
+        #[arg(long, value_name = "CRON")]
+        wake_schedule: Option<String>,
     },
     /// The latest webhook deliveries and polled changes, and what each did.
     Deliveries {
@@ -115,6 +122,12 @@ fn print_app(a: &api::App, output: Output) {
             }
             if let Some(s) = a.pull_request_ttl_seconds {
                 out(&format!("  new pull-request environments live {}\n", crate::env_cmd::span(s)));
+            }
+            if let Some(s) = &a.sleep_schedule {
+                out(&format!("  environments sleep at `{s}` (server time)\n"));
+            }
+            if let Some(s) = &a.wake_schedule {
+                out(&format!("  sleeping environments wake at `{s}` (server time)\n"));
             }
             if let Some(e) = &a.gitops_error {
                 out(&format!("  gitops: {}\n", e.replace('\n', "\n    ")));
@@ -177,7 +190,17 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 )),
             }
         }
-        Command::Set { name, pull_requests, pull_request_label, static_builder, idle_sleep, ttl, pull_request_ttl } => {
+        Command::Set {
+            name,
+            pull_requests,
+            pull_request_label,
+            static_builder,
+            idle_sleep,
+            ttl,
+            pull_request_ttl,
+            sleep_schedule,
+            wake_schedule,
+        } => {
             let body = api::AppUpdate {
                 pull_requests: pull_requests.map(|p| p == "on"),
                 pull_request_label,
@@ -185,6 +208,8 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 idle_sleep,
                 ttl,
                 pull_request_ttl,
+                sleep_schedule,
+                wake_schedule,
             };
             let given = [
                 body.pull_requests.is_some(),
@@ -193,10 +218,12 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 body.idle_sleep.is_some(),
                 body.ttl.is_some(),
                 body.pull_request_ttl.is_some(),
+                body.sleep_schedule.is_some(),
+                body.wake_schedule.is_some(),
             ];
             if !given.contains(&true) {
                 return Err(crate::UsageError(
-                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder, --idle-sleep, --ttl and/or --pull-request-ttl".into(),
+                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder, --idle-sleep, --ttl, --pull-request-ttl, --sleep-schedule and/or --wake-schedule".into(),
                 )
                 .into());
             }

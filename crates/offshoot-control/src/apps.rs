@@ -120,6 +120,8 @@ impl<P: Ports> Control<'_, P> {
             idle_sleep_seconds: None,
             ttl_seconds: None,
             pull_request_ttl_seconds: None,
+            sleep_schedule: None,
+            wake_schedule: None,
         };
         Ok(self.store.ensure_app_git(&g).await?)
     }
@@ -232,6 +234,15 @@ impl<P: Ports> Control<'_, P> {
             self.store.set_static_builder(name, builder.as_deref()).await?;
             self.store.set_app_idle_sleep(name, idle).await?;
             self.store.set_app_ttls(name, ttl, pr_ttl).await?;
+            let sleep_at = match req.sleep_schedule.as_deref() {
+                None => git.sleep_schedule.clone(),
+                Some(text) => parse_schedule("sleep_schedule", text)?,
+            };
+            let wake_at = match req.wake_schedule.as_deref() {
+                None => git.wake_schedule.clone(),
+                Some(text) => parse_schedule("wake_schedule", text)?,
+            };
+            self.store.set_app_schedules(name, sleep_at.as_deref(), wake_at.as_deref()).await?;
             self.app_git(name).await
         };
         let noted = |_: &AppGit| Noted::detail(settings_changed(req));
@@ -271,6 +282,23 @@ pub fn parse_ttl(field: &str, text: &str) -> Result<Option<i64>, ControlError> {
     Ok(Some(i64::try_from(secs).unwrap_or(i64::MAX)))
 }
 
+/// A schedule as written: five cron fields (minute hour day-of-month month day-of-week, the
+/// server's time zone), or `off` (or empty) for none.
+pub fn parse_schedule(field: &str, text: &str) -> Result<Option<String>, ControlError> {
+    let t = text.trim();
+    if t.is_empty() || t == "off" {
+        return Ok(None);
+    }
+    if t.len() > 200 {
+        return Err(ControlError::bad_input(format!("{field}: longer than 200 characters")));
+    }
+    offshoot_datasets::Schedule::parse(t).map_err(|e| ControlError::BadInput {
+        message: format!("{field}: {e}"),
+        hint: Some("write it like `0 20 * * 1-5` (at 20:00, Monday to Friday), or `off`".into()),
+    })?;
+    Ok(Some(t.to_owned()))
+}
+
 /// Whether `s` can name an image: a reference of the usual characters, bounded.
 pub fn valid_image(s: &str) -> bool {
     !s.is_empty()
@@ -288,6 +316,8 @@ fn settings_changed(req: &AppUpdate) -> String {
         ("idle_sleep", req.idle_sleep.is_some()),
         ("ttl", req.ttl.is_some()),
         ("pull_request_ttl", req.pull_request_ttl.is_some()),
+        ("sleep_schedule", req.sleep_schedule.is_some()),
+        ("wake_schedule", req.wake_schedule.is_some()),
     ];
     named.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }

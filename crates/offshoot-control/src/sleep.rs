@@ -87,6 +87,36 @@ impl<P: Ports> Control<'_, P> {
         gate(self.store, &self.actor, Operation::UpdateEnv, id, work, noted).await
     }
 
+    /// The environments whose application's schedules fired in `(from, to]` (ms): the ready ones
+    /// to put to sleep, the sleeping ones to wake. When both fired, the later wins.
+    pub async fn scheduled(&self, from: i64, to: i64) -> Result<(Vec<Environment>, Vec<Environment>), ControlError> {
+        let (mut sleep, mut wake) = (Vec::new(), Vec::new());
+        for app in self.store.apps().await? {
+            let Some(git) = self.store.app_git(&app.name).await? else { continue };
+            let next = |s: &Option<String>| {
+                s.as_deref()
+                    .and_then(|s| offshoot_datasets::Schedule::parse(s).ok())
+                    .and_then(|s| s.next_after_local(from))
+                    .filter(|t| *t <= to)
+            };
+            let (sleep_at, wake_at) = (next(&git.sleep_schedule), next(&git.wake_schedule));
+            let asleep = match (sleep_at, wake_at) {
+                (Some(s), Some(w)) => s > w,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => continue,
+            };
+            for env in self.store.envs(Some(&app.name), false).await?.into_iter().filter(|e| e.parent_id.is_none()) {
+                match (asleep, env.status) {
+                    (true, EnvStatus::Ready) => sleep.push(env),
+                    (false, EnvStatus::Sleeping) => wake.push(env),
+                    _ => {}
+                }
+            }
+        }
+        Ok((sleep, wake))
+    }
+
     /// The environments idle past their limit at `now` (ms), for the idle sleeper.
     pub async fn idle_envs(&self, now: i64) -> Result<Vec<Environment>, ControlError> {
         let mut defaults: HashMap<String, Option<i64>> = HashMap::new();

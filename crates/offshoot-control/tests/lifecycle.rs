@@ -303,3 +303,45 @@ async fn applications_give_new_environments_a_lifetime_pull_requests_theirs_and_
     assert_eq!(viewer.extend_env(&pull.id, 60).await.expect_err("viewer").kind(), ErrorKind::Forbidden);
     assert!(w.activity().await.contains(&format!("webhook env.extend {} ok", pull.id)));
 }
+
+#[tokio::test]
+async fn schedules_put_environments_to_sleep_and_wake_them_once_each_when_they_fire() {
+    use offshoot_control::apps::parse_schedule;
+    assert_eq!(parse_schedule("sleep_schedule", " 0 20 * * 1-5 ").expect("valid").as_deref(), Some("0 20 * * 1-5"));
+    assert_eq!(parse_schedule("sleep_schedule", "off").expect("off"), None);
+    let e = parse_schedule("wake_schedule", "0 7 * *").expect_err("four fields");
+    assert!(e.to_string().starts_with("wake_schedule: `0 7 * *` has 4 fields"), "{e}");
+    assert!(e.hint().is_some_and(|h| h.contains("0 20 * * 1-5")));
+
+    let w = World::new().await;
+    w.app().await;
+    let env = layered(&w, None).await;
+    let set = offshoot_api_types::AppUpdate {
+        sleep_schedule: Some("0 20 * * *".into()),
+        wake_schedule: Some("0 7 * * *".into()),
+        ..Default::default()
+    };
+    let git = w.admin().update_settings("shop", &set).await.expect("schedules");
+    assert_eq!((git.sleep_schedule.as_deref(), git.wake_schedule.as_deref()), (Some("0 20 * * *"), Some("0 7 * * *")));
+    let bad = offshoot_api_types::AppUpdate { sleep_schedule: Some("at eight".into()), ..Default::default() };
+    assert_eq!(w.admin().update_settings("shop", &bad).await.expect_err("invalid").kind(), ErrorKind::BadInput);
+
+    let at = |cron: &str, after: i64| offshoot_datasets::Schedule::parse(cron).expect("cron").next_after_local(after).expect("fires");
+    let now = offshoot_store::now_ms();
+    let evening = at("0 20 * * *", now);
+    let system = w.as_(Actor::system("schedule"));
+    let ids = |v: Vec<Environment>| v.into_iter().map(|e| e.id).collect::<Vec<EnvId>>();
+    let (sleep, wake) = system.scheduled(evening - 5000, evening - 1).await.expect("before");
+    assert!(sleep.is_empty() && wake.is_empty(), "not yet");
+    let (sleep, wake) = system.scheduled(evening - 5000, evening + 5000).await.expect("at eight");
+    assert_eq!((ids(sleep), wake.len()), (vec![env.id.clone()], 0));
+    let (sleep, _) = system.scheduled(evening + 5000, evening + 10_000).await.expect("after");
+    assert!(sleep.is_empty(), "once");
+    system.sleep_env(&env.id).await.expect("sleep");
+    let morning = at("0 7 * * *", evening);
+    let (sleep, wake) = system.scheduled(morning - 5000, morning + 5000).await.expect("at seven");
+    assert_eq!((sleep.len(), ids(wake)), (0, vec![env.id.clone()]));
+    // Both in one window: the later wins (the wake, here).
+    let (sleep, wake) = system.scheduled(evening - 1000, morning + 1000).await.expect("a long window");
+    assert_eq!((sleep.len(), ids(wake)), (0, vec![env.id.clone()]));
+}

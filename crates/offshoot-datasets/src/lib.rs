@@ -397,6 +397,18 @@ impl Schedule {
         let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms)?;
         self.0.find_next_occurrence(&t, false).ok().map(|n| n.timestamp_millis())
     }
+
+    /// The first time after `after_ms` it fires, read in this machine's time zone (environments'
+    /// sleep and wake schedules: "at 20:00" is the server's evening).
+    pub fn next_after_local(&self, after_ms: i64) -> Option<i64> {
+        let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms)?.with_timezone(&chrono::Local);
+        self.0.find_next_occurrence(&t, false).ok().map(|n| n.timestamp_millis())
+    }
+
+    /// Whether it fires in `(from_ms, to_ms]`, in this machine's time zone.
+    pub fn fires_between(&self, from_ms: i64, to_ms: i64) -> bool {
+        self.next_after_local(from_ms).is_some_and(|t| t <= to_ms)
+    }
 }
 
 /// A duration such as `72h`, `30m`, `7d`, `1h30m` or `3600` (seconds), at most ten years.

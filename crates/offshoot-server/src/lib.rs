@@ -187,7 +187,7 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(every) = config.poll_interval {
         bg.every(events::Poller(ctx.clone()), every, None);
     }
-    bg.every(Reconciler(ctx.clone()), config.reconcile_every, None);
+    bg.every(Reconciler { ctx: ctx.clone(), last_round: None }, config.reconcile_every, None);
     if let Some(s) = &ctx.sites {
         let gc = sites::SiteGc {
             store: ctx.store.clone(),
@@ -301,21 +301,56 @@ async fn follow_containers(ctx: Shared) {
     }
 }
 
-/// The reconciler, a loop of the server: it drives the use cases (expiry, redeploys) over the
-/// whole plane, and keeps nothing of its own between rounds: every round re-reads the store and
-/// the engine.
-struct Reconciler(Shared);
+/// The reconciler, a loop of the server: it drives the use cases (expiry, idle sleep,
+/// schedules, redeploys) over the whole plane. Every round re-reads the store and the engine; it
+/// keeps only when its last round began, so a schedule fires once, in the round after its time.
+struct Reconciler {
+    ctx: Shared,
+    last_round: Option<i64>,
+}
 
 impl background::Periodic for Reconciler {
     const NAME: &'static str = "reconciler";
 
     async fn round(&mut self) -> Result<(), failure::Failure> {
-        let result = reconcile(&self.0).await;
+        let now = now_ms();
+        // The first round after a start looks back one second: a schedule that fired while the
+        // server was down is not replayed.
+        let since = self.last_round.unwrap_or(now - 1000);
+        self.last_round = Some(now);
+        let result = async {
+            follow_schedules(&self.ctx, since, now).await?;
+            reconcile(&self.ctx).await
+        }
+        .await;
         // Containers recreated outside a deployment (liveness, the reconciler) may have new
         // addresses.
-        self.0.refresh_routes().await;
+        self.ctx.refresh_routes().await;
         result.map_err(|e| failure::Failure::Reason(format!("{e:#}")))
     }
+}
+
+/// Puts to sleep and wakes the environments whose application's schedules fired in
+/// `(since, now]`; a request still wakes a scheduled sleeper.
+async fn follow_schedules(ctx: &Shared, since: i64, now: i64) -> Result<()> {
+    let actor = || offshoot_control::Actor::system("schedule");
+    let (sleep, wake) = plane::control(ctx, actor()).scheduled(since, now).await?;
+    for env in sleep {
+        tracing::info!(env = %env.id, "its application's sleep schedule fired");
+        if let Err(e) = waking::sleep(ctx, actor(), &env.id).await {
+            tracing::warn!(env = %env.id, error = %e, "cannot put an environment to sleep on schedule");
+        }
+    }
+    for env in wake {
+        tracing::info!(env = %env.id, "its application's wake schedule fired");
+        let (ctx, id) = (ctx.clone(), env.id.to_string());
+        ctx.background.clone().spawn("wake on schedule", async move {
+            if let Err(e) = waking::wake(&ctx, actor(), &id).await {
+                tracing::warn!(env = %id, error = %e, "cannot wake an environment on schedule");
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Compares the database with the labelled containers: removes orphans (containers of

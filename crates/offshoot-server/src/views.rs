@@ -27,6 +27,8 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
         idle_sleep_seconds: git.as_ref().and_then(|g| g.idle_sleep_seconds),
         ttl_seconds: git.as_ref().and_then(|g| g.ttl_seconds),
         pull_request_ttl_seconds: git.as_ref().and_then(|g| g.pull_request_ttl_seconds),
+        sleep_schedule: git.as_ref().and_then(|g| g.sleep_schedule.clone()),
+        wake_schedule: git.as_ref().and_then(|g| g.wake_schedule.clone()),
         fetch_error: git.and_then(|g| g.fetch_error),
     })
 }

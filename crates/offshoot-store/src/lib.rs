@@ -183,6 +183,10 @@ pub struct AppGit {
     pub ttl_seconds: Option<i64>,
     /// The lifetime its new pull-request environments get (`None`: none).
     pub pull_request_ttl_seconds: Option<i64>,
+    /// When its environments go to sleep (five-field cron, the server's time zone).
+    pub sleep_schedule: Option<String>,
+    /// When its sleeping environments wake.
+    pub wake_schedule: Option<String>,
 }
 
 /// A webhook delivery or a polled change: a normalized event (JSON the server owns).
@@ -264,7 +268,8 @@ impl RawServiceRow {
 
 const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request, sleeping_since, last_request_at, idle_sleep_seconds";
 const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
-const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds, ttl_seconds, pull_request_ttl_seconds";
+const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds, ttl_seconds, pull_request_ttl_seconds, \
+     sleep_schedule, wake_schedule";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -624,6 +629,18 @@ impl Store {
         Ok(())
     }
 
+    /// When an application's environments sleep and wake by the clock (`None`: not by it).
+    pub async fn set_app_schedules(&self, app: &str, sleep: Option<&str>, wake: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE app_git SET sleep_schedule = $1, wake_schedule = $2 WHERE app = $3")
+            .bind(sleep)
+            .bind(wake)
+            .bind(app)
+            .execute(&self.pool)
+            .await
+            .map_err(db("set an application's schedules"))?;
+        Ok(())
+    }
+
     /// When an environment expires (`None`: never); a new time may be warned about again.
     pub async fn set_env_expiry(&self, id: &str, expires_at: Option<i64>) -> Result<()> {
         sqlx::query("UPDATE environments SET expires_at = $1, expiry_warned_at = NULL, updated_at = $2 WHERE id = $3")
@@ -939,7 +956,7 @@ impl Store {
     /// Creates an application's git settings unless it has them; returns what it has.
     pub async fn ensure_app_git(&self, g: &AppGit) -> Result<AppGit> {
         sqlx::query(&format!(
-            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (app) DO NOTHING"
+            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (app) DO NOTHING"
         ))
         .bind(&g.app)
         .bind(&g.webhook_secret)
@@ -951,6 +968,8 @@ impl Store {
         .bind(g.idle_sleep_seconds)
         .bind(g.ttl_seconds)
         .bind(g.pull_request_ttl_seconds)
+        .bind(&g.sleep_schedule)
+        .bind(&g.wake_schedule)
         .execute(&self.pool)
         .await
         .map_err(db("store git settings"))?;

@@ -140,6 +140,8 @@ async fn suite(store: Store) {
         idle_sleep_seconds: None,
         ttl_seconds: None,
         pull_request_ttl_seconds: None,
+        sleep_schedule: None,
+        wake_schedule: None,
     };
     assert_eq!(store.ensure_app_git(&git).await.expect("git"), git);
     let other = AppGit { webhook_secret: "other".into(), ..git.clone() };

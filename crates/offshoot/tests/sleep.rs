@@ -42,44 +42,6 @@ fn running(id: &str) -> Vec<String> {
         .collect()
 }
 
-/// Two services, a store with a volume and a web page that depends on it; both stop at once on
-/// SIGTERM, as well-behaved images do (one that ignores it is killed after 10 s, as by `docker
-/// stop`).
-const NAP: &str = r#"app: nap
-hostnames:
-- web: web-${env_id}.${domain}
-services:
-- name: store
-  image: busybox:stable
-  command: [sh, -c, "trap 'exit 0' TERM; mkdir -p /data; touch /data/orders; nc -ll -p 6379 -e cat & wait"]
-  ports:
-  - type: container_port
-    port: '6379'
-  volumes:
-  - type: persistent
-    name: store-data
-    mount_path: /data
-  readiness_probe:
-    tcp_socket:
-      port: '6379'
-    period_seconds: 1
-    failure_threshold: 30
-- name: web
-  image: busybox:stable
-  depends_on: [store]
-  command: [sh, -c, "trap 'exit 0' TERM; mkdir -p /www; echo nap of $RELEASE_ENV_ID > /www/index.html; httpd -f -p 8080 -h /www & wait"]
-  ports:
-  - type: node_port
-    port: '8080'
-    target_port: '8080'
-  readiness_probe:
-    http_get:
-      path: /
-      port: '8080'
-    period_seconds: 1
-    failure_threshold: 30
-"#;
-
 #[test]
 fn a_sleeping_environment_frees_its_memory_keeps_its_data_and_wakes_once_on_requests() {
     let repo = repo(NAP, None, &[], &[]);
@@ -181,4 +143,43 @@ fn an_environment_without_requests_for_its_idle_time_sleeps_and_probes_do_not_ke
     let bad = s.cli(&["env", "set", &id, "--idle-sleep", "1s"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("idle_sleep: `1s` is not between 10 seconds and 30 days"), "{bad:?}");
+}
+
+#[test]
+fn a_server_killed_while_an_environment_wakes_or_falls_asleep_finishes_it_after_a_restart() {
+    // The web page takes 2 s to come up after a start, and the store ignores SIGTERM (its
+    // stop takes the engine's 10 s): both operations are long enough to be killed in the middle.
+    let slow = NAP.replace("trap 'exit 0' TERM; mkdir -p /data", "mkdir -p /data").replace("httpd -f", "sleep 2 && httpd -f");
+    let r = repo(&slow, None, &[], &[]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let mut s = Server::start(&data, None);
+    s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "nap", "--branch", "main", "--wait"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    let (store, web) = (format!("offshoot-{id}-store"), format!("offshoot-{id}-web"));
+    let is_running = |c: &str| docker(&["inspect", "--format", "{{.State.Running}}", c]).trim() == "true";
+    s.json(&["env", "sleep", &id, "--wait"]);
+
+    // A wake, killed once the store runs again and before the page is up.
+    assert_eq!(s.json(&["env", "wake", &id])["status"], "sleeping", "started, not waited for");
+    eventually(30, "the store started", || is_running(&store).then_some(()));
+    s.kill();
+    let mut s2 = Server::start(&data, None);
+    eventually(60, "the wake finished after the restart", || (s2.json(&["env", "show", &id])["status"] == "ready").then_some(()));
+    let page = http(s2.router, &format!("web-{id}.localhost"), "/").unwrap_or_default();
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains(&format!("nap of {id}")), "{page}");
+
+    // A sleep, killed once the page has stopped and while the store takes its 10 s.
+    assert_eq!(s2.json(&["env", "sleep", &id])["status"], "ready", "started, not waited for");
+    eventually(30, "the page stopped", || (!is_running(&web)).then_some(()));
+    s2.kill();
+    let s3 = Server::start(&data, None);
+    eventually(60, "the sleep finished after the restart", || {
+        let e = s3.json(&["env", "show", &id]);
+        (e["status"] == "sleeping" && !is_running(&store) && !is_running(&web)).then_some(())
+    });
+    assert_eq!(containers(&id).len(), 2, "kept, not removed");
+    assert_eq!(s3.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+    assert_eq!(leftovers(&id), "");
 }

@@ -447,3 +447,41 @@ pub fn play_conformance(s: &Server, prefix: &str) -> Vec<String> {
     }
     envs
 }
+
+/// Two services, a store with a volume and a web page that depends on it; both stop at once on
+/// SIGTERM, as well-behaved images do (one that ignores it is killed after 10 s, as by `docker
+/// stop`).
+pub const NAP: &str = r#"app: nap
+hostnames:
+- web: web-${env_id}.${domain}
+services:
+- name: store
+  image: busybox:stable
+  command: [sh, -c, "trap 'exit 0' TERM; mkdir -p /data; touch /data/orders; nc -ll -p 6379 -e cat & wait"]
+  ports:
+  - type: container_port
+    port: '6379'
+  volumes:
+  - type: persistent
+    name: store-data
+    mount_path: /data
+  readiness_probe:
+    tcp_socket:
+      port: '6379'
+    period_seconds: 1
+    failure_threshold: 30
+- name: web
+  image: busybox:stable
+  depends_on: [store]
+  command: [sh, -c, "trap 'exit 0' TERM; mkdir -p /www; echo nap of $RELEASE_ENV_ID > /www/index.html; httpd -f -p 8080 -h /www & wait"]
+  ports:
+  - type: node_port
+    port: '8080'
+    target_port: '8080'
+  readiness_probe:
+    http_get:
+      path: /
+      port: '8080'
+    period_seconds: 1
+    failure_threshold: 30
+"#;
