@@ -81,6 +81,22 @@ pub struct AppUpdate {
     pub wake_schedule: Option<String>,
 }
 
+/// `GET /status`: environments running and sleeping, against the server's limits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    /// Environments whose services run or are being started (imports' included).
+    pub running: usize,
+    pub sleeping: usize,
+    /// `--max-environments` (absent: no limit).
+    #[serde(default)]
+    pub max_environments: Option<usize>,
+    /// The memory limits of the running environments' services, in bytes.
+    pub memory_used: u64,
+    /// `--memory-budget` in bytes (absent: no limit).
+    #[serde(default)]
+    pub memory_budget: Option<u64>,
+}
+
 /// More lifetime for an environment, from now.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnvExtend {

@@ -49,6 +49,8 @@ enum Command {
     /// Instant Datasets: pools of database clones that environments check out at creation.
     #[command(subcommand)]
     Dataset(dataset_cmd::Command),
+    /// Environments running and sleeping, and the server's limits in use.
+    Status,
     /// What was done on the server, by whom, and how it ended (refusals included), newest first.
     Activity {
         /// How many entries (1 to 1000).
@@ -139,6 +141,14 @@ pub struct ServerArgs {
     /// How long an environment waits for a clone when its dataset's pool is empty (seconds).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub dataset_wait: u64,
+    /// Most environments running at once: past it, a creation or a wake puts the least recently
+    /// used idle environment to sleep first, or is refused (409).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_environments: Option<u64>,
+    /// Most memory the running environments' services may take, counting each service's memory
+    /// limit (`20GiB`, `512Mi`); past it, as --max-environments.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_budget: Option<u64>,
     /// Where static sites are stored: a directory, `file:///dir` or `s3://bucket[/prefix]`
     /// (S3 settings from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
     /// AWS_ALLOW_HTTP). Default: `static` in the data directory.
@@ -210,6 +220,7 @@ pub fn main() -> Dispatch {
         Command::Env(cmd) => env_cmd::run(cmd, cli.output),
         Command::Dataset(cmd) => dataset_cmd::run(cmd, cli.output),
         Command::Activity { limit } => activity(limit, cli.output),
+        Command::Status => status(cli.output),
     };
     Dispatch::Exit(exit_code(result))
 }
@@ -223,6 +234,15 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
             ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
         }
     }
+}
+
+/// A size such as `20GiB`, `512Mi`, `2G` or bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches('B');
+    offshoot_template::validate::parse_quantity(t)
+        .filter(|b| *b >= 1.0)
+        .map(|b| b as u64)
+        .ok_or_else(|| format!("`{s}` is not a size: write it like `20GiB`, `512Mi` or `2G`"))
 }
 
 /// An error in how the command was called (exit code 2).
@@ -297,6 +317,25 @@ pub(crate) fn err(s: &str) {
 }
 
 /// `offshoot activity`: the server's activity log, newest first.
+fn status(output: Output) -> anyhow::Result<std::process::ExitCode> {
+    let st: offshoot_api_types::Status = client::Api::from_env()?.get("/status")?;
+    match output {
+        Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&st).unwrap_or_default())),
+        Output::Human => {
+            let limit = st.max_environments.map_or_else(|| "no limit".to_owned(), |m| format!("of {m}"));
+            let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+            let budget = st.memory_budget.map_or_else(|| "no budget".to_owned(), |b| format!("of {}", gib(b)));
+            out(&format!(
+                "environments: {} running ({limit}), {} sleeping\nmemory (services' limits): {} ({budget})\n",
+                st.running,
+                st.sleeping,
+                gib(st.memory_used)
+            ));
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 fn activity(limit: i64, output: Output) -> anyhow::Result<std::process::ExitCode> {
     let list: Vec<offshoot_api_types::Activity> = client::Api::from_env()?.get(&format!("/activity?limit={limit}"))?;
     match output {

@@ -21,6 +21,7 @@
 
 pub mod apps;
 mod backend;
+pub mod capacity;
 pub mod config;
 pub mod conformance;
 pub mod dataset_admin;

@@ -15,6 +15,10 @@ pub trait Ports: Send + Sync {
     type Engine: crate::Backend;
     /// The engine of `env` with its configuration, to stop and start its services.
     fn engine(&self, env: &offshoot_store::Environment) -> impl Future<Output = Result<Self::Engine, crate::ControlError>> + Send;
+    /// The server's limits on running environments (none by default).
+    fn capacity(&self) -> crate::capacity::Capacity {
+        crate::capacity::Capacity::default()
+    }
     /// `env` slept, woke or failed outside a deployment: the router and the probe monitors
     /// follow its new state.
     fn changed(&self, env: &offshoot_store::Environment) -> impl Future<Output = ()> + Send;

@@ -174,6 +174,11 @@ impl<P: Ports> Control<'_, P> {
                 EnvStatus::Sleeping => {}
                 _ => return Err(not_now(&env, "wake")),
             }
+            // Room for it first: the least recently used idle environment may be put to sleep.
+            if let Err(e) = self.admit(crate::capacity::memory_of(&env.template), Some(id)).await {
+                self.store.set_env_status(id, EnvStatus::Sleeping, Some(&format!("cannot wake: {e}"))).await?;
+                return Err(e);
+            }
             // Whoever moves it to `waking` wakes it; the others are done.
             if !self.store.transition_env(id, &[EnvStatus::Sleeping], EnvStatus::Waking, None).await? {
                 return self.find_env(id).await;
@@ -245,7 +250,7 @@ impl<P: Ports> Control<'_, P> {
     }
 
     /// Stops the environment's services, the last wave first, and records them asleep.
-    async fn stop_services(&self, env: &Environment) -> Result<(), ControlError> {
+    pub(crate) async fn stop_services(&self, env: &Environment) -> Result<(), ControlError> {
         let engine = self.ports.engine(env).await?;
         let rows = self.store.services(&env.id).await?;
         for wave in waves(env, &rows, ServiceStatus::Ready).into_iter().rev() {

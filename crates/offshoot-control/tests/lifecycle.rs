@@ -345,3 +345,56 @@ async fn schedules_put_environments_to_sleep_and_wake_them_once_each_when_they_f
     let (sleep, wake) = system.scheduled(evening - 1000, morning + 1000).await.expect("a long window");
     assert_eq!((sleep.len(), ids(wake)), (0, vec![env.id.clone()]));
 }
+
+#[tokio::test]
+async fn at_capacity_the_least_recently_used_idle_environment_sleeps_to_make_room_or_the_request_is_refused() {
+    use offshoot_control::capacity::{Capacity, memory_of};
+    let t = "app: a\nresources:\n  memory:\n    limits: 256Mi\n  replicas: 1\nservices:\n- name: web\n  image: busybox\n- name: db\n  image: postgres\n  memory:\n    limits: 1Gi\n  replicas: 2\n";
+    assert_eq!(memory_of(t), (256 << 20) + 2 * (1 << 30));
+    assert_eq!(memory_of("not: [valid"), 0);
+
+    let w = World::new().await;
+    w.app().await;
+    let old = layered(&w, None).await;
+    let recent = layered(&w, None).await;
+    w.store.record_requests(&[(recent.id.to_string(), offshoot_store::now_ms() + 1000)]).await.expect("a request");
+    *w.ports.capacity.lock().expect("lock") = Capacity { max_environments: Some(2), memory_budget: None };
+    let usage = w.admin().usage().await.expect("usage");
+    assert_eq!((usage.running, usage.sleeping), (2, 0));
+    // A third: the least recently used is put to sleep first.
+    let third = w.env("main").await;
+    assert_eq!(w.store.env(&old.id).await.expect("read").expect("old").status, EnvStatus::Sleeping);
+    assert_eq!(w.store.env(&recent.id).await.expect("read").expect("recent").status, EnvStatus::Ready);
+    assert!(w.activity().await.contains(&format!("capacity env.sleep {} ok", old.id)));
+    // Waking the old one puts the other ready one to sleep (the third is still being created).
+    w.admin().wake_env(&old.id).await.expect("wake");
+    assert_eq!(w.store.env(&recent.id).await.expect("read").expect("recent").status, EnvStatus::Sleeping);
+    assert_eq!(w.store.env(&old.id).await.expect("read").expect("old").status, EnvStatus::Ready);
+    // With room for one only, and nothing idle to put to sleep: refused, with the figures.
+    *w.ports.capacity.lock().expect("lock") = Capacity { max_environments: Some(1), memory_budget: None };
+    w.store.set_env_status(&old.id, EnvStatus::Deploying, None).await.expect("busy");
+    let admin = w.admin();
+    let e = admin.create_env(NewEnv { app: "shop".into(), branch: "main".into(), ..Default::default() }).await.expect_err("full");
+    assert_eq!((e.kind(), e.code()), (ErrorKind::Conflict, "capacity"));
+    assert!(e.to_string().contains("2 of 1 environments run"), "{e}");
+    let e = admin.wake_env(&recent.id).await.expect_err("no room to wake");
+    assert_eq!(e.code(), "capacity");
+    let still = w.store.env(&recent.id).await.expect("read").expect("recent");
+    assert_eq!(still.status, EnvStatus::Sleeping);
+    assert!(still.reason.as_deref().is_some_and(|r| r.starts_with("cannot wake: the server is at capacity")), "{still:?}");
+    assert_eq!(w.store.envs(None, false).await.expect("envs").len(), 3, "nothing created");
+    let _ = third;
+    // A memory budget counts each service's limit: 2.25 GiB asked, 2.25 GiB running, 3 GiB
+    // allowed: the running one sleeps first.
+    let heavy = t.replace("app: a", "app: shop");
+    admin.update_template("shop", Some(heavy.clone()), None).await.expect("a heavier template");
+    w.store.set_env_config(&old.id, &heavy, "defaults: []\n").await.expect("old is heavy too");
+    w.store.set_env_status(&old.id, EnvStatus::Ready, None).await.expect("ready");
+    *w.ports.capacity.lock().expect("lock") = Capacity { max_environments: None, memory_budget: Some(3 << 30) };
+    assert_eq!(admin.usage().await.expect("usage").memory, memory_of(&heavy));
+    admin.create_env(NewEnv { app: "shop".into(), branch: "main".into(), ..Default::default() }).await.expect("room made");
+    assert_eq!(w.store.env(&old.id).await.expect("read").expect("old").status, EnvStatus::Sleeping);
+    *w.ports.capacity.lock().expect("lock") = Capacity { max_environments: None, memory_budget: Some(1 << 30) };
+    let e = admin.create_env(NewEnv { app: "shop".into(), branch: "main".into(), ..Default::default() }).await.expect_err("too big");
+    assert!(e.to_string().contains("memory budget in use, 2.2 GiB more asked"), "{e}");
+}

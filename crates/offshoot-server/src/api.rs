@@ -39,6 +39,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/manifests", get(env_manifests))
         .route("/envs/{id}/exec", post(env_exec))
         .route("/activity", get(activity))
+        .route("/status", get(status))
         .route("/loops", get(loops));
     let api = crate::datasets::api(crate::webhooks::api(api)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
@@ -58,6 +59,18 @@ async fn metrics(State(ctx): State<Shared>) -> Response {
     let (body, eof) = text.rsplit_once("# EOF").map_or((text.as_str(), ""), |(b, _)| (b, "# EOF\n"));
     let text = format!("{body}{}{eof}", ctx.background.loops().metrics_text());
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+/// Environments running and sleeping, against the server's limits.
+async fn status(State(ctx): State<Shared>) -> Result<Json<api::Status>, ApiError> {
+    let u = control(&ctx, Actor::token()).usage().await?;
+    Ok(Json(api::Status {
+        running: u.running,
+        sleeping: u.sleeping,
+        max_environments: ctx.capacity.max_environments,
+        memory_used: u.memory,
+        memory_budget: ctx.capacity.memory_budget,
+    }))
 }
 
 /// How each background loop's rounds went.

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use offshoot_control::capacity::Capacity;
 pub use offshoot_router::RouterConfig;
 pub use state::{Forge, Forges};
 
@@ -74,6 +75,9 @@ pub struct Config {
     pub forges: Forges,
     /// How long an environment waits for a clone of an Instant Dataset whose pool is empty.
     pub dataset_wait: Duration,
+    /// Limits on running environments: a creation or wake past one puts the least recently
+    /// used idle environment to sleep first, or is refused.
+    pub capacity: Capacity,
     /// Run environments on Kubernetes (the engine still builds images).
     pub kubernetes: Option<KubernetesConfig>,
     /// Where static sites are stored (a directory, `file://`, `s3://bucket/prefix`); default
@@ -142,6 +146,7 @@ pub async fn run(config: Config) -> Result<()> {
         ),
     );
     ctx.dataset_wait = config.dataset_wait;
+    ctx.capacity = config.capacity;
     let store_at = config.static_store.clone().unwrap_or_else(|| config.data_dir.join("static").display().to_string());
     let bucket = offshoot_sites::Bucket::open(&store_at, 256 << 20).context("open the static site storage")?;
     ctx.sites = Some(state::Sites::new(bucket, config.static_builder.clone()));

@@ -51,6 +51,10 @@ impl Ports for Plane<'_> {
         crate::feedback::notify(self.0, env);
     }
 
+    fn capacity(&self) -> offshoot_control::capacity::Capacity {
+        self.0.capacity
+    }
+
     fn wake_pools(&self) {
         self.0.pools_wake.notify_one();
     }

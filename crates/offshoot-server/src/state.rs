@@ -39,6 +39,8 @@ pub(crate) struct Ctx {
     pub(crate) pools_wake: Arc<tokio::sync::Notify>,
     /// How long an environment waits for a clone when a pool is empty.
     pub(crate) dataset_wait: Duration,
+    /// Limits on running environments.
+    pub(crate) capacity: offshoot_control::capacity::Capacity,
     /// Environments run on Kubernetes rather than on the engine (which still builds images).
     pub(crate) kube: Option<KubeRuntime>,
     /// Static sites: their storage and the sites being served.
@@ -105,6 +107,7 @@ impl Ctx {
             http: reqwest::Client::new(),
             pools_wake: Arc::default(),
             dataset_wait: Duration::from_secs(300),
+            capacity: offshoot_control::capacity::Capacity::default(),
             kube: None,
             sites: None,
             unready: Mutex::new(HashSet::new()),

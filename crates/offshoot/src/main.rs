@@ -56,6 +56,10 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             gitlab: offshoot_server::Forge { api_url: args.gitlab_api_url, token: args.gitlab_token },
         },
         dataset_wait: std::time::Duration::from_secs(args.dataset_wait),
+        capacity: offshoot_server::Capacity {
+            max_environments: args.max_environments.and_then(|n| usize::try_from(n).ok()),
+            memory_budget: args.memory_budget,
+        },
         static_store: args.static_store,
         static_builder: args.static_builder,
         kubernetes: (args.runtime == offshoot_cli::ServerRuntime::Kubernetes).then(|| offshoot_server::KubernetesConfig {

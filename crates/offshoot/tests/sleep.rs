@@ -183,3 +183,27 @@ fn a_server_killed_while_an_environment_wakes_or_falls_asleep_finishes_it_after_
     assert_eq!(s3.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
     assert_eq!(leftovers(&id), "");
 }
+
+#[test]
+fn at_its_limit_the_server_puts_the_least_recently_used_environment_to_sleep_and_says_so() {
+    let r = repo(NAP, None, &[], &[]);
+    let s = Server::new_with(None, &["--max-environments", "1", "--memory-budget", "2GiB"]);
+    s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
+    let first = s.json(&["env", "create", "nap", "--branch", "main", "--wait"]);
+    let first = first["id"].as_str().expect("id").to_owned();
+    let second = s.json(&["env", "create", "nap", "--branch", "main", "--wait"]);
+    assert_eq!(second["status"], "ready", "{second}");
+    let shown = s.json(&["env", "show", &first]);
+    assert_eq!(shown["status"], "sleeping", "made room: {shown}");
+    let st = s.json(&["status"]);
+    assert_eq!((st["running"].as_u64(), st["sleeping"].as_u64(), st["max_environments"].as_u64()), (Some(1), Some(1), Some(1)), "{st}");
+    assert_eq!(st["memory_budget"].as_u64(), Some(2 << 30), "{st}");
+    let text = s.cli(&["status"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("environments: 1 running (of 1), 1 sleeping"), "{text:?}");
+    let log = s.json(&["activity", "--limit", "20"]);
+    let made_room = log.as_array().expect("entries").iter().any(|a| a["actor"] == "capacity" && a["target"] == first.as_str());
+    assert!(made_room, "{log}");
+    let bad = s.cli(&["server", "--memory-budget", "lots"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`lots` is not a size"), "{bad:?}");
+}

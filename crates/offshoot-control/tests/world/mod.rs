@@ -43,6 +43,8 @@ pub struct FakePorts {
     pub seen: Mutex<Recorded>,
     /// Each environment's engine.
     pub engines: Mutex<std::collections::BTreeMap<EnvId, FakeBackend>>,
+    /// The server's limits.
+    pub capacity: Mutex<offshoot_control::capacity::Capacity>,
 }
 
 impl FakePorts {
@@ -60,6 +62,10 @@ impl Ports for FakePorts {
 
     async fn changed(&self, env: &Environment) {
         self.seen.lock().expect("lock").changed.push(env.id.clone());
+    }
+
+    fn capacity(&self) -> offshoot_control::capacity::Capacity {
+        *self.capacity.lock().expect("lock")
     }
 
     async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
@@ -143,7 +149,12 @@ impl World {
             "first",
         );
         git(&repo, &["branch", "feature/x"]);
-        let ports = FakePorts { mirrors: dir.path().join("mirrors"), seen: Mutex::new(Recorded::default()), engines: Mutex::default() };
+        let ports = FakePorts {
+            mirrors: dir.path().join("mirrors"),
+            seen: Mutex::new(Recorded::default()),
+            engines: Mutex::default(),
+            capacity: Mutex::default(),
+        };
         World { store, ports, repo, _dir: dir }
     }
 
@@ -196,6 +207,9 @@ impl Ports for &FakePorts {
     }
     async fn changed(&self, env: &Environment) {
         (*self).changed(env).await;
+    }
+    fn capacity(&self) -> offshoot_control::capacity::Capacity {
+        (*self).capacity()
     }
     async fn fetch(&self, repo: &str) -> Result<Mirror, RepoError> {
         (*self).fetch(repo).await
