@@ -23,6 +23,7 @@ mod routes;
 mod sites;
 mod state;
 mod ui;
+mod ui_envs;
 mod views;
 mod waking;
 mod webhooks;

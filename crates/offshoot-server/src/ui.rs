@@ -9,19 +9,17 @@ use crate::crypto::{hash_token, hex, random_bytes};
 use crate::error::ApiError;
 use crate::plane::control;
 use crate::state::Shared;
+use crate::ui_envs::new_env_form;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use maud::{DOCTYPE, Markup, html};
-use offshoot_api_types as dto;
 use offshoot_control::Actor;
 use offshoot_store::now_ms;
 use serde::Deserialize;
-use std::time::Duration;
 
 const COOKIE: &str = "offshoot_session";
 /// How long a session lasts.
@@ -36,15 +34,7 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
         .route("/ui/apps/{name}/config", post(save_config))
         .route("/ui/apps/{name}/secrets", post(set_secret))
         .route("/ui/apps/{name}/delete", post(delete_app))
-        .route("/ui/envs", get(envs).post(create_env))
-        .route("/ui/envs/{id}", get(env))
-        .route("/ui/envs/{id}/deploy", post(deploy_env))
-        .route("/ui/envs/{id}/delete", post(delete_env))
-        .route("/ui/envs/{id}/sleep", post(sleep_env))
-        .route("/ui/envs/{id}/wake", post(wake_env))
-        .route("/ui/envs/{id}/extend", post(extend_env))
-        .route("/ui/envs/{id}/events", get(env_events))
-        .route("/ui/envs/{id}/logs/{service}", get(log_events))
+        .merge(crate::ui_envs::routes())
         .route("/ui/datasets", get(datasets))
         .route("/ui/activity", get(activity))
         .route_layer(axum::middleware::from_fn_with_state(ctx, session));
@@ -96,7 +86,7 @@ fn csrf_of(session: &str) -> String {
 
 /// The logged-in browser's session id, put in the request by the middleware.
 #[derive(Clone)]
-struct Session(String);
+pub(crate) struct Session(pub(crate) String);
 
 async fn session(State(ctx): State<Shared>, mut req: Request, next: Next) -> Response {
     let valid = match session_of(req.headers()) {
@@ -113,12 +103,12 @@ async fn session(State(ctx): State<Shared>, mut req: Request, next: Next) -> Res
 }
 
 /// Whether a form's CSRF token is the session's.
-fn csrf_ok(session: &Session, given: &str) -> bool {
+pub(crate) fn csrf_ok(session: &Session, given: &str) -> bool {
     use subtle::ConstantTimeEq as _;
     bool::from(csrf_of(&session.0).as_bytes().ct_eq(given.as_bytes()))
 }
 
-fn forbidden() -> Response {
+pub(crate) fn forbidden() -> Response {
     let text = "The form is stale or did not come from this dashboard. Go back, reload, and try again.";
     (StatusCode::FORBIDDEN, page("Forbidden", None, html! { p { (text) } })).into_response()
 }
@@ -181,8 +171,8 @@ async fn login(State(ctx): State<Shared>, Form(f): Form<LoginForm>) -> Response 
 }
 
 #[derive(Deserialize)]
-struct CsrfForm {
-    csrf: String,
+pub(crate) struct CsrfForm {
+    pub(crate) csrf: String,
 }
 
 async fn logout(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Form(f): Form<CsrfForm>) -> Response {
@@ -197,7 +187,7 @@ async fn logout(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<S
 
 // Layout ---------------------------------------------------------------------------------------
 
-fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -231,17 +221,17 @@ fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     }
 }
 
-fn csrf_field(s: &Session) -> Markup {
+pub(crate) fn csrf_field(s: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf_of(&s.0)); }
 }
 
-fn error_box(e: &ApiError) -> Markup {
+pub(crate) fn error_box(e: &ApiError) -> Markup {
     error_with_sources(e, &[])
 }
 
 /// An error; its diagnostics each with the line of the file they point at, when the text is
 /// at hand (`(file name suffix, text)`).
-fn error_with_sources(e: &ApiError, sources: &[(&str, &str)]) -> Markup {
+pub(crate) fn error_with_sources(e: &ApiError, sources: &[(&str, &str)]) -> Markup {
     html! {
         div.error role="alert" {
             p { (e.message) }
@@ -266,7 +256,7 @@ fn error_with_sources(e: &ApiError, sources: &[(&str, &str)]) -> Markup {
     }
 }
 
-fn state_badge(status: &str) -> Markup {
+pub(crate) fn state_badge(status: &str) -> Markup {
     let class = match status {
         "ready" | "succeeded" => "ok",
         "failed" => "bad",
@@ -277,7 +267,7 @@ fn state_badge(status: &str) -> Markup {
 }
 
 /// `3 min ago`, from milliseconds since the epoch.
-fn ago(t: i64) -> String {
+pub(crate) fn ago(t: i64) -> String {
     let s = (now_ms() - t).max(0) / 1000;
     match s {
         0..60 => format!("{s} s ago"),
@@ -288,12 +278,12 @@ fn ago(t: i64) -> String {
 }
 
 /// An absolute time (UTC), for what is re-sent live: a relative one would change every second.
-fn when(t: i64) -> Markup {
+pub(crate) fn when(t: i64) -> Markup {
     let text = chrono::DateTime::from_timestamp_millis(t).map_or_else(String::new, |d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string());
     html! { time datetime=(text.replace(" UTC", "Z").replacen(' ', "T", 1)) { (text) } }
 }
 
-fn until(t: i64) -> String {
+pub(crate) fn until(t: i64) -> String {
     let s = (t - now_ms()) / 1000;
     if s <= 0 {
         "expired".into()
@@ -541,327 +531,6 @@ async fn delete_app(
 
 // Environments ---------------------------------------------------------------------------------
 
-fn new_env_form(s: &Session, app: Option<&str>, apps: &[String]) -> Markup {
-    html! {
-        form.card method="post" action="/ui/envs" {
-            h2 { "New environment" }
-            (csrf_field(s))
-            @match app {
-                Some(a) => { input type="hidden" name="app" value=(a); }
-                None => {
-                    label for="app" { "Application" }
-                    select #app name="app" required { @for a in apps { option value=(a) { (a) } } }
-                }
-            }
-            label for="branch" { "Branch" }
-            input #branch name="branch" required value="main";
-            label for="ttl" { "Expires after (hours, optional)" }
-            input #ttl name="ttl_hours" type="number" min="1" max="8760";
-            button type="submit" { "Create environment" }
-        }
-    }
-}
-
-async fn envs(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>) -> Response {
-    render_envs(&ctx, &s, None).await
-}
-
-async fn render_envs(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Response {
-    let (list, apps) = match (ctx.store.envs(None, false).await, ctx.store.apps().await) {
-        (Ok(l), Ok(a)) => (l, a.into_iter().map(|a| a.name.into_string()).collect::<Vec<_>>()),
-        (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
-    };
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    let body = html! {
-        @if let Some(e) = &error { (error_box(e)) }
-        @if list.is_empty() { p { "No environment yet." } } @else {
-            div.scroll { table {
-                thead { tr { th scope="col" { "Environment" } th scope="col" { "Application" } th scope="col" { "Branch" } th scope="col" { "Status" } th scope="col" { "Created" } th scope="col" { "Expires" } } }
-                tbody { @for e in &list { tr {
-                    td { a href={ "/ui/envs/" (e.id) } { (e.id) } }
-                    td { a href={ "/ui/apps/" (e.app) } { (e.app) } }
-                    td { (e.branch) }
-                    td { (state_badge(e.status.as_str())) @if let Some(r) = &e.reason { " " span.muted { (r) } } }
-                    td { (ago(e.created_at)) }
-                    td { @if let Some(t) = e.expires_at { (until(t)) } @else { "never" } }
-                } } }
-            } }
-        }
-        @if !apps.is_empty() { (new_env_form(s, None, &apps)) }
-    };
-    (status, page("Environments", Some(s), body)).into_response()
-}
-
-#[derive(Deserialize)]
-struct NewEnv {
-    csrf: String,
-    app: String,
-    branch: String,
-    ttl_hours: Option<String>,
-}
-
-async fn create_env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Form(f): Form<NewEnv>) -> Response {
-    if !csrf_ok(&s, &f.csrf) {
-        return forbidden();
-    }
-    let ttl = match f.ttl_hours.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        None => None,
-        Some(t) => match t.parse::<u64>() {
-            Ok(h) if (1..=8760).contains(&h) => Some(h * 3600),
-            _ => return render_envs(&ctx, &s, Some(ApiError::bad_request("`Expires after` is a number of hours from 1 to 8760"))).await,
-        },
-    };
-    let req =
-        offshoot_control::environments::NewEnv { app: f.app, branch: f.branch.trim().to_owned(), ttl_seconds: ttl, ..Default::default() };
-    match control(&ctx, Actor::dashboard()).create_env(req).await {
-        Ok(e) => Redirect::to(&format!("/ui/envs/{}", e.id)).into_response(),
-        Err(e) => render_envs(&ctx, &s, Some(e.into())).await,
-    }
-}
-
-/// A deployment's phases in the order they happen, then any others.
-fn phases(p: &std::collections::BTreeMap<String, u64>) -> Vec<(&str, u64)> {
-    const ORDER: &[&str] = &["fetch", "datasets", "build", "push", "start", "ready"];
-    let mut out: Vec<(&str, u64)> = ORDER.iter().filter_map(|k| p.get(*k).map(|v| (*k, *v))).collect();
-    out.extend(p.iter().filter(|(k, _)| !ORDER.contains(&k.as_str()) && !k.ends_with("_us")).map(|(k, v)| (k.as_str(), *v)));
-    out
-}
-
-/// An environment as its page shows it: the API's view and the steps of its latest deployment.
-async fn live_state(ctx: &Shared, id: &str) -> Result<(dto::Env, Vec<offshoot_store::Step>), ApiError> {
-    let e = crate::views::env_dto(ctx, crate::plane::find_env(ctx, id).await?).await?;
-    let steps = match e.deployments.last() {
-        Some(d) => ctx.store.steps(&d.id).await?,
-        None => Vec::new(),
-    };
-    Ok((e, steps))
-}
-
-/// The part of an environment's page that changes while it deploys (sent again over SSE).
-fn env_live(e: &dto::Env, steps: &[offshoot_store::Step]) -> Markup {
-    html! {
-        p { "Status " (state_badge(e.status.as_str())) @if let Some(r) = &e.reason { " " span.reason { (r) } } }
-        h2 { "Services" }
-        div.scroll { table #services {
-            thead { tr { th scope="col" { "Service" } th scope="col" { "State" } th scope="col" { "URLs" } th scope="col" { "Logs" } } }
-            tbody { @for svc in &e.services { tr {
-                td { (svc.name) }
-                td { (state_badge(svc.status.as_str())) @if let Some(r) = &svc.reason { " " span.muted { (r) } } }
-                td { @for u in &svc.urls { a href=(u) target="_blank" rel="noopener" { (u) } br; } }
-                td { button.link type="button" data-logs=(svc.name) aria-controls="logs" { "Show logs" } }
-            } } }
-        } }
-        h2 { "Deployments" }
-        div.scroll { table #deployments {
-            thead { tr { th scope="col" { "Workflow" } th scope="col" { "Commit" } th scope="col" { "Status" } th scope="col" { "Phases (ms)" } th scope="col" { "Started" } } }
-            tbody { @for d in e.deployments.iter().rev() { tr {
-                td { (d.workflow) }
-                td { code { (d.commit.as_deref().map_or("", |c| &c[..c.len().min(10)])) } }
-                td { (state_badge(d.status.as_str())) @if let Some(err) = &d.error { " " span.muted { (err) } } }
-                td { @for (k, v) in phases(&d.phases) { (k) " " (v) " " } }
-                td { (when(d.created_at)) }
-            } } }
-        } }
-        @if let Some(d) = e.deployments.last() {
-            h2 { "Workflow steps of the latest deployment (" (d.workflow) ")" }
-            @if steps.is_empty() { p.muted { "No step has run yet." } } @else {
-                div.scroll { table #steps {
-                    thead { tr { th scope="col" { "Step" } th scope="col" { "Status" } th scope="col" { "Output" } } }
-                    tbody { @for st in steps { tr {
-                        td { (st.name) }
-                        td { (state_badge(if st.status == "done" { "succeeded" } else { &st.status })) }
-                        td { span.muted { (st.output.chars().take(300).collect::<String>()) } }
-                    } } }
-                } }
-            }
-        }
-        @if !e.imports.is_empty() {
-            h2 { "Imports" }
-            ul { @for i in &e.imports { li { a href={ "/ui/envs/" (i.env_id) } { (i.app) } " on " strong { (i.branch) } " (" (i.reason) ") " (state_badge(i.status.as_str())) } } }
-        }
-    }
-}
-
-async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Path(id): Path<String>) -> Response {
-    let (e, steps) = match live_state(&ctx, &id).await {
-        Ok(x) => x,
-        Err(e) => return (e.status, page("Not found", Some(&s), error_box(&e))).into_response(),
-    };
-    let body = html! {
-        p { "Application " a href={ "/ui/apps/" (e.app) } { (e.app) } ", branch " strong { (e.branch) } ", created " (ago(e.created_at))
-            @if let Some(t) = e.expires_at { ", expires " (until(t)) } "." }
-        div #live data-events={ "/ui/envs/" (id) "/events" } aria-live="polite" { (env_live(&e, &steps)) }
-        @if !e.datasets.is_empty() {
-            h2 { "Datasets" }
-            ul { @for d in &e.datasets { li { a href="/ui/datasets" { (d.dataset) } ": database " code { (d.database) } } } }
-        }
-        section #logs-section hidden {
-            h2 #logs-title { "Logs" }
-            pre #logs tabindex="0" aria-labelledby="logs-title" data-base={ "/ui/envs/" (id) "/logs/" } {}
-        }
-        div.actions {
-            form.inline method="post" action={ "/ui/envs/" (id) "/deploy" } { (csrf_field(&s)) button type="submit" { "Deploy latest commit" } }
-            @if e.expires_at.is_some() {
-                form.inline method="post" action={ "/ui/envs/" (id) "/extend" } {
-                    (csrf_field(&s))
-                    label for="ttl" { "Extend by " }
-                    select #ttl name="ttl" { option value="86400" { "1 day" } option value="259200" { "3 days" } option value="604800" { "7 days" } }
-                    " " button type="submit" { "Extend" }
-                }
-            }
-            @if e.status == offshoot_api_types::EnvStatus::Sleeping {
-                form.inline method="post" action={ "/ui/envs/" (id) "/wake" } { (csrf_field(&s)) button type="submit" { "Wake" } }
-            } @else if e.status == offshoot_api_types::EnvStatus::Ready {
-                form.inline method="post" action={ "/ui/envs/" (id) "/sleep" } { (csrf_field(&s)) button type="submit" { "Sleep" } }
-            }
-            form.inline method="post" action={ "/ui/envs/" (id) "/delete" } { (csrf_field(&s)) button.danger type="submit" { "Delete environment" } }
-        }
-    };
-    page(&format!("Environment {id}"), Some(&s), body).into_response()
-}
-
-async fn deploy_env(
-    State(ctx): State<Shared>,
-    axum::Extension(s): axum::Extension<Session>,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if !csrf_ok(&s, &f.csrf) {
-        return forbidden();
-    }
-    match control(&ctx, Actor::dashboard()).deploy_env(&id, None).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Deploy refused", Some(&s), error_box(&e))).into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct ExtendForm {
-    csrf: String,
-    ttl: u64,
-}
-
-async fn extend_env(
-    State(ctx): State<Shared>,
-    axum::Extension(s): axum::Extension<Session>,
-    Path(id): Path<String>,
-    Form(f): Form<ExtendForm>,
-) -> Response {
-    if !csrf_ok(&s, &f.csrf) {
-        return forbidden();
-    }
-    match control(&ctx, Actor::dashboard()).extend_env(&id, f.ttl).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Extend refused", Some(&s), error_box(&e))).into_response(),
-    }
-}
-
-async fn sleep_env(
-    State(ctx): State<Shared>,
-    axum::Extension(s): axum::Extension<Session>,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if !csrf_ok(&s, &f.csrf) {
-        return forbidden();
-    }
-    match crate::waking::sleep(&ctx, Actor::dashboard(), &id).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Sleep refused", Some(&s), error_box(&e))).into_response(),
-    }
-}
-
-async fn wake_env(
-    State(ctx): State<Shared>,
-    axum::Extension(s): axum::Extension<Session>,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if !csrf_ok(&s, &f.csrf) {
-        return forbidden();
-    }
-    match crate::waking::wake(&ctx, Actor::dashboard(), &id).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Wake refused", Some(&s), error_box(&e))).into_response(),
-    }
-}
-
-async fn delete_env(
-    State(ctx): State<Shared>,
-    axum::Extension(s): axum::Extension<Session>,
-    Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if !csrf_ok(&s, &f.csrf) {
-        return forbidden();
-    }
-    match control(&ctx, Actor::dashboard()).delete_env(&id, None).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Delete refused", Some(&s), error_box(&e))).into_response(),
-    }
-}
-
-/// Server-sent `event`s: `render` is run every `period` and its text sent when it changed,
-/// until the session that opened the stream ends (logout, expiry).
-fn live<F, Fut>(ctx: Shared, session: &Session, event: &'static str, period: Duration, render: F) -> Response
-where
-    F: Fn(Shared) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = String> + Send,
-{
-    let session = std::sync::Arc::new(hash_token(&session.0));
-    let render = std::sync::Arc::new(render);
-    let stream = futures_util::stream::unfold((ctx, String::new()), move |(ctx, last)| {
-        let (session, render) = (session.clone(), render.clone());
-        async move {
-            loop {
-                if !ctx.store.session_valid(&session).await.unwrap_or(false) {
-                    return None;
-                }
-                let text = render(ctx.clone()).await;
-                if text != last {
-                    let ev = Event::default().event(event).data(text.clone());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), (ctx, text)));
-                }
-                tokio::time::sleep(period).await;
-            }
-        }
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
-}
-
-/// The changing part of an environment's page, again whenever it changes (checked twice a
-/// second, from the store).
-async fn env_events(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Path(id): Path<String>) -> Response {
-    live(ctx, &s, "live", Duration::from_millis(500), move |ctx| {
-        let id = id.clone();
-        async move {
-            match live_state(&ctx, &id).await {
-                Ok((e, steps)) => env_live(&e, &steps).into_string(),
-                Err(e) => html! { p.error { (e.message) } }.into_string(),
-            }
-        }
-    })
-}
-
-/// A service's log, again whenever it grows (checked every second).
-async fn log_events(
-    State(ctx): State<Shared>,
-    axum::Extension(s): axum::Extension<Session>,
-    Path((id, service)): Path<(String, String)>,
-) -> Response {
-    live(ctx, &s, "log", Duration::from_secs(1), move |ctx| {
-        let (id, service) = (id.clone(), service.clone());
-        async move {
-            match crate::views::logs(&ctx, &id, Some(&service), 300).await {
-                Ok(logs) => logs.into_iter().map(|l| l.logs).collect::<Vec<_>>().join(""),
-                Err(e) => e.message,
-            }
-        }
-    })
-}
-
-// Datasets -------------------------------------------------------------------------------------
-
 /// What was done, by whom, and how it ended: the newest 200 entries of the activity log.
 async fn activity(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>) -> Response {
     let list = match ctx.store.activity(200).await {
@@ -933,6 +602,8 @@ button.link{background:none;border:none;color:var(--accent);text-decoration:unde
 .inline{display:inline}.actions{display:flex;gap:12px;margin-top:24px;flex-wrap:wrap}
 .badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:.85em;font-weight:600;border:1px solid}
 .badge.ok{color:var(--ok)}.badge.bad{color:var(--bad)}.badge.busy{color:var(--busy)}.badge.off{color:var(--muted)}
+.capacity{display:grid;gap:6px;margin:8px 0 16px}.meter{display:grid;grid-template-columns:110px 360px auto;gap:10px;align-items:center}
+svg.timeline{vertical-align:middle}
 .card h2{margin:0 0 4px}input:not([type=hidden]),select{max-width:40rem}.muted{color:var(--muted)}.excerpt{color:var(--fg);margin:4px 0}.error{border:1px solid var(--bad);color:var(--bad);padding:8px 12px;border-radius:6px}
 pre{background:#f6f8fa;padding:8px;overflow:auto;max-height:420px;font-size:13px}.diff .add{color:var(--ok)}.diff .del{color:var(--bad)}
 @media (max-width:600px){main{padding:8px}th,td{padding:4px}}

@@ -173,6 +173,10 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(c.current_url().await.expect("url").to_string(), url, "updated in place, not reloaded");
+    // Each deployment's phases as a bar, a named segment per phase.
+    let bar = c.find(Locator::Css("#deployments .timeline")).await.expect("a timeline");
+    let label = bar.attr("aria-label").await.expect("label").unwrap_or_default();
+    assert!(label.contains("fetch") && label.contains(" ms, ready after "), "{label}");
     shoot(&c, "environment").await;
     // Deploy again: a second deployment appears, and the environment is ready again.
     c.find(Locator::Css("form[action$='/deploy'] button")).await.expect("deploy").click().await.expect("click");
@@ -267,6 +271,9 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     c.goto(&format!("{base}/ui/envs")).await.expect("goto");
     let text = wait_text(&c, &id, 10).await;
     assert!(text.contains("ready") && text.contains("main"), "{text}");
+    // The server's capacity as bars above the list.
+    let capacity = c.find(Locator::Css("section.capacity")).await.expect("capacity").text().await.expect("text");
+    assert!(capacity.contains("1 running, 0 sleeping") && capacity.contains("Memory"), "{capacity}");
     shoot(&c, "environments").await;
     c.goto(&url).await.expect("back");
     c.find(Locator::Css("form[action$='/delete'] button")).await.expect("delete").click().await.expect("click");
