@@ -89,8 +89,9 @@ impl<P: Ports> Control<'_, P> {
             let plan = self.plan_imports(&app.name, &t, &req.branch, req.environment_template.as_deref(), labels).await?;
             (plan.imports, plan.warnings)
         };
-        // Room for it, once everything about it is known to be right.
-        self.admit(crate::capacity::memory_of(&template), None).await?;
+        // Room for it, once everything about it is known to be right. Boxed: putting another
+        // environment to sleep is a large future, and this one is awaited deep in a webhook's.
+        Box::pin(self.admit(crate::capacity::memory_of(&template), None)).await?;
         let id = crate::ids::new_env_id();
         let now = now_ms();
         for w in &warnings {

@@ -175,7 +175,7 @@ impl<P: Ports> Control<'_, P> {
                 _ => return Err(not_now(&env, "wake")),
             }
             // Room for it first: the least recently used idle environment may be put to sleep.
-            if let Err(e) = self.admit(crate::capacity::memory_of(&env.template), Some(id)).await {
+            if let Err(e) = Box::pin(self.admit(crate::capacity::memory_of(&env.template), Some(id))).await {
                 self.store.set_env_status(id, EnvStatus::Sleeping, Some(&format!("cannot wake: {e}"))).await?;
                 return Err(e);
             }

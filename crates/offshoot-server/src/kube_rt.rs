@@ -242,11 +242,14 @@ impl Backend for KubeBackend {
         }
     }
 
+    /// Restores the service's replicas and waits for its rollout, as a deployment does.
     async fn resume_service(&self, service: &str) -> Result<(), BackendError> {
-        match self.kube.scale_up(&self.ns, &self.env.id, service).await.map_err(BackendError::new)? {
-            0 => Err(BackendError::not_found(format!("service `{service}` has no workload"))),
-            _ => Ok(()),
+        if self.kube.scale_up(&self.ns, &self.env.id, service).await.map_err(BackendError::new)? == 0 {
+            return Err(BackendError::not_found(format!("service `{service}` has no workload")));
         }
+        let stateful = self.resolved.services.iter().find(|s| s.name == service).is_some_and(|s| s.stateful);
+        let workload = [(offshoot_manifests::dns_label(service), stateful)];
+        self.kube.wait_rollout(&self.ns, &workload, ROLLOUT_TIMEOUT).await.map_err(BackendError::new)
     }
 }
 

@@ -288,6 +288,14 @@ async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Sess
     page(&format!("Environment {id}"), Some(&s), body).into_response()
 }
 
+/// What an environment's action answers: back to its page, or the refusal on a page of its own.
+fn acted<T>(s: &Session, id: &str, refused: &str, result: Result<T, offshoot_control::ControlError>) -> Response {
+    match result.map_err(ApiError::from) {
+        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
+        Err(e) => (e.status, page(refused, Some(s), error_box(&e))).into_response(),
+    }
+}
+
 async fn deploy_env(
     State(ctx): State<Shared>,
     axum::Extension(s): axum::Extension<Session>,
@@ -297,10 +305,7 @@ async fn deploy_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, Actor::dashboard()).deploy_env(&id, None).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Deploy refused", Some(&s), error_box(&e))).into_response(),
-    }
+    acted(&s, &id, "Deploy refused", control(&ctx, Actor::dashboard()).deploy_env(&id, None).await)
 }
 
 #[derive(Deserialize)]
@@ -318,10 +323,7 @@ async fn extend_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, Actor::dashboard()).extend_env(&id, f.ttl).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Extend refused", Some(&s), error_box(&e))).into_response(),
-    }
+    acted(&s, &id, "Extend refused", control(&ctx, Actor::dashboard()).extend_env(&id, f.ttl).await)
 }
 
 async fn sleep_env(
@@ -333,10 +335,7 @@ async fn sleep_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match crate::waking::sleep(&ctx, Actor::dashboard(), &id).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Sleep refused", Some(&s), error_box(&e))).into_response(),
-    }
+    acted(&s, &id, "Sleep refused", crate::waking::sleep(&ctx, Actor::dashboard(), &id).await)
 }
 
 async fn wake_env(
@@ -348,10 +347,7 @@ async fn wake_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match crate::waking::wake(&ctx, Actor::dashboard(), &id).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Wake refused", Some(&s), error_box(&e))).into_response(),
-    }
+    acted(&s, &id, "Wake refused", crate::waking::wake(&ctx, Actor::dashboard(), &id).await)
 }
 
 async fn delete_env(
@@ -363,10 +359,7 @@ async fn delete_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, Actor::dashboard()).delete_env(&id, None).await.map_err(ApiError::from) {
-        Ok(_) => Redirect::to(&format!("/ui/envs/{id}")).into_response(),
-        Err(e) => (e.status, page("Delete refused", Some(&s), error_box(&e))).into_response(),
-    }
+    acted(&s, &id, "Delete refused", control(&ctx, Actor::dashboard()).delete_env(&id, None).await)
 }
 
 /// Server-sent `event`s: `render` is run every `period` and its text sent when it changed,

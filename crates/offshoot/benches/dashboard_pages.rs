@@ -3,7 +3,8 @@
 //! each) is asked ROUNDS times for each page by a logged-in client over loopback; medians and
 //! p99 of the time to the whole response (server time plus a loopback round trip). Beside them,
 //! in the same run, the API's JSON list of the same environments (`GET /api/v1/envs`, what
-//! `offshoot env list` reads). The target is under 50 ms per page.
+//! `offshoot env list` reads). The target is under 50 ms per page. Then the server's own
+//! memory, resident and peak, with those environments registered (goal: under 200 MiB).
 //!
 //! Run: `cargo bench -p offshoot --bench dashboard_pages` (needs `bash scripts/services`).
 
@@ -166,4 +167,12 @@ fn main() {
         };
         println!("{name:<14} {:>7.2}ms {:>7.2}ms {bytes:>10}", median(times), p99);
     }
+    // The server's own memory with every environment registered and every page served.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).unwrap_or_default();
+    let kib = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+    println!(
+        "server memory with {ENVS} environments registered: resident {} MiB, peak {} MiB (goal: under 200 MiB)",
+        kib("VmRSS:").unwrap_or(0) / 1024,
+        kib("VmHWM:").unwrap_or(0) / 1024
+    );
 }

@@ -75,7 +75,10 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         },
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // A webhook's handling awaits use cases inside use cases; an unoptimised build's frames are
+    // large, so the workers get 8 MiB of stack rather than tokio's 2 (a stack overflow would
+    // take the whole server down).
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build()?;
     rt.block_on(offshoot_server::run(config))?;
     Ok(ExitCode::SUCCESS)
 }
