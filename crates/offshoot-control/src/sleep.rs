@@ -191,11 +191,17 @@ impl<P: Ports> Control<'_, P> {
 
     /// A request arrived for a sleeping environment: wakes it, unless it is not asleep (then
     /// nothing happens and nothing is recorded: a burst of requests wakes it once).
+    /// A request for an import's environment wakes its importer, which wakes it too.
     pub async fn wake_on_request(&self, id: &str) -> Result<(), ControlError> {
-        if self.find_env(id).await?.status != EnvStatus::Sleeping {
+        let env = self.find_env(id).await?;
+        let root = match &env.parent_id {
+            Some(parent) => self.find_env(parent).await?,
+            None => env,
+        };
+        if root.status != EnvStatus::Sleeping {
             return Ok(());
         }
-        self.wake_env(id).await.map(|_| ())
+        self.wake_env(&root.id).await.map(|_| ())
     }
 
     /// Finishes what an environment's status says is under way, from what the engine has: a

@@ -186,6 +186,11 @@ async fn the_environments_of_imports_sleep_and_wake_with_their_importer_first_on
     let woken: Vec<EnvId> = seen(&w).changed[order_before..].to_vec();
     assert_eq!(woken, [child.id.clone(), parent.id.clone()], "the import's environment is awake first");
     assert_eq!(w.store.env(&child.id).await.expect("read").expect("child").status, EnvStatus::Ready);
+    // A request for the import's hostname wakes the whole: its importer, and so the import.
+    w.admin().sleep_env(&parent.id).await.expect("sleep again");
+    w.as_(Actor::system("router")).wake_on_request(&child.id).await.expect("a request for the import");
+    assert_eq!(w.store.env(&parent.id).await.expect("read").expect("parent").status, EnvStatus::Ready);
+    assert_eq!(w.store.env(&child.id).await.expect("read").expect("child").status, EnvStatus::Ready);
 }
 
 #[tokio::test]

@@ -35,7 +35,12 @@ impl Waker for RouterWaker {
         let (me, waking) = (self.ctx.clone(), self.waking.clone());
         ctx.background.spawn("wake on request", async move {
             let Some(ctx) = me.upgrade() else { return };
-            let lock = ctx.lock_for(&id);
+            // An import's environment wakes with its importer: the importer's lock is the one.
+            let root = match ctx.store.env(&id).await {
+                Ok(Some(e)) => e.parent_id.map_or_else(|| id.clone(), offshoot_store::EnvId::into_string),
+                _ => id.clone(),
+            };
+            let lock = ctx.lock_for(&root);
             let guard = lock.lock().await;
             if let Err(e) = control(&ctx, Actor::system("router")).wake_on_request(&id).await {
                 tracing::warn!(env = %id, error = %e, "a request could not wake its environment");
