@@ -14,6 +14,7 @@ use crate::gate::{Noted, Operation, gate};
 use crate::ports::Ports;
 use offshoot_api_types::{EnvStatus, ServiceStatus};
 use offshoot_store::{Environment, ServiceRow};
+use offshoot_template::document::{self, Kind};
 use std::collections::HashMap;
 
 /// The shortest idle time an environment may be given before it sleeps.
@@ -58,7 +59,6 @@ pub fn is_idle(env: &Environment, app_default: Option<i64>, now: i64) -> bool {
     let last = env.last_request_at.unwrap_or(0).max(env.updated_at);
     env.status == EnvStatus::Ready && env.parent_id.is_none() && now - last >= limit * 1000
 }
-use offshoot_template::document::{self, Kind};
 
 /// Why an environment cannot sleep or wake now.
 fn not_now(env: &Environment, what: &str) -> ControlError {
