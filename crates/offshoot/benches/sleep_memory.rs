@@ -10,29 +10,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::{NAP, Server, docker, repo};
+use support::{NAP, Server, container_memory, repo};
 
 const ENVS: usize = 25;
 
 /// The memory the engine reports for `containers`, in MiB.
 fn containers_mib(containers: &[String]) -> f64 {
-    let mut args = vec!["stats", "--no-stream", "--format", "{{.MemUsage}}"];
-    args.extend(containers.iter().map(String::as_str));
-    docker(&args)
-        .lines()
-        .filter_map(|l| {
-            let used = l.split('/').next()?.trim();
-            let (num, unit) = used.split_at(used.find(|c: char| c.is_ascii_alphabetic())?);
-            let mib = match unit {
-                "B" => 1.0 / 1024.0 / 1024.0,
-                "KiB" | "kB" => 1.0 / 1024.0,
-                "MiB" | "MB" => 1.0,
-                "GiB" | "GB" => 1024.0,
-                _ => return None,
-            };
-            Some(num.trim().parse::<f64>().ok()? * mib)
-        })
-        .sum()
+    container_memory(containers).iter().map(|(_, bytes)| *bytes as f64 / 1024.0 / 1024.0).sum()
 }
 
 fn available_mib() -> f64 {

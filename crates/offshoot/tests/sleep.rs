@@ -14,24 +14,7 @@ use support::*;
 /// The memory each of an environment's containers uses now, as the engine reports it (bytes).
 fn memory(id: &str) -> Vec<(String, u64)> {
     let names: Vec<String> = containers(id).into_iter().map(|(n, _)| n).collect();
-    let mut args = vec!["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}"];
-    args.extend(names.iter().map(String::as_str));
-    let out = docker(&args);
-    out.lines()
-        .filter_map(|l| {
-            let (name, usage) = l.split_once(' ')?;
-            let used = usage.split('/').next()?.trim();
-            let (num, unit) = used.split_at(used.find(|c: char| c.is_ascii_alphabetic())?);
-            let factor = match unit {
-                "B" => 1.0,
-                "KiB" | "kB" => 1024.0,
-                "MiB" | "MB" => 1024.0 * 1024.0,
-                "GiB" | "GB" => 1024.0 * 1024.0 * 1024.0,
-                _ => return None,
-            };
-            Some((name.to_owned(), (num.trim().parse::<f64>().ok()? * factor) as u64))
-        })
-        .collect()
+    container_memory(&names)
 }
 
 fn running(id: &str) -> Vec<String> {

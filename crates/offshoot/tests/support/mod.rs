@@ -485,3 +485,26 @@ services:
     period_seconds: 1
     failure_threshold: 30
 "#;
+
+/// The memory each of `containers` uses now, as the engine reports it (`docker stats`), in
+/// bytes: `(name, bytes)`; a stopped container uses 0.
+pub fn container_memory(containers: &[String]) -> Vec<(String, u64)> {
+    let mut args = vec!["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}"];
+    args.extend(containers.iter().map(String::as_str));
+    docker(&args)
+        .lines()
+        .filter_map(|l| {
+            let (name, usage) = l.split_once(' ')?;
+            let used = usage.split('/').next()?.trim();
+            let (num, unit) = used.split_at(used.find(|c: char| c.is_ascii_alphabetic())?);
+            let factor = match unit {
+                "B" => 1.0,
+                "KiB" | "kB" => 1024.0,
+                "MiB" | "MB" => 1024.0 * 1024.0,
+                "GiB" | "GB" => 1024.0 * 1024.0 * 1024.0,
+                _ => return None,
+            };
+            Some((name.to_owned(), (num.trim().parse::<f64>().ok()? * factor) as u64))
+        })
+        .collect()
+}
