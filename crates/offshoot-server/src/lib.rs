@@ -193,7 +193,7 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(every) = config.poll_interval {
         bg.every(events::Poller(ctx.clone()), every, None);
     }
-    bg.every(Reconciler { ctx: ctx.clone(), last_round: None }, config.reconcile_every, None);
+    bg.every(Reconciler { ctx: ctx.clone(), last_round: None, requests_read: None }, config.reconcile_every, None);
     if let Some(s) = &ctx.sites {
         let gc = sites::SiteGc {
             store: ctx.store.clone(),
@@ -313,6 +313,8 @@ async fn follow_containers(ctx: Shared) {
 struct Reconciler {
     ctx: Shared,
     last_round: Option<i64>,
+    /// When the router's request times were last read and stored (`None`: not yet).
+    requests_read: Option<i64>,
 }
 
 impl background::Periodic for Reconciler {
@@ -322,10 +324,10 @@ impl background::Periodic for Reconciler {
         let now = now_ms();
         // The first round after a start looks back one second: a schedule that fired while the
         // server was down is not replayed.
-        let since = self.last_round.unwrap_or(now - 1000);
-        self.last_round = Some(now);
+        let previous = self.last_round.replace(now);
         let result = async {
-            follow_schedules(&self.ctx, since, now).await?;
+            self.keep_requests().await?;
+            follow_schedules(&self.ctx, previous.unwrap_or(now - 1000), now).await?;
             reconcile(&self.ctx).await
         }
         .await;
@@ -333,6 +335,25 @@ impl background::Periodic for Reconciler {
         // addresses.
         self.ctx.refresh_routes().await;
         result.map_err(|e| failure::Failure::Reason(format!("{e:#}")))
+    }
+}
+
+/// A request's time is taken a moment before the router stores it: readings overlap by this
+/// much so that none falls between two.
+const RECORDING_SLACK_MS: i64 = 1000;
+
+impl Reconciler {
+    /// Keeps what the router saw (`env show` and idle sleep read it, a restart does not lose
+    /// it): the environments that got a request since the last reading that was stored, one
+    /// write each, not one per environment ever routed.
+    async fn keep_requests(&mut self) -> Result<()> {
+        let read_at = now_ms();
+        let since = self.requests_read;
+        let seen: Vec<(String, i64)> =
+            self.ctx.router.last_requests().into_iter().filter(|(_, at)| since.is_none_or(|s| *at >= s - RECORDING_SLACK_MS)).collect();
+        self.ctx.store.record_requests(&seen).await?;
+        self.requests_read = Some(read_at);
+        Ok(())
     }
 }
 
@@ -381,8 +402,6 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
     for env in expiry.expiry_warnings(now_ms()).await? {
         feedback::notify(ctx, &env);
     }
-    // What the router saw, kept: `env show` and idle sleep read it, a restart does not lose it.
-    ctx.store.record_requests(&ctx.router.last_requests()).await?;
     for env in plane::control(ctx, offshoot_control::Actor::system("idle")).idle_envs(now_ms()).await? {
         if ctx.is_busy(&env.id) {
             continue;
