@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,6 +109,9 @@ pub struct Router {
     /// Counts the swaps: held requests wait for the next one.
     swaps: tokio::sync::watch::Sender<u64>,
     waker: std::sync::OnceLock<Arc<dyn Waker>>,
+    /// Wakes that failed lately, by environment: when, and why. Requests held since are
+    /// answered with the reason rather than left to time out.
+    refused: std::sync::Mutex<HashMap<String, (Instant, String)>>,
     pub(crate) config: RouterConfig,
     pub(crate) metrics: Metrics,
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
@@ -120,6 +124,7 @@ impl Router {
             table: ArcSwap::from_pointee(Table::default()),
             swaps: tokio::sync::watch::Sender::new(0),
             waker: std::sync::OnceLock::new(),
+            refused: std::sync::Mutex::default(),
             config,
             metrics: Metrics::new(),
             connections,
@@ -130,6 +135,28 @@ impl Router {
     /// out).
     pub fn set_waker(&self, waker: Arc<dyn Waker>) {
         let _ = self.waker.set(waker);
+    }
+
+    /// The waker could not wake `env_id`: the requests held for it get a 503 with `reason`
+    /// now, not when their wait runs out. A later request asks for a new wake.
+    pub fn wake_failed(&self, env_id: &str, reason: &str) {
+        let now = Instant::now();
+        let mut refused = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        refused.retain(|_, (at, _)| now.duration_since(*at) < self.config.wake_timeout);
+        refused.insert(env_id.to_owned(), (now, reason.to_owned()));
+        drop(refused);
+        self.swaps.send_modify(|n| *n += 1);
+    }
+
+    /// Why a wake of `env_id` asked at `asked` or later failed, if one did.
+    fn refused_since(&self, env_id: &str, asked: Instant) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        refused.get(env_id).filter(|(at, _)| *at >= asked).map(|(_, why)| why.clone())
+    }
+
+    /// How long a request for a sleeping environment waits for it to wake.
+    pub fn wake_timeout(&self) -> Duration {
+        self.config.wake_timeout
     }
 
     /// When each environment last got a request through this router (ms since the epoch), for
@@ -346,6 +373,7 @@ impl Router {
     async fn hold(&self, host: &str, path: &str, html: bool, asleep: &Backend) -> Result<Arc<Backend>, Response<ProxyBody>> {
         // Subscribed before looking: a swap between the look and the wait is not missed.
         let mut swaps = self.swaps.subscribe();
+        let asked = Instant::now();
         if let Some(w) = self.waker.get() {
             w.wake(&asleep.env_id);
         }
@@ -354,7 +382,14 @@ impl Router {
         loop {
             match self.table.load().lookup(host, path) {
                 Some(m) if !m.backend.asleep => return Ok(m.backend.clone()),
-                Some(_) => {}
+                Some(_) => {
+                    if let Some(why) = self.refused_since(&asleep.env_id, asked) {
+                        let text = format!("Environment `{}` is asleep and could not wake: {why}", asleep.env_id);
+                        let mut r = page(StatusCode::SERVICE_UNAVAILABLE, "Asleep", &text);
+                        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                        return Err(r);
+                    }
+                }
                 None => return Err(page(StatusCode::NOT_FOUND, "Not Found", "No environment answers for this address.")),
             }
             match tokio::time::timeout_at(deadline, swaps.changed()).await {

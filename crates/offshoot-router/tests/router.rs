@@ -486,20 +486,10 @@ async fn shutdown_drains_requests_in_flight() {
 
 #[tokio::test]
 async fn load_balancer_ports_pass_tcp_through() {
-    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_addr = echo.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = echo.accept().await else { return };
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    let echo_addr = echo_server().await;
     let proxies = TcpProxies::default();
     let key = ("e1".to_owned(), "db".to_owned(), 5432);
-    let open = proxies.sync(vec![TcpRoute { key: key.clone(), preferred: None, upstreams: vec![echo_addr] }]).await;
+    let open = proxies.sync(vec![TcpRoute { key: key.clone(), preferred: None, upstreams: vec![echo_addr], asleep: false }]).await;
     let local = open[&key];
     assert!(local.ip().is_loopback());
     let mut s = TcpStream::connect(local).await.unwrap();
@@ -684,6 +674,170 @@ async fn a_wake_too_slow_gets_503_with_retry_after_and_a_browser_a_page_that_rel
     assert_eq!(headers.get("refresh").map(|v| v.to_str().unwrap()), Some("2"), "the page reloads itself");
     assert!(String::from_utf8_lossy(&body).contains("Environment `sleepy` is waking up."), "{body:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "a browser is not held past the shorter of its two limits");
+    let _ = r.stop.send(true);
+    let _ = r.done.await;
+}
+
+/// A waker for load-balancer ports: counts its asks and, on the first, after `after`, syncs
+/// the ports with the environment awake.
+struct TcpWaker {
+    asks: AtomicUsize,
+    after: Duration,
+    awake: Vec<TcpRoute>,
+    proxies: std::sync::OnceLock<std::sync::Weak<TcpProxies>>,
+}
+
+impl offshoot_router::Waker for TcpWaker {
+    fn wake(&self, _env_id: &str) {
+        if self.asks.fetch_add(1, Ordering::SeqCst) > 0 {
+            return;
+        }
+        let (proxies, after, awake) = (self.proxies.get().cloned(), self.after, self.awake.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Some(p) = proxies.and_then(|w| w.upgrade()) {
+                p.sync(awake).await;
+            }
+        });
+    }
+}
+
+async fn echo_server() -> SocketAddr {
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = echo.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_load_balancer_connection_wakes_a_sleeping_environment_and_counts_as_activity() {
+    let echo = echo_server().await;
+    let key = ("sleepy".to_owned(), "db".to_owned(), 5432);
+    let asleep = TcpRoute { key: key.clone(), preferred: None, upstreams: vec![], asleep: true };
+    let awake = TcpRoute { upstreams: vec![echo], asleep: false, ..asleep.clone() };
+    let proxies = Arc::new(TcpProxies::new(Duration::from_secs(10)));
+    let waker = Arc::new(TcpWaker {
+        asks: AtomicUsize::new(0),
+        after: Duration::from_millis(300),
+        awake: vec![awake],
+        proxies: std::sync::OnceLock::new(),
+    });
+    let _ = waker.proxies.set(Arc::downgrade(&proxies));
+    proxies.set_waker(waker.clone());
+    assert!(proxies.last_connections().is_empty(), "no connection yet");
+    let local = proxies.sync(vec![asleep]).await[&key];
+
+    // Ten clients at once: each is held until the environment wakes, then passed through.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..10u8)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut s = TcpStream::connect(local).await.unwrap();
+                s.write_all(&[b'a' + i; 4]).await.unwrap();
+                let mut buf = [0u8; 4];
+                s.read_exact(&mut buf).await.unwrap();
+                assert_eq!(buf, [b'a' + i; 4]);
+                s
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for c in clients {
+        open.push(c.await.unwrap());
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300), "passed on only once awake");
+    assert!(waker.asks.load(Ordering::SeqCst) >= 1, "the connections asked for a wake");
+    // An open connection is activity now, however long ago it was opened.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at = |p: &TcpProxies| p.last_connections().into_iter().find(|(e, _)| e == "sleepy").map(|(_, at)| at).unwrap();
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!(at(&proxies) >= before - 50, "open connections count as activity now");
+    // Closed: the time of the last close, which no longer moves.
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let closed = at(&proxies);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(at(&proxies), closed);
+    // The port gone, so is its environment's activity.
+    proxies.sync(vec![]).await;
+    assert!(proxies.last_connections().is_empty());
+}
+
+#[tokio::test]
+async fn a_load_balancer_connection_to_an_environment_that_does_not_wake_is_closed_after_the_timeout() {
+    let key = ("sleepy".to_owned(), "db".to_owned(), 5432);
+    let proxies = TcpProxies::new(Duration::from_millis(400));
+    let local = proxies.sync(vec![TcpRoute { key: key.clone(), preferred: None, upstreams: vec![], asleep: true }]).await[&key];
+    let mut s = TcpStream::connect(local).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed by the port").unwrap_or(0);
+    assert_eq!(n, 0, "closed without data");
+    assert!(started.elapsed() >= Duration::from_millis(350), "{:?}", started.elapsed());
+}
+
+/// A waker that cannot wake: it says so to the router and the load-balancer ports, later.
+struct RefusingWaker {
+    router: std::sync::OnceLock<std::sync::Weak<Router>>,
+    proxies: std::sync::OnceLock<std::sync::Weak<TcpProxies>>,
+}
+
+impl offshoot_router::Waker for RefusingWaker {
+    fn wake(&self, env_id: &str) {
+        let (router, proxies, env) = (self.router.get().cloned(), self.proxies.get().cloned(), env_id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(r) = router.and_then(|w| w.upgrade()) {
+                r.wake_failed(&env, "capacity: 3 of 3 environments run and none is idle");
+            }
+            if let Some(p) = proxies.and_then(|w| w.upgrade()) {
+                p.wake_failed(&env);
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_wake_that_fails_answers_the_held_requests_and_connections_with_why_at_once() {
+    let asleep = Arc::new(Backend::new("sleepy", "web", vec![], Arc::new(IngressSettings::default())).asleep());
+    let r = start(RouterConfig::default(), vec![route("web.test", "/", &asleep)], None).await;
+    let proxies = Arc::new(TcpProxies::new(Duration::from_secs(60)));
+    let waker = Arc::new(RefusingWaker { router: std::sync::OnceLock::new(), proxies: std::sync::OnceLock::new() });
+    let _ = waker.router.set(Arc::downgrade(&r.router));
+    let _ = waker.proxies.set(Arc::downgrade(&proxies));
+    r.router.set_waker(waker.clone());
+    proxies.set_waker(waker);
+    let key = ("sleepy".to_owned(), "db".to_owned(), 5432);
+    let local = proxies.sync(vec![TcpRoute { key: key.clone(), preferred: None, upstreams: vec![], asleep: true }]).await[&key];
+
+    let started = Instant::now();
+    let (status, headers, body) = send(r.addr, get("web.test", "/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers.get("retry-after").map(|v| v.to_str().unwrap()), Some("30"));
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("Environment `sleepy` is asleep and could not wake: capacity: 3 of 3 environments run"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "not held until the wake timeout: {:?}", started.elapsed());
+
+    let mut s = TcpStream::connect(local).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed at once").unwrap_or(0);
+    assert_eq!(n, 0);
+    // A failure before a request was made does not answer it: it asks for a new wake.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = Instant::now();
+    let (status, _, body) = send(r.addr, get("web.test", "/")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(String::from_utf8_lossy(&body).contains("could not wake"), "{body:?}");
+    let waited = again.elapsed();
+    assert!(waited >= Duration::from_millis(150) && waited < Duration::from_secs(5), "answered by the new wake's failure: {waited:?}");
     let _ = r.stop.send(true);
     let _ = r.done.await;
 }

@@ -35,6 +35,7 @@ use offshoot_docker::DockerRuntime;
 use offshoot_runtime::Runtime as _;
 use offshoot_store::{Store, now_ms};
 use state::{Ctx, Shared};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -164,7 +165,9 @@ pub async fn run(config: Config) -> Result<()> {
         });
     }
     let ctx: Shared = Arc::new(ctx);
-    router.set_waker(Arc::new(waking::RouterWaker::new(&ctx)));
+    let waker = Arc::new(waking::RouterWaker::new(&ctx));
+    router.set_waker(waker.clone());
+    ctx.tcp.set_waker(waker);
     ctx.refresh_routes().await;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -349,8 +352,13 @@ impl Reconciler {
     async fn keep_requests(&mut self) -> Result<()> {
         let read_at = now_ms();
         let since = self.requests_read;
-        let seen: Vec<(String, i64)> =
-            self.ctx.router.last_requests().into_iter().filter(|(_, at)| since.is_none_or(|s| *at >= s - RECORDING_SLACK_MS)).collect();
+        // Routed requests and load-balancer connections, the later of the two per environment.
+        let mut latest: HashMap<String, i64> = HashMap::new();
+        for (env, at) in self.ctx.router.last_requests().into_iter().chain(self.ctx.tcp.last_connections()) {
+            let e = latest.entry(env).or_insert(at);
+            *e = (*e).max(at);
+        }
+        let seen: Vec<(String, i64)> = latest.into_iter().filter(|(_, at)| since.is_none_or(|s| *at >= s - RECORDING_SLACK_MS)).collect();
         self.ctx.store.record_requests(&seen).await?;
         self.requests_read = Some(read_at);
         Ok(())

@@ -128,11 +128,14 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
                     backend: backend.clone(),
                 });
             }
-            if s.status == ServiceStatus::Ready {
+            // A sleeping environment's ports stay open: a connection wakes it.
+            let asleep = matches!(env.status, EnvStatus::Sleeping | EnvStatus::Waking);
+            if s.status == ServiceStatus::Ready || asleep {
                 for p in &routing.lb_ports {
                     let key: TcpKey = (env.id.to_string(), s.name.clone(), *p);
                     let preferred = preferred.get(&key).map(SocketAddr::port);
-                    tcp.push(TcpRoute { key, preferred, upstreams: ips.iter().map(|ip| SocketAddr::new(*ip, *p)).collect() });
+                    let upstreams = if asleep { Vec::new() } else { ips.iter().map(|ip| SocketAddr::new(*ip, *p)).collect() };
+                    tcp.push(TcpRoute { key, preferred, upstreams, asleep });
                 }
             }
         }

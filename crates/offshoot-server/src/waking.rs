@@ -44,6 +44,9 @@ impl Waker for RouterWaker {
             let guard = lock.lock().await;
             if let Err(e) = control(&ctx, Actor::system("router")).wake_on_request(&id).await {
                 tracing::warn!(env = %id, error = %e, "a request could not wake its environment");
+                // Its held requests and connections are answered now, with the reason.
+                ctx.router.wake_failed(&id, &e.to_string());
+                ctx.tcp.wake_failed(&id);
             }
             drop(guard);
             // Woken or not, the router's table is current: the held requests are answered.

@@ -169,13 +169,17 @@ fn a_server_killed_while_an_environment_wakes_or_falls_asleep_finishes_it_after_
 
 #[test]
 fn at_its_limit_the_server_puts_the_least_recently_used_environment_to_sleep_and_says_so() {
-    let r = repo(NAP, None, &[], &[]);
-    let s = Server::new_with(None, &["--max-environments", "1", "--memory-budget", "2GiB"]);
+    // The page may take 64 MiB.
+    let limited = NAP.replace("- name: web\n  image:", "- name: web\n  memory:\n    limits: 64Mi\n  image:");
+    assert_ne!(limited, NAP);
+    let r = repo(&limited, None, &[], &[]);
+    let mut s = Server::new_with(None, &["--max-environments", "1", "--memory-budget", "2GiB"]);
     s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
     let first = s.json(&["env", "create", "nap", "--branch", "main", "--wait"]);
     let first = first["id"].as_str().expect("id").to_owned();
     let second = s.json(&["env", "create", "nap", "--branch", "main", "--wait"]);
     assert_eq!(second["status"], "ready", "{second}");
+    let second = second["id"].as_str().expect("id").to_owned();
     let shown = s.json(&["env", "show", &first]);
     assert_eq!(shown["status"], "sleeping", "made room: {shown}");
     let st = s.json(&["status"]);
@@ -189,4 +193,70 @@ fn at_its_limit_the_server_puts_the_least_recently_used_environment_to_sleep_and
     let bad = s.cli(&["server", "--memory-budget", "lots"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("`lots` is not a size"), "{bad:?}");
+
+    // Restarted with a budget nothing fits in: a request for the sleeping one is answered at
+    // once with why it cannot wake, not held until the wake timeout.
+    s.kill();
+    let data = s.data.clone();
+    let s2 = Server::start_with(&data, None, &["--memory-budget", "1MiB"]);
+    let started = Instant::now();
+    let page = http(s2.router, &format!("web-{first}.localhost"), "/").expect("answer");
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(page.contains(&format!("Environment `{first}` is asleep and could not wake")) && page.contains("memory budget"), "{page}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+    let shown = s2.json(&["env", "show", &first]);
+    assert_eq!(shown["status"], "sleeping", "{shown}");
+    for id in [first.as_str(), second.as_str()] {
+        s2.json(&["env", "delete", id, "--wait"]);
+        assert_eq!(leftovers(id), "");
+    }
+}
+
+#[test]
+fn a_load_balancer_connection_wakes_a_sleeping_environment_and_keeps_it_awake_while_open() {
+    use std::io::{Read as _, Write as _};
+    let lb = NAP.replace("    port: '6379'\n  volumes:", "    port: '6379'\n    loadbalancer: true\n  volumes:");
+    let r = repo(&lb, None, &[], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", r.path().to_str().expect("utf-8")]);
+    s.json(&["app", "set", "nap", "--idle-sleep", "10s"]);
+    let env = s.json(&["env", "create", "nap", "--branch", "main", "--wait"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    let address = |e: &serde_json::Value| -> std::net::SocketAddr {
+        let store = e["services"].as_array().and_then(|v| v.iter().find(|s| s["name"] == "store")).expect("store");
+        store["load_balancers"][0]["address"].as_str().expect("address").parse().expect("addr")
+    };
+    let before = address(&env);
+
+    // Asleep, its port stays open, at the same address; a connection wakes it and is passed on.
+    let slept = s.json(&["env", "sleep", &id, "--wait"]);
+    assert_eq!(slept["status"], "sleeping", "{slept}");
+    assert_eq!(address(&slept), before, "{slept}");
+    assert_eq!(running(&id), Vec::<String>::new());
+    let mut c = std::net::TcpStream::connect(before).expect("connect");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60))).expect("timeout");
+    c.write_all(b"ping\n").expect("write");
+    let mut back = [0u8; 5];
+    c.read_exact(&mut back).expect("echo once awake");
+    assert_eq!(&back, b"ping\n");
+    assert_eq!(s.json(&["env", "show", &id])["status"], "ready");
+    let log = s.json(&["activity", "--limit", "20"]);
+    let woke = log
+        .as_array()
+        .expect("entries")
+        .iter()
+        .any(|a| a["operation"] == "env.wake" && a["actor"] == "router" && a["target"] == id.as_str());
+    assert!(woke, "{log}");
+
+    // An open connection is activity: no request for twice the idle time, still awake.
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    assert_eq!(s.json(&["env", "show", &id])["status"], "ready", "an open load-balancer connection keeps it awake");
+    c.write_all(b"pong\n").expect("write");
+    c.read_exact(&mut back).expect("echo");
+    assert_eq!(&back, b"pong\n");
+    // Closed: asleep after its idle time.
+    drop(c);
+    eventually(40, "idle sleep after the connection closed", || (s.json(&["env", "show", &id])["status"] == "sleeping").then_some(()));
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+    assert_eq!(leftovers(&id), "");
 }
