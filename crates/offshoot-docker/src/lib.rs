@@ -7,8 +7,8 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     BuildImageOptions, CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions, LogsOptions,
@@ -21,6 +21,9 @@ use offshoot_runtime::{
 };
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
+pub use subnets::NetworkPool;
+
+pub mod subnets;
 
 /// The host name every container has for the machine it runs on (the Docker bridge's gateway).
 pub const HOST_GATEWAY_ALIAS: &str = "host.docker.internal";
@@ -47,6 +50,8 @@ pub struct DockerRuntime {
     /// Network creation one at a time: the engine (API 1.41 without `CheckDuplicate`) would
     /// make two networks of one name for two concurrent creators (imports set up in parallel).
     networks: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where environment networks take their subnets from.
+    pool: NetworkPool,
 }
 
 fn engine(operation: &'static str, object: &str, e: DockerError) -> RuntimeError {
@@ -103,7 +108,30 @@ impl DockerRuntime {
     pub async fn connect() -> Result<Self> {
         let docker = Docker::connect_with_local_defaults().map_err(|e| RuntimeError::Unavailable { message: e.to_string() })?;
         let docker = docker.negotiate_version().await.map_err(|e| RuntimeError::Unavailable { message: e.to_string() })?;
-        Ok(DockerRuntime { docker, networks: std::sync::Arc::default() })
+        Ok(DockerRuntime { docker, networks: std::sync::Arc::default(), pool: NetworkPool::default() })
+    }
+
+    /// Environment networks take their /24 subnets from `pool` (default [`subnets::DEFAULT_POOL`]).
+    #[must_use]
+    pub fn with_network_pool(mut self, pool: NetworkPool) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The subnets in use: every network of the engine's (ours and others') and every route of
+    /// the host's.
+    async fn used_subnets(&self) -> Result<Vec<ipnet::Ipv4Net>> {
+        let nets = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(|e| engine("list networks", "", e))?;
+        let mut used = subnets::host_routes();
+        for n in nets {
+            let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+            used.extend(configs.into_iter().filter_map(|c| c.subnet).filter_map(|s| s.parse::<ipnet::Ipv4Net>().ok()));
+        }
+        Ok(used)
     }
 
     /// Pushes a local image to `registry` (`host:port`, or `host:port/prefix`) and returns the
@@ -368,17 +396,41 @@ impl Runtime for DockerRuntime {
         // A shared network belongs to its owner: it goes with the owner's teardown.
         let mut labels = ns.labels();
         labels.insert(LABEL_ENV.to_owned(), ns.network_owner().to_owned());
-        let req = NetworkCreateRequest {
-            name: name.clone(),
-            driver: Some("bridge".into()),
-            labels: Some(labels.into_iter().collect()),
-            ..Default::default()
-        };
-        match self.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            Err(e) if status(&e) == Some(409) => Ok(()),
-            Err(e) => Err(engine("create network", &name, e)),
+        // A /24 of Offshoot's pool, not one of the engine's few default ones. Another server
+        // on this engine may take the one picked first: then the next.
+        let mut used = self.used_subnets().await?;
+        for _ in 0..8 {
+            let Some(subnet) = self.pool.pick(&used) else {
+                let message = format!(
+                    "no free /{} is left in the network pool {} ({} networks); delete environments, or give the server a wider `--network-pool`",
+                    subnets::NETWORK_PREFIX,
+                    self.pool,
+                    self.pool.capacity()
+                );
+                return Err(RuntimeError::Engine { operation: "create network", object: name, message });
+            };
+            let req = NetworkCreateRequest {
+                name: name.clone(),
+                driver: Some("bridge".into()),
+                labels: Some(labels.clone().into_iter().collect()),
+                ipam: Some(Ipam {
+                    config: Some(vec![IpamConfig { subnet: Some(subnet.to_string()), ..Default::default() }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match self.docker.create_network(req).await {
+                Ok(_) => return Ok(()),
+                Err(e) if status(&e) == Some(409) => return Ok(()),
+                Err(e) if status(&e) == Some(403) && server_message(&e).contains("overlaps") => used.push(subnet),
+                Err(e) => return Err(engine("create network", &name, e)),
+            }
         }
+        Err(RuntimeError::Engine {
+            operation: "create network",
+            object: name,
+            message: "every subnet tried was taken meanwhile by another creator on this engine".into(),
+        })
     }
 
     async fn image_exists(&self, image: &str) -> Result<bool> {

@@ -286,3 +286,51 @@ async fn a_stopped_container_is_kept_and_starts_again_as_it_was() {
     rt.teardown(&env).await.expect("teardown");
     assert!(rt.list(Some(&env)).await.expect("list").is_empty());
 }
+
+/// The subnet of a network, as the engine reports it.
+async fn subnet_of(network: &str) -> String {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker").negotiate_version().await.expect("version");
+    let n = docker.inspect_network(network, None).await.expect("inspect network");
+    n.ipam.and_then(|i| i.config).unwrap_or_default().into_iter().find_map(|c| c.subnet).expect("subnet")
+}
+
+#[tokio::test]
+async fn environment_networks_take_24s_of_their_own_pool_past_the_engines_few_default_ones() {
+    // A pool of its own (10.214.0.0/18: 64 networks), apart from the servers' other tests.
+    let rt = runtime().await.with_network_pool("10.214.0.0/18".parse().expect("pool"));
+    let envs: Vec<String> = (0..40).map(|_| unique_env()).collect();
+    let mut subnets = std::collections::BTreeSet::new();
+    for env in &envs {
+        rt.ensure_namespace(&Namespace::new(env, "many", "docker-tests"))
+            .await
+            .expect("40 networks, more than the engine's default pools hold");
+        let s = subnet_of(&format!("offshoot-{env}")).await;
+        assert!(s.starts_with("10.214.") && s.ends_with(".0/24"), "{s}");
+        assert!(subnets.insert(s.clone()), "{s} given twice");
+    }
+    // A container gets an address of its network's subnet.
+    let (env, ns) = (&envs[39], Namespace::new(&envs[39], "many", "docker-tests"));
+    let applied = rt.apply(&ns, &spec(env, "web", "busybox:stable", &["sleep", "3600"])).await.expect("apply");
+    let ip = applied.ip.expect("an address").to_string();
+    let subnet = subnet_of(&format!("offshoot-{env}")).await;
+    assert!(ip.starts_with(subnet.trim_end_matches("0/24")), "{ip} in {subnet}");
+    for env in &envs {
+        rt.teardown(env).await.expect("teardown");
+    }
+
+    // A pool with room for two: the third network is refused and says what to do.
+    let small = runtime().await.with_network_pool("10.214.64.0/23".parse().expect("pool"));
+    let three: Vec<String> = (0..3).map(|_| unique_env()).collect();
+    small.ensure_namespace(&Namespace::new(&three[0], "many", "docker-tests")).await.expect("first");
+    small.ensure_namespace(&Namespace::new(&three[1], "many", "docker-tests")).await.expect("second");
+    let err = small.ensure_namespace(&Namespace::new(&three[2], "many", "docker-tests")).await.expect_err("no room");
+    let text = err.to_string();
+    assert!(
+        text.contains("no free /24 is left in the network pool 10.214.64.0/23 (2 networks)") && text.contains("--network-pool"),
+        "{text}"
+    );
+    for env in &three {
+        small.teardown(env).await.expect("teardown");
+        assert!(managed_objects(&small, env).await.expect("list").is_empty());
+    }
+}

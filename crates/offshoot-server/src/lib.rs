@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use offshoot_control::capacity::Capacity;
+pub use offshoot_docker::NetworkPool;
 pub use offshoot_router::RouterConfig;
 pub use state::{Forge, Forges};
 
@@ -87,6 +88,8 @@ pub struct Config {
     pub static_store: Option<String>,
     /// The image static sites are built in unless an application names its own.
     pub static_builder: String,
+    /// Where environment networks on the Docker engine take their /24 subnets from.
+    pub network_pool: NetworkPool,
 }
 
 #[derive(Clone, Debug)]
@@ -117,7 +120,7 @@ pub async fn run(config: Config) -> Result<()> {
     ensure_admin_token(&store, &config).await?;
     let key = crypto::SecretKey::load_or_create(&config.data_dir.join("secret.key"))?;
     let instance = instance_id(&config)?;
-    let rt = DockerRuntime::connect().await.context("connect to the Docker engine")?;
+    let rt = DockerRuntime::connect().await.context("connect to the Docker engine")?.with_network_pool(config.network_pool);
     let api_listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
     let router_listener =
         tokio::net::TcpListener::bind(config.router_listen).await.with_context(|| format!("listen on {}", config.router_listen))?;

@@ -60,6 +60,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             max_environments: args.max_environments.and_then(|n| usize::try_from(n).ok()),
             memory_budget: args.memory_budget,
         },
+        network_pool: args.network_pool.parse().map_err(|e: String| anyhow::anyhow!("--network-pool: {e}"))?,
         static_store: args.static_store,
         static_builder: args.static_builder,
         kubernetes: (args.runtime == offshoot_cli::ServerRuntime::Kubernetes).then(|| offshoot_server::KubernetesConfig {
