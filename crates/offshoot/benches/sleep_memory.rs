@@ -1,6 +1,6 @@
 //! Memory of environments asleep against awake: ENVS environments of the two-service `nap`
-//! example (25: the engine's default address pools hold about 30 networks, one per
-//! environment), their containers' memory as the engine reports it (`docker stats`), and the machine's
+//! example (50, each on its own network: more than the engine's default address pools would
+//! hold), their containers' memory as the engine reports it (`docker stats`), and the machine's
 //! available memory (`MemAvailable`), all running, then all asleep, in one run.
 //!
 //! Run: `cargo bench -p offshoot --bench sleep_memory` (needs `bash scripts/services`).
@@ -12,7 +12,7 @@ mod support;
 
 use support::{NAP, Server, container_memory, repo};
 
-const ENVS: usize = 25;
+const ENVS: usize = 50;
 
 /// The memory the engine reports for `containers`, in MiB.
 fn containers_mib(containers: &[String]) -> f64 {

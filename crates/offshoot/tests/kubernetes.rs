@@ -47,6 +47,7 @@ impl FakeKube {
             let mut parts = line.split_whitespace();
             let (method, target) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
             let mut length = 0usize;
+            let mut merge = false;
             loop {
                 let mut h = String::new();
                 if reader.read_line(&mut h).unwrap_or(0) == 0 {
@@ -56,17 +57,21 @@ impl FakeKube {
                 if h.is_empty() {
                     break;
                 }
-                if let Some((k, v)) = h.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    length = v.trim().parse().unwrap_or(0);
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    // A merge patch changes the stored object; an apply patch is the whole of it.
+                    if k.eq_ignore_ascii_case("content-type") && v.contains("merge-patch") {
+                        merge = true;
+                    }
                 }
             }
             let mut body = vec![0u8; length];
             if reader.read_exact(&mut body).is_err() {
                 return;
             }
-            let (status, answer) = self.handle(&method, &target, &body);
+            let (status, answer) = self.handle(&method, &target, &body, merge);
             let bytes = serde_json::to_vec(&answer).expect("json");
             let head = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", bytes.len());
             if out.write_all(head.as_bytes()).and_then(|_| out.write_all(&bytes)).is_err() {
@@ -75,7 +80,7 @@ impl FakeKube {
         }
     }
 
-    fn handle(&self, method: &str, target: &str, body: &[u8]) -> (u16, Value) {
+    fn handle(&self, method: &str, target: &str, body: &[u8], merge: bool) -> (u16, Value) {
         let path = target.split('?').next().unwrap_or("").to_owned();
         self.log.lock().expect("log").push(format!("{method} {path}"));
         let mut objects = self.objects.lock().expect("objects");
@@ -102,7 +107,12 @@ impl FakeKube {
                         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("namespaces \"{ns}\" not found")}),
                     );
                 }
-                let mut obj: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                let patch: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                let mut obj = match objects.get(&path) {
+                    Some(old) if merge => merge_patch(old.clone(), patch),
+                    None if merge => return not_found(),
+                    _ => patch,
+                };
                 obj["metadata"]["generation"] = json!(1);
                 let kind = obj["kind"].as_str().unwrap_or("").to_owned();
                 if kind == "Deployment" || kind == "StatefulSet" {
@@ -199,6 +209,28 @@ impl FakeKube {
 
     fn object(&self, path: &str) -> Option<Value> {
         self.objects.lock().expect("objects").get(path).cloned()
+    }
+}
+
+/// `patch` merged into `target` as a JSON merge patch (RFC 7386): `null` removes a key.
+fn merge_patch(mut target: Value, patch: Value) -> Value {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                target = json!({});
+            }
+            for (k, v) in fields {
+                let map = target.as_object_mut().expect("an object");
+                if v.is_null() {
+                    map.remove(&k);
+                } else {
+                    let old = map.remove(&k).unwrap_or(Value::Null);
+                    map.insert(k, merge_patch(old, v));
+                }
+            }
+            target
+        }
+        other => other,
     }
 }
 
@@ -395,6 +427,47 @@ fn a_deployment_on_kubernetes_resumes_after_a_crash_without_running_a_finished_j
     assert_eq!(count(&api), 2, "the interrupted rollout was applied again");
     let steps: Vec<&str> = e["deployments"][0]["steps"].as_array().expect("steps").iter().filter_map(|st| st["status"].as_str()).collect();
     assert!(steps.iter().all(|st| *st == "done"), "{e}");
+}
+
+#[test]
+fn on_kubernetes_sleep_scales_workloads_to_zero_and_wake_restores_their_replicas() {
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = kube_server(&fake, &dir);
+    // The api runs two replicas.
+    let repo = shop_repo(|t| t.replacen("- name: api\n", "- name: api\n  replicas: 2\n", 1));
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let ns = format!("offshoot-{id}");
+    let deployment = |name: &str| fake.object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}")).expect("deployment");
+    let replicas = |name: &str| deployment(name)["spec"]["replicas"].as_i64();
+    assert_eq!((replicas("api"), replicas("store")), (Some(2), Some(1)));
+
+    // Asleep: every workload at zero, what it ran kept in an annotation.
+    let slept = s.json(&["env", "sleep", &id, "--wait"]);
+    assert_eq!(slept["status"], "sleeping", "{slept}");
+    assert_eq!((replicas("api"), replicas("store")), (Some(0), Some(0)));
+    assert_eq!(deployment("api")["metadata"]["annotations"]["offshoot.dev/replicas"], "2");
+    assert_eq!(deployment("store")["metadata"]["annotations"]["offshoot.dev/replicas"], "1");
+    // The rest of the object is the same one: a scale is a merge, not a new object.
+    assert!(deployment("api")["spec"]["template"]["spec"]["containers"][0]["image"].as_str().is_some_and(|i| i.contains("@sha256:")));
+    assert!(fake.object(&format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/store-store-data")).is_some(), "volumes kept");
+
+    // Awake: the replicas back, the annotation gone, ready once the rollout is.
+    let woke = s.json(&["env", "wake", &id, "--wait"]);
+    assert_eq!(woke["status"], "ready", "{woke}");
+    assert_eq!((replicas("api"), replicas("store")), (Some(2), Some(1)));
+    assert!(deployment("api")["metadata"]["annotations"].get("offshoot.dev/replicas").is_none(), "{}", deployment("api"));
+    // A sleep asked twice keeps the first count; a wake of an awake environment changes nothing.
+    s.json(&["env", "sleep", &id, "--wait"]);
+    s.json(&["env", "sleep", &id, "--wait"]);
+    assert_eq!(deployment("api")["metadata"]["annotations"]["offshoot.dev/replicas"], "2");
+    s.json(&["env", "wake", &id, "--wait"]);
+    assert_eq!(s.json(&["env", "wake", &id, "--wait"])["status"], "ready");
+    assert_eq!(replicas("api"), Some(2));
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
 }
 
 /// The conformance scenarios of `offshoot_control::conformance` on Kubernetes: the same steps,
