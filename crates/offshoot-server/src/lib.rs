@@ -427,6 +427,14 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
             continue;
         }
         if matches!(env.status, EnvStatus::Sleeping | EnvStatus::Waking) {
+            // On the Docker engine, the round's one listing says whether a sleeping environment
+            // has a container running; only then is there a sleep to finish.
+            let running = || {
+                observed.iter().any(|o| o.env_id == env.id.as_str() && o.role == "service" && o.state == offshoot_runtime::State::Running)
+            };
+            if env.status == EnvStatus::Sleeping && ctx.kube.is_none() && !running() {
+                continue;
+            }
             if let Err(e) = waking::converge(ctx, &env).await {
                 tracing::warn!(env = %env.id, error = %e, "cannot finish a sleep or a wake; retrying next round");
             }
