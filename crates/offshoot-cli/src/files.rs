@@ -31,6 +31,22 @@ impl DirFiles {
     }
 }
 
+impl DirFiles {
+    /// What is at a path of the directory (`.`: the directory itself), confined to it.
+    pub(crate) fn kind(&self, path: &str) -> Option<offshoot_template::compose::PathKind> {
+        use offshoot_template::compose::PathKind;
+        let full = if path.split('/').all(|p| p.is_empty() || p == ".") {
+            self.root.clone()
+        } else {
+            self.root.join(normalize_repo_path(path).ok()?).canonicalize().ok()?
+        };
+        if !full.starts_with(&self.root) {
+            return None;
+        }
+        if full.is_dir() { Some(PathKind::Folder) } else { full.is_file().then_some(PathKind::File) }
+    }
+}
+
 impl RepoFiles for DirFiles {
     fn read(&self, path: &str) -> Option<String> {
         let rel = normalize_repo_path(path).ok()?;

@@ -155,7 +155,8 @@ fn generate_in(
     let src = files.read(&path).ok_or_else(|| UsageError(format!("`{path}` does not exist in `{}`", dir.display())))?;
     let read = |p: &str| files.read(p);
     let app = app.unwrap_or_else(|| dir_name(dir));
-    let opts = compose::Options { app: Some(app), repo_name, domain, vars: dotenv(&files), read_file: Some(&read) };
+    let kind = |p: &str| files.kind(p);
+    let opts = compose::Options { app: Some(app), repo_name, domain, vars: dotenv(&files), read_file: Some(&read), path_kind: Some(&kind) };
     let (g, diags) = compose::generate(&path, &src, &opts);
     let mut report = Report::default();
     report.add(&dir.join(&path).display().to_string(), src, diags);

@@ -143,7 +143,8 @@ pub(crate) fn check_repo(dir: &Path, compose_override: Option<&str>) -> Result<R
         Some(Source::Compose { path }) => {
             let src = files.read(path).unwrap_or_default();
             let read = |p: &str| files.read(p);
-            let opts = compose::Options { read_file: Some(&read), ..compose::Options::default() };
+            let kind = |p: &str| files.kind(p);
+            let opts = compose::Options { read_file: Some(&read), path_kind: Some(&kind), ..compose::Options::default() };
             let (_, diags) = compose::generate(path, &src, &opts);
             add_doc(&mut report, path, diags);
         }

@@ -45,7 +45,24 @@ pub fn read_config(mirror: &Mirror, commit: &str, app: &str) -> Result<Config, C
         Some(Source::Compose { path }) => {
             let src = files.read(&path).unwrap_or_default();
             let read = |p: &str| files.read(p);
-            let opts = offshoot_template::compose::Options { app: Some(app.to_owned()), read_file: Some(&read), ..Default::default() };
+            let kind = |p: &str| {
+                use offshoot_template::compose::PathKind;
+                if mirror.tree_id(commit, p).ok().flatten().is_some() {
+                    Some(PathKind::Folder)
+                } else {
+                    match mirror.read_file(commit, p) {
+                        // Too large is there: the deployment says so with the limit.
+                        Ok(Some(_)) | Err(offshoot_git::GitError::TooLarge { .. }) => Some(PathKind::File),
+                        _ => None,
+                    }
+                }
+            };
+            let opts = offshoot_template::compose::Options {
+                app: Some(app.to_owned()),
+                read_file: Some(&read),
+                path_kind: Some(&kind),
+                ..Default::default()
+            };
             let (generated, diags) = offshoot_template::compose::generate(&path, &src, &opts);
             match generated.filter(|_| !diags.iter().any(|d| d.is_error())) {
                 Some(g) => {

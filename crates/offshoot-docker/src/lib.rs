@@ -243,6 +243,10 @@ impl DockerRuntime {
             let (v, tmpfs) = match &m.source {
                 MountSource::Volume(v) => (v, None),
                 MountSource::Tmpfs { name, size } => (name, Some(*size)),
+                MountSource::HostFile(path) => {
+                    binds.push(format!("{path}:{}:ro", m.target));
+                    continue;
+                }
             };
             let name = ns.volume_name(v);
             self.ensure_volume(ns, &name, tmpfs).await?;

@@ -211,6 +211,75 @@ impl Mirror {
         Ok(Some(obj.data.clone()))
     }
 
+    /// The file or folder at `path` of a commit, whole, at most `limit` bytes of content in
+    /// all (`None` when there is nothing at `path`): what a `configmap` entry mounts. Symbolic
+    /// links are kept as links; submodules are left out.
+    pub fn read_item(&self, commit: &str, path: &str, limit: u64) -> Result<Option<TreeItem>> {
+        // `.` (or `./`) is the whole repository.
+        let whole = path.split('/').all(|p| p.is_empty() || p == ".");
+        let rel = if whole {
+            ".".to_owned()
+        } else {
+            normalize_repo_path(path).map_err(|message| GitError::BadPath { path: path.to_owned(), message })?
+        };
+        let repo = self.repo()?;
+        let root = self.tree_at(&repo, commit)?;
+        let read_err =
+            |p: &str, e: &dyn std::fmt::Display| GitError::Read { commit: commit.to_owned(), path: p.to_owned(), message: e.to_string() };
+        let too_large = || GitError::TooLarge { commit: commit.to_owned(), path: rel.clone(), limit };
+        let top = if whole {
+            None
+        } else {
+            match root.lookup_entry_by_path(&rel).map_err(|e| read_err(&rel, &e))? {
+                Some(e) => Some(e),
+                None => return Ok(None),
+            }
+        };
+        let tree_id = match &top {
+            None => root.id,
+            Some(e) if e.mode().is_tree() => e.object_id(),
+            Some(e) if e.mode().is_blob() || e.mode().is_link() => {
+                let header = repo.find_header(e.object_id()).map_err(|err| read_err(&rel, &err))?;
+                if header.size() > limit {
+                    return Err(too_large());
+                }
+                let data = e.object().map_err(|err| read_err(&rel, &err))?.data.clone();
+                let kind = if e.mode().is_link() { ItemKind::Symlink } else { ItemKind::File { executable: e.mode().is_executable() } };
+                return Ok(Some(TreeItem::File(ItemFile { path: String::new(), kind, data })));
+            }
+            Some(_) => return Ok(None),
+        };
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        let mut stack: Vec<(String, gix::ObjectId)> = vec![(String::new(), tree_id)];
+        while let Some((prefix, id)) = stack.pop() {
+            let t = repo.find_tree(id).map_err(|e| read_err(&prefix, &e))?;
+            let decoded = t.decode().map_err(|e| read_err(&prefix, &e))?;
+            for entry in &decoded.entries {
+                let name = entry.filename.to_string();
+                // Names a tree may hold but a file system must not be given.
+                if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+                    return Err(read_err(&format!("{prefix}{name}"), &"a name that is not a file name"));
+                }
+                let path = format!("{prefix}{name}");
+                let (oid, mode) = (entry.oid.to_owned(), entry.mode);
+                if mode.is_tree() {
+                    stack.push((format!("{path}/"), oid));
+                } else if !mode.is_commit() {
+                    let blob = repo.find_object(oid).map_err(|e| read_err(&path, &e))?;
+                    total += blob.data.len() as u64;
+                    if total > limit {
+                        return Err(too_large());
+                    }
+                    let kind = if mode.is_link() { ItemKind::Symlink } else { ItemKind::File { executable: mode.is_executable() } };
+                    files.push(ItemFile { path, kind, data: blob.data.clone() });
+                }
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Some(TreeItem::Dir(files)))
+    }
+
     /// The id of the tree at `dir` (`.` for the root): it changes exactly when anything under
     /// `dir` changes, so it keys content-addressed image tags.
     pub fn tree_id(&self, commit: &str, dir: &str) -> Result<Option<String>> {
@@ -288,6 +357,29 @@ impl Mirror {
         }
         builder.into_inner().map_err(|e| read_err(dir, &e))
     }
+}
+
+/// A file or a folder of a commit's tree ([`Mirror::read_item`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeItem {
+    /// The file itself (its `path` empty).
+    File(ItemFile),
+    /// Every file under the folder, by path relative to it, sorted.
+    Dir(Vec<ItemFile>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemFile {
+    pub path: String,
+    pub kind: ItemKind,
+    /// The content; a link's target.
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemKind {
+    File { executable: bool },
+    Symlink,
 }
 
 /// The files of one commit, for finding an application's configuration.

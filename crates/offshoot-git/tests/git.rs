@@ -118,3 +118,34 @@ fn a_missing_source_is_a_fetch_error() {
     assert!(matches!(err, GitError::Fetch { .. }), "{err}");
     assert!(!tmp.path().join("m").exists(), "nothing half-made is left");
 }
+
+#[test]
+fn a_file_or_folder_is_read_whole_within_a_limit() {
+    use offshoot_git::{ItemFile, ItemKind, TreeItem};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    source_repo(&src);
+    let head = git(&src, &["rev-parse", "HEAD"]);
+    let m = Mirror::sync(src.to_str().expect("utf-8"), &tmp.path().join("mirror")).expect("sync");
+    let file = |path: &str, kind, data: &str| ItemFile { path: path.into(), kind, data: data.as_bytes().to_vec() };
+    let plain = ItemKind::File { executable: false };
+
+    assert_eq!(m.read_item(&head, "././api/main.txt", 1024).expect("read"), Some(TreeItem::File(file("", plain, "api v1\n"))));
+    let web = m.read_item(&head, "web/", 1024).expect("read");
+    let want = vec![
+        file("Dockerfile", plain, "FROM busybox:stable\n"),
+        file("run.sh", ItemKind::File { executable: true }, "#!/bin/sh\necho hi\n"),
+        file("start", ItemKind::Symlink, "run.sh"),
+    ];
+    assert_eq!(web, Some(TreeItem::Dir(want)));
+    // The whole repository, as `.`.
+    let Some(TreeItem::Dir(all)) = m.read_item(&head, ".", 4096).expect("read") else { panic!("a folder") };
+    assert!(all.iter().any(|f| f.path == "api/main.txt") && all.iter().any(|f| f.path == ".release/application_template.yaml"), "{all:?}");
+    assert_eq!(m.read_item(&head, "nope/x", 1024).expect("read"), None);
+    // Bounded, outside refused.
+    let err = m.read_item(&head, "web", 10).expect_err("too large");
+    assert!(matches!(err, GitError::TooLarge { limit: 10, .. }), "{err}");
+    assert!(matches!(m.read_item(&head, "../etc/passwd", 1024), Err(GitError::BadPath { .. })));
+    assert!(matches!(m.read_item(&head, "/etc/passwd", 1024), Err(GitError::BadPath { .. })));
+}

@@ -97,6 +97,10 @@ pub enum MountSource {
     /// A memory-backed named volume of the environment (`shmem`), `size` in bytes: every
     /// container that mounts it (a service and its init containers) sees the same files.
     Tmpfs { name: String, size: Option<u64> },
+    /// A file or folder of the machine the engine runs on, mounted read-only (repository files
+    /// of `configmap`, written by the server under its data directory). Its path names its
+    /// content, so a change of content is a change of the container's configuration.
+    HostFile(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -8,7 +8,7 @@ use crate::resolving::volatile_keys;
 use crate::state::Shared;
 use offshoot_control::{Backend, BackendError, ExecOutput, ServiceState};
 use offshoot_git::Mirror;
-use offshoot_runtime::{Namespace, Runtime};
+use offshoot_runtime::{Mount, Namespace, Runtime};
 use offshoot_store::Environment;
 use offshoot_template::resolve::Resolved;
 use std::collections::{BTreeMap, HashMap};
@@ -39,10 +39,13 @@ impl EnvBackend {
                 let t = Instant::now();
                 let images = crate::kube_rt::publish(ctx, k, images).await?;
                 phases.insert("push".into(), u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
-                let files = configmap_files(mirror, commit, &resolved).await;
+                let files = configmap_files(mirror, commit, &resolved).await?;
                 Ok(EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, sites), files))))
             }
-            None => Ok(Self::docker(ctx, env, resolved, (images, sites))),
+            None => {
+                let files = crate::repo_mounts::materialize(ctx, &env.id, mirror, commit, &resolved).await?;
+                Ok(Self::docker(ctx, env, resolved, (images, sites), files))
+            }
         }
     }
 
@@ -50,7 +53,7 @@ impl EnvBackend {
     pub(crate) fn for_teardown(ctx: &Shared, env: &Environment, resolved: Resolved, images: HashMap<String, String>) -> EnvBackend {
         match &ctx.kube {
             Some(k) => EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, HashMap::new()), BTreeMap::new()))),
-            None => Self::docker(ctx, env, resolved, (images, HashMap::new())),
+            None => Self::docker(ctx, env, resolved, (images, HashMap::new()), HashMap::new()),
         }
     }
 
@@ -60,7 +63,13 @@ impl EnvBackend {
         Self::for_teardown(ctx, env, Resolved::default(), HashMap::new())
     }
 
-    fn docker(ctx: &Shared, env: &Environment, resolved: Resolved, (images, sites): Built) -> EnvBackend {
+    fn docker(
+        ctx: &Shared,
+        env: &Environment,
+        resolved: Resolved,
+        (images, sites): Built,
+        files: HashMap<String, Vec<Mount>>,
+    ) -> EnvBackend {
         let rollout = Rollout {
             resolved,
             volatile: volatile_keys(&env.env_vars),
@@ -68,6 +77,7 @@ impl EnvBackend {
             sites,
             ns: Namespace::new(env.id.as_str(), env.app.as_str(), &ctx.instance).on_network_of(env.parent_id.as_deref()),
             env_id: env.id.to_string(),
+            files,
         };
         EnvBackend::Docker(DockerBackend { ctx: ctx.clone(), rollout: Arc::new(rollout) })
     }
@@ -79,19 +89,40 @@ pub(crate) async fn remove(ctx: &Shared, env: &Environment) -> Result<(), Failur
     if let Some(k) = &ctx.kube {
         crate::kube_rt::teardown(&k.kube, env).await?;
     }
-    ctx.rt.teardown(&env.id).await.map(|_| ()).map_err(Failure::from)
+    ctx.rt.teardown(&env.id).await.map_err(Failure::from)?;
+    crate::repo_mounts::remove(ctx, &env.id)
+        .await
+        .map_err(|e| Failure::from(format!("cannot remove the mounted files of `{}`: {e}", env.id)))
 }
 
-/// The repository files mounted with `configmap`, at the deployed commit.
-async fn configmap_files(mirror: &Mirror, commit: &str, resolved: &Resolved) -> BTreeMap<String, String> {
+/// The repository files mounted with `configmap`, at the deployed commit, for Kubernetes (a file
+/// per ConfigMap: a folder is refused there, and a missing file fails the deployment).
+async fn configmap_files(mirror: &Mirror, commit: &str, resolved: &Resolved) -> Result<BTreeMap<String, String>, Failure> {
     let mut files = BTreeMap::new();
-    for path in offshoot_manifests::configmap_files(resolved) {
-        let (m, c, p) = (mirror.clone(), commit.to_owned(), path.clone());
-        if let Ok(Ok(Some(bytes))) = tokio::task::spawn_blocking(move || m.read_file(&c, &p)).await {
-            files.insert(path, String::from_utf8_lossy(&bytes).into_owned());
+    for s in &resolved.services {
+        for f in &s.configmap {
+            let path = f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str()).to_owned();
+            let what = || format!("service `{}`: configmap `{}`", s.name, f.name.value);
+            let (m, c, p) = (mirror.clone(), commit.to_owned(), path.clone());
+            let item = tokio::task::spawn_blocking(move || m.read_item(&c, &p, crate::repo_mounts::MAX_MOUNT_BYTES))
+                .await?
+                .map_err(|e| format!("{}: {e}", what()))?;
+            match item {
+                Some(offshoot_git::TreeItem::File(file)) => {
+                    files.insert(path, String::from_utf8_lossy(&file.data).into_owned());
+                }
+                Some(offshoot_git::TreeItem::Dir(_)) => {
+                    return Err(format!("{}: `{path}` is a folder; on Kubernetes a configmap entry mounts one file", what()).into());
+                }
+                None => {
+                    return Err(
+                        format!("{}: `{path}` is not in the repository at commit {}", what(), commit.get(..12).unwrap_or(commit)).into()
+                    );
+                }
+            }
         }
     }
-    files
+    Ok(files)
 }
 
 impl Backend for EnvBackend {

@@ -32,6 +32,8 @@ pub(crate) struct Rollout {
     pub(crate) sites: HashMap<String, String>,
     pub(crate) ns: Namespace,
     pub(crate) env_id: String,
+    /// Repository files mounted into services (`configmap`): service → mounts.
+    pub(crate) files: HashMap<String, Vec<Mount>>,
 }
 
 /// The Docker engine as the executor's backend, for one deployment.
@@ -57,7 +59,10 @@ impl Backend for DockerBackend {
     }
 
     async fn remove_environment(&self) -> Result<(), BackendError> {
-        self.ctx.rt.teardown(&self.rollout.env_id).await.map(|_| ()).map_err(BackendError::new)
+        self.ctx.rt.teardown(&self.rollout.env_id).await.map_err(BackendError::new)?;
+        crate::repo_mounts::remove(&self.ctx, &self.rollout.env_id)
+            .await
+            .map_err(|e| BackendError::new(format!("cannot remove the mounted files: {e}")))
     }
 
     async fn observe(&self) -> Result<Vec<ServiceState>, BackendError> {
@@ -169,7 +174,7 @@ pub(crate) fn service_spec(plan: &Rollout, s: &ResolvedService) -> ContainerSpec
         cmd: s.args.clone(),
         env: exposed(&s.env),
         ports,
-        mounts: mounts(s),
+        mounts: mounts(s).into_iter().chain(plan.files.get(&s.name).into_iter().flatten().cloned()).collect(),
         cpu_millis: s.cpu.limits.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
         memory_bytes: s.memory.limits.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
         volatile_env: plan.volatile.clone(),
@@ -408,7 +413,10 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Fai
         cmd: job.args.clone(),
         env: exposed(&job.env),
         ports: vec![],
-        mounts: base.map(mounts).unwrap_or_default(),
+        // A job made from a service has its volumes and repository files.
+        mounts: base
+            .map(|b| mounts(b).into_iter().chain(plan.files.get(&b.name).into_iter().flatten().cloned()).collect())
+            .unwrap_or_default(),
         cpu_millis: None,
         memory_bytes: None,
         volatile_env: Default::default(),

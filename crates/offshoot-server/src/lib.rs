@@ -18,6 +18,7 @@ mod keeper;
 mod kube_rt;
 mod monitors;
 mod plane;
+mod repo_mounts;
 mod resolving;
 mod routes;
 mod sites;
@@ -405,6 +406,14 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         if env.as_ref().is_none_or(|e| e.status == EnvStatus::Deleted) {
             tracing::info!(env = %o.env_id, "removing orphaned containers");
             ctx.rt.teardown(&o.env_id).await?;
+        }
+    }
+    // Mounted files of environments that are gone (a teardown interrupted before it removed
+    // them).
+    for id in repo_mounts::on_disk(ctx) {
+        if ctx.store.env(&id).await.is_ok_and(|e| e.is_none_or(|e| e.status == EnvStatus::Deleted)) {
+            tracing::info!(env = %id, "removing the mounted files of a deleted environment");
+            repo_mounts::remove(ctx, &id).await?;
         }
     }
     let expiry = plane::control(ctx, offshoot_control::Actor::system("expiry"));

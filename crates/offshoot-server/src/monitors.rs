@@ -124,6 +124,15 @@ pub(crate) async fn rewatch_env(ctx: &Shared, env: &offshoot_store::Environment)
     // The images the services run, as recorded when they became ready.
     let images = crate::state::images_of(ctx, &env.id).await.unwrap_or_default();
     let ns = Namespace::new(env.id.as_str(), env.app.as_str(), &ctx.instance).on_network_of(env.parent_id.as_deref());
+    // The repository files its services mount, as the deployment wrote them (the same content,
+    // the same paths), so that a liveness restart keeps them.
+    let files = match mounted_files(ctx, env, &resolved).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(env = %env.id, error = %e, "cannot find the files its services mount; not watching its probes");
+            return;
+        }
+    };
     let plan = Rollout {
         volatile: volatile_keys(&env.env_vars),
         images,
@@ -131,6 +140,7 @@ pub(crate) async fn rewatch_env(ctx: &Shared, env: &offshoot_store::Environment)
         ns: ns.clone(),
         env_id: env.id.to_string(),
         resolved,
+        files,
     };
     for s in plan.resolved.services.iter().filter(|s| s.static_site.is_none()) {
         let spec = service_spec(&plan, s);
@@ -145,4 +155,18 @@ pub(crate) async fn rewatch_env(ctx: &Shared, env: &offshoot_store::Environment)
             }
         }
     }
+}
+
+/// The `configmap` mounts of a deployed environment, at its commit.
+async fn mounted_files(
+    ctx: &Shared,
+    env: &offshoot_store::Environment,
+    resolved: &offshoot_template::resolve::Resolved,
+) -> Result<HashMap<String, Vec<offshoot_runtime::Mount>>, crate::failure::Failure> {
+    if ctx.kube.is_some() || resolved.services.iter().all(|s| s.configmap.is_empty()) {
+        return Ok(HashMap::new());
+    }
+    let (Some(app), Some(commit)) = (ctx.store.app(&env.app).await?, env.commit_sha.as_deref()) else { return Ok(HashMap::new()) };
+    let mirror = ctx.mirror_with(&app.repo, commit).await?;
+    crate::repo_mounts::materialize(ctx, &env.id, &mirror, commit, resolved).await
 }

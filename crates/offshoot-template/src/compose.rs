@@ -5,8 +5,8 @@ use crate::decode::text;
 use crate::diag::Diagnostics;
 use crate::envvars::{EnvVarsFile, Var, VarValue};
 use crate::model::{
-    Build, EnvironmentTemplate, ExecAction, Hostname, Port, PortType, Probe, Quantities, Resources, Service, Step, Task, Template, Volume,
-    VolumeType, Workflow,
+    Build, ConfigMapFile, EnvironmentTemplate, ExecAction, Hostname, Port, PortType, Probe, Quantities, Resources, Service, Step, Task,
+    Template, Volume, VolumeType, Workflow,
 };
 use crate::span::{Sp, Span, Text};
 use crate::yaml::{Node, Value};
@@ -28,7 +28,20 @@ pub struct Options<'a> {
     pub vars: BTreeMap<String, String>,
     /// Reads a file of the repository by relative path (env files, Dockerfiles for `EXPOSE`).
     pub read_file: Option<&'a ReadFile<'a>>,
+    /// What a repository path is (bind mounts and `configs` of repository files become
+    /// `configmap` entries); without it, only what `read_file` reads counts as there.
+    pub path_kind: Option<&'a PathKindOf<'a>>,
 }
+
+/// What is at a repository path: a file, a folder, or nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    File,
+    Folder,
+}
+
+/// Tells what is at a relative repository path (`.` is the repository itself).
+pub type PathKindOf<'a> = dyn Fn(&str) -> Option<PathKind> + 'a;
 
 /// One thing of the compose file that has no place in the template.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -178,9 +191,19 @@ struct Gen<'o, 'a> {
     opts: &'o Options<'a>,
     dropped: Vec<Dropped>,
     named_volumes: Vec<String>,
+    /// Top-level `configs` of repository files: name → the file's repository path.
+    configs: BTreeMap<String, Result<String, String>>,
 }
 
 impl Gen<'_, '_> {
+    /// What is at a repository path.
+    fn path_kind(&self, rel: &str) -> Option<PathKind> {
+        match self.opts.path_kind {
+            Some(kind) => kind(rel),
+            None => self.opts.read_file.and_then(|read| read(rel)).map(|_| PathKind::File),
+        }
+    }
+
     fn drop(&mut self, span: Span, service: Option<&str>, item: impl Into<String>, reason: impl Into<String>) {
         self.dropped.push(Dropped { line: span.line, service: service.map(str::to_owned), item: item.into(), reason: reason.into() });
     }
@@ -289,7 +312,7 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
             "host privileges are not granted to environments"
         }
         "stdin_open" | "tty" | "init" | "stop_signal" | "stop_grace_period" | "ulimits" | "sysctls" | "shm_size" | "user"
-        | "working_dir" | "platform" | "pull_policy" | "dns" | "dns_search" | "tmpfs" | "secrets" | "configs" | "develop" => {
+        | "working_dir" | "platform" | "pull_policy" | "dns" | "dns_search" | "tmpfs" | "secrets" | "develop" => {
             "no equivalent in an Application Template"
         }
         _ => return None,
@@ -317,13 +340,28 @@ pub(crate) fn generate_from_node(root: &Node, opts: &Options<'_>, d: &mut Diagno
             .and_then(Node::as_map)
             .map(|m| m.iter().filter_map(|(k, _)| k.as_text().map(str::to_owned)).collect())
             .unwrap_or_default(),
+        configs: BTreeMap::new(),
     };
+    for (k, c) in root.get("configs").and_then(Node::as_map).unwrap_or_default() {
+        let Some(name) = k.as_text() else { continue };
+        let file = c.get("file").and_then(Node::as_text);
+        let found = match file {
+            Some(f) => match repo_relative(f) {
+                Some(rel) if g.path_kind(&rel).is_some() => Ok(rel),
+                Some(_) => Err(format!("its file `{f}` is not in the repository")),
+                None => Err(format!("its file `{f}` is outside the repository")),
+            },
+            None if c.get("external").is_some() => Err("external configs are not available to environments".to_owned()),
+            None => Err("only configs of a repository `file` are available (not `content` or `environment`)".to_owned()),
+        };
+        g.configs.insert(name.to_owned(), found);
+    }
     for (k, v) in root.as_map().unwrap_or_default() {
         let key = k.as_text().unwrap_or_default();
-        if !matches!(key, "services" | "volumes" | "version" | "name") && !key.starts_with("x-") {
+        if !matches!(key, "services" | "volumes" | "version" | "name" | "configs") && !key.starts_with("x-") {
             let reason = match key {
                 "networks" => "all services of an environment share one network",
-                "secrets" | "configs" => "use the Environment Variables file and `offshoot app secret set`",
+                "secrets" => "use the Environment Variables file and `offshoot app secret set`",
                 _ => "not part of an Application Template",
             };
             g.drop(k.span, None, format!("top-level `{key}`"), reason);
@@ -393,10 +431,12 @@ pub(crate) fn generate_from_node(root: &Node, opts: &Options<'_>, d: &mut Diagno
         halt_on_error: None,
     };
     let all: Vec<Task> = template.services.iter().map(|s| Task::Service(s.name.value.clone())).collect();
+    // A patch redeploys what the repository makes: built images, and repository files mounted
+    // (a service whose files did not change is left running).
     let built: Vec<Task> = template
         .services
         .iter()
-        .filter(|s| s.has_repo.as_ref().is_some_and(|b| b.value))
+        .filter(|s| s.has_repo.as_ref().is_some_and(|b| b.value) || !s.configmap.is_empty())
         .map(|s| Task::Service(s.name.value.clone()))
         .collect();
     template.workflows = vec![
@@ -484,13 +524,24 @@ fn service(g: &mut Gen<'_, '_>, d: &mut Diagnostics, name: &Text, n: &Node, repo
                 }
             }
             "volumes" => {
-                let vols = s.volumes.get_or_insert_with(Vec::new);
                 for vol in v.as_seq().unwrap_or_default() {
                     match volume(g, vol) {
-                        Ok(v) => vols.push(v),
+                        Ok(Mounted::Volume(v)) => s.volumes.get_or_insert_with(Vec::new).push(*v),
+                        Ok(Mounted::Files(f)) => add_configmap(&mut s.configmap, f),
                         Err(why) => {
                             let item = vol.as_text().map_or_else(|| "volume".to_owned(), |t| format!("volume `{t}`"));
                             g.drop(vol.span, Some(name), item, why);
+                        }
+                    }
+                }
+            }
+            "configs" => {
+                for c in v.as_seq().unwrap_or_default() {
+                    match config(g, c) {
+                        Ok(f) => add_configmap(&mut s.configmap, f),
+                        Err(why) => {
+                            let item = c.as_text().or_else(|| c.get("source").and_then(Node::as_text)).unwrap_or("…");
+                            g.drop(c.span, Some(name), format!("config `{item}`"), why);
                         }
                     }
                 }
@@ -592,7 +643,66 @@ fn port(p: &Node) -> Result<Port, String> {
     })
 }
 
-fn volume(g: &Gen<'_, '_>, v: &Node) -> Result<Volume, String> {
+/// Where a compose volume goes in the template.
+enum Mounted {
+    Volume(Box<Volume>),
+    /// Files of the repository: a `configmap` entry.
+    Files(ConfigMapFile),
+}
+
+/// A path of the compose file as a path inside the repository (`.` for the repository
+/// itself); `None` when it is outside (absolute, `~`, or above the repository).
+fn repo_relative(p: &str) -> Option<String> {
+    let p = p.trim();
+    if p.starts_with(['/', '~', '$']) || p.contains('\\') {
+        return None;
+    }
+    if p.split('/').all(|seg| seg.is_empty() || seg == ".") {
+        return Some(".".to_owned());
+    }
+    crate::envvars::normalize_repo_path(p).ok().filter(|_| p.split('/').all(|seg| seg != ".."))
+}
+
+/// A `configmap` entry's name for a repository path: its words joined by `-`.
+fn configmap_name(rel: &str) -> String {
+    let words: Vec<String> =
+        rel.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase).collect();
+    if words.is_empty() { "repository".to_owned() } else { words.join("-") }
+}
+
+/// Adds an entry, its name made unique among the service's.
+fn add_configmap(list: &mut Vec<ConfigMapFile>, mut f: ConfigMapFile) {
+    let base = f.name.value.clone();
+    let mut n = 2;
+    while list.iter().any(|x| x.name.value == f.name.value) {
+        f.name.value = format!("{base}-{n}");
+        n += 1;
+    }
+    list.push(f);
+}
+
+/// A service's `configs` entry (`name`, or `{source, target}`): the top-level config's file
+/// at `target` (default `/<name>`).
+fn config(g: &Gen<'_, '_>, c: &Node) -> Result<ConfigMapFile, String> {
+    let span = c.span;
+    let (source, target) = match c.as_map() {
+        Some(_) => {
+            let get = |k: &str| c.get(k).and_then(Node::as_text).map(str::to_owned);
+            (get("source").ok_or("long-form config without `source`")?, get("target"))
+        }
+        None => (c.as_text().ok_or("expected a config name")?.to_owned(), None),
+    };
+    let rel = match g.configs.get(&source) {
+        Some(Ok(rel)) => rel.clone(),
+        Some(Err(why)) => return Err(why.clone()),
+        None => return Err(format!("no top-level config `{source}`")),
+    };
+    let target = target.unwrap_or_else(|| format!("/{source}"));
+    let target = if target.starts_with('/') { target } else { format!("/{target}") };
+    Ok(ConfigMapFile { name: t(configmap_name(&source), span), mount_path: Some(t(target, span)), repo_path: Some(t(rel, span)) })
+}
+
+fn volume(g: &Gen<'_, '_>, v: &Node) -> Result<Mounted, String> {
     let span = v.span;
     let (kind, source, target) = match v.as_map() {
         Some(_) => {
@@ -617,20 +727,37 @@ fn volume(g: &Gen<'_, '_>, v: &Node) -> Result<Volume, String> {
             let Some(name) = source else {
                 return Err("anonymous volumes are not kept between deployments; name it".into());
             };
-            Ok(Volume {
+            Ok(Mounted::Volume(Box::new(Volume {
                 kind: Some(Sp::new(VolumeType::Persistent, span)),
                 name: Some(t(name, span)),
                 mount_path: Some(t(target, span)),
                 ..Volume::default()
-            })
+            })))
         }
-        "tmpfs" => Ok(Volume {
+        "tmpfs" => Ok(Mounted::Volume(Box::new(Volume {
             kind: Some(Sp::new(VolumeType::Shmem, span)),
             name: Some(t(label(&target), span)),
             mount_path: Some(t(target, span)),
             ..Volume::default()
-        }),
-        "bind" => Err("bind mounts of the host are not available to environments (files come from the image)".into()),
+        }))),
+        "bind" => {
+            let src = source.ok_or("a bind mount needs a `source`")?;
+            let Some(rel) = repo_relative(&src) else {
+                return Err(format!(
+                    "`{src}` is outside the repository: environments have the repository's files, not the host's (put the files in the repository, or use a named volume)"
+                ));
+            };
+            if g.path_kind(&rel).is_none() {
+                return Err(format!(
+                    "`{src}` is not in the repository (compose would mount an empty folder there): use a named volume for data a service writes"
+                ));
+            }
+            Ok(Mounted::Files(ConfigMapFile {
+                name: t(configmap_name(&rel), span),
+                mount_path: Some(t(target, span)),
+                repo_path: Some(t(rel, span)),
+            }))
+        }
         other => Err(format!("{other} volumes are not supported")),
     }
 }

@@ -196,6 +196,28 @@ fn service(d: &mut Diagnostics, s: &Service, names: &Names<'_>, shared: &[&str],
             );
         }
     }
+    for f in &s.configmap {
+        let path = f.repo_path.as_ref().unwrap_or(&f.name);
+        if !inside(path) {
+            d.error(
+                path.span,
+                "invalid-path",
+                format!(
+                    "configmap `{}` of service `{}` must name a file or folder inside the repository, without `..`, not `{path}`",
+                    f.name, s.name
+                ),
+            );
+        }
+        if let Some(m) = &f.mount_path
+            && !m.trim().starts_with('/')
+        {
+            d.error(
+                m.span,
+                "invalid-path",
+                format!("`mount_path` of configmap `{}` of service `{}` must be an absolute path, not `{m}`", f.name, s.name),
+            );
+        }
+    }
     if let Some(v) = &s.static_fallback {
         if !is_static {
             d.warn(v.span, "ignored-field", format!("`static_fallback` of service `{}` is ignored: it is not `static: true`", s.name));

@@ -88,8 +88,9 @@ fn generate_writes_a_valid_template_and_reports_what_was_dropped() {
     write(
         dir.path(),
         "docker-compose.yml",
-        "services:\n  web:\n    build: ./web\n    command: npm start\n    ports: [\"${WEB_PORT:-3000}:3000\"]\n    volumes: [\"./web:/app\"]\n    environment:\n      - API_URL=http://api:8080\n    depends_on: [api]\n  api:\n    image: busybox:stable\n    expose: [\"8080\"]\n    restart: always\n",
+        "services:\n  web:\n    build: ./web\n    command: npm start\n    ports: [\"${WEB_PORT:-3000}:3000\"]\n    volumes: [\"./web:/app\", \"/var/run/docker.sock:/var/run/docker.sock\"]\n    environment:\n      - API_URL=http://api:8080\n    depends_on: [api]\n  api:\n    image: busybox:stable\n    expose: [\"8080\"]\n    restart: always\n",
     );
+    write(dir.path(), "web/Dockerfile", "FROM busybox:stable\n");
     let out_dir = dir.path().join("out");
     let o = offshoot(&[
         "template",
@@ -102,9 +103,11 @@ fn generate_writes_a_valid_template_and_reports_what_was_dropped() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("bind mounts"), "{stderr}");
+    assert!(stderr.contains("volume `/var/run/docker.sock:/var/run/docker.sock`") && stderr.contains("outside the repository"), "{stderr}");
     assert!(stderr.contains("`restart`"), "{stderr}");
     let template = std::fs::read_to_string(out_dir.join("application_template.yaml")).expect("template written");
+    // The repository's folder mounted over the image, as compose mounts it.
+    assert!(template.contains("configmap:\n  - name: web\n    mount_path: /app\n    repo_path: web"), "{template}");
     assert!(template.contains("- web: web-shop-${env_id}.${domain}"), "{template}");
     assert!(template.contains("port: \"3000\""), "{template}");
     let vars = std::fs::read_to_string(out_dir.join("environment_variables.yaml")).expect("vars written");

@@ -1,6 +1,7 @@
 //! Integration tests of the template engine (one binary; see the modules).
 
 mod compose_cmp;
+mod compose_gen;
 mod corpus;
 mod diagnostics;
 mod props;
