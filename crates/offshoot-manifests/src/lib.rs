@@ -288,12 +288,15 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
         if let Some(data) = secret {
             out.manifests.push(Manifest::Secret(secret_object(&c, &secret_name, Some(&j.name), data)));
         }
+        let (volumes, mounts) = job_volumes(&c, j, base, &mut out);
         let container = Container {
             name: dns_label(&j.name),
             image: Some(image),
             command: j.command.clone(),
             args: j.args.clone(),
             env: (!env.is_empty()).then_some(env),
+            resources: limits_of(&j.cpu, &j.memory),
+            volume_mounts: (!mounts.is_empty()).then_some(mounts),
             ..Default::default()
         };
         let labels = c.labels(Some(&j.name));
@@ -310,6 +313,7 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
                         containers: vec![container],
                         node_selector: (!j.node_selector.is_empty()).then(|| j.node_selector.clone()),
                         service_account_name: j.service_account_name.as_deref().map(dns_label),
+                        volumes: (!volumes.is_empty()).then_some(volumes),
                         ..Default::default()
                     }),
                 },
@@ -418,9 +422,77 @@ fn probe(p: &Probe) -> KProbe {
 }
 
 fn resources(s: &ResolvedService) -> Option<ResourceRequirements> {
+    limits_of(&s.cpu, &s.memory)
+}
+
+/// A job's volumes: a claim shared through `claim`, its service's claim for a persistent volume
+/// (a job of its own gets a claim of its own), memory and scratch directories.
+fn job_volumes(
+    c: &Ctx<'_>,
+    j: &offshoot_template::resolve::ResolvedJob,
+    base: Option<&ResolvedService>,
+    out: &mut Rendered,
+) -> (Vec<KVolume>, Vec<VolumeMount>) {
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    for (i, v) in j.volumes.iter().enumerate() {
+        let Some(path) = v.mount_path.as_ref().map(|p| p.value.clone()) else { continue };
+        let vname = v.name.as_ref().map_or_else(|| format!("vol-{i}"), |n| dns_label(&n.value));
+        let kind = v.kind.as_ref().map(|k| k.value);
+        let claim = |claim_name: String| KVolume {
+            name: vname.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name, read_only: None }),
+            ..Default::default()
+        };
+        let source = match (kind, &v.claim) {
+            (_, Some(shared)) => claim(format!("shared-{}", dns_label(&shared.value))),
+            (Some(VolumeType::Persistent), None) => match base {
+                Some(b) if b.stateful => {
+                    out.warnings.push(format!(
+                        "job `{}`: volume `{vname}` belongs to stateful service `{}`, whose pod holds it: not rendered",
+                        j.name, b.name
+                    ));
+                    continue;
+                }
+                Some(b) => claim(format!("{}-{vname}", dns_label(&b.name))),
+                None => {
+                    let name = format!("{}-{vname}", dns_label(&j.name));
+                    let size = v.size.as_ref().map(|s| s.value.as_str());
+                    out.manifests.push(Manifest::PersistentVolumeClaim(pvc(c, &name, Some(&j.name), size, "ReadWriteOnce")));
+                    claim(name)
+                }
+            },
+            (Some(VolumeType::Shmem), None) => KVolume {
+                name: vname.clone(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".into()),
+                    size_limit: v.size.as_ref().map(|s| Quantity(s.value.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            (Some(VolumeType::Empty), None) => {
+                KVolume { name: vname.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
+            }
+            (Some(VolumeType::S3), None) | (None, None) => {
+                out.warnings.push(format!(
+                    "job `{}`: volume `{vname}` ({}) is not rendered",
+                    j.name,
+                    kind.map_or("untyped", |k| k.as_str())
+                ));
+                continue;
+            }
+        };
+        volumes.push(source);
+        mounts.push(VolumeMount { name: vname, mount_path: path, ..Default::default() });
+    }
+    (volumes, mounts)
+}
+
+/// Resource limits and requests of a container.
+fn limits_of(cpu: &offshoot_template::resolve::Limits, memory: &offshoot_template::resolve::Limits) -> Option<ResourceRequirements> {
     let mut limits = BTreeMap::new();
     let mut requests = BTreeMap::new();
-    for (name, l) in [("cpu", &s.cpu), ("memory", &s.memory)] {
+    for (name, l) in [("cpu", cpu), ("memory", memory)] {
         if let Some(v) = &l.limits {
             limits.insert(name.to_owned(), Quantity(v.clone()));
         }

@@ -170,3 +170,30 @@ fn private_routes_load_balancers_and_secrets() {
     o.reveal_secrets = true;
     assert!(to_yaml(&render(&r, &o).manifests).expect("yaml").contains("s3cr3t-value"));
 }
+
+#[test]
+fn jobs_have_their_own_resources_and_volumes_else_their_services() {
+    let template = "app: t\nservices:\n- name: api\n  image: busybox:stable\n  memory:\n    limits: 256Mi\n  volumes:\n  - type: persistent\n    name: data\n    mount_path: /data\njobs:\n- name: migrate\n  from_services: api\n  command: [sh, -c, 'true']\n- name: seed\n  image: busybox:stable\n  memory:\n    limits: 64Mi\n  volumes:\n  - type: persistent\n    name: scratch\n    mount_path: /scratch\n  - type: shmem\n    name: fast\n    mount_path: /fast\n";
+    let doc = document::check("t.yaml", template, Some(Kind::Template));
+    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
+    let opts = resolve::Options { branch: "main".into(), env_id: "abc1234".into(), domain: "example.com".into(), ..Default::default() };
+    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), None, &opts).expect("resolves");
+    let printed = to_yaml(&render(&r, &Options::new("ns1", "i")).manifests).expect("yaml");
+    let docs: Vec<&str> = printed.split("---\n").collect();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d.contains(&format!("kind: {kind}\n")) && d.contains(&format!("  name: {name}\n")))
+            .copied()
+            .unwrap_or_else(|| panic!("no {kind} {name} in {printed}"))
+    };
+    // From its service: the service's limit and the service's claim.
+    let migrate = find("Job", "job-migrate");
+    assert!(
+        migrate.contains("memory: 256Mi") && migrate.contains("claimName: api-data") && migrate.contains("mountPath: /data"),
+        "{migrate}"
+    );
+    // Its own: its limit, a claim of its own, a memory directory.
+    let seed = find("Job", "job-seed");
+    assert!(seed.contains("memory: 64Mi") && seed.contains("claimName: seed-scratch") && seed.contains("medium: Memory"), "{seed}");
+    find("PersistentVolumeClaim", "seed-scratch");
+}

@@ -133,14 +133,19 @@ impl DockerBackend {
 }
 
 fn mounts(s: &ResolvedService) -> Vec<Mount> {
-    s.volumes
+    volume_mounts(&s.volumes, &s.name)
+}
+
+/// The mounts of `volumes`, of service or job `owner`.
+fn volume_mounts(volumes: &[offshoot_template::model::Volume], owner: &str) -> Vec<Mount> {
+    volumes
         .iter()
         .filter_map(|v| {
             let target = v.mount_path.as_ref()?.value.clone();
             let source = match (&v.kind, &v.claim) {
                 (_, Some(c)) => MountSource::Volume(format!("shared-{}", c.value)),
                 (Some(k), None) if k.value == VolumeType::Shmem => MountSource::Tmpfs {
-                    name: v.name.as_ref().map_or_else(|| format!("shm-{}", s.name), |n| n.value.clone()),
+                    name: v.name.as_ref().map_or_else(|| format!("shm-{owner}"), |n| n.value.clone()),
                     size: v.size.as_ref().and_then(|s| parse_quantity(s)).map(|b| b as u64),
                 },
                 (Some(k), None) if k.value == VolumeType::Persistent => MountSource::Volume(v.name.as_ref()?.value.clone()),
@@ -413,12 +418,14 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Fai
         cmd: job.args.clone(),
         env: exposed(&job.env),
         ports: vec![],
-        // A job made from a service has its volumes and repository files.
-        mounts: base
-            .map(|b| mounts(b).into_iter().chain(plan.files.get(&b.name).into_iter().flatten().cloned()).collect())
-            .unwrap_or_default(),
-        cpu_millis: None,
-        memory_bytes: None,
+        // Its volumes (its own, else its service's), and a job made from a service has the
+        // service's repository files.
+        mounts: volume_mounts(&job.volumes, name)
+            .into_iter()
+            .chain(base.and_then(|b| plan.files.get(&b.name)).into_iter().flatten().cloned())
+            .collect(),
+        cpu_millis: job.cpu.limits.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
+        memory_bytes: job.memory.limits.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
         volatile_env: Default::default(),
     };
     let done = ctx.rt.run_to_completion(&plan.ns, &spec, Duration::from_secs(job.completed_timeout_seconds)).await?;

@@ -209,6 +209,12 @@ pub struct ResolvedJob {
     pub node_selector: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Its own `cpu` and `memory`, else its service's, else the template's `resources`.
+    pub cpu: Limits,
+    pub memory: Limits,
+    /// Its own `volumes`, else its service's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -627,6 +633,9 @@ fn build(
                     .as_ref()
                     .or(base.and_then(|b| b.service_account_name.as_ref()))
                     .map(|x| x.value.clone()),
+                cpu: limits(j.cpu.as_ref().or(base.and_then(|b| b.cpu.as_ref())), default_res.and_then(|r| r.cpu.as_ref())),
+                memory: limits(j.memory.as_ref().or(base.and_then(|b| b.memory.as_ref())), default_res.and_then(|r| r.memory.as_ref())),
+                volumes: j.volumes.clone().or_else(|| base.and_then(|b| b.volumes.clone())).unwrap_or_default(),
             }
         })
         .collect();

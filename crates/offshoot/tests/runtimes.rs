@@ -129,3 +129,26 @@ fn docker_a_failing_job_stops_the_workflow() {
 fn kubernetes_a_failing_job_stops_the_workflow() {
     a_failing_job_stops_the_workflow(Rt::Kubernetes);
 }
+
+/// A job's own `memory` limit and `volumes` on the Docker engine: the limit is the container's,
+/// and its persistent volume is the environment's volume of that name, which the service reads.
+#[test]
+fn docker_a_job_has_its_own_memory_limit_and_volumes() {
+    let Some(s) = server(Rt::Docker) else { return };
+    let _r = app(
+        &s,
+        "seeded",
+        "- name: web\n  image: busybox:stable\n  command: [sh, -c, 'exec sleep 3600']\n  volumes:\n  - type: persistent\n    name: data\n    mount_path: /data\n",
+        "jobs:\n- name: seed\n  image: busybox:stable\n  command: [sh, -c, 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo seeded > /seed/mark']\n  memory:\n    limits: 64Mi\n  volumes:\n  - type: persistent\n    name: data\n    mount_path: /seed\nworkflows:\n- name: setup\n  parallelize:\n  - step: seed\n    tasks: [jobs.seed]\n  - step: services\n    tasks: [services.web]\n",
+    );
+    let e = create(&s, "seeded");
+    assert_eq!(e["status"], "ready", "{e}");
+    let steps = e["deployments"][0]["steps"].as_array().cloned().unwrap_or_default();
+    let seed = steps.iter().find(|st| st["output"].as_str().is_some_and(|o| o.contains("67108864"))).cloned();
+    assert!(seed.is_some(), "the job ran with its 64 MiB limit: {e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let mark = s.cli(&["env", "exec", &id, "web", "--", "cat", "/data/mark"]);
+    assert_eq!(String::from_utf8_lossy(&mark.stdout).trim(), "seeded", "{mark:?}");
+    assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
+    assert!(gone(Rt::Docker, &id));
+}

@@ -266,3 +266,37 @@ fn imported_ingress_variables_and_their_fallbacks() {
     assert_eq!(run(&[("API_INGRESS_URL", "http://api-e2.localhost")]), ("http://api-e2.localhost".to_owned(), "no admin".to_owned()));
     assert_eq!(run(&[]), ("no backend".to_owned(), "no admin".to_owned()));
 }
+
+#[test]
+fn a_job_takes_its_own_limits_and_volumes_else_its_services_else_the_templates() {
+    let template = "app: t\nresources:\n  cpu:\n    limits: 1000m\n  memory:\n    limits: 1Gi\nservices:\n- name: api\n  image: busybox:stable\n  memory:\n    limits: 256Mi\n  volumes:\n  - type: persistent\n    name: data\n    mount_path: /data\njobs:\n- name: migrate\n  from_services: api\n- name: seed\n  image: busybox:stable\n  cpu:\n    limits: 250m\n  volumes: []\n";
+    let doc = offshoot_template::document::check("t.yaml", template, Some(offshoot_template::document::Kind::Template));
+    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
+    let opts = offshoot_template::resolve::Options { branch: "main".into(), env_id: "abc1234".into(), ..Default::default() };
+    let r = offshoot_template::resolve::resolve("t.yaml", &doc.root.expect("root"), None, &opts).expect("resolves");
+    let job = |n: &str| r.jobs.iter().find(|j| j.name == n).expect("job");
+    let migrate = job("migrate");
+    assert_eq!((migrate.cpu.limits.as_deref(), migrate.memory.limits.as_deref()), (Some("1000m"), Some("256Mi")));
+    assert_eq!(migrate.volumes.iter().filter_map(|v| v.name.as_ref().map(|n| n.value.clone())).collect::<Vec<_>>(), ["data"]);
+    let seed = job("seed");
+    assert_eq!((seed.cpu.limits.as_deref(), seed.memory.limits.as_deref()), (Some("250m"), Some("1Gi")));
+    assert!(seed.volumes.is_empty(), "its own empty list wins");
+}
+
+#[test]
+fn a_jobs_own_build_is_not_silently_ignored() {
+    let check = |jobs: &str| {
+        let t = format!("app: t\nservices:\n- name: api\n  image: busybox:stable\njobs:\n{jobs}");
+        offshoot_template::document::check("t.yaml", &t, Some(offshoot_template::document::Kind::Template)).diagnostics
+    };
+    let only_build = check("- name: seed\n  build:\n    context: seed\n");
+    let e = only_build.iter().find(|d| d.is_error()).expect("an error");
+    assert!(e.message.contains("job `seed` has only a `build`") && e.line == 6, "{e:?}");
+    let with_image = check("- name: seed\n  image: busybox:stable\n  build:\n    context: seed\n");
+    assert!(!with_image.iter().any(|d| d.is_error()), "{with_image:?}");
+    let w = with_image.iter().find(|d| d.code == "ignored-field").expect("a warning");
+    assert!(
+        w.message.contains("the `build` of job `seed` is not built") && w.hint.as_deref().is_some_and(|h| h.contains("from_services")),
+        "{w:?}"
+    );
+}
