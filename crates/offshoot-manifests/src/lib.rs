@@ -461,18 +461,7 @@ fn job_volumes(
                     claim(name)
                 }
             },
-            (Some(VolumeType::Shmem), None) => KVolume {
-                name: vname.clone(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    medium: Some("Memory".into()),
-                    size_limit: v.size.as_ref().map(|s| Quantity(s.value.clone())),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            (Some(VolumeType::Empty), None) => {
-                KVolume { name: vname.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }
-            }
+            (Some(k @ (VolumeType::Shmem | VolumeType::Empty)), None) => directory(&vname, k, v),
             (Some(VolumeType::S3), None) | (None, None) => {
                 out.warnings.push(format!(
                     "job `{}`: volume `{vname}` ({}) is not rendered",
@@ -486,6 +475,20 @@ fn job_volumes(
         mounts.push(VolumeMount { name: vname, mount_path: path, ..Default::default() });
     }
     (volumes, mounts)
+}
+
+/// A pod's directory volume: in memory (`shmem`, bounded by its `size`) or scratch (`empty`).
+fn directory(name: &str, kind: VolumeType, v: &offshoot_template::model::Volume) -> KVolume {
+    let empty_dir = if kind == VolumeType::Shmem {
+        EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: v.size.as_ref().map(|s| Quantity(s.value.clone())),
+            ..Default::default()
+        }
+    } else {
+        EmptyDirVolumeSource::default()
+    };
+    KVolume { name: name.to_owned(), empty_dir: Some(empty_dir), ..Default::default() }
 }
 
 /// Resource limits and requests of a container.
@@ -552,18 +555,7 @@ fn service_manifests(c: &Ctx<'_>, s: &ResolvedService, out: &mut Rendered) {
                     })
                 }
             }
-            (Some(VolumeType::Shmem), None) => Some(KVolume {
-                name: vname.clone(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    medium: Some("Memory".into()),
-                    size_limit: v.size.as_ref().map(|s| Quantity(s.value.clone())),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            (Some(VolumeType::Empty), None) => {
-                Some(KVolume { name: vname.clone(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() })
-            }
+            (Some(k @ (VolumeType::Shmem | VolumeType::Empty)), None) => Some(directory(&vname, k, v)),
             (Some(VolumeType::S3), None) | (None, None) => {
                 out.warnings.push(format!(
                     "service `{}`: volume `{vname}` ({}) is not rendered",
