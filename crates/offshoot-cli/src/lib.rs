@@ -81,6 +81,11 @@ pub struct ServerBase {
     /// Hostnames are `<name>.<domain>`; `localhost` resolves to this machine with no DNS set-up.
     #[arg(long, default_value = "localhost")]
     pub domain: String,
+    /// Where environment networks on the Docker engine take their subnets from: a private
+    /// IPv4 range, a /24 per environment (the default holds 256). It must not overlap the
+    /// machine's other networks; databases the environments reach on the host must accept it.
+    #[arg(long, value_name = "CIDR", default_value = "10.213.0.0/16")]
+    pub network_pool: String,
 }
 
 /// Arguments of `offshoot server`, handed to the server by the binary (this crate does not
@@ -149,11 +154,6 @@ pub struct ServerArgs {
     /// limit (`20GiB`, `512Mi`); past it, as --max-environments.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory_budget: Option<u64>,
-    /// Where environment networks on the Docker engine take their subnets from: a private
-    /// IPv4 range, a /24 per environment (the default holds 256). It must not overlap the
-    /// machine's other networks; databases the environments reach on the host must accept it.
-    #[arg(long, value_name = "CIDR", default_value = "10.213.0.0/16")]
-    pub network_pool: String,
     /// Where static sites are stored: a directory, `file:///dir` or `s3://bucket[/prefix]`
     /// (S3 settings from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
     /// AWS_ALLOW_HTTP). Default: `static` in the data directory.

@@ -118,20 +118,27 @@ impl DockerRuntime {
         self
     }
 
-    /// The subnets in use: every network of the engine's (ours and others') and every route of
-    /// the host's.
-    async fn used_subnets(&self) -> Result<Vec<ipnet::Ipv4Net>> {
+    /// The subnets of the engine's networks (ours and others').
+    async fn engine_subnets(&self) -> Result<Vec<ipnet::Ipv4Net>> {
         let nets = self
             .docker
             .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
             .await
             .map_err(|e| engine("list networks", "", e))?;
-        let mut used = subnets::host_routes();
-        for n in nets {
-            let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
-            used.extend(configs.into_iter().filter_map(|c| c.subnet).filter_map(|s| s.parse::<ipnet::Ipv4Net>().ok()));
-        }
+        let configs = nets.into_iter().flat_map(|n| n.ipam.and_then(|i| i.config).unwrap_or_default());
+        Ok(configs.filter_map(|c| c.subnet).filter_map(|s| s.parse::<ipnet::Ipv4Net>().ok()).collect())
+    }
+
+    /// The subnets in use: every network of the engine's and every route of the host's.
+    async fn used_subnets(&self) -> Result<Vec<ipnet::Ipv4Net>> {
+        let mut used = self.engine_subnets().await?;
+        used.extend(subnets::host_routes());
         Ok(used)
+    }
+
+    /// How much of `pool` is left for environment networks (`offshoot doctor`).
+    pub async fn pool_use(&self, pool: NetworkPool) -> Result<subnets::PoolUse> {
+        Ok(pool.usage(&self.engine_subnets().await?, &subnets::host_routes()))
     }
 
     /// Pushes a local image to `registry` (`host:port`, or `host:port/prefix`) and returns the

@@ -60,6 +60,30 @@ impl NetworkPool {
     }
 }
 
+/// How much of a pool is left on this engine and machine ([`crate::DockerRuntime::pool_use`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolUse {
+    pub pool: NetworkPool,
+    /// /24 networks the pool holds.
+    pub capacity: u64,
+    /// Those neither a network of the engine nor a route of the machine covers.
+    pub free: u64,
+    /// Routes of the machine (not the engine's own networks) inside the pool: a VPN or another
+    /// bridge. Networks skip them, but it means the pool is shared with something else.
+    pub host_overlaps: Vec<String>,
+}
+
+impl NetworkPool {
+    /// What is left of the pool with `engine` networks and `routes` of the machine.
+    pub fn usage(&self, engine: &[Ipv4Net], routes: &[Ipv4Net]) -> PoolUse {
+        let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(b) || b.contains(a);
+        let used: Vec<Ipv4Net> = engine.iter().chain(routes).copied().collect();
+        let free = self.pool.subnets(NETWORK_PREFIX).map_or(0, |all| all.filter(|n| !used.iter().any(|u| overlaps(u, n))).count() as u64);
+        let host_overlaps = routes.iter().filter(|r| overlaps(r, &self.pool) && !engine.contains(r)).map(ToString::to_string).collect();
+        PoolUse { pool: *self, capacity: self.capacity(), free, host_overlaps }
+    }
+}
+
 /// The destinations of the host's IPv4 routes (from `/proc/net/route`), but the default route:
 /// a subnet there is some interface's (a VPN, another bridge) and is not free for a network.
 pub fn host_routes() -> Vec<Ipv4Net> {
@@ -102,6 +126,17 @@ mod tests {
         assert_eq!(pool.pick(&full), None);
         let small: NetworkPool = "192.168.77.0/24".parse().expect("valid");
         assert_eq!((small.capacity(), small.pick(&[])), (1, Some(net("192.168.77.0/24"))));
+    }
+
+    #[test]
+    fn usage_counts_what_is_free_and_names_the_machines_routes_inside_the_pool() {
+        let pool: NetworkPool = "10.213.0.0/16".parse().expect("valid");
+        // An engine network (its bridge is also a route) and a VPN route inside the pool.
+        let engine = [net("10.213.0.0/24"), net("172.17.0.0/16")];
+        let routes = [net("10.213.0.0/24"), net("10.213.8.0/22"), net("192.168.1.0/24")];
+        let u = pool.usage(&engine, &routes);
+        assert_eq!((u.capacity, u.free), (256, 256 - 1 - 4));
+        assert_eq!(u.host_overlaps, ["10.213.8.0/22"]);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! resolver, the file system and the database.
 
 use offshoot_api_types::{DoctorCheck, DoctorReport};
-use offshoot_docker::{DockerRuntime, EngineInfo};
+use offshoot_docker::subnets::PoolUse;
+use offshoot_docker::{DockerRuntime, EngineInfo, NetworkPool};
 use offshoot_runtime::Runtime as _;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -32,15 +33,20 @@ pub struct Config {
     pub domain: String,
     /// Images that must be in the engine.
     pub images: Vec<String>,
+    /// Where environment networks take their subnets from (`--network-pool`).
+    pub network_pool: NetworkPool,
 }
 
-/// Runs every check, in a fixed order: `engine`, `images`, `api-port`, `router-port`, `domain`,
-/// `data-dir`, `disk`, `database`.
+/// Runs every check, in a fixed order: `engine`, `images`, `network-pool`, `api-port`,
+/// `router-port`, `domain`, `data-dir`, `disk`, `database`.
 pub async fn run(config: &Config) -> DoctorReport {
     let host = docker_host();
     let engine_and_images = async {
         match probe_engine(&host).await {
-            Ok((rt, info)) => (Ok(info), Some(probe_images(&rt, &config.images).await)),
+            Ok((rt, info)) => {
+                let pool = bounded(rt.pool_use(config.network_pool)).await;
+                (Ok(info), Some((probe_images(&rt, &config.images).await, pool)))
+            }
             Err(e) => (Err(e), None),
         }
     };
@@ -55,7 +61,8 @@ pub async fn run(config: &Config) -> DoctorReport {
     DoctorReport {
         checks: vec![
             engine_check(&engine, &host),
-            images_check(images.as_deref()),
+            images_check(images.as_ref().map(|(i, _)| i.as_slice())),
+            pool_check(images.as_ref().map(|(_, p)| p), config.network_pool),
             port_check("api-port", config.listen, "--listen", &api),
             port_check("router-port", config.router_listen, "--router-listen", &router),
             domain_check(&config.domain, config.router_listen, &domain),
@@ -76,6 +83,38 @@ async fn bounded<T, E: std::fmt::Display>(work: impl std::future::Future<Output 
 
 fn check(name: &str, ok: bool, detail: impl Into<String>, fix: Option<String>) -> DoctorCheck {
     DoctorCheck { name: name.to_owned(), ok, detail: detail.into(), fix }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The environments' network pool.
+
+/// The pool's verdict: room left, and the machine's own networks inside it.
+pub fn pool_check(seen: Option<&Result<PoolUse, String>>, pool: NetworkPool) -> DoctorCheck {
+    let widen = "delete environments, or give the server a wider or another private `--network-pool`".to_owned();
+    match seen {
+        None => check("network-pool", false, "not checked: no engine answers", Some("fix the `engine` check first".to_owned())),
+        Some(Err(e)) => check("network-pool", false, format!("cannot list the engine's networks: {e}"), None),
+        Some(Ok(u)) if u.free == 0 => check(
+            "network-pool",
+            false,
+            format!("{pool}: none of its {} /24 networks is free, so no environment can be created", u.capacity),
+            Some(widen),
+        ),
+        Some(Ok(u)) => {
+            let detail = format!("{pool}: {} of {} /24 networks free (one per environment)", u.free, u.capacity);
+            if u.host_overlaps.is_empty() {
+                check("network-pool", true, detail, None)
+            } else {
+                let routes = u.host_overlaps.join(", ");
+                check(
+                    "network-pool",
+                    true,
+                    format!("{detail}; this machine routes {routes} inside it, which environments skip"),
+                    Some("choose a `--network-pool` that nothing on this machine's networks uses (a VPN, another bridge)".to_owned()),
+                )
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

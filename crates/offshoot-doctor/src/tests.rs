@@ -158,3 +158,19 @@ fn database_failures_are_told_apart_and_passwords_never_shown() {
     let c = database_check(&DatabaseSeen::SqliteNoDirectory("/d/offshoot.db".into()));
     assert!(!c.ok && c.fix.as_deref().is_some_and(|f| f.contains("data-dir")), "{c:?}");
 }
+
+#[test]
+fn the_network_pool_says_what_is_left_and_what_else_uses_it() {
+    let pool: NetworkPool = "10.213.0.0/16".parse().expect("pool");
+    let seen = |free, overlaps: &[&str]| {
+        Ok(PoolUse { pool, capacity: 256, free, host_overlaps: overlaps.iter().map(|s| (*s).to_owned()).collect() })
+    };
+    let c = pool_check(Some(&seen(250, &[])), pool);
+    assert!(c.ok && c.fix.is_none(), "{c:?}");
+    assert_eq!(c.detail, "10.213.0.0/16: 250 of 256 /24 networks free (one per environment)");
+    let c = pool_check(Some(&seen(0, &[])), pool);
+    assert!(!c.ok && c.fix.as_deref().is_some_and(|f| f.contains("--network-pool")), "{c:?}");
+    let c = pool_check(Some(&seen(252, &["10.213.8.0/22"])), pool);
+    assert!(c.ok && c.detail.contains("routes 10.213.8.0/22 inside it") && c.fix.is_some(), "{c:?}");
+    assert!(!pool_check(None, pool).ok);
+}

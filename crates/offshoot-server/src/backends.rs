@@ -108,6 +108,9 @@ async fn configmap_files(mirror: &Mirror, commit: &str, resolved: &Resolved) -> 
                 .await?
                 .map_err(|e| format!("{}: {e}", what()))?;
             match item {
+                Some(offshoot_git::TreeItem::File(file)) if file.kind == offshoot_git::ItemKind::Symlink => {
+                    return Err(format!("{}: `{path}` is a symbolic link; name the file it points to", what()).into());
+                }
                 Some(offshoot_git::TreeItem::File(file)) => {
                     files.insert(path, String::from_utf8_lossy(&file.data).into_owned());
                 }

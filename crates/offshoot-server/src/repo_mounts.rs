@@ -59,6 +59,12 @@ pub(crate) async fn materialize(
                 .await?
                 .map_err(|e| format!("{}: {e}", what()))?
                 .ok_or_else(|| format!("{}: `{path}` is not in the repository at commit {}", what(), short(commit)))?;
+            // The engine resolves a bind mount's own path on this machine: a link there would
+            // mount whatever it points to here. Links inside a folder are resolved in the
+            // container, and are kept.
+            if matches!(&item, TreeItem::File(f) if f.kind == ItemKind::Symlink) {
+                return Err(format!("{}: `{path}` is a symbolic link; name the file or folder it points to", what()).into());
+            }
             let (r, item2) = (root.clone(), item.clone());
             let source = tokio::task::spawn_blocking(move || write(&r, &item2))
                 .await?

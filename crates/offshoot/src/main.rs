@@ -19,10 +19,16 @@ fn doctor(args: offshoot_cli::doctor_cmd::DoctorArgs, json: bool) -> anyhow::Res
         database_url: base.database_url,
         domain: base.domain,
         images: args.images,
+        network_pool: pool(&base.network_pool)?,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = rt.block_on(offshoot_doctor::run(&config));
     Ok(offshoot_cli::doctor_cmd::report(&report, json))
+}
+
+/// `--network-pool`, checked.
+fn pool(text: &str) -> anyhow::Result<offshoot_server::NetworkPool> {
+    text.parse().map_err(|e: String| anyhow::anyhow!("--network-pool: {e}"))
 }
 
 fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
@@ -60,7 +66,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             max_environments: args.max_environments.and_then(|n| usize::try_from(n).ok()),
             memory_budget: args.memory_budget,
         },
-        network_pool: args.network_pool.parse().map_err(|e: String| anyhow::anyhow!("--network-pool: {e}"))?,
+        network_pool: pool(&base.network_pool)?,
         static_store: args.static_store,
         static_builder: args.static_builder,
         kubernetes: (args.runtime == offshoot_cli::ServerRuntime::Kubernetes).then(|| offshoot_server::KubernetesConfig {

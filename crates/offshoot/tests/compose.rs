@@ -162,7 +162,7 @@ fn a_compose_app_with_repository_files_answers_as_under_docker_compose_and_follo
 }
 
 #[test]
-fn a_configmap_path_missing_from_the_commit_fails_the_deployment_saying_which() {
+fn a_configmap_path_missing_or_a_link_fails_the_deployment_saying_which() {
     let template = r#"app: cm
 services:
 - name: web
@@ -183,5 +183,24 @@ services:
     let reason = env["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("service `web`: configmap `settings`: `./config/settings.yml` is not in the repository at commit"), "{env}");
     let id = env["id"].as_str().expect("id").to_owned();
+
+    // A link to a file of the machine is refused: the engine would mount what it points to.
+    std::fs::create_dir_all(r.path().join("config")).expect("mkdir");
+    std::os::unix::fs::symlink("/etc/hostname", r.path().join("config/settings.yml")).expect("symlink");
+    git(r.path(), &["add", "-A"]);
+    git(r.path(), &["commit", "-qm", "link"]);
+    let o = s.cli(&["env", "deploy", &id, "--wait", "--output", "json"]);
+    let env: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the environment, as JSON");
+    assert_eq!(env["status"], "failed", "{env}");
+    assert!(env["reason"].as_str().unwrap_or_default().contains("`./config/settings.yml` is a symbolic link"), "{env}");
+
+    // The file itself: mounted.
+    std::fs::remove_file(r.path().join("config/settings.yml")).expect("rm");
+    write(r.path(), "config/settings.yml", "mode: test\n");
+    git(r.path(), &["add", "-A"]);
+    git(r.path(), &["commit", "-qm", "file"]);
+    assert_eq!(s.json(&["env", "deploy", &id, "--wait"])["status"], "ready");
+    let shown = s.cli(&["env", "exec", &id, "web", "--", "cat", "/etc/settings.yml"]);
+    assert_eq!(String::from_utf8_lossy(&shown.stdout), "mode: test\n");
     assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
 }
