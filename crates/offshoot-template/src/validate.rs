@@ -57,6 +57,37 @@ fn hint_name(d: &mut Diagnostics, name: &str, candidates: &[&str]) {
 }
 
 /// Runs every semantic check on a template.
+/// Keys Offshoot reads and does nothing with yet: each is a warning at its line, so that none
+/// silently does nothing (`--strict` makes them errors).
+fn ignored_keys(t: &Template, d: &mut Diagnostics) {
+    for j in &t.cron_jobs {
+        d.warn(j.name.span, "ignored-key", format!("cron job `{}` never runs: Offshoot does not run `cron_jobs` yet", j.name));
+        d.hint("run it as a job in a workflow step, or on the host's schedule with `offshoot env exec`");
+    }
+    for l in &t.custom_links {
+        d.warn(l.name.span, "ignored-key", format!("custom link `{}` is not shown: Offshoot does not show `custom_links` yet", l.name));
+    }
+    for b in t.builds.iter().filter(|b| b.image_scan.is_some()) {
+        d.warn(b.name.span, "ignored-key", format!("the `image_scan` of build `{}` does nothing: Offshoot does not scan images", b.name));
+    }
+    for s in t.development_environment.iter().flat_map(|e| &e.services) {
+        d.warn(
+            s.name.span,
+            "ignored-key",
+            format!("`development_environment` service `{}` does nothing: Offshoot has no file sync or port forwarding", s.name),
+        );
+        d.hint("`offshoot env exec` and the router's hostnames reach an environment's services");
+    }
+    for p in t.parameters.iter().filter(|p| p.default.is_none()) {
+        d.warn(
+            p.name.span,
+            "ignored-key",
+            format!("parameter `{}` has no `default`, and environments cannot be given parameters yet: it is empty", p.name),
+        );
+        d.hint("give it a `default`");
+    }
+}
+
 pub fn check_template(t: &Template, d: &mut Diagnostics) {
     let names = Names {
         services: t.services.iter().map(|s| s.name.as_str()).collect(),
@@ -107,6 +138,7 @@ pub fn check_template(t: &Template, d: &mut Diagnostics) {
         }
     }
     depends_on_cycles(d, &t.services);
+    ignored_keys(t, d);
     for j in &t.jobs {
         if let Some(from) = &j.from_services {
             names.service(d, from, &format!("job `{}`", j.name));
