@@ -306,7 +306,8 @@ fn keys_offshoot_does_nothing_with_are_warnings_at_their_lines() {
     let t = "app: t\nservices:\n- name: api\n  image: busybox:stable\ncron_jobs:\n- name: nightly\n  image: busybox:stable\n  schedule: '0 3 * * *'\ncustom_links:\n- name: Grafana\n  url: https://grafana.example.com\nbuilds:\n- name: api\n  context: api\n  image_scan:\n    severity: high\ndevelopment_environment:\n  services:\n  - name: api\n    command: [sh]\nparameters:\n- name: size\n  type: string\n- name: mode\n  type: string\n  default: demo\n";
     let doc = offshoot_template::document::check("t.yaml", t, Some(offshoot_template::document::Kind::Template));
     assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
-    let ignored: Vec<(u32, &str)> = doc.diagnostics.iter().filter(|d| d.code == "ignored-key").map(|d| (d.line, d.message.as_str())).collect();
+    let ignored: Vec<(u32, &str)> =
+        doc.diagnostics.iter().filter(|d| d.code == "ignored-key").map(|d| (d.line, d.message.as_str())).collect();
     let lines: Vec<u32> = ignored.iter().map(|(l, _)| *l).collect();
     assert_eq!(lines, [6, 10, 13, 19, 22], "{ignored:?}");
     assert!(ignored[0].1.contains("cron job `nightly` never runs"), "{ignored:?}");
