@@ -118,14 +118,8 @@ impl<P: Ports> Control<'_, P> {
             tracing::info!(env = %victim.id, "at capacity: putting the least recently used environment to sleep");
             let actor = crate::Actor::system("capacity");
             let id = victim.id.clone();
-            let work = async {
-                self.store.transition_env(&id, &[EnvStatus::Ready], EnvStatus::Sleeping, Some("put to sleep to make room")).await?;
-                for e in std::iter::once(victim.clone()).chain(self.store.child_envs(&id).await?) {
-                    self.store.transition_env(&e.id, &[EnvStatus::Ready], EnvStatus::Sleeping, None).await?;
-                    self.stop_services(&e).await?;
-                }
-                Ok(())
-            };
+            // One that stopped being ready meanwhile is left alone: the next round looks again.
+            let work = async { self.fall_asleep(&victim, Some("put to sleep to make room")).await.map(|_| ()) };
             gate(self.store, &actor, Operation::SleepEnv, &id, work, |_| Noted::detail("to make room".into())).await?;
         }
     }

@@ -145,21 +145,32 @@ impl<P: Ports> Control<'_, P> {
     pub async fn sleep_env(&self, id: &str) -> Result<Environment, ControlError> {
         let work = async {
             let env = self.find_env(id).await?;
-            let mut family = vec![env.clone()];
-            family.extend(self.store.child_envs(id).await?);
-            for e in &family {
-                let moved = self.store.transition_env(&e.id, &[EnvStatus::Ready], EnvStatus::Sleeping, None).await?;
-                if !moved && e.status != EnvStatus::Sleeping && e.id == env.id {
-                    return Err(not_now(e, "sleep"));
-                }
-            }
-            // The importer first: its services may use its imports' until they stop.
-            for e in &family {
-                self.stop_services(e).await?;
+            if !self.fall_asleep(&env, None).await? {
+                return Err(not_now(&env, "sleep"));
             }
             self.find_env(id).await
         };
         gate(self.store, &self.actor, Operation::SleepEnv, id, work, |_| Noted::default()).await
+    }
+
+    /// Puts `env` and its imports' environments to sleep: each moved from `ready` to `sleeping`
+    /// (the status first, `reason` on `env`), then their services stopped, the importer's first
+    /// (they may use its imports' until they stop). `false`, and nothing done, when `env` is
+    /// neither ready nor asleep already (it is being deployed, say).
+    pub(crate) async fn fall_asleep(&self, env: &Environment, reason: Option<&str>) -> Result<bool, ControlError> {
+        let moved = self.store.transition_env(&env.id, &[EnvStatus::Ready], EnvStatus::Sleeping, reason).await?;
+        if !moved && env.status != EnvStatus::Sleeping {
+            return Ok(false);
+        }
+        let mut family = vec![env.clone()];
+        for child in self.store.child_envs(&env.id).await? {
+            self.store.transition_env(&child.id, &[EnvStatus::Ready], EnvStatus::Sleeping, None).await?;
+            family.push(child);
+        }
+        for e in &family {
+            self.stop_services(e).await?;
+        }
+        Ok(true)
     }
 
     /// Wakes a sleeping environment: its imports' environments first, then its services in
