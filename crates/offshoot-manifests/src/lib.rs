@@ -156,14 +156,9 @@ impl Manifest {
     }
 }
 
-/// The repository file a `configmap` entry mounts: its `repo_path`, else its name.
-fn configmap_file(f: &offshoot_template::model::ConfigMapFile) -> &str {
-    f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str())
-}
-
 /// The repository files the environment's `configmap` mounts need (`Options::files`).
 pub fn configmap_files(r: &Resolved) -> std::collections::BTreeSet<String> {
-    r.services.iter().flat_map(|s| &s.configmap).map(|f| configmap_file(f).to_owned()).collect()
+    r.services.iter().flat_map(|s| &s.configmap).map(|f| f.source().value.clone()).collect()
 }
 
 /// The name of a job's Job object.
@@ -572,7 +567,7 @@ fn service_manifests(c: &Ctx<'_>, s: &ResolvedService, out: &mut Rendered) {
     }
     for (i, f) in s.configmap.iter().enumerate() {
         let cm = format!("{name}-cm-{}", dns_label(&f.name.value));
-        let file = configmap_file(f);
+        let file = f.source().as_str();
         let key = std::path::Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or("file").to_owned();
         let content = c.o.files.get(file).cloned().unwrap_or_else(|| {
             out.warnings.push(format!("service `{}`: configmap file `{file}` was not provided", s.name));
@@ -593,8 +588,7 @@ fn service_manifests(c: &Ctx<'_>, s: &ResolvedService, out: &mut Rendered) {
             }),
             ..Default::default()
         });
-        let mount = f.mount_path.as_ref().map_or_else(|| format!("/etc/{key}"), |m| m.value.clone());
-        mounts.push(VolumeMount { name: vname, mount_path: mount, sub_path: Some(key), read_only: Some(true), ..Default::default() });
+        mounts.push(VolumeMount { name: vname, mount_path: f.target(), sub_path: Some(key), read_only: Some(true), ..Default::default() });
     }
     let mut ports: Vec<ContainerPort> = Vec::new();
     for p in &s.ports {

@@ -95,33 +95,19 @@ pub(crate) async fn remove(ctx: &Shared, env: &Environment) -> Result<(), Failur
         .map_err(|e| Failure::from(format!("cannot remove the mounted files of `{}`: {e}", env.id)))
 }
 
-/// The repository files mounted with `configmap`, at the deployed commit, for Kubernetes (a file
-/// per ConfigMap: a folder is refused there, and a missing file fails the deployment).
+/// The repository files mounted with `configmap`, at the deployed commit, for Kubernetes: a file
+/// per ConfigMap, so a folder is refused there.
 async fn configmap_files(mirror: &Mirror, commit: &str, resolved: &Resolved) -> Result<BTreeMap<String, String>, Failure> {
     let mut files = BTreeMap::new();
-    for s in &resolved.services {
-        for f in &s.configmap {
-            let path = f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str()).to_owned();
-            let what = || format!("service `{}`: configmap `{}`", s.name, f.name.value);
-            let (m, c, p) = (mirror.clone(), commit.to_owned(), path.clone());
-            let item = tokio::task::spawn_blocking(move || m.read_item(&c, &p, crate::repo_mounts::MAX_MOUNT_BYTES))
-                .await?
-                .map_err(|e| format!("{}: {e}", what()))?;
-            match item {
-                Some(offshoot_git::TreeItem::File(file)) if file.kind == offshoot_git::ItemKind::Symlink => {
-                    return Err(format!("{}: `{path}` is a symbolic link; name the file it points to", what()).into());
-                }
-                Some(offshoot_git::TreeItem::File(file)) => {
-                    files.insert(path, String::from_utf8_lossy(&file.data).into_owned());
-                }
-                Some(offshoot_git::TreeItem::Dir(_)) => {
-                    return Err(format!("{}: `{path}` is a folder; on Kubernetes a configmap entry mounts one file", what()).into());
-                }
-                None => {
-                    return Err(
-                        format!("{}: `{path}` is not in the repository at commit {}", what(), commit.get(..12).unwrap_or(commit)).into()
-                    );
-                }
+    for e in crate::repo_mounts::read(mirror, commit, resolved).await? {
+        let path = e.file.source().value.clone();
+        match e.item {
+            offshoot_git::TreeItem::File(file) => {
+                files.insert(path, String::from_utf8_lossy(&file.data).into_owned());
+            }
+            offshoot_git::TreeItem::Dir(_) => {
+                let what = format!("service `{}`: configmap `{}`", e.service, e.file.name.value);
+                return Err(format!("{what}: `{path}` is a folder; on Kubernetes a configmap entry mounts one file").into());
             }
         }
     }

@@ -23,21 +23,43 @@ pub(crate) fn env_dir(ctx: &Ctx, env_id: &str) -> PathBuf {
     ctx.data_dir.join("mounts").join(env_id)
 }
 
-/// The repository path an entry mounts: its `repo_path`, else its name.
-fn repo_path(f: &ConfigMapFile) -> &str {
-    f.repo_path.as_ref().map_or(f.name.value.as_str(), |p| p.value.as_str())
+/// One `configmap` entry of a service, read from the deployed commit.
+pub(crate) struct Entry<'r> {
+    pub(crate) service: &'r str,
+    pub(crate) file: &'r ConfigMapFile,
+    pub(crate) item: TreeItem,
 }
 
-/// Where an entry is mounted: its `mount_path`, else `/etc/<file name>`.
-fn target(f: &ConfigMapFile) -> String {
-    f.mount_path.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| {
-        let name = repo_path(f).trim_end_matches('/').rsplit('/').next().unwrap_or("").to_owned();
-        format!("/etc/{}", if name.is_empty() || name == "." { f.name.value.as_str() } else { name.as_str() })
-    })
+/// Every `configmap` entry of `resolved`'s services (static sites aside), read from `commit` of
+/// `mirror`: within the repository, without `..`, at most [`MAX_MOUNT_BYTES`], present at the
+/// commit, and not itself a symbolic link (an engine would follow it on this machine; links
+/// inside a folder are resolved in the container). Errors name the service, the entry and the
+/// commit.
+pub(crate) async fn read<'r>(mirror: &Mirror, commit: &str, resolved: &'r Resolved) -> Result<Vec<Entry<'r>>, Failure> {
+    let mut out = Vec::new();
+    for s in resolved.services.iter().filter(|s| s.static_site.is_none()) {
+        for f in &s.configmap {
+            let what = || format!("service `{}`: configmap `{}`", s.name, f.name.value);
+            let path = f.source().value.clone();
+            if path.split('/').any(|p| p == "..") {
+                return Err(format!("{}: `{path}` must not contain `..`", what()).into());
+            }
+            let (m, c, p) = (mirror.clone(), commit.to_owned(), path.clone());
+            let item = tokio::task::spawn_blocking(move || m.read_item(&c, &p, MAX_MOUNT_BYTES))
+                .await?
+                .map_err(|e| format!("{}: {e}", what()))?
+                .ok_or_else(|| format!("{}: `{path}` is not in the repository at commit {}", what(), short(commit)))?;
+            if matches!(&item, TreeItem::File(f) if f.kind == ItemKind::Symlink) {
+                return Err(format!("{}: `{path}` is a symbolic link; name the file or folder it points to", what()).into());
+            }
+            out.push(Entry { service: &s.name, file: f, item });
+        }
+    }
+    Ok(out)
 }
 
-/// The `configmap` mounts of every service of `resolved`, their files written for `env_id` from
-/// `commit` of `mirror`: service → mounts.
+/// The `configmap` mounts of every service of `resolved` on the Docker engine, their files
+/// written for `env_id` from `commit` of `mirror`: service → mounts.
 pub(crate) async fn materialize(
     ctx: &Ctx,
     env_id: &str,
@@ -47,30 +69,12 @@ pub(crate) async fn materialize(
 ) -> Result<HashMap<String, Vec<Mount>>, Failure> {
     let mut out: HashMap<String, Vec<Mount>> = HashMap::new();
     let root = std::path::absolute(env_dir(ctx, env_id)).map_err(|e| format!("the data directory: {e}"))?;
-    for s in resolved.services.iter().filter(|s| s.static_site.is_none()) {
-        for f in &s.configmap {
-            let what = || format!("service `{}`: configmap `{}`", s.name, f.name.value);
-            let path = repo_path(f).to_owned();
-            if path.split('/').any(|p| p == "..") {
-                return Err(format!("{}: `{path}` must not contain `..`", what()).into());
-            }
-            let (m, c, p) = (mirror.clone(), commit.to_owned(), path.clone());
-            let item = tokio::task::spawn_blocking(move || m.read_item(&c, &p, MAX_MOUNT_BYTES))
-                .await?
-                .map_err(|e| format!("{}: {e}", what()))?
-                .ok_or_else(|| format!("{}: `{path}` is not in the repository at commit {}", what(), short(commit)))?;
-            // The engine resolves a bind mount's own path on this machine: a link there would
-            // mount whatever it points to here. Links inside a folder are resolved in the
-            // container, and are kept.
-            if matches!(&item, TreeItem::File(f) if f.kind == ItemKind::Symlink) {
-                return Err(format!("{}: `{path}` is a symbolic link; name the file or folder it points to", what()).into());
-            }
-            let (r, item2) = (root.clone(), item.clone());
-            let source = tokio::task::spawn_blocking(move || write(&r, &item2))
-                .await?
-                .map_err(|e| format!("{}: cannot write its files: {e}", what()))?;
-            out.entry(s.name.clone()).or_default().push(Mount { source: MountSource::HostFile(source), target: target(f) });
-        }
+    for e in read(mirror, commit, resolved).await? {
+        let what = format!("service `{}`: configmap `{}`", e.service, e.file.name.value);
+        let (r, item) = (root.clone(), e.item);
+        let source =
+            tokio::task::spawn_blocking(move || write(&r, &item)).await?.map_err(|err| format!("{what}: cannot write its files: {err}"))?;
+        out.entry(e.service.to_owned()).or_default().push(Mount { source: MountSource::HostFile(source), target: e.file.target() });
     }
     Ok(out)
 }
@@ -206,10 +210,12 @@ mod tests {
         use offshoot_template::span::Sp;
         let text = |s: &str| Sp::synthetic(s.to_owned());
         let mut f = ConfigMapFile { name: text("grafana-ini"), mount_path: None, repo_path: Some(text("././src/grafana/grafana.ini")) };
-        assert_eq!(target(&f), "/etc/grafana.ini");
+        assert_eq!(f.target(), "/etc/grafana.ini");
         f.mount_path = Some(text("/etc/grafana/grafana.ini"));
-        assert_eq!(target(&f), "/etc/grafana/grafana.ini");
+        assert_eq!(f.target(), "/etc/grafana/grafana.ini");
         let g = ConfigMapFile { name: text("site"), mount_path: None, repo_path: None };
-        assert_eq!((repo_path(&g), target(&g).as_str()), ("site", "/etc/site"));
+        assert_eq!((g.source().as_str(), g.target().as_str()), ("site", "/etc/site"));
+        let all = ConfigMapFile { name: text("repository"), mount_path: None, repo_path: Some(text(".")) };
+        assert_eq!(all.target(), "/etc/repository");
     }
 }

@@ -555,6 +555,23 @@ pub struct ConfigMapFile {
     pub repo_path: Option<Text>,
 }
 
+impl ConfigMapFile {
+    /// The repository path it mounts: its `repo_path`, else its name.
+    pub fn source(&self) -> &Text {
+        self.repo_path.as_ref().unwrap_or(&self.name)
+    }
+
+    /// Where it is mounted: its `mount_path`, else `/etc/<the source's file name>` (its name
+    /// for the whole repository).
+    pub fn target(&self) -> String {
+        if let Some(m) = &self.mount_path {
+            return m.value.clone();
+        }
+        let base = self.source().trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        format!("/etc/{}", if base.is_empty() || base == "." { self.name.as_str() } else { base })
+    }
+}
+
 /// `{key, value}` set in the template.
 #[derive(Clone, Debug, Default, Serialize, JsonSchema)]
 pub struct EnvEntry {

@@ -242,7 +242,7 @@ fn service(d: &mut Diagnostics, s: &Service, names: &Names<'_>, shared: &[&str],
         }
     }
     for f in &s.configmap {
-        let path = f.repo_path.as_ref().unwrap_or(&f.name);
+        let path = f.source();
         if !inside(path) {
             d.error(
                 path.span,
