@@ -56,7 +56,12 @@ impl NetworkPool {
 
     /// The first /24 of the pool that overlaps none of `used`.
     pub fn pick(&self, used: &[Ipv4Net]) -> Option<Ipv4Net> {
-        self.pool.subnets(NETWORK_PREFIX).ok()?.find(|n| !used.iter().any(|u| u.contains(n) || n.contains(u)))
+        self.free(used).next()
+    }
+
+    /// The pool's /24s that overlap none of `used`, in order.
+    fn free<'u>(&self, used: &'u [Ipv4Net]) -> impl Iterator<Item = Ipv4Net> + 'u {
+        self.pool.subnets(NETWORK_PREFIX).into_iter().flatten().filter(move |n| !used.iter().any(|u| overlap(u, n)))
     }
 }
 
@@ -76,12 +81,16 @@ pub struct PoolUse {
 impl NetworkPool {
     /// What is left of the pool with `engine` networks and `routes` of the machine.
     pub fn usage(&self, engine: &[Ipv4Net], routes: &[Ipv4Net]) -> PoolUse {
-        let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(b) || b.contains(a);
         let used: Vec<Ipv4Net> = engine.iter().chain(routes).copied().collect();
-        let free = self.pool.subnets(NETWORK_PREFIX).map_or(0, |all| all.filter(|n| !used.iter().any(|u| overlaps(u, n))).count() as u64);
-        let host_overlaps = routes.iter().filter(|r| overlaps(r, &self.pool) && !engine.contains(r)).map(ToString::to_string).collect();
+        let free = self.free(&used).count() as u64;
+        let host_overlaps = routes.iter().filter(|r| overlap(r, &self.pool) && !engine.contains(r)).map(ToString::to_string).collect();
         PoolUse { pool: *self, capacity: self.capacity(), free, host_overlaps }
     }
+}
+
+/// Whether two networks share an address (one holds the other).
+fn overlap(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(b) || b.contains(a)
 }
 
 /// The destinations of the host's IPv4 routes (from `/proc/net/route`), but the default route:
