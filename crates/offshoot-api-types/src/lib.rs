@@ -189,6 +189,9 @@ pub struct EnvCreate {
     pub environment_template: Option<String>,
     /// Lifetime in seconds; the environment is torn down when it expires.
     pub ttl_seconds: Option<u64>,
+    /// Values of the template's `parameters` (the defaults apply to the rest).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -287,6 +290,20 @@ pub struct Env {
     /// The Instant Datasets' clones this environment holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub datasets: Vec<AttachedDataset>,
+    /// Its template's `parameters`: every one with its value when shown alone, only those given
+    /// a value in a list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<ParameterValue>,
+}
+
+/// A parameter's value in an environment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParameterValue {
+    pub name: String,
+    pub value: String,
+    /// The template's default (not given when the environment was created).
+    #[serde(default)]
+    pub default: bool,
 }
 
 /// A clone checked out to an environment (its password is in the environment's variables only).

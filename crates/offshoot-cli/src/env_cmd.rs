@@ -20,6 +20,10 @@ pub(crate) enum Command {
         /// Lifetime, e.g. `72h`, `30m`, `2d`; the environment is torn down when it expires.
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<u64>,
+        /// A value of the template's `parameters`, `NAME=VALUE` (repeatable; the defaults apply
+        /// to the rest).
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = offshoot_template::params::parse_assignment)]
+        params: Vec<(String, String)>,
         /// Wait until it is ready (exit 1 if it fails).
         #[arg(long)]
         wait: bool,
@@ -163,6 +167,9 @@ fn print_env(e: &api::Env) -> String {
         let labels = if pr.labels.is_empty() { String::new() } else { format!("  labels: {}", pr.labels.join(", ")) };
         s.push_str(&format!("  pull request {} #{} ({}){labels}\n", pr.repo, pr.number, pr.provider));
     }
+    for p in &e.parameters {
+        s.push_str(&format!("  parameter {} = {}{}\n", p.name, p.value, if p.default { "  (default)" } else { "" }));
+    }
     for d in &e.datasets {
         let expiry = d.expires_at.map_or_else(String::new, |t| format!(", TTL ends {}", crate::dataset_cmd::relative(t)));
         s.push_str(&format!("  dataset {}: database {} on {}:{} as {}{expiry}\n", d.dataset, d.database, d.host, d.port, d.user));
@@ -214,8 +221,15 @@ fn finish(e: api::Env, output: Output) -> Result<ExitCode> {
 pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
     let api = Api::from_env()?;
     match cmd {
-        Command::Create { app, branch, environment_template, ttl, wait: w } => {
-            let e: api::Env = api.post("/envs", &api::EnvCreate { app, branch, environment_template, ttl_seconds: ttl })?;
+        Command::Create { app, branch, environment_template, ttl, params, wait: w } => {
+            let mut parameters = std::collections::BTreeMap::new();
+            for (name, value) in params {
+                if parameters.insert(name.clone(), value).is_some() {
+                    anyhow::bail!("parameter `{name}` is given twice");
+                }
+            }
+            let body = api::EnvCreate { app, branch, environment_template, ttl_seconds: ttl, parameters };
+            let e: api::Env = api.post("/envs", &body)?;
             if w {
                 return finish(wait(&api, &e.id, false, output)?, output);
             }

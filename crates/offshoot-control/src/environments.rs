@@ -15,6 +15,7 @@ use offshoot_store::{App, Deployment, Environment, now_ms};
 use offshoot_store::{DeploymentId, EnvId};
 use offshoot_template::document::{self, Kind};
 use offshoot_template::model::Template;
+use std::collections::BTreeMap;
 
 /// A new environment.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +32,8 @@ pub struct NewEnv {
     pub config: Option<Config>,
     /// The application's repository, just fetched (else it is fetched now).
     pub mirror: Option<Mirror>,
+    /// Values of its template's `parameters` (the defaults apply to the rest).
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// A deployment of `workflow`, running, not started yet.
@@ -76,6 +79,11 @@ impl<P: Ports> Control<'_, P> {
             }
         };
         let (t, environment_template) = self.checked_template(&template, req.environment_template.as_deref()).await?;
+        offshoot_template::params::bind(&t, &req.parameters).map_err(|problems| ControlError::Unprocessable {
+            code: "invalid-parameter",
+            message: problems.join("; "),
+            hint: Some("`offshoot app template APP` shows the template's `parameters`".into()),
+        })?;
         self.check_branch(&app, req.mirror, &req.branch).await?;
         // Without its own lifetime, the application's for its kind (pull request or not).
         let git = self.store.app_git(&app.name).await?;
@@ -128,6 +136,11 @@ impl<P: Ports> Control<'_, P> {
             sleeping_since: None,
             last_request_at: None,
             idle_sleep_seconds: None,
+            parameters: if req.parameters.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&req.parameters).map_err(|e| ControlError::bad_input(e.to_string()))?)
+            },
         };
         self.store.create_env(&env).await?;
         self.create_imported(&id, imports, now).await?;
@@ -213,6 +226,7 @@ impl<P: Ports> Control<'_, P> {
                 sleeping_since: None,
                 last_request_at: None,
                 idle_sleep_seconds: None,
+                parameters: None,
             };
             self.store.create_env(&child).await?;
             tracing::info!(env = %child.id, app = %child.app, branch = %child.branch, %parent, reason = %p.info.reason, "imported environment created");

@@ -364,6 +364,7 @@ mod tests {
             sleeping_since: None,
             last_request_at: None,
             idle_sleep_seconds: None,
+            parameters: None,
         };
         assert_eq!(tracking_tag(&env(T)).as_deref(), Some("v1"));
         assert_eq!(tracking_tag(&env(&T.replace("tracking_tag: v1\n", ""))), None);

@@ -278,6 +278,7 @@ fn an_import_record_that_cannot_be_read_is_an_empty_one() {
         sleeping_since: None,
         last_request_at: None,
         idle_sleep_seconds: None,
+        parameters: None,
     };
     assert_eq!(ImportInfo::of(&env), ImportInfo::default());
     let info = ImportInfo { reason: "explicit branch".into(), exclude: vec!["docs".into()], warnings: vec![] };

@@ -173,6 +173,7 @@ async fn create_env(
         branch: body.branch,
         environment_template: body.environment_template,
         ttl_seconds: body.ttl_seconds,
+        parameters: body.parameters,
         ..NewEnv::default()
     };
     let env = control(&ctx, actor).create_env(req).await?;

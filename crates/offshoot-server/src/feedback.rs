@@ -243,6 +243,7 @@ mod tests {
             warnings: vec![],
             pull_request: None,
             datasets: vec![],
+            parameters: vec![],
         };
         let mut expiring = env("front", EnvStatus::Sleeping, None, None);
         expiring.expires_at = Some(5 * 3600 * 1000);

@@ -37,6 +37,11 @@ impl Fork {
         self.template.datasets_of(env.environment_template.as_deref())
     }
 
+    /// The template, parsed.
+    pub(crate) fn template(&self) -> &offshoot_template::model::Template {
+        &self.template
+    }
+
     /// `parallelize_app_imports: true`.
     pub(crate) fn parallel_imports(&self) -> bool {
         self.template.parallelize_app_imports.as_ref().is_some_and(|p| p.value)
@@ -125,7 +130,7 @@ async fn resolve_own(
         force_domain: true,
         ingress_port: Some(ctx.tls_port.unwrap_or(ctx.router_port)),
         ingress_tls: ctx.tls_port.is_some(),
-        parameters: BTreeMap::new(),
+        parameters: env.given_parameters(),
         imported,
         attached,
     };

@@ -406,6 +406,13 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
         Some(d) => (d.template.clone(), d.env_vars.clone()),
         None => (latest.map(|v| v.template.clone()).unwrap_or_default(), latest.map(|v| v.env_vars.clone()).unwrap_or_default()),
     };
+    let params = latest
+        .and_then(|v| {
+            offshoot_template::document::check("application_template.yaml", &v.template, Some(offshoot_template::document::Kind::Template))
+                .template
+        })
+        .map(|t| t.parameters)
+        .unwrap_or_default();
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
     let sources: Vec<(&str, &str)> = match &draft {
         Some(d) => vec![("application_template.yaml", d.template.as_str()), ("environment_variables.yaml", d.env_vars.as_str())],
@@ -419,7 +426,7 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
             @if envs.is_empty() { p { "None." } } @else {
                 ul { @for e in &envs { li { a href={ "/ui/envs/" (e.id) } { (e.id) } " · " (e.branch) " · " (state_badge(e.status.as_str())) } } }
             }
-            (new_env_form(s, Some(name), &[]))
+            (new_env_form(s, Some(name), &[], &params))
         }
         form.card method="post" action={ "/ui/apps/" (name) "/config" } {
             h2 { "Configuration" }

@@ -32,7 +32,10 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/ui/envs/{id}/logs/{service}", get(log_events))
 }
 
-pub(crate) fn new_env_form(s: &Session, app: Option<&str>, apps: &[String]) -> Markup {
+/// The form that creates an environment: of one application (with a field per parameter of its
+/// template: a choice when it lists options, required when it has no default), or of any (with
+/// the parameters as `NAME=VALUE` lines).
+pub(crate) fn new_env_form(s: &Session, app: Option<&str>, apps: &[String], params: &[offshoot_template::model::Parameter]) -> Markup {
     html! {
         form.card method="post" action="/ui/envs" {
             h2 { "New environment" }
@@ -48,6 +51,22 @@ pub(crate) fn new_env_form(s: &Session, app: Option<&str>, apps: &[String]) -> M
             input #branch name="branch" required value="main";
             label for="ttl" { "Expires after (hours, optional)" }
             input #ttl name="ttl_hours" type="number" min="1" max="8760";
+            @for p in params {
+                @let id = format!("param_{}", p.name);
+                @let default = p.default.as_ref().map(|d| d.as_str());
+                label for=(id) { "Parameter " code { (p.name) } @if let Some(d) = &p.description { " " span.muted { (d) } } }
+                @if p.options.is_empty() {
+                    input id=(id) name=(id) placeholder=[default] required[default.is_none()];
+                } @else {
+                    select id=(id) name=(id) required[default.is_none()] {
+                        @for o in &p.options { option value=(o) selected[Some(o.as_str()) == default] { (o) } }
+                    }
+                }
+            }
+            @if app.is_none() {
+                label for="params" { "Parameters (optional: NAME=VALUE, one per line)" }
+                textarea #params name="params" rows="2" spellcheck="false" {}
+            }
             button type="submit" { "Create environment" }
         }
     }
@@ -83,7 +102,7 @@ async fn render_envs(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Resp
                 } } }
             } }
         }
-        @if !apps.is_empty() { (new_env_form(s, None, &apps)) }
+        @if !apps.is_empty() { (new_env_form(s, None, &apps, &[])) }
     };
     (status, page("Environments", Some(s), body)).into_response()
 }
@@ -127,6 +146,28 @@ struct NewEnv {
     app: String,
     branch: String,
     ttl_hours: Option<String>,
+    /// `NAME=VALUE` lines, and `param_NAME` fields.
+    #[serde(default)]
+    params: String,
+    #[serde(flatten)]
+    fields: std::collections::HashMap<String, String>,
+}
+
+impl NewEnv {
+    /// The parameters given: the non-empty `param_NAME` fields and the `NAME=VALUE` lines.
+    fn parameters(&self) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let mut out: std::collections::BTreeMap<String, String> = self
+            .fields
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("param_")?.to_owned(), v.clone())))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        for line in self.params.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let (k, v) = offshoot_template::params::parse_assignment(line).map_err(|e| format!("Parameters: {e}"))?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
 }
 
 async fn create_env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>, Form(f): Form<NewEnv>) -> Response {
@@ -140,8 +181,17 @@ async fn create_env(State(ctx): State<Shared>, axum::Extension(s): axum::Extensi
             _ => return render_envs(&ctx, &s, Some(ApiError::bad_request("`Expires after` is a number of hours from 1 to 8760"))).await,
         },
     };
-    let req =
-        offshoot_control::environments::NewEnv { app: f.app, branch: f.branch.trim().to_owned(), ttl_seconds: ttl, ..Default::default() };
+    let parameters = match f.parameters() {
+        Ok(p) => p,
+        Err(e) => return render_envs(&ctx, &s, Some(ApiError::bad_request(e))).await,
+    };
+    let req = offshoot_control::environments::NewEnv {
+        app: f.app,
+        branch: f.branch.trim().to_owned(),
+        ttl_seconds: ttl,
+        parameters,
+        ..Default::default()
+    };
     match control(&ctx, Actor::dashboard()).create_env(req).await {
         Ok(e) => Redirect::to(&format!("/ui/envs/{}", e.id)).into_response(),
         Err(e) => render_envs(&ctx, &s, Some(e.into())).await,
@@ -259,6 +309,13 @@ async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Sess
         p { "Application " a href={ "/ui/apps/" (e.app) } { (e.app) } ", branch " strong { (e.branch) } ", created " (ago(e.created_at))
             @if let Some(t) = e.expires_at { ", expires " (until(t)) } "." }
         div #live data-events={ "/ui/envs/" (id) "/events" } aria-live="polite" { (env_live(&e, &steps)) }
+        @if !e.parameters.is_empty() {
+            h2 { "Parameters" }
+            dl #parameters { @for p in &e.parameters {
+                dt { code { (p.name) } }
+                dd { (p.value) @if p.default { " " span.muted { "(default)" } } }
+            } }
+        }
         @if !e.datasets.is_empty() {
             h2 { "Datasets" }
             ul { @for d in &e.datasets { li { a href="/ui/datasets" { (d.dataset) } ": database " code { (d.database) } } } }

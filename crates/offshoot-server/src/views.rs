@@ -54,7 +54,28 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         datasets: crate::clones::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
         app_idle: ctx.store.app_git(&e.app).await?.and_then(|g| g.idle_sleep_seconds),
     };
-    Ok(env_dto_of(ctx, e, parts))
+    let parameters = parameters_of(&e);
+    let mut dto = env_dto_of(ctx, e, parts);
+    dto.parameters = parameters;
+    Ok(dto)
+}
+
+/// Every parameter of an environment's template with its value: given, else the default.
+fn parameters_of(e: &Environment) -> Vec<api::ParameterValue> {
+    let given = e.given_parameters();
+    let Ok(fork) = crate::resolving::Fork::parse(e) else { return Vec::new() };
+    fork.template()
+        .parameters
+        .iter()
+        .map(|p| match given.get(p.name.as_str()) {
+            Some(v) => api::ParameterValue { name: p.name.value.clone(), value: v.clone(), default: false },
+            None => api::ParameterValue {
+                name: p.name.value.clone(),
+                value: p.default.as_ref().map(|d| d.value.clone()).unwrap_or_default(),
+                default: true,
+            },
+        })
+        .collect()
 }
 
 /// Every environment's view (of one app, or all), from a few queries whatever their number.
@@ -175,6 +196,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
         });
     }
     let warnings = if e.parent_id.is_none() { offshoot_control::imports::ImportInfo::of(&e).warnings } else { Vec::new() };
+    let given = e.given_parameters().into_iter().map(|(name, value)| api::ParameterValue { name, value, default: false }).collect();
     api::Env {
         id: e.id.into(),
         app: e.app.into(),
@@ -197,6 +219,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
             api::PullRequestRef { provider: p.provider.as_str().to_owned(), repo: p.repo, number: p.number, url: p.url, labels: p.labels }
         }),
         datasets: parts.datasets,
+        parameters: given,
     }
 }
 

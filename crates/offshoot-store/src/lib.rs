@@ -159,6 +159,16 @@ pub struct Environment {
     pub last_request_at: Option<i64>,
     /// Idle time after which it sleeps: `None` for its application's setting, `0` for never.
     pub idle_sleep_seconds: Option<i64>,
+    /// The values given for its template's `parameters` (a JSON object of strings).
+    pub parameters: Option<String>,
+}
+
+impl Environment {
+    /// The values it was given for its template's `parameters` (none if unreadable: the
+    /// server wrote them).
+    pub fn given_parameters(&self) -> std::collections::BTreeMap<String, String> {
+        self.parameters.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default()
+    }
 }
 
 /// An application's git settings and the last trouble with its repository.
@@ -266,7 +276,7 @@ impl RawServiceRow {
     }
 }
 
-const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request, sleeping_since, last_request_at, idle_sleep_seconds";
+const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request, sleeping_since, last_request_at, idle_sleep_seconds, parameters";
 const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
 const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds, ttl_seconds, pull_request_ttl_seconds, \
      sleep_schedule, wake_schedule";
@@ -500,7 +510,7 @@ impl Store {
 
     pub async fn create_env(&self, e: &Environment) -> Result<()> {
         sqlx::query(&format!(
-            "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            "INSERT INTO environments ({ENV_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(e.id.as_str())
         .bind(e.app.as_str())
@@ -520,6 +530,7 @@ impl Store {
         .bind(e.sleeping_since)
         .bind(e.last_request_at)
         .bind(e.idle_sleep_seconds)
+        .bind(&e.parameters)
         .execute(&self.pool)
         .await
         .map_err(db("create an environment"))?;

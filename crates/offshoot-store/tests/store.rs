@@ -24,6 +24,7 @@ fn env(id: &str, app: &str) -> Environment {
         sleeping_since: None,
         last_request_at: None,
         idle_sleep_seconds: None,
+        parameters: None,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod envvars;
 pub mod ingress;
 pub mod interp;
 pub mod model;
+pub mod params;
 pub mod repo;
 pub mod resolve;
 pub mod schema;

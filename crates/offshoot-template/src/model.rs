@@ -660,6 +660,9 @@ pub struct Parameter {
     pub description: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<Text>,
+    /// The values it allows (Offshoot's addition; any value when empty).
+    #[serde(skip_serializing_if = "skip")]
+    pub options: Vec<Text>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, JsonSchema)]
@@ -1284,6 +1287,7 @@ fn parameter(d: &mut Diagnostics, n: &Node) -> Option<Parameter> {
         kind: f.opt(d, "type", text),
         description: f.opt(d, "description", text),
         default: f.opt(d, "default", text_or_empty),
+        options: f.strings(d, "options"),
     })
 }
 

@@ -78,13 +78,28 @@ fn ignored_keys(t: &Template, d: &mut Diagnostics) {
         );
         d.hint("`offshoot env exec` and the router's hostnames reach an environment's services");
     }
-    for p in t.parameters.iter().filter(|p| p.default.is_none()) {
-        d.warn(
-            p.name.span,
-            "ignored-key",
-            format!("parameter `{}` has no `default`, and environments cannot be given parameters yet: it is empty", p.name),
-        );
-        d.hint("give it a `default`");
+}
+
+/// Each parameter's declared type is one Offshoot knows, and its default fits its type and
+/// options.
+fn parameters(t: &Template, d: &mut Diagnostics) {
+    unique(d, t.parameters.iter().map(|p| &p.name), "parameter");
+    for p in &t.parameters {
+        if let Some(k) = &p.kind
+            && !crate::params::TYPES.contains(&k.as_str())
+        {
+            d.error(
+                k.span,
+                "invalid-value",
+                format!("parameter `{}` has type `{k}`; the types are {}", p.name, crate::params::TYPES.join(", ")),
+            );
+            continue;
+        }
+        if let Some(def) = &p.default
+            && let Some(why) = crate::params::check_value(p, def)
+        {
+            d.error(def.span, "invalid-value", format!("the default of {why}"));
+        }
     }
 }
 
@@ -100,6 +115,7 @@ pub fn check_template(t: &Template, d: &mut Diagnostics) {
     unique(d, t.environment_templates.iter().map(|e| &e.name), "environment template");
     unique(d, t.builds.iter().map(|b| &b.name).filter(|n| !n.is_empty()), "build");
     unique(d, t.app_imports.iter().map(|a| &a.name), "app import");
+    parameters(t, d);
 
     for h in &t.hostnames {
         names.service(d, &h.service, "hostname");

@@ -57,6 +57,7 @@ async fn fixture(db: &str) -> String {
             sleeping_since: None,
             last_request_at: None,
             idle_sleep_seconds: None,
+            parameters: None,
         };
         store.create_env(&e).await.expect("env");
         for s in ["web", "api", "db"] {

@@ -59,6 +59,15 @@ async fn click(c: &Client, css: &str) {
 }
 
 /// Waits until the page's text contains `needle`.
+/// The environment page's status badge; empty while the page is being replaced (after a form's
+/// post, before the redirect's page is there).
+async fn badge(c: &Client) -> String {
+    match c.find(Locator::Css("#live .badge")).await {
+        Ok(b) => b.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 async fn wait_text(c: &Client, needle: &str, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
@@ -78,10 +87,17 @@ async fn wait_text(c: &Client, needle: &str, secs: u64) -> String {
 const TEMPLATE: &str = "app: demo
 hostnames:
 - web: web-${env_id}.${domain}
+parameters:
+- name: title
+  description: the page's heading
+  default: Demo page
 services:
 - name: web
   image: busybox:stable
-  command: [sh, -c, \"echo 'hello from the web service'; mkdir -p /www; echo '<h1>Demo page</h1>' > /www/index.html; exec httpd -f -p 8080 -h /www\"]
+  command: [sh, -c, \"echo 'hello from the web service'; mkdir -p /www; echo '<h1>'$TITLE'</h1>' > /www/index.html; exec httpd -f -p 8080 -h /www\"]
+  envs:
+  - key: TITLE
+    value: ${parameters.title}
   ports:
   - type: node_port
     port: '8080'
@@ -157,15 +173,19 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     let text = wait_text(&c, "Version 2", 10).await;
     assert!(text.contains("+ # reviewed in the dashboard"), "{text}");
 
-    // An environment for `main`, watched until ready (the page updates itself).
+    // An environment for `main` with a parameter of its own, watched until ready (the page
+    // updates itself).
     c.goto(&format!("{base}/ui/apps/demo")).await.expect("goto");
+    let title = c.find(Locator::Css("#param_title")).await.expect("a field for the parameter");
+    assert_eq!(title.attr("placeholder").await.expect("placeholder").as_deref(), Some("Demo page"), "its default");
+    title.send_keys("Parameter page").await.expect("type");
     c.find(Locator::Css("form[action='/ui/envs'] button")).await.expect("create env").click().await.expect("click");
     wait_text(&c, "Environment ", 10).await;
     let url = c.current_url().await.expect("url").to_string();
     let id = url.rsplit('/').next().expect("id").to_owned();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let status = c.find(Locator::Css("#live .badge")).await.expect("status").text().await.unwrap_or_default();
+        let status = badge(&c).await;
         if status == "ready" {
             break;
         }
@@ -183,7 +203,7 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let rows = c.find_all(Locator::Css("#deployments tbody tr")).await.expect("deployments").len();
-        let status = c.find(Locator::Css("#live .badge")).await.expect("status").text().await.unwrap_or_default();
+        let status = badge(&c).await;
         if rows == 2 && status == "ready" {
             break;
         }
@@ -197,7 +217,7 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     assert_eq!(href, format!("http://web-{id}.localhost:{}/", s.router));
     c.goto(&href).await.expect("open the environment");
     let page = c.find(Locator::Css("h1")).await.expect("h1").text().await.expect("text");
-    assert_eq!(page, "Demo page");
+    assert_eq!(page, "Parameter page", "the parameter reached the service");
 
     // A log line, live.
     c.goto(&url).await.expect("back");
@@ -212,6 +232,8 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     shoot(&c, "environment-logs").await;
+    let params = c.find(Locator::Css("#parameters")).await.expect("its parameters").text().await.expect("text");
+    assert!(params.contains("title") && params.contains("Parameter page"), "{params}");
     let steps = c.find(Locator::Css("#steps")).await.expect("the workflow's steps").text().await.expect("text");
     assert!(steps.contains("services-0") && steps.contains("succeeded"), "{steps}");
     // On a phone's screen.
@@ -225,7 +247,7 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     click(&c, "form[action$='/sleep'] button").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let status = c.find(Locator::Css("#live .badge")).await.expect("status").text().await.unwrap_or_default();
+        let status = badge(&c).await;
         if status == "sleeping" {
             break;
         }
@@ -240,7 +262,7 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
             Ok(h) => h.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        if h1 == "Demo page" {
+        if h1 == "Parameter page" {
             break;
         }
         assert!(h1.is_empty() || h1 == "503 Waking Up", "{h1}");

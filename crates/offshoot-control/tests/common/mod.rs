@@ -65,6 +65,7 @@ impl Ctx {
             sleeping_since: None,
             last_request_at: None,
             idle_sleep_seconds: None,
+            parameters: None,
         };
         store.create_env(&env).await.expect("create the environment");
         Ctx { store, _dir: dir }
