@@ -296,6 +296,41 @@ pub struct Env {
     pub parameters: Vec<ParameterValue>,
 }
 
+/// A cron job of an environment with its latest runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CronJob {
+    pub name: String,
+    /// Five cron fields, UTC.
+    pub schedule: String,
+    /// When it runs next (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<i64>,
+    /// Newest first (the last 50 occurrences).
+    #[serde(default)]
+    pub runs: Vec<CronRun>,
+    /// Where its runs are when Offshoot does not keep them (the cluster's `CronJob`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One occurrence of a cron job's schedule: run, or skipped and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CronRun {
+    pub id: String,
+    pub scheduled_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    /// `running`, `succeeded`, `failed`, `skipped` or `interrupted`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The tail of its log.
+    #[serde(default)]
+    pub output: String,
+}
+
 /// A parameter's value in an environment.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ParameterValue {

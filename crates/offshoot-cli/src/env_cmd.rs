@@ -47,7 +47,12 @@ pub(crate) enum Command {
         /// The image build logs of the latest deployment instead.
         #[arg(long, conflicts_with = "follow")]
         build: bool,
+        /// The log of a cron job's latest run instead.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["follow", "build", "service"])]
+        job: Option<String>,
     },
+    /// List the environment's cron jobs: schedule, next run, latest runs.
+    Jobs { id: String },
     /// Run a command in a service's container: `offshoot env exec ID SERVICE -- CMD...`.
     Exec {
         id: String,
@@ -180,6 +185,36 @@ fn print_env(e: &api::Env) -> String {
     s
 }
 
+fn print_jobs(jobs: &[api::CronJob]) -> String {
+    if jobs.is_empty() {
+        return "no cron jobs\n".into();
+    }
+    let mut s = String::new();
+    for j in jobs {
+        let next = j.next_at.map_or_else(|| "-".to_owned(), crate::dataset_cmd::relative);
+        s.push_str(&format!("{}  schedule `{}` (UTC)  next {next}\n", j.name, j.schedule));
+        if let Some(n) = &j.note {
+            s.push_str(&format!("  {n}\n"));
+        }
+        if j.runs.is_empty() && j.note.is_none() {
+            s.push_str("  no run yet\n");
+        }
+        for r in j.runs.iter().take(10) {
+            let took = match (r.started_at, r.finished_at) {
+                (Some(a), Some(b)) => format!(" in {:.1}s", (b - a) as f64 / 1000.0),
+                _ => String::new(),
+            };
+            s.push_str(&format!(
+                "  {:<12} {}{took}{}\n",
+                r.status,
+                crate::dataset_cmd::relative(r.scheduled_at),
+                r.reason.as_ref().map(|x| format!("  ({x})")).unwrap_or_default()
+            ));
+        }
+    }
+    s
+}
+
 /// A number of seconds as `30m`, `2h`, `1h30m`, `45s`.
 pub(crate) fn span(secs: i64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
@@ -254,6 +289,27 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 Output::Json => crate::emit(&r, output, |_| String::new()),
                 Output::Human => out(&r.yaml),
             }
+        }
+        Command::Logs { id, job: Some(job), .. } => {
+            let jobs: Vec<api::CronJob> = api.get(&format!("/envs/{}/jobs?job={}", enc(&id), enc(&job)))?;
+            let run = jobs.into_iter().next().and_then(|j| j.runs.into_iter().find(|r| r.status != "skipped"));
+            match (output, run) {
+                (Output::Json, run) => crate::emit(&run, output, |_| String::new()),
+                (Output::Human, None) => out(&format!("cron job `{job}` has not run yet\n")),
+                (Output::Human, Some(r)) => {
+                    err(&format!(
+                        "{job}: {} run of {}{}\n",
+                        r.status,
+                        crate::dataset_cmd::relative(r.scheduled_at),
+                        r.reason.map(|x| format!(" ({x})")).unwrap_or_default()
+                    ));
+                    r.output.lines().for_each(|line| out(&format!("{job}| {line}\n")));
+                }
+            }
+        }
+        Command::Jobs { id } => {
+            let jobs: Vec<api::CronJob> = api.get(&format!("/envs/{}/jobs", enc(&id)))?;
+            crate::emit(&jobs, output, |j| print_jobs(j));
         }
         Command::Logs { id, service, build: true, .. } => {
             let logs: Vec<api::Logs> = api.get(&format!("/envs/{}/build-logs", enc(&id)))?;

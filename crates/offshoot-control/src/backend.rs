@@ -111,4 +111,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Starts a stopped service again as it was; running already is done.
     fn resume_service(&self, service: &str) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Pauses (or resumes) the schedules the engine keeps itself (Kubernetes `CronJob`s) while
+    /// the environment sleeps. Engines whose schedules the control plane keeps do nothing.
+    fn pause_schedules(&self, paused: bool) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let _ = paused;
+        async { Ok(()) }
+    }
 }

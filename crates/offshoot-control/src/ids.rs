@@ -22,6 +22,11 @@ pub fn new_deployment_id() -> DeploymentId {
     DeploymentId::new(format!("d{}", random_hex::<8>()))
 }
 
+/// A new cron run's id.
+pub(crate) fn new_cron_run_id() -> String {
+    format!("c{}", random_hex::<8>())
+}
+
 /// A new activity record id: ordered as written by this process (microseconds, then a
 /// sequence number), unique across processes (a random suffix).
 pub(crate) fn new_activity_id() -> String {

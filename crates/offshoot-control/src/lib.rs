@@ -24,6 +24,7 @@ mod backend;
 pub mod capacity;
 pub mod config;
 pub mod conformance;
+pub mod cron;
 pub mod dataset_admin;
 pub mod datasets;
 pub mod environments;

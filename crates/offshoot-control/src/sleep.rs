@@ -269,6 +269,8 @@ impl<P: Ports> Control<'_, P> {
     /// Stops the environment's services, the last wave first, and records them asleep.
     pub(crate) async fn stop_services(&self, env: &Environment) -> Result<(), ControlError> {
         let engine = self.ports.engine(env).await?;
+        // Its schedules first: no cron job starts in an environment going to sleep.
+        engine.pause_schedules(true).await?;
         let rows = self.store.services(&env.id).await?;
         for wave in waves(env, &rows, ServiceStatus::Ready).into_iter().rev() {
             let engine = &engine;
@@ -300,6 +302,7 @@ impl<P: Ports> Control<'_, P> {
                 self.set_service_status(&rows, service, ServiceStatus::Ready).await?;
             }
         }
+        engine.pause_schedules(false).await?;
         Ok(())
     }
 

@@ -379,37 +379,8 @@ pub fn variables(a: &Attached<'_>) -> Vec<(String, String, bool)> {
         .collect()
 }
 
-/// A refresh schedule: a five-field cron expression (minute hour day month weekday), in UTC.
-#[derive(Clone, Debug)]
-pub struct Schedule(croner::Cron);
-
-impl Schedule {
-    pub fn parse(s: &str) -> std::result::Result<Schedule, String> {
-        let fields = s.split_whitespace().count();
-        if fields != 5 {
-            return Err(format!("`{s}` has {fields} fields; a schedule has five: minute hour day-of-month month day-of-week"));
-        }
-        s.parse::<croner::Cron>().map(Schedule).map_err(|e| format!("`{s}` is not a cron schedule: {e}"))
-    }
-
-    /// The first time after `after_ms` (milliseconds since the epoch) it fires.
-    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
-        let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms)?;
-        self.0.find_next_occurrence(&t, false).ok().map(|n| n.timestamp_millis())
-    }
-
-    /// The first time after `after_ms` it fires, read in this machine's time zone (environments'
-    /// sleep and wake schedules: "at 20:00" is the server's evening).
-    pub fn next_after_local(&self, after_ms: i64) -> Option<i64> {
-        let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms)?.with_timezone(&chrono::Local);
-        self.0.find_next_occurrence(&t, false).ok().map(|n| n.timestamp_millis())
-    }
-
-    /// Whether it fires in `(from_ms, to_ms]`, in this machine's time zone.
-    pub fn fires_between(&self, from_ms: i64, to_ms: i64) -> bool {
-        self.next_after_local(from_ms).is_some_and(|t| t <= to_ms)
-    }
-}
+/// A refresh schedule (five cron fields, UTC), the same as cron jobs'.
+pub use offshoot_template::schedule::Schedule;
 
 /// A duration such as `72h`, `30m`, `7d`, `1h30m` or `3600` (seconds), at most ten years.
 pub fn parse_duration(s: &str) -> std::result::Result<u64, String> {

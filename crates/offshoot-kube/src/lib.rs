@@ -9,7 +9,7 @@ mod scale;
 pub use scale::{ANNOTATION_REPLICAS, Workload};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -127,6 +127,7 @@ impl Kube {
                 Manifest::Ingress(o) => self.apply_one(self.api::<Ingress>(ns), o).await?,
                 Manifest::EndpointSlice(o) => self.apply_one(self.api::<EndpointSlice>(ns), o).await?,
                 Manifest::Job(o) => self.apply_one(self.api::<Job>(ns), o.as_ref()).await?,
+                Manifest::CronJob(o) => self.apply_one(self.api::<CronJob>(ns), o.as_ref()).await?,
             }
         }
         Ok(())
@@ -167,6 +168,7 @@ impl Kube {
         removed.extend(self.prune_kind::<PersistentVolumeClaim>(namespace, env_id, keep).await?);
         removed.extend(self.prune_kind::<ServiceAccount>(namespace, env_id, keep).await?);
         removed.extend(self.prune_kind::<NetworkPolicy>(namespace, env_id, keep).await?);
+        removed.extend(self.prune_kind::<CronJob>(namespace, env_id, keep).await?);
         Ok(removed)
     }
 

@@ -3,6 +3,7 @@
 
 use crate::{Kube, Result, api_err, kind_of};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use kube::api::{ListParams, Patch, PatchParams};
 use offshoot_manifests::{LABEL_ENV, LABEL_SERVICE};
 use serde_json::json;
@@ -59,6 +60,24 @@ impl Kube {
             out.push(workload(&s.metadata, true, s.spec.replicas, ready));
         }
         Ok(out)
+    }
+
+    /// Suspends (or resumes) the environment's CronJobs: a sleeping environment runs none. The
+    /// number it found.
+    pub async fn suspend_cron_jobs(&self, namespace: &str, env_id: &str, suspend: bool) -> Result<usize> {
+        let api = self.api::<CronJob>(Some(namespace));
+        let list =
+            api.list(&ListParams::default().labels(&format!("{LABEL_ENV}={env_id}"))).await.map_err(api_err("list", "CronJob", env_id))?;
+        let patch = json!({"spec": {"suspend": suspend}});
+        for c in &list.items {
+            let name = c.metadata.name.clone().unwrap_or_default();
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(api_err(
+                "suspend",
+                kind_of::<CronJob>(),
+                name.clone(),
+            ))?;
+        }
+        Ok(list.items.len())
     }
 
     /// Scales a service's workloads to zero, keeping their replicas in an annotation (a workload

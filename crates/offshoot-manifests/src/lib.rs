@@ -8,7 +8,7 @@
 //! pods and the ingress controller reach its pods.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
     KeyToPath, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
@@ -99,6 +99,7 @@ pub enum Manifest {
     Ingress(Ingress),
     EndpointSlice(EndpointSlice),
     Job(Box<Job>),
+    CronJob(Box<CronJob>),
 }
 
 impl Manifest {
@@ -116,6 +117,7 @@ impl Manifest {
             Manifest::Ingress(_) => "Ingress",
             Manifest::EndpointSlice(_) => "EndpointSlice",
             Manifest::Job(_) => "Job",
+            Manifest::CronJob(_) => "CronJob",
         }
     }
 
@@ -133,6 +135,7 @@ impl Manifest {
             Manifest::Ingress(o) => &o.metadata,
             Manifest::EndpointSlice(o) => &o.metadata,
             Manifest::Job(o) => &o.metadata,
+            Manifest::CronJob(o) => &o.metadata,
         }
     }
 
@@ -164,6 +167,11 @@ pub fn configmap_files(r: &Resolved) -> std::collections::BTreeSet<String> {
 /// The name of a job's Job object.
 pub fn job_name(job: &str) -> String {
     format!("job-{}", dns_label(job))
+}
+
+/// The name of a cron job's CronJob.
+pub fn cron_job_name(job: &str) -> String {
+    format!("cron-{}", dns_label(job))
 }
 
 /// The name of the Secret holding a job's secret variables.
@@ -271,7 +279,8 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
         }
         service_manifests(&c, s, &mut out);
     }
-    for j in &r.jobs {
+    // Jobs run from workflows; cron jobs on their schedule, by the cluster, one run at a time.
+    for j in r.jobs.iter().chain(&r.cron_jobs) {
         let base = j.from_service.as_deref().and_then(|f| r.services.iter().find(|s| s.name == f));
         let image = base.and_then(|b| o.images.get(&b.name).cloned()).or_else(|| j.image.clone());
         let Some(image) = image else {
@@ -295,27 +304,44 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
             ..Default::default()
         };
         let labels = c.labels(Some(&j.name));
-        out.manifests.push(Manifest::Job(Box::new(Job {
-            metadata: c.meta(&job_name(&j.name), Some(&j.name)),
-            spec: Some(JobSpec {
-                backoff_limit: Some(0),
-                active_deadline_seconds: Some(i64::try_from(j.completed_timeout_seconds).unwrap_or(i64::MAX).max(1)),
-                ttl_seconds_after_finished: Some(3600),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
-                    spec: Some(PodSpec {
-                        restart_policy: Some("Never".into()),
-                        containers: vec![container],
-                        node_selector: (!j.node_selector.is_empty()).then(|| j.node_selector.clone()),
-                        service_account_name: j.service_account_name.as_deref().map(dns_label),
-                        volumes: (!volumes.is_empty()).then_some(volumes),
-                        ..Default::default()
-                    }),
+        let spec = JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(i64::try_from(j.completed_timeout_seconds).unwrap_or(i64::MAX).max(1)),
+            ttl_seconds_after_finished: j.schedule.is_none().then_some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    node_selector: (!j.node_selector.is_empty()).then(|| j.node_selector.clone()),
+                    service_account_name: j.service_account_name.as_deref().map(dns_label),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        };
+        out.manifests.push(match &j.schedule {
+            None => {
+                Manifest::Job(Box::new(Job { metadata: c.meta(&job_name(&j.name), Some(&j.name)), spec: Some(spec), ..Default::default() }))
+            }
+            Some(schedule) => Manifest::CronJob(Box::new(CronJob {
+                metadata: c.meta(&cron_job_name(&j.name), Some(&j.name)),
+                spec: CronJobSpec {
+                    schedule: schedule.clone(),
+                    time_zone: Some("Etc/UTC".into()),
+                    concurrency_policy: Some("Forbid".into()),
+                    successful_jobs_history_limit: Some(3),
+                    failed_jobs_history_limit: Some(3),
+                    job_template: JobTemplateSpec {
+                        metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                        spec: Some(spec),
+                    },
+                    ..Default::default()
                 },
                 ..Default::default()
-            }),
-            ..Default::default()
-        })));
+            })),
+        });
     }
     ingresses(&c, &mut out);
     out

@@ -197,3 +197,38 @@ fn jobs_have_their_own_resources_and_volumes_else_their_services() {
     assert!(seed.contains("memory: 64Mi") && seed.contains("claimName: seed-scratch") && seed.contains("medium: Memory"), "{seed}");
     find("PersistentVolumeClaim", "seed-scratch");
 }
+
+#[test]
+fn cron_jobs_are_cron_jobs_that_run_one_at_a_time_in_utc() {
+    let template = "app: t\nservices:\n- name: api\n  image: busybox:stable\n  memory:\n    limits: 256Mi\ncron_jobs:\n- name: nightly_report\n  from_services: api\n  schedule: '0 3 * * *'\n  command: [sh, -c, 'echo report']\n  envs:\n  - key: MODE\n    value: nightly\n";
+    let doc = document::check("t.yaml", template, Some(Kind::Template));
+    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
+    let opts = resolve::Options { branch: "main".into(), env_id: "abc1234".into(), domain: "example.com".into(), ..Default::default() };
+    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), None, &opts).expect("resolves");
+    let mut o = Options::new("ns1", "i");
+    o.images.insert("api".into(), "registry.local/t/api:abc".into());
+    let printed = to_yaml(&render(&r, &o).manifests).expect("yaml");
+    let cron = printed.split("---\n").find(|d| d.contains("kind: CronJob\n")).unwrap_or_else(|| panic!("no CronJob in {printed}"));
+    for want in [
+        "name: cron-nightly-report",
+        "schedule: 0 3 * * *",
+        "timeZone: Etc/UTC",
+        "concurrencyPolicy: Forbid",
+        "image: registry.local/t/api:abc",
+        "memory: 256Mi",
+        "value: nightly",
+    ] {
+        assert!(cron.contains(want), "`{want}` missing from:\n{cron}");
+    }
+    assert!(!printed.contains("kind: Job\n"), "a cron job is no workflow job");
+    // And the cluster's schema accepts it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cron.yaml");
+    std::fs::write(&file, &printed).expect("write");
+    let v = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", "1.37.0", "--quiet"])
+        .arg(&file)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+}

@@ -35,6 +35,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/sleep", post(sleep_env))
         .route("/envs/{id}/wake", post(wake_env))
         .route("/envs/{id}/logs", get(env_logs))
+        .route("/envs/{id}/jobs", get(env_jobs))
         .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/manifests", get(env_manifests))
         .route("/envs/{id}/exec", post(env_exec))
@@ -326,6 +327,28 @@ struct LogsQuery {
 
 async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<Vec<api::Logs>>, ApiError> {
     Ok(Json(crate::views::logs(&ctx, &id, q.service.as_deref(), q.tail.unwrap_or(200)).await?))
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    job: Option<String>,
+}
+
+/// The environment's cron jobs (or one), each with its latest runs, newest first.
+async fn env_jobs(
+    State(ctx): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<JobsQuery>,
+) -> Result<Json<Vec<api::CronJob>>, ApiError> {
+    let e = find_env(&ctx, &id).await?;
+    let jobs = crate::views::cron_jobs(&ctx, &e).await?;
+    match q.job {
+        None => Ok(Json(jobs)),
+        Some(name) => match jobs.into_iter().find(|j| j.name == name) {
+            Some(j) => Ok(Json(vec![j])),
+            None => Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("environment `{id}` has no cron job `{name}`"))),
+        },
+    }
 }
 
 /// The environment as Kubernetes manifests: its forked configuration resolved as for a

@@ -184,4 +184,11 @@ impl Backend for EnvBackend {
             EnvBackend::Kube(b) => b.resume_service(service).await,
         }
     }
+
+    async fn pause_schedules(&self, paused: bool) -> Result<(), BackendError> {
+        match self {
+            EnvBackend::Docker(b) => b.pause_schedules(paused).await,
+            EnvBackend::Kube(b) => b.pause_schedules(paused).await,
+        }
+    }
 }

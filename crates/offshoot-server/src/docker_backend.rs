@@ -397,8 +397,14 @@ pub(crate) async fn probe_once(ctx: &Ctx, container: &str, p: &Probe, ip: Option
     if (200..400).contains(&code) { Ok(()) } else { Err(format!("GET {path} answered {code}").into()) }
 }
 
+/// The container a job (or a cron job) of an environment runs in, one run at a time.
+pub(crate) fn job_container(env_id: &str, job: &str) -> String {
+    format!("offshoot-{env_id}-job-{job}")
+}
+
 async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Failure> {
-    let job = plan.resolved.jobs.iter().find(|j| j.name == name).ok_or_else(|| format!("job `{name}` is not defined"))?;
+    let job = plan.resolved.jobs.iter().chain(&plan.resolved.cron_jobs).find(|j| j.name == name);
+    let job = job.ok_or_else(|| format!("job `{name}` is not defined"))?;
     let base = job.from_service.as_ref().and_then(|f| plan.resolved.services.iter().find(|s| &s.name == f));
     let image = job
         .from_service
@@ -410,7 +416,7 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Fai
         ctx.rt.ensure_image(&image).await?;
     }
     let spec = ContainerSpec {
-        name: format!("offshoot-{}-job-{name}", plan.env_id),
+        name: job_container(&plan.env_id, name),
         service: name.to_owned(),
         role: Role::Job,
         image,
@@ -430,7 +436,8 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Fai
     };
     let done = ctx.rt.run_to_completion(&plan.ns, &spec, Duration::from_secs(job.completed_timeout_seconds)).await?;
     if done.exit_code == 0 {
-        Ok(tail(&done.logs, 20))
+        // The last lines as they were printed (a cron run's history shows them).
+        Ok(crate::sites::last_lines(&done.logs, 200).join("\n"))
     } else {
         Err(format!("job `{name}` exited with code {}: {}", done.exit_code, tail(&done.logs, 10)).into())
     }

@@ -110,7 +110,10 @@ impl KubeBackend {
     async fn start_site(&self, svc: &ResolvedService, st: &StaticSite) -> Result<(), BackendError> {
         let s = svc.name.as_str();
         let key = self.sites.get(s).ok_or_else(|| BackendError::new("the static site was not built"))?;
-        self.kube.apply(&self.manifests(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s))).await.map_err(BackendError::new)?;
+        self.kube
+            .apply(&self.manifests(|m| !matches!(m, Manifest::Job(_) | Manifest::CronJob(_)) && m.belongs_to(s)))
+            .await
+            .map_err(BackendError::new)?;
         let routing = crate::resolving::routing_for(&self.resolved, svc);
         let detail = ServiceDetail {
             hostnames: svc.hostnames.clone(),
@@ -147,7 +150,7 @@ impl Backend for KubeBackend {
         if let Some(st) = &svc.static_site {
             return self.start_site(svc, st).await;
         }
-        let own = self.manifests(|m| !matches!(m, Manifest::Job(_)) && m.belongs_to(s));
+        let own = self.manifests(|m| !matches!(m, Manifest::Job(_) | Manifest::CronJob(_)) && m.belongs_to(s));
         if own.is_empty() {
             return Ok(());
         }
@@ -194,6 +197,12 @@ impl Backend for KubeBackend {
     async fn finish(&self) -> Result<(), BackendError> {
         let ingresses = self.manifests(|m| matches!(m, Manifest::Ingress(_)));
         self.kube.apply(&ingresses).await.map_err(BackendError::new)?;
+        // The cron jobs, once their services run: the cluster keeps their schedules (with
+        // each one's Secret first).
+        let cron: Vec<&str> = self.resolved.cron_jobs.iter().map(|j| j.name.as_str()).collect();
+        let secrets = self.manifests(|m| matches!(m, Manifest::Secret(_)) && cron.iter().any(|j| m.name() == job_secret_name(j)));
+        self.kube.apply(&secrets).await.map_err(BackendError::new)?;
+        self.kube.apply(&self.manifests(|m| matches!(m, Manifest::CronJob(_)))).await.map_err(BackendError::new)?;
         let pruned = self.kube.prune(&self.ns, &self.env.id, &self.rendered).await.map_err(BackendError::new)?;
         if !pruned.is_empty() {
             tracing::info!(env = %self.env.id, removed = ?pruned, "pruned what the template no longer has");
@@ -250,6 +259,10 @@ impl Backend for KubeBackend {
         let stateful = self.resolved.services.iter().find(|s| s.name == service).is_some_and(|s| s.stateful);
         let workload = [(offshoot_manifests::dns_label(service), stateful)];
         self.kube.wait_rollout(&self.ns, &workload, ROLLOUT_TIMEOUT).await.map_err(BackendError::new)
+    }
+
+    async fn pause_schedules(&self, paused: bool) -> Result<(), BackendError> {
+        self.kube.suspend_cron_jobs(&self.ns, &self.env.id, paused).await.map(drop).map_err(BackendError::new)
     }
 }
 

@@ -7,6 +7,7 @@ mod background;
 mod builds;
 mod clones;
 mod controller;
+mod cron;
 mod crypto;
 mod datasets;
 mod docker_backend;
@@ -201,6 +202,10 @@ pub async fn run(config: Config) -> Result<()> {
         bg.every(events::Poller(ctx.clone()), every, None);
     }
     bg.every(Reconciler { ctx: ctx.clone(), last_round: None, requests_read: None }, config.reconcile_every, None);
+    if ctx.kube.is_none() {
+        cron::recover(&ctx).await;
+        bg.every(cron::CronClock(ctx.clone()), cron::EVERY, None);
+    }
     if let Some(s) = &ctx.sites {
         let gc = sites::SiteGc {
             store: ctx.store.clone(),

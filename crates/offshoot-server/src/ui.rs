@@ -260,7 +260,7 @@ pub(crate) fn state_badge(status: &str) -> Markup {
     let class = match status {
         "ready" | "succeeded" => "ok",
         "failed" => "bad",
-        "deleted" | "sleeping" => "off",
+        "deleted" | "sleeping" | "skipped" | "interrupted" => "off",
         _ => "busy",
     };
     html! { span class={ "badge " (class) } { (status) } }

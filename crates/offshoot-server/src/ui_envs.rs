@@ -305,10 +305,33 @@ async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Sess
         Ok(x) => x,
         Err(e) => return (e.status, page("Not found", Some(&s), error_box(&e))).into_response(),
     };
+    let cron = match crate::plane::find_env(&ctx, &id).await {
+        Ok(env) => crate::views::cron_jobs(&ctx, &env).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     let body = html! {
         p { "Application " a href={ "/ui/apps/" (e.app) } { (e.app) } ", branch " strong { (e.branch) } ", created " (ago(e.created_at))
             @if let Some(t) = e.expires_at { ", expires " (until(t)) } "." }
         div #live data-events={ "/ui/envs/" (id) "/events" } aria-live="polite" { (env_live(&e, &steps)) }
+        @if !cron.is_empty() {
+            h2 { "Cron jobs" }
+            div.scroll { table #cron {
+                thead { tr { th scope="col" { "Job" } th scope="col" { "Schedule (UTC)" } th scope="col" { "Next" } th scope="col" { "Latest runs" } } }
+                tbody { @for j in &cron { tr {
+                    td { (j.name) }
+                    td { code { (j.schedule) } }
+                    td { @if let Some(t) = j.next_at { (until(t)) } }
+                    td {
+                        @if let Some(n) = &j.note { span.muted { (n) } }
+                        @for r in j.runs.iter().take(5) {
+                            (state_badge(&r.status)) " " (ago(r.scheduled_at))
+                            @if let Some(why) = &r.reason { " " span.muted { (why) } }
+                            br;
+                        }
+                    }
+                } } }
+            } }
+        }
         @if !e.parameters.is_empty() {
             h2 { "Parameters" }
             dl #parameters { @for p in &e.parameters {

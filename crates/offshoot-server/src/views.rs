@@ -247,3 +247,32 @@ pub(crate) async fn logs(ctx: &Shared, id: &str, service: Option<&str>, tail: us
         _ => Ok(out),
     }
 }
+
+/// An environment's cron jobs with their latest runs (on Kubernetes, the cluster keeps them).
+pub(crate) async fn cron_jobs(ctx: &Shared, e: &Environment) -> Result<Vec<api::CronJob>, ApiError> {
+    let now = offshoot_store::now_ms();
+    let runs = ctx.store.cron_runs(&e.id, None).await?;
+    let ns = ctx.kube.as_ref().map(|_| crate::kube_rt::namespace(e));
+    Ok(offshoot_control::cron::cron_jobs_of(e)
+        .into_iter()
+        .map(|j| api::CronJob {
+            next_at: offshoot_template::schedule::Schedule::parse(&j.schedule).ok().and_then(|s| s.next_after(now)),
+            runs: runs
+                .iter()
+                .filter(|r| r.job == j.name)
+                .map(|r| api::CronRun {
+                    id: r.id.clone(),
+                    scheduled_at: r.scheduled_at,
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                    status: r.status.clone(),
+                    reason: r.reason.clone(),
+                    output: r.output.clone(),
+                })
+                .collect(),
+            note: ns.as_ref().map(|ns| format!("the cluster's CronJob runs it: `kubectl get jobs -n {ns}`")),
+            name: j.name,
+            schedule: j.schedule,
+        })
+        .collect())
+}

@@ -4,11 +4,13 @@
 //! owns.
 
 mod activity;
+mod cron;
 mod datasets;
 mod ids;
 mod services;
 
 pub use activity::Activity;
+pub use cron::{CRON_HISTORY, CronRun};
 pub use datasets::{Dataset, DatasetClone};
 pub use ids::{AppName, DeploymentId, EnvId};
 pub use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};

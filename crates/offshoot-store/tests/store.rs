@@ -1,7 +1,8 @@
 //! One suite, run on SQLite and on PostgreSQL (started by `scripts/services`).
 
 use offshoot_store::{
-    App, AppGit, Backend, Dataset, DatasetClone, Delivery, Deployment, Environment, Secret, ServiceRow, Step, Store, StoreError, now_ms,
+    App, AppGit, Backend, CRON_HISTORY, CronRun, Dataset, DatasetClone, Delivery, Deployment, Environment, Secret, ServiceRow, Step, Store,
+    StoreError, now_ms,
 };
 
 fn env(id: &str, app: &str) -> Environment {
@@ -237,6 +238,42 @@ async fn datasets(store: &Store) {
     store.delete_dataset("artists").await.expect("delete");
     assert!(store.clones("artists").await.expect("clones").is_empty());
     assert!(store.dataset("artists").await.expect("read").is_none());
+
+    cron_runs(store).await;
+}
+
+/// One run per occurrence; the latest occurrence per job; history bounded; finishing only a
+/// running run.
+async fn cron_runs(store: &Store) {
+    let run = |id: &str, job: &str, at: i64, status: &str| CronRun {
+        id: id.into(),
+        env_id: "envc".into(),
+        job: job.into(),
+        scheduled_at: at,
+        started_at: Some(at),
+        finished_at: None,
+        status: status.into(),
+        reason: None,
+        output: String::new(),
+    };
+    assert!(store.add_cron_run(&run("r1", "nightly", 1000, "running")).await.expect("add"));
+    assert!(!store.add_cron_run(&run("r1b", "nightly", 1000, "running")).await.expect("add"), "the occurrence has its run");
+    assert!(store.add_cron_run(&run("r2", "report", 500, "skipped")).await.expect("add"));
+    let mut latest = store.cron_latest("envc").await.expect("latest");
+    latest.sort();
+    assert_eq!(latest, vec![("nightly".to_owned(), 1000, true), ("report".to_owned(), 500, false)]);
+    assert_eq!(store.running_cron_runs().await.expect("running").len(), 1);
+    store.finish_cron_run("r1", "succeeded", None, "done\n", 1500).await.expect("finish");
+    store.finish_cron_run("r1", "failed", Some("late"), "", 1600).await.expect("a finished run stays as it is");
+    let runs = store.cron_runs("envc", Some("nightly")).await.expect("runs");
+    assert_eq!((runs[0].status.as_str(), runs[0].output.as_str(), runs[0].finished_at), ("succeeded", "done\n", Some(1500)));
+    for i in 0..(CRON_HISTORY + 5) {
+        store.add_cron_run(&run(&format!("h{i}"), "nightly", 2000 + i, "skipped")).await.expect("add");
+    }
+    let runs = store.cron_runs("envc", Some("nightly")).await.expect("runs");
+    assert_eq!(runs.len() as i64, CRON_HISTORY, "the oldest are forgotten");
+    assert_eq!(runs[0].scheduled_at, 2000 + CRON_HISTORY + 4, "newest first");
+    assert_eq!(store.cron_runs("envc", None).await.expect("all").len() as i64, CRON_HISTORY + 1);
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ pub mod model;
 pub mod params;
 pub mod repo;
 pub mod resolve;
+pub mod schedule;
 pub mod schema;
 pub mod secret;
 pub mod span;

@@ -83,6 +83,9 @@ pub struct Resolved {
     pub domain: String,
     pub services: Vec<ResolvedService>,
     pub jobs: Vec<ResolvedJob>,
+    /// The `cron_jobs`: jobs with a `schedule`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cron_jobs: Vec<ResolvedJob>,
     pub rules: Vec<ResolvedRule>,
     /// Everything the router serves for this environment, rules first (in order), then the
     /// `hostnames` entries (path `/`, public).
@@ -215,6 +218,9 @@ pub struct ResolvedJob {
     /// Its own `volumes`, else its service's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
+    /// A cron job's schedule (five fields, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -604,41 +610,40 @@ fn build(
     let default_res = t.resources.as_ref();
     let services: Vec<ResolvedService> =
         t.services.iter().map(|s| resolve_service(s, &t.builds, &hostnames, &env_for, (default_res, &t.node_selector), d)).collect();
-    let jobs = t
-        .jobs
-        .iter()
-        .map(|j| {
-            let base = j.from_services.as_ref().and_then(|f| t.service(f));
-            let env = env_for(
-                base.map_or(j.name.as_str(), |b| b.name.as_str()),
-                &[base.map(|b| b.envs.clone()).unwrap_or_default(), j.envs.clone()].concat(),
-                d,
-            );
-            ResolvedJob {
-                name: j.name.value.clone(),
-                from_service: j.from_services.as_ref().map(|f| f.value.clone()),
-                image: j.image.as_ref().or(base.and_then(|b| b.image.as_ref())).map(|i| i.value.clone()),
-                command: texts(&j.command).or_else(|| base.and_then(|b| texts(&b.command))),
-                args: texts(&j.args).or_else(|| if j.command.is_some() { None } else { base.and_then(|b| texts(&b.args)) }),
-                completed_timeout_seconds: j.completed_timeout.as_ref().map_or(DEFAULT_JOB_TIMEOUT, |c| c.value),
-                halt_on_error: j.halt_on_error.as_ref().is_some_and(|h| h.value),
-                env: env.0,
-                node_selector: selector(if j.node_selector.is_empty() {
-                    base.map_or(&t.node_selector, |b| if b.node_selector.is_empty() { &t.node_selector } else { &b.node_selector })
-                } else {
-                    &j.node_selector
-                }),
-                service_account_name: j
-                    .service_account_name
-                    .as_ref()
-                    .or(base.and_then(|b| b.service_account_name.as_ref()))
-                    .map(|x| x.value.clone()),
-                cpu: limits(j.cpu.as_ref().or(base.and_then(|b| b.cpu.as_ref())), default_res.and_then(|r| r.cpu.as_ref())),
-                memory: limits(j.memory.as_ref().or(base.and_then(|b| b.memory.as_ref())), default_res.and_then(|r| r.memory.as_ref())),
-                volumes: j.volumes.clone().or_else(|| base.and_then(|b| b.volumes.clone())).unwrap_or_default(),
-            }
-        })
-        .collect();
+    let resolve_job = |j: &crate::model::Job, d: &mut Diagnostics| {
+        let base = j.from_services.as_ref().and_then(|f| t.service(f));
+        let env = env_for(
+            base.map_or(j.name.as_str(), |b| b.name.as_str()),
+            &[base.map(|b| b.envs.clone()).unwrap_or_default(), j.envs.clone()].concat(),
+            d,
+        );
+        ResolvedJob {
+            name: j.name.value.clone(),
+            from_service: j.from_services.as_ref().map(|f| f.value.clone()),
+            image: j.image.as_ref().or(base.and_then(|b| b.image.as_ref())).map(|i| i.value.clone()),
+            command: texts(&j.command).or_else(|| base.and_then(|b| texts(&b.command))),
+            args: texts(&j.args).or_else(|| if j.command.is_some() { None } else { base.and_then(|b| texts(&b.args)) }),
+            completed_timeout_seconds: j.completed_timeout.as_ref().map_or(DEFAULT_JOB_TIMEOUT, |c| c.value),
+            halt_on_error: j.halt_on_error.as_ref().is_some_and(|h| h.value),
+            env: env.0,
+            node_selector: selector(if j.node_selector.is_empty() {
+                base.map_or(&t.node_selector, |b| if b.node_selector.is_empty() { &t.node_selector } else { &b.node_selector })
+            } else {
+                &j.node_selector
+            }),
+            service_account_name: j
+                .service_account_name
+                .as_ref()
+                .or(base.and_then(|b| b.service_account_name.as_ref()))
+                .map(|x| x.value.clone()),
+            cpu: limits(j.cpu.as_ref().or(base.and_then(|b| b.cpu.as_ref())), default_res.and_then(|r| r.cpu.as_ref())),
+            memory: limits(j.memory.as_ref().or(base.and_then(|b| b.memory.as_ref())), default_res.and_then(|r| r.memory.as_ref())),
+            volumes: j.volumes.clone().or_else(|| base.and_then(|b| b.volumes.clone())).unwrap_or_default(),
+            schedule: j.schedule.as_ref().map(|s| s.value.clone()),
+        }
+    };
+    let jobs = t.jobs.iter().map(|j| resolve_job(j, d)).collect();
+    let cron_jobs = t.cron_jobs.iter().map(|j| resolve_job(j, d)).collect();
     let mut workflows: BTreeMap<String, Vec<ResolvedStep>> = BTreeMap::new();
     for w in &t.workflows {
         let mut steps = Vec::new();
@@ -694,6 +699,7 @@ fn build(
         domain,
         services,
         jobs,
+        cron_jobs,
         rules,
         routes,
         ingress: t.ingress.clone(),

@@ -60,10 +60,6 @@ fn hint_name(d: &mut Diagnostics, name: &str, candidates: &[&str]) {
 /// Keys Offshoot reads and does nothing with yet: each is a warning at its line, so that none
 /// silently does nothing (`--strict` makes them errors).
 fn ignored_keys(t: &Template, d: &mut Diagnostics) {
-    for j in &t.cron_jobs {
-        d.warn(j.name.span, "ignored-key", format!("cron job `{}` never runs: Offshoot does not run `cron_jobs` yet", j.name));
-        d.hint("run it as a job in a workflow step, or on the host's schedule with `offshoot env exec`");
-    }
     for l in &t.custom_links {
         d.warn(l.name.span, "ignored-key", format!("custom link `{}` is not shown: Offshoot does not show `custom_links` yet", l.name));
     }
@@ -155,11 +151,33 @@ pub fn check_template(t: &Template, d: &mut Diagnostics) {
     }
     depends_on_cycles(d, &t.services);
     ignored_keys(t, d);
+    unique(d, t.jobs.iter().chain(&t.cron_jobs).map(|j| &j.name), "job or cron job");
     for j in &t.jobs {
+        if let Some(s) = &j.schedule {
+            d.warn(
+                s.span,
+                "misplaced-key",
+                format!("job `{}` has a `schedule`, which only `cron_jobs` entries have; it runs only from workflows", j.name),
+            );
+            d.hint("move it to `cron_jobs` to run it on the schedule");
+        }
+    }
+    for j in &t.cron_jobs {
+        match &j.schedule {
+            None => d.error(j.name.span, "missing-field", format!("cron job `{}` needs a `schedule` (five cron fields, UTC)", j.name)),
+            Some(s) => {
+                if let Err(why) = crate::schedule::Schedule::parse(s.as_str()) {
+                    d.error(s.span, "invalid-value", format!("the `schedule` of cron job `{}`: {why}", j.name));
+                    d.hint("five fields: minute hour day-of-month month day-of-week, e.g. `0 3 * * *`");
+                }
+            }
+        }
+    }
+    for (j, what) in t.jobs.iter().map(|j| (j, "job")).chain(t.cron_jobs.iter().map(|j| (j, "cron job"))) {
         if let Some(from) = &j.from_services {
-            names.service(d, from, &format!("job `{}`", j.name));
+            names.service(d, from, &format!("{what} `{}`", j.name));
         } else if j.image.is_none() && j.build.is_none() {
-            d.error(j.name.span, "missing-field", format!("job `{}` needs `from_services`, `image` or `build`", j.name));
+            d.error(j.name.span, "missing-field", format!("{what} `{}` needs `from_services`, `image` or `build`", j.name));
         }
         if j.build.is_some() {
             // Not silently: the job runs its `image` (or its service's), not a build of its own.

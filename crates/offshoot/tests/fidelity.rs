@@ -85,3 +85,78 @@ fn parameters_are_checked_at_creation_and_reach_the_services() {
     assert!(text.contains("parameter workers = 2  (default)") && text.contains("parameter llm = gpt-4\n"), "{text}");
     s.json(&["env", "delete", id, "--wait"]);
 }
+
+const CLOCKED: &str = r#"app: clocked
+services:
+- name: web
+  image: busybox:stable
+  command: [sh, -c, "trap 'exit 0' TERM; mkdir -p /www; echo served by web > /www/index.html; httpd -f -p 8080 -h /www & wait"]
+  ports:
+  - type: container_port
+    port: '8080'
+  readiness_probe:
+    tcp_socket:
+      port: '8080'
+    period_seconds: 1
+    failure_threshold: 30
+cron_jobs:
+- name: tick
+  image: busybox:stable
+  schedule: '* * * * *'
+  command: [sh, -c, "echo tick $MODE; wget -qO- http://web:8080/"]
+  envs:
+  - key: MODE
+    value: minutely
+"#;
+
+/// The newest run of `job` with `status`, once there is one (at most `secs`).
+fn first_run(s: &Server, id: &str, job: &str, status: &str, secs: u64) -> serde_json::Value {
+    eventually(secs, &format!("a {status} run of {job}"), || {
+        let jobs = s.json(&["env", "jobs", id]);
+        let runs = jobs.as_array()?.iter().find(|j| j["name"] == job)?["runs"].as_array()?.clone();
+        let found = runs.into_iter().find(|r| r["status"] == status);
+        if found.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(900));
+        }
+        found
+    })
+}
+
+#[test]
+fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
+    let repo = repo(CLOCKED, None, &[], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "clocked", "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id").to_owned();
+    let jobs = s.json(&["env", "jobs", &id]);
+    assert_eq!(jobs[0]["schedule"], "* * * * *");
+    assert!(jobs[0]["next_at"].as_i64().is_some(), "{jobs}");
+
+    // Within a minute (and the clock's few seconds), a run on the real clock, on the
+    // environment's network: it reached the service by its name.
+    let run = first_run(&s, &id, "tick", "succeeded", 75);
+    let output = run["output"].as_str().unwrap_or_default();
+    assert!(output.contains("tick minutely") && output.contains("served by web"), "{run}");
+    assert_eq!(run["scheduled_at"].as_i64().expect("scheduled") % 60_000, 0, "on the minute");
+    let o = s.cli(&["env", "logs", &id, "--job", "tick"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success() && text.contains("tick| tick minutely"), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    let o = s.cli(&["env", "logs", &id, "--job", "nope"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no cron job `nope`"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(leftovers_of_jobs(&id), 0, "each run's container is removed");
+
+    // Asleep: the next occurrence is skipped, and says why.
+    s.json(&["env", "sleep", &id, "--wait"]);
+    let skipped = first_run(&s, &id, "tick", "skipped", 75);
+    assert_eq!(skipped["reason"], "the environment is asleep", "{skipped}");
+    let text = String::from_utf8_lossy(&s.cli(&["env", "jobs", &id, "--output", "human"]).stdout).into_owned();
+    assert!(text.contains("tick  schedule `* * * * *` (UTC)") && text.contains("(the environment is asleep)"), "{text}");
+    s.json(&["env", "delete", &id, "--wait"]);
+}
+
+/// How many job containers of the environment exist.
+fn leftovers_of_jobs(id: &str) -> usize {
+    docker(&["ps", "-aq", "--filter", &format!("name=offshoot-{id}-job-")]).lines().count()
+}

@@ -434,8 +434,13 @@ fn on_kubernetes_sleep_scales_workloads_to_zero_and_wake_restores_their_replicas
     let fake = FakeKube::default();
     let dir = tempfile::tempdir().expect("tempdir");
     let s = kube_server(&fake, &dir);
-    // The api runs two replicas.
-    let repo = shop_repo(|t| t.replacen("- name: api\n", "- name: api\n  replicas: 2\n", 1));
+    // The api runs two replicas, and a cron job from it.
+    let repo = shop_repo(|t| {
+        format!(
+            "{}cron_jobs:\n- name: nightly\n  from_services: api\n  schedule: '0 3 * * *'\n  command: [sh, -c, 'echo report']\n",
+            t.replacen("- name: api\n", "- name: api\n  replicas: 2\n", 1)
+        )
+    });
     s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
     let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
     assert_eq!(e["status"], "ready", "{e}");
@@ -444,10 +449,17 @@ fn on_kubernetes_sleep_scales_workloads_to_zero_and_wake_restores_their_replicas
     let deployment = |name: &str| fake.object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}")).expect("deployment");
     let replicas = |name: &str| deployment(name)["spec"]["replicas"].as_i64();
     assert_eq!((replicas("api"), replicas("store")), (Some(2), Some(1)));
+    // The cluster keeps the cron job's schedule; Offshoot says where its runs are.
+    let cron = || fake.object(&format!("/apis/batch/v1/namespaces/{ns}/cronjobs/cron-nightly")).expect("a CronJob");
+    assert_eq!(cron()["spec"]["schedule"], "0 3 * * *");
+    assert_eq!(cron()["spec"]["concurrencyPolicy"], "Forbid");
+    let jobs = s.json(&["env", "jobs", &id]);
+    assert!(jobs[0]["note"].as_str().is_some_and(|n| n.contains(&format!("kubectl get jobs -n {ns}"))), "{jobs}");
 
-    // Asleep: every workload at zero, what it ran kept in an annotation.
+    // Asleep: every workload at zero, what it ran kept in an annotation, the cron job suspended.
     let slept = s.json(&["env", "sleep", &id, "--wait"]);
     assert_eq!(slept["status"], "sleeping", "{slept}");
+    assert_eq!(cron()["spec"]["suspend"], true);
     assert_eq!((replicas("api"), replicas("store")), (Some(0), Some(0)));
     assert_eq!(deployment("api")["metadata"]["annotations"]["offshoot.dev/replicas"], "2");
     assert_eq!(deployment("store")["metadata"]["annotations"]["offshoot.dev/replicas"], "1");
@@ -460,6 +472,7 @@ fn on_kubernetes_sleep_scales_workloads_to_zero_and_wake_restores_their_replicas
     assert_eq!(woke["status"], "ready", "{woke}");
     assert_eq!((replicas("api"), replicas("store")), (Some(2), Some(1)));
     assert!(deployment("api")["metadata"]["annotations"].get("offshoot.dev/replicas").is_none(), "{}", deployment("api"));
+    assert_eq!(cron()["spec"]["suspend"], false);
     // A sleep asked twice keeps the first count; a wake of an awake environment changes nothing.
     s.json(&["env", "sleep", &id, "--wait"]);
     s.json(&["env", "sleep", &id, "--wait"]);
