@@ -169,6 +169,12 @@ pub fn job_name(job: &str) -> String {
     format!("job-{}", dns_label(job))
 }
 
+/// Where a job's own image (built from its `build`) is among the images (`Options::images`),
+/// beside the services'.
+pub fn job_image_key(job: &str) -> String {
+    format!("jobs.{job}")
+}
+
 /// The name of a cron job's CronJob.
 pub fn cron_job_name(job: &str) -> String {
     format!("cron-{}", dns_label(job))
@@ -282,7 +288,13 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
     // Jobs run from workflows; cron jobs on their schedule, by the cluster, one run at a time.
     for j in r.jobs.iter().chain(&r.cron_jobs) {
         let base = j.from_service.as_deref().and_then(|f| r.services.iter().find(|s| s.name == f));
-        let image = base.and_then(|b| o.images.get(&b.name).cloned()).or_else(|| j.image.clone());
+        // Its own build's image, else its service's, else the image it names.
+        let image = o
+            .images
+            .get(&job_image_key(&j.name))
+            .or_else(|| base.and_then(|b| o.images.get(&b.name)))
+            .cloned()
+            .or_else(|| j.image.clone().filter(|_| j.build.is_none()));
         let Some(image) = image else {
             out.warnings.push(format!("job `{}` has no image", j.name));
             continue;

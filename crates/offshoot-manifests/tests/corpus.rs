@@ -232,3 +232,22 @@ fn cron_jobs_are_cron_jobs_that_run_one_at_a_time_in_utc() {
         .expect("run kubernetes-validate");
     assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
 }
+
+#[test]
+fn a_job_of_its_own_build_runs_the_image_it_built() {
+    let template =
+        "app: t\nservices:\n- name: api\n  image: busybox:stable\njobs:\n- name: seed\n  image: acme/t/seed\n  build:\n    context: seed\n";
+    let doc = document::check("t.yaml", template, Some(Kind::Template));
+    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
+    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), None, &resolve::Options::default()).expect("resolves");
+    let mut o = Options::new("ns1", "i");
+    let unbuilt = render(&r, &o);
+    assert!(
+        unbuilt.warnings.contains(&"job `seed` has no image".to_owned()),
+        "not the name of an image never built: {:?}",
+        unbuilt.warnings
+    );
+    o.images.insert(offshoot_manifests::job_image_key("seed"), "registry.local/t/job-seed:abc".into());
+    let printed = to_yaml(&render(&r, &o).manifests).expect("yaml");
+    assert!(printed.contains("image: registry.local/t/job-seed:abc"), "{printed}");
+}

@@ -11,7 +11,7 @@ use offshoot_api_types::ServiceStatus;
 use offshoot_control::Plan;
 use offshoot_runtime::{BuildRequest, Runtime};
 use offshoot_store::ServiceDetail;
-use offshoot_template::resolve::{Resolved, ResolvedBuild, ResolvedService};
+use offshoot_template::resolve::{Resolved, ResolvedBuild};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -30,7 +30,7 @@ pub(crate) async fn build_all(
     let started: HashSet<String> = plan.steps.iter().flat_map(|s| s.tasks()).map(|t| t.key()).collect();
     for s in &resolved.services {
         let image = match &s.build {
-            Some(build) => build_image(ctx, source, s, build).await?,
+            Some(build) => build_image(ctx, source, Owner::Service(&s.name), build).await?,
             None if s.static_site.is_some() => {
                 if !started.contains(&format!("services.{}", s.name)) {
                     continue;
@@ -51,17 +51,58 @@ pub(crate) async fn build_all(
         };
         images.insert(s.name.clone(), image);
     }
+    // Jobs with a build of their own: the cron jobs (they run between deployments) and the jobs
+    // this workflow runs. Recorded, for a cron job's runs until the next deployment.
+    for j in resolved.jobs.iter().filter(|j| started.contains(&format!("jobs.{}", j.name))).chain(&resolved.cron_jobs) {
+        let Some(build) = &j.build else { continue };
+        let image = build_image(ctx, source, Owner::Job(&j.name), build).await?;
+        ctx.store.set_job_image(source.env_id, &j.name, &image).await?;
+        images.insert(offshoot_manifests::job_image_key(&j.name), image);
+    }
     Ok((images, sites))
 }
 
-/// The image of a service built from a repository: its content tag, built unless the engine has
-/// it.
-async fn build_image(ctx: &Shared, source: &At<'_>, s: &ResolvedService, b: &ResolvedBuild) -> Result<String, Failure> {
+/// What an image is built for: a service (whose record follows the build) or a job.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    Service(&'a str),
+    Job(&'a str),
+}
+
+impl Owner<'_> {
+    /// As messages name it.
+    fn label(&self) -> String {
+        match self {
+            Owner::Service(n) => format!("service `{n}`"),
+            Owner::Job(n) => format!("job `{n}`"),
+        }
+    }
+
+    /// As its image's tag and build log name it.
+    fn tag_name(&self) -> String {
+        match self {
+            Owner::Service(n) => (*n).to_owned(),
+            Owner::Job(n) => format!("job-{n}"),
+        }
+    }
+
+    /// Records a service's state (a job has no record).
+    async fn set(&self, ctx: &Shared, env_id: &str, st: ServiceStatus, reason: Option<&str>) {
+        if let Owner::Service(n) = self {
+            set_service(ctx, env_id, n, st, reason, ServiceDetail::new()).await;
+        }
+    }
+}
+
+/// The image of a service or job built from a repository: its content tag, built unless the
+/// engine has it.
+async fn build_image(ctx: &Shared, source: &At<'_>, owner: Owner<'_>, b: &ResolvedBuild) -> Result<String, Failure> {
+    let who = owner.label();
     // The build's repository: this app's, or another one (`builds[].repo_url`).
     let (mirror, commit) = match &b.repo {
         None => (source.mirror.clone(), source.commit.to_owned()),
         Some(url) => {
-            let m = ctx.sync_mirror(url).await.map_err(|e| format!("service `{}`: fetch `{url}`: {e}", s.name))?;
+            let m = ctx.sync_mirror(url).await.map_err(|e| format!("{who}: fetch `{url}`: {e}"))?;
             let (m2, wanted) = (m.clone(), b.repo_branch.clone());
             let c = tokio::task::spawn_blocking(move || {
                 let branch = match wanted {
@@ -71,17 +112,17 @@ async fn build_image(ctx: &Shared, source: &At<'_>, s: &ResolvedService, b: &Res
                 m2.resolve(&branch)?.ok_or_else(|| Failure::from(format!("branch `{branch}` does not exist")))
             })
             .await?
-            .map_err(|e| format!("service `{}`: `{url}`: {e}", s.name))?;
+            .map_err(|e| format!("{who}: `{url}`: {e}"))?;
             (m, c)
         }
     };
     let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
     let tree = tokio::task::spawn_blocking(move || m.tree_id(&c, &dir))
         .await??
-        .ok_or_else(|| format!("service `{}`: build context `{}` does not exist at {}", s.name, b.context, short(&commit)))?;
-    let tag = content_tag(source.app, &s.name, &tree, s);
+        .ok_or_else(|| format!("{who}: build context `{}` does not exist at {}", b.context, short(&commit)))?;
+    let tag = content_tag(source.app, &owner.tag_name(), &tree, b);
     if !ctx.rt.image_exists(&tag).await? {
-        set_service(ctx, source.env_id, &s.name, ServiceStatus::Building, None, ServiceDetail::new()).await;
+        owner.set(ctx, source.env_id, ServiceStatus::Building, None).await;
         let (m, c, dir) = (mirror.clone(), commit.clone(), b.context.clone());
         let context = tokio::task::spawn_blocking(move || m.archive(&c, &dir)).await??;
         let req = BuildRequest {
@@ -98,30 +139,27 @@ async fn build_image(ctx: &Shared, source: &At<'_>, s: &ResolvedService, b: &Res
         let result =
             ctx.rt.build(req, &|line| log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_str(&format!("{line}\n"))).await;
         let log = log.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        logged("a build log", ctx.store.set_build_log(source.deployment, &s.name, &log).await);
+        logged("a build log", ctx.store.set_build_log(source.deployment, &owner.tag_name(), &log).await);
         if let Err(e) = result {
             let tail = match &e {
                 offshoot_runtime::RuntimeError::BuildFailed { log_tail, .. } => format!("\n{log_tail}"),
                 _ => String::new(),
             };
-            set_service(ctx, source.env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
-            return Err(format!("service `{}`: {e}{tail}", s.name).into());
+            owner.set(ctx, source.env_id, ServiceStatus::Failed, Some(&e.to_string())).await;
+            return Err(format!("{who}: {e}{tail}").into());
         }
     }
     Ok(tag)
 }
 
 /// Tag of a built image: a hash of everything that goes into it.
-fn content_tag(app: &str, service: &str, tree: &str, s: &ResolvedService) -> String {
-    let b = s.build.as_ref();
+fn content_tag(app: &str, service: &str, tree: &str, b: &ResolvedBuild) -> String {
     let mut h = Sha256::new();
     h.update(tree.as_bytes());
-    if let Some(b) = b {
-        h.update(b.dockerfile.as_deref().unwrap_or("Dockerfile").as_bytes());
-        h.update(b.target.as_deref().unwrap_or("").as_bytes());
-        for (k, v) in &b.args {
-            h.update(format!("\0{k}={}", v.expose()).as_bytes());
-        }
+    h.update(b.dockerfile.as_deref().unwrap_or("Dockerfile").as_bytes());
+    h.update(b.target.as_deref().unwrap_or("").as_bytes());
+    for (k, v) in &b.args {
+        h.update(format!("\0{k}={}", v.expose()).as_bytes());
     }
     let digest = crate::crypto::hex(&h.finalize()[..8]);
     format!("offshoot/{app}/{service}:{digest}")

@@ -406,15 +406,18 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Fai
     let job = plan.resolved.jobs.iter().chain(&plan.resolved.cron_jobs).find(|j| j.name == name);
     let job = job.ok_or_else(|| format!("job `{name}` is not defined"))?;
     let base = job.from_service.as_ref().and_then(|f| plan.resolved.services.iter().find(|s| &s.name == f));
-    let image = job
-        .from_service
-        .as_ref()
-        .and_then(|f| plan.images.get(f).cloned())
-        .or_else(|| job.image.clone())
-        .ok_or_else(|| format!("job `{name}` has no image"))?;
-    if job.from_service.is_none() {
-        ctx.rt.ensure_image(&image).await?;
-    }
+    // Its own build's image, else its service's, else the image it names (pulled if missing).
+    let built =
+        plan.images.get(&offshoot_manifests::job_image_key(name)).or_else(|| job.from_service.as_ref().and_then(|f| plan.images.get(f)));
+    let image = match (built, &job.build) {
+        (Some(image), _) => image.clone(),
+        (None, Some(_)) => return Err(format!("job `{name}`: its image was not built; deploy the environment again").into()),
+        (None, None) => {
+            let image = job.image.clone().ok_or_else(|| format!("job `{name}` has no image"))?;
+            ctx.rt.ensure_image(&image).await?;
+            image
+        }
+    };
     let spec = ContainerSpec {
         name: job_container(&plan.env_id, name),
         service: name.to_owned(),

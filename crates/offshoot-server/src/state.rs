@@ -264,9 +264,14 @@ pub(crate) fn logged<T>(what: &'static str, r: Result<T, offshoot_store::StoreEr
     }
 }
 
-/// The image each service of an environment runs, as recorded when it last started.
+/// The image each service of an environment runs, as recorded when it last started, and each
+/// job with a build of its own was last built as (under `offshoot_manifests::job_image_key`).
 pub(crate) async fn images_of(ctx: &Ctx, env_id: &str) -> Result<HashMap<String, String>, offshoot_store::StoreError> {
-    Ok(ctx.store.services(env_id).await?.into_iter().filter_map(|s| Some((s.name, s.detail.image?))).collect())
+    let mut images: HashMap<String, String> =
+        ctx.store.services(env_id).await?.into_iter().filter_map(|s| Some((s.name, s.detail.image?))).collect();
+    // And the jobs' own builds (a cron job runs from its last one).
+    images.extend(ctx.store.job_images(env_id).await?.into_iter().map(|(job, image)| (offshoot_manifests::job_image_key(&job), image)));
+    Ok(images)
 }
 
 pub(crate) async fn set_service(ctx: &Ctx, env_id: &str, name: &str, st: ServiceStatus, reason: Option<&str>, detail: ServiceDetail) {

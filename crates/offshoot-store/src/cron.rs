@@ -1,4 +1,5 @@
-//! Runs of cron jobs: one row per occurrence of a job's schedule in an environment.
+//! Runs of cron jobs (one row per occurrence of a job's schedule in an environment), and the
+//! images jobs with a build of their own were built as.
 
 use crate::{Result, Store, db};
 use sqlx::FromRow;
@@ -104,5 +105,28 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(db("list running cron jobs"))
+    }
+}
+
+impl Store {
+    /// Records the image a job with a build of its own was built as for an environment.
+    pub async fn set_job_image(&self, env_id: &str, job: &str, image: &str) -> Result<()> {
+        sqlx::query("INSERT INTO job_images (env_id, job, image) VALUES ($1, $2, $3) ON CONFLICT (env_id, job) DO UPDATE SET image = excluded.image")
+            .bind(env_id)
+            .bind(job)
+            .bind(image)
+            .execute(&self.pool)
+            .await
+            .map_err(db("record a job's image"))?;
+        Ok(())
+    }
+
+    /// The images an environment's jobs were last built as: `(job, image)`.
+    pub async fn job_images(&self, env_id: &str) -> Result<Vec<(String, String)>> {
+        sqlx::query_as("SELECT job, image FROM job_images WHERE env_id = $1 ORDER BY job")
+            .bind(env_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list jobs' images"))
     }
 }

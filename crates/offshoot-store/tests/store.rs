@@ -274,6 +274,11 @@ async fn cron_runs(store: &Store) {
     assert_eq!(runs.len() as i64, CRON_HISTORY, "the oldest are forgotten");
     assert_eq!(runs[0].scheduled_at, 2000 + CRON_HISTORY + 4, "newest first");
     assert_eq!(store.cron_runs("envc", None).await.expect("all").len() as i64, CRON_HISTORY + 1);
+
+    // A job's built image: the latest one.
+    store.set_job_image("envc", "seed", "offshoot/shop/jobs.seed:1").await.expect("image");
+    store.set_job_image("envc", "seed", "offshoot/shop/jobs.seed:2").await.expect("image");
+    assert_eq!(store.job_images("envc").await.expect("images"), vec![("seed".to_owned(), "offshoot/shop/jobs.seed:2".to_owned())]);
 }
 
 #[tokio::test]

@@ -221,6 +221,9 @@ pub struct ResolvedJob {
     /// A cron job's schedule (five fields, UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Its own build (or the top-level `builds` entry its image names): it runs what that builds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<ResolvedBuild>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -617,6 +620,7 @@ fn build(
             &[base.map(|b| b.envs.clone()).unwrap_or_default(), j.envs.clone()].concat(),
             d,
         );
+        let build = resolve_build(j.build.as_ref(), j.image.as_ref(), &t.builds, &env, &j.name, d);
         ResolvedJob {
             name: j.name.value.clone(),
             from_service: j.from_services.as_ref().map(|f| f.value.clone()),
@@ -640,6 +644,7 @@ fn build(
             memory: limits(j.memory.as_ref().or(base.and_then(|b| b.memory.as_ref())), default_res.and_then(|r| r.memory.as_ref())),
             volumes: j.volumes.clone().or_else(|| base.and_then(|b| b.volumes.clone())).unwrap_or_default(),
             schedule: j.schedule.as_ref().map(|s| s.value.clone()),
+            build,
         }
     };
     let jobs = t.jobs.iter().map(|j| resolve_job(j, d)).collect();
@@ -716,15 +721,16 @@ fn selector(list: &[crate::model::NodeSelector]) -> BTreeMap<String, String> {
     list.iter().map(|n| (n.key.value.clone(), n.value.value.clone())).collect()
 }
 
-fn resolve_service(
-    s: &Service,
+/// The build of a service or job: its own `build`, or the top-level `builds` entry its image
+/// names (`<org>/<repo>/<build>`); its args rendered with `${envs.X}` of its variables.
+fn resolve_build(
+    build: Option<&crate::model::Build>,
+    image: Option<&crate::span::Text>,
     builds: &[crate::model::BuildDef],
-    hostnames: &BTreeMap<&str, Vec<String>>,
-    env_for: &dyn Fn(&str, &[EnvEntry], &mut Diagnostics) -> Env,
-    (default_res, default_node_selector): (Option<&crate::model::Resources>, &[crate::model::NodeSelector]),
+    env: &Env,
+    owner: &str,
     d: &mut Diagnostics,
-) -> ResolvedService {
-    let env = env_for(&s.name, &s.envs, d);
+) -> Option<ResolvedBuild> {
     let render_args = |args: &[crate::span::Text], d: &mut Diagnostics| -> BTreeMap<String, VarValue> {
         args.iter()
             .map(|a| {
@@ -738,14 +744,14 @@ fn resolve_service(
                             .any(|n| n.strip_prefix("envs.").and_then(|k| env.0.get(k)).is_some_and(VarValue::is_secret))
                     })
                     .unwrap_or(false);
-                let rendered = Env::default().render(v, Bare::Literal, &envs, &format!("build arg `{k}` of `{}`", s.name), d, a.span);
+                let rendered = Env::default().render(v, Bare::Literal, &envs, &format!("build arg `{k}` of `{}`", owner), d, a.span);
                 let value = if secret_used { VarValue::Secret(SecretString::new(rendered.expose())) } else { rendered };
                 (k.to_owned(), value)
             })
             .collect()
     };
     let text = |t: &Option<crate::span::Text>| t.as_ref().map(|x| x.value.clone());
-    let build = match &s.build {
+    match build {
         Some(b) => Some(ResolvedBuild {
             context: text(&b.context).unwrap_or_else(|| ".".to_owned()),
             dockerfile: text(&b.dockerfile),
@@ -755,9 +761,7 @@ fn resolve_service(
             repo_branch: None,
         }),
         // An image named `<org>/<repo>/<build>` refers to a top-level `builds` entry.
-        None => s
-            .image
-            .as_ref()
+        None => image
             .filter(|i| i.value.matches('/').count() >= 2)
             .and_then(|i| i.value.rsplit('/').next())
             .and_then(|name| builds.iter().find(|b| b.name.value == name))
@@ -769,7 +773,19 @@ fn resolve_service(
                 repo: text(&b.repo_url),
                 repo_branch: text(&b.repo_branch),
             }),
-    };
+    }
+}
+
+fn resolve_service(
+    s: &Service,
+    builds: &[crate::model::BuildDef],
+    hostnames: &BTreeMap<&str, Vec<String>>,
+    env_for: &dyn Fn(&str, &[EnvEntry], &mut Diagnostics) -> Env,
+    (default_res, default_node_selector): (Option<&crate::model::Resources>, &[crate::model::NodeSelector]),
+    d: &mut Diagnostics,
+) -> ResolvedService {
+    let env = env_for(&s.name, &s.envs, d);
+    let build = resolve_build(s.build.as_ref(), s.image.as_ref(), builds, &env, &s.name, d);
     let ports = s
         .ports
         .iter()

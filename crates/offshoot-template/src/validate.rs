@@ -179,19 +179,6 @@ pub fn check_template(t: &Template, d: &mut Diagnostics) {
         } else if j.image.is_none() && j.build.is_none() {
             d.error(j.name.span, "missing-field", format!("{what} `{}` needs `from_services`, `image` or `build`", j.name));
         }
-        if j.build.is_some() {
-            // Not silently: the job runs its `image` (or its service's), not a build of its own.
-            if j.image.is_none() && j.from_services.is_none() {
-                d.error(j.name.span, "unsupported", format!("job `{}` has only a `build`, and a job's own build is not built", j.name));
-            } else {
-                d.warn(
-                    j.name.span,
-                    "ignored-field",
-                    format!("the `build` of job `{}` is not built: it runs its `image` or its `from_services`' image", j.name),
-                );
-            }
-            d.hint("build the image in a service and run the job `from_services` it");
-        }
         if let Some(t) = &j.completed_timeout
             && t.value == 0
         {

@@ -101,9 +101,10 @@ services:
     failure_threshold: 30
 cron_jobs:
 - name: tick
-  image: busybox:stable
+  build:
+    context: tick
   schedule: '* * * * *'
-  command: [sh, -c, "echo tick $MODE; wget -qO- http://web:8080/"]
+  command: [sh, -c, "echo tick $MODE $(cat /mark); wget -qO- http://web:8080/"]
   envs:
   - key: MODE
     value: minutely
@@ -124,7 +125,7 @@ fn first_run(s: &Server, id: &str, job: &str, status: &str, secs: u64) -> serde_
 
 #[test]
 fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
-    let repo = repo(CLOCKED, None, &[], &[]);
+    let repo = repo(CLOCKED, None, &[("tick/Dockerfile", "FROM busybox:stable\nRUN echo built-tick > /mark\n")], &[]);
     let s = Server::new(None);
     s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
     let env = s.json(&["env", "create", "clocked", "--branch", "main", "--wait"]);
@@ -134,11 +135,11 @@ fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
     assert_eq!(jobs[0]["schedule"], "* * * * *");
     assert!(jobs[0]["next_at"].as_i64().is_some(), "{jobs}");
 
-    // Within a minute (and the clock's few seconds), a run on the real clock, on the
-    // environment's network: it reached the service by its name.
+    // Within a minute (and the clock's few seconds), a run on the real clock, from the image
+    // its deployment built, on the environment's network: it reached the service by its name.
     let run = first_run(&s, &id, "tick", "succeeded", 75);
     let output = run["output"].as_str().unwrap_or_default();
-    assert!(output.contains("tick minutely") && output.contains("served by web"), "{run}");
+    assert!(output.contains("tick minutely built-tick") && output.contains("served by web"), "its own image, its variables: {run}");
     assert_eq!(run["scheduled_at"].as_i64().expect("scheduled") % 60_000, 0, "on the minute");
     let o = s.cli(&["env", "logs", &id, "--job", "tick"]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -159,4 +160,71 @@ fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
 /// How many job containers of the environment exist.
 fn leftovers_of_jobs(id: &str) -> usize {
     docker(&["ps", "-aq", "--filter", &format!("name=offshoot-{id}-job-")]).lines().count()
+}
+
+const SEEDED: &str = r#"app: seeded
+hostnames:
+- web: web-${env_id}.${domain}
+services:
+- name: web
+  image: busybox:stable
+  command: [sh, -c, "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
+  volumes:
+  - type: persistent
+    name: site
+    mount_path: /www
+  ports:
+  - type: node_port
+    port: '8080'
+  readiness_probe:
+    tcp_socket:
+      port: '8080'
+    period_seconds: 1
+    failure_threshold: 30
+jobs:
+- name: seed
+  build:
+    context: seed
+  memory:
+    limits: 64Mi
+  volumes:
+  - type: persistent
+    name: site
+    mount_path: /out
+  command: [sh, -c, "cp /seed.txt /out/seed.txt; (cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes) > /out/limit.txt; echo seeded"]
+workflows:
+- name: setup
+  order_from: [jobs.seed, services.web]
+- name: patch
+  order_from: [jobs.seed, services.web]
+- name: teardown
+  order_from: [release.remove_environment]
+"#;
+
+#[test]
+fn a_job_runs_its_own_build_with_its_own_volumes_and_limits() {
+    let seed = |text: &str| format!("FROM busybox:stable\nRUN echo {text} > /seed.txt\n");
+    let v1 = seed("built-one");
+    let repo = repo(SEEDED, None, &[("seed/Dockerfile", v1.as_str())], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "seeded", "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id").to_owned();
+    let host = format!("web-{id}.localhost");
+    let page = http(s.router, &host, "/seed.txt").expect("answer");
+    assert!(page.contains("built-one"), "the job ran its own image and wrote the service's volume: {page}");
+    let limit = http(s.router, &host, "/limit.txt").expect("answer");
+    assert!(limit.contains("67108864"), "its own memory limit: {limit}");
+    let o = s.cli(&["env", "logs", &id, "--build"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("job-seed| "), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // A commit that changes the job's build: the deployment builds it again and runs the new one.
+    std::fs::write(repo.path().join("seed/Dockerfile"), seed("built-two")).expect("write");
+    git(repo.path(), &["commit", "-qam", "seed two"]);
+    let o = s.cli(&["env", "deploy", &id, "--wait"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page = http(s.router, &host, "/seed.txt").expect("answer");
+    assert!(page.contains("built-two"), "{page}");
+    s.json(&["env", "delete", &id, "--wait"]);
 }

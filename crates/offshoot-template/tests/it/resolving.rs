@@ -284,21 +284,17 @@ fn a_job_takes_its_own_limits_and_volumes_else_its_services_else_the_templates()
 }
 
 #[test]
-fn a_jobs_own_build_is_not_silently_ignored() {
-    let check = |jobs: &str| {
-        let t = format!("app: t\nservices:\n- name: api\n  image: busybox:stable\njobs:\n{jobs}");
-        offshoot_template::document::check("t.yaml", &t, Some(offshoot_template::document::Kind::Template)).diagnostics
-    };
-    let only_build = check("- name: seed\n  build:\n    context: seed\n");
-    let e = only_build.iter().find(|d| d.is_error()).expect("an error");
-    assert!(e.message.contains("job `seed` has only a `build`") && e.line == 6, "{e:?}");
-    let with_image = check("- name: seed\n  image: busybox:stable\n  build:\n    context: seed\n");
-    assert!(!with_image.iter().any(|d| d.is_error()), "{with_image:?}");
-    let w = with_image.iter().find(|d| d.code == "ignored-field").expect("a warning");
-    assert!(
-        w.message.contains("the `build` of job `seed` is not built") && w.hint.as_deref().is_some_and(|h| h.contains("from_services")),
-        "{w:?}"
-    );
+fn a_jobs_own_build_is_what_it_runs() {
+    let t = "app: t\nservices:\n- name: api\n  image: busybox:stable\n  envs:\n  - key: TOKEN\n    value: abc\njobs:\n- name: seed\n  build:\n    context: seed\n    args:\n    - TOKEN=${envs.TOKEN}\n- name: migrate\n  from_services: api\n  build:\n    context: migrations\n";
+    let doc = document::check("t.yaml", t, Some(Kind::Template));
+    assert!(doc.diagnostics.is_empty(), "a job of its own build is valid: {:?}", doc.diagnostics);
+    let r = resolve::resolve("t.yaml", doc.root.as_ref().expect("root"), None, &Options::default()).expect("resolves");
+    let job = |name: &str| r.jobs.iter().find(|j| j.name == name).expect("job");
+    let seed = job("seed").build.as_ref().expect("a build");
+    assert_eq!(seed.context, "seed");
+    let migrate = job("migrate");
+    assert_eq!(migrate.build.as_ref().map(|b| b.context.as_str()), Some("migrations"));
+    assert_eq!(migrate.env.get("TOKEN").map(|v| v.expose()), Some("abc"), "its service's variables");
 }
 
 #[test]

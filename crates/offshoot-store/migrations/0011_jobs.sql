@@ -15,3 +15,12 @@ CREATE TABLE cron_runs (
     UNIQUE (env_id, job, scheduled_at)
 );
 CREATE INDEX cron_runs_status ON cron_runs (status);
+
+-- The image each job with a `build` of its own was last built as, per environment: a cron job
+-- runs between deployments, from the image its environment's last deployment built.
+CREATE TABLE job_images (
+    env_id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    image TEXT NOT NULL,
+    PRIMARY KEY (env_id, job)
+);
