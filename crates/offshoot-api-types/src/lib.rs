@@ -180,6 +180,9 @@ pub struct SecretSet {
     /// Absent: the secret applies to every service.
     pub service: Option<String>,
     pub value: String,
+    /// A file secret (mounted where a service's `secret_files` names it), not a variable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -95,8 +95,12 @@ pub(crate) enum SecretCommand {
         name: String,
         key: String,
         /// Only for this service (default: every service).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "file")]
         service: Option<String>,
+        /// A file secret, mounted where a service's `secret_files` names it (compose's
+        /// `secrets`); standard input is kept byte for byte.
+        #[arg(long)]
+        file: bool,
     },
 }
 
@@ -167,14 +171,14 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
         }
         Command::Template { name, set_file } => file_cmd(&api, &name, set_file, output, true)?,
         Command::EnvVars { name, set_file } => file_cmd(&api, &name, set_file, output, false)?,
-        Command::Secret(SecretCommand::Set { name, key, service }) => {
+        Command::Secret(SecretCommand::Set { name, key, service, file }) => {
             let mut value = String::new();
             std::io::stdin().read_to_string(&mut value).context("read the secret from standard input")?;
-            let value = value.strip_suffix('\n').unwrap_or(&value).to_owned();
+            let value = if file { value } else { value.strip_suffix('\n').unwrap_or(&value).to_owned() };
             if value.is_empty() {
                 bail!("no value on standard input (pipe it in: `printf %s VALUE | offshoot app secret set ...`)");
             }
-            api.post_empty(&format!("/apps/{}/secrets", enc(&name)), &api::SecretSet { key: key.clone(), service, value })?;
+            api.post_empty(&format!("/apps/{}/secrets", enc(&name)), &api::SecretSet { key: key.clone(), service, value, file })?;
             if output == Output::Human {
                 out(&format!("secret {key} set for {name}\n"));
             }

@@ -183,6 +183,7 @@ fn generate(a: GenerateArgs, output: Output) -> Result<ExitCode> {
                 "application_template": template,
                 "environment_variables": env_vars,
                 "dropped": g.dropped,
+                "secret_files": g.secret_files,
                 "diagnostics": report.diagnostics,
             });
             out(&format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()));
@@ -203,6 +204,12 @@ fn generate(a: GenerateArgs, output: Output) -> Result<ExitCode> {
                     let svc = d.service.as_ref().map_or_else(String::new, |s| format!("{s}: "));
                     s.push_str(&format!("  line {}: {svc}{} — {}\n", d.line, d.item, d.reason));
                 }
+            }
+            for f in &g.secret_files {
+                s.push_str(&format!(
+                    "secret `{}` is mounted from `{}`: its value is stored encrypted when the server makes the application from this compose file (never in the template); with these files instead: `offshoot app secret set APP {} --file < {}`\n",
+                    f.name, f.path, f.name, f.path
+                ));
             }
             if let Some(dir) = &a.out_dir {
                 s.push_str(&format!("wrote application_template.yaml and environment_variables.yaml to {}\n", dir.display()));
@@ -306,6 +313,7 @@ fn resolve_path(a: &ResolveArgs, output: Output) -> Result<Result<(resolve::Reso
         ingress_port: None,
         ingress_tls: false,
         parameters: a.params.iter().cloned().collect(),
+        secret_files: Default::default(),
         imported: Default::default(),
         attached: Default::default(),
     };

@@ -49,7 +49,7 @@ pub fn webhook_secret_context(app: &str) -> String {
     format!("webhook/{app}")
 }
 
-const MAX_SECRET: usize = 64 * 1024;
+pub(crate) const MAX_SECRET: usize = 64 * 1024;
 
 impl<P: Ports> Control<'_, P> {
     /// Creates an application from a repository: fetched, its configuration read and checked
@@ -69,16 +69,17 @@ impl<P: Ports> Control<'_, P> {
         let mirror = self.ports.fetch(&repo).await.map_err(|e| ControlError::Fetch { repo: repo.clone(), why: e.0 })?;
         let fallback = req.name.clone().unwrap_or_else(|| name_from_repo(&repo));
         let branch = req.branch.clone();
-        let (default_branch, template, env_vars, heads) = tokio::task::spawn_blocking(move || -> Result<_, ControlError> {
-            let default = mirror.default_branch()?.unwrap_or_else(|| "main".into());
-            let branch = branch.unwrap_or_else(|| default.clone());
-            let commit = mirror
-                .resolve(&branch)?
-                .ok_or_else(|| ControlError::not_found("branch", &branch, "`git branch -a` in the repository lists them"))?;
-            let (t, v) = read_config(&mirror, &commit, &fallback)?;
-            Ok((default, t, v, mirror.heads()?))
-        })
-        .await??;
+        let (default_branch, (template, env_vars), secret_files, heads) =
+            tokio::task::spawn_blocking(move || -> Result<_, ControlError> {
+                let default = mirror.default_branch()?.unwrap_or_else(|| "main".into());
+                let branch = branch.unwrap_or_else(|| default.clone());
+                let commit = mirror
+                    .resolve(&branch)?
+                    .ok_or_else(|| ControlError::not_found("branch", &branch, "`git branch -a` in the repository lists them"))?;
+                let (config, secrets) = read_config(&mirror, &commit, &fallback)?;
+                Ok((default, config, secrets, mirror.heads()?))
+            })
+            .await??;
         // The name: as given, else the template's `app` (as Release does), else the repository's.
         let from_template = document::check("t", &template, Some(Kind::Template)).template.and_then(|t| t.app).map(|a| a.value);
         let name = req.name.or(from_template).unwrap_or_else(|| name_from_repo(&repo));
@@ -95,6 +96,11 @@ impl<P: Ports> Control<'_, P> {
         }
         let app = App { name: name.clone().into(), repo, default_branch, created_at: now_ms() };
         self.store.create_app(&app, &template, &env_vars).await?;
+        // Compose's file secrets: their values, from the repository, encrypted; never in the
+        // template.
+        for (secret, value) in &secret_files {
+            self.store_secret(&name, "", &format!("{FILE_SECRET_PREFIX}{secret}"), value).await?;
+        }
         self.app_git(&name).await?;
         for (r, c) in heads {
             self.store.set_git_head(&name, &r, &c).await?;
@@ -183,15 +189,34 @@ impl<P: Ports> Control<'_, P> {
                 return Err(ControlError::bad_input(format!("`{key}` is not a valid variable name"))
                     .with_hint("use letters, digits and `_`, at most 200"));
             }
-            if value.len() > MAX_SECRET {
-                return Err(ControlError::bad_input("a secret may be at most 64 KiB"));
-            }
-            let ciphertext = self.ports.seal(value, &format!("{app}/{service}/{key}")).map_err(ControlError::Seal)?;
-            let s = Secret { app: app.to_owned(), service: service.to_owned(), key: key.to_owned(), ciphertext };
-            Ok(self.store.set_secret(&s).await?)
+            self.store_secret(app, service, key, value).await
         };
         // The record names the key, never the value.
         gate(self.store, &self.actor, Operation::SetSecret, &format!("{app}/{key}"), work, |_| Noted::default()).await
+    }
+
+    /// Sets a file secret of an application: mounted as a file where a service's
+    /// `secret_files` names it (compose's `secrets`), never a variable.
+    pub async fn set_file_secret(&self, app: &str, name: &str, value: &str) -> Result<(), ControlError> {
+        let work = async {
+            self.find_app(app).await?;
+            if !offshoot_template::model::valid_secret_file_name(name) {
+                return Err(ControlError::bad_input(format!("`{name}` is not a valid file secret name"))
+                    .with_hint("use letters, digits, `.`, `_` and `-`, at most 100, not starting with `.`"));
+            }
+            self.store_secret(app, "", &format!("{FILE_SECRET_PREFIX}{name}"), value).await
+        };
+        gate(self.store, &self.actor, Operation::SetSecret, &format!("{app}/{name}"), work, |_| Noted::default()).await
+    }
+
+    /// Seals and stores a secret (at most 64 KiB).
+    async fn store_secret(&self, app: &str, service: &str, key: &str, value: &str) -> Result<(), ControlError> {
+        if value.len() > MAX_SECRET {
+            return Err(ControlError::bad_input("a secret may be at most 64 KiB"));
+        }
+        let ciphertext = self.ports.seal(value, &format!("{app}/{service}/{key}")).map_err(ControlError::Seal)?;
+        let s = Secret { app: app.to_owned(), service: service.to_owned(), key: key.to_owned(), ciphertext };
+        Ok(self.store.set_secret(&s).await?)
     }
 
     /// Changes an application's settings; what `req` leaves out stays as it is.
@@ -298,6 +323,9 @@ pub fn parse_schedule(field: &str, text: &str) -> Result<Option<String>, Control
     })?;
     Ok(Some(t.to_owned()))
 }
+
+/// How a file secret's key begins in the store (a variable's name cannot have `:`).
+pub const FILE_SECRET_PREFIX: &str = "file:";
 
 /// Whether `s` can name an image: a reference of the usual characters, bounded.
 pub fn valid_image(s: &str) -> bool {

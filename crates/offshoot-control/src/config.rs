@@ -34,11 +34,15 @@ pub fn release_config(mirror: &Mirror, commit: &str) -> Result<Option<Config>, C
     }
 }
 
+/// The file secrets a generated template's services mount, with their values read from the
+/// repository: `(name, value)`.
+pub type SecretValues = Vec<(String, String)>;
+
 /// The configuration of a commit, checked: Release's files, or a template generated from compose
-/// for application `app`.
-pub fn read_config(mirror: &Mirror, commit: &str, app: &str) -> Result<Config, ControlError> {
+/// for application `app` (with the values of the file secrets its services mount).
+pub fn read_config(mirror: &Mirror, commit: &str, app: &str) -> Result<(Config, SecretValues), ControlError> {
     if let Some(config) = release_config(mirror, commit)? {
-        return Ok(config);
+        return Ok((config, Vec::new()));
     }
     let files = CommitFiles { mirror, commit: commit.to_owned() };
     match repo::discover(&files, None).source {
@@ -68,7 +72,24 @@ pub fn read_config(mirror: &Mirror, commit: &str, app: &str) -> Result<Config, C
                 Some(g) => {
                     let (template, env_vars) = (format!("# generated from {path}\n{}", g.template_yaml()), g.env_vars_yaml());
                     check_files(&template, &env_vars)?;
-                    Ok((template, env_vars))
+                    let mut secrets = Vec::new();
+                    for s in &g.secret_files {
+                        let value = match mirror.read_file(commit, &s.path) {
+                            Ok(Some(bytes)) if bytes.len() <= crate::apps::MAX_SECRET => String::from_utf8(bytes).ok(),
+                            Ok(Some(_)) => {
+                                return Err(ControlError::bad_input(format!(
+                                    "secret `{}`: `{}` is larger than a secret may be (64 KiB)",
+                                    s.name, s.path
+                                )));
+                            }
+                            _ => None,
+                        };
+                        let value = value.ok_or_else(|| {
+                            ControlError::bad_input(format!("secret `{}`: `{}` cannot be read as text from the repository", s.name, s.path))
+                        })?;
+                        secrets.push((s.name.clone(), value));
+                    }
+                    Ok(((template, env_vars), secrets))
                 }
                 None => Err(ControlError::Invalid { message: format!("cannot generate a template from `{path}`"), diagnostics: diags }),
             }

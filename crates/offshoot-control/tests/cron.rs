@@ -7,15 +7,22 @@ use offshoot_api_types::EnvStatus;
 use offshoot_store::Environment;
 use world::*;
 
-const CRONNED: &str = "app: shop\nservices:\n- name: web\n  image: busybox\ncron_jobs:\n- name: report\n  image: busybox\n  schedule: '*/5 * * * *'\n- name: tick\n  from_services: web\n  schedule: '* * * * *'\n";
+/// Two cron jobs: `tick` every minute, `report` hourly at `report_minute`.
+fn cronned_template(report_minute: i64) -> String {
+    format!(
+        "app: shop\nservices:\n- name: web\n  image: busybox\ncron_jobs:\n- name: report\n  image: busybox\n  schedule: '{report_minute} * * * *'\n- name: tick\n  from_services: web\n  schedule: '* * * * *'\n"
+    )
+}
 
 const MIN: i64 = 60_000;
 
-/// A ready environment with the two cron jobs.
+/// A ready environment with the two cron jobs, `report` due three minutes after the minute it
+/// was created in.
 async fn cronned(w: &World) -> Environment {
     w.app().await;
     let env = w.env("main").await;
-    w.store.set_env_config(&env.id, CRONNED, &env.env_vars).await.expect("template");
+    let template = cronned_template((env.created_at / MIN + 3) % 60);
+    w.store.set_env_config(&env.id, &template, &env.env_vars).await.expect("template");
     w.store.set_env_status(&env.id, EnvStatus::Ready, None).await.expect("ready");
     w.store.env(&env.id).await.expect("read").expect("env")
 }
@@ -50,10 +57,9 @@ async fn each_occurrence_runs_once_on_the_environments_engine() {
     assert_eq!(engine.count("jobs.tick"), 1);
     let runs = w.store.cron_runs(&env.id, Some("tick")).await.expect("runs");
     assert_eq!((runs[0].status.as_str(), runs[0].output.as_str()), ("succeeded", "job tick ran"));
-    // Both fire when the five-minute job's minute comes.
-    let five = (created / MIN / 5 + 1) * 5 * MIN;
-    let both = round(&w, five + 10).await;
-    assert!(both == ["report", "tick"], "{both:?}");
+    // Both fire when the hourly job's minute comes.
+    assert_eq!(round(&w, at(2) + 10).await, ["tick"]);
+    assert_eq!(round(&w, at(3) + 10).await, ["report", "tick"]);
     assert_eq!(engine.count("jobs.report"), 1);
 }
 

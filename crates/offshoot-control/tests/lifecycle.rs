@@ -17,7 +17,8 @@ const LAYERED: &str = "app: shop\nservices:\n- name: db\n  image: postgres\n- na
 async fn layered(w: &World, parent: Option<&Environment>) -> Environment {
     let created = w.env("main").await;
     let id: EnvId = match parent {
-        Some(p) => format!("{}i", &p.id[..p.id.len() - 1]).into(),
+        // The parent's id with another last letter.
+        Some(p) => format!("{}{}", &p.id[..p.id.len() - 1], if p.id.ends_with('i') { 'j' } else { 'i' }).into(),
         None => created.id.clone(),
     };
     let env = Environment {

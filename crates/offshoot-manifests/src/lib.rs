@@ -12,8 +12,8 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplat
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
     KeyToPath, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    Probe as KProbe, ResourceRequirements, Secret, SecretKeySelector, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume as KVolume, VolumeMount, VolumeResourceRequirements,
+    Probe as KProbe, ResourceRequirements, Secret, SecretKeySelector, SecretVolumeSource, Service, ServiceAccount, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume as KVolume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::networking::v1::{
@@ -627,6 +627,46 @@ fn service_manifests(c: &Ctx<'_>, s: &ResolvedService, out: &mut Rendered) {
             ..Default::default()
         });
         mounts.push(VolumeMount { name: vname, mount_path: f.target(), sub_path: Some(key), read_only: Some(true), ..Default::default() });
+    }
+    // File secrets: one Secret of the service's, each file mounted alone with its mode.
+    if !s.secret_files.is_empty() {
+        let files = format!("{name}-files");
+        let data = s
+            .secret_files
+            .iter()
+            .map(|f| {
+                let value = f.value.as_ref().map_or("", |v| v.expose());
+                (f.name.clone(), if c.o.reveal_secrets { value.to_owned() } else { MASKED.to_owned() })
+            })
+            .collect();
+        out.manifests.push(Manifest::Secret(secret_object(c, &files, Some(&s.name), data)));
+        for (i, f) in s.secret_files.iter().enumerate() {
+            if f.uid.is_some() || f.gid.is_some() {
+                out.warnings.push(format!("service `{}`: secret file `{}`: `uid` and `gid` are not set on Kubernetes", s.name, f.name));
+            }
+            let vname = format!("sf-{i}");
+            volumes.push(KVolume {
+                name: vname.clone(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(files.clone()),
+                    items: Some(vec![KeyToPath {
+                        key: f.name.clone(),
+                        path: f.name.clone(),
+                        mode: i32::try_from(f.mode).ok(),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: vname,
+                mount_path: f.target.clone(),
+                sub_path: Some(f.name.clone()),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
     }
     let mut ports: Vec<ContainerPort> = Vec::new();
     for p in &s.ports {

@@ -251,3 +251,24 @@ fn a_job_of_its_own_build_runs_the_image_it_built() {
     let printed = to_yaml(&render(&r, &o).manifests).expect("yaml");
     assert!(printed.contains("image: registry.local/t/job-seed:abc"), "{printed}");
 }
+
+#[test]
+fn file_secrets_are_a_secret_of_the_service_mounted_file_by_file_with_their_modes() {
+    let template = "app: t\nservices:\n- name: db\n  image: busybox:stable\n  secret_files:\n  - name: db_pass\n  - name: tls.key\n    mount_path: /etc/tls/key.pem\n    mode: '0440'\n";
+    let doc = document::check("t.yaml", template, Some(Kind::Template));
+    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
+    let mut opts = resolve::Options::default();
+    opts.secret_files.insert("db_pass".into(), offshoot_template::secret::SecretString::new("hunter2"));
+    opts.secret_files.insert("tls.key".into(), offshoot_template::secret::SecretString::new("KEY"));
+    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), None, &opts).expect("resolves");
+    let printed = to_yaml(&render(&r, &Options::new("ns1", "i")).manifests).expect("yaml");
+    assert!(!printed.contains("hunter2"), "masked unless revealed: {printed}");
+    for want in
+        ["name: db-files", "mountPath: /run/secrets/db_pass", "subPath: db_pass", "mountPath: /etc/tls/key.pem", "mode: 288", "mode: 256"]
+    {
+        assert!(printed.contains(want), "`{want}` missing from:\n{printed}");
+    }
+    let mut revealed = Options::new("ns1", "i");
+    revealed.reveal_secrets = true;
+    assert!(to_yaml(&render(&r, &revealed).manifests).expect("yaml").contains("db_pass: hunter2"));
+}

@@ -160,7 +160,12 @@ async fn set_secret(
     Path(name): Path<String>,
     Json(body): Json<api::SecretSet>,
 ) -> Result<StatusCode, ApiError> {
-    control(&ctx, actor).set_secret(&name, body.service.as_deref().unwrap_or_default(), &body.key, &body.value).await?;
+    let c = control(&ctx, actor);
+    match (body.file, body.service.as_deref()) {
+        (true, Some(_)) => return Err(ApiError::bad_request("a file secret belongs to the application; `service` does not apply")),
+        (true, None) => c.set_file_secret(&name, &body.key, &body.value).await?,
+        (false, service) => c.set_secret(&name, service.unwrap_or_default(), &body.key, &body.value).await?,
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

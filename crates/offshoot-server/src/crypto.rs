@@ -46,8 +46,9 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The key that encrypts secrets at rest.
-pub(crate) struct SecretKey(XChaCha20Poly1305);
+/// The key that encrypts secrets at rest, and a key derived from it that fingerprints secret
+/// values (to tell that one changed without showing it).
+pub(crate) struct SecretKey(XChaCha20Poly1305, [u8; 32]);
 
 impl SecretKey {
     /// Loads `path`, creating a new random key the first time.
@@ -59,7 +60,19 @@ impl SecretKey {
         let bytes =
             unhex(text.trim()).filter(|b| b.len() == 32).with_context(|| format!("`{}` is not a 32-byte hex key", path.display()))?;
         let cipher = XChaCha20Poly1305::new_from_slice(&bytes).context("load the secret key")?;
-        Ok(SecretKey(cipher))
+        let mut h = Sha256::new();
+        h.update(b"offshoot fingerprints\0");
+        h.update(&bytes);
+        Ok(SecretKey(cipher, h.finalize().into()))
+    }
+
+    /// A keyed fingerprint of `data` (HMAC-SHA-256, 12 bytes, hex): the same data, the same
+    /// fingerprint; nothing about the data without the key.
+    pub(crate) fn fingerprint(&self, data: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.1).unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(data);
+        hex(&mac.finalize().into_bytes()[..12])
     }
 
     /// `v1:<nonce>:<ciphertext>`, hex; the associated data binds it to its app/service/key.

@@ -22,6 +22,7 @@ mod plane;
 mod repo_mounts;
 mod resolving;
 mod routes;
+mod secret_files;
 mod sites;
 mod state;
 mod ui;

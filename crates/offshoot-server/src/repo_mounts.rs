@@ -1,4 +1,5 @@
-//! Repository files mounted into services (`configmap`) on the Docker engine. Each entry's file
+//! Repository files mounted into services (`configmap`) on the Docker engine, beside the file
+//! secrets ([`crate::secret_files`]). Each entry's file
 //! or folder, read from the deployed commit's tree (bounded, confined to the repository), is
 //! written under `DATA_DIR/mounts/<env>/<digest of its content>/` and mounted read-only. The
 //! path names the content: a commit that changes the files changes the container's
@@ -75,6 +76,10 @@ pub(crate) async fn materialize(
         let source =
             tokio::task::spawn_blocking(move || write(&r, &item)).await?.map_err(|err| format!("{what}: cannot write its files: {err}"))?;
         out.entry(e.service.to_owned()).or_default().push(Mount { source: MountSource::HostFile(source), target: e.file.target() });
+    }
+    // And the application's file secrets, written to memory.
+    for (service, mounts) in crate::secret_files::materialize(ctx, env_id, resolved).await? {
+        out.entry(service).or_default().extend(mounts);
     }
     Ok(out)
 }
@@ -158,8 +163,9 @@ fn write(root: &Path, item: &TreeItem) -> std::io::Result<String> {
     Ok(mounted(&dir).to_string_lossy().into_owned())
 }
 
-/// Removes an environment's mounted files (its teardown).
+/// Removes an environment's mounted files and secret files (its teardown).
 pub(crate) async fn remove(ctx: &Ctx, env_id: &str) -> std::io::Result<()> {
+    crate::secret_files::remove(ctx, env_id).await?;
     let dir = env_dir(ctx, env_id);
     match tokio::fs::remove_dir_all(&dir).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -167,11 +173,16 @@ pub(crate) async fn remove(ctx: &Ctx, env_id: &str) -> std::io::Result<()> {
     }
 }
 
-/// The environments that have mounted files on disk (for the reconciler's orphan sweep).
+/// The environments that have mounted files or secret files written (for the reconciler's
+/// orphan sweep).
 pub(crate) fn on_disk(ctx: &Ctx) -> Vec<String> {
-    std::fs::read_dir(ctx.data_dir.join("mounts"))
+    let mut envs: Vec<String> = std::fs::read_dir(ctx.data_dir.join("mounts"))
         .map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    envs.extend(crate::secret_files::on_disk(ctx).into_iter().filter(|e| !e.starts_with('.')));
+    envs.sort();
+    envs.dedup();
+    envs
 }
 
 #[cfg(test)]

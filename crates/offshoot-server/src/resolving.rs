@@ -114,7 +114,7 @@ async fn resolve_own(
     imported: BTreeMap<String, String>,
 ) -> Result<Resolved, Failure> {
     let mut vars = fork.vars.clone();
-    add_secrets(ctx, &env.app, &mut vars).await?;
+    let secret_files = add_secrets(ctx, &env.app, &mut vars).await?;
     let attached = crate::clones::variables(ctx, &env.id)
         .await?
         .into_iter()
@@ -131,20 +131,38 @@ async fn resolve_own(
         ingress_port: Some(ctx.tls_port.unwrap_or(ctx.router_port)),
         ingress_tls: ctx.tls_port.is_some(),
         parameters: env.given_parameters(),
+        secret_files,
         imported,
         attached,
     };
-    resolve::resolve("application_template.yaml", &fork.root, Some(&vars), &opts).map_err(|diags| {
+    let r = resolve::resolve("application_template.yaml", &fork.root, Some(&vars), &opts).map_err(|diags| {
         Failure::Reason(
             diags.iter().filter(|d| d.is_error()).map(|d| format!("{}:{}: {}", d.line, d.column, d.message)).collect::<Vec<_>>().join("; "),
         )
-    })
+    })?;
+    // A file secret the application does not have is refused, not mounted empty.
+    for s in &r.services {
+        if let Some(f) = s.secret_files.iter().find(|f| f.value.is_none()) {
+            return Err(Failure::Reason(format!(
+                "service `{}`: application `{}` has no file secret `{}`; set it: `offshoot app secret set {} {} --file < FILE`",
+                s.name, env.app, f.name, env.app, f.name
+            )));
+        }
+    }
+    Ok(r)
 }
 
-async fn add_secrets(ctx: &Ctx, app: &str, vars: &mut EnvVarsFile) -> Result<(), Failure> {
+/// Adds the application's secrets to its variables; returns its file secrets (`--file`), which
+/// are mounted as files, not variables.
+async fn add_secrets(ctx: &Ctx, app: &str, vars: &mut EnvVarsFile) -> Result<BTreeMap<String, SecretString>, Failure> {
+    let mut files = BTreeMap::new();
     for s in ctx.store.secrets(app).await? {
         let value =
             ctx.key.decrypt(&s.ciphertext, &format!("{app}/{}/{}", s.service, s.key)).map_err(|e| format!("secret `{}`: {e}", s.key))?;
+        if let Some(name) = s.key.strip_prefix(offshoot_control::apps::FILE_SECRET_PREFIX) {
+            files.insert(name.to_owned(), SecretString::new(value));
+            continue;
+        }
         let var =
             Var { key: Sp::synthetic(s.key.clone()), value: Some(Sp::synthetic(VarValue::Secret(SecretString::new(value)))), secret: true };
         if s.service.is_empty() {
@@ -160,7 +178,7 @@ async fn add_secrets(ctx: &Ctx, app: &str, vars: &mut EnvVarsFile) -> Result<(),
             }
         }
     }
-    Ok(())
+    Ok(files)
 }
 
 pub(crate) fn exposed(env: &BTreeMap<String, VarValue>) -> BTreeMap<String, String> {

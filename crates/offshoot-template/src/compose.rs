@@ -5,8 +5,8 @@ use crate::decode::text;
 use crate::diag::Diagnostics;
 use crate::envvars::{EnvVarsFile, Var, VarValue};
 use crate::model::{
-    Build, ConfigMapFile, EnvironmentTemplate, ExecAction, Hostname, Port, PortType, Probe, Quantities, Resources, Service, Step, Task,
-    Template, Volume, VolumeType, Workflow,
+    Build, ConfigMapFile, EnvironmentTemplate, ExecAction, Hostname, Port, PortType, Probe, Quantities, Resources, SecretFile, Service,
+    Step, Task, Template, Volume, VolumeType, Workflow,
 };
 use crate::span::{Sp, Span, Text};
 use crate::yaml::{Node, Value};
@@ -57,6 +57,17 @@ pub struct Generated {
     pub template: Template,
     pub env_vars: EnvVarsFile,
     pub dropped: Vec<Dropped>,
+    /// The file secrets the services mount (compose's `secrets` of a repository `file`): each
+    /// one's value is that file's content, stored encrypted by whoever keeps the application,
+    /// never written into the template.
+    pub secret_files: Vec<SecretSource>,
+}
+
+/// A file secret of the generated application and the repository file its value is read from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecretSource {
+    pub name: String,
+    pub path: String,
 }
 
 /// Parses a compose file and generates the template.
@@ -193,6 +204,9 @@ struct Gen<'o, 'a> {
     named_volumes: Vec<String>,
     /// Top-level `configs` of repository files: name → the file's repository path.
     configs: BTreeMap<String, Result<String, String>>,
+    /// Top-level `secrets` likewise, and those the services mount.
+    secrets: BTreeMap<String, Result<String, String>>,
+    used_secrets: Vec<SecretSource>,
 }
 
 impl Gen<'_, '_> {
@@ -312,7 +326,7 @@ fn ignored_reason(key: &str) -> Option<&'static str> {
             "host privileges are not granted to environments"
         }
         "stdin_open" | "tty" | "init" | "stop_signal" | "stop_grace_period" | "ulimits" | "sysctls" | "shm_size" | "user"
-        | "working_dir" | "platform" | "pull_policy" | "dns" | "dns_search" | "tmpfs" | "secrets" | "develop" => {
+        | "working_dir" | "platform" | "pull_policy" | "dns" | "dns_search" | "tmpfs" | "develop" => {
             "no equivalent in an Application Template"
         }
         _ => return None,
@@ -341,27 +355,40 @@ pub(crate) fn generate_from_node(root: &Node, opts: &Options<'_>, d: &mut Diagno
             .map(|m| m.iter().filter_map(|(k, _)| k.as_text().map(str::to_owned)).collect())
             .unwrap_or_default(),
         configs: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        used_secrets: Vec::new(),
     };
-    for (k, c) in root.get("configs").and_then(Node::as_map).unwrap_or_default() {
-        let Some(name) = k.as_text() else { continue };
-        let file = c.get("file").and_then(Node::as_text);
-        let found = match file {
-            Some(f) => match repo_relative(f) {
-                Some(rel) if g.path_kind(&rel).is_some() => Ok(rel),
-                Some(_) => Err(format!("its file `{f}` is not in the repository")),
-                None => Err(format!("its file `{f}` is outside the repository")),
-            },
-            None if c.get("external").is_some() => Err("external configs are not available to environments".to_owned()),
-            None => Err("only configs of a repository `file` are available (not `content` or `environment`)".to_owned()),
-        };
-        g.configs.insert(name.to_owned(), found);
+    for (what, top) in [("configs", "config"), ("secrets", "secret")] {
+        for (k, c) in root.get(what).and_then(Node::as_map).unwrap_or_default() {
+            let Some(name) = k.as_text() else { continue };
+            let file = c.get("file").and_then(Node::as_text);
+            let found = match file {
+                Some(f) => match repo_relative(f) {
+                    Some(rel) if g.path_kind(&rel) == Some(PathKind::File) || (top == "config" && g.path_kind(&rel).is_some()) => Ok(rel),
+                    Some(_) => Err(format!("its file `{f}` is not in the repository")),
+                    None => Err(format!("its file `{f}` is outside the repository")),
+                },
+                None if c.get("external").is_some() && top == "secret" => Err(format!(
+                    "an external secret's value is not in the repository: give the service a `secret_files` entry `{name}` and set it with `offshoot app secret set APP {name} --file < FILE`"
+                )),
+                None if c.get("external").is_some() => Err("external configs are not available to environments".to_owned()),
+                None if top == "secret" => Err(format!(
+                    "only secrets of a repository `file` are read: give the service a `secret_files` entry `{name}` and set it with `offshoot app secret set APP {name} --file < FILE`"
+                )),
+                None => Err("only configs of a repository `file` are available (not `content` or `environment`)".to_owned()),
+            };
+            if top == "config" {
+                g.configs.insert(name.to_owned(), found);
+            } else {
+                g.secrets.insert(name.to_owned(), found);
+            }
+        }
     }
     for (k, v) in root.as_map().unwrap_or_default() {
         let key = k.as_text().unwrap_or_default();
-        if !matches!(key, "services" | "volumes" | "version" | "name" | "configs") && !key.starts_with("x-") {
+        if !matches!(key, "services" | "volumes" | "version" | "name" | "configs" | "secrets") && !key.starts_with("x-") {
             let reason = match key {
                 "networks" => "all services of an environment share one network",
-                "secrets" => "use the Environment Variables file and `offshoot app secret set`",
                 _ => "not part of an Application Template",
             };
             g.drop(k.span, None, format!("top-level `{key}`"), reason);
@@ -431,12 +458,12 @@ pub(crate) fn generate_from_node(root: &Node, opts: &Options<'_>, d: &mut Diagno
         halt_on_error: None,
     };
     let all: Vec<Task> = template.services.iter().map(|s| Task::Service(s.name.value.clone())).collect();
-    // A patch redeploys what the repository makes: built images, and repository files mounted
-    // (a service whose files did not change is left running).
+    // A patch redeploys what the repository makes: built images, repository files mounted, and
+    // file secrets (a service whose files and secrets did not change is left running).
     let built: Vec<Task> = template
         .services
         .iter()
-        .filter(|s| s.has_repo.as_ref().is_some_and(|b| b.value) || !s.configmap.is_empty())
+        .filter(|s| s.has_repo.as_ref().is_some_and(|b| b.value) || !s.configmap.is_empty() || !s.secret_files.is_empty())
         .map(|s| Task::Service(s.name.value.clone()))
         .collect();
     template.workflows = vec![
@@ -453,7 +480,7 @@ pub(crate) fn generate_from_node(root: &Node, opts: &Options<'_>, d: &mut Diagno
         },
     ];
     g.dropped.sort_by_key(|d| d.line);
-    Some(Generated { template, env_vars, dropped: g.dropped })
+    Some(Generated { template, env_vars, dropped: g.dropped, secret_files: g.used_secrets })
 }
 
 fn service(g: &mut Gen<'_, '_>, d: &mut Diagnostics, name: &Text, n: &Node, repo_name: &str) -> (Service, Vec<Var>) {
@@ -531,6 +558,17 @@ fn service(g: &mut Gen<'_, '_>, d: &mut Diagnostics, name: &Text, n: &Node, repo
                         Err(why) => {
                             let item = vol.as_text().map_or_else(|| "volume".to_owned(), |t| format!("volume `{t}`"));
                             g.drop(vol.span, Some(name), item, why);
+                        }
+                    }
+                }
+            }
+            "secrets" => {
+                for c in v.as_seq().unwrap_or_default() {
+                    match secret(g, c) {
+                        Ok(f) => s.secret_files.push(f),
+                        Err(why) => {
+                            let item = c.as_text().or_else(|| c.get("source").and_then(Node::as_text)).unwrap_or("…");
+                            g.drop(c.span, Some(name), format!("secret `{item}`"), why);
                         }
                     }
                 }
@@ -700,6 +738,40 @@ fn config(g: &Gen<'_, '_>, c: &Node) -> Result<ConfigMapFile, String> {
     let target = target.unwrap_or_else(|| format!("/{source}"));
     let target = if target.starts_with('/') { target } else { format!("/{target}") };
     Ok(ConfigMapFile { name: t(configmap_name(&source), span), mount_path: Some(t(target, span)), repo_path: Some(t(rel, span)) })
+}
+
+/// A service's `secrets` entry (`name`, or `{source, target, uid, gid, mode}`): the top-level
+/// secret's file, read when the application is made, mounted at `/run/secrets/<target>`.
+fn secret(g: &mut Gen<'_, '_>, c: &Node) -> Result<SecretFile, String> {
+    let span = c.span;
+    let get = |k: &str| c.get(k).and_then(Node::as_text).map(str::to_owned);
+    let source = match c.as_map() {
+        Some(_) => get("source").ok_or("long-form secret without `source`")?,
+        None => c.as_text().ok_or("expected a secret name")?.to_owned(),
+    };
+    let rel = match g.secrets.get(&source) {
+        Some(Ok(rel)) => rel.clone(),
+        Some(Err(why)) => return Err(why.clone()),
+        None => return Err(format!("no top-level secret `{source}`")),
+    };
+    if !crate::model::valid_secret_file_name(&source) {
+        return Err(format!("`{source}` cannot name a file secret: use letters, digits, `.`, `_` and `-`"));
+    }
+    // Compose writes a mode in octal (`0440`); a plain number is decimal.
+    let mode = get("mode").map(|m| match m.strip_prefix('0') {
+        Some(octal) if !octal.is_empty() => format!("0{octal}"),
+        _ => m.parse::<u32>().map_or(m.clone(), |n| format!("0{n:o}")),
+    });
+    if !g.used_secrets.iter().any(|u| u.name == source) {
+        g.used_secrets.push(SecretSource { name: source.clone(), path: rel });
+    }
+    Ok(SecretFile {
+        name: t(source, span),
+        mount_path: get("target").map(|x| t(x, span)),
+        mode: Some(t(mode.unwrap_or_else(|| "0400".to_owned()), span)),
+        uid: get("uid").map(|x| t(x, span)),
+        gid: get("gid").map(|x| t(x, span)),
+    })
 }
 
 fn volume(g: &Gen<'_, '_>, v: &Node) -> Result<Mounted, String> {

@@ -430,6 +430,10 @@ pub struct Service {
     /// Repository files mounted into the container.
     #[serde(skip_serializing_if = "skip")]
     pub configmap: Vec<ConfigMapFile>,
+    /// Offshoot's addition: the application's file secrets mounted as files (compose's
+    /// `secrets`), their values stored encrypted, never in the template.
+    #[serde(skip_serializing_if = "skip")]
+    pub secret_files: Vec<SecretFile>,
     /// Variables set in the template itself; `${parameters.x}` is replaced.
     #[serde(skip_serializing_if = "skip")]
     pub envs: Vec<EnvEntry>,
@@ -570,6 +574,49 @@ impl ConfigMapFile {
         let base = self.source().trim_end_matches('/').rsplit('/').next().unwrap_or("");
         format!("/etc/{}", if base.is_empty() || base == "." { self.name.as_str() } else { base })
     }
+}
+
+/// A file secret of the application mounted into a service (Offshoot's addition, made from
+/// compose's `secrets`). Its value is the application's file secret `name`
+/// (`offshoot app secret set APP NAME --file`).
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct SecretFile {
+    pub name: Text,
+    /// Default `/run/secrets/<name>`; a relative path is under `/run/secrets/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_path: Option<Text>,
+    /// Octal, default `0400`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Text>,
+    /// Owner of the file in the container (default root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<Text>,
+}
+
+impl SecretFile {
+    /// Where it is mounted.
+    pub fn target(&self) -> String {
+        match &self.mount_path {
+            Some(m) if m.starts_with('/') => m.value.clone(),
+            Some(m) => format!("/run/secrets/{}", m.value),
+            None => format!("/run/secrets/{}", self.name.value),
+        }
+    }
+
+    /// Its mode (checked by validation; `0400` when absent or not octal).
+    pub fn mode_bits(&self) -> u32 {
+        self.mode.as_ref().and_then(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8).ok()).filter(|m| *m <= 0o777).unwrap_or(0o400)
+    }
+}
+
+/// Whether `name` can name a file secret: letters, digits, `.`, `_`, `-`, at most 100.
+pub fn valid_secret_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// `{key, value}` set in the template.
@@ -1108,6 +1155,19 @@ fn configmap(d: &mut Diagnostics, n: &Node) -> Option<ConfigMapFile> {
     Some(c)
 }
 
+fn secret_file(d: &mut Diagnostics, n: &Node) -> Option<SecretFile> {
+    let mut f = Fields::open(d, n, "secret file")?;
+    let s = SecretFile {
+        name: f.req(d, "name", text)?,
+        mount_path: f.opt(d, "mount_path", text),
+        mode: f.opt(d, "mode", text),
+        uid: f.opt(d, "uid", text),
+        gid: f.opt(d, "gid", text),
+    };
+    f.finish(d);
+    Some(s)
+}
+
 fn init_container(d: &mut Diagnostics, n: &Node) -> Option<InitContainer> {
     let mut f = Fields::open(d, n, "init container")?;
     let c = InitContainer {
@@ -1143,6 +1203,7 @@ impl Service {
             readiness_probe: f.opt(d, "readiness_probe", probe),
             liveness_probe: f.opt(d, "liveness_probe", probe),
             configmap: f.list(d, "configmap", configmap),
+            secret_files: f.list(d, "secret_files", secret_file),
             envs: f.list(d, "envs", env_entry),
             init: f.list(d, "init", init_container),
             is_static: f.opt(d, "static", boolean),

@@ -64,6 +64,8 @@ pub struct Options {
     pub ingress_tls: bool,
     /// Values of `parameters` (defaults apply to the rest).
     pub parameters: BTreeMap<String, String>,
+    /// The application's file secrets, by name (what `secret_files` mount).
+    pub secret_files: BTreeMap<String, SecretString>,
     /// Built-in variables from imported apps (`<SERVICE>_INGRESS_URL` / `_HOST` of their services).
     pub imported: BTreeMap<String, String>,
     /// Built-in variables of the environment's attached Instant Datasets (`<DATASET>_DB_*`),
@@ -143,6 +145,9 @@ pub struct ResolvedService {
     /// Repository files mounted into the container.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub configmap: Vec<crate::model::ConfigMapFile>,
+    /// The application's file secrets mounted into the container.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<ResolvedSecretFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
 }
@@ -165,6 +170,20 @@ pub struct ResolvedBuild {
     /// Its branch; the repository's default branch when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repo_branch: Option<String>,
+}
+
+/// A file secret as a service mounts it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResolvedSecretFile {
+    pub name: String,
+    pub target: String,
+    pub mode: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// `None` when the application has no file secret of that name (a deployment refuses it).
+    pub value: Option<SecretString>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -611,8 +630,11 @@ fn build(
     };
 
     let default_res = t.resources.as_ref();
-    let services: Vec<ResolvedService> =
+    let mut services: Vec<ResolvedService> =
         t.services.iter().map(|s| resolve_service(s, &t.builds, &hostnames, &env_for, (default_res, &t.node_selector), d)).collect();
+    for f in services.iter_mut().flat_map(|s| s.secret_files.iter_mut()) {
+        f.value = opts.secret_files.get(&f.name).cloned();
+    }
     let resolve_job = |j: &crate::model::Job, d: &mut Diagnostics| {
         let base = j.from_services.as_ref().and_then(|f| t.service(f));
         let env = env_for(
@@ -844,6 +866,18 @@ fn resolve_service(
         stateful: s.stateful.as_ref().is_some_and(|b| b.value),
         node_selector: selector(if s.node_selector.is_empty() { default_node_selector } else { &s.node_selector }),
         configmap: s.configmap.clone(),
+        secret_files: s
+            .secret_files
+            .iter()
+            .map(|f| ResolvedSecretFile {
+                name: f.name.value.clone(),
+                target: f.target(),
+                mode: f.mode_bits(),
+                uid: f.uid.as_ref().and_then(|u| u.parse().ok()),
+                gid: f.gid.as_ref().and_then(|g| g.parse().ok()),
+                value: None,
+            })
+            .collect(),
         service_account_name: s.service_account_name.as_ref().map(|x| x.value.clone()),
     }
 }

@@ -238,6 +238,41 @@ fn unique<'a>(d: &mut Diagnostics, items: impl Iterator<Item = &'a Text>, what: 
     }
 }
 
+/// A service's `secret_files`: names a file secret can have, a target without `..` mounted
+/// once, an octal mode, numeric owners.
+fn secret_files(d: &mut Diagnostics, s: &Service) {
+    let mut targets: Vec<String> = Vec::new();
+    for f in &s.secret_files {
+        let what = format!("secret file `{}` of service `{}`", f.name, s.name);
+        if !crate::model::valid_secret_file_name(&f.name) {
+            d.error(
+                f.name.span,
+                "invalid-value",
+                format!("{what}: a name has letters, digits, `.`, `_` and `-` (at most 100), not starting with `.`"),
+            );
+            continue;
+        }
+        let target = f.target();
+        if target.split('/').any(|p| p == "..") {
+            let span = f.mount_path.as_ref().map_or(f.name.span, |m| m.span);
+            d.error(span, "invalid-path", format!("{what}: `{target}` must not contain `..`"));
+        } else if targets.contains(&target) {
+            d.error(f.name.span, "duplicate-name", format!("{what}: `{target}` is mounted twice"));
+        }
+        targets.push(target);
+        if let Some(m) = &f.mode
+            && u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().is_none_or(|b| b > 0o777)
+        {
+            d.error(m.span, "invalid-value", format!("{what}: mode `{m}` is not an octal mode such as `0400`"));
+        }
+        for id in [&f.uid, &f.gid].into_iter().flatten() {
+            if id.parse::<u32>().is_err() {
+                d.error(id.span, "invalid-value", format!("{what}: `{id}` is not a numeric user or group id"));
+            }
+        }
+    }
+}
+
 fn service(d: &mut Diagnostics, s: &Service, names: &Names<'_>, shared: &[&str], params: &[&str]) {
     let is_static = s.is_static.as_ref().is_some_and(|b| b.value);
     if !is_static && s.image.is_none() && s.build.is_none() {
@@ -284,6 +319,7 @@ fn service(d: &mut Diagnostics, s: &Service, names: &Names<'_>, shared: &[&str],
             );
         }
     }
+    secret_files(d, s);
     if let Some(v) = &s.static_fallback {
         if !is_static {
             d.warn(v.span, "ignored-field", format!("`static_fallback` of service `{}` is ignored: it is not `static: true`", s.name));

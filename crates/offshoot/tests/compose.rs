@@ -1,5 +1,5 @@
 //! A docker-compose application that relies on the repository's files (a bind-mounted folder
-//! and file, a compose `config`, an `env_file`) answers through Offshoot as under
+//! and file, a compose `config`, file `secrets`, an `env_file`) answers through Offshoot as under
 //! docker-compose, side by side on the same engine; a commit that changes a mounted file
 //! updates the service, and one that does not leaves its container alone.
 
@@ -22,9 +22,19 @@ const COMPOSE: &str = r#"services:
     configs:
       - source: motd
         target: /etc/motd.txt
+    secrets:
+      - db_password
+      - source: api_key
+        target: keys/api
+        mode: 0440
 configs:
   motd:
     file: ./conf/motd.txt
+secrets:
+  db_password:
+    file: ./secrets/db_password.txt
+  api_key:
+    file: ./secrets/api_key.txt
 "#;
 
 const INFO: &str = r#"#!/bin/sh
@@ -34,6 +44,8 @@ echo "greeting: $(cat /etc/greeting.txt)"
 echo "motd: $(cat /etc/motd.txt 2>/dev/null || echo none)"
 echo "name: $GREETING_NAME"
 echo "page: $(cat /www/sub/page.html)"
+echo "secret: $(cat /run/secrets/db_password)"
+echo "key: $(cat /run/secrets/keys/api)"
 "#;
 
 fn write(dir: &Path, rel: &str, text: &str) {
@@ -51,6 +63,8 @@ fn compose_repo() -> tempfile::TempDir {
     write(p, "conf/motd.txt", "be kind\n");
     write(p, "site/index.html", "<h1>files</h1>\n");
     write(p, "site/sub/page.html", "a page\n");
+    write(p, "secrets/db_password.txt", "pa55-w0rd-from-the-repo\n");
+    write(p, "secrets/api_key.txt", "k3y-from-the-repo\n");
     write(p, "site/cgi-bin/info", INFO);
     let info = p.join("site/cgi-bin/info");
     std::fs::set_permissions(&info, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
@@ -128,6 +142,19 @@ fn a_compose_app_with_repository_files_answers_as_under_docker_compose_and_follo
     assert_eq!(without_motd(&body(&info)), without_motd(&body(&theirs_info)), "ours:\n{info}\ntheirs:\n{theirs_info}");
     assert!(body(&info).contains("greeting: hello") && body(&info).contains("name: compose user"), "{info}");
     assert!(body(&info).contains("motd: be kind"), "{info}");
+    assert!(body(&info).contains("secret: pa55-w0rd-from-the-repo") && body(&info).contains("key: k3y-from-the-repo"), "{info}");
+
+    // The file secrets: their modes (the long form's, else 0400), their values in memory, never
+    // in the template nor on the data directory's disk.
+    let o = s.cli(&["env", "exec", &id, "web", "--", "stat", "-c", "%a %u", "/run/secrets/db_password", "/run/secrets/keys/api"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "400 0\n440 0\n", "{}", String::from_utf8_lossy(&o.stderr));
+    let template = String::from_utf8_lossy(&s.cli(&["app", "template", "files"]).stdout).into_owned();
+    assert!(template.contains("secret_files:") && !template.contains("pa55-w0rd"), "{template}");
+    let on_disk = Command::new("grep").args(["-r", "-l", "pa55-w0rd-from-the-repo"]).arg(&s.data).output().expect("grep");
+    assert!(on_disk.stdout.is_empty(), "the value is on disk: {}", String::from_utf8_lossy(&on_disk.stdout));
+    let instance = std::fs::read_to_string(s.data.join("instance-id")).expect("instance").trim().to_owned();
+    let in_memory = Path::new("/dev/shm").join(format!("offshoot-{instance}")).join(&id);
+    assert!(in_memory.is_dir(), "{}", in_memory.display());
 
     // Mounted read-only.
     let o = s.cli(&["env", "exec", &id, "web", "--", "sh", "-c", "echo x > /etc/greeting.txt"]);
@@ -153,11 +180,12 @@ fn a_compose_app_with_repository_files_answers_as_under_docker_compose_and_follo
     let info = ours("/cgi-bin/info");
     assert!(body(&info).contains("greeting: hello again") && body(&info).contains("page: a new page"), "{info}");
 
-    // Teardown removes the mounted files with the rest.
+    // Teardown removes the mounted files and the secret files with the rest.
     let mounts = s.data.join("mounts").join(&id);
     assert!(mounts.is_dir(), "{}", mounts.display());
     assert_eq!(s.json(&["env", "delete", &id, "--wait"])["status"], "deleted");
     assert!(!mounts.exists(), "{}", mounts.display());
+    assert!(!in_memory.exists(), "{}", in_memory.display());
     assert_eq!(leftovers(&id), "");
 }
 

@@ -228,3 +228,75 @@ fn a_job_runs_its_own_build_with_its_own_volumes_and_limits() {
     assert!(page.contains("built-two"), "{page}");
     s.json(&["env", "delete", &id, "--wait"]);
 }
+
+const SEALED: &str = r#"app: sealed
+services:
+- name: api
+  image: busybox:stable
+  command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+  secret_files:
+  - name: db_pass
+  - name: tls.key
+    mount_path: /etc/tls/key.pem
+    mode: '0440'
+workflows:
+- name: setup
+  order_from: [services.api]
+- name: patch
+  order_from: [services.api]
+- name: teardown
+  order_from: [release.remove_environment]
+"#;
+
+/// `offshoot app secret set APP NAME --file` with `value` on standard input.
+fn set_file_secret(s: &Server, app: &str, name: &str, value: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(bin())
+        .args(["app", "secret", "set", app, name, "--file"])
+        .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", s.api))
+        .env("OFFSHOOT_TOKEN", s.token())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI");
+    child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn file_secrets_are_refused_until_set_and_a_new_value_replaces_the_service() {
+    let repo = repo(SEALED, None, &[], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let o = s.cli(&["env", "create", "sealed", "--branch", "main", "--wait", "--output", "json"]);
+    let env: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(env["status"], "failed", "{env}");
+    let reason = env["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason
+            .contains("application `sealed` has no file secret `db_pass`; set it: `offshoot app secret set sealed db_pass --file < FILE`"),
+        "{reason}"
+    );
+    let id = env["id"].as_str().expect("id").to_owned();
+
+    set_file_secret(&s, "sealed", "db_pass", "first\n");
+    set_file_secret(&s, "sealed", "tls.key", "-----BEGIN KEY-----\n");
+    assert_eq!(s.json(&["env", "deploy", &id, "--wait"])["status"], "ready");
+    let read = |path: &str| String::from_utf8_lossy(&s.cli(&["env", "exec", &id, "api", "--", "cat", path]).stdout).into_owned();
+    assert_eq!(read("/run/secrets/db_pass"), "first\n", "kept byte for byte");
+    assert_eq!(read("/etc/tls/key.pem"), "-----BEGIN KEY-----\n");
+    let container = || docker(&["inspect", "--format", "{{.Id}}", &format!("offshoot-{id}-api")]).trim().to_owned();
+    let before = container();
+
+    // A new value: the next deployment replaces the service, which reads it.
+    set_file_secret(&s, "sealed", "db_pass", "second\n");
+    assert_eq!(s.json(&["env", "deploy", &id, "--wait"])["status"], "ready");
+    assert_ne!(container(), before);
+    assert_eq!(read("/run/secrets/db_pass"), "second\n");
+    // A bad name is refused.
+    let o = s.cli(&["app", "secret", "set", "sealed", "../x", "--file"]);
+    assert!(!o.status.success());
+    s.json(&["env", "delete", &id, "--wait"]);
+}

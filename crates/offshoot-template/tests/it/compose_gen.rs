@@ -1,5 +1,6 @@
 //! What compose generation keeps of a service's files: bind mounts of the repository's files
-//! and folders, and `configs` of its files, become `configmap` entries; the rest is reported.
+//! and folders, and `configs` of its files, become `configmap` entries, `secrets` of its files
+//! `secret_files`; the rest is reported.
 
 use offshoot_template::compose::{self, Options, PathKind};
 use offshoot_template::model::ConfigMapFile;
@@ -103,4 +104,65 @@ fn without_a_way_to_see_folders_only_files_read_count() {
     let g = g.expect("generated");
     let web = g.template.service("web").expect("web");
     assert_eq!(web.configmap.iter().map(entry).map(|e| e.1).collect::<Vec<_>>(), ["conf/nginx.conf"]);
+}
+
+const SECRETS: &str = r#"services:
+  db:
+    image: postgres:16
+    secrets:
+      - db_password
+      - source: tls_key
+        target: tls/key.pem
+        mode: 0440
+        uid: "999"
+      - from_env
+      - vault
+      - nowhere
+secrets:
+  db_password:
+    file: ./secrets/db_password.txt
+  tls_key:
+    file: certs/key.pem
+  from_env:
+    environment: DB_PASSWORD
+  vault:
+    external: true
+"#;
+
+#[test]
+fn file_secrets_become_secret_files_read_from_the_repository_and_the_rest_is_reported() {
+    let kind = |p: &str| matches!(p, "secrets/db_password.txt" | "certs/key.pem").then_some(PathKind::File);
+    let opts = Options { app: Some("db".into()), path_kind: Some(&kind), ..Options::default() };
+    let (g, diags) = compose::generate("docker-compose.yml", SECRETS, &opts);
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let g = g.expect("generated");
+    let db = g.template.service("db").expect("db");
+    let got: Vec<(String, String, u32, Option<String>)> = db
+        .secret_files
+        .iter()
+        .map(|f| (f.name.value.clone(), f.target(), f.mode_bits(), f.uid.as_ref().map(|u| u.value.clone())))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("db_password".to_owned(), "/run/secrets/db_password".to_owned(), 0o400, None),
+            ("tls_key".to_owned(), "/run/secrets/tls/key.pem".to_owned(), 0o440, Some("999".to_owned())),
+        ]
+    );
+    // Where each value comes from: for whoever keeps the application; never in the template.
+    let sources: Vec<(&str, &str)> = g.secret_files.iter().map(|s| (s.name.as_str(), s.path.as_str())).collect();
+    assert_eq!(sources, [("db_password", "secrets/db_password.txt"), ("tls_key", "certs/key.pem")]);
+    let dropped: Vec<(String, String)> = g.dropped.iter().map(|d| (d.item.clone(), d.reason.clone())).collect();
+    let reason = |item: &str| dropped.iter().find(|(i, _)| i == item).map(|(_, r)| r.clone()).unwrap_or_default();
+    assert!(reason("secret `from_env`").contains("offshoot app secret set APP from_env --file"), "{dropped:?}");
+    assert!(reason("secret `vault`").contains("external"), "{dropped:?}");
+    assert!(reason("secret `nowhere`").contains("no top-level secret"), "{dropped:?}");
+    assert!(!dropped.iter().any(|(i, _)| i.starts_with("top-level")), "top-level secrets are read: {dropped:?}");
+    // Valid, read back the same, and the patch redeploys the service (a new value applies).
+    let yaml = g.template_yaml();
+    let doc = offshoot_template::document::check("generated", &yaml, Some(offshoot_template::document::Kind::Template));
+    assert!(!doc.has_errors(), "{:?}\n{yaml}", doc.diagnostics);
+    assert_eq!(doc.template.expect("template").service("db").expect("db").secret_files.len(), 2);
+    let patch = g.template.workflows.iter().find(|w| w.name.value == "patch").expect("patch");
+    assert_eq!(patch.parallelize.iter().flat_map(|s| &s.tasks).count(), 1);
 }

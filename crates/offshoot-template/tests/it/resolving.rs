@@ -355,3 +355,17 @@ fn cron_jobs_need_a_schedule_of_five_fields_and_names_of_their_own() {
     assert_eq!((r.cron_jobs[0].schedule.as_deref(), r.cron_jobs[0].image.as_deref()), (Some("0 3 * * *"), Some("busybox:stable")));
     assert!(r.jobs.is_empty());
 }
+
+#[test]
+fn secret_files_are_checked_where_they_are_written() {
+    let t = "app: t\nservices:\n- name: db\n  image: busybox:stable\n  secret_files:\n  - name: ../etc\n  - name: ok\n    mount_path: /run/../etc/shadow\n  - name: pass\n    mode: '0999'\n  - name: pass2\n    mount_path: pass\n  - name: pass3\n    mount_path: /run/secrets/pass\n    uid: root\n";
+    let doc = document::check("t.yaml", t, Some(Kind::Template));
+    let errors: Vec<(u32, &str)> = doc.diagnostics.iter().filter(|d| d.is_error()).map(|d| (d.line, d.message.as_str())).collect();
+    let lines: Vec<u32> = errors.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [6, 8, 10, 11, 13, 15], "{errors:?}");
+    assert!(errors[0].1.contains("a name has letters, digits"), "{errors:?}");
+    assert!(errors[1].1.contains("must not contain `..`"), "{errors:?}");
+    assert!(errors[2].1.contains("mode `0999` is not an octal mode"), "{errors:?}");
+    assert!(errors[3].1.contains("`/run/secrets/pass` is mounted twice"), "a relative target is under /run/secrets: {errors:?}");
+    assert!(errors[5].1.contains("`root` is not a numeric user or group id"), "{errors:?}");
+}
