@@ -7,6 +7,7 @@ use clap::ValueEnum;
 use offshoot_template::compose;
 use offshoot_template::diag::{Diagnostic, Severity};
 use offshoot_template::document::{self, Kind};
+use offshoot_template::ledger::{self, Runtime};
 use offshoot_template::repo::{self, RepoFiles as _, Source};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,9 +22,28 @@ pub(crate) struct Args {
     /// What the file is; detected from its shape when not given.
     #[arg(long, value_enum)]
     kind: Option<KindArg>,
-    /// Treat warnings (unknown keys, duplicate keys, ...) as errors.
+    /// Treat warnings (unknown keys, duplicate keys, keys the runtime ignores, ...) as errors.
     #[arg(long)]
     strict: bool,
+    /// The runtime whose support of each key is checked: what it ignores is a warning, what it
+    /// refuses an error.
+    #[arg(long, value_enum, default_value = "docker")]
+    runtime: RuntimeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum RuntimeArg {
+    Docker,
+    Kubernetes,
+}
+
+impl From<RuntimeArg> for Runtime {
+    fn from(r: RuntimeArg) -> Runtime {
+        match r {
+            RuntimeArg::Docker => Runtime::Docker,
+            RuntimeArg::Kubernetes => Runtime::Kubernetes,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -99,15 +119,18 @@ fn plural(n: usize) -> &'static str {
 }
 
 pub(crate) fn run(args: Args, output: Output) -> Result<ExitCode> {
+    let runtime = Runtime::from(args.runtime);
     let mut report = if args.path.is_dir() {
-        check_repo(&args.path, None)?
+        check_repo_on(&args.path, None, Some(runtime))?
     } else {
         let src = read_text(&args.path)?;
         let shown = args.path.display().to_string();
         let kind = args.kind.map(Kind::from);
         let doc = document::check(&shown, &src, kind);
+        let mut diags = doc.diagnostics;
+        diags.extend(ledger_diagnostics(&shown, &doc.root, doc.kind, runtime));
         let mut r = Report::default();
-        r.add(&shown, src, doc.diagnostics);
+        r.add(&shown, src, diags);
         r
     };
     if args.strict {
@@ -119,8 +142,17 @@ pub(crate) fn run(args: Args, output: Output) -> Result<ExitCode> {
     Ok(if report.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// Checks every configuration file of a repository directory.
-pub(crate) fn check_repo(dir: &Path, compose_override: Option<&str>) -> Result<Report> {
+/// What `runtime` ignores or refuses of a template, as diagnostics.
+fn ledger_diagnostics(file: &str, root: &Option<offshoot_template::yaml::Node>, kind: Kind, runtime: Runtime) -> Vec<Diagnostic> {
+    match (kind, root) {
+        (Kind::Template, Some(root)) => ledger::diagnostics(file, &ledger::scan(root, runtime), runtime),
+        _ => Vec::new(),
+    }
+}
+
+/// Checks every configuration file of a repository directory, and what `runtime` ignores or
+/// refuses of its template.
+fn check_repo_on(dir: &Path, compose_override: Option<&str>, runtime: Option<Runtime>) -> Result<Report> {
     let files = DirFiles::new(dir)?;
     let found = repo::discover(&files, compose_override);
     let shown = |rel: &str| dir.join(rel).display().to_string();
@@ -136,7 +168,11 @@ pub(crate) fn check_repo(dir: &Path, compose_override: Option<&str>) -> Result<R
         Some(Source::Release { template, env_vars }) => {
             for (p, d) in template.iter().chain(env_vars.iter()).map(|b| &**b) {
                 if p != ".release.yaml" {
-                    add_doc(&mut report, p, d.diagnostics.clone());
+                    let mut diags = d.diagnostics.clone();
+                    if let Some(rt) = runtime {
+                        diags.extend(ledger_diagnostics(p, &d.root, d.kind, rt));
+                    }
+                    add_doc(&mut report, p, diags);
                 }
             }
         }

@@ -271,6 +271,10 @@ impl DockerRuntime {
             network_mode: Some(network.clone()),
             nano_cpus: spec.cpu_millis.map(|m| (m as i64) * 1_000_000),
             memory: spec.memory_bytes.map(|b| b as i64),
+            // Requests: a CPU share (1024 a core, at least 2) and a memory reservation, at most
+            // the limit (the engine refuses more).
+            cpu_shares: spec.cpu_request_millis.map(|m| ((m * 1024 / 1000) as i64).max(2)),
+            memory_reservation: spec.memory_request_bytes.map(|b| spec.memory_bytes.map_or(b, |l| b.min(l)) as i64),
             // The machine itself, as Docker Desktop names it (a database on its loopback, say).
             extra_hosts: Some(vec![format!("{HOST_GATEWAY_ALIAS}:host-gateway")]),
             restart_policy: (spec.role == Role::Service)

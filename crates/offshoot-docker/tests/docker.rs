@@ -44,6 +44,8 @@ fn spec(env: &str, service: &str, image: &str, cmd: &[&str]) -> ContainerSpec {
         mounts: vec![],
         cpu_millis: Some(500),
         memory_bytes: Some(64 * 1024 * 1024),
+        cpu_request_millis: Some(100),
+        memory_request_bytes: Some(128 * 1024 * 1024),
         volatile_env: Default::default(),
     }
 }
@@ -102,6 +104,18 @@ async fn environment_lifecycle_on_docker() {
     assert!(http_get_addr(std::net::SocketAddr::new(ip, 8080), "/").contains("hello from the build"), "reachable at its own address");
     let published = std::process::Command::new("docker").args(["port", &web.name]).output().expect("docker port");
     assert_eq!(String::from_utf8_lossy(&published.stdout).trim(), "", "no port on the host");
+    // Limits and requests: half a core, 64 MiB; a tenth of a core's share, a reservation of
+    // at most the limit.
+    let host = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}} {{.HostConfig.CpuShares}} {{.HostConfig.MemoryReservation}}",
+            &web.name,
+        ])
+        .output()
+        .expect("docker inspect");
+    assert_eq!(String::from_utf8_lossy(&host.stdout).trim(), "500000000 67108864 102 67108864");
 
     // Unchanged configuration: the container is left alone.
     let again = rt.apply(&ns, &web).await.expect("apply again");

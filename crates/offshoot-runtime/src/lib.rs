@@ -130,6 +130,13 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     pub cpu_millis: Option<u64>,
     pub memory_bytes: Option<u64>,
+    /// What it asks for besides its limits (`requests`): a share of the CPU under contention
+    /// and a memory reservation. Hashed only when set, so that an upgrade replaces no
+    /// container that has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_request_millis: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_request_bytes: Option<u64>,
     /// Variables whose change alone does not require a restart (the deployed commit, say): a
     /// running container keeps the values it was started with.
     #[serde(skip)]
@@ -297,6 +304,8 @@ mod tests {
             mounts: vec![],
             cpu_millis: None,
             memory_bytes: None,
+            cpu_request_millis: None,
+            memory_request_bytes: None,
             volatile_env: Default::default(),
         };
         let mut other = spec.clone();

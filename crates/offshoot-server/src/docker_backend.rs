@@ -182,6 +182,8 @@ pub(crate) fn service_spec(plan: &Rollout, s: &ResolvedService) -> ContainerSpec
         mounts: mounts(s).into_iter().chain(plan.files.get(&s.name).into_iter().flatten().cloned()).collect(),
         cpu_millis: s.cpu.limits.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
         memory_bytes: s.memory.limits.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
+        cpu_request_millis: s.cpu.requests.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
+        memory_request_bytes: s.memory.requests.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
         volatile_env: plan.volatile.clone(),
     }
 }
@@ -435,6 +437,8 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Fai
             .collect(),
         cpu_millis: job.cpu.limits.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
         memory_bytes: job.memory.limits.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
+        cpu_request_millis: job.cpu.requests.as_deref().and_then(parse_quantity).map(|cores| (cores * 1000.0).round() as u64),
+        memory_request_bytes: job.memory.requests.as_deref().and_then(parse_quantity).map(|bytes| bytes as u64),
         volatile_env: Default::default(),
     };
     let done = ctx.rt.run_to_completion(&plan.ns, &spec, Duration::from_secs(job.completed_timeout_seconds)).await?;

@@ -179,6 +179,8 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &Ser
         }],
         cpu_millis: None,
         memory_bytes: None,
+        cpu_request_millis: None,
+        memory_request_bytes: None,
         volatile_env: Default::default(),
     };
     let out_dir = clean_dir(&st.output_directory);

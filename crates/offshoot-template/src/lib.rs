@@ -11,6 +11,7 @@ pub mod document;
 pub mod envvars;
 pub mod ingress;
 pub mod interp;
+pub mod ledger;
 pub mod model;
 pub mod params;
 pub mod repo;

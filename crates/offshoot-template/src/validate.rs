@@ -56,26 +56,6 @@ fn hint_name(d: &mut Diagnostics, name: &str, candidates: &[&str]) {
     }
 }
 
-/// Runs every semantic check on a template.
-/// Keys Offshoot reads and does nothing with yet: each is a warning at its line, so that none
-/// silently does nothing (`--strict` makes them errors).
-fn ignored_keys(t: &Template, d: &mut Diagnostics) {
-    for l in &t.custom_links {
-        d.warn(l.name.span, "ignored-key", format!("custom link `{}` is not shown: Offshoot does not show `custom_links` yet", l.name));
-    }
-    for b in t.builds.iter().filter(|b| b.image_scan.is_some()) {
-        d.warn(b.name.span, "ignored-key", format!("the `image_scan` of build `{}` does nothing: Offshoot does not scan images", b.name));
-    }
-    for s in t.development_environment.iter().flat_map(|e| &e.services) {
-        d.warn(
-            s.name.span,
-            "ignored-key",
-            format!("`development_environment` service `{}` does nothing: Offshoot has no file sync or port forwarding", s.name),
-        );
-        d.hint("`offshoot env exec` and the router's hostnames reach an environment's services");
-    }
-}
-
 /// Each parameter's declared type is one Offshoot knows, and its default fits its type and
 /// options.
 fn parameters(t: &Template, d: &mut Diagnostics) {
@@ -99,6 +79,7 @@ fn parameters(t: &Template, d: &mut Diagnostics) {
     }
 }
 
+/// Runs every semantic check on a template.
 pub fn check_template(t: &Template, d: &mut Diagnostics) {
     let names = Names {
         services: t.services.iter().map(|s| s.name.as_str()).collect(),
@@ -150,7 +131,6 @@ pub fn check_template(t: &Template, d: &mut Diagnostics) {
         }
     }
     depends_on_cycles(d, &t.services);
-    ignored_keys(t, d);
     unique(d, t.jobs.iter().chain(&t.cron_jobs).map(|j| &j.name), "job or cron job");
     for j in &t.jobs {
         if let Some(s) = &j.schedule {

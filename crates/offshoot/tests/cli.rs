@@ -63,6 +63,39 @@ fn strict_turns_warnings_into_errors() {
 }
 
 #[test]
+fn validate_says_what_the_runtime_ignores_or_refuses_at_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = "app: t\nservices:\n- name: web\n  image: nginx\n  node_selector:\n  - key: disk\n    value: ssd\n  registry: public\n";
+    let f = write(dir.path(), "t.yaml", t);
+    let f = f.to_str().expect("utf-8");
+    // Docker ignores the node selector and the registry: warnings, at their lines, with why.
+    let o = offshoot(&["validate", f]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("t.yaml:5:3: warning: `services[0].node_selector` is ignored on Docker: one machine runs the environment"),
+        "{text}"
+    );
+    assert!(text.contains("t.yaml:8:3: warning: `services[0].registry` is ignored on Docker"), "{text}");
+    assert!(text.contains("[ignored-key]"), "{text}");
+    assert_eq!(offshoot(&["validate", f, "--strict"]).status.code(), Some(1), "--strict fails on what is ignored");
+    // Kubernetes applies the node selector.
+    let text = stdout(&offshoot(&["validate", f, "--runtime", "kubernetes"]));
+    assert!(!text.contains("node_selector") && text.contains("`services[0].registry` is ignored on Kubernetes"), "{text}");
+    // What is refused is an error, naming the key and the alternative.
+    let charts = write(dir.path(), "c.yaml", "app: c\nservices:\n- name: web\n  image: nginx\ncharts:\n- name: x\n  directory: chart\n");
+    let o = offshoot(&["validate", charts.to_str().expect("utf-8"), "--output", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let d = &v["diagnostics"][0];
+    assert_eq!((d["line"].as_u64(), d["code"].as_str()), (Some(5), Some("unsupported")), "{v}");
+    assert!(
+        d["message"].as_str().is_some_and(|m| m.contains("Helm `charts`") && m.contains("run the chart's images as `services`")),
+        "{v}"
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(offshoot(&["validate"]).status.code(), Some(2));
     assert_eq!(offshoot(&["validate", ".", "--kind", "nonsense"]).status.code(), Some(2));

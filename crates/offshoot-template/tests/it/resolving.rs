@@ -299,13 +299,15 @@ fn a_jobs_own_build_is_what_it_runs() {
 
 #[test]
 fn keys_offshoot_does_nothing_with_are_warnings_at_their_lines() {
-    let t = "app: t\nservices:\n- name: api\n  image: busybox:stable\ncron_jobs:\n- name: nightly\n  image: busybox:stable\n  schedule: '0 3 * * *'\ncustom_links:\n- name: Grafana\n  url: https://grafana.example.com\nbuilds:\n- name: api\n  context: api\n  image_scan:\n    severity: high\ndevelopment_environment:\n  services:\n  - name: api\n    command: [sh]\nparameters:\n- name: size\n  type: string\n- name: mode\n  type: string\n  default: demo\n";
-    let doc = offshoot_template::document::check("t.yaml", t, Some(offshoot_template::document::Kind::Template));
+    use offshoot_template::ledger::{Runtime, diagnostics, scan};
+    let t = "app: t\nservices:\n- name: api\n  image: busybox:stable\ncron_jobs:\n- name: nightly\n  image: busybox:stable\n  schedule: '0 3 * * *'\ncustom_links:\n- name: Grafana\n  url: https://grafana.example.com\nbuilds:\n- name: api\n  context: api\n  image_scan:\n    severity: high\ndevelopment_environment:\n  services:\n  - name: api\n    command: [sh]\nparameters:\n- name: size\n  type: string\n";
+    let doc = document::check("t.yaml", t, Some(Kind::Template));
     assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
-    let ignored: Vec<(u32, &str)> =
-        doc.diagnostics.iter().filter(|d| d.code == "ignored-key").map(|d| (d.line, d.message.as_str())).collect();
+    let found = diagnostics("t.yaml", &scan(doc.root.as_ref().expect("root"), Runtime::Docker), Runtime::Docker);
+    let ignored: Vec<(u32, &str)> = found.iter().filter(|d| d.code == "ignored-key").map(|d| (d.line, d.message.as_str())).collect();
     let lines: Vec<u32> = ignored.iter().map(|(l, _)| *l).collect();
-    assert_eq!(lines, [10, 13, 19], "cron jobs run: {ignored:?}");
+    assert_eq!(lines, [9, 15, 17], "cron jobs run and parameters are given: {ignored:?}");
+    assert!(ignored[1].1.contains("`builds[0].image_scan` is ignored on Docker: Offshoot does not scan images"), "{ignored:?}");
 }
 
 #[test]

@@ -30,3 +30,31 @@ fn template_schema_is_current() {
 fn env_vars_schema_is_current() {
     check("environment-variables.schema.json", &schema::env_vars_schema());
 }
+
+/// The compatibility ledger covers the model: every field of every type has an entry (a new
+/// key cannot be added without saying what each runtime does with it), and every entry names a
+/// field that exists.
+#[test]
+fn the_ledger_has_an_entry_for_every_key_of_the_model_and_no_other() {
+    use offshoot_template::ledger::{LEDGER, entry, field_types};
+    let schema: serde_json::Value = serde_json::from_str(&schema::template_schema()).expect("json");
+    let fields = field_types(&schema);
+    assert!(fields.len() > 200, "the walk found the model's fields: {}", fields.len());
+    let missing: Vec<String> = fields.keys().map(|(ty, f)| format!("{ty}.{f}")).filter(|k| entry(k).is_none()).collect();
+    assert!(missing.is_empty(), "keys without a ledger entry (add them to ledger.rs): {missing:?}");
+    let unknown: Vec<&str> = LEDGER
+        .iter()
+        .map(|e| e.key)
+        .filter(|k| {
+            let base = k.split('=').next().unwrap_or(k);
+            let (ty, f) = base.split_once('.').unwrap_or((base, ""));
+            !fields.contains_key(&(ty.to_owned(), f.to_owned()))
+        })
+        .collect();
+    assert!(unknown.is_empty(), "ledger entries the model does not have: {unknown:?}");
+    let mut keys: Vec<&str> = LEDGER.iter().map(|e| e.key).collect();
+    keys.sort_unstable();
+    let before = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), before, "a key has two entries");
+}
