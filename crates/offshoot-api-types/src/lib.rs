@@ -297,6 +297,23 @@ pub struct Env {
     /// a value in a list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<ParameterValue>,
+    /// What its runtime ignores (or refuses) of its template, by the compatibility ledger
+    /// (shown alone only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compat: Vec<CompatItem>,
+}
+
+/// A key of an environment's template that its runtime does not apply.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompatItem {
+    /// The ledger's key (`Service.registry`).
+    pub key: String,
+    /// Where in the template (`services[1].registry`).
+    pub path: String,
+    pub line: u32,
+    /// `ignored` or `refused`.
+    pub support: String,
+    pub why: String,
 }
 
 /// A cron job of an environment with its latest runs.

@@ -182,6 +182,9 @@ fn print_env(e: &api::Env) -> String {
     for w in &e.warnings {
         s.push_str(&format!("  warning: {w}\n"));
     }
+    for c in &e.compat {
+        s.push_str(&format!("  {} here: `{}` (line {}): {}\n", c.support, c.path, c.line, c.why));
+    }
     s
 }
 

@@ -162,7 +162,7 @@ impl<P: Ports> Control<'_, P> {
         let Some(t) = doc.template else {
             return Err(ControlError::Invalid { message: "the application's template is empty".into(), diagnostics: Vec::new() });
         };
-        if let Some(why) = unsupported(&t) {
+        if let Some(why) = doc.root.as_ref().and_then(|root| unsupported(root, self.ports.runtime())) {
             return Err(ControlError::Unprocessable { code: "unsupported", message: why, hint: None });
         }
         if let Some(name) = asked
@@ -370,7 +370,7 @@ impl<P: Ports> Control<'_, P> {
         labels: Option<&[String]>,
     ) -> Result<crate::imports::ImportPlan, ControlError> {
         let repos = Mirrors::new(&self.ports);
-        let r = Request { importer, template: t, branch, environment_template, labels };
+        let r = Request { importer, template: t, branch, environment_template, labels, runtime: self.ports.runtime() };
         Ok(crate::imports::plan(self.store, &repos, r).await?)
     }
 }

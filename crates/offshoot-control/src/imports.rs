@@ -6,6 +6,7 @@
 use offshoot_store::{App, AppVersion, Environment, Store, StoreError};
 use offshoot_template::diag::Diagnostic;
 use offshoot_template::document::{self, Kind};
+use offshoot_template::ledger::Runtime;
 use offshoot_template::model::{OrderItem, Task, Template};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -111,16 +112,14 @@ impl ImportError {
 }
 
 /// Features the engines cannot run, refused at creation before anything starts.
-pub fn unsupported(t: &Template) -> Option<String> {
-    if !t.charts.is_empty() {
-        return Some("this template uses Helm `charts`, which the Docker runtime cannot run".into());
-    }
-    if !t.infrastructure.is_empty() {
-        return Some("this template uses Terraform `infrastructure`, which the Docker runtime cannot run".into());
-    }
-    None
+pub fn unsupported(root: &offshoot_template::yaml::Node, runtime: Runtime) -> Option<String> {
+    let refused: Vec<String> = offshoot_template::ledger::scan(root, runtime)
+        .into_iter()
+        .filter(|f| f.support == "refused")
+        .map(|f| format!("`{}` (line {}): {}", f.path, f.line, f.why))
+        .collect();
+    (!refused.is_empty()).then(|| format!("the template uses what {} refuses: {}", runtime.as_str(), refused.join("; ")))
 }
-
 /// Whether an import with these `pull_request_labels` is brought along for a pull request with
 /// `labels` (`None`: not a pull request's environment, which brings every import).
 pub fn wanted(pull_request_labels: &[String], labels: Option<&[String]>) -> bool {
@@ -144,6 +143,8 @@ pub struct Request<'a> {
     pub environment_template: Option<&'a str>,
     /// A pull request's labels, for a pull request's environment.
     pub labels: Option<&'a [String]>,
+    /// Where the environments run (what it refuses, an import may not use).
+    pub runtime: Runtime,
 }
 
 /// Checks the imports of `req.importer` for an environment of `req.branch` and chooses each
@@ -175,7 +176,7 @@ pub async fn plan(store: &Store, repos: &impl Repos, req: Request<'_>) -> Result
             return Err(ImportError::UnknownApp { name: name.to_owned(), known });
         };
         let version = store.latest_version(name).await?.ok_or_else(|| ImportError::NoTemplate(name.to_owned()))?;
-        let it = imported_template(name, &version)?;
+        let it = imported_template(name, &version, req.runtime)?;
         // Imports are not recursive (Release's rule); an import back to the importer is a cycle.
         let nested: Vec<&str> = it.app_imports.iter().map(|a| a.name.as_str()).collect();
         if nested.contains(&importer) {
@@ -213,12 +214,12 @@ pub async fn plan(store: &Store, repos: &impl Repos, req: Request<'_>) -> Result
 }
 
 /// An imported application's template, checked.
-fn imported_template(name: &str, version: &AppVersion) -> Result<Template, ImportError> {
+fn imported_template(name: &str, version: &AppVersion, runtime: Runtime) -> Result<Template, ImportError> {
     let doc = document::check("application_template.yaml", &version.template, Some(Kind::Template));
     let diagnostics: Vec<Diagnostic> = doc.diagnostics.iter().filter(|d| d.is_error()).cloned().collect();
     let template = doc.template.filter(|_| diagnostics.is_empty());
     let it = template.ok_or_else(|| ImportError::InvalidTemplate { name: name.to_owned(), diagnostics })?;
-    if let Some(why) = unsupported(&it) {
+    if let Some(why) = doc.root.as_ref().and_then(|root| unsupported(root, runtime)) {
         return Err(ImportError::Unsupported { name: name.to_owned(), why });
     }
     Ok(it)

@@ -15,6 +15,11 @@ pub trait Ports: Send + Sync {
     type Engine: crate::Backend;
     /// The engine of `env` with its configuration, to stop and start its services.
     fn engine(&self, env: &offshoot_store::Environment) -> impl Future<Output = Result<Self::Engine, crate::ControlError>> + Send;
+    /// Where environments run (Docker by default): what the compatibility ledger says of a
+    /// template depends on it.
+    fn runtime(&self) -> offshoot_template::ledger::Runtime {
+        offshoot_template::ledger::Runtime::Docker
+    }
     /// The server's limits on running environments (none by default).
     fn capacity(&self) -> crate::capacity::Capacity {
         crate::capacity::Capacity::default()

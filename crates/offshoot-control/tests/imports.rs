@@ -52,8 +52,19 @@ impl World {
         labels: Option<&[String]>,
     ) -> Result<ImportPlan, ImportError> {
         let t = template_of(template);
-        plan(&self.store, &self.repos, Request { importer: "front", template: &t, branch, environment_template: env_template, labels })
-            .await
+        plan(
+            &self.store,
+            &self.repos,
+            Request {
+                importer: "front",
+                template: &t,
+                branch,
+                environment_template: env_template,
+                labels,
+                runtime: offshoot_template::ledger::Runtime::Docker,
+            },
+        )
+        .await
     }
 }
 
@@ -213,8 +224,19 @@ async fn what_the_importer_names_must_exist_in_it_or_an_import() {
     let doc = document::check("application_template.yaml", &yaml, Some(Kind::Template));
     let t = doc.template.expect("template");
     let e = refused(
-        plan(&w.store, &w.repos, Request { importer: "front", template: &t, branch: "main", environment_template: None, labels: None })
-            .await,
+        plan(
+            &w.store,
+            &w.repos,
+            Request {
+                importer: "front",
+                template: &t,
+                branch: "main",
+                environment_template: None,
+                labels: None,
+                runtime: offshoot_template::ledger::Runtime::Docker,
+            },
+        )
+        .await,
     );
     assert_eq!(e.to_string(), "the hostnames entry for `docs` names no service of `front` or of its imports");
     // A workflow task naming an imported service is fine.
@@ -243,7 +265,10 @@ async fn an_imported_application_the_engines_cannot_run_is_refused() {
     let mut w = World::new().await;
     w.app("api", &format!("{}charts:\n- name: redis\n  directory: charts/redis\n", app_with("api", &["api"], "")), &["main"]).await;
     let e = refused(w.plan(&front("- name: api\n"), "main", None).await);
-    assert_eq!(e.to_string(), "import `api`: this template uses Helm `charts`, which the Docker runtime cannot run");
+    assert_eq!(
+        e.to_string(),
+        "import `api`: the template uses what Docker refuses: `charts` (line 5): Helm `charts` cannot run here: Offshoot has no Helm runner; run the chart's images as `services` (with `jobs` for its hooks)"
+    );
 }
 
 #[tokio::test]

@@ -81,6 +81,22 @@ pub(crate) fn comment_body(envs: &[offshoot_api_types::Env], now: i64) -> String
             if urls.is_empty() { "–".to_owned() } else { urls.join(" ") }
         ));
     }
+    // What the runtime does not apply of each template, so that nobody is surprised.
+    let ignored: Vec<String> = envs
+        .iter()
+        .flat_map(|e| {
+            e.compat.iter().map(move |c| {
+                format!("- `{}`: `{}` (line {}) is {}: {}", e.app, c.path, c.line, c.support, c.why.replace(['\n', '|'], " "))
+            })
+        })
+        .collect();
+    if !ignored.is_empty() {
+        out.push_str(&format!(
+            "\n<details><summary>Not applied here ({})</summary>\n\n{}\n</details>\n",
+            ignored.len(),
+            ignored.join("\n")
+        ));
+    }
     out
 }
 
@@ -244,11 +260,19 @@ mod tests {
             pull_request: None,
             datasets: vec![],
             parameters: vec![],
+            compat: vec![],
         };
         let mut expiring = env("front", EnvStatus::Sleeping, None, None);
         expiring.expires_at = Some(5 * 3600 * 1000);
         let mut later = env("later", EnvStatus::Ready, None, None);
         later.expires_at = Some(3 * 86_400 * 1000);
+        later.compat = vec![offshoot_api_types::CompatItem {
+            key: "Service.registry".into(),
+            path: "services[0].registry".into(),
+            line: 8,
+            support: "ignored".into(),
+            why: "built images stay on the engine".into(),
+        }];
         let body = comment_body(
             &[
                 env("front", EnvStatus::Ready, None, Some("http://web-x.localhost:8080/")),
@@ -265,5 +289,9 @@ mod tests {
         assert!(body.contains("| ready; expires in 3d |"), "{body}");
         assert!(body.contains("| front | `front1` | `feature/x` | `0123456` | ready | <http://web-x.localhost:8080/> |"), "{body}");
         assert!(body.contains("| api | `api1` | `feature/x` | `0123456` | failed: step   a b | – |"), "{body}");
+        assert!(
+            body.contains("<summary>Not applied here (1)</summary>\n\n- `later`: `services[0].registry` (line 8) is ignored: built images stay on the engine"),
+            "{body}"
+        );
     }
 }

@@ -24,6 +24,10 @@ impl Ports for Plane<'_> {
         Ok(crate::backends::EnvBackend::for_teardown(ctx, env, resolved, images))
     }
 
+    fn runtime(&self) -> offshoot_template::ledger::Runtime {
+        self.0.runtime()
+    }
+
     async fn changed(&self, env: &offshoot_store::Environment) {
         self.0.refresh_routes().await;
         if let Ok(Some(now)) = self.0.store.env(&env.id).await {

@@ -42,6 +42,11 @@ impl Fork {
         &self.template
     }
 
+    /// The template as written.
+    pub(crate) fn root(&self) -> &offshoot_template::yaml::Node {
+        &self.root
+    }
+
     /// `parallelize_app_imports: true`.
     pub(crate) fn parallel_imports(&self) -> bool {
         self.template.parallelize_app_imports.as_ref().is_some_and(|p| p.value)

@@ -266,6 +266,13 @@ pub(crate) fn logged<T>(what: &'static str, r: Result<T, offshoot_store::StoreEr
 
 /// The image each service of an environment runs, as recorded when it last started, and each
 /// job with a build of its own was last built as (under `offshoot_manifests::job_image_key`).
+impl Ctx {
+    /// Where environments run.
+    pub(crate) fn runtime(&self) -> offshoot_template::ledger::Runtime {
+        if self.kube.is_some() { offshoot_template::ledger::Runtime::Kubernetes } else { offshoot_template::ledger::Runtime::Docker }
+    }
+}
+
 pub(crate) async fn images_of(ctx: &Ctx, env_id: &str) -> Result<HashMap<String, String>, offshoot_store::StoreError> {
     let mut images: HashMap<String, String> =
         ctx.store.services(env_id).await?.into_iter().filter_map(|s| Some((s.name, s.detail.image?))).collect();

@@ -332,6 +332,13 @@ async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Sess
                 } } }
             } }
         }
+        @if !e.compat.is_empty() {
+            h2 { "Not applied here" }
+            p.muted { "Keys of this environment's template that its runtime ignores, and why." }
+            ul #compat { @for c in &e.compat {
+                li { code { (c.path) } " (line " (c.line) "): " (c.why) }
+            } }
+        }
         @if !e.parameters.is_empty() {
             h2 { "Parameters" }
             dl #parameters { @for p in &e.parameters {

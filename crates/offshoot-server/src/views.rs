@@ -55,9 +55,21 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         app_idle: ctx.store.app_git(&e.app).await?.and_then(|g| g.idle_sleep_seconds),
     };
     let parameters = parameters_of(&e);
+    let compat = compat_of(ctx, &e);
     let mut dto = env_dto_of(ctx, e, parts);
     dto.parameters = parameters;
+    dto.compat = compat;
     Ok(dto)
+}
+
+/// What the server's runtime does not apply of an environment's template (the ledger's
+/// findings in its forked template).
+pub(crate) fn compat_of(ctx: &Shared, e: &Environment) -> Vec<api::CompatItem> {
+    let Ok(fork) = crate::resolving::Fork::parse(e) else { return Vec::new() };
+    offshoot_template::ledger::scan(fork.root(), ctx.runtime())
+        .into_iter()
+        .map(|f| api::CompatItem { key: f.key, path: f.path, line: f.line, support: f.support.to_owned(), why: f.why.to_owned() })
+        .collect()
 }
 
 /// Every parameter of an environment's template with its value: given, else the default.
@@ -220,6 +232,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
         }),
         datasets: parts.datasets,
         parameters: given,
+        compat: Vec::new(),
     }
 }
 

@@ -99,6 +99,17 @@ const S3: &str =
     "`s3` volumes need an object-storage provider, and Offshoot has none yet; use a `persistent` volume or a `claim` of `shared_volumes`";
 const PLAIN_PORTS: &str = "load-balancer ports pass TCP through as it is; TLS is the service's own";
 
+/// Why a variable's value that refers to a secrets provider (`$secrets.rsm.NAME`,
+/// `$secrets.ssm./path`, `$secrets.aws./path`) is refused: in an Environment Variables file or a
+/// service's `envs`.
+pub const SECRET_REFERENCES: &str = "a reference to a secrets provider (Release's `$secrets.*`), and Offshoot has none yet; set the value with `printf %s VALUE | offshoot app secret set APP KEY` and remove the reference";
+
+/// Whether a variable's value is a reference to a secrets provider.
+pub fn is_secret_reference(value: &str) -> bool {
+    let v = value.trim();
+    v.starts_with("$secrets.") || v.starts_with("${secrets.")
+}
+
 /// The ledger. Keys are `Type.field` as the model's JSON Schema names them; `Template` is the
 /// root. A value feature is `Type.field=value`.
 pub static LEDGER: &[Entry] = &[

@@ -393,6 +393,10 @@ fn service(d: &mut Diagnostics, s: &Service, names: &Names<'_>, shared: &[&str],
 
 fn envs(d: &mut Diagnostics, envs: &[crate::model::EnvEntry], params: &[&str]) {
     for e in envs {
+        if crate::ledger::is_secret_reference(&e.value) {
+            d.error(e.value.span, "unsupported", format!("`{}` is `{}`: {}", e.key, e.value, crate::ledger::SECRET_REFERENCES));
+            continue;
+        }
         if let Some(pieces) = expression(d, &e.value, Bare::Literal) {
             for name in interp::names(&pieces) {
                 if let Some(p) = name.strip_prefix("parameters.")
@@ -704,6 +708,15 @@ pub fn check_env_vars(vars: &EnvVarsFile, template: Option<&Template>, d: &mut D
     check_dups(&vars.envs, d);
     for (_, list) in &vars.services {
         check_dups(list, d);
+    }
+    // References to Release's secret providers are refused, not passed on as text.
+    for v in vars.defaults.iter().chain(&vars.envs).chain(vars.services.iter().flat_map(|(_, l)| l)) {
+        if let Some(value) = &v.value
+            && crate::ledger::is_secret_reference(value.value.expose())
+        {
+            // The reference is a name, not a secret: it may be shown.
+            d.error(value.span, "unsupported", format!("`{}` is `{}`: {}", v.key, value.value.expose(), crate::ledger::SECRET_REFERENCES));
+        }
     }
     let Some(t) = template else { return };
     let known: Vec<&str> = t.services.iter().map(|s| s.name.as_str()).chain(t.jobs.iter().map(|j| j.name.as_str())).collect();

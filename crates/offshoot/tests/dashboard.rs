@@ -94,6 +94,7 @@ parameters:
 services:
 - name: web
   image: busybox:stable
+  registry: public
   command: [sh, -c, \"echo 'hello from the web service'; mkdir -p /www; echo '<h1>'$TITLE'</h1>' > /www/index.html; exec httpd -f -p 8080 -h /www\"]
   envs:
   - key: TITLE
@@ -234,6 +235,9 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     shoot(&c, "environment-logs").await;
     let params = c.find(Locator::Css("#parameters")).await.expect("its parameters").text().await.expect("text");
     assert!(params.contains("title") && params.contains("Parameter page"), "{params}");
+    // What Docker does not apply of its template, with why.
+    let compat = c.find(Locator::Css("#compat")).await.expect("what is not applied").text().await.expect("text");
+    assert!(compat.contains("services[0].registry") && compat.contains("keeps built images on the engine"), "{compat}");
     let steps = c.find(Locator::Css("#steps")).await.expect("the workflow's steps").text().await.expect("text");
     assert!(steps.contains("services-0") && steps.contains("succeeded"), "{steps}");
     // On a phone's screen.

@@ -300,3 +300,59 @@ fn file_secrets_are_refused_until_set_and_a_new_value_replaces_the_service() {
     assert!(!o.status.success());
     s.json(&["env", "delete", &id, "--wait"]);
 }
+
+const LEDGERED: &str = r#"app: ledgered
+services:
+- name: api
+  image: busybox:stable
+  command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
+  registry: public
+  node_selector:
+  - key: disk
+    value: ssd
+custom_links:
+- name: Grafana
+  url: https://grafana.example.com
+"#;
+
+#[test]
+fn an_environment_lists_what_its_runtime_ignores_and_refused_keys_stop_its_creation() {
+    let repo = repo(LEDGERED, None, &[], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "ledgered", "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id").to_owned();
+    let shown = s.json(&["env", "show", &id]);
+    let compat: Vec<(String, String, u64, String)> = shown["compat"]
+        .as_array()
+        .expect("compat")
+        .iter()
+        .map(|c| {
+            (
+                c["path"].as_str().unwrap_or("").to_owned(),
+                c["support"].as_str().unwrap_or("").to_owned(),
+                c["line"].as_u64().unwrap_or(0),
+                c["why"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let paths: Vec<(&str, u64)> = compat.iter().map(|(p, _, l, _)| (p.as_str(), *l)).collect();
+    assert_eq!(paths, [("services[0].registry", 6), ("services[0].node_selector", 7), ("custom_links", 10)], "{shown}");
+    assert!(compat.iter().all(|(_, s, _, why)| s == "ignored" && !why.is_empty()));
+    let text = String::from_utf8_lossy(&s.cli(&["env", "show", &id, "--output", "human"]).stdout).into_owned();
+    assert!(text.contains("ignored here: `services[0].node_selector` (line 7): one machine runs the environment"), "{text}");
+    s.json(&["env", "delete", &id, "--wait"]);
+
+    // Refused keys: nothing is created, and the message names each one with its line and why.
+    let refused = "app: refused\nservices:\n- name: api\n  image: busybox:stable\n  secrets_from: [vault]\n  volumes:\n  - type: s3\n    name: assets\n    mount_path: /assets\n    bucket: my-bucket\n";
+    let repo = support::repo(refused, None, &[], &[]);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let o = s.cli(&["env", "create", "refused", "--branch", "main"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the template uses what Docker refuses"), "{err}");
+    assert!(err.contains("`services[0].secrets_from` (line 5): `secrets_from` names an external secrets provider"), "{err}");
+    assert!(err.contains("`services[0].volumes[0].type` (line 7): `s3` volumes need an object-storage provider"), "{err}");
+    assert!(s.json(&["env", "list", "--app", "refused"]).as_array().expect("list").is_empty());
+}
