@@ -96,7 +96,7 @@ impl<P: Ports> Control<'_, P> {
             let next = |s: &Option<String>| {
                 s.as_deref()
                     .and_then(|s| offshoot_datasets::Schedule::parse(s).ok())
-                    .and_then(|s| s.next_after_local(from))
+                    .and_then(|s| s.next_after_in(from, &chrono::Local))
                     .filter(|t| *t <= to)
             };
             let (sleep_at, wake_at) = (next(&git.sleep_schedule), next(&git.wake_schedule));

@@ -332,7 +332,9 @@ async fn schedules_put_environments_to_sleep_and_wake_them_once_each_when_they_f
     let bad = offshoot_api_types::AppUpdate { sleep_schedule: Some("at eight".into()), ..Default::default() };
     assert_eq!(w.admin().update_settings("shop", &bad).await.expect_err("invalid").kind(), ErrorKind::BadInput);
 
-    let at = |cron: &str, after: i64| offshoot_datasets::Schedule::parse(cron).expect("cron").next_after_local(after).expect("fires");
+    let at = |cron: &str, after: i64| {
+        offshoot_datasets::Schedule::parse(cron).expect("cron").next_after_in(after, &chrono::Local).expect("fires")
+    };
     let now = offshoot_store::now_ms();
     let evening = at("0 20 * * *", now);
     let system = w.as_(Actor::system("schedule"));

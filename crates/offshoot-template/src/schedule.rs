@@ -1,5 +1,6 @@
 //! Five-field cron schedules (minute hour day-of-month month day-of-week), as cron jobs,
-//! dataset refreshes and sleep and wake schedules are written. Pure: the caller gives the time.
+//! dataset refreshes and sleep and wake schedules are written. Pure: the caller gives the time
+//! (and the time zone, when it is not UTC).
 
 /// A schedule: five cron fields, or one of `@hourly`, `@daily`, `@weekly`, `@monthly`,
 /// `@yearly`; seconds are not accepted.
@@ -44,16 +45,11 @@ impl Schedule {
         Some((last, count))
     }
 
-    /// The first time after `after_ms` it fires, read in this machine's time zone (environments'
-    /// sleep and wake schedules: "at 20:00" is the server's evening).
-    pub fn next_after_local(&self, after_ms: i64) -> Option<i64> {
-        let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms)?.with_timezone(&chrono::Local);
+    /// The first time after `after_ms` it fires, its fields read in time zone `tz` (the
+    /// caller's: sleep and wake schedules are the server's local time).
+    pub fn next_after_in<Tz: chrono::TimeZone>(&self, after_ms: i64, tz: &Tz) -> Option<i64> {
+        let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms)?.with_timezone(tz);
         self.0.find_next_occurrence(&t, false).ok().map(|n| n.timestamp_millis())
-    }
-
-    /// Whether it fires in `(from_ms, to_ms]`, in this machine's time zone.
-    pub fn fires_between(&self, from_ms: i64, to_ms: i64) -> bool {
-        self.next_after_local(from_ms).is_some_and(|t| t <= to_ms)
     }
 }
 

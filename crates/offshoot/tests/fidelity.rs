@@ -203,7 +203,13 @@ workflows:
 
 #[test]
 fn a_job_runs_its_own_build_with_its_own_volumes_and_limits() {
-    let seed = |text: &str| format!("FROM busybox:stable\nRUN echo {text} > /seed.txt\n");
+    // Content of this run's own: an image left by an earlier run is not reused.
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+    );
+    let seed = |text: &str| format!("FROM busybox:stable\nRUN echo {text} > /seed.txt && echo {run} > /run.txt\n");
     let v1 = seed("built-one");
     let repo = repo(SEEDED, None, &[("seed/Dockerfile", v1.as_str())], &[]);
     let s = Server::new(None);
