@@ -28,7 +28,13 @@ pub fn release_config(mirror: &Mirror, commit: &str) -> Result<Option<Config>, C
             Ok(Some((template, env_vars)))
         }
         Some(Source::Release { template: None, .. }) => {
-            Err(ControlError::bad_input("the repository's .release.yaml names no application template"))
+            let manifests =
+                found.release_yaml.as_ref().is_some_and(|(_, d)| d.release_yaml.as_ref().is_some_and(|r| !r.manifests.is_empty()));
+            Err(ControlError::bad_input(if manifests {
+                "the repository's .release.yaml describes the application with raw Kubernetes `manifests`, which Offshoot does not deploy; write `.release/application_template.yaml`"
+            } else {
+                "the repository's .release.yaml names no application template"
+            }))
         }
         _ => Ok(None),
     }

@@ -240,6 +240,15 @@ impl ReleaseYaml {
                 }
             }
         }
+        // Raw Kubernetes manifests are not deployed: said where they are listed, not silently.
+        if let Some(first) = r.manifests.first() {
+            d.warn(
+                first.span,
+                "ignored-key",
+                "`manifests` are ignored: Offshoot deploys Application Templates, not raw Kubernetes manifests",
+            );
+            d.hint("describe the services in `.release/application_template.yaml` (`offshoot template generate` starts one from a compose file)");
+        }
         f.finish(d);
         Some(r)
     }

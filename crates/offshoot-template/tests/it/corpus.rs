@@ -135,6 +135,9 @@ fn known_irregularities_are_warnings() {
     // A kind cluster config kept in `.release/`.
     let d = check("radiantlogic-devops__helm__.release__kind.yaml");
     assert_eq!(d.kind, Kind::Foreign);
+    // Raw Kubernetes `manifests` in `.release.yaml`: said to be ignored, at their line.
+    let d = check("agentreno__distributed-tracing__.release.yaml");
+    assert!(d.diagnostics.iter().any(|x| x.code == "ignored-key" && x.message.contains("`manifests` are ignored")), "{:?}", d.diagnostics);
     // Unquoted booleans and numbers in variable values are the strings they spell.
     let d = check("Rukio__nx-repo__.release__environment_variables.yaml");
     let errors: Vec<_> = d.diagnostics.iter().filter(|x| x.is_error()).collect();

@@ -371,3 +371,19 @@ fn secret_files_are_checked_where_they_are_written() {
     assert!(errors[3].1.contains("`/run/secrets/pass` is mounted twice"), "a relative target is under /run/secrets: {errors:?}");
     assert!(errors[5].1.contains("`root` is not a numeric user or group id"), "{errors:?}");
 }
+
+#[test]
+fn references_to_a_secrets_provider_are_refused_where_they_are_written() {
+    let vars = "defaults:\n- key: TOKEN\n  value: $secrets.rsm.TOKEN\n- key: PLAIN\n  value: secrets.are.fine\nservices:\n  api:\n  - key: KEY\n    value: ${secrets.aws./openai/key}\n    secret: true\n";
+    let doc = document::check("environment_variables.yaml", vars, Some(Kind::EnvVars));
+    let errors: Vec<(u32, &str, &str)> =
+        doc.diagnostics.iter().filter(|d| d.is_error()).map(|d| (d.line, d.code, d.message.as_str())).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!((errors[0].0, errors[0].1), (3, "unsupported"));
+    assert!(errors[0].2.starts_with("`TOKEN` is `$secrets.rsm.TOKEN`: a reference to a secrets provider"), "{errors:?}");
+    assert!(errors[0].2.contains("offshoot app secret set APP KEY"), "{errors:?}");
+    assert_eq!(errors[1].0, 9);
+    let t = "app: t\nservices:\n- name: api\n  image: busybox:stable\n  envs:\n  - key: DB\n    value: $secrets.ssm./db/pass\n";
+    let doc = document::check("t.yaml", t, Some(Kind::Template));
+    assert!(doc.diagnostics.iter().any(|d| d.code == "unsupported" && d.line == 7), "{:?}", doc.diagnostics);
+}
