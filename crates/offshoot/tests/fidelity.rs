@@ -5,6 +5,16 @@ mod support;
 
 use support::*;
 
+/// An application from a repository of `template` and `files`, and a ready environment of its
+/// `main`: the repository (kept while the test runs) and the environment's id.
+fn ready_env(s: &Server, app: &str, template: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let repo = repo(template, None, files, &[]);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", app, "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    (repo, env["id"].as_str().expect("id").to_owned())
+}
+
 const TUNED: &str = r#"app: tuned
 hostnames:
 - web: web-${env_id}.${domain}
@@ -125,12 +135,8 @@ fn first_run(s: &Server, id: &str, job: &str, status: &str, secs: u64) -> serde_
 
 #[test]
 fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
-    let repo = repo(CLOCKED, None, &[("tick/Dockerfile", "FROM busybox:stable\nRUN echo built-tick > /mark\n")], &[]);
     let s = Server::new(None);
-    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
-    let env = s.json(&["env", "create", "clocked", "--branch", "main", "--wait"]);
-    assert_eq!(env["status"], "ready", "{env}");
-    let id = env["id"].as_str().expect("id").to_owned();
+    let (_repo, id) = ready_env(&s, "clocked", CLOCKED, &[("tick/Dockerfile", "FROM busybox:stable\nRUN echo built-tick > /mark\n")]);
     let jobs = s.json(&["env", "jobs", &id]);
     assert_eq!(jobs[0]["schedule"], "* * * * *");
     assert!(jobs[0]["next_at"].as_i64().is_some(), "{jobs}");
@@ -211,12 +217,8 @@ fn a_job_runs_its_own_build_with_its_own_volumes_and_limits() {
     );
     let seed = |text: &str| format!("FROM busybox:stable\nRUN echo {text} > /seed.txt && echo {run} > /run.txt\n");
     let v1 = seed("built-one");
-    let repo = repo(SEEDED, None, &[("seed/Dockerfile", v1.as_str())], &[]);
     let s = Server::new(None);
-    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
-    let env = s.json(&["env", "create", "seeded", "--branch", "main", "--wait"]);
-    assert_eq!(env["status"], "ready", "{env}");
-    let id = env["id"].as_str().expect("id").to_owned();
+    let (repo, id) = ready_env(&s, "seeded", SEEDED, &[("seed/Dockerfile", v1.as_str())]);
     let host = format!("web-{id}.localhost");
     let page = http(s.router, &host, "/seed.txt").expect("answer");
     assert!(page.contains("built-one"), "the job ran its own image and wrote the service's volume: {page}");
@@ -323,12 +325,8 @@ custom_links:
 
 #[test]
 fn an_environment_lists_what_its_runtime_ignores_and_refused_keys_stop_its_creation() {
-    let repo = repo(LEDGERED, None, &[], &[]);
     let s = Server::new(None);
-    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
-    let env = s.json(&["env", "create", "ledgered", "--branch", "main", "--wait"]);
-    assert_eq!(env["status"], "ready", "{env}");
-    let id = env["id"].as_str().expect("id").to_owned();
+    let (_repo, id) = ready_env(&s, "ledgered", LEDGERED, &[]);
     let shown = s.json(&["env", "show", &id]);
     let compat: Vec<(String, String, u64, String)> = shown["compat"]
         .as_array()
