@@ -148,7 +148,7 @@ impl<P: Ports> Control<'_, P> {
     pub async fn run_cron(&self, run: &CronRun) -> Result<(), ControlError> {
         tracing::info!(env = %run.env_id, job = %run.job, "cron job started");
         let outcome = match self.find_env(&run.env_id).await {
-            Ok(env) => match self.ports.engine(&env).await {
+            Ok(env) => match self.ports.job_engine(&env).await {
                 Ok(engine) => engine.run_job(&run.job).await.map_err(|e| e.message().to_owned()),
                 Err(e) => Err(e.to_string()),
             },

@@ -15,6 +15,12 @@ pub trait Ports: Send + Sync {
     type Engine: crate::Backend;
     /// The engine of `env` with its configuration, to stop and start its services.
     fn engine(&self, env: &offshoot_store::Environment) -> impl Future<Output = Result<Self::Engine, crate::ControlError>> + Send;
+    /// The engine of `env` ready to run one of its jobs between deployments (a cron job): with
+    /// what its services mount (repository files, file secrets), which a job made from a
+    /// service mounts too.
+    fn job_engine(&self, env: &offshoot_store::Environment) -> impl Future<Output = Result<Self::Engine, crate::ControlError>> + Send {
+        self.engine(env)
+    }
     /// Where environments run (Docker by default): what the compatibility ledger says of a
     /// template depends on it.
     fn runtime(&self) -> offshoot_template::ledger::Runtime {

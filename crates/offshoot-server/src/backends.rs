@@ -51,9 +51,21 @@ impl EnvBackend {
 
     /// The engine of a teardown, with the images the services last ran.
     pub(crate) fn for_teardown(ctx: &Shared, env: &Environment, resolved: Resolved, images: HashMap<String, String>) -> EnvBackend {
+        Self::at_rest_with(ctx, env, resolved, images, HashMap::new())
+    }
+
+    /// The engine of an environment between deployments with its configuration, images and
+    /// mounted files: what a cron job's run needs.
+    pub(crate) fn at_rest_with(
+        ctx: &Shared,
+        env: &Environment,
+        resolved: Resolved,
+        images: HashMap<String, String>,
+        files: HashMap<String, Vec<Mount>>,
+    ) -> EnvBackend {
         match &ctx.kube {
             Some(k) => EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, HashMap::new()), BTreeMap::new()))),
-            None => Self::docker(ctx, env, resolved, (images, HashMap::new()), HashMap::new()),
+            None => Self::docker(ctx, env, resolved, (images, HashMap::new()), files),
         }
     }
 

@@ -157,13 +157,13 @@ pub(crate) async fn rewatch_env(ctx: &Shared, env: &offshoot_store::Environment)
     }
 }
 
-/// The `configmap` mounts of a deployed environment, at its commit.
-async fn mounted_files(
+/// The `configmap` mounts and file secrets of a deployed environment, at its commit.
+pub(crate) async fn mounted_files(
     ctx: &Shared,
     env: &offshoot_store::Environment,
     resolved: &offshoot_template::resolve::Resolved,
 ) -> Result<HashMap<String, Vec<offshoot_runtime::Mount>>, crate::failure::Failure> {
-    if ctx.kube.is_some() || resolved.services.iter().all(|s| s.configmap.is_empty()) {
+    if ctx.kube.is_some() || resolved.services.iter().all(|s| s.configmap.is_empty() && s.secret_files.is_empty()) {
         return Ok(HashMap::new());
     }
     let (Some(app), Some(commit)) = (ctx.store.app(&env.app).await?, env.commit_sha.as_deref()) else { return Ok(HashMap::new()) };

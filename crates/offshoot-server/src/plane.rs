@@ -24,6 +24,15 @@ impl Ports for Plane<'_> {
         Ok(crate::backends::EnvBackend::for_teardown(ctx, env, resolved, images))
     }
 
+    async fn job_engine(&self, env: &offshoot_store::Environment) -> Result<Self::Engine, offshoot_control::ControlError> {
+        let ctx = self.0;
+        let backend = |f: crate::failure::Failure| offshoot_control::ControlError::Backend(offshoot_control::BackendError::from(f));
+        let resolved = crate::resolving::resolve_env(ctx, env, None).await.map_err(backend)?;
+        let images = crate::state::images_of(ctx, &env.id).await?;
+        let files = crate::monitors::mounted_files(ctx, env, &resolved).await.map_err(backend)?;
+        Ok(crate::backends::EnvBackend::at_rest_with(ctx, env, resolved, images, files))
+    }
+
     fn runtime(&self) -> offshoot_template::ledger::Runtime {
         self.0.runtime()
     }

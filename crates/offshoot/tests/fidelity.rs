@@ -104,12 +104,20 @@ services:
   ports:
   - type: container_port
     port: '8080'
+  configmap:
+  - name: motd
+    mount_path: /etc/motd.txt
+    repo_path: motd.txt
   readiness_probe:
     tcp_socket:
       port: '8080'
     period_seconds: 1
     failure_threshold: 30
 cron_jobs:
+- name: report
+  from_services: web
+  schedule: '* * * * *'
+  command: [sh, -c, "cat /etc/motd.txt"]
 - name: tick
   build:
     context: tick
@@ -136,7 +144,8 @@ fn first_run(s: &Server, id: &str, job: &str, status: &str, secs: u64) -> serde_
 #[test]
 fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
     let s = Server::new(None);
-    let (_repo, id) = ready_env(&s, "clocked", CLOCKED, &[("tick/Dockerfile", "FROM busybox:stable\nRUN echo built-tick > /mark\n")]);
+    let files = [("tick/Dockerfile", "FROM busybox:stable\nRUN echo built-tick > /mark\n"), ("motd.txt", "from the repository\n")];
+    let (_repo, id) = ready_env(&s, "clocked", CLOCKED, &files);
     let jobs = s.json(&["env", "jobs", &id]);
     assert_eq!(jobs[0]["schedule"], "* * * * *");
     assert!(jobs[0]["next_at"].as_i64().is_some(), "{jobs}");
@@ -147,6 +156,9 @@ fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
     let output = run["output"].as_str().unwrap_or_default();
     assert!(output.contains("tick minutely built-tick") && output.contains("served by web"), "its own image, its variables: {run}");
     assert_eq!(run["scheduled_at"].as_i64().expect("scheduled") % 60_000, 0, "on the minute");
+    // A cron job made from a service has the service's repository files.
+    let report = first_run(&s, &id, "report", "succeeded", 75);
+    assert!(report["output"].as_str().unwrap_or_default().contains("from the repository"), "{report}");
     let o = s.cli(&["env", "logs", &id, "--job", "tick"]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success() && text.contains("tick| tick minutely"), "{text}{}", String::from_utf8_lossy(&o.stderr));
