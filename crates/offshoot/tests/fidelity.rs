@@ -152,12 +152,12 @@ fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
 
     // Within a minute (and the clock's few seconds), a run on the real clock, from the image
     // its deployment built, on the environment's network: it reached the service by its name.
-    let run = first_run(&s, &id, "tick", "succeeded", 75);
+    let run = first_run(&s, &id, "tick", "succeeded", 120);
     let output = run["output"].as_str().unwrap_or_default();
     assert!(output.contains("tick minutely built-tick") && output.contains("served by web"), "its own image, its variables: {run}");
     assert_eq!(run["scheduled_at"].as_i64().expect("scheduled") % 60_000, 0, "on the minute");
     // A cron job made from a service has the service's repository files.
-    let report = first_run(&s, &id, "report", "succeeded", 75);
+    let report = first_run(&s, &id, "report", "succeeded", 120);
     assert!(report["output"].as_str().unwrap_or_default().contains("from the repository"), "{report}");
     let o = s.cli(&["env", "logs", &id, "--job", "tick"]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -168,7 +168,7 @@ fn a_cron_job_runs_every_minute_in_its_environment_and_skips_while_it_sleeps() {
 
     // Asleep: the next occurrence is skipped, and says why.
     s.json(&["env", "sleep", &id, "--wait"]);
-    let skipped = first_run(&s, &id, "tick", "skipped", 75);
+    let skipped = first_run(&s, &id, "tick", "skipped", 120);
     assert_eq!(skipped["reason"], "the environment is asleep", "{skipped}");
     let text = String::from_utf8_lossy(&s.cli(&["env", "jobs", &id, "--output", "human"]).stdout).into_owned();
     assert!(text.contains("tick  schedule `* * * * *` (UTC)") && text.contains("(the environment is asleep)"), "{text}");
