@@ -693,3 +693,24 @@ mod tests {
         assert_eq!(e.to_string(), "`napping` is not an environment status");
     }
 }
+
+/// Credentials for a container registry (the password is write-only).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegistryLogin {
+    pub host: String,
+    /// Absent: the whole server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    pub username: String,
+    pub password: String,
+}
+
+/// A registry login, as listed: never its password.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegistryInfo {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    pub username: String,
+    pub created_at: i64,
+}

@@ -7,6 +7,7 @@ mod dataset_cmd;
 pub mod doctor_cmd;
 mod env_cmd;
 mod files;
+mod registry_cmd;
 mod template_cmd;
 mod validate_cmd;
 
@@ -49,6 +50,9 @@ enum Command {
     /// Instant Datasets: pools of database clones that environments check out at creation.
     #[command(subcommand)]
     Dataset(dataset_cmd::Command),
+    /// Credentials for container registries (private images, pushes).
+    #[command(subcommand)]
+    Registry(registry_cmd::Command),
     /// Environments running and sleeping, and the server's limits in use.
     Status,
     /// What was done on the server, by whom, and how it ended (refusals included), newest first.
@@ -224,6 +228,7 @@ pub fn main() -> Dispatch {
         Command::App(cmd) => app_cmd::run(cmd, cli.output),
         Command::Env(cmd) => env_cmd::run(cmd, cli.output),
         Command::Dataset(cmd) => dataset_cmd::run(cmd, cli.output),
+        Command::Registry(cmd) => registry_cmd::run(cmd, cli.output),
         Command::Activity { limit } => activity(limit, cli.output),
         Command::Status => status(cli.output),
     };

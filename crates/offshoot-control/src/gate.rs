@@ -82,6 +82,9 @@ pub enum Operation {
     CreateDataset,
     RefreshDataset,
     DeleteDataset,
+    /// Credentials for a container registry, set or forgotten.
+    RegistryLogin,
+    RegistryLogout,
 }
 
 impl Operation {
@@ -105,6 +108,8 @@ impl Operation {
             Operation::CreateDataset => "dataset.create",
             Operation::RefreshDataset => "dataset.refresh",
             Operation::DeleteDataset => "dataset.delete",
+            Operation::RegistryLogin => "registry.login",
+            Operation::RegistryLogout => "registry.logout",
         }
     }
 
@@ -119,7 +124,9 @@ impl Operation {
             | Operation::SetSecret
             | Operation::CreateDataset
             | Operation::RefreshDataset
-            | Operation::DeleteDataset => Role::Admin,
+            | Operation::DeleteDataset
+            | Operation::RegistryLogin
+            | Operation::RegistryLogout => Role::Admin,
             Operation::CreateEnv
             | Operation::DeployEnv
             | Operation::DeleteEnv

@@ -38,6 +38,7 @@ pub mod imports;
 mod log;
 mod plan;
 mod ports;
+pub mod registries;
 pub mod sleep;
 
 pub use backend::{Backend, BackendError, BackendErrorKind, ExecOutput, ServiceState};

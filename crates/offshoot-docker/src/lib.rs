@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt as _;
 use offshoot_runtime::{
     Applied, BuildRequest, Completed, ContainerSpec, LABEL_APP, LABEL_CONFIG_HASH, LABEL_ENV, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE,
-    LABEL_SERVICE, MountSource, Namespace, Observed, Outcome, Result, Role, Runtime, RuntimeError, State,
+    LABEL_SERVICE, MountSource, Namespace, Observed, Outcome, RegistryAuths, Result, Role, Runtime, RuntimeError, State,
 };
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -143,17 +143,26 @@ impl DockerRuntime {
 
     /// Pushes a local image to `registry` (`host:port`, or `host:port/prefix`) and returns the
     /// reference by digest (`registry/repo@sha256:...`), which never changes under a pod.
-    pub async fn push(&self, local: &str, registry: &str) -> Result<String> {
+    pub async fn push(&self, local: &str, registry: &str, auths: &RegistryAuths) -> Result<String> {
         let (repo, tag) = local.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((local, "latest"));
         let remote_repo = format!("{}/{repo}", registry.trim_end_matches('/'));
         let opts = bollard::query_parameters::TagImageOptions { repo: Some(remote_repo.clone()), tag: Some(tag.to_owned()) };
         self.docker.tag_image(local, Some(opts)).await.map_err(|e| engine("tag image", local, e))?;
         let opts = bollard::query_parameters::PushImageOptions { tag: Some(tag.to_owned()), ..Default::default() };
-        let mut stream = std::pin::pin!(self.docker.push_image(&remote_repo, Some(opts), None));
+        let creds = docker_credentials(auths, &remote_repo);
+        let mut stream = std::pin::pin!(self.docker.push_image(&remote_repo, Some(opts), creds));
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| engine("push image", &remote_repo, e))?;
-            if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                return Err(RuntimeError::Engine { operation: "push image", object: format!("{remote_repo}:{tag}"), message: err });
+            let message = match item {
+                Ok(info) => info.error_detail.and_then(|d| d.message),
+                Err(e) => Some(server_message(&e)),
+            };
+            if let Some(message) = message {
+                let object = format!("{remote_repo}:{tag}");
+                return Err(if is_auth_refusal(&message) {
+                    RuntimeError::RegistryAuth { registry: offshoot_runtime::registry_of(&remote_repo).to_owned(), image: object, message }
+                } else {
+                    RuntimeError::Engine { operation: "push image", object, message }
+                });
             }
         }
         let inspected =
@@ -456,20 +465,27 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<()> {
+    async fn ensure_image(&self, image: &str, auths: &RegistryAuths) -> Result<()> {
         if self.image_exists(image).await? {
             return Ok(());
         }
         let opts = CreateImageOptions { from_image: Some(image.to_owned()), ..Default::default() };
-        let mut stream = self.docker.create_image(Some(opts), None, None);
+        let mut stream = self.docker.create_image(Some(opts), None, docker_credentials(auths, image));
         while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(RuntimeError::ImageUnavailable { image: image.to_owned(), message: detail });
+            let message = match item {
+                Ok(info) => info.error_detail.and_then(|d| d.message),
+                Err(e) => Some(server_message(&e)),
+            };
+            if let Some(message) = message {
+                return Err(if is_auth_refusal(&message) {
+                    RuntimeError::RegistryAuth {
+                        registry: offshoot_runtime::registry_of(image).to_owned(),
+                        image: image.to_owned(),
+                        message,
                     }
-                }
-                Err(e) => return Err(RuntimeError::ImageUnavailable { image: image.to_owned(), message: server_message(&e) }),
+                } else {
+                    RuntimeError::ImageUnavailable { image: image.to_owned(), message }
+                });
             }
         }
         Ok(())
@@ -486,7 +502,11 @@ impl Runtime for DockerRuntime {
             target: req.target.clone().unwrap_or_default(),
             ..Default::default()
         };
-        let mut stream = self.docker.build_image(opts, None, Some(bollard::body_full(bytes::Bytes::from(req.context))));
+        // Every registry's credentials: the engine picks those of each base image's registry.
+        let creds: HashMap<String, bollard::auth::DockerCredentials> =
+            req.auths.0.iter().map(|(host, c)| (host.clone(), credentials_of(host, c))).collect();
+        let creds = (!creds.is_empty()).then_some(creds);
+        let mut stream = self.docker.build_image(opts, creds, Some(bollard::body_full(bytes::Bytes::from(req.context))));
         let mut tail = VecDeque::new();
         while let Some(item) = stream.next().await {
             let info = match item {
@@ -738,4 +758,27 @@ pub async fn managed_objects(rt: &DockerRuntime, env_id: &str) -> Result<Vec<(St
         .map_err(|e| engine("list volumes", env_id, e))?;
     out.extend(vols.volumes.unwrap_or_default().into_iter().map(|v| ("volume".to_owned(), v.name)));
     Ok(out)
+}
+
+/// The engine's form of a registry's credentials.
+fn credentials_of(host: &str, c: &offshoot_runtime::Credentials) -> bollard::auth::DockerCredentials {
+    bollard::auth::DockerCredentials {
+        username: Some(c.username.clone()),
+        password: Some(c.password.clone()),
+        serveraddress: Some(host.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// The credentials for `image`'s registry, in the engine's form.
+fn docker_credentials(auths: &RegistryAuths, image: &str) -> Option<bollard::auth::DockerCredentials> {
+    auths.for_image(image).map(|(host, c)| credentials_of(host, c))
+}
+
+/// Whether a registry's answer is a refusal for want of (valid) credentials.
+fn is_auth_refusal(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["unauthorized", "authentication required", "no basic auth credentials", "denied: requested access", "incorrect username or password"]
+        .iter()
+        .any(|p| m.contains(p))
 }

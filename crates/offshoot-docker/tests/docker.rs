@@ -88,6 +88,7 @@ async fn environment_lifecycle_on_docker() {
         args: BTreeMap::from([("GREETING".into(), "hello from the build".into())]),
         target: None,
         labels: BTreeMap::from([("offshoot.managed".into(), "true".into())]),
+        auths: Default::default(),
     };
     rt.build(req, &|l| lines.lock().expect("lock").push(l.to_owned())).await.expect("build");
     assert!(!lines.lock().expect("lock").is_empty(), "build output is streamed");
@@ -203,6 +204,7 @@ async fn a_failing_build_reports_its_log_tail() {
         args: BTreeMap::new(),
         target: None,
         labels: BTreeMap::new(),
+        auths: Default::default(),
     };
     match rt.build(req, &|_| {}).await {
         Err(RuntimeError::BuildFailed { message, log_tail, .. }) => {
@@ -217,7 +219,7 @@ async fn a_failing_build_reports_its_log_tail() {
 async fn an_unavailable_image_is_reported_with_the_registrys_message() {
     let rt = runtime().await;
     // A registry on a closed loopback port: the pull fails without leaving the machine.
-    match rt.ensure_image("localhost:1/offshoot/missing:1").await {
+    match rt.ensure_image("localhost:1/offshoot/missing:1", &Default::default()).await {
         Err(RuntimeError::ImageUnavailable { image, message }) => {
             assert_eq!(image, "localhost:1/offshoot/missing:1");
             assert!(message.contains("localhost:1"), "{message}");

@@ -209,6 +209,42 @@ pub struct BuildRequest {
     pub args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Credentials for the registries its base images come from.
+    pub auths: RegistryAuths,
+}
+
+/// A registry's user and password. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials {{ username: {:?}, password: [redacted] }}", self.username)
+    }
+}
+
+/// Credentials by registry host (`registry.example.com`, `127.0.0.1:5001`, `docker.io`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryAuths(pub BTreeMap<String, Credentials>);
+
+impl RegistryAuths {
+    /// The credentials for the registry `image` comes from, if any.
+    pub fn for_image(&self, image: &str) -> Option<(&str, &Credentials)> {
+        let host = registry_of(image);
+        self.0.get_key_value(host).map(|(h, c)| (h.as_str(), c))
+    }
+}
+
+/// The registry an image reference names: its first part when that is a host (it has a `.` or
+/// a `:`, or is `localhost`), else Docker Hub (`docker.io`).
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => first,
+        _ => "docker.io",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,6 +267,10 @@ pub enum RuntimeError {
     },
     #[error("image `{image}` is not available: {message}")]
     ImageUnavailable { image: String, message: String },
+    #[error(
+        "registry `{registry}` refused `{image}` without valid credentials ({message}); log in: `offshoot registry login {registry} --username USER --password-stdin`"
+    )]
+    RegistryAuth { registry: String, image: String, message: String },
     #[error("{operation} `{object}` failed: {message}")]
     Engine { operation: &'static str, object: String, message: String },
     #[error("`{object}` did not finish within {timeout:?}")]
@@ -245,8 +285,9 @@ pub trait Runtime: Send + Sync {
     /// Creates the namespace if missing.
     fn ensure_namespace(&self, ns: &Namespace) -> impl Future<Output = Result<()>> + Send;
     fn image_exists(&self, image: &str) -> impl Future<Output = Result<bool>> + Send;
-    /// Pulls an image unless it is present.
-    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Pulls an image unless it is present, with the credentials of its registry if `auths`
+    /// has them.
+    fn ensure_image(&self, image: &str, auths: &RegistryAuths) -> impl Future<Output = Result<()>> + Send;
     /// Builds an image; `log` receives the build output line by line.
     fn build(&self, req: BuildRequest, log: &(dyn Fn(&str) + Send + Sync)) -> impl Future<Output = Result<()>> + Send;
     /// Makes a long-running container match `spec`: create it, leave it alone if its hash is
@@ -289,6 +330,20 @@ pub trait Runtime: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_images_registry_and_its_credentials() {
+        assert_eq!(registry_of("busybox:stable"), "docker.io");
+        assert_eq!(registry_of("library/busybox"), "docker.io");
+        assert_eq!(registry_of("ghcr.io/acme/api:1"), "ghcr.io");
+        assert_eq!(registry_of("127.0.0.1:5001/acme/api"), "127.0.0.1:5001");
+        assert_eq!(registry_of("localhost/api"), "localhost");
+        let c = Credentials { username: "u".into(), password: "hunter2".into() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let auths = RegistryAuths([("ghcr.io".to_owned(), c)].into_iter().collect());
+        assert_eq!(auths.for_image("ghcr.io/acme/api:1").map(|(h, _)| h), Some("ghcr.io"));
+        assert!(auths.for_image("busybox").is_none());
+    }
 
     #[test]
     fn config_hash_changes_with_any_field() {

@@ -39,6 +39,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/manifests", get(env_manifests))
         .route("/envs/{id}/exec", post(env_exec))
+        .route("/registries", post(registry_login).get(registries))
+        .route("/registries/{host}", axum::routing::delete(registry_logout))
         .route("/activity", get(activity))
         .route("/status", get(status))
         .route("/loops", get(loops));
@@ -332,6 +334,46 @@ struct LogsQuery {
 
 async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<Vec<api::Logs>>, ApiError> {
     Ok(Json(crate::views::logs(&ctx, &id, q.service.as_deref(), q.tail.unwrap_or(200)).await?))
+}
+
+async fn registry_login(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<api::RegistryLogin>,
+) -> Result<StatusCode, ApiError> {
+    let login = offshoot_control::registries::Login { host: body.host, app: body.app, username: body.username, password: body.password };
+    control(&ctx, actor).registry_login(login).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The registry logins: host, whose, user; never a password.
+async fn registries(State(ctx): State<Shared>) -> Result<Json<Vec<api::RegistryInfo>>, ApiError> {
+    let all = ctx.store.registry_credentials().await?;
+    Ok(Json(
+        all.into_iter()
+            .map(|c| api::RegistryInfo {
+                host: c.host,
+                app: (!c.app.is_empty()).then_some(c.app),
+                username: c.username,
+                created_at: c.created_at,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AppQuery {
+    app: Option<String>,
+}
+
+async fn registry_logout(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Path(host): Path<String>,
+    Query(q): Query<AppQuery>,
+) -> Result<StatusCode, ApiError> {
+    control(&ctx, actor).registry_logout(&host, q.app.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

@@ -37,7 +37,7 @@ impl EnvBackend {
         match &ctx.kube {
             Some(k) => {
                 let t = Instant::now();
-                let images = crate::kube_rt::publish(ctx, k, images).await?;
+                let images = crate::kube_rt::publish(ctx, k, images, &ctx.registry_auths(&env.app).await?).await?;
                 phases.insert("push".into(), u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
                 let files = configmap_files(mirror, commit, &resolved).await?;
                 Ok(EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, sites), files))))

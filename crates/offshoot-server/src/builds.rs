@@ -42,7 +42,7 @@ pub(crate) async fn build_all(
             }
             None => {
                 let image = s.image.clone().ok_or_else(|| format!("service `{}` has no image", s.name))?;
-                if let Err(e) = ctx.rt.ensure_image(&image).await {
+                if let Err(e) = ctx.rt.ensure_image(&image, source.auths).await {
                     set_service(ctx, source.env_id, &s.name, ServiceStatus::Failed, Some(&e.to_string()), ServiceDetail::new()).await;
                     return Err(format!("service `{}`: {e}", s.name).into());
                 }
@@ -134,6 +134,7 @@ async fn build_image(ctx: &Shared, source: &At<'_>, owner: Owner<'_>, b: &Resolv
             // No labels: the engine's classic builder commits a layer for them (about 0.2 s of
             // every build), and the tag (`offshoot/<app>/<service>:<content>`) names the image.
             labels: BTreeMap::new(),
+            auths: source.auths.clone(),
         };
         let log = Mutex::new(String::new());
         let result =

@@ -145,7 +145,8 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
 
     // Build (content-addressed: an unchanged context is never rebuilt) and pull.
     let t = Instant::now();
-    let source = crate::sites::At { app: &app.name, deployment: &dep.id, env_id: &env.id, mirror: &mirror, commit: &commit };
+    let auths = ctx.registry_auths(&app.name).await?;
+    let source = crate::sites::At { app: &app.name, deployment: &dep.id, env_id: &env.id, mirror: &mirror, commit: &commit, auths: &auths };
     let (images, sites) = crate::builds::build_all(ctx, &source, &resolved, &plan).await?;
     phases.insert("build".into(), ms(t));
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());

@@ -416,7 +416,7 @@ async fn run_job(ctx: &Shared, plan: &Rollout, name: &str) -> Result<String, Fai
         (None, Some(_)) => return Err(format!("job `{name}`: its image was not built; deploy the environment again").into()),
         (None, None) => {
             let image = job.image.clone().ok_or_else(|| format!("job `{name}` has no image"))?;
-            ctx.rt.ensure_image(&image).await?;
+            ctx.rt.ensure_image(&image, &ctx.registry_auths(&plan.ns.app).await?).await?;
             image
         }
     };

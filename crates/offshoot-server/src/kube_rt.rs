@@ -43,12 +43,17 @@ pub(crate) fn options(ctx: &Shared, env: &Environment) -> Options {
 
 /// Pushes the built images (those with a content tag) to the registry; returns the references
 /// pods use.
-pub(crate) async fn publish(ctx: &Shared, k: &KubeRuntime, images: HashMap<String, String>) -> Result<HashMap<String, String>, Failure> {
+pub(crate) async fn publish(
+    ctx: &Shared,
+    k: &KubeRuntime,
+    images: HashMap<String, String>,
+    auths: &offshoot_runtime::RegistryAuths,
+) -> Result<HashMap<String, String>, Failure> {
     let Some(registry) = &k.registry else { return Ok(images) };
     let mut out = HashMap::new();
     for (service, image) in images {
         let reference = if image.starts_with("offshoot/") {
-            ctx.rt.push(&image, registry).await.map_err(|e| format!("service `{service}`: {e}"))?
+            ctx.rt.push(&image, registry, auths).await.map_err(|e| format!("service `{service}`: {e}"))?
         } else {
             image
         };

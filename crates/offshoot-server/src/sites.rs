@@ -114,6 +114,8 @@ pub(crate) struct At<'a> {
     pub(crate) env_id: &'a str,
     pub(crate) mirror: &'a Mirror,
     pub(crate) commit: &'a str,
+    /// The application's registry credentials, for the images the builds pull.
+    pub(crate) auths: &'a offshoot_runtime::RegistryAuths,
 }
 
 /// Builds (unless stored already) the static site of `s` at a commit; its key. While it
@@ -137,7 +139,7 @@ pub(crate) async fn build(ctx: &Shared, at: &At<'_>, s: &ResolvedService, routin
 }
 
 async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &ServiceDetail) -> Result<String, Failure> {
-    let At { deployment, app, env_id, mirror, commit } = *at;
+    let At { deployment, app, env_id, mirror, commit, auths } = *at;
     let st = s.static_site.as_ref().ok_or("not a static site")?;
     let sites = ctx.sites.as_ref().ok_or("static sites are not configured on this server")?;
     let base = clean_dir(&st.build_base);
@@ -155,7 +157,7 @@ async fn build_site(ctx: &Shared, at: &At<'_>, s: &ResolvedService, detail: &Ser
         return Ok(key);
     }
     set_service(ctx, env_id, &s.name, ServiceStatus::Building, Some(&format!("static build in `{builder}`")), detail.clone()).await;
-    if let Err(e) = ctx.rt.ensure_image(&builder).await {
+    if let Err(e) = ctx.rt.ensure_image(&builder, auths).await {
         return Err(format!("{e} (the static builder; choose another with `offshoot app set {app} --static-builder IMAGE`)").into());
     }
     let (m, c, b) = (mirror.clone(), commit.to_owned(), base.clone());

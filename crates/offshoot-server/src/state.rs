@@ -267,6 +267,23 @@ pub(crate) fn logged<T>(what: &'static str, r: Result<T, offshoot_store::StoreEr
 /// The image each service of an environment runs, as recorded when it last started, and each
 /// job with a build of its own was last built as (under `offshoot_manifests::job_image_key`).
 impl Ctx {
+    /// The registry credentials `app`'s pulls, builds and pushes use: the server's, each
+    /// replaced by the application's own for its host. Decrypted here, never logged.
+    pub(crate) async fn registry_auths(&self, app: &str) -> Result<offshoot_runtime::RegistryAuths, crate::failure::Failure> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut all = self.store.registry_credentials().await?;
+        // The server's first, then the application's over them.
+        all.sort_by_key(|c| !c.app.is_empty());
+        for c in all.into_iter().filter(|c| c.app.is_empty() || c.app == app) {
+            let password = self
+                .key
+                .decrypt(&c.secret, &offshoot_control::registries::seal_context(&c.host, &c.app))
+                .map_err(|e| format!("the credentials for registry `{}`: {e}", c.host))?;
+            out.insert(c.host, offshoot_runtime::Credentials { username: c.username, password });
+        }
+        Ok(offshoot_runtime::RegistryAuths(out))
+    }
+
     /// Where environments run.
     pub(crate) fn runtime(&self) -> offshoot_template::ledger::Runtime {
         if self.kube.is_some() { offshoot_template::ledger::Runtime::Kubernetes } else { offshoot_template::ledger::Runtime::Docker }

@@ -7,6 +7,7 @@ mod activity;
 mod cron;
 mod datasets;
 mod ids;
+mod registries;
 mod services;
 
 pub use activity::Activity;
@@ -14,6 +15,7 @@ pub use cron::{CRON_HISTORY, CronRun};
 pub use datasets::{Dataset, DatasetClone};
 pub use ids::{AppName, DeploymentId, EnvId};
 pub use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
+pub use registries::RegistryCredential;
 pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail, ServiceRow};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};

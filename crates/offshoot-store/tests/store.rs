@@ -240,6 +240,22 @@ async fn datasets(store: &Store) {
     assert!(store.dataset("artists").await.expect("read").is_none());
 
     cron_runs(store).await;
+
+    // Registry credentials: replaced by host and application, forgotten once.
+    let cred = |app: &str, user: &str| offshoot_store::RegistryCredential {
+        host: "127.0.0.1:5001".into(),
+        app: app.into(),
+        username: user.into(),
+        secret: "sealed".into(),
+        created_at: 1,
+    };
+    store.set_registry_credential(&cred("", "ci")).await.expect("set");
+    store.set_registry_credential(&cred("", "ops")).await.expect("replace");
+    store.set_registry_credential(&cred("shop", "shop-bot")).await.expect("per app");
+    let all = store.registry_credentials().await.expect("list");
+    assert_eq!(all.iter().map(|c| (c.app.as_str(), c.username.as_str())).collect::<Vec<_>>(), [("", "ops"), ("shop", "shop-bot")]);
+    assert!(store.delete_registry_credential("127.0.0.1:5001", "").await.expect("delete"));
+    assert!(!store.delete_registry_credential("127.0.0.1:5001", "").await.expect("again"));
 }
 
 /// One run per occurrence; the latest occurrence per job; history bounded; finishing only a
