@@ -61,6 +61,10 @@ pub struct Options {
     /// The Offshoot router as the cluster reaches it: static sites are served there (from the
     /// site storage), behind a Service without pods whose EndpointSlice names it.
     pub static_upstream: Option<std::net::SocketAddr>,
+    /// Registry credentials (host → user, password): a `kubernetes.io/dockerconfigjson` Secret
+    /// of the application that every pod names in `imagePullSecrets` (masked unless
+    /// `reveal_secrets`).
+    pub registry_auths: BTreeMap<String, (String, offshoot_template::secret::SecretString)>,
 }
 
 impl Options {
@@ -75,8 +79,41 @@ impl Options {
             files: BTreeMap::new(),
             reveal_secrets: false,
             static_upstream: None,
+            registry_auths: BTreeMap::new(),
         }
     }
+}
+
+/// The name of an application's registry-credentials Secret.
+pub fn pull_secret_name(app: &str) -> String {
+    format!("registry-{}", dns_label(app))
+}
+
+/// The pods' `imagePullSecrets`: the application's registry Secret, when it has credentials.
+fn pull_secrets(o: &Options, r: &Resolved) -> Option<Vec<k8s_openapi::api::core::v1::LocalObjectReference>> {
+    (!o.registry_auths.is_empty()).then(|| vec![k8s_openapi::api::core::v1::LocalObjectReference { name: pull_secret_name(&r.app) }])
+}
+
+/// The application's registry credentials as a `kubernetes.io/dockerconfigjson` Secret.
+fn pull_secret(c: &Ctx<'_>) -> Option<Secret> {
+    if c.o.registry_auths.is_empty() {
+        return None;
+    }
+    let auths: serde_json::Map<String, serde_json::Value> =
+        c.o.registry_auths
+            .iter()
+            .map(|(host, (user, password))| {
+                let password = if c.o.reveal_secrets { password.expose() } else { MASKED };
+                (host.clone(), serde_json::json!({ "username": user, "password": password }))
+            })
+            .collect();
+    let config = serde_json::json!({ "auths": auths }).to_string();
+    Some(Secret {
+        metadata: c.meta(&pull_secret_name(&c.r.app), None),
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        string_data: Some(BTreeMap::from([(".dockerconfigjson".to_owned(), config)])),
+        ..Default::default()
+    })
 }
 
 /// What a masked secret value reads.
@@ -256,6 +293,9 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
         ..Default::default()
     }));
     out.manifests.push(Manifest::NetworkPolicy(network_policy(&c)));
+    if let Some(secret) = pull_secret(&c) {
+        out.manifests.push(Manifest::Secret(secret));
+    }
     for sa in &r.service_accounts {
         let mut meta = c.meta(&dns_label(&sa.name), None);
         if let Some(role) = &sa.cloud_role {
@@ -323,6 +363,7 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..Default::default() }),
                 spec: Some(PodSpec {
+                    image_pull_secrets: pull_secrets(o, r),
                     restart_policy: Some("Never".into()),
                     containers: vec![container],
                     node_selector: (!j.node_selector.is_empty()).then(|| j.node_selector.clone()),
@@ -708,6 +749,7 @@ fn service_manifests(c: &Ctx<'_>, s: &ResolvedService, out: &mut Rendered) {
     let pod = PodTemplateSpec {
         metadata: Some(ObjectMeta { labels: Some(c.labels(Some(&s.name))), ..Default::default() }),
         spec: Some(PodSpec {
+            image_pull_secrets: pull_secrets(c.o, c.r),
             containers: vec![container],
             init_containers: (!inits.is_empty()).then_some(inits),
             volumes: (!volumes.is_empty()).then_some(volumes),

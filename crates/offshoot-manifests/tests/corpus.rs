@@ -272,3 +272,34 @@ fn file_secrets_are_a_secret_of_the_service_mounted_file_by_file_with_their_mode
     revealed.reveal_secrets = true;
     assert!(to_yaml(&render(&r, &revealed).manifests).expect("yaml").contains("db_pass: hunter2"));
 }
+
+#[test]
+fn registry_credentials_are_a_pull_secret_every_pod_names() {
+    let template = "app: shop\nservices:\n- name: api\n  image: 127.0.0.1:5001/acme/api:1\njobs:\n- name: migrate\n  from_services: api\ncron_jobs:\n- name: nightly\n  from_services: api\n  schedule: '@daily'\n";
+    let doc = document::check("t.yaml", template, Some(Kind::Template));
+    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
+    let r =
+        resolve::resolve("t.yaml", &doc.root.expect("root"), None, &resolve::Options { app: Some("shop".into()), ..Default::default() })
+            .expect("resolves");
+    let mut o = Options::new("ns1", "i");
+    o.registry_auths.insert("127.0.0.1:5001".into(), ("ci".into(), offshoot_template::secret::SecretString::new("hunter2")));
+    assert!(!format!("{o:?}").contains("hunter2"), "options never print a password");
+    let printed = to_yaml(&render(&r, &o).manifests).expect("yaml");
+    assert!(!printed.contains("hunter2"), "masked unless revealed: {printed}");
+    let secret = printed.split("---\n").find(|d| d.contains("type: kubernetes.io/dockerconfigjson")).unwrap_or_else(|| panic!("{printed}"));
+    assert!(secret.contains("name: registry-shop") && secret.contains("127.0.0.1:5001"), "{secret}");
+    assert_eq!(printed.matches("imagePullSecrets:\n").count(), 3, "the deployment, the job and the cron job: {printed}");
+    let mut revealed = o.clone();
+    revealed.reveal_secrets = true;
+    assert!(to_yaml(&render(&r, &revealed).manifests).expect("yaml").contains("hunter2"));
+    // The cluster's schema accepts them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pull.yaml");
+    std::fs::write(&file, &printed).expect("write");
+    let v = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", "1.37.0", "--quiet"])
+        .arg(&file)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+}

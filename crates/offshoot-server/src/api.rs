@@ -407,6 +407,7 @@ async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Res
         .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolvable", m.to_string()))?;
     let mut opts = crate::kube_rt::options(&ctx, &e);
     opts.images = crate::state::images_of(&ctx, &id).await?.into_iter().collect();
+    opts.registry_auths = crate::kube_rt::pull_auths(&ctx.registry_auths(&e.app).await.map_err(|f| anyhow::anyhow!(f.to_string()))?);
     let rendered = offshoot_manifests::render(&r, &opts);
     let yaml = offshoot_manifests::to_yaml(&rendered.manifests).map_err(|m| anyhow::anyhow!(m))?;
     Ok(Json(api::RenderedManifests { runtime: "kubernetes".into(), yaml, warnings: rendered.warnings }))

@@ -37,10 +37,11 @@ impl EnvBackend {
         match &ctx.kube {
             Some(k) => {
                 let t = Instant::now();
-                let images = crate::kube_rt::publish(ctx, k, images, &ctx.registry_auths(&env.app).await?).await?;
+                let auths = ctx.registry_auths(&env.app).await?;
+                let images = crate::kube_rt::publish(ctx, k, images, &auths).await?;
                 phases.insert("push".into(), u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
                 let files = configmap_files(mirror, commit, &resolved).await?;
-                Ok(EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, sites), files))))
+                Ok(EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, sites), files, &auths))))
             }
             None => {
                 let files = crate::repo_mounts::materialize(ctx, &env.id, mirror, commit, &resolved).await?;
@@ -64,7 +65,15 @@ impl EnvBackend {
         files: HashMap<String, Vec<Mount>>,
     ) -> EnvBackend {
         match &ctx.kube {
-            Some(k) => EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, HashMap::new()), BTreeMap::new()))),
+            Some(k) => EnvBackend::Kube(Box::new(KubeBackend::new(
+                ctx,
+                k,
+                env,
+                resolved,
+                (images, HashMap::new()),
+                BTreeMap::new(),
+                &Default::default(),
+            ))),
             None => Self::docker(ctx, env, resolved, (images, HashMap::new()), files),
         }
     }

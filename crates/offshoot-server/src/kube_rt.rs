@@ -41,6 +41,17 @@ pub(crate) fn options(ctx: &Shared, env: &Environment) -> Options {
     opts
 }
 
+/// Registry credentials in the form the manifests' pull Secret takes.
+pub(crate) fn pull_auths(
+    auths: &offshoot_runtime::RegistryAuths,
+) -> std::collections::BTreeMap<String, (String, offshoot_template::secret::SecretString)> {
+    auths
+        .0
+        .iter()
+        .map(|(host, c)| (host.clone(), (c.username.clone(), offshoot_template::secret::SecretString::new(c.password.clone()))))
+        .collect()
+}
+
 /// Pushes the built images (those with a content tag) to the registry; returns the references
 /// pods use.
 pub(crate) async fn publish(
@@ -85,10 +96,12 @@ impl KubeBackend {
         resolved: Resolved,
         (images, sites): (HashMap<String, String>, HashMap<String, String>),
         files: std::collections::BTreeMap<String, String>,
+        auths: &offshoot_runtime::RegistryAuths,
     ) -> Self {
         let mut opts = options(ctx, env);
         opts.images = images.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
         opts.files = files;
+        opts.registry_auths = pull_auths(auths);
         opts.reveal_secrets = true;
         let rendered = render(&resolved, &opts);
         for w in &rendered.warnings {
@@ -142,6 +155,7 @@ impl Backend for KubeBackend {
         let importer = self.env.parent_id.is_none();
         let base = self.manifests(|m| match m {
             Manifest::Namespace(_) | Manifest::ServiceAccount(_) => true,
+            Manifest::Secret(_) => m.name() == offshoot_manifests::pull_secret_name(&self.env.app),
             Manifest::NetworkPolicy(_) => importer,
             Manifest::PersistentVolumeClaim(_) => m.is_shared(),
             _ => false,

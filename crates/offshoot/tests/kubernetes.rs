@@ -498,3 +498,35 @@ fn every_conformance_scenario_plays_the_same_on_kubernetes() {
         assert!(fake.object(&format!("/api/v1/namespaces/offshoot-{id}")).is_none(), "the namespace of {id} is gone");
     }
 }
+
+#[test]
+fn registry_credentials_reach_the_cluster_as_the_pods_pull_secret() {
+    use std::io::Write as _;
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = kube_server(&fake, &dir);
+    let mut login = std::process::Command::new(bin())
+        .args(["registry", "login", "registry.example.com", "--username", "ci", "--password-stdin"])
+        .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", s.api))
+        .env("OFFSHOOT_TOKEN", s.token())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI");
+    login.stdin.take().expect("stdin").write_all(b"s3cret-token\n").expect("write");
+    assert!(login.wait().expect("wait").success());
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let ns = format!("offshoot-{}", e["id"].as_str().expect("id"));
+    let secret = fake.object(&format!("/api/v1/namespaces/{ns}/secrets/registry-shop")).expect("the pull secret");
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    let config = secret["stringData"][".dockerconfigjson"].as_str().unwrap_or_default();
+    assert!(config.contains("registry.example.com") && config.contains("s3cret-token"), "the cluster gets the password: {config}");
+    let api = fake.object(&format!("/apis/apps/v1/namespaces/{ns}/deployments/api")).expect("deployment");
+    assert_eq!(api["spec"]["template"]["spec"]["imagePullSecrets"][0]["name"], "registry-shop", "{api}");
+    // The rendered manifests name it, without the password.
+    let r = s.json(&["env", "render", e["id"].as_str().expect("id")]);
+    let yaml = r["yaml"].as_str().unwrap_or_default();
+    assert!(yaml.contains("registry-shop") && !yaml.contains("s3cret-token"), "{yaml}");
+}
