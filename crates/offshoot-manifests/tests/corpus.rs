@@ -58,6 +58,26 @@ fn kubernetes_validate() -> PathBuf {
         .expect("kubernetes-validate is installed: run `bash scripts/services`")
 }
 
+/// A template (checked valid) resolved with `opts`.
+fn resolved(template: &str, opts: &resolve::Options) -> resolve::Resolved {
+    let doc = document::check("t.yaml", template, Some(Kind::Template));
+    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
+    resolve::resolve("t.yaml", &doc.root.expect("root"), None, opts).expect("resolves")
+}
+
+/// `kubernetes-validate --strict` accepts these manifests.
+fn assert_valid(yaml: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    let v = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", "1.37.0", "--quiet"])
+        .arg(&file)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+}
+
 #[test]
 fn every_corpus_template_renders_valid_manifests() {
     let corpus = root().join("../shared/corpus/release");
@@ -174,10 +194,8 @@ fn private_routes_load_balancers_and_secrets() {
 #[test]
 fn jobs_have_their_own_resources_and_volumes_else_their_services() {
     let template = "app: t\nservices:\n- name: api\n  image: busybox:stable\n  memory:\n    limits: 256Mi\n  volumes:\n  - type: persistent\n    name: data\n    mount_path: /data\njobs:\n- name: migrate\n  from_services: api\n  command: [sh, -c, 'true']\n- name: seed\n  image: busybox:stable\n  memory:\n    limits: 64Mi\n  volumes:\n  - type: persistent\n    name: scratch\n    mount_path: /scratch\n  - type: shmem\n    name: fast\n    mount_path: /fast\n";
-    let doc = document::check("t.yaml", template, Some(Kind::Template));
-    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
     let opts = resolve::Options { branch: "main".into(), env_id: "abc1234".into(), domain: "example.com".into(), ..Default::default() };
-    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), None, &opts).expect("resolves");
+    let r = resolved(template, &opts);
     let printed = to_yaml(&render(&r, &Options::new("ns1", "i")).manifests).expect("yaml");
     let docs: Vec<&str> = printed.split("---\n").collect();
     let find = |kind: &str, name: &str| {
@@ -201,10 +219,8 @@ fn jobs_have_their_own_resources_and_volumes_else_their_services() {
 #[test]
 fn cron_jobs_are_cron_jobs_that_run_one_at_a_time_in_utc() {
     let template = "app: t\nservices:\n- name: api\n  image: busybox:stable\n  memory:\n    limits: 256Mi\ncron_jobs:\n- name: nightly_report\n  from_services: api\n  schedule: '0 3 * * *'\n  command: [sh, -c, 'echo report']\n  envs:\n  - key: MODE\n    value: nightly\n";
-    let doc = document::check("t.yaml", template, Some(Kind::Template));
-    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
     let opts = resolve::Options { branch: "main".into(), env_id: "abc1234".into(), domain: "example.com".into(), ..Default::default() };
-    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), None, &opts).expect("resolves");
+    let r = resolved(template, &opts);
     let mut o = Options::new("ns1", "i");
     o.images.insert("api".into(), "registry.local/t/api:abc".into());
     let printed = to_yaml(&render(&r, &o).manifests).expect("yaml");
@@ -222,24 +238,14 @@ fn cron_jobs_are_cron_jobs_that_run_one_at_a_time_in_utc() {
     }
     assert!(!printed.contains("kind: Job\n"), "a cron job is no workflow job");
     // And the cluster's schema accepts it.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("cron.yaml");
-    std::fs::write(&file, &printed).expect("write");
-    let v = Command::new(kubernetes_validate())
-        .args(["--strict", "--kubernetes-version", "1.37.0", "--quiet"])
-        .arg(&file)
-        .output()
-        .expect("run kubernetes-validate");
-    assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    assert_valid(&printed);
 }
 
 #[test]
 fn a_job_of_its_own_build_runs_the_image_it_built() {
     let template =
         "app: t\nservices:\n- name: api\n  image: busybox:stable\njobs:\n- name: seed\n  image: acme/t/seed\n  build:\n    context: seed\n";
-    let doc = document::check("t.yaml", template, Some(Kind::Template));
-    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
-    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), None, &resolve::Options::default()).expect("resolves");
+    let r = resolved(template, &resolve::Options::default());
     let mut o = Options::new("ns1", "i");
     let unbuilt = render(&r, &o);
     assert!(
@@ -255,12 +261,10 @@ fn a_job_of_its_own_build_runs_the_image_it_built() {
 #[test]
 fn file_secrets_are_a_secret_of_the_service_mounted_file_by_file_with_their_modes() {
     let template = "app: t\nservices:\n- name: db\n  image: busybox:stable\n  secret_files:\n  - name: db_pass\n  - name: tls.key\n    mount_path: /etc/tls/key.pem\n    mode: '0440'\n";
-    let doc = document::check("t.yaml", template, Some(Kind::Template));
-    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
     let mut opts = resolve::Options::default();
     opts.secret_files.insert("db_pass".into(), offshoot_template::secret::SecretString::new("hunter2"));
     opts.secret_files.insert("tls.key".into(), offshoot_template::secret::SecretString::new("KEY"));
-    let r = resolve::resolve("t.yaml", &doc.root.expect("root"), None, &opts).expect("resolves");
+    let r = resolved(template, &opts);
     let printed = to_yaml(&render(&r, &Options::new("ns1", "i")).manifests).expect("yaml");
     assert!(!printed.contains("hunter2"), "masked unless revealed: {printed}");
     for want in
@@ -276,11 +280,7 @@ fn file_secrets_are_a_secret_of_the_service_mounted_file_by_file_with_their_mode
 #[test]
 fn registry_credentials_are_a_pull_secret_every_pod_names() {
     let template = "app: shop\nservices:\n- name: api\n  image: 127.0.0.1:5001/acme/api:1\njobs:\n- name: migrate\n  from_services: api\ncron_jobs:\n- name: nightly\n  from_services: api\n  schedule: '@daily'\n";
-    let doc = document::check("t.yaml", template, Some(Kind::Template));
-    assert!(!doc.has_errors(), "{:?}", doc.diagnostics);
-    let r =
-        resolve::resolve("t.yaml", &doc.root.expect("root"), None, &resolve::Options { app: Some("shop".into()), ..Default::default() })
-            .expect("resolves");
+    let r = resolved(template, &resolve::Options { app: Some("shop".into()), ..Default::default() });
     let mut o = Options::new("ns1", "i");
     o.registry_auths.insert("127.0.0.1:5001".into(), ("ci".into(), offshoot_template::secret::SecretString::new("hunter2")));
     assert!(!format!("{o:?}").contains("hunter2"), "options never print a password");
@@ -293,13 +293,5 @@ fn registry_credentials_are_a_pull_secret_every_pod_names() {
     revealed.reveal_secrets = true;
     assert!(to_yaml(&render(&r, &revealed).manifests).expect("yaml").contains("hunter2"));
     // The cluster's schema accepts them.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("pull.yaml");
-    std::fs::write(&file, &printed).expect("write");
-    let v = Command::new(kubernetes_validate())
-        .args(["--strict", "--kubernetes-version", "1.37.0", "--quiet"])
-        .arg(&file)
-        .output()
-        .expect("run kubernetes-validate");
-    assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    assert_valid(&printed);
 }
