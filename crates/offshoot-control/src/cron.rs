@@ -51,9 +51,12 @@ pub enum Decision {
 }
 
 /// Decides for a job whose last recorded occurrence is `latest` (with whether its run is still
-/// going), in an environment of `status` whose cron jobs count from `since`, at `now`.
+/// going), in an environment of `status` where a job without runs counts from `since`, at
+/// `now`.
 pub fn decide(schedule: &Schedule, status: EnvStatus, latest: Option<(i64, bool)>, since: i64, now: i64) -> Decision {
-    let after = latest.map_or(since, |(at, _)| at.max(since));
+    // A job with runs counts from its last occurrence (a deployment since does not hide one
+    // that came after it); one without, from `since`.
+    let after = latest.map_or(since, |(at, _)| at);
     let Some((at, fired)) = schedule.last_between(after, now, 1000) else { return Decision::Wait };
     let reason = match status {
         EnvStatus::Ready => None,
@@ -193,6 +196,16 @@ mod tests {
         assert_eq!(decide(&s, EnvStatus::Ready, None, 10 * MIN + 1, 11 * MIN), Decision::Run { at: 11 * MIN, missed: 0 });
         assert_eq!(decide(&s, EnvStatus::Ready, Some((11 * MIN, false)), 0, 11 * MIN + 59_000), Decision::Wait, "ran already");
         assert_eq!(decide(&s, EnvStatus::Ready, Some((11 * MIN, false)), 0, 12 * MIN + 5), Decision::Run { at: 12 * MIN, missed: 0 });
+    }
+
+    #[test]
+    fn a_deployment_after_the_last_run_hides_no_occurrence() {
+        let s = every_minute();
+        // Last run at minute 11, deployed at 12:00.5, looked at 12:00.9: minute 12 runs.
+        assert_eq!(
+            decide(&s, EnvStatus::Ready, Some((11 * MIN, false)), 12 * MIN + 500, 12 * MIN + 900),
+            Decision::Run { at: 12 * MIN, missed: 0 }
+        );
     }
 
     #[test]
