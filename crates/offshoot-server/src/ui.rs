@@ -450,6 +450,17 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
             input #value name="value" type="password" autocomplete="off" required;
             button type="submit" { "Set secret" }
         }
+        form.card method="post" action={ "/ui/apps/" (name) "/secrets" } {
+            h2 { "File secrets" }
+            p.muted { "Mounted where a service's " code { "secret_files" } " names them (compose's " code { "secrets" } "). Write-only." }
+            (csrf_field(s))
+            input type="hidden" name="file" value="1";
+            label for="file_key" { "Name" }
+            input #file_key name="key" required pattern="[A-Za-z0-9][A-Za-z0-9._\\-]*";
+            label for="file_value" { "Content" }
+            textarea #file_value name="value" rows="4" spellcheck="false" autocomplete="off" required {}
+            button type="submit" { "Set file secret" }
+        }
         section aria-labelledby="versions-h" {
             h2 #versions-h { "Versions" }
             @if versions.len() > SHOWN_VERSIONS { p.muted { "The latest " (SHOWN_VERSIONS) " of " (versions.len()) "." } }
@@ -503,6 +514,8 @@ struct SecretForm {
     key: String,
     service: Option<String>,
     value: String,
+    /// A file secret (its content from a text area, whose line ends browsers send as CRLF).
+    file: Option<String>,
 }
 
 async fn set_secret(
@@ -515,7 +528,12 @@ async fn set_secret(
         return forbidden();
     }
     let service = f.service.map(|x| x.trim().to_owned()).unwrap_or_default();
-    match control(&ctx, Actor::dashboard()).set_secret(&name, &service, f.key.trim(), &f.value).await {
+    let c = control(&ctx, Actor::dashboard());
+    let done = match f.file {
+        Some(_) => c.set_file_secret(&name, f.key.trim(), &f.value.replace("\r\n", "\n")).await,
+        None => c.set_secret(&name, &service, f.key.trim(), &f.value).await,
+    };
+    match done {
         Ok(()) => Redirect::to(&format!("/ui/apps/{name}")).into_response(),
         Err(e) => render_app(&ctx, &s, &name, Some(e.into()), None).await,
     }

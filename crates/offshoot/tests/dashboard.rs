@@ -155,6 +155,15 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     c.find(Locator::Css("form[action$='/secrets'] button")).await.expect("set").click().await.expect("click");
     wait_text(&c, "Application demo", 10).await;
     assert!(!c.source().await.expect("source").contains("s3cr3t-from-the-browser"));
+    // A file secret: its content kept line by line (the browser's CRLF made LF), never shown.
+    c.find(Locator::Css("#file_key")).await.expect("name").send_keys("tls.key").await.expect("type");
+    c.find(Locator::Css("#file_value")).await.expect("content").send_keys("-----BEGIN KEY-----\nabc\n").await.expect("type");
+    c.find(Locator::Css("form[action$='/secrets'] input[name=file] ~ button")).await.expect("set").click().await.expect("click");
+    wait_text(&c, "Application demo", 10).await;
+    assert!(!c.source().await.expect("source").contains("-----BEGIN KEY-----"));
+    let activity = s.json(&["activity"]);
+    let set = activity.as_array().expect("list").iter().any(|a| a["target"] == "demo/tls.key" && a["outcome"] == "ok");
+    assert!(set, "set, and recorded by name: {activity}");
 
     // A bad template is refused with its diagnostics; nothing is saved.
     let editor = c.find(Locator::Css("#template")).await.expect("editor");
