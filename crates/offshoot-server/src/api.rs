@@ -188,12 +188,13 @@ async fn create_env(
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, env).await?)))
 }
 
+/// `?app=NAME`: of one application.
 #[derive(Deserialize)]
-struct EnvQuery {
+struct AppQuery {
     app: Option<String>,
 }
 
-async fn list_envs(State(ctx): State<Shared>, Query(q): Query<EnvQuery>) -> Result<Json<Vec<api::Env>>, ApiError> {
+async fn list_envs(State(ctx): State<Shared>, Query(q): Query<AppQuery>) -> Result<Json<Vec<api::Env>>, ApiError> {
     Ok(Json(env_dtos(&ctx, q.app.as_deref()).await?))
 }
 
@@ -359,11 +360,6 @@ async fn registries(State(ctx): State<Shared>) -> Result<Json<Vec<api::RegistryI
             })
             .collect(),
     ))
-}
-
-#[derive(Deserialize)]
-struct AppQuery {
-    app: Option<String>,
 }
 
 async fn registry_logout(

@@ -25,23 +25,24 @@ pub(crate) type Built = (HashMap<String, String>, HashMap<String, String>);
 
 impl EnvBackend {
     /// The engine of a deployment at `commit` of `mirror`. On Kubernetes the built images are
-    /// pushed first (timed as the `push` phase) and the files `configmap` mounts are read.
+    /// pushed first with the application's registry `auths` (timed as the `push` phase) and
+    /// the files `configmap` mounts are read.
     pub(crate) async fn for_deployment(
         ctx: &Shared,
         env: &Environment,
         resolved: Resolved,
         (images, sites): Built,
         (mirror, commit): (&Mirror, &str),
+        auths: &offshoot_runtime::RegistryAuths,
         phases: &mut BTreeMap<String, u64>,
     ) -> Result<EnvBackend, Failure> {
         match &ctx.kube {
             Some(k) => {
                 let t = Instant::now();
-                let auths = ctx.registry_auths(&env.app).await?;
-                let images = crate::kube_rt::publish(ctx, k, images, &auths).await?;
+                let images = crate::kube_rt::publish(ctx, k, images, auths).await?;
                 phases.insert("push".into(), u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
                 let files = configmap_files(mirror, commit, &resolved).await?;
-                Ok(EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, sites), files, &auths))))
+                Ok(EnvBackend::Kube(Box::new(KubeBackend::new(ctx, k, env, resolved, (images, sites), files, auths))))
             }
             None => {
                 let files = crate::repo_mounts::materialize(ctx, &env.id, mirror, commit, &resolved).await?;

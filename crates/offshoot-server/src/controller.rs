@@ -150,7 +150,7 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
     let (images, sites) = crate::builds::build_all(ctx, &source, &resolved, &plan).await?;
     phases.insert("build".into(), ms(t));
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
-    let backend = EnvBackend::for_deployment(ctx, env, resolved, (images, sites), (&mirror, &commit), &mut phases).await?;
+    let backend = EnvBackend::for_deployment(ctx, env, resolved, (images, sites), (&mirror, &commit), &auths, &mut phases).await?;
     record_phases(ctx, &dep.id, &phases).await?;
     let t = Instant::now();
     let result = execute_in(&plan, &Arc::new(backend), &log, &|work| ctx.background.spawn("detached step", work)).await;

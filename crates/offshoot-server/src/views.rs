@@ -54,8 +54,10 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
         datasets: crate::clones::attached(ctx, &e.id).await.map_err(|m| anyhow::anyhow!(m))?,
         app_idle: ctx.store.app_git(&e.app).await?.and_then(|g| g.idle_sleep_seconds),
     };
-    let parameters = parameters_of(&e);
-    let compat = compat_of(ctx, &e);
+    // Its forked template, parsed once for its parameters and what the runtime ignores of it.
+    let fork = crate::resolving::Fork::parse(&e).ok();
+    let parameters = fork.as_ref().map(|f| parameters_of(&e, f)).unwrap_or_default();
+    let compat = fork.as_ref().map(|f| compat_of(ctx, f)).unwrap_or_default();
     let mut dto = env_dto_of(ctx, e, parts);
     dto.parameters = parameters;
     dto.compat = compat;
@@ -64,8 +66,7 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
 
 /// What the server's runtime does not apply of an environment's template (the ledger's
 /// findings in its forked template).
-pub(crate) fn compat_of(ctx: &Shared, e: &Environment) -> Vec<api::CompatItem> {
-    let Ok(fork) = crate::resolving::Fork::parse(e) else { return Vec::new() };
+fn compat_of(ctx: &Shared, fork: &crate::resolving::Fork) -> Vec<api::CompatItem> {
     offshoot_template::ledger::scan(fork.root(), ctx.runtime())
         .into_iter()
         .map(|f| api::CompatItem { key: f.key, path: f.path, line: f.line, support: f.support.to_owned(), why: f.why.to_owned() })
@@ -73,9 +74,8 @@ pub(crate) fn compat_of(ctx: &Shared, e: &Environment) -> Vec<api::CompatItem> {
 }
 
 /// Every parameter of an environment's template with its value: given, else the default.
-fn parameters_of(e: &Environment) -> Vec<api::ParameterValue> {
+fn parameters_of(e: &Environment, fork: &crate::resolving::Fork) -> Vec<api::ParameterValue> {
     let given = e.given_parameters();
-    let Ok(fork) = crate::resolving::Fork::parse(e) else { return Vec::new() };
     fork.template()
         .parameters
         .iter()
