@@ -92,7 +92,6 @@ const LINKS: &str = "custom links are not shown yet; the environment's URLs are 
 const SCAN: &str = "Offshoot does not scan images";
 const CHARTS: &str =
     "Helm `charts` cannot run here: Offshoot has no Helm runner; run the chart's images as `services` (with `jobs` for its hooks)";
-const TERRAFORM: &str = "Terraform `infrastructure` cannot run here yet; create the resources outside Offshoot and give the environment their addresses as variables";
 const SECRETS_FROM: &str =
     "`secrets_from` names an external secrets provider, and Offshoot has none yet; set the values with `offshoot app secret set APP KEY`";
 const S3: &str =
@@ -128,7 +127,7 @@ pub static LEDGER: &[Entry] = &[
     ignored("Template.execution_type", "every application runs as a server; its workflows run as for any other"),
     ignored("Template.git_fetch_depth", "Offshoot keeps a full mirror of the repository and builds from it"),
     both("Template.hostnames"),
-    refused("Template.infrastructure", TERRAFORM),
+    both("Template.infrastructure"),
     both("Template.ingress"),
     both("Template.jobs"),
     ignored("Template.mode", "`mode` is deprecated and not exported to containers; set a variable in `envs`"),
@@ -181,10 +180,10 @@ pub static LEDGER: &[Entry] = &[
     refused("Chart.values", CHARTS),
     refused("Chart.version", CHARTS),
     refused("Chart.wait", CHARTS),
-    refused("Infrastructure.directory", TERRAFORM),
-    refused("Infrastructure.name", TERRAFORM),
-    refused("Infrastructure.type", TERRAFORM),
-    refused("Infrastructure.values", TERRAFORM),
+    both("Infrastructure.directory"),
+    both("Infrastructure.name"),
+    both("Infrastructure.type"),
+    both("Infrastructure.values"),
     // Links and remote development.
     ignored("CustomLink.name", LINKS),
     ignored("CustomLink.url", LINKS),

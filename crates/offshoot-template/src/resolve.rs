@@ -104,6 +104,9 @@ pub struct Resolved {
     pub shared_volumes: Vec<crate::model::SharedVolume>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub service_accounts: Vec<crate::model::ServiceAccount>,
+    /// Terraform modules run by `infrastructure.<name>` tasks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub infrastructure: Vec<ResolvedInfrastructure>,
     /// Warnings found while resolving (undefined variables and the like).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<Diagnostic>,
@@ -215,6 +218,39 @@ pub struct StaticSite {
     /// `static_fallback` as written (`None`: the default, `index.html`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+}
+
+/// An `infrastructure` entry: a Terraform module of the repository, with the variables Terraform
+/// receives as `TF_VAR_<NAME>` (Release's, the application's `defaults`, the environment's and
+/// `mapping`; secrets included, redacted when printed).
+#[derive(Clone, Debug, Serialize)]
+pub struct ResolvedInfrastructure {
+    pub name: String,
+    /// The module's folder in the repository, normalised (`.` for its root).
+    pub directory: String,
+    /// A values file (`.tfvars`, `.tfvars.json`, or YAML): a path in the repository, or in
+    /// `directory`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<String>,
+    pub env: BTreeMap<String, VarValue>,
+}
+
+impl Resolved {
+    /// Adds `vars` (infrastructure outputs) to every service's, job's and cron job's variables,
+    /// except where one already has a variable of that name: what the configuration sets wins.
+    pub fn add_outputs(&mut self, vars: &BTreeMap<String, VarValue>) {
+        let envs = self
+            .services
+            .iter_mut()
+            .map(|s| &mut s.env)
+            .chain(self.jobs.iter_mut().map(|j| &mut j.env))
+            .chain(self.cron_jobs.iter_mut().map(|j| &mut j.env));
+        for env in envs {
+            for (k, v) in vars {
+                env.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -671,6 +707,16 @@ fn build(
     };
     let jobs = t.jobs.iter().map(|j| resolve_job(j, d)).collect();
     let cron_jobs = t.cron_jobs.iter().map(|j| resolve_job(j, d)).collect();
+    let infrastructure = t
+        .infrastructure
+        .iter()
+        .map(|i| ResolvedInfrastructure {
+            name: i.name.value.clone(),
+            directory: i.directory.as_ref().map_or_else(|| ".".to_owned(), |d| crate::validate::module_dir(&d.value)),
+            values: i.values.as_ref().map(|v| v.value.trim_start_matches("./").to_owned()),
+            env: env_for(&i.name.value, &[], d).0,
+        })
+        .collect();
     let mut workflows: BTreeMap<String, Vec<ResolvedStep>> = BTreeMap::new();
     for w in &t.workflows {
         let mut steps = Vec::new();
@@ -735,6 +781,7 @@ fn build(
         app_imports: t.app_imports.iter().map(|a| a.name.value.clone()).collect(),
         shared_volumes: t.shared_volumes.clone(),
         service_accounts: t.service_accounts.clone(),
+        infrastructure,
         warnings: Vec::new(),
     }
 }

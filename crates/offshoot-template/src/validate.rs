@@ -204,7 +204,53 @@ pub fn check_template(t: &Template, d: &mut Diagnostics) {
             }
         }
     }
+    unique(d, t.infrastructure.iter().map(|i| &i.name), "infrastructure entry");
+    for i in &t.infrastructure {
+        infrastructure(d, i);
+    }
     workflows(d, t, &names);
+}
+
+/// An `infrastructure` entry: a Terraform module in a folder of the repository, with an
+/// optional values file.
+fn infrastructure(d: &mut Diagnostics, i: &crate::model::Infrastructure) {
+    match &i.kind {
+        Some(k) if k.value != "terraform" => {
+            d.error(k.span, "unsupported-value", format!("infrastructure entry `{}` has type `{k}`; only `terraform` runs", i.name));
+            d.hint("Helm charts go under `charts`, which Offshoot does not run");
+        }
+        Some(_) => {}
+        None => {
+            d.warn(
+                i.name.span,
+                "missing-field",
+                format!("infrastructure entry `{}` has no `type`; it runs as Terraform, the only type", i.name),
+            );
+            d.hint("add `type: terraform`");
+        }
+    }
+    match &i.directory {
+        None => {
+            d.error(i.name.span, "missing-field", format!("infrastructure entry `{}` needs a `directory` (its Terraform module)", i.name));
+        }
+        Some(dir) => {
+            if module_dir(&dir.value) != "."
+                && let Err(why) = crate::envvars::normalize_repo_path(&dir.value)
+            {
+                d.error(dir.span, "invalid-path", format!("the `directory` of infrastructure entry `{}`: {why}", i.name));
+            }
+        }
+    }
+    if let Some(v) = &i.values
+        && let Err(why) = crate::envvars::normalize_repo_path(&v.value)
+    {
+        d.error(v.span, "invalid-path", format!("the `values` of infrastructure entry `{}`: {why}", i.name));
+    }
+}
+
+/// A module's folder as a path in the repository: `.` for its root.
+pub fn module_dir(dir: &str) -> String {
+    crate::envvars::normalize_repo_path(dir).unwrap_or_else(|_| ".".to_owned())
 }
 
 fn unique<'a>(d: &mut Diagnostics, items: impl Iterator<Item = &'a Text>, what: &str) {
