@@ -123,6 +123,7 @@ impl<P: Ports> Control<'_, P> {
             gitops_error: None,
             fetch_error: None,
             static_builder: None,
+            terraform_image: None,
             idle_sleep_seconds: None,
             ttl_seconds: None,
             pull_request_ttl_seconds: None,
@@ -243,6 +244,16 @@ impl<P: Ports> Control<'_, P> {
                     ));
                 }
             };
+            let terraform = match req.terraform_image.as_deref() {
+                None => git.terraform_image.clone(),
+                Some("") => None,
+                Some(image) if valid_image(image) => Some(image.to_owned()),
+                Some(_) => {
+                    return Err(ControlError::bad_input(
+                        "terraform_image: not an image reference (`hashicorp/terraform:1.11`, `registry.example.com/team/terraform@sha256:...`), at most 255 characters",
+                    ));
+                }
+            };
             let idle = match req.idle_sleep.as_deref() {
                 None => git.idle_sleep_seconds,
                 Some(text) => crate::sleep::parse_idle(text, false)?,
@@ -257,6 +268,7 @@ impl<P: Ports> Control<'_, P> {
             };
             self.store.set_pull_requests(name, on, label.as_deref()).await?;
             self.store.set_static_builder(name, builder.as_deref()).await?;
+            self.store.set_terraform_image(name, terraform.as_deref()).await?;
             self.store.set_app_idle_sleep(name, idle).await?;
             self.store.set_app_ttls(name, ttl, pr_ttl).await?;
             let sleep_at = match req.sleep_schedule.as_deref() {
@@ -341,6 +353,7 @@ fn settings_changed(req: &AppUpdate) -> String {
         ("pull_requests", req.pull_requests.is_some()),
         ("pull_request_label", req.pull_request_label.is_some()),
         ("static_builder", req.static_builder.is_some()),
+        ("terraform_image", req.terraform_image.is_some()),
         ("idle_sleep", req.idle_sleep.is_some()),
         ("ttl", req.ttl.is_some()),
         ("pull_request_ttl", req.pull_request_ttl.is_some()),

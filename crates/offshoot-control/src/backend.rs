@@ -86,6 +86,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs a job to completion; its output (the tail of its log) on success.
     fn run_job(&self, job: &str) -> impl Future<Output = Result<String, BackendError>> + Send;
 
+    /// Runs an `infrastructure` entry: applies its module in `setup` and `patch`, destroys what
+    /// it made when `destroy` (in `teardown`). Its output (what it applied, its outputs' names)
+    /// on success.
+    fn infrastructure(&self, name: &str, destroy: bool) -> impl Future<Output = Result<String, BackendError>> + Send {
+        let _ = destroy;
+        let message = format!("this engine cannot run `infrastructure.{name}`");
+        async move { Err(BackendError::unsupported(message, "run the server with a Docker engine: Terraform runs in a container")) }
+    }
+
     /// Removes everything of the environment from the engine (`release.remove_environment`).
     fn remove_environment(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
 

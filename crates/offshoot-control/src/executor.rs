@@ -115,9 +115,9 @@ pub async fn execute_in<B: Backend, L: StepLog>(
         }
         log.record_step(step.idx, &step.name, StepStatus::Running, "").await?;
         if !step.wait_for_finish {
-            let (backend, detached) = (backend.clone(), step.clone());
+            let (backend, detached, teardown) = (backend.clone(), step.clone(), !edges);
             detach(Box::pin(async move {
-                let outcome = run_detached(&backend, &detached).await;
+                let outcome = run_detached(&backend, &detached, teardown).await;
                 if !outcome.errors.is_empty() {
                     tracing::warn!(step = %detached.name, error = %outcome.errors.join("; "), "a step that was not waited for failed");
                 }
@@ -126,7 +126,7 @@ pub async fn execute_in<B: Backend, L: StepLog>(
             report.steps.push((step.name.clone(), "started without waiting".into()));
             continue;
         }
-        let outcome = run_step(backend, log, step, &progress).await?;
+        let outcome = run_step(backend, log, (step, !edges), &progress).await?;
         if outcome.errors.is_empty() {
             let out = outcome.outputs.join("\n");
             log.record_step(step.idx, &step.name, StepStatus::Done, &out).await?;
@@ -155,7 +155,12 @@ pub async fn execute_in<B: Backend, L: StepLog>(
 }
 
 /// Runs a step's waves, skipping the tasks the log says ended and recording each that ends.
-async fn run_step<B: Backend, L: StepLog>(backend: &Arc<B>, log: &L, step: &Step, progress: &Progress) -> Result<StepOutcome, StoreError> {
+async fn run_step<B: Backend, L: StepLog>(
+    backend: &Arc<B>,
+    log: &L,
+    (step, teardown): (&Step, bool),
+    progress: &Progress,
+) -> Result<StepOutcome, StoreError> {
     let mut outcome = StepOutcome::new();
     for wave in &step.waves {
         let runs = wave.iter().map(|t| async move {
@@ -164,7 +169,7 @@ async fn run_step<B: Backend, L: StepLog>(backend: &Arc<B>, log: &L, step: &Step
                 let end = if *status == StepStatus::Done { TaskEnd::Done(out.clone()) } else { TaskEnd::Failed(out.clone()) };
                 return Ok((t, end));
             }
-            let end = match run_task(backend.as_ref(), &t.task).await {
+            let end = match run_task(backend.as_ref(), &t.task, teardown).await {
                 Ok(out) => TaskEnd::Done(out),
                 Err(e) => TaskEnd::Failed(e.to_string()),
             };
@@ -184,10 +189,10 @@ async fn run_step<B: Backend, L: StepLog>(backend: &Arc<B>, log: &L, step: &Step
 }
 
 /// Runs a step nobody waits for (and nothing logs).
-async fn run_detached<B: Backend>(backend: &Arc<B>, step: &Step) -> StepOutcome {
+async fn run_detached<B: Backend>(backend: &Arc<B>, step: &Step, teardown: bool) -> StepOutcome {
     let mut outcome = StepOutcome::new();
     for wave in &step.waves {
-        let results = futures_util::future::join_all(wave.iter().map(|t| run_task(backend.as_ref(), &t.task))).await;
+        let results = futures_util::future::join_all(wave.iter().map(|t| run_task(backend.as_ref(), &t.task, teardown))).await;
         for (t, r) in wave.iter().zip(results) {
             outcome.add(t, r.map_or_else(|e| TaskEnd::Failed(e.to_string()), TaskEnd::Done));
         }
@@ -195,13 +200,15 @@ async fn run_detached<B: Backend>(backend: &Arc<B>, step: &Step) -> StepOutcome 
     outcome
 }
 
-async fn run_task<B: Backend>(backend: &B, task: &Task) -> Result<String, BackendError> {
+/// Runs one task; an `infrastructure` task destroys in a teardown and applies otherwise.
+async fn run_task<B: Backend>(backend: &B, task: &Task, teardown: bool) -> Result<String, BackendError> {
     match task {
         Task::Service(name) => backend.start_service(name).await.map(|()| String::new()),
         Task::Job(name) => backend.run_job(name).await,
+        Task::Infrastructure(name) => backend.infrastructure(name, teardown).await,
         Task::RemoveEnvironment => backend.remove_environment().await.map(|()| String::new()),
-        Task::Chart(_) | Task::Infrastructure(_) | Task::AllServices => {
-            Err(BackendError::new(format!("this runtime cannot run `{task}`: Helm charts and infrastructure tasks are not supported")))
+        Task::Chart(_) | Task::AllServices => {
+            Err(BackendError::new(format!("this runtime cannot run `{task}`: Helm charts are not supported")))
         }
     }
 }

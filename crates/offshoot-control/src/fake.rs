@@ -173,6 +173,12 @@ impl Backend for FakeBackend {
         Ok(format!("job {job} ran"))
     }
 
+    async fn infrastructure(&self, name: &str, destroy: bool) -> Result<String, BackendError> {
+        let action = if destroy { "destroy" } else { "apply" };
+        self.call(&format!("infrastructure.{name}:{action}")).await?;
+        Ok(format!("{name} {action}ed"))
+    }
+
     async fn remove_environment(&self) -> Result<(), BackendError> {
         self.call("release.remove_environment").await?;
         let mut st = lock(&self.state);

@@ -60,7 +60,9 @@ pub enum PlanError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedTask {
     pub task: Task,
-    /// A job with `halt_on_error`: its failure stops the workflow whatever its step says.
+    /// Its failure stops the workflow whatever its step says: a job with `halt_on_error`, or an
+    /// `infrastructure` task of a teardown (what it could not destroy must not lose the
+    /// environment that made it).
     pub halts: bool,
 }
 
@@ -148,7 +150,11 @@ fn plan_step(r: &Resolved, workflow: Workflow, idx: usize, s: ResolvedStep) -> R
     let planned = tasks
         .into_iter()
         .map(|task| {
-            let halts = matches!(&task, Task::Job(j) if r.jobs.iter().any(|x| &x.name == j && x.halt_on_error));
+            let halts = match &task {
+                Task::Job(j) => r.jobs.iter().any(|x| &x.name == j && x.halt_on_error),
+                Task::Infrastructure(_) => workflow == Workflow::Teardown,
+                _ => false,
+            };
             PlannedTask { task, halts }
         })
         .collect();

@@ -410,6 +410,40 @@ async fn an_unsupported_task_fails_with_its_name() {
 }
 
 #[tokio::test]
+async fn infrastructure_applies_in_setup_and_destroys_in_teardown_before_the_removal() {
+    let yaml = format!(
+        "{}infrastructure:\n- name: bucket\n  type: terraform\n  directory: infra\n",
+        with_workflows(
+            "- name: setup\n  order_from: [infrastructure.bucket, services.db]\n\
+             - name: teardown\n  order_from: [infrastructure.bucket, release.remove_environment]\n"
+        )
+    );
+    let ctx = Ctx::new().await;
+    let fake = FakeBackend::new();
+    run(&steps(&yaml, Workflow::Setup), &fake, &ctx.deployment("d1", Workflow::Setup).await).await.expect("setup");
+    run(&steps(&yaml, Workflow::Teardown), &fake, &ctx.deployment("d2", Workflow::Teardown).await).await.expect("teardown");
+    let calls = fake.state().calls;
+    let at = |c: &str| calls.iter().position(|x| x == c).unwrap_or_else(|| panic!("{c} in {calls:?}"));
+    assert!(at("infrastructure.bucket:apply") < at("services.db"));
+    assert!(at("infrastructure.bucket:destroy") < at("release.remove_environment"));
+    assert_eq!(fake.count("infrastructure.bucket:apply"), 1);
+}
+
+#[tokio::test]
+async fn a_failed_destroy_halts_the_teardown_before_the_removal() {
+    let yaml = format!(
+        "{}infrastructure:\n- name: bucket\n  type: terraform\n  directory: infra\n",
+        with_workflows("- name: teardown\n  order_from: [infrastructure.bucket, release.remove_environment]\n")
+    );
+    let ctx = Ctx::new().await;
+    let fake = FakeBackend::new();
+    fake.fail("infrastructure.bucket:destroy", "Error: local-exec provisioner error");
+    let e = failure(run(&steps(&yaml, Workflow::Teardown), &fake, &ctx.deployment("d1", Workflow::Teardown).await).await);
+    assert!(e.to_string().contains("infrastructure.bucket: Error: local-exec provisioner error"), "{e}");
+    assert_eq!(fake.count("release.remove_environment"), 0);
+}
+
+#[tokio::test]
 async fn a_failed_prepare_runs_no_task() {
     let ctx = Ctx::new().await;
     let fake = FakeBackend::new();
