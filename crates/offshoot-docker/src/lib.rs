@@ -612,6 +612,36 @@ impl Runtime for DockerRuntime {
         result
     }
 
+    async fn salvage(
+        &self,
+        container: &str,
+        collect: &str,
+        into: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Option<(Completed, bool)>> {
+        let id = match self.docker.inspect_container(container, None).await {
+            Ok(info) => info.id.unwrap_or_else(|| container.to_owned()),
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(engine("inspect container", container, e)),
+        };
+        let result = async {
+            let code = match tokio::time::timeout(timeout, self.wait_exit(&id, container)).await {
+                Ok(code) => code?,
+                Err(_) => {
+                    let opts = bollard::query_parameters::StopContainerOptions { t: Some(30), ..Default::default() };
+                    self.docker.stop_container(&id, Some(opts)).await.map_err(|e| engine("stop container", container, e))?;
+                    self.wait_exit(&id, container).await?
+                }
+            };
+            let logs = self.collect_logs(&id, None).await.unwrap_or_default();
+            let found = self.download(&id, container, collect, into).await?;
+            Ok(Some((Completed { exit_code: code, logs }, found)))
+        }
+        .await;
+        self.remove_force(&id).await?;
+        result
+    }
+
     async fn exec(&self, container: &str, cmd: &[String]) -> Result<Completed> {
         let opts = CreateExecOptions::<String> {
             attach_stdout: Some(true),

@@ -304,6 +304,12 @@ impl Mirror {
 
     /// Like [`Mirror::archive`], with every path under `prefix` (`workspace/`).
     pub fn archive_under(&self, commit: &str, dir: &str, prefix: &str) -> Result<Vec<u8>> {
+        self.archive_with(commit, dir, prefix, &[])
+    }
+
+    /// Like [`Mirror::archive_under`], with `extra` files appended: `(path, content, mode)`
+    /// (a Terraform state put beside the module, say).
+    pub fn archive_with(&self, commit: &str, dir: &str, prefix: &str, extra: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
         let repo = self.repo()?;
         let root = self.tree_at(&repo, commit)?;
         let read_err =
@@ -354,6 +360,14 @@ impl Mirror {
                     }
                 }
             }
+        }
+        for (path, data, mode) in extra {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.set_cksum();
+            builder.append_data(&mut h, path, data.as_slice()).map_err(|e| read_err(path, &e))?;
         }
         builder.into_inner().map_err(|e| read_err(dir, &e))
     }

@@ -308,6 +308,17 @@ pub trait Runtime: Send + Sync {
         into: &std::path::Path,
         timeout: Duration,
     ) -> impl Future<Output = Result<(Completed, bool)>> + Send;
+    /// What a container [`Runtime::run_collect`] started and a stopped server left behind: if
+    /// `container` exists, waits (up to `timeout`, then stops it) for it to end, writes the tar
+    /// archive of `collect` to `into` and removes it. `None` when there was no such container;
+    /// else its outcome and whether `collect` existed.
+    fn salvage(
+        &self,
+        container: &str,
+        collect: &str,
+        into: &std::path::Path,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Option<(Completed, bool)>>> + Send;
     /// Runs a command in a running container: its exit code and combined output.
     fn exec(&self, container: &str, cmd: &[String]) -> impl Future<Output = Result<Completed>> + Send;
     /// Containers managed by Offshoot, of one environment or of all.
