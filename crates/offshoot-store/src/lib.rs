@@ -7,6 +7,7 @@ mod activity;
 mod cron;
 mod datasets;
 mod ids;
+mod infra;
 mod registries;
 mod services;
 
@@ -14,6 +15,7 @@ pub use activity::Activity;
 pub use cron::{CRON_HISTORY, CronRun};
 pub use datasets::{Dataset, DatasetClone};
 pub use ids::{AppName, DeploymentId, EnvId};
+pub use infra::{INFRA_HISTORY, INFRA_LOG_BYTES, InfraRun, InfraState, InfraUpdate};
 pub use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
 pub use registries::RegistryCredential;
 pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail, ServiceRow};
@@ -201,6 +203,8 @@ pub struct AppGit {
     pub sleep_schedule: Option<String>,
     /// When its sleeping environments wake.
     pub wake_schedule: Option<String>,
+    /// The image its Terraform runs in (`None`: the server's default).
+    pub terraform_image: Option<String>,
 }
 
 /// A webhook delivery or a polled change: a normalized event (JSON the server owns).
@@ -283,7 +287,7 @@ impl RawServiceRow {
 const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request, sleeping_since, last_request_at, idle_sleep_seconds, parameters";
 const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
 const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds, ttl_seconds, pull_request_ttl_seconds, \
-     sleep_schedule, wake_schedule";
+     sleep_schedule, wake_schedule, terraform_image";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -971,7 +975,7 @@ impl Store {
     /// Creates an application's git settings unless it has them; returns what it has.
     pub async fn ensure_app_git(&self, g: &AppGit) -> Result<AppGit> {
         sqlx::query(&format!(
-            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (app) DO NOTHING"
+            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (app) DO NOTHING"
         ))
         .bind(&g.app)
         .bind(&g.webhook_secret)
@@ -985,6 +989,7 @@ impl Store {
         .bind(g.pull_request_ttl_seconds)
         .bind(&g.sleep_schedule)
         .bind(&g.wake_schedule)
+        .bind(&g.terraform_image)
         .execute(&self.pool)
         .await
         .map_err(db("store git settings"))?;
@@ -1005,6 +1010,11 @@ impl Store {
     /// Sets (or with `None` clears) the image an application's static builds run in.
     pub async fn set_static_builder(&self, app: &str, image: Option<&str>) -> Result<()> {
         self.set_text("UPDATE app_git SET static_builder = $2 WHERE app = $1", app, image, "store the static builder").await
+    }
+
+    /// Sets (or with `None` clears) the image an application's Terraform runs in.
+    pub async fn set_terraform_image(&self, app: &str, image: Option<&str>) -> Result<()> {
+        self.set_text("UPDATE app_git SET terraform_image = $2 WHERE app = $1", app, image, "store the Terraform image").await
     }
 
     pub async fn set_webhook_secret(&self, app: &str, ciphertext: &str) -> Result<()> {

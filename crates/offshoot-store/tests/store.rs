@@ -1,8 +1,8 @@
 //! One suite, run on SQLite and on PostgreSQL (started by `scripts/services`).
 
 use offshoot_store::{
-    App, AppGit, Backend, CRON_HISTORY, CronRun, Dataset, DatasetClone, Delivery, Deployment, Environment, Secret, ServiceRow, Step, Store,
-    StoreError, now_ms,
+    App, AppGit, Backend, CRON_HISTORY, CronRun, Dataset, DatasetClone, Delivery, Deployment, Environment, INFRA_HISTORY, InfraRun,
+    InfraUpdate, Secret, ServiceRow, Step, Store, StoreError, now_ms,
 };
 
 fn env(id: &str, app: &str) -> Environment {
@@ -139,6 +139,7 @@ async fn suite(store: Store) {
         gitops_error: None,
         fetch_error: None,
         static_builder: None,
+        terraform_image: None,
         idle_sleep_seconds: None,
         ttl_seconds: None,
         pull_request_ttl_seconds: None,
@@ -240,6 +241,7 @@ async fn datasets(store: &Store) {
     assert!(store.dataset("artists").await.expect("read").is_none());
 
     cron_runs(store).await;
+    infrastructure(store).await;
 
     // Registry credentials: replaced by host and application, forgotten once.
     let cred = |app: &str, user: &str| offshoot_store::RegistryCredential {
@@ -295,6 +297,64 @@ async fn cron_runs(store: &Store) {
     store.set_job_image("envc", "seed", "offshoot/shop/jobs.seed:1").await.expect("image");
     store.set_job_image("envc", "seed", "offshoot/shop/jobs.seed:2").await.expect("image");
     assert_eq!(store.job_images("envc").await.expect("images"), vec![("seed".to_owned(), "offshoot/shop/jobs.seed:2".to_owned())]);
+}
+
+async fn infrastructure(store: &Store) {
+    // The lock: taken by one deployment (again after a restart), refused to another.
+    assert_eq!(store.lock_infra("envi", "bucket", "d1", 10).await.expect("lock"), None);
+    assert_eq!(store.lock_infra("envi", "bucket", "d1", 11).await.expect("lock"), None, "its holder takes it again");
+    assert_eq!(store.lock_infra("envi", "bucket", "d2", 12).await.expect("lock"), Some("d1".into()));
+    let s = store.infra_state("envi", "bucket").await.expect("read").expect("a record");
+    assert_eq!((s.status.as_str(), s.state, s.locked_by.as_deref()), ("new", None, Some("d1")));
+    let update = InfraUpdate {
+        state: Some("sealed".into()),
+        serial: 3,
+        backend: None,
+        outputs: r#"{"BUCKET_URL":"s3://b"}"#.into(),
+        sensitive: Some("sealed outputs".into()),
+        status: "applied".into(),
+        reason: None,
+    };
+    store.save_infra("envi", "bucket", &update, 20).await.expect("save");
+    store.fail_infra("envi", "bucket", "Error: boom", 21).await.expect("fail");
+    let s = store.infra_state("envi", "bucket").await.expect("read").expect("a record");
+    assert_eq!((s.state.as_deref(), s.serial, s.status.as_str(), s.reason.as_deref()), (Some("sealed"), 3, "failed", Some("Error: boom")));
+    // A lock whose deployment is not running goes at a restart; the other's is kept.
+    assert_eq!(store.release_stale_infra_locks().await.expect("release"), 1);
+    assert_eq!(store.lock_infra("envi", "bucket", "d2", 30).await.expect("lock"), None);
+    store.unlock_infra("envi", "bucket", "d1").await.expect("not the holder: nothing");
+    assert_eq!(store.infra_state("envi", "bucket").await.expect("read").expect("record").locked_by.as_deref(), Some("d2"));
+    store.unlock_infra("envi", "bucket", "d2").await.expect("unlock");
+    assert_eq!(store.infra_states("envi").await.expect("list").len(), 1);
+    store.forget_infra("envi", "bucket").await.expect("forget");
+    assert!(store.infra_states("envi").await.expect("list").is_empty());
+
+    // Runs: the last INFRA_HISTORY kept, newest first; a stopped server's run interrupted.
+    let run = |id: String, at: i64| InfraRun {
+        id,
+        env_id: "envi".into(),
+        name: "bucket".into(),
+        action: "apply".into(),
+        deployment_id: Some("d1".into()),
+        started_at: at,
+        finished_at: None,
+        status: "running".into(),
+        reason: None,
+        log: String::new(),
+    };
+    for i in 0..(INFRA_HISTORY + 3) {
+        store.add_infra_run(&run(format!("i{i}"), 100 + i)).await.expect("add");
+        if i < INFRA_HISTORY + 2 {
+            store.finish_infra_run(&format!("i{i}"), "succeeded", None, "Apply complete!", 200 + i).await.expect("finish");
+        }
+    }
+    let runs = store.infra_runs("envi", Some("bucket")).await.expect("runs");
+    assert_eq!(runs.len() as i64, INFRA_HISTORY, "the oldest are forgotten");
+    assert_eq!((runs[0].status.as_str(), runs[1].log.as_str()), ("running", "Apply complete!"));
+    assert_eq!(store.interrupt_infra_runs(500).await.expect("interrupt"), 1);
+    assert_eq!(store.infra_runs("envi", None).await.expect("runs")[0].status, "interrupted");
+    store.forget_infra_runs("envi").await.expect("forget");
+    assert!(store.infra_runs("envi", None).await.expect("runs").is_empty());
 }
 
 #[tokio::test]
