@@ -52,6 +52,9 @@ pub struct App {
     /// The image this application's static builds run in (absent: the server's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_builder: Option<String>,
+    /// The image its Terraform `infrastructure` runs in (absent: the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terraform_image: Option<String>,
 }
 
 /// Changes to an application's settings; absent fields are kept.
@@ -63,6 +66,9 @@ pub struct AppUpdate {
     /// The image static builds run in; an empty string restores the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_builder: Option<String>,
+    /// The image Terraform runs in; an empty string restores the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terraform_image: Option<String>,
     /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_sleep: Option<String>,
@@ -301,6 +307,55 @@ pub struct Env {
     /// (shown alone only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compat: Vec<CompatItem>,
+    /// Its Terraform `infrastructure`: each entry's status and outputs' names (shown alone only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub infrastructure: Vec<Infrastructure>,
+}
+
+/// An `infrastructure` entry of an environment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Infrastructure {
+    pub name: String,
+    /// `new` (never applied), `applied`, `failed`, or `destroyed` (after its environment's
+    /// teardown began).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The variables its outputs became (`INFRA_BUCKET_URL`); a sensitive one's value is a
+    /// secret, never shown.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    #[serde(default)]
+    pub sensitive_outputs: Vec<String>,
+    /// Where its state is: `offshoot` (kept encrypted by this server), the module's own
+    /// backend's type, or `none` before the first apply.
+    pub state: String,
+    pub updated_at: i64,
+    /// Held by a deployment running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_by: Option<String>,
+    /// Its runs, newest first (the last 20); their logs only when asked for one entry.
+    #[serde(default)]
+    pub runs: Vec<InfrastructureRun>,
+}
+
+/// One `apply` or `destroy` of an entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InfrastructureRun {
+    pub id: String,
+    pub action: String,
+    /// `running`, `succeeded`, `failed` or `interrupted`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    pub started_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Terraform's output (its end).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub log: String,
 }
 
 /// A key of an environment's template that its runtime does not apply.

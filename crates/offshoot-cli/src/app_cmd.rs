@@ -63,6 +63,9 @@ pub(crate) enum Command {
         /// The image static sites are built in (`""` for the server's default).
         #[arg(long, value_name = "IMAGE")]
         static_builder: Option<String>,
+        /// The image its Terraform `infrastructure` runs in (`""` for the server's default).
+        #[arg(long, value_name = "IMAGE")]
+        terraform_image: Option<String>,
         /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
         #[arg(long, value_name = "DURATION")]
         idle_sleep: Option<String>,
@@ -117,6 +120,9 @@ fn print_app(a: &api::App, output: Output) {
             }
             if let Some(b) = &a.static_builder {
                 out(&format!("  static builds run in: {b}\n"));
+            }
+            if let Some(t) = &a.terraform_image {
+                out(&format!("  Terraform runs in: {t}\n"));
             }
             if let Some(s) = a.idle_sleep_seconds {
                 out(&format!("  environments sleep after {} without a request\n", crate::env_cmd::span(s)));
@@ -199,6 +205,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             pull_requests,
             pull_request_label,
             static_builder,
+            terraform_image,
             idle_sleep,
             ttl,
             pull_request_ttl,
@@ -209,6 +216,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 pull_requests: pull_requests.map(|p| p == "on"),
                 pull_request_label,
                 static_builder,
+                terraform_image,
                 idle_sleep,
                 ttl,
                 pull_request_ttl,
@@ -219,6 +227,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 body.pull_requests.is_some(),
                 body.pull_request_label.is_some(),
                 body.static_builder.is_some(),
+                body.terraform_image.is_some(),
                 body.idle_sleep.is_some(),
                 body.ttl.is_some(),
                 body.pull_request_ttl.is_some(),
@@ -227,7 +236,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             ];
             if !given.contains(&true) {
                 return Err(crate::UsageError(
-                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder, --idle-sleep, --ttl, --pull-request-ttl, --sleep-schedule and/or --wake-schedule".into(),
+                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder, --terraform-image, --idle-sleep, --ttl, --pull-request-ttl, --sleep-schedule and/or --wake-schedule".into(),
                 )
                 .into());
             }

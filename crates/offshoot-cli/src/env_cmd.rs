@@ -50,6 +50,9 @@ pub(crate) enum Command {
         /// The log of a cron job's latest run instead.
         #[arg(long, value_name = "NAME", conflicts_with_all = ["follow", "build", "service"])]
         job: Option<String>,
+        /// Terraform's output of an `infrastructure` entry's latest run instead.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["follow", "build", "service", "job"])]
+        infrastructure: Option<String>,
     },
     /// List the environment's cron jobs: schedule, next run, latest runs.
     Jobs { id: String },
@@ -185,6 +188,16 @@ fn print_env(e: &api::Env) -> String {
     for c in &e.compat {
         s.push_str(&format!("  {} here: `{}` (line {}): {}\n", c.support, c.path, c.line, c.why));
     }
+    for i in &e.infrastructure {
+        let mut outputs = i.outputs.clone();
+        outputs.extend(i.sensitive_outputs.iter().map(|o| format!("{o} (sensitive)")));
+        let outputs = if outputs.is_empty() { String::new() } else { format!("; outputs {}", outputs.join(", ")) };
+        let lock = i.locked_by.as_ref().map(|d| format!("; running in {d}")).unwrap_or_default();
+        s.push_str(&format!("  infrastructure {} {} (state: {}){outputs}{lock}\n", i.name, i.status, i.state));
+        if let Some(r) = &i.reason {
+            r.lines().take(6).for_each(|l| s.push_str(&format!("    {l}\n")));
+        }
+    }
     s
 }
 
@@ -291,6 +304,24 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             match output {
                 Output::Json => crate::emit(&r, output, |_| String::new()),
                 Output::Human => out(&r.yaml),
+            }
+        }
+        Command::Logs { id, infrastructure: Some(name), .. } => {
+            let list: Vec<api::Infrastructure> = api.get(&format!("/envs/{}/infrastructure?name={}", enc(&id), enc(&name)))?;
+            let run = list.into_iter().next().and_then(|i| i.runs.into_iter().next());
+            match (output, run) {
+                (Output::Json, run) => crate::emit(&run, output, |_| String::new()),
+                (Output::Human, None) => out(&format!("infrastructure `{name}` has not run yet\n")),
+                (Output::Human, Some(r)) => {
+                    err(&format!(
+                        "{name}: {} {} {}{}\n",
+                        r.action,
+                        r.status,
+                        crate::dataset_cmd::relative(r.started_at),
+                        r.reason.as_deref().and_then(|x| x.lines().next()).map(|x| format!(" ({x})")).unwrap_or_default()
+                    ));
+                    r.log.lines().for_each(|line| out(&format!("{name}| {line}\n")));
+                }
             }
         }
         Command::Logs { id, job: Some(job), .. } => {

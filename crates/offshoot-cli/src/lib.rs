@@ -167,6 +167,10 @@ pub struct ServerArgs {
     /// (`offshoot app set NAME --static-builder IMAGE`).
     #[arg(long, value_name = "IMAGE", default_value = "node:22")]
     pub static_builder: String,
+    /// The image Terraform `infrastructure` runs in, unless an application names its own
+    /// (`offshoot app set NAME --terraform-image IMAGE`); it needs `terraform` and `/bin/sh`.
+    #[arg(long, value_name = "IMAGE", default_value = "hashicorp/terraform:1.11")]
+    pub terraform_image: String,
     /// Where environments run: the local Docker engine, or a Kubernetes cluster (one namespace
     /// per environment; the engine still builds images).
     #[arg(long, value_enum, default_value = "docker")]

@@ -36,6 +36,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/wake", post(wake_env))
         .route("/envs/{id}/logs", get(env_logs))
         .route("/envs/{id}/jobs", get(env_jobs))
+        .route("/envs/{id}/infrastructure", get(env_infrastructure))
         .route("/envs/{id}/build-logs", get(build_logs))
         .route("/envs/{id}/manifests", get(env_manifests))
         .route("/envs/{id}/exec", post(env_exec))
@@ -392,6 +393,29 @@ async fn env_jobs(
             None => Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("environment `{id}` has no cron job `{name}`"))),
         },
     }
+}
+
+#[derive(Deserialize)]
+struct InfraQuery {
+    name: Option<String>,
+}
+
+/// The environment's `infrastructure` entries with their runs; with `?name=`, that one entry
+/// with its runs' logs.
+async fn env_infrastructure(
+    State(ctx): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<InfraQuery>,
+) -> Result<Json<Vec<api::Infrastructure>>, ApiError> {
+    let e = find_env(&ctx, &id).await?;
+    let fork = crate::resolving::Fork::parse(&e).ok();
+    let list = crate::views::infrastructure(&ctx, &e, fork.as_ref(), q.name.as_deref()).await?;
+    if let Some(name) = &q.name
+        && list.is_empty()
+    {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("environment `{id}` has no infrastructure entry `{name}`")));
+    }
+    Ok(Json(list))
 }
 
 /// The environment as Kubernetes manifests: its forked configuration resolved as for a

@@ -150,7 +150,8 @@ async fn deploy(ctx: &Shared, dep: &Deployment, env: &Environment, workflow: Wor
     let (images, sites) = crate::builds::build_all(ctx, &source, &resolved, &plan).await?;
     phases.insert("build".into(), ms(t));
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
-    let backend = EnvBackend::for_deployment(ctx, env, resolved, (images, sites), (&mirror, &commit), &auths, &mut phases).await?;
+    let backend =
+        EnvBackend::for_deployment(ctx, (env, &dep.id), resolved, (images, sites), (&mirror, &commit), &auths, &mut phases).await?;
     record_phases(ctx, &dep.id, &phases).await?;
     let t = Instant::now();
     let result = execute_in(&plan, &Arc::new(backend), &log, &|work| ctx.background.spawn("detached step", work)).await;
@@ -263,11 +264,17 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
         run_boxed(ctx, &d.id).await?;
     }
     // The teardown workflow runs first (its jobs may need the environment); the removal itself
-    // always happens, even when the workflow failed or the configuration no longer resolves.
-    if let Err(e) = teardown_workflow(ctx, dep, env).await {
+    // happens even when the workflow failed or the configuration no longer resolves, unless
+    // infrastructure is left that could not be destroyed: then the environment stays, failed,
+    // with its Terraform state, to be deleted again.
+    let resolved = resolve_env(ctx, env, None).await;
+    let runner = teardown_runner(ctx, dep, env, resolved.as_ref().ok()).await?;
+    if let Err(e) = teardown_workflow(ctx, dep, env, resolved, &runner).await {
         tracing::warn!(env = %env.id, error = %e, "the teardown workflow failed; removing the environment anyway");
     }
+    crate::infra::destroy_remaining(ctx, &runner, &dep.id).await?;
     crate::backends::remove(ctx, env).await?;
+    ctx.store.forget_infra_runs(&env.id).await?;
     // The containers are gone: their databases go back.
     if let Err(e) = crate::plane::control(ctx, offshoot_control::Actor::system("controller")).detach_datasets(&env.id).await {
         tracing::error!(env = %env.id, error = %e, "datasets: cannot check the environment's clones in; the pool keeper will");
@@ -278,14 +285,41 @@ async fn teardown(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(
     Ok(())
 }
 
+/// The Terraform runner of a teardown: the repository at the deployed commit is fetched only
+/// when there is infrastructure to destroy.
+async fn teardown_runner(
+    ctx: &Shared,
+    dep: &Deployment,
+    env: &Environment,
+    resolved: Option<&offshoot_template::resolve::Resolved>,
+) -> Result<crate::infra::Runner, Failure> {
+    let entries = resolved.map(|r| r.infrastructure.clone()).unwrap_or_default();
+    if ctx.store.infra_states(&env.id).await?.is_empty() {
+        return Ok(crate::infra::Runner::new(ctx, env, &dep.id, None, entries, Default::default()));
+    }
+    let gone = "its Terraform module cannot be read to destroy what it made";
+    let app = ctx.store.app(&env.app).await?.ok_or_else(|| format!("the application was deleted: {gone}"))?;
+    let commit = env.commit_sha.clone().ok_or_else(|| format!("the environment has no deployed commit: {gone}"))?;
+    let mirror = ctx.mirror_with(&app.repo, &commit).await.map_err(|e| format!("fetch: {e}"))?;
+    let auths = ctx.registry_auths(&app.name).await?;
+    Ok(crate::infra::Runner::new(ctx, env, &dep.id, Some((mirror, commit)), entries, auths))
+}
+
 /// Runs the environment's teardown workflow on its engine (jobs with the images its services
-/// last ran), recorded in the deployment's step log like any other.
-async fn teardown_workflow(ctx: &Shared, dep: &Deployment, env: &Environment) -> Result<(), Failure> {
-    let resolved = resolve_env(ctx, env, None).await?;
+/// last ran, `infrastructure.<name>` destroying), recorded in the deployment's step log like
+/// any other.
+async fn teardown_workflow(
+    ctx: &Shared,
+    dep: &Deployment,
+    env: &Environment,
+    resolved: Result<offshoot_template::resolve::Resolved, Failure>,
+    runner: &crate::infra::Runner,
+) -> Result<(), Failure> {
+    let resolved = resolved?;
     let plan = offshoot_control::plan(&resolved, Workflow::Teardown)?;
     let images = crate::state::images_of(ctx, &env.id).await?;
     let log = StoreLog::new(ctx.store.clone(), dep.id.clone());
-    let backend = EnvBackend::for_teardown(ctx, env, resolved, images);
+    let backend = EnvBackend::for_teardown(ctx, env, resolved.clone(), images).with_runner(runner.clone(), resolved);
     let result = execute_in(&plan, &Arc::new(backend), &log, &|work| ctx.background.spawn("detached step", work)).await;
     result.map(|_| ()).map_err(Failure::from)
 }

@@ -24,6 +24,7 @@ const INIT_ATTEMPTS: u32 = 4;
 
 /// What one deployment of an environment runs: its resolved configuration, the images built for
 /// it, and where.
+#[derive(Clone)]
 pub(crate) struct Rollout {
     pub(crate) resolved: Resolved,
     pub(crate) volatile: std::collections::BTreeSet<String>,

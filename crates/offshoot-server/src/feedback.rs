@@ -261,6 +261,7 @@ mod tests {
             datasets: vec![],
             parameters: vec![],
             compat: vec![],
+            infrastructure: vec![],
         };
         let mut expiring = env("front", EnvStatus::Sleeping, None, None);
         expiring.expires_at = Some(5 * 3600 * 1000);

@@ -85,6 +85,8 @@ pub(crate) struct KubeBackend {
     images: HashMap<String, String>,
     sites: HashMap<String, String>,
     ns: String,
+    /// How it was rendered, to render it again with other variables.
+    opts: Options,
 }
 
 impl KubeBackend {
@@ -116,6 +118,23 @@ impl KubeBackend {
             images,
             sites,
             ns: namespace(env),
+            opts,
+        }
+    }
+
+    /// The same deployment rendered with another configuration (an apply's outputs added).
+    pub(crate) fn with(&self, resolved: Resolved) -> KubeBackend {
+        let rendered = render(&resolved, &self.opts).manifests;
+        KubeBackend {
+            ctx: self.ctx.clone(),
+            kube: self.kube.clone(),
+            env: self.env.clone(),
+            resolved,
+            rendered,
+            images: self.images.clone(),
+            sites: self.sites.clone(),
+            ns: self.ns.clone(),
+            opts: self.opts.clone(),
         }
     }
 

@@ -15,6 +15,7 @@ mod error;
 mod events;
 mod failure;
 mod feedback;
+mod infra;
 mod keeper;
 mod kube_rt;
 mod monitors;
@@ -91,6 +92,8 @@ pub struct Config {
     pub static_store: Option<String>,
     /// The image static sites are built in unless an application names its own.
     pub static_builder: String,
+    /// The image Terraform runs in unless an application names its own.
+    pub terraform_image: String,
     /// Where environment networks on the Docker engine take their /24 subnets from.
     pub network_pool: NetworkPool,
 }
@@ -155,6 +158,7 @@ pub async fn run(config: Config) -> Result<()> {
     );
     ctx.dataset_wait = config.dataset_wait;
     ctx.capacity = config.capacity;
+    ctx.terraform_image = config.terraform_image.clone();
     let store_at = config.static_store.clone().unwrap_or_else(|| config.data_dir.join("static").display().to_string());
     let bucket = offshoot_sites::Bucket::open(&store_at, 256 << 20).context("open the static site storage")?;
     ctx.sites = Some(state::Sites::new(bucket, config.static_builder.clone()));
@@ -279,6 +283,14 @@ async fn ensure_admin_token(store: &Store, config: &Config) -> Result<()> {
 
 /// After a restart: resume every deployment that was running.
 async fn recover(ctx: &Shared) {
+    // Terraform runs a stopped server left are interrupted (a resumed deployment runs the entry
+    // again, after salvaging the state its container left); locks of deployments that ended go.
+    let now = offshoot_store::now_ms();
+    match (ctx.store.interrupt_infra_runs(now).await, ctx.store.release_stale_infra_locks().await) {
+        (Ok(runs), Ok(locks)) if runs + locks > 0 => tracing::info!(runs, locks, "infrastructure: interrupted runs and stale locks"),
+        (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "infrastructure: cannot interrupt runs or release stale locks"),
+        _ => {}
+    }
     match ctx.store.unfinished_deployments().await {
         Ok(list) => {
             for d in list {

@@ -27,7 +27,8 @@ impl Ports for Plane<'_> {
     async fn job_engine(&self, env: &offshoot_store::Environment) -> Result<Self::Engine, offshoot_control::ControlError> {
         let ctx = self.0;
         let backend = |f: crate::failure::Failure| offshoot_control::ControlError::Backend(offshoot_control::BackendError::from(f));
-        let resolved = crate::resolving::resolve_env(ctx, env, None).await.map_err(backend)?;
+        let mut resolved = crate::resolving::resolve_env(ctx, env, None).await.map_err(backend)?;
+        resolved.add_outputs(&crate::infra::flatten(&crate::infra::stored_outputs(ctx, &env.id).await.map_err(backend)?));
         let images = crate::state::images_of(ctx, &env.id).await?;
         let files = crate::monitors::mounted_files(ctx, env, &resolved).await.map_err(backend)?;
         Ok(crate::backends::EnvBackend::at_rest_with(ctx, env, resolved, images, files))

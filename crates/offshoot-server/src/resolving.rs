@@ -38,6 +38,11 @@ impl Fork {
     }
 
     /// The template, parsed.
+    /// The names of its `infrastructure` entries, in template order.
+    pub(crate) fn infrastructure_names(&self) -> Vec<String> {
+        self.template.infrastructure.iter().map(|i| i.name.value.clone()).collect()
+    }
+
     pub(crate) fn template(&self) -> &offshoot_template::model::Template {
         &self.template
     }

@@ -45,6 +45,8 @@ pub(crate) struct Ctx {
     pub(crate) kube: Option<KubeRuntime>,
     /// Static sites: their storage and the sites being served.
     pub(crate) sites: Option<Sites>,
+    /// The image Terraform runs in unless an application names its own.
+    pub(crate) terraform_image: String,
     /// Containers failing their readiness probe: out of the router's pool.
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
@@ -110,6 +112,7 @@ impl Ctx {
             capacity: offshoot_control::capacity::Capacity::default(),
             kube: None,
             sites: None,
+            terraform_image: "hashicorp/terraform:1.11".to_owned(),
             unready: Mutex::new(HashSet::new()),
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),

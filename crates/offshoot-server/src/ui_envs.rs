@@ -332,6 +332,19 @@ async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Sess
                 } } }
             } }
         }
+        @if !e.infrastructure.is_empty() {
+            h2 { "Infrastructure" }
+            p.muted { "Terraform modules of this environment; `offshoot env logs " (e.id) " --infrastructure NAME` prints a run's output." }
+            table #infrastructure { thead { tr { th { "Entry" } th { "Status" } th { "State" } th { "Outputs" } th { "Last run" } } }
+                tbody { @for i in &e.infrastructure { tr {
+                    td { code { (i.name) } }
+                    td { (state_badge(&i.status)) @if let Some(why) = &i.reason { br; span.muted { (why.lines().next().unwrap_or_default()) } } }
+                    td { (i.state) }
+                    td { @for o in &i.outputs { code { (o) } " " } @for o in &i.sensitive_outputs { code { (o) } " (sensitive) " } }
+                    td { @if let Some(r) = i.runs.first() { (r.action) " " (state_badge(&r.status)) " " (ago(r.started_at)) } }
+                } } }
+            }
+        }
         @if !e.compat.is_empty() {
             h2 { "Not applied here" }
             p.muted { "Keys of this environment's template that its runtime ignores, and why." }

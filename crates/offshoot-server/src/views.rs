@@ -24,6 +24,7 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
         pull_request_label: git.as_ref().and_then(|g| g.pull_request_label.clone()),
         gitops_error: git.as_ref().and_then(|g| g.gitops_error.clone()),
         static_builder: git.as_ref().and_then(|g| g.static_builder.clone()),
+        terraform_image: git.as_ref().and_then(|g| g.terraform_image.clone()),
         idle_sleep_seconds: git.as_ref().and_then(|g| g.idle_sleep_seconds),
         ttl_seconds: git.as_ref().and_then(|g| g.ttl_seconds),
         pull_request_ttl_seconds: git.as_ref().and_then(|g| g.pull_request_ttl_seconds),
@@ -58,10 +59,83 @@ pub(crate) async fn env_dto(ctx: &Shared, e: Environment) -> Result<api::Env, Ap
     let fork = crate::resolving::Fork::parse(&e).ok();
     let parameters = fork.as_ref().map(|f| parameters_of(&e, f)).unwrap_or_default();
     let compat = fork.as_ref().map(|f| compat_of(ctx, f)).unwrap_or_default();
+    let infrastructure = infrastructure(ctx, &e, fork.as_ref(), None).await?;
     let mut dto = env_dto_of(ctx, e, parts);
     dto.parameters = parameters;
     dto.compat = compat;
+    dto.infrastructure = infrastructure;
     Ok(dto)
+}
+
+/// An environment's `infrastructure` entries (those of its template, and any it still has
+/// state for), each with its runs; the runs' logs only for `only` (one entry).
+pub(crate) async fn infrastructure(
+    ctx: &Shared,
+    e: &Environment,
+    fork: Option<&crate::resolving::Fork>,
+    only: Option<&str>,
+) -> Result<Vec<api::Infrastructure>, ApiError> {
+    let states = ctx.store.infra_states(&e.id).await?;
+    let mut names: Vec<String> = fork.map(|f| f.infrastructure_names()).unwrap_or_default();
+    for s in &states {
+        if !names.contains(&s.name) {
+            names.push(s.name.clone());
+        }
+    }
+    let runs = ctx.store.infra_runs(&e.id, only).await?;
+    let mut out = Vec::new();
+    for name in names.into_iter().filter(|n| only.is_none_or(|o| o == n)) {
+        let state = states.iter().find(|s| s.name == name);
+        let entry_runs: Vec<api::InfrastructureRun> = runs
+            .iter()
+            .filter(|r| r.name == name)
+            .map(|r| api::InfrastructureRun {
+                id: r.id.clone(),
+                action: r.action.clone(),
+                status: r.status.clone(),
+                deployment: r.deployment_id.clone(),
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                reason: r.reason.clone(),
+                log: if only.is_some() { r.log.clone() } else { String::new() },
+            })
+            .collect();
+        let status = match state {
+            Some(s) => s.status.clone(),
+            None if entry_runs.first().is_some_and(|r| r.action == "destroy" && r.status == "succeeded") => "destroyed".into(),
+            None => "new".into(),
+        };
+        let outputs: std::collections::BTreeMap<String, String> =
+            state.map(|s| serde_json::from_str(&s.outputs).unwrap_or_default()).unwrap_or_default();
+        // The names of the sensitive outputs, never their values: they are sealed together,
+        // so their names are read from the last apply's record of them.
+        let sensitive = match state.and_then(|s| s.sensitive.as_ref().map(|x| (s, x))) {
+            Some((s, sealed)) => ctx
+                .key
+                .decrypt(sealed, &format!("infra-outputs:{}:{}", e.id, s.name))
+                .ok()
+                .and_then(|j| serde_json::from_str::<std::collections::BTreeMap<String, String>>(&j).ok())
+                .map(|m| m.into_keys().collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        out.push(api::Infrastructure {
+            status,
+            reason: state.and_then(|s| s.reason.clone()),
+            outputs: outputs.into_keys().collect(),
+            sensitive_outputs: sensitive,
+            state: match state {
+                Some(s) if s.backend.is_some() => s.backend.clone().unwrap_or_default(),
+                Some(s) if s.state.is_some() => "offshoot".into(),
+                _ => "none".into(),
+            },
+            updated_at: state.map_or(0, |s| s.updated_at),
+            locked_by: state.and_then(|s| s.locked_by.clone()),
+            runs: entry_runs,
+            name,
+        });
+    }
+    Ok(out)
 }
 
 /// What the server's runtime does not apply of an environment's template (the ledger's
@@ -233,6 +307,7 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
         datasets: parts.datasets,
         parameters: given,
         compat: Vec::new(),
+        infrastructure: Vec::new(),
     }
 }
 

@@ -69,6 +69,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
         network_pool: pool(&base.network_pool)?,
         static_store: args.static_store,
         static_builder: args.static_builder,
+        terraform_image: args.terraform_image,
         kubernetes: (args.runtime == offshoot_cli::ServerRuntime::Kubernetes).then(|| offshoot_server::KubernetesConfig {
             kubeconfig: args.kubeconfig.clone(),
             context: args.context.clone(),
