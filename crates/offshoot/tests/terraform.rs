@@ -231,3 +231,44 @@ fn infrastructure_applies_feeds_its_outputs_to_services_survives_a_restart_and_d
     assert_eq!(leftovers(&id), "", "nothing of the environment is left");
     s.kill();
 }
+
+/// A server killed while Terraform applies: the run's container goes on; restarted, the server
+/// waits for it, keeps the state it left, and the resumed deployment makes nothing twice.
+#[test]
+#[cfg_attr(offshoot_no_terraform, ignore = "no `terraform` on PATH: the Terraform runner image cannot be built here")]
+fn a_run_cut_short_by_a_killed_server_is_salvaged_and_nothing_is_made_twice() {
+    runner_image();
+    let sink = Sink::start();
+    let vars = format!("defaults:\n- key: SINK_URL\n  value: {}\n", sink.url);
+    let slow =
+        MODULE.replace("command = \"wget -q -O- '${var.SINK_URL}/created/", "command = \"sleep 4; wget -q -O- '${var.SINK_URL}/created/");
+    let repo = repo(TEMPLATE, Some(&vars), &[("terraform/main.tf", slow.as_str()), ("terraform/values.yaml", "generation: '1'\n")], &[]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER]);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "infra", "--branch", "main"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    let runner = format!("offshoot-{id}-infra.terraform");
+    eventually(60, "the runner container runs", || {
+        (!docker(&["ps", "-q", "--filter", &format!("name={runner}")]).trim().is_empty()).then_some(())
+    });
+    s.kill();
+    assert!(sink.seen().is_empty(), "killed before the provisioner called: {:?}", sink.seen());
+    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER]);
+    let ready = eventually(120, "the resumed deployment ends", || {
+        let e = s.json(&["env", "show", &id]);
+        (e["status"] != "creating" && e["status"] != "deploying").then_some(e)
+    });
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(sink.seen(), [format!("/created/{id}-1")], "the interrupted run made it once; the resumed one nothing more");
+    let runs = &ready["infrastructure"][0]["runs"];
+    assert_eq!(runs[1]["status"], "interrupted", "{runs}");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+    let o = s.cli(&["env", "logs", &id, "--infrastructure", "infra"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No changes."), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(printenv(&s, &id, "INFRA_URL"), format!("s3://bucket-{id}-1"));
+    s.json(&["env", "delete", &id, "--wait"]);
+    assert_eq!(sink.count(&format!("/destroyed/{id}-1")), 1);
+    assert_eq!(leftovers(&id), "");
+    s.kill();
+}
