@@ -51,6 +51,13 @@ pub(crate) enum Command {
         #[arg(long)]
         rotate: bool,
     },
+    /// Raise a user's role for this application (`--role none` removes the grant).
+    Grant {
+        name: String,
+        email: String,
+        #[arg(long, value_parser = ["admin", "developer", "viewer", "none"])]
+        role: String,
+    },
     /// Change an application's settings.
     Set {
         name: String,
@@ -198,6 +205,12 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                     "GitHub:  payload URL {}\n         content type application/json, secret {}\n         events: Pushes, Pull requests\nGitLab:  URL {}\n         secret token {}\n         events: Push events, Tag push events, Merge request events\n",
                     w.url, w.secret, w.gitlab_url, w.secret
                 )),
+            }
+        }
+        Command::Grant { name, email, role } => {
+            api.post_empty(&format!("/apps/{}/grants", enc(&name)), &api::GrantSet { email: email.clone(), role: role.clone() })?;
+            if output == Output::Human {
+                out(&format!("{email}: {role} on {name}\n"));
             }
         }
         Command::Set {

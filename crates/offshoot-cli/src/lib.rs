@@ -9,6 +9,7 @@ mod env_cmd;
 mod files;
 mod registry_cmd;
 mod template_cmd;
+mod user_cmd;
 mod validate_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -53,13 +54,30 @@ enum Command {
     /// Credentials for container registries (private images, pushes).
     #[command(subcommand)]
     Registry(registry_cmd::Command),
+    /// Users and their roles (admin, developer, viewer).
+    #[command(subcommand)]
+    User(user_cmd::UserCommand),
+    /// API tokens: made (shown once), listed, revoked.
+    #[command(subcommand)]
+    Token(user_cmd::TokenCommand),
     /// Environments running and sleeping, and the server's limits in use.
     Status,
-    /// What was done on the server, by whom, and how it ended (refusals included), newest first.
+    /// What was done on the server, by whom (user, token, address), and how it ended (refusals
+    /// included), newest first. `offshoot audit` is the same.
+    #[command(alias = "audit")]
     Activity {
         /// How many entries (1 to 1000).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
+        /// Only on this application and its environments.
+        #[arg(long)]
+        app: Option<String>,
+        /// Only by this user (or `webhook`, `poller`, ...).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only the last so long (`24h`, `7d`).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
     },
     /// Check that this machine can run `offshoot server`: the engine, base images, ports, the
     /// domain, the data directory, free disk and the database; each problem with its fix.
@@ -233,7 +251,9 @@ pub fn main() -> Dispatch {
         Command::Env(cmd) => env_cmd::run(cmd, cli.output),
         Command::Dataset(cmd) => dataset_cmd::run(cmd, cli.output),
         Command::Registry(cmd) => registry_cmd::run(cmd, cli.output),
-        Command::Activity { limit } => activity(limit, cli.output),
+        Command::Activity { limit, app, user, since } => activity(limit, (app, user, since), cli.output),
+        Command::User(cmd) => user_cmd::run_user(cmd, cli.output),
+        Command::Token(cmd) => user_cmd::run_token(cmd, cli.output),
         Command::Status => status(cli.output),
     };
     Dispatch::Exit(exit_code(result))
@@ -350,19 +370,33 @@ fn status(output: Output) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn activity(limit: i64, output: Output) -> anyhow::Result<std::process::ExitCode> {
-    let list: Vec<offshoot_api_types::Activity> = client::Api::from_env()?.get(&format!("/activity?limit={limit}"))?;
+fn activity(
+    limit: i64,
+    (app, user, since): (Option<String>, Option<String>, Option<String>),
+    output: Output,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut q = format!("/activity?limit={limit}");
+    for (k, v) in [("app", app), ("user", user), ("since", since)] {
+        if let Some(v) = v {
+            q.push_str(&format!("&{k}={}", client::enc(&v)));
+        }
+    }
+    let list: Vec<offshoot_api_types::Activity> = client::Api::from_env()?.get(&q)?;
     match output {
         Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&list).unwrap_or_default())),
         Output::Human if list.is_empty() => out("Nothing was done yet.\n"),
         Output::Human => {
-            let mut text = format!("{:<10} {:<10} {:<13} {:<20} {:<8} DETAIL\n", "WHEN", "WHO", "WHAT", "ON", "OUTCOME");
+            let mut text = format!("{:<10} {:<24} {:<13} {:<20} {:<8} DETAIL\n", "WHEN", "WHO", "WHAT", "ON", "OUTCOME");
             for a in &list {
                 let detail = a.detail.as_deref().unwrap_or("").lines().next().unwrap_or("");
+                let who = match (&a.token_id, &a.address) {
+                    (Some(t), _) => format!("{} ({t})", a.actor),
+                    _ => a.actor.clone(),
+                };
                 text.push_str(&format!(
-                    "{:<10} {:<10} {:<13} {:<20} {:<8} {detail}\n",
+                    "{:<10} {:<24} {:<13} {:<20} {:<8} {detail}\n",
                     dataset_cmd::relative(a.at),
-                    a.actor,
+                    who,
                     a.operation,
                     a.target,
                     a.outcome

@@ -18,134 +18,193 @@ pub enum Role {
     Admin,
 }
 
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Role::Viewer => "viewer",
             Role::Developer => "developer",
             Role::Admin => "admin",
-        })
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "developer" => Some(Role::Developer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// Who asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
-    /// As recorded: `token`, `dashboard`, `webhook`, `poller`.
+    /// As recorded: a user's e-mail (`admin` for the built-in administrator), or `webhook`,
+    /// `poller`, `expiry`, ... for what the server does by itself.
     pub name: String,
     pub role: Role,
+    /// The API token used, when one was (its id).
+    pub token_id: Option<String>,
+    /// Where the request came from.
+    pub address: Option<String>,
+    /// Roles raised for single applications: `(app, role)`.
+    pub grants: Vec<(String, Role)>,
 }
 
 impl Actor {
-    /// A holder of an API token (today every token is an admin's).
+    /// The built-in administrator.
     pub fn token() -> Self {
-        Actor { name: "token".into(), role: Role::Admin }
+        Actor::user(offshoot_store::ADMIN_USER, Role::Admin)
     }
 
-    /// A browser logged in to the dashboard with an API token.
+    /// The built-in administrator in the dashboard.
     pub fn dashboard() -> Self {
-        Actor { name: "dashboard".into(), role: Role::Admin }
+        Actor::token()
+    }
+
+    /// A user with a role.
+    pub fn user(email: &str, role: Role) -> Self {
+        Actor { name: email.to_owned(), role, token_id: None, address: None, grants: Vec::new() }
     }
 
     /// A repository's events (`webhook` or `poller`): they deploy environments, nothing more.
     pub fn git(source: &str) -> Self {
-        Actor { name: source.to_owned(), role: Role::Developer }
+        Actor::user(source, Role::Developer)
     }
 
     /// The server itself (`expiry`, `reconciler`): it deploys and tears down, nothing more.
     pub fn system(name: &str) -> Self {
-        Actor { name: name.to_owned(), role: Role::Developer }
+        Actor::user(name, Role::Developer)
+    }
+
+    pub fn with_token(mut self, id: &str) -> Self {
+        self.token_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn from_address(mut self, address: Option<String>) -> Self {
+        self.address = address;
+        self
+    }
+
+    pub fn with_grants(mut self, grants: Vec<(String, Role)>) -> Self {
+        self.grants = grants;
+        self
+    }
+
+    /// Its role for `app`: its own, or what a grant raises it to.
+    pub fn role_for(&self, app: Option<&str>) -> Role {
+        let granted = self.grants.iter().filter(|(a, _)| Some(a.as_str()) == app).map(|(_, r)| *r).max();
+        granted.map_or(self.role, |g| g.max(self.role))
     }
 }
 
-/// An operation that changes something.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    CreateApp,
-    DeleteApp,
+/// Declares the operations: each with its recorded name and the least role that may do it.
+/// [`Operation::ALL`] lists every one, so a test can walk them all.
+macro_rules! operations {
+    ($($(#[$doc:meta])* $op:ident => $name:literal, $role:ident;)*) => {
+        /// An operation that changes something.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Operation {
+            $($(#[$doc])* $op,)*
+        }
+
+        impl Operation {
+            /// Every operation.
+            pub const ALL: &[Operation] = &[$(Operation::$op,)*];
+
+            /// As recorded and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Operation::$op => $name,)*
+                }
+            }
+
+            /// The least role that may do it.
+            pub fn needs(self) -> Role {
+                match self {
+                    $(Operation::$op => Role::$role,)*
+                }
+            }
+        }
+    };
+}
+
+operations! {
+    CreateApp => "app.create", Admin;
+    DeleteApp => "app.delete", Admin;
     /// An application's settings (pull requests, static builder, ...).
-    UpdateApp,
-    RotateWebhook,
-    UpdateTemplate,
-    SetSecret,
-    CreateEnv,
-    DeployEnv,
-    DeleteEnv,
+    UpdateApp => "app.settings", Admin;
+    RotateWebhook => "app.webhook", Admin;
+    UpdateTemplate => "app.template", Admin;
+    SetSecret => "app.secret", Admin;
+    /// A user's role raised for one application.
+    GrantApp => "app.grant", Admin;
+    CreateEnv => "env.create", Developer;
+    DeployEnv => "env.deploy", Developer;
+    DeleteEnv => "env.delete", Developer;
     /// A command run in one of an environment's services.
-    ExecInEnv,
-    SleepEnv,
-    WakeEnv,
+    ExecInEnv => "env.exec", Developer;
+    SleepEnv => "env.sleep", Developer;
+    WakeEnv => "env.wake", Developer;
     /// An environment's own settings (its idle sleep).
-    UpdateEnv,
+    UpdateEnv => "env.settings", Developer;
     /// More lifetime for an environment.
-    ExtendEnv,
-    CreateDataset,
-    RefreshDataset,
-    DeleteDataset,
+    ExtendEnv => "env.extend", Developer;
+    CreateDataset => "dataset.create", Admin;
+    RefreshDataset => "dataset.refresh", Admin;
+    DeleteDataset => "dataset.delete", Admin;
     /// Credentials for a container registry, set or forgotten.
-    RegistryLogin,
-    RegistryLogout,
-}
-
-impl Operation {
-    /// As recorded and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::CreateApp => "app.create",
-            Operation::DeleteApp => "app.delete",
-            Operation::UpdateApp => "app.settings",
-            Operation::RotateWebhook => "app.webhook",
-            Operation::UpdateTemplate => "app.template",
-            Operation::SetSecret => "app.secret",
-            Operation::CreateEnv => "env.create",
-            Operation::DeployEnv => "env.deploy",
-            Operation::DeleteEnv => "env.delete",
-            Operation::ExecInEnv => "env.exec",
-            Operation::SleepEnv => "env.sleep",
-            Operation::WakeEnv => "env.wake",
-            Operation::UpdateEnv => "env.settings",
-            Operation::ExtendEnv => "env.extend",
-            Operation::CreateDataset => "dataset.create",
-            Operation::RefreshDataset => "dataset.refresh",
-            Operation::DeleteDataset => "dataset.delete",
-            Operation::RegistryLogin => "registry.login",
-            Operation::RegistryLogout => "registry.logout",
-        }
-    }
-
-    /// The least role that may do it.
-    pub fn needs(self) -> Role {
-        match self {
-            Operation::CreateApp
-            | Operation::DeleteApp
-            | Operation::UpdateApp
-            | Operation::RotateWebhook
-            | Operation::UpdateTemplate
-            | Operation::SetSecret
-            | Operation::CreateDataset
-            | Operation::RefreshDataset
-            | Operation::DeleteDataset
-            | Operation::RegistryLogin
-            | Operation::RegistryLogout => Role::Admin,
-            Operation::CreateEnv
-            | Operation::DeployEnv
-            | Operation::DeleteEnv
-            | Operation::ExecInEnv
-            | Operation::SleepEnv
-            | Operation::WakeEnv
-            | Operation::UpdateEnv
-            | Operation::ExtendEnv => Role::Developer,
-        }
-    }
+    RegistryLogin => "registry.login", Admin;
+    RegistryLogout => "registry.logout", Admin;
+    CreateUser => "user.create", Admin;
+    /// A user's role.
+    UpdateUser => "user.role", Admin;
+    DisableUser => "user.disable", Admin;
+    /// A token of one's own (an admin may make one for any user).
+    CreateToken => "token.create", Viewer;
+    /// A token of one's own (an admin may revoke any).
+    RevokeToken => "token.revoke", Viewer;
 }
 
 /// Whether `actor` may do `op`.
 pub fn authorize(actor: &Actor, op: Operation) -> Result<(), ControlError> {
-    if actor.role >= op.needs() {
+    authorize_as(actor, actor.role, op)
+}
+
+fn authorize_as(actor: &Actor, role: Role, op: Operation) -> Result<(), ControlError> {
+    if role >= op.needs() {
         Ok(())
     } else {
-        Err(ControlError::Forbidden { actor: actor.name.clone(), operation: op.as_str(), needs: op.needs(), has: actor.role })
+        Err(ControlError::Forbidden { actor: actor.name.clone(), operation: op.as_str(), needs: op.needs(), has: role })
     }
+}
+
+/// The application an operation's target belongs to: the target itself or its first part
+/// (`shop`, `shop/registry.example.com`), or an environment's application.
+async fn app_of(store: &Store, target: &str) -> Option<String> {
+    let first = target.split('/').next()?;
+    if let Ok(Some(a)) = store.app(first).await {
+        return Some(a.name.to_string());
+    }
+    store.env(first).await.ok().flatten().map(|e| e.app.to_string())
+}
+
+/// Whether `actor` may do `op` on `target` (its grants counted); a refusal is recorded as the
+/// gate records one. For work an adapter starts in the background, which records its own end.
+pub(crate) async fn precheck(store: &Store, actor: &Actor, op: Operation, target: &str) -> Result<(), ControlError> {
+    let role = if actor.grants.is_empty() { actor.role } else { actor.role_for(app_of(store, target).await.as_deref()) };
+    if authorize_as(actor, role, op).is_ok() {
+        return Ok(());
+    }
+    gate(store, actor, op, target, async { Ok(()) }, |_| Noted::default()).await
 }
 
 /// What the record of a success says beyond its operation.
@@ -175,7 +234,9 @@ pub(crate) async fn gate<T>(
     work: impl Future<Output = Result<T, ControlError>>,
     noted: impl FnOnce(&T) -> Noted,
 ) -> Result<T, ControlError> {
-    let result = match authorize(actor, op) {
+    // A grant raises the actor's role for the target's application.
+    let role = if actor.grants.is_empty() { actor.role } else { actor.role_for(app_of(store, target).await.as_deref()) };
+    let result = match authorize_as(actor, role, op) {
         Ok(()) => work.await,
         Err(e) => Err(e),
     };
@@ -195,6 +256,8 @@ pub(crate) async fn gate<T>(
         target,
         outcome: outcome.into(),
         detail,
+        token_id: actor.token_id.clone(),
+        address: actor.address.clone(),
     };
     store.add_activity(&record).await?;
     tracing::info!(actor = %actor.name, operation = op.as_str(), target = %record.target, outcome, "activity");

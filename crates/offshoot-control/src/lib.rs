@@ -40,6 +40,7 @@ mod plan;
 mod ports;
 pub mod registries;
 pub mod sleep;
+pub mod users;
 
 pub use backend::{Backend, BackendError, BackendErrorKind, ExecOutput, ServiceState};
 pub use error::{ControlError, ErrorKind};
@@ -70,6 +71,12 @@ impl<'a, P: Ports> Control<'a, P> {
 
     pub async fn find_env(&self, id: &str) -> Result<Environment, ControlError> {
         find_env(self.store, id).await
+    }
+
+    /// Refuses (and records the refusal) unless the actor may do `op` on `target`: for work an
+    /// adapter starts in the background, whose own gate records how it ends.
+    pub async fn authorize(&self, op: Operation, target: &str) -> Result<(), ControlError> {
+        gate::precheck(self.store, &self.actor, op, target).await
     }
 
     /// Runs `work`, an operation an adapter carries out itself (a command in a service), through

@@ -125,7 +125,7 @@ async fn only_a_ready_environment_sleeps_and_a_viewer_cannot_sleep_one() {
     let e = w.admin().sleep_env(&env.id).await.expect_err("still creating");
     assert_eq!(e.kind(), ErrorKind::Conflict);
     assert_eq!(e.to_string(), format!("environment `{}` is creating; it cannot sleep now", env.id));
-    let viewer = w.as_(Actor { name: "someone".into(), role: Role::Viewer });
+    let viewer = w.as_(Actor::user("someone", Role::Viewer));
     assert_eq!(viewer.sleep_env(&env.id).await.expect_err("viewer").kind(), ErrorKind::Forbidden);
     assert_eq!(w.admin().wake_env("nope").await.expect_err("unknown").kind(), ErrorKind::NotFound);
     assert_eq!(w.store.env(&env.id).await.expect("read").expect("env").status, EnvStatus::Creating, "nothing changed");
@@ -238,14 +238,14 @@ async fn idle_sleep_is_set_per_application_and_environment_and_picks_the_idle_on
     assert!(!is_idle(&Environment { parent_id: Some("parent1".into()), ..e.clone() }, Some(1800), now + 86_400_000));
     let bad = dev.update_env_settings(&env.id, &env_update("1s")).await.expect_err("too short");
     assert_eq!(bad.kind(), ErrorKind::BadInput);
-    let viewer = w.as_(Actor { name: "v".into(), role: Role::Viewer });
+    let viewer = w.as_(Actor::user("v", Role::Viewer));
     assert_eq!(viewer.update_env_settings(&env.id, &env_update("off")).await.expect_err("viewer").kind(), ErrorKind::Forbidden);
     let log: Vec<String> = w.activity().await.into_iter().filter(|a| a.contains("settings")).collect();
     let id = &env.id;
     assert_eq!(
         log,
         [
-            "token app.settings shop ok".to_owned(),
+            "admin app.settings shop ok".to_owned(),
             format!("webhook env.settings {id} ok"),
             format!("webhook env.settings {id} ok"),
             format!("webhook env.settings {id} refused"),
@@ -305,7 +305,7 @@ async fn applications_give_new_environments_a_lifetime_pull_requests_theirs_and_
     assert!(at >= before + 48 * 3600 * 1000 && at <= offshoot_store::now_ms() + 48 * 3600 * 1000, "48 h from now");
     assert_eq!(system.expiry_warnings(at - 3600 * 1000).await.expect("new time").len(), 1, "the new time is warned about");
     assert_eq!(dev.extend_env(&pull.id, 0).await.expect_err("zero").kind(), ErrorKind::BadInput);
-    let viewer = w.as_(Actor { name: "v".into(), role: Role::Viewer });
+    let viewer = w.as_(Actor::user("v", Role::Viewer));
     assert_eq!(viewer.extend_env(&pull.id, 60).await.expect_err("viewer").kind(), ErrorKind::Forbidden);
     assert!(w.activity().await.contains(&format!("webhook env.extend {} ok", pull.id)));
 }

@@ -22,7 +22,7 @@ async fn an_application_is_created_from_its_repository_with_its_refs_and_a_webho
     assert!(heads.iter().any(|(r, _)| r == "refs/heads/feature/x"), "{heads:?}");
     let git = w.store.app_git("shop").await.expect("read").expect("git settings");
     assert!(git.webhook_secret.starts_with("sealed:webhook/shop:"), "sealed with its context");
-    assert_eq!(w.activity().await, ["token app.create shop ok"]);
+    assert_eq!(w.activity().await, ["admin app.create shop ok"]);
 }
 
 #[tokio::test]
@@ -41,14 +41,14 @@ async fn a_taken_name_a_bad_name_and_a_missing_repository_are_refused_and_record
     assert!(e.to_string().contains("neither a directory nor a git URL"), "{e}");
     assert_eq!(
         w.activity().await,
-        ["token app.create shop ok", "token app.create shop refused", "token app.create Shop_1 refused", "token app.create all refused"]
+        ["admin app.create shop ok", "admin app.create shop refused", "admin app.create Shop_1 refused", "admin app.create all refused"]
     );
 }
 
 #[tokio::test]
 async fn each_role_may_do_what_its_operations_need_and_a_refusal_changes_nothing() {
     let w = World::new().await;
-    let viewer = Actor { name: "ann".into(), role: Role::Viewer };
+    let viewer = Actor::user("ann", Role::Viewer);
     let e = w.as_(Actor::git("webhook")).create_app(NewApp { repo: w.repo.display().to_string(), ..Default::default() }).await;
     let e = e.expect_err("git events do not make applications");
     assert_eq!(e.kind(), ErrorKind::Forbidden);
@@ -62,7 +62,7 @@ async fn each_role_may_do_what_its_operations_need_and_a_refusal_changes_nothing
     let env = w.as_(Actor::git("webhook")).create_env(NewEnv { app: "shop".into(), branch: "main".into(), ..Default::default() }).await;
     assert!(env.is_ok(), "developers create environments: {env:?}");
     let log = w.activity().await;
-    assert_eq!(log[..3], ["webhook app.create shop refused", "token app.create shop ok", "ann env.create shop refused"]);
+    assert_eq!(log[..3], ["webhook app.create shop refused", "admin app.create shop ok", "ann env.create shop refused"]);
     assert_eq!(log[3], "webhook env.create shop ok");
 }
 
@@ -277,7 +277,7 @@ async fn an_error_kind_maps_every_variant() {
 #[tokio::test]
 async fn what_an_adapter_does_itself_passes_the_same_gate() {
     let w = World::new().await;
-    let viewer = Actor { name: "ann".into(), role: Role::Viewer };
+    let viewer = Actor::user("ann", Role::Viewer);
     let ran = std::sync::atomic::AtomicBool::new(false);
     let work = async {
         ran.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -290,7 +290,7 @@ async fn what_an_adapter_does_itself_passes_the_same_gate() {
         async { Err::<(), _>(ControlError::from(offshoot_control::BackendError::not_found("running service `web` does not exist"))) };
     let e = w.as_(Actor::token()).perform(offshoot_control::Operation::ExecInEnv, "e1/web", missing).await.expect_err("no container");
     assert_eq!((e.kind(), e.code()), (ErrorKind::NotFound, "not_found"));
-    assert_eq!(w.activity().await, ["ann env.exec e1/web refused", "token env.exec e1/web refused"]);
+    assert_eq!(w.activity().await, ["ann env.exec e1/web refused", "admin env.exec e1/web refused"]);
 }
 
 #[tokio::test]

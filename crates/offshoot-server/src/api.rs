@@ -1,7 +1,6 @@
 //! The HTTP API (`/api/v1`, bearer token) and `/healthz`.
 
 use crate::backends::EnvBackend;
-use crate::crypto::hash_token;
 use crate::error::ApiError;
 use crate::plane::{control, find_app, find_env};
 use crate::state::Shared;
@@ -45,7 +44,8 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/activity", get(activity))
         .route("/status", get(status))
         .route("/loops", get(loops));
-    let api = crate::datasets::api(crate::webhooks::api(api)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
+    let api = crate::accounts::api(crate::datasets::api(crate::webhooks::api(api)))
+        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
     let metrics = Router::new().route("/metrics", get(metrics)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
     Router::new()
@@ -90,12 +90,13 @@ async fn auth(State(ctx): State<Shared>, mut req: Request, next: Next) -> Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let ok = match token {
-        Some(t) if !t.is_empty() => ctx.store.token_exists(&hash_token(t)).await.unwrap_or(false),
-        _ => false,
+    let actor = match token {
+        Some(t) => crate::accounts::actor_of_token(&ctx, t).await,
+        None => None,
     };
-    if ok {
-        req.extensions_mut().insert(Actor::token());
+    if let Some(actor) = actor {
+        let address = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+        req.extensions_mut().insert(actor.from_address(address));
         next.run(req).await
     } else {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` header is required")
@@ -283,17 +284,36 @@ async fn sleep_or_wake(ctx: Shared, actor: Actor, id: String, wait: bool, op: Op
         let e = run(actor).await?;
         return Ok((StatusCode::OK, Json(env_dto(&ctx, e).await?)));
     }
-    offshoot_control::authorize(&actor, op)?;
-    let e = find_env(&ctx, &id).await?;
-    let ok = match op {
-        Operation::SleepEnv => matches!(e.status, api::EnvStatus::Ready | api::EnvStatus::Sleeping),
-        _ => matches!(e.status, api::EnvStatus::Ready | api::EnvStatus::Sleeping | api::EnvStatus::Waking),
+    // Checked now, the work done in the background (whose gate records how it ends); a refusal
+    // now is recorded here.
+    let c = control(&ctx, actor.clone());
+    c.authorize(op, &id).await?;
+    let checked = async {
+        let e = c.find_env(&id).await?;
+        let ok = match op {
+            Operation::SleepEnv => matches!(e.status, api::EnvStatus::Ready | api::EnvStatus::Sleeping),
+            _ => matches!(e.status, api::EnvStatus::Ready | api::EnvStatus::Sleeping | api::EnvStatus::Waking),
+        };
+        if !ok {
+            let what = if op == Operation::SleepEnv { "sleep" } else { "wake" };
+            return Err(offshoot_control::ControlError::Conflict {
+                code: "conflict",
+                message: format!("environment `{id}` is {}; it cannot {what} now", e.status),
+                hint: Some("try again once it is ready".into()),
+            });
+        }
+        Ok(e)
     };
-    if !ok {
-        let what = if op == Operation::SleepEnv { "sleep" } else { "wake" };
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("environment `{id}` is {}; it cannot {what} now", e.status))
-            .hint("try again once it is ready"));
-    }
+    let e = match checked.await {
+        Ok(e) => e,
+        Err(refused) => {
+            return Err(c
+                .perform(op, &id, async { Err::<(), _>(refused) })
+                .await
+                .err()
+                .map_or_else(|| ApiError::bad_request("refused"), ApiError::from));
+        }
+    };
     ctx.background.spawn("sleep or wake", async move {
         if let Err(e) = run(actor).await {
             tracing::warn!(error = %e, "sleep or wake failed");
@@ -305,15 +325,28 @@ async fn sleep_or_wake(ctx: Shared, actor: Actor, id: String, wait: bool, op: Op
 #[derive(Deserialize)]
 struct ActivityQuery {
     limit: Option<i64>,
+    app: Option<String>,
+    user: Option<String>,
+    /// Only the last so long (`24h`, `7d`).
+    since: Option<String>,
 }
 
-/// What was done, newest first (`limit`: 1 to 1,000, default 100).
+/// What was done, newest first (`limit`: 1 to 1,000, default 100), of one application, by one
+/// user, since a while ago.
 async fn activity(State(ctx): State<Shared>, Query(q): Query<ActivityQuery>) -> Result<Json<Vec<api::Activity>>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 1000"));
     }
-    let list = ctx.store.activity(limit).await?;
+    let since = match q.since.as_deref() {
+        None => None,
+        Some(text) => {
+            let secs = offshoot_datasets::parse_duration(text).map_err(|e| ApiError::bad_request(format!("`since`: {e}")))?;
+            Some(offshoot_store::now_ms() - i64::try_from(secs).unwrap_or(i64::MAX / 2000) * 1000)
+        }
+    };
+    let filter = offshoot_store::ActivityFilter { app: q.app, actor: q.user, since, limit };
+    let list = ctx.store.activity_where(&filter).await?;
     Ok(Json(
         list.into_iter()
             .map(|a| api::Activity {
@@ -323,6 +356,8 @@ async fn activity(State(ctx): State<Shared>, Query(q): Query<ActivityQuery>) -> 
                 target: a.target,
                 outcome: a.outcome,
                 detail: a.detail,
+                token_id: a.token_id,
+                address: a.address,
             })
             .collect(),
     ))
@@ -451,13 +486,17 @@ async fn env_exec(
     Path(id): Path<String>,
     Json(body): Json<api::ExecRequest>,
 ) -> Result<Json<api::ExecResult>, ApiError> {
-    let env = find_env(&ctx, &id).await?;
-    if body.command.is_empty() {
-        return Err(ApiError::bad_request("no command given"));
-    }
-    // Recorded on the environment and service; the command itself may hold secrets.
+    // Recorded on the environment and service; the command itself may hold secrets. Checked
+    // past the gate: a role that may not run commands learns nothing of the environment.
     let target = format!("{id}/{}", body.service);
-    let work = async { Ok(EnvBackend::at_rest(&ctx, &env).exec(&body.service, &body.command).await?) };
-    let done = control(&ctx, actor).perform(Operation::ExecInEnv, &target, work).await?;
+    let c = control(&ctx, actor);
+    let work = async {
+        let env = c.find_env(&id).await?;
+        if body.command.is_empty() {
+            return Err(offshoot_control::ControlError::bad_input("no command given"));
+        }
+        Ok(EnvBackend::at_rest(&ctx, &env).exec(&body.service, &body.command).await?)
+    };
+    let done = c.perform(Operation::ExecInEnv, &target, work).await?;
     Ok(Json(api::ExecResult { exit_code: done.exit_code, output: done.output }))
 }

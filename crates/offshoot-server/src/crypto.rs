@@ -25,11 +25,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 /// A new API token: 32 random bytes, hex.
 pub(crate) fn new_token() -> String {
-    format!("osh_{}", hex(&random_bytes::<32>()))
+    offshoot_control::users::new_token()
 }
 
 pub(crate) fn hash_token(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    offshoot_control::users::hash_token(token)
 }
 
 /// Writes a file readable by its owner only.

@@ -1,6 +1,7 @@
 //! The control plane: `offshoot server`. The HTTP API, the environment controller, the
 //! reconciler (resume interrupted work, remove orphans, expire environments) and the router.
 
+mod accounts;
 mod api;
 mod backends;
 mod background;
@@ -226,7 +227,7 @@ pub async fn run(config: Config) -> Result<()> {
     let mut stop = stop_rx.clone();
     let app = api::router(ctx.clone())
         .merge(ui::router(ctx.clone()).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)).with_state(ctx.clone()));
-    axum::serve(api_listener, app)
+    axum::serve(api_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             let _ = stop_tx.send(true);

@@ -84,21 +84,25 @@ fn csrf_of(session: &str) -> String {
     hash_token(&format!("csrf:{session}"))
 }
 
-/// The logged-in browser's session id, put in the request by the middleware.
+/// The logged-in browser's session id and its user, put in the request by the middleware.
 #[derive(Clone)]
-pub(crate) struct Session(pub(crate) String);
+pub(crate) struct Session(pub(crate) String, pub(crate) Actor);
 
 async fn session(State(ctx): State<Shared>, mut req: Request, next: Next) -> Response {
-    let valid = match session_of(req.headers()) {
-        Some(s) if ctx.store.session_valid(&hash_token(&s)).await.unwrap_or(false) => Some(s),
-        _ => None,
-    };
+    let mut valid = None;
+    if let Some(s) = session_of(req.headers())
+        && let Ok(Some(email)) = ctx.store.session_user(&hash_token(&s)).await
+        && let Some(actor) = crate::accounts::actor_of_user(&ctx, &email).await
+    {
+        let address = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+        valid = Some(Session(s, actor.from_address(address)));
+    }
     let Some(s) = valid else {
         let back = req.uri().path().to_owned();
         return Redirect::to(&format!("/ui/login?next={}", urlencode(&back))).into_response();
     };
     // Each form handler checks the CSRF token its form carries against this session.
-    req.extensions_mut().insert(Session(s));
+    req.extensions_mut().insert(s);
     next.run(req).await
 }
 
@@ -152,13 +156,12 @@ struct LoginForm {
 
 async fn login(State(ctx): State<Shared>, Form(f): Form<LoginForm>) -> Response {
     let token = f.token.trim();
-    let ok = !token.is_empty() && token.len() <= 200 && ctx.store.token_exists(&hash_token(token)).await.unwrap_or(false);
-    if !ok {
+    let Some(actor) = crate::accounts::actor_of_token(&ctx, token).await else {
         tracing::warn!("dashboard: a login with an invalid token");
         return Redirect::to("/ui/login?error=1").into_response();
-    }
+    };
     let id = hex(&random_bytes::<32>());
-    if let Err(e) = ctx.store.create_session(&hash_token(&id), now_ms() + SESSION_MS).await {
+    if let Err(e) = ctx.store.create_session(&hash_token(&id), &actor.name, now_ms() + SESSION_MS).await {
         return ApiError::from(e).into_response();
     }
     let next = f.next.filter(|n| n.starts_with("/ui") && !n.starts_with("//")).unwrap_or_else(|| "/ui".into());
@@ -347,7 +350,7 @@ async fn create_app(State(ctx): State<Shared>, axum::Extension(s): axum::Extensi
     }
     let req =
         offshoot_control::apps::NewApp { repo: f.repo.trim().to_owned(), name: f.name.filter(|n| !n.trim().is_empty()), branch: None };
-    match control(&ctx, Actor::dashboard()).create_app(req).await {
+    match control(&ctx, s.1.clone()).create_app(req).await {
         Ok(a) => Redirect::to(&format!("/ui/apps/{}", a.name)).into_response(),
         Err(e) => render_apps(&ctx, &s, Some(e.into())).await,
     }
@@ -502,7 +505,7 @@ async fn save_config(
     }
     // Browsers send CR LF in textareas.
     let (template, env_vars) = (f.template.replace("\r\n", "\n"), f.env_vars.replace("\r\n", "\n"));
-    match control(&ctx, Actor::dashboard()).update_template(&name, Some(template.clone()), Some(env_vars.clone())).await {
+    match control(&ctx, s.1.clone()).update_template(&name, Some(template.clone()), Some(env_vars.clone())).await {
         Ok(_) => Redirect::to(&format!("/ui/apps/{name}")).into_response(),
         Err(e) => render_app(&ctx, &s, &name, Some(e.into()), Some(Draft { template, env_vars })).await,
     }
@@ -528,7 +531,7 @@ async fn set_secret(
         return forbidden();
     }
     let service = f.service.map(|x| x.trim().to_owned()).unwrap_or_default();
-    let c = control(&ctx, Actor::dashboard());
+    let c = control(&ctx, s.1.clone());
     let done = match f.file {
         Some(_) => c.set_file_secret(&name, f.key.trim(), &f.value.replace("\r\n", "\n")).await,
         None => c.set_secret(&name, &service, f.key.trim(), &f.value).await,
@@ -548,7 +551,7 @@ async fn delete_app(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, Actor::dashboard()).delete_app(&name).await {
+    match control(&ctx, s.1.clone()).delete_app(&name).await {
         Ok(()) => Redirect::to("/ui/apps").into_response(),
         Err(e) => render_app(&ctx, &s, &name, Some(e.into()), None).await,
     }

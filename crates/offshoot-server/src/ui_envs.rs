@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
 use offshoot_api_types as dto;
-use offshoot_control::Actor;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -82,7 +81,7 @@ async fn render_envs(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Resp
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
     };
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    let usage = match control(ctx, Actor::dashboard()).usage().await {
+    let usage = match control(ctx, s.1.clone()).usage().await {
         Ok(u) => u,
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -192,7 +191,7 @@ async fn create_env(State(ctx): State<Shared>, axum::Extension(s): axum::Extensi
         parameters,
         ..Default::default()
     };
-    match control(&ctx, Actor::dashboard()).create_env(req).await {
+    match control(&ctx, s.1.clone()).create_env(req).await {
         Ok(e) => Redirect::to(&format!("/ui/envs/{}", e.id)).into_response(),
         Err(e) => render_envs(&ctx, &s, Some(e.into())).await,
     }
@@ -405,7 +404,7 @@ async fn deploy_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    acted(&s, &id, "Deploy refused", control(&ctx, Actor::dashboard()).deploy_env(&id, None).await)
+    acted(&s, &id, "Deploy refused", control(&ctx, s.1.clone()).deploy_env(&id, None).await)
 }
 
 #[derive(Deserialize)]
@@ -423,7 +422,7 @@ async fn extend_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    acted(&s, &id, "Extend refused", control(&ctx, Actor::dashboard()).extend_env(&id, f.ttl).await)
+    acted(&s, &id, "Extend refused", control(&ctx, s.1.clone()).extend_env(&id, f.ttl).await)
 }
 
 async fn sleep_env(
@@ -435,7 +434,7 @@ async fn sleep_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    acted(&s, &id, "Sleep refused", crate::waking::sleep(&ctx, Actor::dashboard(), &id).await)
+    acted(&s, &id, "Sleep refused", crate::waking::sleep(&ctx, s.1.clone(), &id).await)
 }
 
 async fn wake_env(
@@ -447,7 +446,7 @@ async fn wake_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    acted(&s, &id, "Wake refused", crate::waking::wake(&ctx, Actor::dashboard(), &id).await)
+    acted(&s, &id, "Wake refused", crate::waking::wake(&ctx, s.1.clone(), &id).await)
 }
 
 async fn delete_env(
@@ -459,7 +458,7 @@ async fn delete_env(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    acted(&s, &id, "Delete refused", control(&ctx, Actor::dashboard()).delete_env(&id, None).await)
+    acted(&s, &id, "Delete refused", control(&ctx, s.1.clone()).delete_env(&id, None).await)
 }
 
 /// Server-sent `event`s: `render` is run every `period` and its text sent when it changed,

@@ -10,8 +10,9 @@ mod ids;
 mod infra;
 mod registries;
 mod services;
+mod users;
 
-pub use activity::Activity;
+pub use activity::{Activity, ActivityFilter};
 pub use cron::{CRON_HISTORY, CronRun};
 pub use datasets::{Dataset, DatasetClone};
 pub use ids::{AppName, DeploymentId, EnvId};
@@ -22,6 +23,7 @@ pub use services::{IngressRecord, Routing, SERVICE_DETAIL_VERSION, ServiceDetail
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, FromRow};
 use std::time::{SystemTime, UNIX_EPOCH};
+pub use users::{ADMIN_USER, TokenRow, User};
 
 /// One set of migrations, in SQL that SQLite and PostgreSQL both accept (TEXT, BIGINT, no
 /// backend-specific types); split it per backend when one needs its own.
@@ -325,11 +327,14 @@ impl Store {
 
     // Tokens ------------------------------------------------------------------------------
 
+    /// Records a token of the built-in administrator (the first start's).
     pub async fn add_token(&self, hash: &str, name: &str) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (hash, name, created_at) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO tokens (hash, name, created_at, id, user_email) VALUES ($1, $2, $3, $4, $5)")
             .bind(hash)
             .bind(name)
             .bind(now_ms())
+            .bind(format!("t{}", hash.get(..16).unwrap_or(hash)))
+            .bind(users::ADMIN_USER)
             .execute(&self.pool)
             .await
             .map_err(db("add a token"))?;
@@ -347,15 +352,16 @@ impl Store {
 
     /// Records a dashboard session (by the hash of its id) until `expires_at` (ms); expired
     /// sessions are dropped on the way.
-    pub async fn create_session(&self, hash: &str, expires_at: i64) -> Result<()> {
+    pub async fn create_session(&self, hash: &str, user: &str, expires_at: i64) -> Result<()> {
         sqlx::query("DELETE FROM ui_sessions WHERE expires_at < $1")
             .bind(now_ms())
             .execute(&self.pool)
             .await
             .map_err(db("drop sessions"))?;
-        sqlx::query("INSERT INTO ui_sessions (hash, expires_at) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO ui_sessions (hash, expires_at, user_email) VALUES ($1, $2, $3)")
             .bind(hash)
             .bind(expires_at)
+            .bind(user)
             .execute(&self.pool)
             .await
             .map_err(db("create a session"))?;

@@ -297,7 +297,7 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     // The activity log: what the dashboard did, the refusal above included, newest first.
     c.goto(&format!("{base}/ui/activity")).await.expect("goto");
     let log = wait_text(&c, "app.delete", 10).await;
-    assert!(log.contains("dashboard") && log.contains("refused") && log.contains("still has 1 environment"), "{log}");
+    assert!(log.contains("admin") && log.contains("refused") && log.contains("still has 1 environment"), "{log}");
     assert!(log.contains("env.create") && log.contains(&format!("environment {id}")), "{log}");
     c.find(Locator::Css(&format!("a[href='/ui/envs/{id}']"))).await.expect("the environment is linked");
     shoot(&c, "activity").await;

@@ -202,16 +202,16 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
     assert_eq!(
         entries[..4],
         [
-            "token env.create nosuchapp refused",
-            "token app.create shop ok",
-            "token env.create shop refused",
-            "token env.create shop refused"
+            "admin env.create nosuchapp refused",
+            "admin app.create shop ok",
+            "admin env.create shop refused",
+            "admin env.create shop refused"
         ],
         "{entries:?}"
     );
     let invalid = log.as_array().expect("a list").iter().find(|a| a["operation"] == "app.create" && a["outcome"] == "refused");
     assert!(invalid.is_some_and(|a| a["detail"].as_str().unwrap_or("").contains("the configuration is invalid")), "{log}");
-    assert!(entries.contains(&"token env.create failbuild ok".to_owned()), "{entries:?}");
+    assert!(entries.contains(&"admin env.create failbuild ok".to_owned()), "{entries:?}");
     let refused = &log.as_array().expect("a list").iter().find(|a| a["target"] == "charted" && a["outcome"] == "refused").expect("charts");
     assert!(refused["detail"].as_str().unwrap_or("").contains("Helm `charts`"), "{refused}");
     let o = s.cli(&["activity", "--limit", "0"]);
