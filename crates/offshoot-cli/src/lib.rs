@@ -189,6 +189,9 @@ pub struct ServerArgs {
     /// (`offshoot app set NAME --terraform-image IMAGE`); it needs `terraform` and `/bin/sh`.
     #[arg(long, value_name = "IMAGE", default_value = "hashicorp/terraform:1.11")]
     pub terraform_image: String,
+    /// How long the audit trail keeps its records (`365d`); older ones are dropped daily.
+    #[arg(long, value_name = "DAYS", default_value = "365d", value_parser = parse_days)]
+    pub audit_retention: u64,
     /// Where environments run: the local Docker engine, or a Kubernetes cluster (one namespace
     /// per environment; the engine still builds images).
     #[arg(long, value_enum, default_value = "docker")]
@@ -268,6 +271,16 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
             ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
         }
     }
+}
+
+/// A number of days: `365d` or `365`, 1 to 36,500.
+fn parse_days(s: &str) -> Result<u64, String> {
+    s.trim()
+        .trim_end_matches('d')
+        .parse::<u64>()
+        .ok()
+        .filter(|d| (1..=36_500).contains(d))
+        .ok_or_else(|| format!("`{s}` is not a number of days: write it like `365d`"))
 }
 
 /// A size such as `20GiB`, `512Mi`, `2G` or bytes.

@@ -95,6 +95,8 @@ pub struct Config {
     pub static_builder: String,
     /// The image Terraform runs in unless an application names its own.
     pub terraform_image: String,
+    /// How long the audit trail keeps its records.
+    pub audit_retention: Duration,
     /// Where environment networks on the Docker engine take their /24 subnets from.
     pub network_pool: NetworkPool,
 }
@@ -208,6 +210,7 @@ pub async fn run(config: Config) -> Result<()> {
         bg.every(events::Poller(ctx.clone()), every, None);
     }
     bg.every(Reconciler { ctx: ctx.clone(), last_round: None, requests_read: None }, config.reconcile_every, None);
+    bg.every(AuditRetention { ctx: ctx.clone(), keep: config.audit_retention }, Duration::from_secs(3600), None);
     if ctx.kube.is_none() {
         cron::recover(&ctx).await;
         bg.every(cron::CronClock(ctx.clone()), cron::EVERY, None);
@@ -300,6 +303,25 @@ async fn recover(ctx: &Shared) {
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot list unfinished deployments"),
+    }
+}
+
+/// Drops the audit records older than `--audit-retention` (hourly; the first round at start).
+struct AuditRetention {
+    ctx: Shared,
+    keep: Duration,
+}
+
+impl background::Periodic for AuditRetention {
+    const NAME: &'static str = "audit retention";
+
+    async fn round(&mut self) -> Result<(), failure::Failure> {
+        let before = offshoot_store::now_ms() - i64::try_from(self.keep.as_millis()).unwrap_or(i64::MAX / 2);
+        let dropped = self.ctx.store.prune_activity(before).await?;
+        if dropped > 0 {
+            tracing::info!(dropped, "audit: records past their retention dropped");
+        }
+        Ok(())
     }
 }
 

@@ -55,6 +55,12 @@ impl Store {
         Ok(())
     }
 
+    /// Drops the records made before `before` (ms): the retention's, and no interface's.
+    pub async fn prune_activity(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM activity WHERE at < $1").bind(before).execute(&self.pool).await.map_err(db("prune the activity log"))?;
+        Ok(done.rows_affected())
+    }
+
     /// The latest `limit` activities, newest first.
     pub async fn activity(&self, limit: i64) -> Result<Vec<Activity>> {
         self.activity_where(&ActivityFilter { limit, ..Default::default() }).await

@@ -242,6 +242,7 @@ async fn datasets(store: &Store) {
 
     cron_runs(store).await;
     infrastructure(store).await;
+    audit(store).await;
 
     // Registry credentials: replaced by host and application, forgotten once.
     let cred = |app: &str, user: &str| offshoot_store::RegistryCredential {
@@ -297,6 +298,37 @@ async fn cron_runs(store: &Store) {
     store.set_job_image("envc", "seed", "offshoot/shop/jobs.seed:1").await.expect("image");
     store.set_job_image("envc", "seed", "offshoot/shop/jobs.seed:2").await.expect("image");
     assert_eq!(store.job_images("envc").await.expect("images"), vec![("seed".to_owned(), "offshoot/shop/jobs.seed:2".to_owned())]);
+}
+
+async fn audit(store: &Store) {
+    use offshoot_store::{Activity, ActivityFilter};
+    let record = |id: &str, at: i64, actor: &str, target: &str| Activity {
+        id: id.into(),
+        at,
+        actor: actor.into(),
+        operation: "env.create".into(),
+        target: target.into(),
+        outcome: "ok".into(),
+        detail: None,
+        token_id: Some("t1".into()),
+        address: Some("127.0.0.1".into()),
+    };
+    store.add_activity(&record("a1", 1_000, "ann@example.com", "shop")).await.expect("add");
+    store.add_activity(&record("a2", 2_000, "bob@example.com", "shop/registry.example.com")).await.expect("add");
+    store.add_activity(&record("a3", 3_000, "ann@example.com", "other")).await.expect("add");
+    let ids = |list: Vec<Activity>| list.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    let find = |app: Option<&str>, actor: Option<&str>, since: Option<i64>| ActivityFilter {
+        app: app.map(str::to_owned),
+        actor: actor.map(str::to_owned),
+        since,
+        limit: 100,
+    };
+    assert_eq!(ids(store.activity_where(&find(Some("shop"), None, None)).await.expect("list")), ["a2", "a1"]);
+    assert_eq!(ids(store.activity_where(&find(None, Some("ann@example.com"), Some(2_000))).await.expect("list")), ["a3"]);
+    let a = &store.activity_where(&find(None, None, Some(3_000))).await.expect("list")[0];
+    assert_eq!((a.token_id.as_deref(), a.address.as_deref()), (Some("t1"), Some("127.0.0.1")));
+    assert_eq!(store.prune_activity(2_500).await.expect("prune"), 2, "past the retention");
+    assert_eq!(ids(store.activity_where(&find(None, None, None)).await.expect("list")), ["a3"]);
 }
 
 async fn infrastructure(store: &Store) {

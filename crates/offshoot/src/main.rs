@@ -70,6 +70,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
         static_store: args.static_store,
         static_builder: args.static_builder,
         terraform_image: args.terraform_image,
+        audit_retention: std::time::Duration::from_secs(args.audit_retention * 86_400),
         kubernetes: (args.runtime == offshoot_cli::ServerRuntime::Kubernetes).then(|| offshoot_server::KubernetesConfig {
             kubeconfig: args.kubeconfig.clone(),
             context: args.context.clone(),
