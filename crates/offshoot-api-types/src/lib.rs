@@ -55,6 +55,19 @@ pub struct App {
     /// The image its Terraform `infrastructure` runs in (absent: the server's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terraform_image: Option<String>,
+    /// `public` or `team`.
+    #[serde(default = "public")]
+    pub access: String,
+}
+
+fn public() -> String {
+    "public".into()
+}
+
+/// An application's previews' bypass token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BypassToken {
+    pub token: String,
 }
 
 /// Changes to an application's settings; absent fields are kept.
@@ -69,6 +82,10 @@ pub struct AppUpdate {
     /// The image Terraform runs in; an empty string restores the server's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terraform_image: Option<String>,
+    /// Who its environments' URLs answer: `public` (anyone) or `team` (signed-in users, or a
+    /// request with the bypass token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
     /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_sleep: Option<String>,

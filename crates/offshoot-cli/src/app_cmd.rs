@@ -51,6 +51,14 @@ pub(crate) enum Command {
         #[arg(long)]
         rotate: bool,
     },
+    /// The bypass token of the application's team-only previews (made on first ask): send it in
+    /// the `x-offshoot-bypass` header, or once as `?offshoot_bypass=`.
+    BypassToken {
+        name: String,
+        /// Make a new one; the old one stops working.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Raise a user's role for this application (`--role none` removes the grant).
     Grant {
         name: String,
@@ -73,6 +81,10 @@ pub(crate) enum Command {
         /// The image its Terraform `infrastructure` runs in (`""` for the server's default).
         #[arg(long, value_name = "IMAGE")]
         terraform_image: Option<String>,
+        /// Who its environments' URLs answer: anyone, or only the team (signed in to the
+        /// dashboard, or with the bypass token).
+        #[arg(long, value_parser = ["public", "team"])]
+        access: Option<String>,
         /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
         #[arg(long, value_name = "DURATION")]
         idle_sleep: Option<String>,
@@ -127,6 +139,9 @@ fn print_app(a: &api::App, output: Output) {
             }
             if let Some(b) = &a.static_builder {
                 out(&format!("  static builds run in: {b}\n"));
+            }
+            if a.access == "team" {
+                out("  previews: team only (signed-in users, or the bypass token)\n");
             }
             if let Some(t) = &a.terraform_image {
                 out(&format!("  Terraform runs in: {t}\n"));
@@ -207,6 +222,11 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 )),
             }
         }
+        Command::BypassToken { name, rotate } => {
+            let q = if rotate { "?rotate=true" } else { "" };
+            let t: api::BypassToken = api.post(&format!("/apps/{}/bypass-token{q}", enc(&name)), &serde_json::json!({}))?;
+            crate::emit(&t, output, |t| format!("{}\n", t.token));
+        }
         Command::Grant { name, email, role } => {
             api.post_empty(&format!("/apps/{}/grants", enc(&name)), &api::GrantSet { email: email.clone(), role: role.clone() })?;
             if output == Output::Human {
@@ -219,6 +239,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             pull_request_label,
             static_builder,
             terraform_image,
+            access,
             idle_sleep,
             ttl,
             pull_request_ttl,
@@ -230,6 +251,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 pull_request_label,
                 static_builder,
                 terraform_image,
+                access,
                 idle_sleep,
                 ttl,
                 pull_request_ttl,
@@ -241,6 +263,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 body.pull_request_label.is_some(),
                 body.static_builder.is_some(),
                 body.terraform_image.is_some(),
+                body.access.is_some(),
                 body.idle_sleep.is_some(),
                 body.ttl.is_some(),
                 body.pull_request_ttl.is_some(),
@@ -249,7 +272,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             ];
             if !given.contains(&true) {
                 return Err(crate::UsageError(
-                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder, --terraform-image, --idle-sleep, --ttl, --pull-request-ttl, --sleep-schedule and/or --wake-schedule".into(),
+                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder, --terraform-image, --access, --idle-sleep, --ttl, --pull-request-ttl, --sleep-schedule and/or --wake-schedule".into(),
                 )
                 .into());
             }

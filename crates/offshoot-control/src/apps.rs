@@ -124,6 +124,8 @@ impl<P: Ports> Control<'_, P> {
             fetch_error: None,
             static_builder: None,
             terraform_image: None,
+            access: None,
+            bypass_token: None,
             idle_sleep_seconds: None,
             ttl_seconds: None,
             pull_request_ttl_seconds: None,
@@ -254,6 +256,12 @@ impl<P: Ports> Control<'_, P> {
                     ));
                 }
             };
+            let access = match req.access.as_deref() {
+                None => git.access.clone(),
+                Some("public") => None,
+                Some("team") => Some("team".to_owned()),
+                Some(other) => return Err(ControlError::bad_input(format!("access: `{other}` is neither `public` nor `team`"))),
+            };
             let idle = match req.idle_sleep.as_deref() {
                 None => git.idle_sleep_seconds,
                 Some(text) => crate::sleep::parse_idle(text, false)?,
@@ -269,6 +277,7 @@ impl<P: Ports> Control<'_, P> {
             self.store.set_pull_requests(name, on, label.as_deref()).await?;
             self.store.set_static_builder(name, builder.as_deref()).await?;
             self.store.set_terraform_image(name, terraform.as_deref()).await?;
+            self.store.set_access(name, access.as_deref()).await?;
             self.store.set_app_idle_sleep(name, idle).await?;
             self.store.set_app_ttls(name, ttl, pr_ttl).await?;
             let sleep_at = match req.sleep_schedule.as_deref() {
@@ -354,6 +363,7 @@ fn settings_changed(req: &AppUpdate) -> String {
         ("pull_request_label", req.pull_request_label.is_some()),
         ("static_builder", req.static_builder.is_some()),
         ("terraform_image", req.terraform_image.is_some()),
+        ("access", req.access.is_some()),
         ("idle_sleep", req.idle_sleep.is_some()),
         ("ttl", req.ttl.is_some()),
         ("pull_request_ttl", req.pull_request_ttl.is_some()),

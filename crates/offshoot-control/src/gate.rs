@@ -147,6 +147,8 @@ operations! {
     SetSecret => "app.secret", Admin;
     /// A user's role raised for one application.
     GrantApp => "app.grant", Admin;
+    /// A new bypass token for an application's team-only previews.
+    RotateBypass => "app.bypass", Admin;
     CreateEnv => "env.create", Developer;
     DeployEnv => "env.deploy", Developer;
     DeleteEnv => "env.delete", Developer;

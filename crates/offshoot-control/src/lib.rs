@@ -19,6 +19,7 @@
 //!
 //! This crate depends on no web framework (a tidy test holds it to that).
 
+pub mod access;
 pub mod apps;
 mod backend;
 pub mod capacity;

@@ -53,6 +53,11 @@ pub trait Ports: Send + Sync {
     ) -> impl Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send;
     /// Encrypts a secret for the store, bound to `context` (it decrypts only with it).
     fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>>;
+    /// Opens what [`Ports::seal`] sealed with `context`.
+    fn unseal(&self, sealed: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let _ = (sealed, context);
+        Err("this server cannot open sealed values".into())
+    }
 }
 
 /// The applications' repositories for one plan of imports, each fetched once.

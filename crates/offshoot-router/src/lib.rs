@@ -5,6 +5,7 @@
 //! opens the load-balancer ports. A request for a sleeping environment asks a [`Waker`] to wake
 //! it and is held until a table where it is awake is swapped in.
 
+pub mod access;
 mod body;
 pub mod ingress;
 mod metrics;
@@ -13,6 +14,7 @@ mod server;
 pub mod table;
 pub mod tcp;
 
+pub use access::Gatekeeper;
 pub use body::ProxyBody;
 pub use ingress::IngressSettings;
 pub use proxy::{Router, RouterConfig, Scheme, Waker};

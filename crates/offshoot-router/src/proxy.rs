@@ -109,6 +109,8 @@ pub struct Router {
     /// Counts the swaps: held requests wait for the next one.
     swaps: tokio::sync::watch::Sender<u64>,
     waker: std::sync::OnceLock<Arc<dyn Waker>>,
+    /// Judges requests for team-only previews.
+    gatekeeper: std::sync::OnceLock<Arc<dyn crate::Gatekeeper>>,
     /// Wakes that failed lately, by environment: when, and why. Requests held since are
     /// answered with the reason rather than left to time out.
     refused: std::sync::Mutex<HashMap<String, (Instant, String)>>,
@@ -124,6 +126,7 @@ impl Router {
             table: ArcSwap::from_pointee(Table::default()),
             swaps: tokio::sync::watch::Sender::new(0),
             waker: std::sync::OnceLock::new(),
+            gatekeeper: std::sync::OnceLock::new(),
             refused: std::sync::Mutex::default(),
             config,
             metrics: Metrics::new(),
@@ -135,6 +138,16 @@ impl Router {
     /// out).
     pub fn set_waker(&self, waker: Arc<dyn Waker>) {
         let _ = self.waker.set(waker);
+    }
+
+    /// Whether the current table routes `host` (a sign-in may be sent back only there).
+    pub fn serves(&self, host: &str) -> bool {
+        crate::table::normalize_host(host).is_some_and(|h| self.table.load().has_host(&h))
+    }
+
+    /// Who judges requests for team-only previews (set once; without one they are refused).
+    pub fn set_gatekeeper(&self, gatekeeper: Arc<dyn crate::Gatekeeper>) {
+        let _ = self.gatekeeper.set(gatekeeper);
     }
 
     /// The waker could not wake `env_id`: the requests held for it get a 503 with `reason`
@@ -249,7 +262,8 @@ impl Router {
         let Some(host) = normalize_host(&raw_host) else {
             return (page(StatusCode::BAD_REQUEST, "Bad Request", "The Host header is not a valid hostname."), None);
         };
-        let Some(path) = normalize_path(req.uri().path()) else {
+        // Owned: a team-only preview's gate may take the request apart.
+        let Some(path) = normalize_path(req.uri().path()).map(std::borrow::Cow::into_owned) else {
             return (page(StatusCode::BAD_REQUEST, "Bad Request", "The request path is not valid."), None);
         };
         let Some(m) = table.lookup(&host, &path) else {
@@ -258,6 +272,15 @@ impl Router {
         let mut b: Arc<Backend> = m.backend.clone();
         if m.visibility == Visibility::Private && !client.trusted {
             return (page(StatusCode::FORBIDDEN, "Forbidden", "This address is private to the environment's network."), Some(b));
+        }
+        // A team-only preview: judged before anything wakes or answers.
+        if let Some(app) = b.team_only.clone() {
+            let html = accepts_html(req.headers());
+            let (mut parts, body) = req.into_parts();
+            match crate::access::decide(self.gatekeeper.get().map(|g| g.as_ref()), &app, &host, &mut parts, html) {
+                crate::access::Decision::Pass => req = Request::from_parts(parts, body),
+                crate::access::Decision::Answer(r) => return (r, Some(b)),
+            }
         }
         if b.asleep {
             let html = accepts_html(req.headers());

@@ -49,6 +49,8 @@ pub struct Backend {
     /// The environment sleeps: a request wakes it (through the router's [`crate::Waker`]) and
     /// is held until a table where it is awake comes.
     pub asleep: bool,
+    /// Its application, when its previews are for the team only (see [`crate::access`]).
+    pub team_only: Option<Arc<str>>,
     /// `upstreams` as URI authorities, made once.
     pub(crate) authorities: Vec<hyper::http::uri::Authority>,
     /// This backend's metrics, looked up once.
@@ -67,6 +69,7 @@ impl Backend {
             settings,
             content: None,
             asleep: false,
+            team_only: None,
             authorities,
             stats: std::sync::OnceLock::new(),
             next: AtomicUsize::new(0),
@@ -83,6 +86,12 @@ impl Backend {
     /// A backend of a sleeping environment.
     pub fn asleep(mut self) -> Self {
         self.asleep = true;
+        self
+    }
+
+    /// Only for the team of `app` (a signed-in dashboard user, or a bypass token).
+    pub fn team_only(mut self, app: &str) -> Self {
+        self.team_only = Some(app.into());
         self
     }
 
@@ -213,6 +222,11 @@ impl Table {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether some route answers for a normalized host.
+    pub fn has_host(&self, host: &str) -> bool {
+        self.exact.contains_key(host) || host.split_once('.').is_some_and(|(_, domain)| self.wildcard.contains_key(domain))
     }
 
     /// The route for a normalized host (see [`normalize_host`]) and a normalized path (see

@@ -39,6 +39,7 @@ pub(crate) fn api(router: Router<Shared>) -> Router<Shared> {
         .route("/tokens/{id}", delete(revoke_token))
         .route("/apps/{name}/grants", post(grant))
         .route("/whoami", get(whoami))
+        .route("/apps/{name}/bypass-token", post(bypass_token))
 }
 
 async fn user_dto(ctx: &Shared, u: offshoot_store::User) -> Result<api::User, ApiError> {
@@ -126,6 +127,24 @@ async fn grant(
 ) -> Result<StatusCode, ApiError> {
     control(&ctx, actor).grant(&name, &body.email, &body.role).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct RotateQuery {
+    #[serde(default)]
+    rotate: bool,
+}
+
+/// An application's previews' bypass token (made on first ask, new with `?rotate=true`).
+async fn bypass_token(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    Query(q): Query<RotateQuery>,
+) -> Result<Json<api::BypassToken>, ApiError> {
+    let token = control(&ctx, actor).bypass_token(&name, q.rotate).await?;
+    ctx.refresh_routes().await;
+    Ok(Json(api::BypassToken { token }))
 }
 
 /// Who the caller is.

@@ -21,6 +21,7 @@ mod keeper;
 mod kube_rt;
 mod monitors;
 mod plane;
+mod previews;
 mod repo_mounts;
 mod resolving;
 mod routes;
@@ -180,6 +181,7 @@ pub async fn run(config: Config) -> Result<()> {
     let ctx: Shared = Arc::new(ctx);
     let waker = Arc::new(waking::RouterWaker::new(&ctx));
     router.set_waker(waker.clone());
+    router.set_gatekeeper(ctx.previews.clone());
     ctx.tcp.set_waker(waker);
     ctx.refresh_routes().await;
 

@@ -80,6 +80,10 @@ impl Ports for Plane<'_> {
     fn seal(&self, plaintext: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         Ok(self.0.key.encrypt(plaintext, context)?)
     }
+
+    fn unseal(&self, sealed: &str, context: &str) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.0.key.decrypt(sealed, context)?)
+    }
 }
 
 /// The use cases as `actor` does them here.

@@ -84,6 +84,21 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
     let mut envs = ctx.store.envs(None, false).await?;
     envs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let mut serving_sites = std::collections::HashSet::new();
+    // Team-only applications, and their bypass tokens for the router.
+    let mut team = std::collections::HashSet::new();
+    let mut tokens = HashMap::new();
+    for (app, sealed) in ctx.store.team_apps().await? {
+        if let Some(s) = sealed {
+            match ctx.key.decrypt(&s, &offshoot_control::access::bypass_context(&app)) {
+                Ok(t) => {
+                    tokens.insert(app.clone(), t);
+                }
+                Err(e) => tracing::error!(%app, error = %e, "cannot open an application's bypass token"),
+            }
+        }
+        team.insert(app);
+    }
+    ctx.previews.set_tokens(tokens);
     for env in envs {
         let mut ingress: Option<Arc<IngressSettings>> = None;
         for s in ctx.store.services(&env.id).await? {
@@ -118,6 +133,9 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
                 backend = backend.unavailable(s.status.as_str());
             } else if upstreams.is_empty() {
                 backend = backend.unavailable("not ready: no replica is running and passing its readiness probe");
+            }
+            if team.contains(env.app.as_str()) {
+                backend = backend.team_only(&env.app);
             }
             let backend = Arc::new(backend);
             for (host, path, visibility) in &routing.routes {

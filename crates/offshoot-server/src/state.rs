@@ -47,6 +47,8 @@ pub(crate) struct Ctx {
     pub(crate) sites: Option<Sites>,
     /// The image Terraform runs in unless an application names its own.
     pub(crate) terraform_image: String,
+    /// Judges requests for team-only previews (the router's gatekeeper).
+    pub(crate) previews: Arc<crate::previews::PreviewGate>,
     /// Containers failing their readiness probe: out of the router's pool.
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
@@ -93,13 +95,15 @@ impl Ctx {
             .unwrap_or_default()
             .into_iter()
             .collect();
+        let key = Arc::new(key);
+        let previews = Arc::new(crate::previews::PreviewGate::new(key.clone(), &public_url));
         Ctx {
             store,
             rt,
             data_dir,
             domain,
             router_port,
-            key: Arc::new(key),
+            key,
             instance,
             tcp: offshoot_router::tcp::TcpProxies::new(router.wake_timeout()),
             router,
@@ -113,6 +117,7 @@ impl Ctx {
             kube: None,
             sites: None,
             terraform_image: "hashicorp/terraform:1.11".to_owned(),
+            previews,
             unready: Mutex::new(HashSet::new()),
             dead: Mutex::new(HashSet::new()),
             load_balancers: Mutex::new(load_balancers),

@@ -1,6 +1,6 @@
 //! The web dashboard, on the API's port under `/ui`: server-rendered pages (maud), a little
 //! plain JavaScript for live updates over server-sent events, no build step. A browser logs in
-//! with an API token; it then holds a random session id in an `HttpOnly`, `SameSite=Strict`
+//! with an API token; it then holds a random session id in an `HttpOnly`, `SameSite=Lax`
 //! cookie (only the id's hash is stored), and every form carries a CSRF token derived from it.
 //! Pages read the store and act through the same functions as the API, so what they show and
 //! refuse is what the API would.
@@ -37,6 +37,7 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
         .merge(crate::ui_envs::routes())
         .route("/ui/datasets", get(datasets))
         .route("/ui/activity", get(activity))
+        .route("/ui/preview", get(preview))
         .route_layer(axum::middleware::from_fn_with_state(ctx, session));
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
@@ -98,7 +99,7 @@ async fn session(State(ctx): State<Shared>, mut req: Request, next: Next) -> Res
         valid = Some(Session(s, actor.from_address(address)));
     }
     let Some(s) = valid else {
-        let back = req.uri().path().to_owned();
+        let back = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
         return Redirect::to(&format!("/ui/login?next={}", urlencode(&back))).into_response();
     };
     // Each form handler checks the CSRF token its form carries against this session.
@@ -165,12 +166,42 @@ async fn login(State(ctx): State<Shared>, Form(f): Form<LoginForm>) -> Response 
         return ApiError::from(e).into_response();
     }
     let next = f.next.filter(|n| n.starts_with("/ui") && !n.starts_with("//")).unwrap_or_else(|| "/ui".into());
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_MS / 1000);
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_MS / 1000);
     let mut r = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    host: String,
+    next: Option<String>,
+}
+
+/// A signed-in user on the way to a team-only preview: back to its host with a short ticket
+/// (only to a host the router serves: this is no open redirect).
+async fn preview(State(ctx): State<Shared>, Query(q): Query<PreviewQuery>) -> Response {
+    if !ctx.router.serves(&q.host) {
+        return (StatusCode::NOT_FOUND, page("Not found", None, html! { p { "No environment answers for that address." } }))
+            .into_response();
+    }
+    let next = q.next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or_else(|| "/".into());
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let (scheme, port) = match ctx.tls_port {
+        Some(p) => ("https", p),
+        None => ("http", ctx.router_port),
+    };
+    let port = if (scheme, port) == ("http", 80) || (scheme, port) == ("https", 443) { String::new() } else { format!(":{port}") };
+    let to = format!(
+        "{scheme}://{}{port}{}?ticket={}&next={}",
+        q.host,
+        offshoot_router::access::AUTH_PATH,
+        enc(&ctx.previews.ticket(&q.host)),
+        enc(&next)
+    );
+    Redirect::to(&to).into_response()
 }
 
 #[derive(Deserialize)]
@@ -184,7 +215,7 @@ async fn logout(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<S
     }
     crate::state::logged("a sign-out", ctx.store.delete_session(&hash_token(&s.0)).await);
     let mut r = Redirect::to("/ui/login").into_response();
-    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("offshoot_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("offshoot_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"));
     r
 }
 

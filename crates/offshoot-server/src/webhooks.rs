@@ -160,6 +160,9 @@ async fn update_app(
     Json(body): Json<api::AppUpdate>,
 ) -> Result<Json<api::App>, ApiError> {
     crate::plane::control(&ctx, actor).update_settings(&name, &body).await?;
+    if body.access.is_some() {
+        ctx.refresh_routes().await;
+    }
     let app = crate::plane::find_app(&ctx, &name).await?;
     Ok(Json(crate::views::app_dto(&ctx, app).await?))
 }

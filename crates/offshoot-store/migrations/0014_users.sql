@@ -28,3 +28,8 @@ ALTER TABLE ui_sessions ADD COLUMN user_email TEXT NOT NULL DEFAULT 'admin';
 -- Who did it, precisely: the token used, and the address the request came from.
 ALTER TABLE activity ADD COLUMN token_id TEXT;
 ALTER TABLE activity ADD COLUMN address TEXT;
+
+-- Team-only previews: an application's access (`team`; NULL is public) and its bypass token
+-- (sealed by the server, shown to admins).
+ALTER TABLE app_git ADD COLUMN access TEXT;
+ALTER TABLE app_git ADD COLUMN bypass_token TEXT;

@@ -57,7 +57,11 @@ impl Store {
 
     /// Drops the records made before `before` (ms): the retention's, and no interface's.
     pub async fn prune_activity(&self, before: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM activity WHERE at < $1").bind(before).execute(&self.pool).await.map_err(db("prune the activity log"))?;
+        let done = sqlx::query("DELETE FROM activity WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db("prune the activity log"))?;
         Ok(done.rows_affected())
     }
 

@@ -207,6 +207,10 @@ pub struct AppGit {
     pub wake_schedule: Option<String>,
     /// The image its Terraform runs in (`None`: the server's default).
     pub terraform_image: Option<String>,
+    /// `team` when its previews are for the team only (`None`: public).
+    pub access: Option<String>,
+    /// Its previews' bypass token, sealed.
+    pub bypass_token: Option<String>,
 }
 
 /// A webhook delivery or a polled change: a normalized event (JSON the server owns).
@@ -289,7 +293,7 @@ impl RawServiceRow {
 const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request, sleeping_since, last_request_at, idle_sleep_seconds, parameters";
 const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
 const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds, ttl_seconds, pull_request_ttl_seconds, \
-     sleep_schedule, wake_schedule, terraform_image";
+     sleep_schedule, wake_schedule, terraform_image, access, bypass_token";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -981,7 +985,7 @@ impl Store {
     /// Creates an application's git settings unless it has them; returns what it has.
     pub async fn ensure_app_git(&self, g: &AppGit) -> Result<AppGit> {
         sqlx::query(&format!(
-            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (app) DO NOTHING"
+            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (app) DO NOTHING"
         ))
         .bind(&g.app)
         .bind(&g.webhook_secret)
@@ -996,6 +1000,8 @@ impl Store {
         .bind(&g.sleep_schedule)
         .bind(&g.wake_schedule)
         .bind(&g.terraform_image)
+        .bind(&g.access)
+        .bind(&g.bypass_token)
         .execute(&self.pool)
         .await
         .map_err(db("store git settings"))?;
@@ -1016,6 +1022,24 @@ impl Store {
     /// Sets (or with `None` clears) the image an application's static builds run in.
     pub async fn set_static_builder(&self, app: &str, image: Option<&str>) -> Result<()> {
         self.set_text("UPDATE app_git SET static_builder = $2 WHERE app = $1", app, image, "store the static builder").await
+    }
+
+    /// Sets an application's previews' access (`team`, or `None`: public).
+    pub async fn set_access(&self, app: &str, access: Option<&str>) -> Result<()> {
+        self.set_text("UPDATE app_git SET access = $2 WHERE app = $1", app, access, "store the access").await
+    }
+
+    /// Sets an application's sealed bypass token.
+    pub async fn set_bypass_token(&self, app: &str, sealed: &str) -> Result<()> {
+        self.set_text("UPDATE app_git SET bypass_token = $2 WHERE app = $1", app, Some(sealed), "store the bypass token").await
+    }
+
+    /// The applications whose previews are for the team only, with their sealed bypass tokens.
+    pub async fn team_apps(&self) -> Result<Vec<(String, Option<String>)>> {
+        sqlx::query_as("SELECT app, bypass_token FROM app_git WHERE access = 'team' ORDER BY app")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("list team-only applications"))
     }
 
     /// Sets (or with `None` clears) the image an application's Terraform runs in.

@@ -140,6 +140,8 @@ async fn suite(store: Store) {
         fetch_error: None,
         static_builder: None,
         terraform_image: None,
+        access: None,
+        bypass_token: None,
         idle_sleep_seconds: None,
         ttl_seconds: None,
         pull_request_ttl_seconds: None,

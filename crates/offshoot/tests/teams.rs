@@ -33,6 +33,7 @@ fn request(op: Operation, n: usize) -> (&'static str, String, Option<serde_json:
         Operation::UpdateTemplate => ("PUT", "/apps/nope/template".into(), Some(json!({"template": "app: nope\n"}))),
         Operation::SetSecret => ("POST", "/apps/nope/secrets".into(), Some(json!({"key": "K", "value": "v"}))),
         Operation::GrantApp => ("POST", "/apps/nope/grants".into(), Some(json!({"email": "dev@example.com", "role": "admin"}))),
+        Operation::RotateBypass => ("POST", "/apps/nope/bypass-token?rotate=true".into(), Some(json!({}))),
         Operation::CreateEnv => ("POST", "/envs".into(), Some(json!({"app": "nope", "branch": "main"}))),
         Operation::DeployEnv => ("POST", "/envs/nope123/deploy".into(), Some(json!({}))),
         Operation::DeleteEnv => ("DELETE", "/envs/nope123".into(), None),
@@ -156,4 +157,98 @@ fn users_tokens_and_grants() {
     for e in envs.as_array().expect("list") {
         s.json(&["env", "delete", e["id"].as_str().expect("id"), "--wait"]);
     }
+}
+
+/// The response's status, its headers (lower-case names) and its body.
+fn exchange(port: u16, head: &str) -> (u16, Vec<(String, String)>, String) {
+    let raw = http_raw(port, head, b"").expect("an answer");
+    let (top, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = top.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).expect("a status");
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    (status, headers, body.to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// The `name=value` a `Set-Cookie` header sets.
+fn cookie(headers: &[(String, String)], name: &str) -> String {
+    let set = headers.iter().filter(|(k, _)| k == "set-cookie").map(|(_, v)| v).find(|v| v.starts_with(&format!("{name}=")));
+    set.and_then(|v| v.split(';').next()).expect("a cookie set").to_owned()
+}
+
+#[test]
+fn team_only_previews_answer_signed_in_users_and_bypass_tokens() {
+    let s = Server::new(None);
+    let repo = app_repo("shop", "web", "", None, false);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let env = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    let id = env["id"].as_str().expect("id").to_owned();
+    let host = format!("web-{id}.localhost");
+    let get = |path: &str, extra: &str| exchange(s.router, &format!("GET {path} HTTP/1.1\r\nHost: {host}{extra}"));
+    assert_eq!(get("/", "").0, 200, "public by default");
+
+    assert_eq!(s.json(&["app", "set", "shop", "--access", "team"])["access"], "team");
+    // Anonymous: a browser is sent to sign in, another client gets 401; the service sees nothing.
+    let (status, headers, _) = get("/", "\r\nAccept: text/html");
+    assert_eq!(status, 302);
+    let to = header(&headers, "location").expect("location");
+    assert!(to.starts_with(&format!("http://127.0.0.1:{}/ui/preview?host=web%2D{id}%2Elocalhost&next=%2F", s.api)), "{to}");
+    assert_eq!(get("/", "").0, 401);
+
+    // The bypass token: in the header, or once in the query (a cookie, and the URL without it).
+    let token = s.json(&["app", "bypass-token", "shop"])["token"].as_str().expect("token").to_owned();
+    assert_eq!(s.json(&["app", "bypass-token", "shop"])["token"], token.as_str(), "the same until rotated");
+    let (status, _, body) = get("/", &format!("\r\nx-offshoot-bypass: {token}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("backend:"), "the service's page: {body}");
+    assert_eq!(get("/", "\r\nx-offshoot-bypass: osb_wrong").0, 403);
+    let (status, headers, _) = get(&format!("/index.html?offshoot_bypass={token}&x=1"), "");
+    assert_eq!((status, header(&headers, "location")), (302, Some("/index.html?x=1")), "not forwarded");
+    let preview = cookie(&headers, "offshoot_preview");
+    assert_eq!(get("/", &format!("\r\nCookie: {preview}")).0, 200);
+    assert_eq!(get("/", "\r\nCookie: offshoot_preview=1.forged").0, 401);
+    // Rotated: the old token is refused; the new one works.
+    let rotated = s.json(&["app", "bypass-token", "shop", "--rotate"])["token"].as_str().expect("token").to_owned();
+    assert_ne!(rotated, token);
+    assert_eq!(get("/", &format!("\r\nx-offshoot-bypass: {token}")).0, 403);
+    assert_eq!(get("/", &format!("\r\nx-offshoot-bypass: {rotated}")).0, 200);
+
+    // A signed-in user (a viewer): the dashboard sends the browser back with a ticket, which
+    // becomes the preview cookie.
+    let viewer = token_for(&s, "v@example.com", "viewer");
+    let form = format!("token={viewer}&next=%2Fui");
+    let login = http_raw(
+        s.api,
+        &format!(
+            "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+            form.len()
+        ),
+        form.as_bytes(),
+    )
+    .expect("login");
+    let session = login.lines().find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: "))).expect("a session");
+    let session = session.split(';').next().expect("cookie").to_owned();
+    let sign_in = to.trim_start_matches(&format!("http://127.0.0.1:{}", s.api)).to_owned();
+    let (status, headers, _) = exchange(s.api, &format!("GET {sign_in} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}"));
+    assert_eq!(status, 303, "{headers:?}");
+    let back = header(&headers, "location").expect("location");
+    let prefix = format!("http://{host}:{}/__offshoot/auth?ticket=", s.router);
+    assert!(back.starts_with(&prefix), "{back}");
+    let (status, headers, _) = get(back.trim_start_matches(&format!("http://{host}:{}", s.router)), "");
+    assert_eq!((status, header(&headers, "location")), (302, Some("/")));
+    let signed_in = cookie(&headers, "offshoot_preview");
+    assert_eq!(get("/", &format!("\r\nCookie: {signed_in}")).0, 200);
+    // Not signed in: the dashboard asks to log in first; a host it does not serve is refused.
+    let (status, headers, _) = exchange(s.api, &format!("GET {sign_in} HTTP/1.1\r\nHost: 127.0.0.1"));
+    assert!(status == 303 && header(&headers, "location").is_some_and(|l| l.starts_with("/ui/login?next=")), "{status} {headers:?}");
+    let (status, _, _) =
+        exchange(s.api, &format!("GET /ui/preview?host=evil.example.com HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}"));
+    assert_eq!(status, 404);
+    // Public again: anyone.
+    s.json(&["app", "set", "shop", "--access", "public"]);
+    assert_eq!(get("/", "").0, 200);
+    s.json(&["env", "delete", &id, "--wait"]);
 }
