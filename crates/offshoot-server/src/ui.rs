@@ -34,6 +34,7 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
         .route("/ui/apps/{name}/config", post(save_config))
         .route("/ui/apps/{name}/secrets", post(set_secret))
         .route("/ui/apps/{name}/delete", post(delete_app))
+        .route("/ui/apps/{name}/settings", post(save_settings))
         .merge(crate::ui_envs::routes())
         .route("/ui/datasets", get(datasets))
         .route("/ui/activity", get(activity))
@@ -435,6 +436,7 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
     };
     let versions = ctx.store.versions(name).await.unwrap_or_default();
     let envs = ctx.store.envs(Some(name), false).await.unwrap_or_default();
+    let git = ctx.store.app_git(name).await.ok().flatten();
     let latest = versions.first();
     let (template, env_vars) = match &draft {
         Some(d) => (d.template.clone(), d.env_vars.clone()),
@@ -462,6 +464,7 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
             }
             (new_env_form(s, Some(name), &[], &params))
         }
+        @if let Some(g) = &git { (settings_form(s, name, g)) }
         form.card method="post" action={ "/ui/apps/" (name) "/config" } {
             h2 { "Configuration" }
             (csrf_field(s))
@@ -516,6 +519,101 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
         }
     };
     (status, page(&format!("Application {name}"), Some(s), body)).into_response()
+}
+
+/// A duration in seconds as the settings take it (`90m`, `2h`, `3d`), or `off`.
+fn span_text(secs: Option<i64>) -> String {
+    match secs {
+        None => "off".into(),
+        Some(s) if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        Some(s) if s % 3600 == 0 => format!("{}h", s / 3600),
+        Some(s) => format!("{}m", (s + 59) / 60),
+    }
+}
+
+/// An application's settings: pull requests, builder and Terraform images, preview access, and
+/// its environments' lifecycle.
+fn settings_form(s: &Session, name: &str, g: &offshoot_store::AppGit) -> Markup {
+    let team = g.access.as_deref() == Some("team");
+    html! {
+        form.card method="post" action={ "/ui/apps/" (name) "/settings" } {
+            h2 { "Settings" }
+            (csrf_field(s))
+            label for="pull_requests" { "Environments for pull requests" }
+            select #pull_requests name="pull_requests" {
+                option value="on" selected[g.pull_requests != 0] { "On" }
+                option value="off" selected[g.pull_requests == 0] { "Off" }
+            }
+            label for="pull_request_label" { "Only pull requests with this label (empty: all)" }
+            input #pull_request_label name="pull_request_label" value=(g.pull_request_label.clone().unwrap_or_default());
+            label for="access" { "Who its environments' URLs answer" }
+            select #access name="access" {
+                option value="public" selected[!team] { "Anyone (public)" }
+                option value="team" selected[team] { "Signed-in users and the bypass token (team)" }
+            }
+            label for="static_builder" { "Static builds' image (empty: the server's)" }
+            input #static_builder name="static_builder" value=(g.static_builder.clone().unwrap_or_default());
+            label for="terraform_image" { "Terraform's image (empty: the server's)" }
+            input #terraform_image name="terraform_image" value=(g.terraform_image.clone().unwrap_or_default());
+            label for="idle_sleep" { "Sleep after this long without a request (" code { "30m" } ", " code { "2h" } ", " code { "off" } ")" }
+            input #idle_sleep name="idle_sleep" value=(span_text(g.idle_sleep_seconds));
+            label for="ttl" { "New environments live (" code { "7d" } ", " code { "off" } ")" }
+            input #ttl name="ttl" value=(span_text(g.ttl_seconds));
+            label for="pull_request_ttl" { "New pull-request environments live" }
+            input #pull_request_ttl name="pull_request_ttl" value=(span_text(g.pull_request_ttl_seconds));
+            label for="sleep_schedule" { "Sleep on a schedule (five cron fields, empty: never)" }
+            input #sleep_schedule name="sleep_schedule" value=(g.sleep_schedule.clone().unwrap_or_default());
+            label for="wake_schedule" { "Wake on a schedule" }
+            input #wake_schedule name="wake_schedule" value=(g.wake_schedule.clone().unwrap_or_default());
+            button type="submit" { "Save settings" }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SettingsForm {
+    csrf: String,
+    pull_requests: String,
+    pull_request_label: String,
+    access: String,
+    static_builder: String,
+    terraform_image: String,
+    idle_sleep: String,
+    ttl: String,
+    pull_request_ttl: String,
+    sleep_schedule: String,
+    wake_schedule: String,
+}
+
+async fn save_settings(
+    State(ctx): State<Shared>,
+    axum::Extension(s): axum::Extension<Session>,
+    Path(name): Path<String>,
+    Form(f): Form<SettingsForm>,
+) -> Response {
+    if !csrf_ok(&s, &f.csrf) {
+        return forbidden();
+    }
+    let t = |v: String| Some(v.trim().to_owned());
+    let req = offshoot_api_types::AppUpdate {
+        pull_requests: Some(f.pull_requests == "on"),
+        pull_request_label: t(f.pull_request_label),
+        static_builder: t(f.static_builder),
+        terraform_image: t(f.terraform_image),
+        access: t(f.access),
+        idle_sleep: t(f.idle_sleep),
+        ttl: t(f.ttl),
+        pull_request_ttl: t(f.pull_request_ttl),
+        sleep_schedule: t(f.sleep_schedule),
+        wake_schedule: t(f.wake_schedule),
+    };
+    match control(&ctx, s.1.clone()).update_settings(&name, &req).await {
+        Ok(_) => {
+            ctx.refresh_routes().await;
+            Redirect::to(&format!("/ui/apps/{name}")).into_response()
+        }
+        Err(e) => render_app(&ctx, &s, &name, Some(e.into()), None).await,
+    }
 }
 
 #[derive(Deserialize)]

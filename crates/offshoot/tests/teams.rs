@@ -252,3 +252,79 @@ fn team_only_previews_answer_signed_in_users_and_bypass_tokens() {
     assert_eq!(get("/", "").0, 200);
     s.json(&["env", "delete", &id, "--wait"]);
 }
+
+/// Logs a browser in to the dashboard with `token`: its session cookie.
+fn dashboard_login(s: &Server, token: &str) -> String {
+    let form = format!("token={token}&next=%2Fui");
+    let head = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+        form.len()
+    );
+    let (_, headers, _) = exchange_with(s.api, &head, form.as_bytes());
+    cookie(&headers, "offshoot_session")
+}
+
+fn exchange_with(port: u16, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    let raw = http_raw(port, head, body).expect("an answer");
+    let (top, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = top.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).expect("a status");
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
+    (status, headers, rest.to_owned())
+}
+
+/// The dashboard's application settings form, under the session's role: an admin saves them
+/// (the same settings the CLI shows), a developer is refused with the role it needs.
+#[test]
+fn the_dashboard_saves_an_applications_settings_under_the_same_roles() {
+    let s = Server::new(None);
+    let repo = app_repo("shop", "web", "", None, false);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let developer = token_for(&s, "d@example.com", "developer");
+    for (token, allowed) in [(s.token(), true), (developer, false)] {
+        let session = dashboard_login(&s, &token);
+        let (status, _, page) = exchange(s.api, &format!("GET /ui/apps/shop HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}"));
+        assert_eq!(status, 200);
+        assert!(page.contains("action=\"/ui/apps/shop/settings\""), "the settings form is on the page");
+        let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("a CSRF token").to_owned();
+        let form = format!(
+            "csrf={csrf}&pull_requests=on&pull_request_label=preview&access=team&static_builder=&terraform_image=hashicorp%2Fterraform%3A1.10\
+             &idle_sleep=2h&ttl=7d&pull_request_ttl=off&sleep_schedule=0+20+*+*+1-5&wake_schedule="
+        );
+        let head = format!(
+            "POST /ui/apps/shop/settings HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+            form.len()
+        );
+        let (status, _, body) = exchange_with(s.api, &head, form.as_bytes());
+        if allowed {
+            assert_eq!(status, 303, "{body}");
+            let app = s.json(&["app", "show", "shop"]);
+            assert_eq!((app["access"].as_str(), app["pull_request_label"].as_str()), (Some("team"), Some("preview")), "{app}");
+            assert_eq!(
+                (app["terraform_image"].as_str(), app["idle_sleep_seconds"].as_i64()),
+                (Some("hashicorp/terraform:1.10"), Some(7200)),
+                "{app}"
+            );
+            assert_eq!(app["sleep_schedule"], "0 20 * * 1-5", "{app}");
+        } else {
+            assert_eq!(status, 422, "{body}");
+            assert!(body.contains("`app.settings` needs the admin role; d@example.com has the developer role"), "{body}");
+        }
+        // A form without the session's CSRF token is refused.
+        let head = format!(
+            "POST /ui/apps/shop/settings HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+            form.len()
+        );
+        let forged = form.replacen(&csrf, &"0".repeat(csrf.len()), 1);
+        assert_eq!(exchange_with(s.api, &head, forged.as_bytes()).0, 403);
+    }
+    let audit = s.json(&["audit", "--app", "shop"]);
+    let settings: Vec<(&str, &str)> = audit
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|a| a["operation"] == "app.settings")
+        .map(|a| (a["actor"].as_str().unwrap_or(""), a["outcome"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(settings, [("d@example.com", "refused"), ("admin", "ok")]);
+}
