@@ -29,6 +29,7 @@ mod secret_files;
 mod sites;
 mod state;
 mod ui;
+mod ui_admin;
 mod ui_envs;
 mod views;
 mod waking;

@@ -10,12 +10,12 @@ use crate::error::ApiError;
 use crate::plane::control;
 use crate::state::Shared;
 use crate::ui_envs::new_env_form;
+use axum::Router;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use maud::{DOCTYPE, Markup, html};
 use offshoot_control::Actor;
 use offshoot_store::now_ms;
@@ -35,8 +35,9 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
         .route("/ui/apps/{name}/secrets", post(set_secret))
         .route("/ui/apps/{name}/delete", post(delete_app))
         .route("/ui/apps/{name}/settings", post(save_settings))
+        .route("/ui/apps/{name}/restore", post(restore_version))
         .merge(crate::ui_envs::routes())
-        .route("/ui/datasets", get(datasets))
+        .merge(crate::ui_admin::routes())
         .route("/ui/activity", get(activity))
         .route("/ui/preview", get(preview))
         .route_layer(axum::middleware::from_fn_with_state(ctx, session));
@@ -243,6 +244,7 @@ pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Mark
                             a href="/ui/apps" { "Applications" }
                             a href="/ui/datasets" { "Datasets" }
                             a href="/ui/activity" { "Activity" }
+                            a href="/ui/users" { "Users" }
                             form.inline method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(csrf_of(&s.0));
                                 button.link type="submit" { "Log out" }
@@ -510,6 +512,13 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
                             pre.diff { @for (sign, line) in &d { span class=(if *sign == '+' { "add" } else { "del" }) { (sign) " " (line) "\n" } } }
                         }
                     } @else { p.muted { "The first version." } }
+                    @if i > 0 {
+                        form.inline method="post" action={ "/ui/apps/" (name) "/restore" } {
+                            (csrf_field(s))
+                            input type="hidden" name="version" value=(v.version);
+                            button.link type="submit" { "Restore version " (v.version) " as a new version" }
+                        }
+                    }
                 }
             }
         }
@@ -617,6 +626,33 @@ async fn save_settings(
 }
 
 #[derive(Deserialize)]
+struct RestoreForm {
+    csrf: String,
+    version: i64,
+}
+
+/// An older version's template and variables saved again as the newest (validated as any save).
+async fn restore_version(
+    State(ctx): State<Shared>,
+    axum::Extension(s): axum::Extension<Session>,
+    Path(name): Path<String>,
+    Form(f): Form<RestoreForm>,
+) -> Response {
+    if !csrf_ok(&s, &f.csrf) {
+        return forbidden();
+    }
+    let versions = ctx.store.versions(&name).await.unwrap_or_default();
+    let Some(v) = versions.into_iter().find(|v| v.version == f.version) else {
+        let e = ApiError::new(StatusCode::NOT_FOUND, "not-found", format!("application `{name}` has no version {}", f.version));
+        return render_app(&ctx, &s, &name, Some(e), None).await;
+    };
+    match control(&ctx, s.1.clone()).update_template(&name, Some(v.template), Some(v.env_vars)).await {
+        Ok(_) => Redirect::to(&format!("/ui/apps/{name}")).into_response(),
+        Err(e) => render_app(&ctx, &s, &name, Some(e.into()), None).await,
+    }
+}
+
+#[derive(Deserialize)]
 struct ConfigForm {
     csrf: String,
     template: String,
@@ -719,29 +755,6 @@ async fn activity(State(ctx): State<Shared>, axum::Extension(s): axum::Extension
         }
     };
     page("Activity", Some(&s), body).into_response()
-}
-
-async fn datasets(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Session>) -> Response {
-    let list = match crate::datasets::list(State(ctx.clone())).await {
-        Ok(Json(l)) => l,
-        Err(e) => return (e.status, page("Datasets", Some(&s), error_box(&e))).into_response(),
-    };
-    let body = html! {
-        @if list.is_empty() { p { "No dataset. Create one with " code { "offshoot dataset create" } "." } } @else {
-            div.scroll { table {
-                thead { tr { th scope="col" { "Dataset" } th scope="col" { "Engine" } th scope="col" { "State" } th scope="col" { "Pool (ready / leased / filling)" } th scope="col" { "Snapshot" } th scope="col" { "Leases" } } }
-                tbody { @for d in &list { tr {
-                    td { (d.name) }
-                    td { (d.engine) }
-                    td { (state_badge(&d.state)) @if let Some(e) = &d.error { " " span.muted { (e) } } }
-                    td { (d.pool.ready) " / " (d.pool.leased) " / " (d.pool.filling) }
-                    td { @if let Some(sn) = &d.snapshot { "generation " (sn.generation) ", " (sn.bytes / 1_000_000) " MB" } }
-                    td { @for l in &d.leases { a href={ "/ui/envs/" (l.env_id) } { (l.env_id) } @if l.expired { " (expired)" } " " } }
-                } } }
-            } }
-        }
-    };
-    page("Datasets", Some(&s), body).into_response()
 }
 
 const CSS: &str = r#":root{--fg:#1b1f24;--muted:#57606a;--bg:#fff;--line:#d0d7de;--accent:#0a58ca;--ok:#116329;--bad:#a40e26;--busy:#7d4e00}

@@ -328,3 +328,69 @@ fn the_dashboard_saves_an_applications_settings_under_the_same_roles() {
         .collect();
     assert_eq!(settings, [("d@example.com", "refused"), ("admin", "ok")]);
 }
+
+/// A dashboard form posted with the session's CSRF token (read from `page`).
+fn post_form(s: &Server, session: &str, page: &str, path: &str, fields: &str) -> (u16, String) {
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("a CSRF token");
+    let form = format!("csrf={csrf}&{fields}");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+        form.len()
+    );
+    let (status, _, body) = exchange_with(s.api, &head, form.as_bytes());
+    (status, body)
+}
+
+fn get_page(s: &Server, session: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = exchange(s.api, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}"));
+    (status, body)
+}
+
+/// Users, datasets and template versions from the dashboard, each form under the session's role.
+#[test]
+fn the_dashboard_manages_users_datasets_and_versions_under_the_same_roles() {
+    let s = Server::new(None);
+    let repo = app_repo("shop", "web", "", None, false);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let admin = dashboard_login(&s, &s.token());
+    let developer = dashboard_login(&s, &token_for(&s, "d@example.com", "developer"));
+
+    // Users: an admin's page; a developer is refused it.
+    let (status, page) = get_page(&s, &admin, "/ui/users");
+    assert_eq!(status, 200);
+    assert!(page.contains("d@example.com") && page.contains("action=\"/ui/users\""), "{page}");
+    assert_eq!(post_form(&s, &admin, &page, "/ui/users", "email=new%40example.com&role=viewer").0, 303);
+    assert_eq!(post_form(&s, &admin, &page, "/ui/users/new@example.com/role", "role=developer").0, 303);
+    let users = s.json(&["user", "list"]);
+    let new = users.as_array().expect("list").iter().find(|u| u["email"] == "new@example.com").expect("made").clone();
+    assert_eq!(new["role"], "developer");
+    assert_eq!(post_form(&s, &admin, &page, "/ui/users/new@example.com/disable", "").0, 303);
+    let (status, body) = post_form(&s, &admin, &page, "/ui/users", "email=not-an-email&role=viewer");
+    assert!(status == 422 && body.contains("is not an e-mail address"), "{status} {body}");
+    let (status, body) = get_page(&s, &developer, "/ui/users");
+    assert!(status == 403 && body.contains("`user.list` needs the admin role"), "{status} {body}");
+
+    // Datasets: refused to a developer, checked for an admin.
+    let (_, page) = get_page(&s, &admin, "/ui/datasets");
+    assert!(page.contains("New dataset"), "{page}");
+    let (status, body) = post_form(&s, &admin, &page, "/ui/datasets", "name=tiny&source=not-a-url&pool_size=1&refresh=");
+    assert_eq!(status, 422, "{body}");
+    let (_, dev_page) = get_page(&s, &developer, "/ui/datasets");
+    let (status, body) = post_form(&s, &developer, &dev_page, "/ui/datasets/tiny/refresh", "");
+    assert!(status == 422 && body.contains("`dataset.refresh` needs the admin role"), "{status} {body}");
+
+    // Versions: an older one restored as the newest.
+    let t = s.json(&["app", "show", "shop"]);
+    assert_eq!(t["version"], 1);
+    let tpl: serde_json::Value = call(&s, &s.token(), "GET", "/apps/shop/template", None).1;
+    let changed = tpl["template"].as_str().expect("template").replace("failure_threshold: 30", "failure_threshold: 31");
+    assert_eq!(call(&s, &s.token(), "PUT", "/apps/shop/template", Some(&serde_json::json!({"template": changed}))).0, 200);
+    let (_, page) = get_page(&s, &admin, "/ui/apps/shop");
+    assert!(page.contains("Restore version 1 as a new version"), "{page}");
+    let (_, dev_page) = get_page(&s, &developer, "/ui/apps/shop");
+    let (status, body) = post_form(&s, &developer, &dev_page, "/ui/apps/shop/restore", "version=1");
+    assert!(status == 422 && body.contains("`app.template` needs the admin role"), "{status} {body}");
+    assert_eq!(post_form(&s, &admin, &page, "/ui/apps/shop/restore", "version=1").0, 303);
+    let now: serde_json::Value = call(&s, &s.token(), "GET", "/apps/shop/template", None).1;
+    assert_eq!((now["version"].as_i64(), now["template"].as_str()), (Some(3), tpl["template"].as_str()), "{now}");
+}
