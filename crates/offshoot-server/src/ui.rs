@@ -348,7 +348,7 @@ async fn render_apps(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Resp
     let body = html! {
         @if let Some(e) = &error { (error_box(e)) }
         @if list.is_empty() { p { "No application yet. Create one from a repository below." } } @else {
-            div.scroll { table {
+            div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table {
                 thead { tr { th scope="col" { "Name" } th scope="col" { "Repository" } th scope="col" { "Default branch" } th scope="col" { "Created" } } }
                 tbody { @for a in &list { tr {
                     td { a href={ "/ui/apps/" (a.name) } { (a.name) } }
@@ -741,7 +741,7 @@ async fn activity(State(ctx): State<Shared>, axum::Extension(s): axum::Extension
     };
     let body = html! {
         @if list.is_empty() { p { "Nothing was done yet." } } @else {
-            div.scroll { table {
+            div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table {
                 thead { tr { th scope="col" { "When" } th scope="col" { "Who" } th scope="col" { "What" } th scope="col" { "On" } th scope="col" { "Outcome" } th scope="col" { "Detail" } } }
                 tbody { @for a in &list { tr {
                     td { (ago(a.at)) }

@@ -38,7 +38,7 @@ async fn render_datasets(ctx: &Shared, s: &Session, error: Option<ApiError>) -> 
     let body = html! {
         @if let Some(e) = &error { (error_box(e)) }
         @if list.is_empty() { p { "No dataset." } } @else {
-            div.scroll { table {
+            div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table {
                 thead { tr { th scope="col" { "Dataset" } th scope="col" { "Engine" } th scope="col" { "State" } th scope="col" { "Pool (ready / leased / filling)" } th scope="col" { "Snapshot" } th scope="col" { "Leases" } th scope="col" { "Actions" } } }
                 tbody { @for d in &list { tr {
                     td { (d.name) }
@@ -155,7 +155,7 @@ async fn render_users(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Res
     let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
     let body = html! {
         @if let Some(e) = &error { (error_box(e)) }
-        div.scroll { table {
+        div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table {
             thead { tr { th scope="col" { "User" } th scope="col" { "Role" } th scope="col" { "Since" } th scope="col" { "Actions" } } }
             tbody { @for u in &list { tr {
                 td { (u.email) @if u.disabled != 0 { " " span.muted { "(disabled)" } } }

@@ -89,7 +89,7 @@ async fn render_envs(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Resp
         @if let Some(e) = &error { (error_box(e)) }
         (capacity(usage, ctx.capacity))
         @if list.is_empty() { p { "No environment yet." } } @else {
-            div.scroll { table {
+            div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table {
                 thead { tr { th scope="col" { "Environment" } th scope="col" { "Application" } th scope="col" { "Branch" } th scope="col" { "Status" } th scope="col" { "Created" } th scope="col" { "Expires" } } }
                 tbody { @for e in &list { tr {
                     td { a href={ "/ui/envs/" (e.id) } { (e.id) } }
@@ -259,7 +259,7 @@ fn env_live(e: &dto::Env, steps: &[offshoot_store::Step]) -> Markup {
     html! {
         p { "Status " (state_badge(e.status.as_str())) @if let Some(r) = &e.reason { " " span.reason { (r) } } }
         h2 { "Services" }
-        div.scroll { table #services {
+        div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table #services {
             thead { tr { th scope="col" { "Service" } th scope="col" { "State" } th scope="col" { "URLs" } th scope="col" { "Logs" } } }
             tbody { @for svc in &e.services { tr {
                 td { (svc.name) }
@@ -269,7 +269,7 @@ fn env_live(e: &dto::Env, steps: &[offshoot_store::Step]) -> Markup {
             } } }
         } }
         h2 { "Deployments" }
-        div.scroll { table #deployments {
+        div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table #deployments {
             thead { tr { th scope="col" { "Workflow" } th scope="col" { "Commit" } th scope="col" { "Status" } th scope="col" { "Phases" } th scope="col" { "Started" } } }
             tbody { @for d in e.deployments.iter().rev() { tr {
                 td { (d.workflow) }
@@ -282,7 +282,7 @@ fn env_live(e: &dto::Env, steps: &[offshoot_store::Step]) -> Markup {
         @if let Some(d) = e.deployments.last() {
             h2 { "Workflow steps of the latest deployment (" (d.workflow) ")" }
             @if steps.is_empty() { p.muted { "No step has run yet." } } @else {
-                div.scroll { table #steps {
+                div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table #steps {
                     thead { tr { th scope="col" { "Step" } th scope="col" { "Status" } th scope="col" { "Output" } } }
                     tbody { @for st in steps { tr {
                         td { (st.name) }
@@ -314,7 +314,7 @@ async fn env(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<Sess
         div #live data-events={ "/ui/envs/" (id) "/events" } aria-live="polite" { (env_live(&e, &steps)) }
         @if !cron.is_empty() {
             h2 { "Cron jobs" }
-            div.scroll { table #cron {
+            div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table #cron {
                 thead { tr { th scope="col" { "Job" } th scope="col" { "Schedule (UTC)" } th scope="col" { "Next" } th scope="col" { "Latest runs" } } }
                 tbody { @for j in &cron { tr {
                     td { (j.name) }

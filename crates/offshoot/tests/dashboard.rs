@@ -36,10 +36,34 @@ fn screenshots() -> std::path::PathBuf {
     dir
 }
 
+/// A screenshot of the page, kept for review, and axe-core's check of it.
 async fn shoot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     std::fs::write(screenshots().join(format!("{name}.png")), png).expect("save screenshot");
+    accessible(c, name).await;
+}
+
+/// Where `scripts/services` installs axe-core (npm).
+const AXE: &str = "/opt/offshoot-npm/node_modules/axe-core/axe.min.js";
+
+/// axe-core run on the page as it is: no serious or critical violation.
+async fn accessible(c: &Client, what: &str) {
+    let axe = std::fs::read_to_string(AXE).unwrap_or_else(|e| panic!("{AXE}: {e}; run `bash scripts/services`"));
+    c.execute(&axe, vec![]).await.expect("load axe-core");
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             axe.run(document, {resultTypes: ['violations']})\
+               .then(r => done(r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')\
+                 .map(v => v.impact + ' ' + v.id + ': ' + v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).join(', '))))\
+               .catch(e => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await
+        .expect("run axe-core");
+    let list: Vec<String> = serde_json::from_value(found).expect("a list");
+    assert!(list.is_empty(), "accessibility of {what}: {list:#?}");
 }
 
 /// Clicks the element, finding it again if the page replaced it meanwhile (live updates).
@@ -294,6 +318,10 @@ async fn log_in_create_an_app_and_an_environment_watch_it_and_delete_it() {
     // Datasets: none here, said plainly.
     c.goto(&format!("{base}/ui/datasets")).await.expect("goto");
     wait_text(&c, "No dataset.", 10).await;
+    accessible(&c, "datasets").await;
+    c.goto(&format!("{base}/ui/users")).await.expect("goto");
+    wait_text(&c, "New user", 10).await;
+    accessible(&c, "users").await;
     // The activity log: what the dashboard did, the refusal above included, newest first.
     c.goto(&format!("{base}/ui/activity")).await.expect("goto");
     let log = wait_text(&c, "app.delete", 10).await;
