@@ -83,13 +83,17 @@ fn strip_cookie(headers: &mut HeaderMap) {
     }
 }
 
-fn redirect(to: &str, cookie: Option<String>) -> Response<ProxyBody> {
+/// A redirect, setting the preview cookie (`Secure` over TLS) when given.
+fn redirect(to: &str, cookie: Option<(String, bool)>) -> Response<ProxyBody> {
     let mut r = crate::proxy::page(StatusCode::FOUND, "Found", "Redirecting.");
     if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
     }
-    if let Some(c) = cookie
-        && let Ok(v) = HeaderValue::from_str(&format!("{COOKIE}={c}; Path=/; HttpOnly; SameSite=Lax; Max-Age=43200"))
+    if let Some((c, secure)) = cookie
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{COOKIE}={c}; Path=/; HttpOnly; SameSite=Lax; Max-Age=43200{}",
+            if secure { "; Secure" } else { "" }
+        ))
     {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -98,7 +102,13 @@ fn redirect(to: &str, cookie: Option<String>) -> Response<ProxyBody> {
 
 /// Decides a request for a team-only backend of `app` at `host`; on a pass, its proof is taken
 /// off `parts` (the bypass header and the preview cookie).
-pub(crate) fn decide(gk: Option<&dyn Gatekeeper>, app: &str, host: &str, parts: &mut hyper::http::request::Parts, html: bool) -> Decision {
+pub(crate) fn decide(
+    gk: Option<&dyn Gatekeeper>,
+    (app, host): (&str, &str),
+    parts: &mut hyper::http::request::Parts,
+    html: bool,
+    tls: bool,
+) -> Decision {
     let Some(gk) = gk else {
         return Decision::Answer(crate::proxy::page(StatusCode::FORBIDDEN, "Forbidden", "This preview is for the team only."));
     };
@@ -110,7 +120,7 @@ pub(crate) fn decide(gk: Option<&dyn Gatekeeper>, app: &str, host: &str, parts: 
         let (next, _) = take_param(&query, "next");
         let next = next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or_else(|| "/".into());
         return match ticket {
-            Some(t) if gk.ticket_ok(host, &t) => Decision::Answer(redirect(&next, Some(gk.cookie_for(host)))),
+            Some(t) if gk.ticket_ok(host, &t) => Decision::Answer(redirect(&next, Some((gk.cookie_for(host), tls)))),
             _ => {
                 Decision::Answer(crate::proxy::page(StatusCode::FORBIDDEN, "Forbidden", "The sign-in ticket is not valid or has expired."))
             }
@@ -123,7 +133,7 @@ pub(crate) fn decide(gk: Option<&dyn Gatekeeper>, app: &str, host: &str, parts: 
             return Decision::Answer(crate::proxy::page(StatusCode::FORBIDDEN, "Forbidden", "The bypass token is not valid."));
         }
         let to = if rest.is_empty() { path } else { format!("{path}?{rest}") };
-        return Decision::Answer(redirect(&to, Some(gk.cookie_for(host))));
+        return Decision::Answer(redirect(&to, Some((gk.cookie_for(host), tls))));
     }
     if let Some(token) = parts.headers.get(BYPASS_HEADER).map(|v| v.to_str().unwrap_or("").to_owned()) {
         if !gk.bypass(app, &token) {
@@ -160,6 +170,14 @@ mod tests {
         assert_eq!(take_param("offshoot_bypass", BYPASS_PARAM), (Some(String::new()), String::new()));
         assert_eq!(take_param("offshoot_bypass=t", BYPASS_PARAM), (Some("t".into()), String::new()));
         assert_eq!(take_param("a=1", BYPASS_PARAM), (None, "a=1".into()));
+    }
+
+    #[test]
+    fn the_preview_cookie_is_secure_over_tls() {
+        let set =
+            |tls| redirect("/", Some(("v".into(), tls))).headers().get(header::SET_COOKIE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(set(true).as_deref(), Some("offshoot_preview=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=43200; Secure"));
+        assert_eq!(set(false).as_deref(), Some("offshoot_preview=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=43200"));
     }
 
     #[test]

@@ -277,7 +277,8 @@ impl Router {
         if let Some(app) = b.team_only.clone() {
             let html = accepts_html(req.headers());
             let (mut parts, body) = req.into_parts();
-            match crate::access::decide(self.gatekeeper.get().map(|g| g.as_ref()), &app, &host, &mut parts, html) {
+            let tls = client.scheme == Scheme::Https;
+            match crate::access::decide(self.gatekeeper.get().map(|g| g.as_ref()), (&app, &host), &mut parts, html, tls) {
                 crate::access::Decision::Pass => req = Request::from_parts(parts, body),
                 crate::access::Decision::Answer(r) => return (r, Some(b)),
             }

@@ -168,7 +168,9 @@ async fn login(State(ctx): State<Shared>, Form(f): Form<LoginForm>) -> Response 
         return ApiError::from(e).into_response();
     }
     let next = f.next.filter(|n| n.starts_with("/ui") && !n.starts_with("//")).unwrap_or_else(|| "/ui".into());
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}", SESSION_MS / 1000);
+    // `Secure` when the dashboard is reached over TLS (its public URL is `https://`).
+    let secure = if ctx.public_url.starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", SESSION_MS / 1000);
     let mut r = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
