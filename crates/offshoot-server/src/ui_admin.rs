@@ -148,7 +148,8 @@ async fn render_users(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Res
     let list = match control(ctx, s.1.clone()).users().await {
         Ok(l) => l,
         Err(e) => {
-            let e = ApiError::from(e);
+            // The refusal of what was asked comes first (a form's), else the list's.
+            let e = error.unwrap_or_else(|| ApiError::from(e));
             return (e.status, page("Users", Some(s), error_box(&e))).into_response();
         }
     };

@@ -394,3 +394,72 @@ fn the_dashboard_manages_users_datasets_and_versions_under_the_same_roles() {
     let now: serde_json::Value = call(&s, &s.token(), "GET", "/apps/shop/template", None).1;
     assert_eq!((now["version"].as_i64(), now["template"].as_str()), (Some(3), tpl["template"].as_str()), "{now}");
 }
+
+/// Every dashboard form, posted under every role: refused with the operation and the role it
+/// needs exactly when the role is below it. Each operation has a form here or is listed as
+/// having none: a new operation must be placed in one or the other.
+#[test]
+fn every_dashboard_form_is_allowed_or_refused_by_role() {
+    const NO_FORM: &[Operation] = &[
+        Operation::RotateWebhook,
+        Operation::GrantApp,
+        Operation::RotateBypass,
+        Operation::ExecInEnv,
+        Operation::UpdateEnv,
+        Operation::RegistryLogin,
+        Operation::RegistryLogout,
+        Operation::CreateToken,
+        Operation::RevokeToken,
+    ];
+    // (operation, form, fields); the application deleted last.
+    let forms: &[(Operation, &str, &str)] = &[
+        (Operation::CreateApp, "/ui/apps", "repo=%2Fnonexistent"),
+        (Operation::UpdateTemplate, "/ui/apps/shop/config", "template=x%3A+%5B&env_vars="),
+        (Operation::UpdateTemplate, "/ui/apps/shop/restore", "version=1"),
+        (Operation::SetSecret, "/ui/apps/shop/secrets", "key=K&service=&value=v"),
+        (Operation::SetSecret, "/ui/apps/shop/secrets", "key=f.txt&value=v&file=1"),
+        (
+            Operation::UpdateApp,
+            "/ui/apps/shop/settings",
+            "pull_requests=off&pull_request_label=&access=public&static_builder=&terraform_image=&idle_sleep=off&ttl=off&pull_request_ttl=off&sleep_schedule=&wake_schedule=",
+        ),
+        (Operation::CreateEnv, "/ui/envs", "app=shop&branch=no-such-branch"),
+        (Operation::DeployEnv, "/ui/envs/nope123/deploy", ""),
+        (Operation::ExtendEnv, "/ui/envs/nope123/extend", "ttl=3600"),
+        (Operation::SleepEnv, "/ui/envs/nope123/sleep", ""),
+        (Operation::WakeEnv, "/ui/envs/nope123/wake", ""),
+        (Operation::DeleteEnv, "/ui/envs/nope123/delete", ""),
+        (Operation::CreateDataset, "/ui/datasets", "name=tiny&source=not-a-url&pool_size=1&refresh="),
+        (Operation::RefreshDataset, "/ui/datasets/nope/refresh", ""),
+        (Operation::DeleteDataset, "/ui/datasets/nope/delete", ""),
+        (Operation::CreateUser, "/ui/users", "email=m%40example.com&role=viewer"),
+        (Operation::UpdateUser, "/ui/users/nobody@example.com/role", "role=viewer"),
+        (Operation::DisableUser, "/ui/users/nobody@example.com/disable", ""),
+        (Operation::DeleteApp, "/ui/apps/shop/delete", ""),
+    ];
+    for op in Operation::ALL {
+        let with_form = forms.iter().any(|(o, _, _)| o == op);
+        assert!(with_form != NO_FORM.contains(op), "{} must have a dashboard form here or be listed without one", op.as_str());
+    }
+    let s = Server::new(None);
+    let repo = app_repo("shop", "web", "", None, false);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let sessions = [
+        (Role::Viewer, dashboard_login(&s, &token_for(&s, "v@example.com", "viewer"))),
+        (Role::Developer, dashboard_login(&s, &token_for(&s, "d@example.com", "developer"))),
+        (Role::Admin, dashboard_login(&s, &s.token())),
+    ];
+    // A page with a CSRF token for each session.
+    let pages: Vec<String> = sessions.iter().map(|(_, session)| get_page(&s, session, "/ui/envs").1).collect();
+    for (op, path, fields) in forms {
+        for ((role, session), page) in sessions.iter().zip(&pages) {
+            let (status, body) = post_form(&s, session, page, path, fields);
+            let refusal = format!("`{}` needs the {} role", op.as_str(), op.needs());
+            if *role < op.needs() {
+                assert!(body.contains(&refusal), "{path} as {role}: {status} {body}");
+            } else {
+                assert!(!body.contains("role") || !body.contains("needs the"), "{path} as {role}: refused: {body}");
+            }
+        }
+    }
+}
