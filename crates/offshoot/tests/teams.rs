@@ -161,12 +161,7 @@ fn users_tokens_and_grants() {
 
 /// The response's status, its headers (lower-case names) and its body.
 fn exchange(port: u16, head: &str) -> (u16, Vec<(String, String)>, String) {
-    let raw = http_raw(port, head, b"").expect("an answer");
-    let (top, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = top.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).expect("a status");
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).collect();
-    (status, headers, body.to_owned())
+    exchange_with(port, head, b"")
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
