@@ -176,6 +176,40 @@ operations! {
     RevokeToken => "token.revoke", Viewer;
 }
 
+impl Operation {
+    /// Whether a per-application grant can allow it: what acts on one application or its
+    /// environments. Datasets, registries, users, tokens and grants themselves are server-wide,
+    /// whatever their names.
+    pub fn app_scoped(self) -> bool {
+        matches!(
+            self,
+            Operation::DeleteApp
+                | Operation::UpdateApp
+                | Operation::RotateWebhook
+                | Operation::UpdateTemplate
+                | Operation::SetSecret
+                | Operation::RotateBypass
+                | Operation::CreateEnv
+                | Operation::DeployEnv
+                | Operation::DeleteEnv
+                | Operation::ExecInEnv
+                | Operation::SleepEnv
+                | Operation::WakeEnv
+                | Operation::UpdateEnv
+                | Operation::ExtendEnv
+        )
+    }
+
+    /// The role `actor` has for this operation on `target`: its own, raised by a grant for the
+    /// target's application when the operation is one a grant covers.
+    async fn role_of(self, store: &Store, actor: &Actor, target: &str) -> Role {
+        if actor.grants.is_empty() || !self.app_scoped() {
+            return actor.role;
+        }
+        actor.role_for(app_of(store, target).await.as_deref())
+    }
+}
+
 /// Whether `actor` may do `op`.
 pub fn authorize(actor: &Actor, op: Operation) -> Result<(), ControlError> {
     authorize_as(actor, actor.role, op)
@@ -202,7 +236,7 @@ async fn app_of(store: &Store, target: &str) -> Option<String> {
 /// Whether `actor` may do `op` on `target` (its grants counted); a refusal is recorded as the
 /// gate records one. For work an adapter starts in the background, which records its own end.
 pub(crate) async fn precheck(store: &Store, actor: &Actor, op: Operation, target: &str) -> Result<(), ControlError> {
-    let role = if actor.grants.is_empty() { actor.role } else { actor.role_for(app_of(store, target).await.as_deref()) };
+    let role = op.role_of(store, actor, target).await;
     if authorize_as(actor, role, op).is_ok() {
         return Ok(());
     }
@@ -237,7 +271,7 @@ pub(crate) async fn gate<T>(
     noted: impl FnOnce(&T) -> Noted,
 ) -> Result<T, ControlError> {
     // A grant raises the actor's role for the target's application.
-    let role = if actor.grants.is_empty() { actor.role } else { actor.role_for(app_of(store, target).await.as_deref()) };
+    let role = op.role_of(store, actor, target).await;
     let result = match authorize_as(actor, role, op) {
         Ok(()) => work.await,
         Err(e) => Err(e),
@@ -264,4 +298,24 @@ pub(crate) async fn gate<T>(
     store.add_activity(&record).await?;
     tracing::info!(actor = %actor.name, operation = op.as_str(), target = %record.target, outcome, "activity");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_cover_what_acts_on_one_application_only() {
+        for op in Operation::ALL {
+            let server_wide = op.as_str().starts_with("dataset.")
+                || op.as_str().starts_with("registry.")
+                || op.as_str().starts_with("user.")
+                || op.as_str().starts_with("token.")
+                || *op == Operation::CreateApp
+                || *op == Operation::GrantApp;
+            assert_eq!(op.app_scoped(), !server_wide, "{}", op.as_str());
+        }
+        let a = Actor::user("v@example.com", Role::Viewer).with_grants(vec![("shop".into(), Role::Admin)]);
+        assert_eq!((a.role_for(Some("shop")), a.role_for(Some("other")), a.role_for(None)), (Role::Admin, Role::Viewer, Role::Viewer));
+    }
 }
