@@ -96,7 +96,9 @@ impl Runner {
         if action == Action::Destroy {
             match self.ctx.store.infra_state(env_id, name).await? {
                 None => return Ok(("nothing to destroy".into(), BTreeMap::new())),
-                Some(s) if s.state.is_none() && s.backend.is_none() && s.status == "new" => {
+                // No state kept and no backend of its own: no run ever recorded anything (a
+                // first apply that failed before Terraform wrote state, say).
+                Some(s) if s.state.is_none() && s.backend.is_none() => {
                     self.ctx.store.forget_infra(env_id, name).await?;
                     return Ok(("nothing to destroy".into(), BTreeMap::new()));
                 }

@@ -272,3 +272,27 @@ fn a_run_cut_short_by_a_killed_server_is_salvaged_and_nothing_is_made_twice() {
     assert_eq!(leftovers(&id), "");
     s.kill();
 }
+
+/// A runner image that cannot be had: the apply fails saying which image and how to choose
+/// another; nothing was ever applied, so the environment deletes without a runner.
+#[test]
+#[cfg_attr(offshoot_no_terraform, ignore = "no `terraform` on PATH: the Terraform runner image cannot be built here")]
+fn a_missing_runner_image_fails_the_apply_and_leaves_nothing_to_destroy() {
+    let vars = "defaults:\n- key: SINK_URL\n  value: http://127.0.0.1:9\n";
+    let repo = repo(TEMPLATE, Some(vars), &[("terraform/main.tf", MODULE), ("terraform/values.yaml", "generation: '1'\n")], &[]);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    s.json(&["app", "set", "infra", "--terraform-image", "offshoot-test/no-such-runner:1"]);
+    let o = s.cli(&["env", "create", "infra", "--branch", "main", "--wait", "--output", "json"]);
+    let env: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(env["status"], "failed", "{env}");
+    let reason = env["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("offshoot-test/no-such-runner:1") && reason.contains("offshoot app set infra --terraform-image IMAGE"),
+        "{reason}"
+    );
+    let id = env["id"].as_str().expect("id").to_owned();
+    let o = s.cli(&["env", "delete", &id, "--wait"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(leftovers(&id), "");
+}
