@@ -12,7 +12,7 @@ use crate::failure::Failure;
 use crate::state::Shared;
 use offshoot_git::Mirror;
 use offshoot_runtime::{ContainerSpec, Namespace, RegistryAuths, Role, Runtime};
-use offshoot_store::{Environment, InfraRun, InfraUpdate};
+use offshoot_store::{Environment, InfraRun, InfraState, InfraUpdate};
 use offshoot_template::envvars::VarValue;
 use offshoot_template::resolve::ResolvedInfrastructure;
 use offshoot_template::secret::SecretString;
@@ -41,17 +41,24 @@ fn outputs_context(env_id: &str, name: &str) -> String {
     format!("infra-outputs:{env_id}:{name}")
 }
 
+/// An entry's non-sensitive outputs as its last apply recorded them: `{VARIABLE: value}`.
+pub(crate) fn plain_outputs(s: &InfraState) -> BTreeMap<String, String> {
+    serde_json::from_str(&s.outputs).unwrap_or_default()
+}
+
+/// An entry's sensitive outputs, opened: `{VARIABLE: value}` (none when it has none).
+pub(crate) fn sensitive_outputs(ctx: &Shared, s: &InfraState) -> Result<BTreeMap<String, String>, Failure> {
+    let Some(sealed) = &s.sensitive else { return Ok(BTreeMap::new()) };
+    let opened = ctx.key.decrypt(sealed, &outputs_context(&s.env_id, &s.name))?;
+    Ok(serde_json::from_str(&opened).unwrap_or_default())
+}
+
 /// The outputs an environment's entries last gave, as variables (sensitive ones as secrets).
 pub(crate) async fn stored_outputs(ctx: &Shared, env_id: &str) -> Result<EntryOutputs, Failure> {
     let mut out = EntryOutputs::new();
     for s in ctx.store.infra_states(env_id).await? {
-        let plain: BTreeMap<String, String> = serde_json::from_str(&s.outputs).unwrap_or_default();
-        let mut vars: BTreeMap<String, VarValue> = plain.into_iter().map(|(k, v)| (k, VarValue::Plain(v))).collect();
-        if let Some(sealed) = &s.sensitive {
-            let opened = ctx.key.decrypt(sealed, &outputs_context(env_id, &s.name))?;
-            let secret: BTreeMap<String, String> = serde_json::from_str(&opened).unwrap_or_default();
-            vars.extend(secret.into_iter().map(|(k, v)| (k, VarValue::Secret(SecretString::new(v)))));
-        }
+        let mut vars: BTreeMap<String, VarValue> = plain_outputs(&s).into_iter().map(|(k, v)| (k, VarValue::Plain(v))).collect();
+        vars.extend(sensitive_outputs(ctx, &s)?.into_iter().map(|(k, v)| (k, VarValue::Secret(SecretString::new(v)))));
         out.insert(s.name, vars);
     }
     Ok(out)
@@ -217,8 +224,13 @@ impl Runner {
         for line in &module.unreadable {
             log.push_str(&format!("\noffshoot: could not read the variables of {line}"));
         }
-        let left = if found { read_collected(&collected).await? } else { Collected::default() };
-        let _ = tokio::fs::remove_file(&collected).await;
+        // Read and removed; a run that left nothing may still have left an empty file.
+        let left = if found {
+            read_collected(&collected).await?
+        } else {
+            let _ = tokio::fs::remove_file(&collected).await;
+            Collected::default()
+        };
         let outcome = left.status.as_deref().and_then(Outcome::parse);
         let failure = match &outcome {
             Some(o) if o.succeeded() => None,

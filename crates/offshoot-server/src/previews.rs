@@ -21,6 +21,11 @@ pub(crate) struct PreviewGate {
     dashboard: String,
 }
 
+/// A value escaped for a query string (every character but letters and digits).
+pub(crate) fn escape(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 fn now_secs() -> i64 {
     offshoot_store::now_ms() / 1000
 }
@@ -71,8 +76,7 @@ impl Gatekeeper for PreviewGate {
     }
 
     fn sign_in_url(&self, host: &str, uri: &str) -> String {
-        let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
-        format!("{}/ui/preview?host={}&next={}", self.dashboard, enc(host), enc(uri))
+        format!("{}/ui/preview?host={}&next={}", self.dashboard, escape(host), escape(uri))
     }
 }
 

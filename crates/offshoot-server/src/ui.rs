@@ -192,7 +192,6 @@ async fn preview(State(ctx): State<Shared>, Query(q): Query<PreviewQuery>) -> Re
             .into_response();
     }
     let next = q.next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or_else(|| "/".into());
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
     let (scheme, port) = match ctx.tls_port {
         Some(p) => ("https", p),
         None => ("http", ctx.router_port),
@@ -202,8 +201,8 @@ async fn preview(State(ctx): State<Shared>, Query(q): Query<PreviewQuery>) -> Re
         "{scheme}://{}{port}{}?ticket={}&next={}",
         q.host,
         offshoot_router::access::AUTH_PATH,
-        enc(&ctx.previews.ticket(&q.host)),
-        enc(&next)
+        crate::previews::escape(&ctx.previews.ticket(&q.host)),
+        crate::previews::escape(&next)
     );
     Redirect::to(&to).into_response()
 }

@@ -5,7 +5,7 @@
 use crate::error::ApiError;
 use crate::plane::control;
 use crate::state::Shared;
-use crate::ui::{Session, ago, csrf_field, csrf_ok, error_box, forbidden, page, state_badge};
+use crate::ui::{CsrfForm, Session, ago, csrf_field, csrf_ok, error_box, forbidden, page, state_badge};
 use axum::Router;
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
@@ -23,6 +23,22 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/ui/users", get(users).post(create_user))
         .route("/ui/users/{email}/role", post(set_role))
         .route("/ui/users/{email}/disable", post(disable_user))
+}
+
+/// After a dataset form: back to the page, or the page with why it was refused.
+async fn back_to_datasets<T>(ctx: &Shared, s: &Session, done: Result<T, offshoot_control::ControlError>) -> Response {
+    match done {
+        Ok(_) => Redirect::to("/ui/datasets").into_response(),
+        Err(e) => render_datasets(ctx, s, Some(e.into())).await,
+    }
+}
+
+/// After a user form: back to the page, or the page with why it was refused.
+async fn back_to_users<T>(ctx: &Shared, s: &Session, done: Result<T, offshoot_control::ControlError>) -> Response {
+    match done {
+        Ok(_) => Redirect::to("/ui/users").into_response(),
+        Err(e) => render_users(ctx, s, Some(e.into())).await,
+    }
 }
 
 async fn datasets(State(ctx): State<Shared>, Extension(s): Extension<Session>) -> Response {
@@ -97,45 +113,31 @@ async fn create_dataset(State(ctx): State<Shared>, Extension(s): Extension<Sessi
         refresh: f.refresh.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()),
         ttl: None,
     };
-    match control(&ctx, s.1.clone()).create_dataset(&req).await {
-        Ok(_) => Redirect::to("/ui/datasets").into_response(),
-        Err(e) => render_datasets(&ctx, &s, Some(e.into())).await,
-    }
-}
-
-#[derive(Deserialize)]
-struct CsrfOnly {
-    csrf: String,
+    back_to_datasets(&ctx, &s, control(&ctx, s.1.clone()).create_dataset(&req).await).await
 }
 
 async fn refresh_dataset(
     State(ctx): State<Shared>,
     Extension(s): Extension<Session>,
     Path(name): Path<String>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, s.1.clone()).refresh_dataset(&name).await {
-        Ok(_) => Redirect::to("/ui/datasets").into_response(),
-        Err(e) => render_datasets(&ctx, &s, Some(e.into())).await,
-    }
+    back_to_datasets(&ctx, &s, control(&ctx, s.1.clone()).refresh_dataset(&name).await).await
 }
 
 async fn delete_dataset(
     State(ctx): State<Shared>,
     Extension(s): Extension<Session>,
     Path(name): Path<String>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, s.1.clone()).delete_dataset(&name, false).await {
-        Ok(_) => Redirect::to("/ui/datasets").into_response(),
-        Err(e) => render_datasets(&ctx, &s, Some(e.into())).await,
-    }
+    back_to_datasets(&ctx, &s, control(&ctx, s.1.clone()).delete_dataset(&name, false).await).await
 }
 
 const ROLES: [&str; 3] = ["viewer", "developer", "admin"];
@@ -203,10 +205,7 @@ async fn create_user(State(ctx): State<Shared>, Extension(s): Extension<Session>
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, s.1.clone()).create_user(f.email.trim(), &f.role).await {
-        Ok(_) => Redirect::to("/ui/users").into_response(),
-        Err(e) => render_users(&ctx, &s, Some(e.into())).await,
-    }
+    back_to_users(&ctx, &s, control(&ctx, s.1.clone()).create_user(f.email.trim(), &f.role).await).await
 }
 
 #[derive(Deserialize)]
@@ -224,23 +223,17 @@ async fn set_role(
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, s.1.clone()).set_user_role(&email, &f.role).await {
-        Ok(_) => Redirect::to("/ui/users").into_response(),
-        Err(e) => render_users(&ctx, &s, Some(e.into())).await,
-    }
+    back_to_users(&ctx, &s, control(&ctx, s.1.clone()).set_user_role(&email, &f.role).await).await
 }
 
 async fn disable_user(
     State(ctx): State<Shared>,
     Extension(s): Extension<Session>,
     Path(email): Path<String>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<CsrfForm>,
 ) -> Response {
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    match control(&ctx, s.1.clone()).disable_user(&email).await {
-        Ok(()) => Redirect::to("/ui/users").into_response(),
-        Err(e) => render_users(&ctx, &s, Some(e.into())).await,
-    }
+    back_to_users(&ctx, &s, control(&ctx, s.1.clone()).disable_user(&email).await).await
 }

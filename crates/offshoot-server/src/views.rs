@@ -106,20 +106,11 @@ pub(crate) async fn infrastructure(
             None if entry_runs.first().is_some_and(|r| r.action == "destroy" && r.status == "succeeded") => "destroyed".into(),
             None => "new".into(),
         };
-        let outputs: std::collections::BTreeMap<String, String> =
-            state.map(|s| serde_json::from_str(&s.outputs).unwrap_or_default()).unwrap_or_default();
+        let outputs = state.map(crate::infra::plain_outputs).unwrap_or_default();
         // The names of the sensitive outputs, never their values: they are sealed together,
         // so their names are read from the last apply's record of them.
-        let sensitive = match state.and_then(|s| s.sensitive.as_ref().map(|x| (s, x))) {
-            Some((s, sealed)) => ctx
-                .key
-                .decrypt(sealed, &format!("infra-outputs:{}:{}", e.id, s.name))
-                .ok()
-                .and_then(|j| serde_json::from_str::<std::collections::BTreeMap<String, String>>(&j).ok())
-                .map(|m| m.into_keys().collect())
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let sensitive: Vec<String> =
+            state.and_then(|s| crate::infra::sensitive_outputs(ctx, s).ok()).map(|m| m.into_keys().collect()).unwrap_or_default();
         out.push(api::Infrastructure {
             status,
             reason: state.and_then(|s| s.reason.clone()),

@@ -345,15 +345,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn token_exists(&self, hash: &str) -> Result<bool> {
-        let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tokens WHERE hash = $1")
-            .bind(hash)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db("check a token"))?;
-        Ok(n.0 > 0)
-    }
-
     /// Records a dashboard session (by the hash of its id) until `expires_at` (ms); expired
     /// sessions are dropped on the way.
     pub async fn create_session(&self, hash: &str, user: &str, expires_at: i64) -> Result<()> {

@@ -33,8 +33,10 @@ async fn suite(store: Store) {
     // Tokens are stored by hash.
     assert_eq!(store.token_count().await.expect("count"), 0);
     store.add_token("hash-1", "admin").await.expect("token");
-    assert!(store.token_exists("hash-1").await.expect("exists"));
-    assert!(!store.token_exists("hash-2").await.expect("exists"));
+    // The built-in admin's, with an id; an unknown hash is no one's.
+    let (t, u) = store.token_user("hash-1").await.expect("read").expect("the token");
+    assert_eq!((t.id.as_str(), u.email.as_str(), u.role.as_str()), ("thash-1", "admin", "admin"));
+    assert!(store.token_user("hash-2").await.expect("read").is_none());
 
     // Applications and versions.
     let app = App { name: "shop".into(), repo: "/srv/shop".into(), default_branch: "main".into(), created_at: now_ms() };

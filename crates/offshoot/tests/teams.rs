@@ -214,18 +214,7 @@ fn team_only_previews_answer_signed_in_users_and_bypass_tokens() {
     // A signed-in user (a viewer): the dashboard sends the browser back with a ticket, which
     // becomes the preview cookie.
     let viewer = token_for(&s, "v@example.com", "viewer");
-    let form = format!("token={viewer}&next=%2Fui");
-    let login = http_raw(
-        s.api,
-        &format!(
-            "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
-            form.len()
-        ),
-        form.as_bytes(),
-    )
-    .expect("login");
-    let session = login.lines().find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: "))).expect("a session");
-    let session = session.split(';').next().expect("cookie").to_owned();
+    let session = dashboard_login(&s, &viewer);
     let sign_in = to.trim_start_matches(&format!("http://127.0.0.1:{}", s.api)).to_owned();
     let (status, headers, _) = exchange(s.api, &format!("GET {sign_in} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}"));
     assert_eq!(status, 303, "{headers:?}");
