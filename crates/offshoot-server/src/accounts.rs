@@ -13,21 +13,23 @@ use offshoot_api_types as api;
 use offshoot_control::{Actor, Role};
 use serde::Deserialize;
 
-/// The actor of a user: its role and grants (`None` when disabled or unknown).
-pub(crate) async fn actor_of_user(ctx: &Shared, email: &str) -> Option<Actor> {
-    let user = ctx.store.user(email).await.ok().flatten().filter(|u| u.disabled == 0)?;
-    let role = Role::parse(&user.role)?;
-    let grants = ctx.store.grants(email).await.ok()?.into_iter().filter_map(|(app, r)| Role::parse(&r).map(|r| (app, r))).collect();
-    Some(Actor::user(email, role).with_grants(grants))
+/// The actor of a user: its role and grants (`None` when disabled or unknown). A store that
+/// cannot answer is an error, never an unknown user: a request is not told its valid token is
+/// wrong because the database was busy.
+pub(crate) async fn actor_of_user(ctx: &Shared, email: &str) -> Result<Option<Actor>, offshoot_store::StoreError> {
+    let Some(user) = ctx.store.user(email).await?.filter(|u| u.disabled == 0) else { return Ok(None) };
+    let Some(role) = Role::parse(&user.role) else { return Ok(None) };
+    let grants = ctx.store.grants(email).await?.into_iter().filter_map(|(app, r)| Role::parse(&r).map(|r| (app, r))).collect();
+    Ok(Some(Actor::user(email, role).with_grants(grants)))
 }
 
 /// The actor of a bearer token, if it is valid (known, not expired, its user enabled).
-pub(crate) async fn actor_of_token(ctx: &Shared, token: &str) -> Option<Actor> {
+pub(crate) async fn actor_of_token(ctx: &Shared, token: &str) -> Result<Option<Actor>, offshoot_store::StoreError> {
     if token.is_empty() || token.len() > 200 {
-        return None;
+        return Ok(None);
     }
-    let (t, u) = ctx.store.token_user(&crate::crypto::hash_token(token)).await.ok().flatten()?;
-    Some(actor_of_user(ctx, &u.email).await?.with_token(&t.id))
+    let Some((t, u)) = ctx.store.token_user(&crate::crypto::hash_token(token)).await? else { return Ok(None) };
+    Ok(actor_of_user(ctx, &u.email).await?.map(|a| a.with_token(&t.id)))
 }
 
 pub(crate) fn api(router: Router<Shared>) -> Router<Shared> {

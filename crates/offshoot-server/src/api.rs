@@ -91,7 +91,10 @@ async fn auth(State(ctx): State<Shared>, mut req: Request, next: Next) -> Respon
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let actor = match token {
-        Some(t) => crate::accounts::actor_of_token(&ctx, t).await,
+        Some(t) => match crate::accounts::actor_of_token(&ctx, t).await {
+            Ok(a) => a,
+            Err(e) => return ApiError::from(e).into_response(),
+        },
         None => None,
     };
     if let Some(actor) = actor {

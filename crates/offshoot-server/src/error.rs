@@ -42,6 +42,16 @@ impl From<offshoot_store::StoreError> for ApiError {
     fn from(e: offshoot_store::StoreError) -> Self {
         match e {
             offshoot_store::StoreError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            e if e.is_unavailable() => {
+                let operation = e.operation().unwrap_or("read");
+                tracing::error!(error = format!("{:#}", anyhow::Error::new(e)), "the database cannot answer");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("the server's database cannot answer (while trying to {operation})"),
+                )
+                .hint("try again in a moment; `offshoot doctor` on the server checks its database")
+            }
             other => anyhow::Error::new(other).into(),
         }
     }
@@ -57,7 +67,13 @@ impl From<offshoot_control::ControlError> for ApiError {
             ErrorKind::Invalid | ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
-            ErrorKind::Internal => return anyhow::Error::new(e).into(),
+            ErrorKind::Internal => {
+                return match e {
+                    // A database that cannot answer says so (503), as it does outside the control plane.
+                    offshoot_control::ControlError::Store(s) => s.into(),
+                    other => anyhow::Error::new(other).into(),
+                };
+            }
         };
         let mut out = ApiError::new(status, e.code(), e.to_string());
         out.hint = e.hint();

@@ -93,12 +93,20 @@ pub(crate) struct Session(pub(crate) String, pub(crate) Actor);
 
 async fn session(State(ctx): State<Shared>, mut req: Request, next: Next) -> Response {
     let mut valid = None;
-    if let Some(s) = session_of(req.headers())
-        && let Ok(Some(email)) = ctx.store.session_user(&hash_token(&s)).await
-        && let Some(actor) = crate::accounts::actor_of_user(&ctx, &email).await
-    {
-        let address = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
-        valid = Some(Session(s, actor.from_address(address)));
+    if let Some(s) = session_of(req.headers()) {
+        let actor = match ctx.store.session_user(&hash_token(&s)).await {
+            Ok(Some(email)) => crate::accounts::actor_of_user(&ctx, &email).await,
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match actor {
+            Ok(Some(actor)) => {
+                let address = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+                valid = Some(Session(s, actor.from_address(address)));
+            }
+            Ok(None) => {}
+            Err(e) => return ApiError::from(e).into_response(),
+        }
     }
     let Some(s) = valid else {
         let back = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
@@ -159,9 +167,13 @@ struct LoginForm {
 
 async fn login(State(ctx): State<Shared>, Form(f): Form<LoginForm>) -> Response {
     let token = f.token.trim();
-    let Some(actor) = crate::accounts::actor_of_token(&ctx, token).await else {
-        tracing::warn!("dashboard: a login with an invalid token");
-        return Redirect::to("/ui/login?error=1").into_response();
+    let actor = match crate::accounts::actor_of_token(&ctx, token).await {
+        Ok(Some(actor)) => actor,
+        Ok(None) => {
+            tracing::warn!("dashboard: a login with an invalid token");
+            return Redirect::to("/ui/login?error=1").into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let id = hex(&random_bytes::<32>());
     if let Err(e) = ctx.store.create_session(&hash_token(&id), &actor.name, now_ms() + SESSION_MS).await {

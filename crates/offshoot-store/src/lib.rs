@@ -69,6 +69,35 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// The database could not be reached or is refusing work for now (connection lost or
+    /// refused, pool exhausted, shutting down, SQLite busy): worth a retry, and not the caller's
+    /// fault.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Db { source, .. } = self else { return false };
+        match source {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+                true
+            }
+            sqlx::Error::Database(e) => e.code().is_some_and(|c| {
+                // PostgreSQL: connection exceptions (08), insufficient resources (53), operator
+                // intervention (57), a database not accepting connections (55000); SQLite: busy
+                // and locked.
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57") || c == "55000" || c == "5" || c == "6"
+            }),
+            _ => false,
+        }
+    }
+
+    /// What the store was doing when it failed (for a database error).
+    pub fn operation(&self) -> Option<&'static str> {
+        match self {
+            StoreError::Db { operation, .. } => Some(operation),
+            _ => None,
+        }
+    }
+}
+
 fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { operation, source }
 }

@@ -111,6 +111,31 @@ fn killed_mid_setup_resumes_without_duplicates_on_postgres() {
     let _ = psql(&format!("DROP DATABASE {db}"));
 }
 
+/// A database that stops answering: a request with a valid token is told the store failed
+/// (503, saying what it was doing), never that its token is wrong; once the database is back, it is served.
+#[test]
+fn a_database_that_cannot_answer_is_a_server_error_not_a_wrong_token() {
+    let admin = std::env::var("OFFSHOOT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://offshoot:offshoot@127.0.0.1:5432/postgres".into());
+    let db = format!("offshoot_outage_{}", std::process::id());
+    let psql = |sql: &str| Command::new("psql").args([admin.as_str(), "-qc", sql]).output().expect("psql");
+    assert!(psql(&format!("CREATE DATABASE {db}")).status.success(), "PostgreSQL must be running: bash scripts/services");
+    let url = format!("{}/{db}", admin.rsplit_once('/').expect("url").0);
+    let s = Server::new(Some(&url));
+    assert!(s.cli(&["app", "list"]).status.success());
+    let cut = format!(
+        "ALTER DATABASE {db} ALLOW_CONNECTIONS false; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    );
+    assert!(psql(&cut).status.success());
+    let o = s.cli(&["app", "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "served without its database");
+    assert!(!err.contains("Bearer") && err.contains("database cannot answer (while trying to check a token)"), "{err}");
+    assert!(psql(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true")).status.success());
+    eventually(20, "served again once the database is back", || s.cli(&["app", "list"]).status.success().then_some(()));
+    drop(s);
+    let _ = psql(&format!("DROP DATABASE {db} WITH (FORCE)"));
+}
+
 #[test]
 fn bad_inputs_fail_clearly_and_leave_nothing() {
     let s = Server::new(None);

@@ -16,6 +16,14 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// The API and router ports of a server's "offshoot server ready api=ADDR router=PORT" line.
+fn ready_ports(line: &str) -> Option<(u16, u16)> {
+    let rest = line.split_once("offshoot server ready ")?.1;
+    let field = |name: &str| rest.split_whitespace().find_map(|w| w.strip_prefix(name));
+    let api = field("api=")?.rsplit_once(':')?.1.parse().ok()?;
+    Some((api, field("router=")?.parse().ok()?))
+}
+
 pub struct Server {
     /// The `offshoot` binary it runs (and whose CLI talks to it).
     pub bin: String,
@@ -41,35 +49,38 @@ impl Server {
         Server::start_bin(bin(), data, db, extra, envs)
     }
 
-    /// Started from another build of `offshoot` (a benchmark's "before").
+    /// Started from another build of `offshoot` (a benchmark's "before"). It listens on ports
+    /// the kernel picks (port 0) and is known by the ports its "ready" line names: a port chosen
+    /// here and bound later could be taken by another test's server in between.
     pub fn start_bin(bin: &str, data: &Path, db: Option<&str>, extra: &[&str], envs: &[(&str, &str)]) -> Server {
-        let (api, router) = (free_port(), free_port());
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{api}"),
-            "--router-listen",
-            &format!("127.0.0.1:{router}"),
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-        ]);
+        cmd.args(["server", "--listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0", "--data-dir", data.to_str().expect("utf-8")]);
         if let Some(db) = db {
             cmd.args(["--database-url", db]);
         }
         cmd.args(extra);
         cmd.envs(envs.iter().copied());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data.with_extension("log")).expect("log file");
-        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("start the server");
-        let s = Server { bin: bin.to_owned(), child, data: data.to_owned(), api, router, _tmp: None };
+        let log_path = data.with_extension("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let from = log.metadata().map(|m| m.len() as usize).unwrap_or(0);
+        let mut child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("start the server");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http(api, "localhost", "/healthz").is_some_and(|r| r.contains("ok")) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the server exited ({status}); see {}", log_path.display());
+            }
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
+            if let Some((api, router)) = text.lines().find_map(ready_ports) {
+                let s = Server { bin: bin.to_owned(), child, data: data.to_owned(), api, router, _tmp: None };
+                assert!(http(api, "localhost", "/healthz").is_some_and(|r| r.contains("ok")), "the server's health check fails");
                 return s;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("the server did not start; see {}", data.with_extension("log").display());
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server did not start; see {}", log_path.display());
     }
 
     pub fn new(db: Option<&str>) -> Server {
