@@ -215,6 +215,45 @@ pub struct ServerArgs {
     /// ingresses send their traffic there (the router serves them from the site storage).
     #[arg(long, value_name = "IP:PORT")]
     pub static_upstream: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
+}
+
+/// Single sign-on for the dashboard (OpenID Connect, authorization code with PKCE). The client
+/// secret comes from --oidc-client-secret-file or the environment variable
+/// OFFSHOOT_OIDC_CLIENT_SECRET, never from the command line.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Single sign-on")]
+pub struct OidcArgs {
+    /// The identity provider's issuer URL (https; discovery below it). Register the client's
+    /// redirect URI as PUBLIC_URL/ui/sso/callback and its post-logout URI as PUBLIC_URL/ui/login.
+    #[arg(long, value_name = "URL", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// The client id registered with the provider.
+    #[arg(long, value_name = "ID", requires = "oidc_issuer")]
+    pub oidc_client_id: Option<String>,
+    /// A file holding the client secret (omit both it and the variable for a public client).
+    #[arg(long, value_name = "PATH", requires = "oidc_issuer")]
+    pub oidc_client_secret_file: Option<std::path::PathBuf>,
+    /// E-mail domains whose users are made at their first sign-in (comma-separated); others
+    /// sign in only if an admin made their user.
+    #[arg(long, value_name = "DOMAINS", value_delimiter = ',', requires = "oidc_issuer")]
+    pub oidc_allowed_domains: Vec<String>,
+    /// The role of a user made at sign-in whose groups map to no role.
+    #[arg(long, value_name = "ROLE", default_value = "viewer", value_parser = ["admin", "developer", "viewer"])]
+    pub oidc_default_role: String,
+    /// The claim listing the user's groups (in the ID token or from the userinfo endpoint).
+    #[arg(long, value_name = "CLAIM", default_value = "groups")]
+    pub oidc_role_claim: String,
+    /// Members of this group are admins; the role follows the groups at each sign-in.
+    #[arg(long, value_name = "GROUP", requires = "oidc_issuer")]
+    pub oidc_admin_group: Option<String>,
+    /// Members of this group are developers (unless admins).
+    #[arg(long, value_name = "GROUP", requires = "oidc_issuer")]
+    pub oidc_developer_group: Option<String>,
+    /// The scopes asked for, besides `openid` (space- or comma-separated).
+    #[arg(long, value_name = "SCOPES", default_value = "email profile")]
+    pub oidc_scopes: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -79,9 +79,8 @@ pub(crate) fn run_user(cmd: UserCommand, output: Output) -> Result<ExitCode> {
         }
         UserCommand::Disable { email } => {
             api.post_empty(&format!("/users/{}/disable", enc(&email)), &serde_json::json!({}))?;
-            if output == Output::Human {
-                out(&format!("user {email} disabled; its tokens are revoked\n"));
-            }
+            let done = serde_json::json!({ "email": email, "disabled": true });
+            crate::emit(&done, output, |_| format!("user {email} disabled; its tokens are revoked\n"));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -121,9 +120,8 @@ pub(crate) fn run_token(cmd: TokenCommand, output: Output) -> Result<ExitCode> {
         }
         TokenCommand::Revoke { id } => {
             api.delete(&format!("/tokens/{}", enc(&id)))?;
-            if output == Output::Human {
-                out(&format!("token {id} revoked\n"));
-            }
+            let done = serde_json::json!({ "id": id, "revoked": true });
+            crate::emit(&done, output, |_| format!("token {id} revoked\n"));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -41,6 +41,7 @@ mod plan;
 mod ports;
 pub mod registries;
 pub mod sleep;
+pub mod sso;
 pub mod users;
 
 pub use backend::{Backend, BackendError, BackendErrorKind, ExecOutput, ServiceState};

@@ -20,6 +20,7 @@ mod infra;
 mod keeper;
 mod kube_rt;
 mod monitors;
+mod oidc;
 mod plane;
 mod previews;
 mod repo_mounts;
@@ -27,6 +28,7 @@ mod resolving;
 mod routes;
 mod secret_files;
 mod sites;
+mod sso;
 mod state;
 mod ui;
 mod ui_admin;
@@ -51,6 +53,7 @@ use std::time::Duration;
 pub use offshoot_control::capacity::Capacity;
 pub use offshoot_docker::NetworkPool;
 pub use offshoot_router::RouterConfig;
+pub use oidc::OidcConfig;
 pub use state::{Forge, Forges};
 
 /// A network in CIDR notation (`10.0.0.0/8`), or one address.
@@ -101,6 +104,8 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Where environment networks on the Docker engine take their /24 subnets from.
     pub network_pool: NetworkPool,
+    /// Single sign-on for the dashboard (OpenID Connect).
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -164,6 +169,10 @@ pub async fn run(config: Config) -> Result<()> {
     ctx.dataset_wait = config.dataset_wait;
     ctx.capacity = config.capacity;
     ctx.terraform_image = config.terraform_image.clone();
+    if let Some(o) = &config.oidc {
+        ctx.sso = Some(Arc::new(oidc::Sso::new(o, &ctx.public_url)?));
+        tracing::info!(issuer = %o.issuer, "dashboard single sign-on");
+    }
     let store_at = config.static_store.clone().unwrap_or_else(|| config.data_dir.join("static").display().to_string());
     let bucket = offshoot_sites::Bucket::open(&store_at, 256 << 20).context("open the static site storage")?;
     ctx.sites = Some(state::Sites::new(bucket, config.static_builder.clone()));
@@ -232,7 +241,7 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(api = %api_listener.local_addr()?, router = %router_port, tls = ?tls_port, domain = %config.domain, "offshoot server ready");
     let mut stop = stop_rx.clone();
     let app = api::router(ctx.clone())
-        .merge(ui::router(ctx.clone()).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)).with_state(ctx.clone()));
+        .merge(ui::router(ctx.clone(), sso::routes()).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)).with_state(ctx.clone()));
     axum::serve(api_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

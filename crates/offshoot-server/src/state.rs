@@ -49,6 +49,8 @@ pub(crate) struct Ctx {
     pub(crate) terraform_image: String,
     /// Judges requests for team-only previews (the router's gatekeeper).
     pub(crate) previews: Arc<crate::previews::PreviewGate>,
+    /// Single sign-on for the dashboard, when configured.
+    pub(crate) sso: Option<Arc<crate::oidc::Sso>>,
     /// Containers failing their readiness probe: out of the router's pool.
     unready: Mutex<HashSet<String>>,
     /// Containers the engine reported dead, stopped or paused since they last started.
@@ -117,6 +119,7 @@ impl Ctx {
             kube: None,
             sites: None,
             terraform_image: "hashicorp/terraform:1.11".to_owned(),
+            sso: None,
             previews,
             unready: Mutex::new(HashSet::new()),
             dead: Mutex::new(HashSet::new()),

@@ -25,7 +25,8 @@ const COOKIE: &str = "offshoot_session";
 /// How long a session lasts.
 const SESSION_MS: i64 = 12 * 3600 * 1000;
 
-pub(crate) fn router(ctx: Shared) -> Router<Shared> {
+/// The dashboard's pages; `public` adds pages reached without a session (single sign-on's).
+pub(crate) fn router(ctx: Shared, public: Router<Shared>) -> Router<Shared> {
     let private = Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/envs") }))
         .route("/ui/logout", post(logout))
@@ -40,7 +41,7 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
         .merge(crate::ui_admin::routes())
         .route("/ui/activity", get(activity))
         .route("/ui/preview", get(preview))
-        .route_layer(axum::middleware::from_fn_with_state(ctx, session));
+        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), session));
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
         .route("/ui/login", get(login_page).post(login))
@@ -52,20 +53,22 @@ pub(crate) fn router(ctx: Shared) -> Router<Shared> {
             "/ui/app.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], JS) }),
         )
+        .merge(public)
         .merge(private)
-        .layer(axum::middleware::map_response(hardened))
+        .layer(axum::middleware::map_response_with_state(ctx, hardened))
 }
 
 /// Pages load only this server's script and style, cannot be framed, and send no referrer
-/// elsewhere.
-async fn hardened(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
-        ),
+/// elsewhere; their forms lead here (and to the identity provider, where signing out ends).
+async fn hardened(State(ctx): State<Shared>, mut r: Response) -> Response {
+    let forms = ctx.sso.as_ref().map(|s| format!(" {}", s.origin())).unwrap_or_default();
+    let csp = format!(
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'{forms}"
     );
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
@@ -139,14 +142,22 @@ fn urlencode(s: &str) -> String {
 struct NextQuery {
     next: Option<String>,
     error: Option<String>,
+    signed_out: Option<String>,
 }
 
-async fn login_page(Query(q): Query<NextQuery>) -> Markup {
-    let next = q.next.filter(|n| n.starts_with("/ui")).unwrap_or_else(|| "/ui".into());
+async fn login_page(State(ctx): State<Shared>, Query(q): Query<NextQuery>) -> Markup {
+    let next = local_next(q.next);
     page(
         "Log in",
         None,
         html! {
+            @if q.signed_out.is_some() { p.card role="status" { "You are signed out." } }
+            @if ctx.sso.is_some() {
+                div.card {
+                    p { "Sign in with your organisation's account." }
+                    a.button href={ "/ui/sso/login?next=" (urlencode(&next)) } { "Sign in with single sign-on" }
+                }
+            }
             form.card method="post" action="/ui/login" {
                 @if q.error.is_some() { p.error role="alert" { "That token is not valid." } }
                 p { "Paste an API token. The admin token is in the server's data directory, in " code { "admin-token" } "." }
@@ -175,15 +186,26 @@ async fn login(State(ctx): State<Shared>, Form(f): Form<LoginForm>) -> Response 
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
+    start_session(&ctx, &actor.name, false, &local_next(f.next)).await
+}
+
+/// `next` if it is a dashboard page, else the dashboard's home (no open redirect).
+pub(crate) fn local_next(next: Option<String>) -> String {
+    next.filter(|n| n.starts_with("/ui") && !n.starts_with("//")).unwrap_or_else(|| "/ui".into())
+}
+
+/// A new session for `email` (begun by single sign-on or by a token), its cookie set, and the
+/// browser sent on to `next`.
+pub(crate) async fn start_session(ctx: &Shared, email: &str, sso: bool, next: &str) -> Response {
     let id = hex(&random_bytes::<32>());
-    if let Err(e) = ctx.store.create_session(&hash_token(&id), &actor.name, now_ms() + SESSION_MS).await {
+    let via = if sso { "sso" } else { "token" };
+    if let Err(e) = ctx.store.create_session(&hash_token(&id), email, via, now_ms() + SESSION_MS).await {
         return ApiError::from(e).into_response();
     }
-    let next = f.next.filter(|n| n.starts_with("/ui") && !n.starts_with("//")).unwrap_or_else(|| "/ui".into());
     // `Secure` when the dashboard is reached over TLS (its public URL is `https://`).
     let secure = if ctx.public_url.starts_with("https://") { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", SESSION_MS / 1000);
-    let mut r = Redirect::to(&next).into_response();
+    let mut r = Redirect::to(next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -228,8 +250,14 @@ async fn logout(State(ctx): State<Shared>, axum::Extension(s): axum::Extension<S
     if !csrf_ok(&s, &f.csrf) {
         return forbidden();
     }
-    crate::state::logged("a sign-out", ctx.store.delete_session(&hash_token(&s.0)).await);
-    let mut r = Redirect::to("/ui/login").into_response();
+    let via = ctx.store.delete_session(&hash_token(&s.0)).await;
+    // A single sign-on session also ends at the identity provider, which sends the browser back.
+    let to = match (&via, &ctx.sso) {
+        (Ok(Some(v)), Some(sso)) if v == "sso" => sso.logout_url().await,
+        _ => None,
+    };
+    crate::state::logged("a sign-out", via);
+    let mut r = Redirect::to(to.as_deref().unwrap_or("/ui/login?signed_out=1")).into_response();
     r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_static("offshoot_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"));
     r
 }
@@ -258,6 +286,7 @@ pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Mark
                             a href="/ui/datasets" { "Datasets" }
                             a href="/ui/activity" { "Activity" }
                             a href="/ui/users" { "Users" }
+                            span.muted #whoami { (s.1.name) " (" (s.1.role) ")" }
                             form.inline method="post" action="/ui/logout" {
                                 input type="hidden" name="csrf" value=(csrf_of(&s.0));
                                 button.link type="submit" { "Log out" }
@@ -781,6 +810,7 @@ a:focus,button:focus,input:focus,textarea:focus,select:focus,summary:focus{outli
 .card{border:1px solid var(--line);border-radius:6px;padding:12px 16px;margin:16px 0;display:grid;gap:6px;max-width:100%}
 label{font-weight:600}input,textarea,select{font:inherit;padding:6px;border:1px solid var(--muted);border-radius:4px;width:100%}
 textarea{font-family:ui-monospace,monospace;font-size:14px}button{font:inherit;padding:6px 14px;border-radius:4px;border:1px solid var(--accent);background:var(--accent);color:#fff;cursor:pointer;justify-self:start}
+a.button{display:inline-block;justify-self:start;padding:6px 14px;border-radius:4px;background:var(--accent);color:#fff;text-decoration:none}
 button.link{background:none;border:none;color:var(--accent);text-decoration:underline;padding:0}button.danger{background:var(--bad);border-color:var(--bad)}
 .inline{display:inline}.actions{display:flex;gap:12px;margin-top:24px;flex-wrap:wrap}
 .badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:.85em;font-weight:600;border:1px solid}

@@ -374,18 +374,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records a dashboard session (by the hash of its id) until `expires_at` (ms); expired
-    /// sessions are dropped on the way.
-    pub async fn create_session(&self, hash: &str, user: &str, expires_at: i64) -> Result<()> {
+    /// Records a dashboard session (by the hash of its id) begun `via` `token` or `sso`, until
+    /// `expires_at` (ms); expired sessions are dropped on the way.
+    pub async fn create_session(&self, hash: &str, user: &str, via: &str, expires_at: i64) -> Result<()> {
         sqlx::query("DELETE FROM ui_sessions WHERE expires_at < $1")
             .bind(now_ms())
             .execute(&self.pool)
             .await
             .map_err(db("drop sessions"))?;
-        sqlx::query("INSERT INTO ui_sessions (hash, expires_at, user_email) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO ui_sessions (hash, expires_at, user_email, via) VALUES ($1, $2, $3, $4)")
             .bind(hash)
             .bind(expires_at)
             .bind(user)
+            .bind(via)
             .execute(&self.pool)
             .await
             .map_err(db("create a session"))?;
@@ -403,9 +404,15 @@ impl Store {
         Ok(n.0 > 0)
     }
 
-    pub async fn delete_session(&self, hash: &str) -> Result<()> {
+    /// Ends a session; returns how it began (`token`, `sso`), if it existed.
+    pub async fn delete_session(&self, hash: &str) -> Result<Option<String>> {
+        let via: Option<(String,)> = sqlx::query_as("SELECT via FROM ui_sessions WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read a session"))?;
         sqlx::query("DELETE FROM ui_sessions WHERE hash = $1").bind(hash).execute(&self.pool).await.map_err(db("delete a session"))?;
-        Ok(())
+        Ok(via.map(|v| v.0))
     }
 
     /// Every version of an application's configuration, newest first.

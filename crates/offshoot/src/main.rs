@@ -31,6 +31,32 @@ fn pool(text: &str) -> anyhow::Result<offshoot_server::NetworkPool> {
     text.parse().map_err(|e: String| anyhow::anyhow!("--network-pool: {e}"))
 }
 
+/// Single sign-on's settings, with the client secret read from its file or the environment.
+fn oidc(a: &offshoot_cli::OidcArgs) -> anyhow::Result<Option<offshoot_server::OidcConfig>> {
+    use anyhow::Context as _;
+    let (Some(issuer), Some(client_id)) = (&a.oidc_issuer, &a.oidc_client_id) else { return Ok(None) };
+    let client_secret = match &a.oidc_client_secret_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--oidc-client-secret-file: cannot read `{}`", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("OFFSHOOT_OIDC_CLIENT_SECRET").ok().map(|s| s.trim().to_owned()),
+    };
+    Ok(Some(offshoot_server::OidcConfig {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret,
+        allowed_domains: a.oidc_allowed_domains.clone(),
+        default_role: a.oidc_default_role.clone(),
+        role_claim: a.oidc_role_claim.clone(),
+        admin_group: a.oidc_admin_group.clone(),
+        developer_group: a.oidc_developer_group.clone(),
+        scopes: vec![a.oidc_scopes.clone()],
+    }))
+}
+
 fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OFFSHOOT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs (an access line per routed request among them) go through a writer thread, so a
@@ -79,6 +105,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             private_ingress_class: args.private_ingress_class.clone(),
             static_upstream: args.static_upstream,
         }),
+        oidc: oidc(&args.oidc)?,
         tls: match (args.tls_listen, args.tls_cert, args.tls_key) {
             (Some(listen), Some(cert), Some(key)) => Some(offshoot_server::TlsListen { listen, cert, key }),
             _ => None,
