@@ -116,7 +116,9 @@ impl Sso {
             .build()
             .context("make the single sign-on HTTP client")?;
         Ok(Sso {
-            issuer: IssuerUrl::new(c.issuer.trim_end_matches('/').to_owned()).context("--oidc-issuer")?,
+            // As the provider spells it (a trailing `/` too): discovery checks that the issuer
+            // its document names is this one, exactly.
+            issuer: IssuerUrl::new(c.issuer.clone()).context("--oidc-issuer")?,
             client_id: ClientId::new(c.client_id.trim().to_owned()),
             secret: c.client_secret.clone().filter(|s| !s.is_empty()).map(ClientSecret::new),
             scopes,
