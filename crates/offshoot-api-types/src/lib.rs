@@ -851,6 +851,34 @@ pub struct RegistryLogin {
     pub password: String,
 }
 
+/// A certificate from ACME (or a name still waiting for its first), as listed: never its key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Certificate {
+    /// Its first name: `*.example.com`, or one host.
+    pub name: String,
+    pub names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Validity (ms since the epoch), once issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+    /// When it is renewed (two thirds of its life).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<i64>,
+    /// ACME orders that issued it.
+    pub orders: i64,
+    /// Attempts that failed in a row, the last one's error, and when the next is.
+    pub failures: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<i64>,
+}
+
 /// A registry login, as listed: never its password.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RegistryInfo {

@@ -2,6 +2,7 @@
 //! action-phrased context; `main` prints the chain and any hint and picks the exit code.
 
 mod app_cmd;
+mod cert_cmd;
 pub mod client;
 mod dataset_cmd;
 pub mod doctor_cmd;
@@ -54,6 +55,9 @@ enum Command {
     /// Credentials for container registries (private images, pushes).
     #[command(subcommand)]
     Registry(registry_cmd::Command),
+    /// Certificates from ACME (automatic HTTPS).
+    #[command(subcommand)]
+    Cert(cert_cmd::Command),
     /// Users and their roles (admin, developer, viewer).
     #[command(subcommand)]
     User(user_cmd::UserCommand),
@@ -121,15 +125,17 @@ pub struct ServerArgs {
     #[arg(long = "trusted-network", value_name = "CIDR", default_values = ["127.0.0.0/8", "::1/128"])]
     pub trusted_networks: Vec<String>,
     /// Also serve the router over TLS (HTTP/2 by ALPN) on this address; needs --tls-cert and
-    /// --tls-key.
-    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    /// --tls-key, or --acme.
+    #[arg(long)]
     pub tls_listen: Option<std::net::SocketAddr>,
     /// PEM certificate chain (e.g. a wildcard for the domain); reloaded when the file changes.
-    #[arg(long, requires = "tls_listen")]
+    #[arg(long, requires_all = ["tls_listen", "tls_key"])]
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key of the certificate.
-    #[arg(long, requires = "tls_listen")]
+    #[arg(long, requires_all = ["tls_listen", "tls_cert"])]
     pub tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub acme: AcmeArgs,
     /// Router client connections served at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -219,6 +225,32 @@ pub struct ServerArgs {
     pub oidc: OidcArgs,
 }
 
+/// Automatic HTTPS: certificates from an ACME certificate authority for the TLS listener.
+#[derive(clap::Args, Clone, Debug)]
+#[command(next_help_heading = "Automatic HTTPS")]
+pub struct AcmeArgs {
+    /// Get certificates from Let's Encrypt (or --acme-directory) for the router's hosts: one
+    /// wildcard for the domain with --acme-dns, else one per host (HTTP-01 on the router's port).
+    #[arg(long, requires = "tls_listen")]
+    pub acme: bool,
+    /// The ACME directory URL (default: Let's Encrypt's production directory).
+    #[arg(long, value_name = "URL", requires = "tls_listen")]
+    pub acme_directory: Option<String>,
+    /// The contact e-mail of the ACME account.
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// Roots (PEM) to trust for the ACME server's own HTTPS, such as a test CA's.
+    #[arg(long, value_name = "PEM")]
+    pub acme_ca_bundle: Option<std::path::PathBuf>,
+    /// DNS-01 for a wildcard certificate: `rfc2136://SERVER:PORT?zone=ZONE&key-name=KEY`
+    /// (dynamic updates signed with TSIG; `&algorithm=hmac-sha512` for another HMAC).
+    #[arg(long, value_name = "URL", requires = "acme_dns_key_file")]
+    pub acme_dns: Option<String>,
+    /// The TSIG key's secret: base64, or a BIND `key` clause.
+    #[arg(long, value_name = "PATH", requires = "acme_dns")]
+    pub acme_dns_key_file: Option<std::path::PathBuf>,
+}
+
 /// Single sign-on for the dashboard (OpenID Connect, authorization code with PKCE). The client
 /// secret comes from --oidc-client-secret-file or the environment variable
 /// OFFSHOOT_OIDC_CLIENT_SECRET, never from the command line.
@@ -293,6 +325,7 @@ pub fn main() -> Dispatch {
         Command::Env(cmd) => env_cmd::run(cmd, cli.output),
         Command::Dataset(cmd) => dataset_cmd::run(cmd, cli.output),
         Command::Registry(cmd) => registry_cmd::run(cmd, cli.output),
+        Command::Cert(cmd) => cert_cmd::run(cmd, cli.output),
         Command::Activity { limit, app, user, since } => activity(limit, (app, user, since), cli.output),
         Command::User(cmd) => user_cmd::run_user(cmd, cli.output),
         Command::Token(cmd) => user_cmd::run_token(cmd, cli.output),

@@ -7,6 +7,7 @@
 
 pub mod access;
 mod body;
+pub mod certs;
 pub mod ingress;
 mod metrics;
 mod proxy;
@@ -16,6 +17,7 @@ pub mod tcp;
 
 pub use access::Gatekeeper;
 pub use body::ProxyBody;
+pub use certs::{CertBook, Served};
 pub use ingress::IngressSettings;
 pub use proxy::{Router, RouterConfig, Scheme, Waker};
 pub use server::{Tls, TlsError, serve, serve_threads};

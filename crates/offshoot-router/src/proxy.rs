@@ -111,6 +111,8 @@ pub struct Router {
     waker: std::sync::OnceLock<Arc<dyn Waker>>,
     /// Judges requests for team-only previews.
     gatekeeper: std::sync::OnceLock<Arc<dyn crate::Gatekeeper>>,
+    /// Certificates served by name, ACME's HTTP-01 answers, and where HTTPS is.
+    certs: Arc<crate::CertBook>,
     /// Wakes that failed lately, by environment: when, and why. Requests held since are
     /// answered with the reason rather than left to time out.
     refused: std::sync::Mutex<HashMap<String, (Instant, String)>>,
@@ -127,6 +129,7 @@ impl Router {
             swaps: tokio::sync::watch::Sender::new(0),
             waker: std::sync::OnceLock::new(),
             gatekeeper: std::sync::OnceLock::new(),
+            certs: Arc::default(),
             refused: std::sync::Mutex::default(),
             config,
             metrics: Metrics::new(),
@@ -138,6 +141,16 @@ impl Router {
     /// out).
     pub fn set_waker(&self, waker: Arc<dyn Waker>) {
         let _ = self.waker.set(waker);
+    }
+
+    /// The certificates served by name and the ACME answers (the same book for every listener).
+    pub fn certs(&self) -> &Arc<crate::CertBook> {
+        &self.certs
+    }
+
+    /// Every host the current table routes.
+    pub fn hosts(&self) -> Vec<String> {
+        self.table.load().hosts()
     }
 
     /// Whether the current table routes `host` (a sign-in may be sent back only there).
@@ -266,9 +279,31 @@ impl Router {
         let Some(path) = normalize_path(req.uri().path()).map(std::borrow::Cow::into_owned) else {
             return (page(StatusCode::BAD_REQUEST, "Bad Request", "The request path is not valid."), None);
         };
+        // An ACME server checking a token the router publishes, over plain HTTP.
+        if client.scheme == Scheme::Http
+            && let Some(answer) = self.certs.answer(&path)
+        {
+            let mut r = Response::new(Full::new(Bytes::from(answer)).map_err(|never| match never {}).boxed_unsync());
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            return (r, None);
+        }
         let Some(m) = table.lookup(&host, &path) else {
             return (page(StatusCode::NOT_FOUND, "Not Found", "No environment answers for this address."), None);
         };
+        // A host with a certificate is served over HTTPS: plain HTTP is sent there.
+        if client.scheme == Scheme::Http
+            && let Some(port) = self.certs.https_port()
+            && self.certs.covers(&host)
+        {
+            let port = if port == 443 { String::new() } else { format!(":{port}") };
+            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let to = format!("https://{host}{port}{}{query}", req.uri().path());
+            let mut r = page(StatusCode::PERMANENT_REDIRECT, "Permanent Redirect", "This address is served over HTTPS.");
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return (r, Some(m.backend.clone()));
+        }
         let mut b: Arc<Backend> = m.backend.clone();
         if m.visibility == Visibility::Private && !client.trusted {
             return (page(StatusCode::FORBIDDEN, "Forbidden", "This address is private to the environment's network."), Some(b));

@@ -1,6 +1,7 @@
 //! Listeners: plain HTTP (HTTP/1.1 and h2c) and TLS (ALPN `h2` / `http/1.1`, certificate
 //! reloaded when its files change), with connection limits, timeouts and a graceful drain.
 
+use crate::certs::CertBook;
 use crate::proxy::{Router, Scheme};
 use pin_project_lite::pin_project;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -35,17 +36,18 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The certificate and key (PEM files) the TLS listener serves, reloaded when they change.
+/// What the TLS listener serves: certificates by name from a [`CertBook`] (ACME's), else the
+/// certificate and key of PEM files, reloaded when they change.
 #[derive(Debug)]
 pub struct Tls {
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    current: arc_swap::ArcSwap<CertifiedKey>,
+    files: Option<(PathBuf, PathBuf)>,
+    current: Arc<arc_swap::ArcSwapOption<CertifiedKey>>,
     stamp: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+    book: Arc<OnceLock<Arc<CertBook>>>,
     config: Arc<rustls::ServerConfig>,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -69,46 +71,59 @@ fn load_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 }
 
 impl Tls {
+    fn build(files: Option<(PathBuf, PathBuf)>, current: Option<CertifiedKey>) -> Arc<Tls> {
+        let current = Arc::new(arc_swap::ArcSwapOption::from(current.map(Arc::new)));
+        let book = Arc::new(OnceLock::new());
+        // The resolver holds what it reads, not the `Tls`: the listener keeps only the config.
+        let resolver = Arc::new(Resolver { current: current.clone(), book: book.clone() });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_no_client_auth().with_cert_resolver(resolver.clone()))
+            .unwrap_or_else(|_| {
+                // The default provider always supports the default versions.
+                rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(resolver)
+            });
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let stamp = files.as_ref().map_or((None, None), |(c, k)| (modified(c), modified(k)));
+        Arc::new(Tls { files, current, stamp: Mutex::new(stamp), book, config: Arc::new(config) })
+    }
+
     /// Loads a certificate chain and its private key.
     pub fn load(cert: &Path, key: &Path) -> Result<Arc<Tls>, TlsError> {
         let ck = load_key(cert, key)?;
-        let tls = Arc::new_cyclic(|weak: &std::sync::Weak<Tls>| {
-            let resolver = Arc::new(WeakResolver(weak.clone()));
-            let mut config = rustls::ServerConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_no_client_auth().with_cert_resolver(resolver.clone()))
-                .unwrap_or_else(|_| {
-                    // The default provider always supports the default versions.
-                    rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(resolver)
-                });
-            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            Tls {
-                cert_path: cert.to_owned(),
-                key_path: key.to_owned(),
-                current: arc_swap::ArcSwap::from_pointee(ck),
-                stamp: Mutex::new((modified(cert), modified(key))),
-                config: Arc::new(config),
-            }
-        });
-        Ok(tls)
+        Ok(Tls::build(Some((cert.to_owned(), key.to_owned())), Some(ck)))
+    }
+
+    /// Serves only what `book` holds (certificates from ACME).
+    pub fn from_book(book: Arc<CertBook>) -> Arc<Tls> {
+        let tls = Tls::build(None, None);
+        tls.use_book(book);
+        tls
+    }
+
+    /// Serves `book`'s certificate for a name it covers, the files' for the others.
+    pub fn use_book(&self, book: Arc<CertBook>) {
+        let _ = self.book.set(book);
     }
 
     /// Reloads the files when their modification times changed; `Ok(true)` when a new
     /// certificate is in use. A bad new pair leaves the old one in use.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let stamp = (modified(&self.cert_path), modified(&self.key_path));
+        let Some((cert, key)) = &self.files else { return Ok(false) };
+        let stamp = (modified(cert), modified(key));
         let mut last = self.stamp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *last == stamp {
             return Ok(false);
         }
-        let ck = load_key(&self.cert_path, &self.key_path)?;
-        self.current.store(Arc::new(ck));
+        let ck = load_key(cert, key)?;
+        self.current.store(Some(Arc::new(ck)));
         *last = stamp;
         Ok(true)
     }
 
     /// Checks the files every `every` until `shutdown`.
     pub fn watch(self: &Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let Some((cert, _)) = self.files.clone() else { return };
         let tls = self.clone();
         tokio::spawn(async move {
             loop {
@@ -117,7 +132,7 @@ impl Tls {
                     _ = shutdown.changed() => return,
                 }
                 match tls.reload_if_changed() {
-                    Ok(true) => tracing::info!(cert = %tls.cert_path.display(), "TLS certificate reloaded"),
+                    Ok(true) => tracing::info!(cert = %cert.display(), "TLS certificate reloaded"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; the previous one stays in use"),
                 }
@@ -127,12 +142,15 @@ impl Tls {
 }
 
 #[derive(Debug)]
-struct WeakResolver(std::sync::Weak<Tls>);
+struct Resolver {
+    current: Arc<arc_swap::ArcSwapOption<CertifiedKey>>,
+    book: Arc<OnceLock<Arc<CertBook>>>,
+}
 
-impl ResolvesServerCert for WeakResolver {
+impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let _ = hello;
-        self.0.upgrade().map(|t| t.current.load_full())
+        let from_book = hello.server_name().and_then(|name| self.book.get().and_then(|b| b.resolve(name)));
+        from_book.or_else(|| self.current.load_full())
     }
 }
 

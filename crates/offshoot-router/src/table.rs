@@ -225,6 +225,11 @@ impl Table {
     }
 
     /// Whether some route answers for a normalized host.
+    /// Every host routed by name (wildcard routes as `*.domain`).
+    pub fn hosts(&self) -> Vec<String> {
+        self.exact.keys().map(|h| h.to_string()).chain(self.wildcard.keys().map(|d| format!("*.{d}"))).collect()
+    }
+
     pub fn has_host(&self, host: &str) -> bool {
         self.exact.contains_key(host) || host.split_once('.').is_some_and(|(_, domain)| self.wildcard.contains_key(domain))
     }

@@ -40,6 +40,7 @@ pub(crate) fn router(ctx: Shared) -> Router {
         .route("/envs/{id}/manifests", get(env_manifests))
         .route("/envs/{id}/exec", post(env_exec))
         .route("/registries", post(registry_login).get(registries))
+        .route("/certs", get(certificates))
         .route("/registries/{host}", axum::routing::delete(registry_logout))
         .route("/activity", get(activity))
         .route("/status", get(status))
@@ -384,6 +385,28 @@ async fn registry_login(
     let login = offshoot_control::registries::Login { host: body.host, app: body.app, username: body.username, password: body.password };
     control(&ctx, actor).registry_login(login).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The certificates from ACME: names, issuer, validity, orders, the last failure; never a key.
+async fn certificates(State(ctx): State<Shared>) -> Result<Json<Vec<api::Certificate>>, ApiError> {
+    let rows = ctx.store.certificates().await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| api::Certificate {
+                names: r.name_list(),
+                renew_at: r.not_before.zip(r.not_after).map(|(nb, na)| offshoot_acme::renew_at(nb, na)),
+                next_attempt: (r.failures > 0).then_some(r.next_attempt),
+                name: r.name,
+                issuer: r.issuer,
+                serial: r.serial,
+                not_before: r.not_before,
+                not_after: r.not_after,
+                orders: r.orders,
+                failures: r.failures,
+                last_error: r.last_error,
+            })
+            .collect(),
+    ))
 }
 
 /// The registry logins: host, whose, user; never a password.

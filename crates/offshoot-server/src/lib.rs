@@ -6,6 +6,7 @@ mod api;
 mod backends;
 mod background;
 mod builds;
+mod certs;
 mod clones;
 mod controller;
 mod cron;
@@ -50,6 +51,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use certs::AcmeConfig;
+pub use offshoot_acme::{LETS_ENCRYPT, Rfc2136};
 pub use offshoot_control::capacity::Capacity;
 pub use offshoot_docker::NetworkPool;
 pub use offshoot_router::RouterConfig;
@@ -106,6 +109,8 @@ pub struct Config {
     pub network_pool: NetworkPool,
     /// Single sign-on for the dashboard (OpenID Connect).
     pub oidc: Option<oidc::OidcConfig>,
+    /// Certificates from ACME for the TLS listener.
+    pub acme: Option<certs::AcmeConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -124,8 +129,9 @@ pub struct KubernetesConfig {
 #[derive(Clone, Debug)]
 pub struct TlsListen {
     pub listen: SocketAddr,
-    pub cert: PathBuf,
-    pub key: PathBuf,
+    /// A certificate chain and key (PEM) to serve for the names ACME's do not cover; with ACME
+    /// alone, none.
+    pub files: Option<(PathBuf, PathBuf)>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -141,18 +147,31 @@ pub async fn run(config: Config) -> Result<()> {
     let router_listener =
         tokio::net::TcpListener::bind(config.router_listen).await.with_context(|| format!("listen on {}", config.router_listen))?;
     let router_port = router_listener.local_addr()?.port();
+    let mut router_config = config.router.clone();
+    router_config.temp_dir = config.data_dir.join("proxy-temp");
+    let router = offshoot_router::Router::new(router_config);
+    if config.acme.is_some() && config.tls.is_none() {
+        anyhow::bail!("--acme needs --tls-listen: the address HTTPS is served on");
+    }
     let tls = match &config.tls {
         Some(t) => {
-            let loaded = offshoot_router::Tls::load(&t.cert, &t.key).context("load the TLS certificate")?;
+            let loaded = match &t.files {
+                Some((cert, key)) => offshoot_router::Tls::load(cert, key).context("load the TLS certificate")?,
+                None if config.acme.is_some() => offshoot_router::Tls::from_book(router.certs().clone()),
+                None => anyhow::bail!("--tls-listen needs --tls-cert and --tls-key, or --acme"),
+            };
+            if config.acme.is_some() {
+                loaded.use_book(router.certs().clone());
+            }
             let l = tokio::net::TcpListener::bind(t.listen).await.with_context(|| format!("listen on {}", t.listen))?;
             Some((loaded, l))
         }
         None => None,
     };
     let tls_port = tls.as_ref().and_then(|(_, l)| l.local_addr().ok()).map(|a| a.port());
-    let mut router_config = config.router.clone();
-    router_config.temp_dir = config.data_dir.join("proxy-temp");
-    let router = offshoot_router::Router::new(router_config);
+    if let (Some(port), Some(_)) = (tls_port, &config.acme) {
+        router.certs().set_https_port(port);
+    }
     let mut ctx = Ctx::new(
         store,
         rt,
@@ -223,6 +242,9 @@ pub async fn run(config: Config) -> Result<()> {
     }
     bg.every(Reconciler { ctx: ctx.clone(), last_round: None, requests_read: None }, config.reconcile_every, None);
     bg.every(AuditRetention { ctx: ctx.clone(), keep: config.audit_retention }, Duration::from_secs(3600), None);
+    if let Some(acme) = config.acme.clone() {
+        bg.every(certs::CertKeeper::new(ctx.clone(), acme), certs::ROUND, None);
+    }
     if ctx.kube.is_none() {
         cron::recover(&ctx).await;
         bg.every(cron::CronClock(ctx.clone()), cron::EVERY, None);

@@ -4,6 +4,7 @@
 //! owns.
 
 mod activity;
+mod certs;
 mod cron;
 mod datasets;
 mod ids;
@@ -13,6 +14,7 @@ mod services;
 mod users;
 
 pub use activity::{Activity, ActivityFilter};
+pub use certs::{CertRow, IssuedCert};
 pub use cron::{CRON_HISTORY, CronRun};
 pub use datasets::{Dataset, DatasetClone};
 pub use ids::{AppName, DeploymentId, EnvId};

@@ -31,6 +31,28 @@ fn pool(text: &str) -> anyhow::Result<offshoot_server::NetworkPool> {
     text.parse().map_err(|e: String| anyhow::anyhow!("--network-pool: {e}"))
 }
 
+/// Automatic HTTPS's settings, with the DNS provider's key read from its file.
+fn acme(a: &offshoot_cli::AcmeArgs) -> anyhow::Result<Option<offshoot_server::AcmeConfig>> {
+    use anyhow::Context as _;
+    if !a.acme && a.acme_directory.is_none() {
+        anyhow::ensure!(a.acme_dns.is_none(), "--acme-dns needs --acme");
+        return Ok(None);
+    }
+    let dns = match (&a.acme_dns, &a.acme_dns_key_file) {
+        (Some(url), Some(path)) => {
+            let key = std::fs::read_to_string(path).with_context(|| format!("--acme-dns-key-file: cannot read `{}`", path.display()))?;
+            Some(offshoot_server::Rfc2136::parse(url, &key)?)
+        }
+        _ => None,
+    };
+    Ok(Some(offshoot_server::AcmeConfig {
+        directory: a.acme_directory.clone().unwrap_or_else(|| offshoot_server::LETS_ENCRYPT.to_owned()),
+        email: a.acme_email.clone(),
+        ca_bundle: a.acme_ca_bundle.clone(),
+        dns,
+    }))
+}
+
 /// Single sign-on's settings, with the client secret read from its file or the environment.
 fn oidc(a: &offshoot_cli::OidcArgs) -> anyhow::Result<Option<offshoot_server::OidcConfig>> {
     use anyhow::Context as _;
@@ -106,10 +128,8 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             static_upstream: args.static_upstream,
         }),
         oidc: oidc(&args.oidc)?,
-        tls: match (args.tls_listen, args.tls_cert, args.tls_key) {
-            (Some(listen), Some(cert), Some(key)) => Some(offshoot_server::TlsListen { listen, cert, key }),
-            _ => None,
-        },
+        acme: acme(&args.acme)?,
+        tls: args.tls_listen.map(|listen| offshoot_server::TlsListen { listen, files: args.tls_cert.zip(args.tls_key) }),
     };
     // A webhook's handling awaits use cases inside use cases; an unoptimised build's frames are
     // large, so the workers get 8 MiB of stack rather than tokio's 2 (a stack overflow would

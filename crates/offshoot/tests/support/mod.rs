@@ -18,12 +18,14 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// The API and router ports of a server's "offshoot server ready api=ADDR router=PORT" line.
-fn ready_ports(line: &str) -> Option<(u16, u16)> {
+/// The API, router and TLS ports of a server's "offshoot server ready api=ADDR router=PORT
+/// tls=Some(PORT)" line.
+fn ready_ports(line: &str) -> Option<(u16, u16, Option<u16>)> {
     let rest = line.split_once("offshoot server ready ")?.1;
     let field = |name: &str| rest.split_whitespace().find_map(|w| w.strip_prefix(name));
     let api = field("api=")?.rsplit_once(':')?.1.parse().ok()?;
-    Some((api, field("router=")?.parse().ok()?))
+    let tls = field("tls=Some(").and_then(|p| p.trim_end_matches(')').parse().ok());
+    Some((api, field("router=")?.parse().ok()?, tls))
 }
 
 pub struct Server {
@@ -33,6 +35,8 @@ pub struct Server {
     pub data: PathBuf,
     pub api: u16,
     pub router: u16,
+    /// The TLS listener's port, when it has one.
+    pub tls: Option<u16>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -73,8 +77,8 @@ impl Server {
             }
             let text = std::fs::read(&log_path).unwrap_or_default();
             let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
-            if let Some((api, router)) = text.lines().find_map(ready_ports) {
-                let s = Server { bin: bin.to_owned(), child, data: data.to_owned(), api, router, _tmp: None };
+            if let Some((api, router, tls)) = text.lines().find_map(ready_ports) {
+                let s = Server { bin: bin.to_owned(), child, data: data.to_owned(), api, router, tls, _tmp: None };
                 assert!(http(api, "localhost", "/healthz").is_some_and(|r| r.contains("ok")), "the server's health check fails");
                 return s;
             }
@@ -136,6 +140,11 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
     }
 
     pub fn instance(&self) -> String {

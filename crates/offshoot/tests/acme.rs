@@ -1,0 +1,318 @@
+//! Automatic HTTPS end to end against a real ACME server: Pebble (Debian's `pebble`), with
+//! pebble-challtestsrv as the DNS the CA resolves hosts with for HTTP-01, and BIND (Debian's
+//! `bind9`) as the zone's primary server taking RFC 2136 updates signed with TSIG for DNS-01.
+//! `curl`, trusting only Pebble's root, checks what the router serves.
+
+mod support;
+
+use std::process::{Child, Command};
+use std::time::Instant;
+use support::*;
+
+const DOMAIN: &str = "offshoot.test";
+const TSIG_SECRET: &str = "b2Zmc2hvb3QtdGVzdC10c2lnLXNlY3JldC0zMmJ5dGVzIQ==";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(program: &str, args: &[&str], envs: &[(&str, &str)], log: &std::path::Path) -> Proc {
+    let log = std::fs::File::create(log).expect("log");
+    let err = log.try_clone().expect("log");
+    let child = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} cannot start ({e}): apt-get install pebble bind9; see scripts/services"));
+    Proc(child)
+}
+
+fn listening(port: u16, what: &str) {
+    eventually(20, what, || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+}
+
+/// A CA: Pebble with its own HTTPS certificate (made here), resolving names through `dns`, and
+/// checking HTTP-01 on `http_port`; certificates valid `validity` seconds.
+struct Pebble {
+    _proc: Proc,
+    port: u16,
+    management: u16,
+    tls_root: std::path::PathBuf,
+}
+
+impl Pebble {
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    /// The root Pebble signs certificates with (it makes a new one at each start).
+    fn root(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("pebble-root.pem");
+        let o = Command::new("curl")
+            .args(["-sf", "--cacert", self.tls_root.to_str().expect("utf-8"), &format!("https://127.0.0.1:{}/roots/0", self.management)])
+            .output()
+            .expect("curl");
+        assert!(o.status.success() && o.stdout.starts_with(b"-----BEGIN CERTIFICATE"), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::write(&path, &o.stdout).expect("root");
+        path
+    }
+}
+
+fn pebble(dir: &std::path::Path, port: u16, http_port: u16, dns: u16, validity: u64) -> Pebble {
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "pebble");
+    let k = rcgen::KeyPair::generate().expect("key");
+    let c = params.self_signed(&k).expect("certificate");
+    let (cert, key) = (dir.join("pebble-tls.pem"), dir.join("pebble-tls.key"));
+    std::fs::write(&cert, c.pem()).expect("write");
+    std::fs::write(&key, k.serialize_pem()).expect("write");
+    let management = free_port();
+    let config = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{port}"),
+        "managementListenAddress": format!("127.0.0.1:{management}"),
+        "certificate": cert, "privateKey": key,
+        "httpPort": http_port, "tlsPort": free_port(),
+        "ocspResponderURL": "", "externalAccountBindingRequired": false,
+        "certificateValidityPeriod": validity,
+    }});
+    let file = dir.join("pebble.json");
+    std::fs::write(&file, config.to_string()).expect("config");
+    let proc = spawn(
+        "pebble",
+        &["-config", file.to_str().expect("utf-8"), "-dnsserver", &format!("127.0.0.1:{dns}")],
+        &[("PEBBLE_VA_NOSLEEP", "1"), ("PEBBLE_WFE_NONCEREJECT", "0"), ("PEBBLE_AUTHZREUSE", "0")],
+        &dir.join("pebble.log"),
+    );
+    listening(port, "Pebble listens");
+    Pebble { _proc: proc, port, management, tls_root: cert }
+}
+
+/// BIND, primary for `offshoot.test` (every name there is 127.0.0.1), taking updates signed
+/// with the `offshoot` key.
+fn bind(dir: &std::path::Path) -> (Proc, u16) {
+    let port = free_port();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("zone"),
+        "$TTL 60\n@ IN SOA ns.offshoot.test. admin.offshoot.test. 1 60 60 600 60\n@ IN NS ns.offshoot.test.\n@ IN A 127.0.0.1\nns IN A 127.0.0.1\n* IN A 127.0.0.1\n",
+    )
+    .expect("zone");
+    let conf = format!(
+        "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; \
+         recursion no; dnssec-validation no; }};\ncontrols {{ }};\n\
+         key \"offshoot\" {{ algorithm hmac-sha256; secret \"{TSIG_SECRET}\"; }};\n\
+         zone \"{DOMAIN}\" {{ type primary; file \"{d}/zone\"; allow-update {{ key \"offshoot\"; }}; }};\n"
+    );
+    std::fs::write(dir.join("named.conf"), conf).expect("conf");
+    let proc = spawn("named", &["-g", "-c", &format!("{d}/named.conf")], &[], &dir.join("named.log"));
+    listening(port, "BIND listens");
+    (proc, port)
+}
+
+/// `curl` of `https://host:port/` trusting only `root`: its body and its verbose trace.
+fn curl(host: &str, port: u16, root: &std::path::Path) -> (bool, String, String) {
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "-v",
+            "--tlsv1.3",
+            "--cacert",
+            root.to_str().expect("utf-8"),
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+            &format!("https://{host}:{port}/"),
+        ])
+        .output()
+        .expect("curl");
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn certs(s: &Server) -> Vec<serde_json::Value> {
+    s.json(&["cert", "list"]).as_array().cloned().unwrap_or_default()
+}
+
+fn web_env(s: &Server) -> String {
+    let env = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    env["id"].as_str().expect("id").to_owned()
+}
+
+/// HTTP-01: a new environment's host gets its own certificate while it deploys, and is served
+/// over verified TLS 1.3 as soon as it has one; plain HTTP to it is sent to HTTPS.
+#[test]
+fn a_new_hosts_certificate_is_issued_by_http_01_and_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dns = free_port();
+    let _chall = spawn(
+        "pebble-challtestsrv",
+        &[
+            "-dns01",
+            &format!("127.0.0.1:{dns}"),
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-management",
+            &format!("127.0.0.1:{}", free_port()),
+            "-defaultIPv6",
+            "",
+        ],
+        &[],
+        &dir.path().join("challtestsrv.log"),
+    );
+    let pebble_port = free_port();
+    let ca = dir.path().join("pebble-tls.pem");
+    let s = Server::new_with(
+        None,
+        &[
+            "--domain",
+            DOMAIN,
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--acme-directory",
+            &format!("https://127.0.0.1:{pebble_port}/dir"),
+            "--acme-email",
+            "ops@offshoot.test",
+            "--acme-ca-bundle",
+            ca.to_str().expect("utf-8"),
+        ],
+    );
+    let tls = s.tls.expect("a TLS port");
+    let pebble = pebble(dir.path(), pebble_port, s.router, dns, 3600);
+    let root = pebble.root(dir.path());
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let id = web_env(&s);
+    let ready = Instant::now();
+    let host = format!("web-{id}.{DOMAIN}");
+    let served = eventually(60, "the host is served over HTTPS", || {
+        let (ok, body, trace) = curl(&host, tls, &root);
+        ok.then_some((body, trace))
+    });
+    assert!(ready.elapsed().as_secs() < 60);
+    assert!(served.1.contains("TLSv1.3") && served.1.contains("SSL certificate verify ok"), "{}", served.1);
+    let list = certs(&s);
+    let mine = list.iter().find(|c| c["name"] == host.as_str()).unwrap_or_else(|| panic!("no certificate for {host}: {list:#?}"));
+    assert_eq!(mine["orders"], 1, "{mine}");
+    assert!(mine["issuer"].as_str().is_some_and(|i| i.starts_with("Pebble Intermediate CA")), "{mine}");
+    // Plain HTTP to a host with a certificate goes to HTTPS.
+    let plain = http(s.router, &host, "/shop?x=1").expect("answer");
+    assert!(plain.starts_with("HTTP/1.1 308"), "{plain}");
+    assert!(plain.contains(&format!("location: https://{host}:{tls}/shop?x=1")), "{plain}");
+    let o = s.cli(&["cert", "list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains(&host) && text.contains("Pebble Intermediate CA"), "{text}");
+    s.json(&["env", "delete", &id, "--wait"]);
+}
+
+/// DNS-01: one wildcard certificate for the domain, obtained once through BIND, serves every
+/// environment from the moment it is ready; a short-lived one is renewed and swapped in.
+#[test]
+fn one_wildcard_by_dns_01_serves_every_environment_and_is_renewed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_named, dns) = bind(dir.path());
+    let key = dir.path().join("tsig.key");
+    std::fs::write(&key, format!("key \"offshoot\" {{\n  algorithm hmac-sha256;\n  secret \"{TSIG_SECRET}\";\n}};\n")).expect("key");
+    let pebble_port = free_port();
+    let ca = dir.path().join("pebble-tls.pem");
+    let pebble = pebble(dir.path(), pebble_port, free_port(), dns, 30);
+    let root = pebble.root(dir.path());
+    let s = Server::new_with(
+        None,
+        &[
+            "--domain",
+            DOMAIN,
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--acme-directory",
+            &pebble.directory(),
+            "--acme-ca-bundle",
+            ca.to_str().expect("utf-8"),
+            "--acme-dns",
+            &format!("rfc2136://127.0.0.1:{dns}?zone={DOMAIN}&key-name=offshoot"),
+            "--acme-dns-key-file",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let tls = s.tls.expect("a TLS port");
+    let first = eventually(60, "the wildcard is issued", || {
+        certs(&s).into_iter().find(|c| c["name"] == format!("*.{DOMAIN}") && c["serial"].is_string())
+    });
+    assert_eq!(first["names"], serde_json::json!([format!("*.{DOMAIN}"), DOMAIN]), "{first}");
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    for _ in 0..2 {
+        let id = web_env(&s);
+        // Served over HTTPS the moment it is ready: nothing to issue.
+        let (ok, _, trace) = curl(&format!("web-{id}.{DOMAIN}"), tls, &root);
+        assert!(ok && trace.contains("TLSv1.3") && trace.contains("SSL certificate verify ok"), "{trace}\n{}", s.log());
+    }
+    let list = certs(&s);
+    assert_eq!(list.len(), 1, "one certificate for every environment: {list:#?}");
+    assert_eq!(list[0]["orders"], 1, "{list:#?}");
+    // Pebble's certificates live 30 s here: the renewal comes at two thirds, and is served.
+    let renewed =
+        eventually(60, "the wildcard is renewed", || certs(&s).into_iter().find(|c| c["orders"] == 2 && c["serial"] != first["serial"]));
+    let serial = renewed["serial"].as_str().expect("serial").to_ascii_uppercase();
+    eventually(20, "the renewed certificate is served", || {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo | openssl s_client -connect 127.0.0.1:{tls} -servername x.{DOMAIN} 2>/dev/null | openssl x509 -noout -serial"
+            ))
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&o.stdout).to_ascii_uppercase().contains(&serial).then_some(())
+    });
+}
+
+/// A DNS update the server refuses (a wrong TSIG secret): the certificate's last error says so,
+/// with the server's answer, and the next attempt waits.
+#[test]
+fn a_refused_dns_update_is_reported_with_the_servers_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_named, dns) = bind(dir.path());
+    let key = dir.path().join("wrong.key");
+    std::fs::write(&key, "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZyE=\n").expect("key");
+    let pebble_port = free_port();
+    let ca = dir.path().join("pebble-tls.pem");
+    let pebble = pebble(dir.path(), pebble_port, free_port(), dns, 3600);
+    let s = Server::new_with(
+        None,
+        &[
+            "--domain",
+            DOMAIN,
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--acme-directory",
+            &pebble.directory(),
+            "--acme-ca-bundle",
+            ca.to_str().expect("utf-8"),
+            "--acme-dns",
+            &format!("rfc2136://127.0.0.1:{dns}?zone={DOMAIN}&key-name=offshoot"),
+            "--acme-dns-key-file",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let failed = eventually(60, "the failure is recorded", || certs(&s).into_iter().find(|c| c["last_error"].is_string()));
+    let error = failed["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "the DNS server 127.0.0.1:{dns} refused the update of `_acme-challenge.{DOMAIN}`: Not authorized (TSIG error BADSIG"
+        )),
+        "{error}"
+    );
+    assert!(failed["serial"].is_null() && failed["next_attempt"].is_i64(), "{failed}");
+    let o = s.cli(&["cert", "list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("failing  1 time(s)"), "{text}");
+}
