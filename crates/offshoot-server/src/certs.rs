@@ -15,8 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the keeper looks (and how soon a new host's certificate is asked for, at most).
-pub(crate) const ROUND: Duration = Duration::from_secs(2);
+/// How often the keeper looks; a change of the routing table wakes it at once, so a new host's
+/// order starts when its first route appears, while its environment deploys.
+pub(crate) const ROUND: Duration = Duration::from_secs(5);
 
 /// `offshoot server --acme*`.
 #[derive(Clone, Debug)]

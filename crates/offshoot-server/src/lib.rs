@@ -243,7 +243,7 @@ pub async fn run(config: Config) -> Result<()> {
     bg.every(Reconciler { ctx: ctx.clone(), last_round: None, requests_read: None }, config.reconcile_every, None);
     bg.every(AuditRetention { ctx: ctx.clone(), keep: config.audit_retention }, Duration::from_secs(3600), None);
     if let Some(acme) = config.acme.clone() {
-        bg.every(certs::CertKeeper::new(ctx.clone(), acme), certs::ROUND, None);
+        bg.every(certs::CertKeeper::new(ctx.clone(), acme), certs::ROUND, Some(ctx.certs_wake.clone()));
     }
     if ctx.kube.is_none() {
         cron::recover(&ctx).await;

@@ -171,6 +171,7 @@ pub(crate) async fn refresh(ctx: &Ctx) -> anyhow::Result<()> {
     }
     ctx.set_route_conflicts(conflicts);
     ctx.router.swap(table);
+    ctx.certs_wake.notify_one();
     let open = ctx.tcp.sync(tcp).await;
     ctx.set_load_balancers(open);
     Ok(())

@@ -37,6 +37,8 @@ pub(crate) struct Ctx {
     /// Wakes the Instant Datasets' pool keeper (a clone was taken or returned, a dataset
     /// created, refreshed or deleted).
     pub(crate) pools_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the certificate keeper: the routing table changed (a new host may want one).
+    pub(crate) certs_wake: Arc<tokio::sync::Notify>,
     /// How long an environment waits for a clone when a pool is empty.
     pub(crate) dataset_wait: Duration,
     /// Limits on running environments.
@@ -114,6 +116,7 @@ impl Ctx {
             forges,
             http: reqwest::Client::new(),
             pools_wake: Arc::default(),
+            certs_wake: Arc::default(),
             dataset_wait: Duration::from_secs(300),
             capacity: offshoot_control::capacity::Capacity::default(),
             kube: None,

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod acme;
 pub mod browser;
 
 use std::io::{Read as _, Write as _};
