@@ -63,26 +63,10 @@ fn main() {
     let (_named, dns) = bind(dir.path());
     let key = dir.path().join("tsig.key");
     std::fs::write(&key, TSIG_SECRET).expect("key");
-    let pebble_w = pebble(dir.path(), free_port(), free_port(), dns, 3600);
+    let pebble_port = free_port();
+    let pebble_w = pebble(dir.path(), pebble_port, free_port(), dns, 3600);
     let root = pebble_w.root(dir.path());
-    let ca = dir.path().join("pebble-tls.pem");
-    let s = Server::new_with(
-        None,
-        &[
-            "--domain",
-            DOMAIN,
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--acme-directory",
-            &pebble_w.directory(),
-            "--acme-ca-bundle",
-            ca.to_str().expect("utf-8"),
-            "--acme-dns",
-            &format!("rfc2136://127.0.0.1:{dns}?zone={DOMAIN}&key-name=offshoot"),
-            "--acme-dns-key-file",
-            key.to_str().expect("utf-8"),
-        ],
-    );
+    let s = server(dir.path(), pebble_port, Some((dns, &key)));
     let started = Instant::now();
     eventually(60, "the wildcard", || (orders(&s).1 == 1).then_some(()));
     let issue_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -96,20 +80,7 @@ fn main() {
     let dir2 = tempfile::tempdir().expect("tempdir");
     let (_chall, dns2) = challtestsrv(dir2.path());
     let pebble_port = free_port();
-    let ca2 = dir2.path().join("pebble-tls.pem");
-    let s2 = Server::new_with(
-        None,
-        &[
-            "--domain",
-            DOMAIN,
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--acme-directory",
-            &format!("https://127.0.0.1:{pebble_port}/dir"),
-            "--acme-ca-bundle",
-            ca2.to_str().expect("utf-8"),
-        ],
-    );
+    let s2 = server(dir2.path(), pebble_port, None);
     let pebble_h = pebble(dir2.path(), pebble_port, s2.router, dns2, 3600);
     let root2 = pebble_h.root(dir2.path());
     let per_host = run(&s2, HOST_ENVS, s2.tls.expect("TLS"), &root2);

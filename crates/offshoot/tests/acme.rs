@@ -27,22 +27,7 @@ fn a_new_hosts_certificate_is_issued_by_http_01_and_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_chall, dns) = challtestsrv(dir.path());
     let pebble_port = free_port();
-    let ca = dir.path().join("pebble-tls.pem");
-    let s = Server::new_with(
-        None,
-        &[
-            "--domain",
-            DOMAIN,
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--acme-directory",
-            &format!("https://127.0.0.1:{pebble_port}/dir"),
-            "--acme-email",
-            "ops@offshoot.test",
-            "--acme-ca-bundle",
-            ca.to_str().expect("utf-8"),
-        ],
-    );
+    let s = server(dir.path(), pebble_port, None);
     let tls = s.tls.expect("a TLS port");
     let pebble = pebble(dir.path(), pebble_port, s.router, dns, 3600);
     let root = pebble.root(dir.path());
@@ -80,26 +65,9 @@ fn one_wildcard_by_dns_01_serves_every_environment_and_is_renewed() {
     let key = dir.path().join("tsig.key");
     std::fs::write(&key, format!("key \"offshoot\" {{\n  algorithm hmac-sha256;\n  secret \"{TSIG_SECRET}\";\n}};\n")).expect("key");
     let pebble_port = free_port();
-    let ca = dir.path().join("pebble-tls.pem");
     let pebble = pebble(dir.path(), pebble_port, free_port(), dns, 30);
     let root = pebble.root(dir.path());
-    let s = Server::new_with(
-        None,
-        &[
-            "--domain",
-            DOMAIN,
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--acme-directory",
-            &pebble.directory(),
-            "--acme-ca-bundle",
-            ca.to_str().expect("utf-8"),
-            "--acme-dns",
-            &format!("rfc2136://127.0.0.1:{dns}?zone={DOMAIN}&key-name=offshoot"),
-            "--acme-dns-key-file",
-            key.to_str().expect("utf-8"),
-        ],
-    );
+    let s = server(dir.path(), pebble_port, Some((dns, &key)));
     let tls = s.tls.expect("a TLS port");
     let first = eventually(60, "the wildcard is issued", || {
         certs(&s).into_iter().find(|c| c["name"] == format!("*.{DOMAIN}") && c["serial"].is_string())
@@ -141,25 +109,8 @@ fn a_refused_dns_update_is_reported_with_the_servers_answer() {
     let key = dir.path().join("wrong.key");
     std::fs::write(&key, "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZyE=\n").expect("key");
     let pebble_port = free_port();
-    let ca = dir.path().join("pebble-tls.pem");
     let pebble = pebble(dir.path(), pebble_port, free_port(), dns, 3600);
-    let s = Server::new_with(
-        None,
-        &[
-            "--domain",
-            DOMAIN,
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--acme-directory",
-            &pebble.directory(),
-            "--acme-ca-bundle",
-            ca.to_str().expect("utf-8"),
-            "--acme-dns",
-            &format!("rfc2136://127.0.0.1:{dns}?zone={DOMAIN}&key-name=offshoot"),
-            "--acme-dns-key-file",
-            key.to_str().expect("utf-8"),
-        ],
-    );
+    let s = server(dir.path(), pebble_port, Some((dns, &key)));
     let failed = eventually(60, "the failure is recorded", || certs(&s).into_iter().find(|c| c["last_error"].is_string()));
     let error = failed["last_error"].as_str().unwrap_or_default();
     assert!(

@@ -3,7 +3,7 @@
 //! it resolves hosts with for HTTP-01, and BIND (`bind9`) as a zone's primary server taking
 //! RFC 2136 updates signed with TSIG.
 
-use super::{eventually, free_port};
+use super::{Server, eventually, free_port};
 use std::process::{Child, Command};
 
 pub const DOMAIN: &str = "offshoot.test";
@@ -39,16 +39,11 @@ pub fn listening(port: u16, what: &str) {
 /// checking HTTP-01 on `http_port`; certificates valid `validity` seconds.
 pub struct Pebble {
     _proc: Proc,
-    pub port: u16,
     management: u16,
     tls_root: std::path::PathBuf,
 }
 
 impl Pebble {
-    pub fn directory(&self) -> String {
-        format!("https://127.0.0.1:{}/dir", self.port)
-    }
-
     /// The root Pebble signs certificates with (it makes a new one at each start).
     pub fn root(&self, dir: &std::path::Path) -> std::path::PathBuf {
         let path = dir.join("pebble-root.pem");
@@ -88,7 +83,7 @@ pub fn pebble(dir: &std::path::Path, port: u16, http_port: u16, dns: u16, validi
         &dir.join("pebble.log"),
     );
     listening(port, "Pebble listens");
-    Pebble { _proc: proc, port, management, tls_root: cert }
+    Pebble { _proc: proc, management, tls_root: cert }
 }
 
 /// BIND, primary for `offshoot.test` (every name there is 127.0.0.1), taking updates signed
@@ -154,4 +149,22 @@ pub fn challtestsrv(dir: &std::path::Path) -> (Proc, u16) {
         &dir.join("challtestsrv.log"),
     );
     (proc, dns)
+}
+
+/// A server for `DOMAIN` with a TLS listener, getting its certificates from the ACME directory
+/// on 127.0.0.1:`directory_port` (trusting Pebble's HTTPS certificate in `dir`): by DNS-01
+/// through the BIND on `dns` with the key file, when given, else by HTTP-01.
+pub fn server(dir: &std::path::Path, directory_port: u16, dns: Option<(u16, &std::path::Path)>) -> Server {
+    let directory = format!("https://127.0.0.1:{directory_port}/dir");
+    let ca = dir.join("pebble-tls.pem");
+    let ca = ca.to_str().expect("utf-8");
+    let mut args = vec!["--domain", DOMAIN, "--tls-listen", "127.0.0.1:0", "--acme-directory", &directory, "--acme-ca-bundle", ca];
+    args.extend(["--acme-email", "ops@offshoot.test"]);
+    let (url, key);
+    if let Some((port, key_file)) = dns {
+        url = format!("rfc2136://127.0.0.1:{port}?zone={DOMAIN}&key-name=offshoot");
+        key = key_file.to_str().expect("utf-8").to_owned();
+        args.extend(["--acme-dns", &url, "--acme-dns-key-file", &key]);
+    }
+    Server::new_with(None, &args)
 }
