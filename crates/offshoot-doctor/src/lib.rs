@@ -57,6 +57,7 @@ pub async fn run(config: &Config) -> DoctorReport {
         probe_domain(&config.domain),
         probe_database(config.database_url.as_deref(), &config.data_dir),
     );
+    let (database, failing) = database;
     let engine_root = engine.as_ref().ok().and_then(|info| info.root_dir.as_deref()).map(Path::new);
     DoctorReport {
         checks: vec![
@@ -69,6 +70,7 @@ pub async fn run(config: &Config) -> DoctorReport {
             data_dir_check(&config.data_dir, &inspect_data_dir(&config.data_dir)),
             disk_check(&disk_space(&config.data_dir, engine_root)),
             database_check(&database),
+            certificates_check(&failing),
         ],
     }
 }
@@ -659,7 +661,27 @@ pub fn mask_url(raw: &str) -> String {
     }
 }
 
-async fn probe_database(url: Option<&str>, data_dir: &Path) -> DatabaseSeen {
+/// A certificate from ACME whose last attempt failed: its names, the error, failures in a row.
+pub type FailingCert = (String, String, i64);
+
+const FAILING_CERTS: &str = "SELECT names, last_error, failures FROM certificates WHERE last_error IS NOT NULL ORDER BY name";
+
+/// Whether certificates from ACME fail to be issued or renewed (as the server recorded).
+pub fn certificates_check(failing: &[FailingCert]) -> DoctorCheck {
+    if failing.is_empty() {
+        return check("certificates", true, "no certificate from ACME is failing", None);
+    }
+    let each: Vec<String> =
+        failing.iter().map(|(names, error, n)| format!("{} ({n} time(s)): {error}", names.replace(',', ", "))).collect();
+    check(
+        "certificates",
+        false,
+        format!("{} certificate(s) failing to be issued or renewed: {}", failing.len(), each.join("; ")),
+        Some("`offshoot cert list` says when each is tried again; see docs/routing.md, Automatic HTTPS".to_owned()),
+    )
+}
+
+async fn probe_database(url: Option<&str>, data_dir: &Path) -> (DatabaseSeen, Vec<FailingCert>) {
     use sqlx::Connection as _;
     let sqlite_path = match url {
         None => data_dir.join("offshoot.db"),
@@ -671,33 +693,37 @@ async fn probe_database(url: Option<&str>, data_dir: &Path) -> DatabaseSeen {
             let work = async {
                 let mut conn = sqlx::PgConnection::connect(u).await?;
                 let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut conn).await?;
+                // Before the first start (or before ACME was added) there is no such table.
+                let failing: Vec<FailingCert> = sqlx::query_as(FAILING_CERTS).fetch_all(&mut conn).await.unwrap_or_default();
                 let _ = conn.close().await;
-                Ok::<_, sqlx::Error>(version)
+                Ok::<_, sqlx::Error>((version, failing))
             };
             return match bounded(work).await {
-                Ok(version) => DatabaseSeen::Postgres { server: target, version },
-                Err(error) => DatabaseSeen::Failed { target, error, postgres: true },
+                Ok((version, failing)) => (DatabaseSeen::Postgres { server: target, version }, failing),
+                Err(error) => (DatabaseSeen::Failed { target, error, postgres: true }, Vec::new()),
             };
         }
-        Some(u) => return DatabaseSeen::Unsupported(mask_url(u)),
+        Some(u) => return (DatabaseSeen::Unsupported(mask_url(u)), Vec::new()),
     };
     if !sqlite_path.exists() {
-        return match sqlite_path.parent() {
+        let seen = match sqlite_path.parent() {
             Some(dir) if dir.exists() && !dir.is_dir() => DatabaseSeen::SqliteNoDirectory(sqlite_path),
             _ => DatabaseSeen::SqliteNew(sqlite_path),
         };
+        return (seen, Vec::new());
     }
     let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&sqlite_path).read_only(true);
     let work = async {
         let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
         let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetch_one(&mut conn).await?;
+        let failing: Vec<FailingCert> = sqlx::query_as(FAILING_CERTS).fetch_all(&mut conn).await.unwrap_or_default();
         let _ = conn.close().await;
-        Ok::<_, sqlx::Error>(tables)
+        Ok::<_, sqlx::Error>((tables, failing))
     };
     let target = format!("SQLite {}", sqlite_path.display());
     match bounded(work).await {
-        Ok(tables) => DatabaseSeen::Sqlite { path: sqlite_path, tables },
-        Err(error) => DatabaseSeen::Failed { target, error, postgres: false },
+        Ok((tables, failing)) => (DatabaseSeen::Sqlite { path: sqlite_path, tables }, failing),
+        Err(error) => (DatabaseSeen::Failed { target, error, postgres: false }, Vec::new()),
     }
 }
 

@@ -174,3 +174,12 @@ fn the_network_pool_says_what_is_left_and_what_else_uses_it() {
     assert!(c.ok && c.detail.contains("routes 10.213.8.0/22 inside it") && c.fix.is_some(), "{c:?}");
     assert!(!pool_check(None, pool).ok);
 }
+
+#[test]
+fn failing_certificates_are_named_with_their_error() {
+    assert!(certificates_check(&[]).ok);
+    let c = certificates_check(&[("*.x.test,x.test".into(), "the DNS server refused".into(), 3)]);
+    assert!(!c.ok);
+    assert!(c.detail.contains("*.x.test, x.test (3 time(s)): the DNS server refused"), "{}", c.detail);
+    assert!(c.fix.as_deref().is_some_and(|f| f.contains("offshoot cert list")));
+}

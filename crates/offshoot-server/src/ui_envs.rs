@@ -85,8 +85,20 @@ async fn render_envs(ctx: &Shared, s: &Session, error: Option<ApiError>) -> Resp
         Ok(u) => u,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // A certificate that fails to be issued or renewed is everyone's concern: it is shown first.
+    let failing: Vec<_> = match ctx.store.certificates().await {
+        Ok(rows) => rows.into_iter().filter(|c| c.last_error.is_some()).collect(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let body = html! {
         @if let Some(e) = &error { (error_box(e)) }
+        @for c in &failing {
+            div.error role="alert" {
+                "HTTPS: the certificate for " code { (c.names.replace(',', ", ")) } " failed " (c.failures) " time(s), next try "
+                (until(c.next_attempt)) ": " (c.last_error.as_deref().unwrap_or_default())
+                @if let Some(na) = c.not_after { ". The current one expires " (until(na)) "." }
+            }
+        }
         (capacity(usage, ctx.capacity))
         @if list.is_empty() { p { "No environment yet." } } @else {
             div.scroll tabindex="0" role="region" aria-label="Scrollable table" { table {

@@ -109,7 +109,7 @@ fn a_refused_dns_update_is_reported_with_the_servers_answer() {
     let key = dir.path().join("wrong.key");
     std::fs::write(&key, "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZyE=\n").expect("key");
     let pebble_port = free_port();
-    let pebble = pebble(dir.path(), pebble_port, free_port(), dns, 3600);
+    let _pebble = pebble(dir.path(), pebble_port, free_port(), dns, 3600);
     let s = server(dir.path(), pebble_port, Some((dns, &key)));
     let failed = eventually(60, "the failure is recorded", || certs(&s).into_iter().find(|c| c["last_error"].is_string()));
     let error = failed["last_error"].as_str().unwrap_or_default();
@@ -123,4 +123,37 @@ fn a_refused_dns_update_is_reported_with_the_servers_answer() {
     let o = s.cli(&["cert", "list"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("failing  1 time(s)"), "{text}");
+    // The dashboard's Environments page shows it first.
+    let form = format!("token={}&next=%2Fui%2Fenvs", s.token());
+    let head = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+        form.len()
+    );
+    let answer = http_raw(s.api, &head, form.as_bytes()).expect("login");
+    let cookie =
+        answer.lines().find_map(|l| l.strip_prefix("set-cookie: ")).and_then(|c| c.split(';').next()).expect("a session").to_owned();
+    let page = http_raw(s.api, &format!("GET /ui/envs HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}"), b"").expect("page");
+    assert!(page.contains("HTTPS: the certificate for <code>*.offshoot.test, offshoot.test</code> failed 1 time(s)"), "{page}");
+    assert!(page.contains("TSIG error BADSIG"), "{page}");
+    // `offshoot doctor` on the server's data directory says so too.
+    let o = Command::new(support::bin())
+        .args([
+            "--output",
+            "json",
+            "doctor",
+            "--data-dir",
+            s.data.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:1",
+            "--router-listen",
+            "127.0.0.1:1",
+        ])
+        .env_remove("OFFSHOOT_DATABASE_URL")
+        .output()
+        .expect("doctor");
+    let report: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+    let check = report["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "certificates")).cloned().unwrap_or_default();
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(check["detail"].as_str().is_some_and(|d| d.contains("TSIG error BADSIG")), "{check}");
 }

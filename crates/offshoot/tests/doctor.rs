@@ -71,7 +71,10 @@ fn a_machine_that_can_run_the_server_passes() {
     );
     let checks = report(&o);
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap_or("")).collect();
-    assert_eq!(names, ["engine", "images", "network-pool", "api-port", "router-port", "domain", "data-dir", "disk", "database"]);
+    assert_eq!(
+        names,
+        ["engine", "images", "network-pool", "api-port", "router-port", "domain", "data-dir", "disk", "database", "certificates"]
+    );
     let pool = find(&checks, "network-pool");
     assert!(
         pool["ok"] == true && pool["detail"].as_str().is_some_and(|d| d.starts_with("10.213.0.0/16: ") && d.contains("/24 networks free")),
