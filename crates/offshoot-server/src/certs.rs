@@ -62,8 +62,10 @@ impl CertKeeper {
         if self.config.dns.is_some() {
             return vec![vec![format!("*.{domain}"), domain]];
         }
-        let mut hosts: Vec<String> =
-            self.ctx.router.hosts().into_iter().filter(|h| !h.starts_with("*.") && h.contains('.') && !h.ends_with(".localhost")).collect();
+        // Names a public CA can vouch for: not a wildcard route, not `*.localhost`, not an address.
+        let public =
+            |h: &String| !h.starts_with("*.") && h.contains('.') && !h.ends_with(".localhost") && h.parse::<std::net::IpAddr>().is_err();
+        let mut hosts: Vec<String> = self.ctx.router.hosts().into_iter().filter(public).collect();
         hosts.sort();
         hosts.dedup();
         hosts.into_iter().map(|h| vec![h]).collect()
