@@ -81,10 +81,7 @@ fn seal(key: &SecretKey, flow: &Flow) -> anyhow::Result<String> {
 
 /// The flow this browser started, if its cookie is there, sealed by this server, and fresh.
 fn flow_of(key: &SecretKey, headers: &HeaderMap) -> Option<Flow> {
-    let sealed = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == FLOW_COOKIE && v.len() < 4096).then(|| v.to_owned())
-    })?;
+    let sealed = crate::ui::cookie_of(headers, FLOW_COOKIE, |v| v.len() < 4096)?;
     let flow: Flow = serde_json::from_str(&key.decrypt(&sealed, "sso-flow").ok()?).ok()?;
     (flow.expires > offshoot_store::now_ms() / 1000).then_some(flow)
 }

@@ -78,11 +78,16 @@ async fn hardened(State(ctx): State<Shared>, mut r: Response) -> Response {
 
 // Sessions -------------------------------------------------------------------------------------
 
-fn session_of(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name` the request carries, if `valid` accepts it.
+pub(crate) fn cookie_of(headers: &HeaderMap, name: &str, valid: impl Fn(&str) -> bool) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|c| {
         let (k, v) = c.trim().split_once('=')?;
-        (k == COOKIE && v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then(|| v.to_owned())
+        (k == name && valid(v)).then(|| v.to_owned())
     })
+}
+
+fn session_of(headers: &HeaderMap) -> Option<String> {
+    cookie_of(headers, COOKIE, |v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The CSRF token of a session: derived from its id, which only this browser and the server know.
