@@ -46,7 +46,8 @@ fn fake(mut script: impl FnMut(&Method, &str, &Value) -> (u16, Value) + Send + '
 }
 
 fn shop() -> Vec<Manifest> {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/.release");
+    let dir = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../examples/shop/.release");
     let t = std::fs::read_to_string(dir.join("application_template.yaml")).expect("template");
     let v = std::fs::read_to_string(dir.join("environment_variables.yaml")).expect("vars");
     let doc = document::check("t", &t, Some(Kind::Template));

@@ -10,7 +10,9 @@ use offshoot_store::{DeploymentStatus, EnvStatus, ServiceStatus};
 use std::path::{Path, PathBuf};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v0").join(rel)
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+        .join("tests/fixtures/v0")
+        .join(rel)
 }
 
 /// What the fixture's server was given and did, read back through the store.

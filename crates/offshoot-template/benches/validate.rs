@@ -18,7 +18,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/release");
+    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../../shared/corpus/release");
     let mut files: Vec<PathBuf> = Vec::new();
     let mut stack = vec![dir.clone()];
     while let Some(d) = stack.pop() {

@@ -8,7 +8,7 @@ fn offshoot(args: &[&str]) -> Output {
 }
 
 fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../examples/shop")
 }
 
 fn stdout(o: &Output) -> String {

@@ -37,7 +37,8 @@ impl Provider {
         std::fs::write(&file, accounts.to_string()).expect("accounts");
         let secret = dir.path().join("client-secret");
         std::fs::write(&secret, "a-client-secret-for-tests\n").expect("secret");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc-provider.mjs");
+        let script = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+            .join("tests/oidc-provider.mjs");
         let mut child = Command::new("node")
             .arg(script)
             .env("OIDC_PROVIDER_MODULE", PROVIDER)

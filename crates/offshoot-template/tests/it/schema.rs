@@ -5,7 +5,9 @@ use offshoot_template::schema;
 use std::path::PathBuf;
 
 fn check(file: &str, generated: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas").join(file);
+    let path = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+        .join("../../schemas")
+        .join(file);
     if std::env::var_os("UPDATE_SCHEMAS").is_some() {
         std::fs::write(&path, generated).expect("write schema");
     }

@@ -225,7 +225,11 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// The example shop as a git repository, with `edit` applied to its template.
 pub fn shop_repo(edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop"), dir.path());
+    copy_dir(
+        &PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()))
+            .join("../../examples/shop"),
+        dir.path(),
+    );
     let t = dir.path().join(".release/application_template.yaml");
     let text = std::fs::read_to_string(&t).expect("template");
     std::fs::write(&t, edit(text)).expect("write");
