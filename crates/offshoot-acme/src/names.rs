@@ -1,25 +1,7 @@
-//! What a certificate covers, when it renews, how long a failed attempt waits, and what a PEM
+//! When a certificate renews, how long a failed attempt waits, and what a PEM
 //! chain says of itself. Pure.
 
 use std::time::Duration;
-
-/// Whether a certificate name (`web.example.com`, or `*.example.com`) covers `host`: the same
-/// name, or one label more under a wildcard's domain (as TLS clients check, RFC 6125).
-pub fn covers(name: &str, host: &str) -> bool {
-    let (name, host) = (name.trim_end_matches('.'), host.trim_end_matches('.'));
-    if name.eq_ignore_ascii_case(host) {
-        return true;
-    }
-    match name.strip_prefix("*.") {
-        Some(domain) => host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(domain)),
-        None => false,
-    }
-}
-
-/// Whether any of `names` covers `host`.
-pub fn any_covers(names: &[String], host: &str) -> bool {
-    names.iter().any(|n| covers(n, host))
-}
 
 /// When a certificate valid from `not_before` to `not_after` (ms) is renewed: at two thirds of
 /// its lifetime.
@@ -78,19 +60,6 @@ pub fn leaf(chain_pem: &str) -> Result<Leaf, BadChain> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards_cover_one_label_and_names_match_whole() {
-        assert!(covers("*.example.com", "web-1.example.com"));
-        assert!(covers("*.example.com", "WEB.Example.com."));
-        assert!(!covers("*.example.com", "example.com"));
-        assert!(!covers("*.example.com", "a.b.example.com"));
-        assert!(!covers("*.example.com", ".example.com"));
-        assert!(!covers("*.example.com", "web.example.com.evil.io"));
-        assert!(covers("example.com", "EXAMPLE.com"));
-        assert!(!covers("example.com", "web.example.com"));
-        assert!(any_covers(&["example.com".into(), "*.example.com".into()], "api.example.com"));
-    }
 
     #[test]
     fn renewal_at_two_thirds_and_backoff_doubles_to_six_hours() {

@@ -221,6 +221,10 @@ pub struct ServerArgs {
     /// ingresses send their traffic there (the router serves them from the site storage).
     #[arg(long, value_name = "IP:PORT")]
     pub static_upstream: Option<std::net::SocketAddr>,
+    /// Kubernetes: serve every Ingress over HTTPS with a certificate cert-manager issues from
+    /// this ClusterIssuer (without it, the ACME wildcard of --acme-dns, when there is one).
+    #[arg(long, value_name = "NAME")]
+    pub cert_manager_issuer: Option<String>,
     #[command(flatten)]
     pub oidc: OidcArgs,
 }

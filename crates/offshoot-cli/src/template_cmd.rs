@@ -311,7 +311,7 @@ fn resolve_path(a: &ResolveArgs, output: Output) -> Result<Result<(resolve::Reso
         domain: a.domain.clone(),
         force_domain: false,
         ingress_port: None,
-        ingress_tls: false,
+        ingress_https: None,
         parameters: a.params.iter().cloned().collect(),
         secret_files: Default::default(),
         imported: Default::default(),

@@ -4,7 +4,8 @@
 //! LoadBalancer for `loadbalancer: true`), an Ingress per host and visibility with the
 //! ingress-nginx annotations of the template's `ingress` block, a Job per job, ConfigMaps for
 //! `configmap` mounts, a Secret per service for its secret variables (referenced, never inlined),
-//! PersistentVolumeClaims, ServiceAccounts, and a NetworkPolicy that lets only the namespace's own
+//! PersistentVolumeClaims, ServiceAccounts, HTTPS on the Ingresses (a certificate Offshoot keeps,
+//! as a Secret, or cert-manager's annotation), and a NetworkPolicy that lets only the namespace's own
 //! pods and the ingress controller reach its pods.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
@@ -17,8 +18,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, NetworkPolicy,
-    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec, IngressTLS,
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -65,6 +66,72 @@ pub struct Options {
     /// of the application that every pod names in `imagePullSecrets` (masked unless
     /// `reveal_secrets`).
     pub registry_auths: BTreeMap<String, (String, offshoot_template::secret::SecretString)>,
+    /// How the Ingresses are served over HTTPS.
+    pub tls: IngressTls,
+}
+
+/// How an environment's Ingresses are served over HTTPS.
+#[derive(Clone, Debug, Default)]
+pub enum IngressTls {
+    /// Plain HTTP.
+    #[default]
+    None,
+    /// A certificate Offshoot keeps (the ACME wildcard): a `kubernetes.io/tls` Secret of the
+    /// environment (masked unless `reveal_secrets`), named by every Ingress whose host it covers.
+    Certificate(Certificate),
+    /// cert-manager issues each Ingress's certificate from this ClusterIssuer.
+    CertManager(String),
+}
+
+/// A certificate and its key (PEM), and the names it covers.
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    pub names: Vec<String>,
+    pub chain_pem: String,
+    pub key_pem: offshoot_template::secret::SecretString,
+}
+
+impl IngressTls {
+    /// Whether an Ingress for `host` is served over HTTPS.
+    pub fn serves(&self, host: &str) -> bool {
+        match self {
+            IngressTls::None => false,
+            IngressTls::Certificate(c) => offshoot_template::ingress::any_covers(&c.names, host),
+            IngressTls::CertManager(_) => true,
+        }
+    }
+
+    /// Where the cluster's ingress serves HTTPS (443), and for which hosts.
+    pub fn https(&self) -> Option<offshoot_template::resolve::IngressHttps> {
+        let names = match self {
+            IngressTls::None => return None,
+            IngressTls::Certificate(c) => Some(c.names.clone()),
+            IngressTls::CertManager(_) => None,
+        };
+        Some(offshoot_template::resolve::IngressHttps { port: 443, names })
+    }
+}
+
+/// The name of an environment's certificate Secret (`IngressTls::Certificate`).
+pub fn tls_secret_name(env_id: &str) -> String {
+    format!("tls-{}", dns_label(env_id))
+}
+
+/// An environment's certificate Secret, when its Ingresses use a certificate Offshoot keeps.
+pub fn tls_secret(o: &Options, env_id: &str, app: &str) -> Option<Manifest> {
+    let IngressTls::Certificate(cert) = &o.tls else { return None };
+    let key = if o.reveal_secrets { cert.key_pem.expose() } else { MASKED };
+    Some(Manifest::Secret(Secret {
+        metadata: ObjectMeta {
+            name: Some(tls_secret_name(env_id)),
+            namespace: Some(o.namespace.clone()),
+            labels: Some(labels(env_id, app, &o.instance, None)),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        string_data: Some(BTreeMap::from([("tls.crt".to_owned(), cert.chain_pem.clone()), ("tls.key".to_owned(), key.to_owned())])),
+        ..Default::default()
+    }))
 }
 
 impl Options {
@@ -80,6 +147,7 @@ impl Options {
             reveal_secrets: false,
             static_upstream: None,
             registry_auths: BTreeMap::new(),
+            tls: IngressTls::None,
         }
     }
 }
@@ -255,18 +323,23 @@ struct Ctx<'a> {
     o: &'a Options,
 }
 
+/// The labels of an environment's object (of one service or job, or the namespace's own).
+fn labels(env_id: &str, app: &str, instance: &str, service: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), "offshoot".to_owned()),
+        (LABEL_ENV.to_owned(), label_value(env_id)),
+        (LABEL_APP.to_owned(), label_value(app)),
+        (LABEL_INSTANCE.to_owned(), label_value(instance)),
+    ]);
+    if let Some(s) = service {
+        l.insert(LABEL_SERVICE.to_owned(), label_value(s));
+    }
+    l
+}
+
 impl Ctx<'_> {
     fn labels(&self, service: Option<&str>) -> BTreeMap<String, String> {
-        let mut l = BTreeMap::from([
-            (LABEL_MANAGED_BY.to_owned(), "offshoot".to_owned()),
-            (LABEL_ENV.to_owned(), label_value(&self.r.env_id)),
-            (LABEL_APP.to_owned(), label_value(&self.r.app)),
-            (LABEL_INSTANCE.to_owned(), label_value(&self.o.instance)),
-        ]);
-        if let Some(s) = service {
-            l.insert(LABEL_SERVICE.to_owned(), label_value(s));
-        }
-        l
+        labels(&self.r.env_id, &self.r.app, &self.o.instance, service)
     }
 
     fn meta(&self, name: &str, service: Option<&str>) -> ObjectMeta {
@@ -296,6 +369,7 @@ pub fn render(r: &Resolved, o: &Options) -> Rendered {
     if let Some(secret) = pull_secret(&c) {
         out.manifests.push(Manifest::Secret(secret));
     }
+    out.manifests.extend(tls_secret(o, &r.env_id, &r.app));
     for sa in &r.service_accounts {
         let mut meta = c.meta(&dns_label(&sa.name), None);
         if let Some(role) = &sa.cloud_role {
@@ -904,18 +978,28 @@ fn ingresses(c: &Ctx<'_>, out: &mut Rendered) {
             },
         });
     }
-    let notes = annotations(c.r);
+    let mut notes = annotations(c.r);
+    if let IngressTls::CertManager(issuer) = &c.o.tls {
+        notes.insert("cert-manager.io/cluster-issuer".into(), issuer.clone());
+    }
     for ((host, private), paths) in by_host {
         let name = dns_label(&format!("{}{}", host, if private { "-private" } else { "" }));
         let mut meta = c.meta(&name, None);
         if !notes.is_empty() {
             meta.annotations = Some(notes.clone());
         }
+        let secret = match &c.o.tls {
+            IngressTls::Certificate(_) if c.o.tls.serves(&host) => Some(tls_secret_name(&c.r.env_id)),
+            IngressTls::CertManager(_) => Some(format!("{name}-tls")),
+            _ => None,
+        };
+        let tls = secret.map(|secret_name| vec![IngressTLS { hosts: Some(vec![host.clone()]), secret_name: Some(secret_name) }]);
         out.manifests.push(Manifest::Ingress(Ingress {
             metadata: meta,
             spec: Some(IngressSpec {
                 ingress_class_name: Some(if private { c.o.private_ingress_class.clone() } else { c.o.ingress_class.clone() }),
                 rules: Some(vec![IngressRule { host: Some(host), http: Some(HTTPIngressRuleValue { paths }) }]),
+                tls,
                 ..Default::default()
             }),
             ..Default::default()

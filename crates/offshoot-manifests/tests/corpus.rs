@@ -3,14 +3,15 @@
 //! --strict` against the Kubernetes 1.37 schemas (offline; `scripts/services` installs it); and
 //! snapshots of the manifests of representative templates.
 
-use offshoot_manifests::{Options, render, to_yaml};
+use offshoot_manifests::{Certificate, IngressTls, Options, render, to_yaml};
 use offshoot_template::document::{self, Kind};
 use offshoot_template::resolve;
+use offshoot_template::secret::SecretString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../..")
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -189,6 +190,53 @@ fn private_routes_load_balancers_and_secrets() {
     let mut o = Options::new("ns1", "i");
     o.reveal_secrets = true;
     assert!(to_yaml(&render(&r, &o).manifests).expect("yaml").contains("s3cr3t-value"));
+}
+
+/// HTTPS on the Ingresses: a certificate Offshoot keeps goes in the environment's own
+/// `kubernetes.io/tls` Secret (its key masked in print), named by the Ingresses whose hosts it
+/// covers and by no other; with cert-manager, every Ingress carries the issuer's annotation and a
+/// Secret name of its own. Both are valid for Kubernetes.
+#[test]
+fn ingresses_are_served_over_https_with_the_kept_certificate_or_cert_manager() {
+    let template = "app: t\nrules:\n- service: web\n  hostnames:\n  - web-${env_id}.example.com\n  - web.elsewhere.io\n  path: /\nservices:\n- name: web\n  image: busybox:stable\n  ports:\n  - type: node_port\n    port: '8080'\n";
+    let opts = resolve::Options { branch: "main".into(), env_id: "abc1234".into(), domain: "example.com".into(), ..Default::default() };
+    let r = resolved(template, &opts);
+    let mut o = Options::new("ns1", "i");
+    o.tls = IngressTls::Certificate(Certificate {
+        names: vec!["*.example.com".into(), "example.com".into()],
+        chain_pem: "-----BEGIN CERTIFICATE-----\nchain\n-----END CERTIFICATE-----\n".into(),
+        key_pem: SecretString::new("-----BEGIN PRIVATE KEY-----\nk3y-value\n-----END PRIVATE KEY-----\n"),
+    });
+    let printed = to_yaml(&render(&r, &o).manifests).expect("yaml");
+    assert!(!printed.contains("k3y-value"), "a key is printed:\n{printed}");
+    let docs: Vec<&str> = printed.split("\n---\n").collect();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d.contains(&format!("kind: {kind}\n")) && d.contains(&format!("  name: {name}\n")))
+            .copied()
+            .unwrap_or_else(|| panic!("no {kind} {name} in\n{printed}"))
+    };
+    let secret = find("Secret", "tls-abc1234");
+    assert!(secret.contains("type: kubernetes.io/tls") && secret.contains("tls.crt:") && secret.contains("tls.key:"), "{secret}");
+    let covered = find("Ingress", "web-abc1234-example-com");
+    assert!(covered.contains("secretName: tls-abc1234") && covered.contains("- web-abc1234.example.com"), "{covered}");
+    let other = find("Ingress", "web-elsewhere-io");
+    assert!(!other.contains("tls:"), "a host the certificate does not cover names it: {other}");
+    assert_valid(&printed);
+    o.reveal_secrets = true;
+    assert!(to_yaml(&render(&r, &o).manifests).expect("yaml").contains("k3y-value"));
+
+    let mut o = Options::new("ns1", "i");
+    o.tls = IngressTls::CertManager("letsencrypt-prod".into());
+    let printed = to_yaml(&render(&r, &o).manifests).expect("yaml");
+    assert!(!printed.contains("kubernetes.io/tls"), "cert-manager makes the Secrets: {printed}");
+    for (name, host) in [("web-abc1234-example-com", "web-abc1234.example.com"), ("web-elsewhere-io", "web.elsewhere.io")] {
+        let ingress =
+            printed.split("\n---\n").find(|d| d.contains("kind: Ingress") && d.contains(&format!("  name: {name}\n"))).expect("ingress");
+        assert!(ingress.contains("cert-manager.io/cluster-issuer: letsencrypt-prod"), "{ingress}");
+        assert!(ingress.contains(&format!("secretName: {name}-tls")) && ingress.contains(&format!("- {host}")), "{ingress}");
+    }
+    assert_valid(&printed);
 }
 
 #[test]

@@ -72,6 +72,11 @@ impl CertBook {
         exact.or_else(|| entries.iter().find(|e| e.names.iter().any(|n| wildcard_covers(n, host)))).map(|e| e.key.clone())
     }
 
+    /// The names of every certificate here (`*.` wildcards included).
+    pub fn names(&self) -> Vec<String> {
+        self.entries.load().iter().flat_map(|e| e.names.iter().cloned()).collect()
+    }
+
     /// Whether a certificate here covers `host`.
     pub fn covers(&self, host: &str) -> bool {
         self.resolve(host).is_some()

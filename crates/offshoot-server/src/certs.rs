@@ -121,8 +121,9 @@ impl CertKeeper {
         Ok(())
     }
 
-    /// Hands the router the store's certificates, when they changed.
-    fn serve(&mut self, rows: &[CertRow]) {
+    /// Hands the router (and, on Kubernetes, the environments' Ingresses) the store's
+    /// certificates, when they changed.
+    async fn serve(&mut self, rows: &[CertRow]) {
         let mut serials: Vec<String> = rows.iter().filter_map(|r| r.serial.clone()).collect();
         serials.sort();
         if serials == self.served {
@@ -133,6 +134,49 @@ impl CertKeeper {
             tracing::error!(error = %e, "acme: a stored certificate cannot be served");
         }
         self.served = serials;
+        self.to_cluster(&served).await;
+    }
+
+    /// On Kubernetes (without cert-manager), the wildcard goes to the Ingresses: new
+    /// deployments name it, and every environment's Secret gets the new one (the ingress
+    /// controller picks it up; a connection open keeps its own).
+    async fn to_cluster(&self, served: &[Served]) {
+        let Some(k) = self.ctx.kube.as_ref().filter(|k| k.cert_manager_issuer.is_none()) else { return };
+        if self.config.dns.is_none() {
+            return;
+        }
+        let wildcard = self.wanted().into_iter().next().and_then(|names| served.iter().find(|s| s.names.first() == names.first()));
+        let Some(s) = wildcard else { return };
+        let cert = offshoot_manifests::Certificate {
+            names: s.names.clone(),
+            chain_pem: s.chain_pem.clone(),
+            key_pem: offshoot_template::secret::SecretString::new(s.key_pem.clone()),
+        };
+        let first = k.certificate.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(cert).is_none();
+        if first {
+            // This server's deployments name it from now on; earlier ones at their next.
+            tracing::info!(names = %s.names.join(", "), "acme: the Ingresses are served with the wildcard");
+            return;
+        }
+        let envs = match self.ctx.store.envs(None, false).await {
+            Ok(envs) => envs,
+            Err(e) => {
+                tracing::warn!(error = %e, "acme: the environments' certificate Secrets are not renewed this round");
+                return;
+            }
+        };
+        let mut renewed = 0;
+        for env in envs {
+            let mut o = crate::kube_rt::options(&self.ctx, &env);
+            o.reveal_secrets = true;
+            let Some(secret) = offshoot_manifests::tls_secret(&o, &env.id, &env.app) else { continue };
+            match k.kube.apply(&[secret]).await {
+                Ok(()) => renewed += 1,
+                // An environment not yet deployed has no namespace: it gets the new one.
+                Err(e) => tracing::debug!(env = %env.id, error = %e, "acme: no certificate Secret renewed"),
+            }
+        }
+        tracing::info!(environments = renewed, "acme: the renewed wildcard is in the environments' Secrets");
     }
 }
 
@@ -169,7 +213,7 @@ impl crate::background::Periodic for CertKeeper {
 
     async fn round(&mut self) -> Result<(), Failure> {
         let rows = self.ctx.store.certificates().await?;
-        self.serve(&rows);
+        self.serve(&rows).await;
         let now = now_ms();
         let wanted = self.wanted();
         let mut changed = false;
@@ -200,7 +244,7 @@ impl crate::background::Periodic for CertKeeper {
         }
         if changed {
             let rows = self.ctx.store.certificates().await?;
-            self.serve(&rows);
+            self.serve(&rows).await;
         }
         Ok(())
     }

@@ -37,6 +37,7 @@ pub(crate) fn options(ctx: &Shared, env: &Environment) -> Options {
         opts.ingress_class = k.ingress_class.clone();
         opts.private_ingress_class = k.private_ingress_class.clone();
         opts.static_upstream = k.static_upstream;
+        opts.tls = k.tls();
     }
     opts
 }
@@ -154,7 +155,7 @@ impl KubeBackend {
         let routing = crate::resolving::routing_for(&self.resolved, svc);
         let detail = ServiceDetail {
             hostnames: svc.hostnames.clone(),
-            urls: ingress_urls(&self.resolved, s),
+            urls: ingress_urls(&self.opts.tls, &self.resolved, s),
             site: Some(key.clone()),
             fallback: st.fallback.clone(),
             routing: Some(routing),
@@ -201,7 +202,7 @@ impl Backend for KubeBackend {
                 let detail = ServiceDetail {
                     image: self.images.get(s).cloned(),
                     hostnames: svc.hostnames.clone(),
-                    urls: ingress_urls(&self.resolved, s),
+                    urls: ingress_urls(&self.opts.tls, &self.resolved, s),
                     ..ServiceDetail::new()
                 };
                 set_service(&self.ctx, &self.env.id, s, ServiceStatus::Ready, None, detail).await;
@@ -233,7 +234,9 @@ impl Backend for KubeBackend {
     }
 
     async fn finish(&self) -> Result<(), BackendError> {
-        let ingresses = self.manifests(|m| matches!(m, Manifest::Ingress(_)));
+        // The certificate's Secret before the Ingresses that name it.
+        let tls = offshoot_manifests::tls_secret_name(&self.env.id);
+        let ingresses = self.manifests(|m| matches!(m, Manifest::Ingress(_)) || matches!(m, Manifest::Secret(_)) && m.name() == tls);
         self.kube.apply(&ingresses).await.map_err(BackendError::new)?;
         // The cron jobs, once their services run: the cluster keeps their schedules (with
         // each one's Secret first).
@@ -305,8 +308,14 @@ impl Backend for KubeBackend {
 }
 
 /// Where a service is reached through the cluster's ingress: its hosts and paths.
-fn ingress_urls(resolved: &Resolved, service: &str) -> Vec<String> {
-    resolved.routes.iter().filter(|r| r.service == service).map(|r| format!("http://{}{}", r.host, r.path)).collect()
+fn ingress_urls(tls: &offshoot_manifests::IngressTls, resolved: &Resolved, service: &str) -> Vec<String> {
+    let https = tls.https();
+    resolved
+        .routes
+        .iter()
+        .filter(|r| r.service == service)
+        .map(|r| format!("{}{}", offshoot_template::resolve::host_url(&r.host, Some(80), https.as_ref()), r.path))
+        .collect()
 }
 
 /// Removes an environment from the cluster.

@@ -124,6 +124,8 @@ pub struct KubernetesConfig {
     pub private_ingress_class: String,
     /// The router's address as the cluster reaches it: static sites' ingresses go there.
     pub static_upstream: Option<SocketAddr>,
+    /// Ingresses get their certificates from cert-manager, from this ClusterIssuer.
+    pub cert_manager_issuer: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -185,6 +187,7 @@ pub async fn run(config: Config) -> Result<()> {
             config.forges.clone(),
         ),
     );
+    ctx.tls_files = config.tls.as_ref().is_some_and(|t| t.files.is_some());
     ctx.dataset_wait = config.dataset_wait;
     ctx.capacity = config.capacity;
     ctx.terraform_image = config.terraform_image.clone();
@@ -205,7 +208,14 @@ pub async fn run(config: Config) -> Result<()> {
             ingress_class: k.ingress_class.clone(),
             private_ingress_class: k.private_ingress_class.clone(),
             static_upstream: k.static_upstream,
+            cert_manager_issuer: k.cert_manager_issuer.clone(),
+            certificate: Arc::default(),
         });
+        if k.cert_manager_issuer.is_none() && config.acme.as_ref().is_none_or(|a| a.dns.is_none()) {
+            tracing::warn!(
+                "the Ingresses are served over plain HTTP: give --cert-manager-issuer, or --acme with --acme-dns for a wildcard"
+            );
+        }
     }
     let ctx: Shared = Arc::new(ctx);
     let waker = Arc::new(waking::RouterWaker::new(&ctx));

@@ -138,8 +138,12 @@ async fn resolve_own(
         app: Some(env.app.to_string()),
         domain: ctx.domain.clone(),
         force_domain: true,
-        ingress_port: Some(ctx.tls_port.unwrap_or(ctx.router_port)),
-        ingress_tls: ctx.tls_port.is_some(),
+        // On Kubernetes, the cluster's ingress on the usual ports; else the router.
+        ingress_port: Some(if ctx.kube.is_some() { 80 } else { ctx.router_port }),
+        ingress_https: match &ctx.kube {
+            Some(k) => k.https(),
+            None => ctx.https(),
+        },
         parameters: env.given_parameters(),
         secret_files,
         imported,

@@ -9,6 +9,7 @@ use offshoot_docker::DockerRuntime;
 use offshoot_git::Mirror;
 use offshoot_sites::{Bucket, Site};
 use offshoot_store::{ServiceDetail, ServiceRow, ServiceStatus, Store};
+use offshoot_template::resolve::IngressHttps;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -26,8 +27,11 @@ pub(crate) struct Ctx {
     pub(crate) instance: String,
     pub(crate) router: Arc<offshoot_router::Router>,
     pub(crate) tcp: offshoot_router::tcp::TcpProxies,
-    /// The TLS listener's port, when there is one (URLs then use `https`).
+    /// The TLS listener's port, when there is one (URLs of the hosts it has a certificate for
+    /// then use `https`).
     pub(crate) tls_port: Option<u16>,
+    /// The operator gave the TLS listener a certificate of its own: every host is served there.
+    pub(crate) tls_files: bool,
     /// Where webhooks reach this server (`http://host:port`).
     pub(crate) public_url: String,
     /// The git hosts pull-request feedback goes to.
@@ -112,6 +116,7 @@ impl Ctx {
             tcp: offshoot_router::tcp::TcpProxies::new(router.wake_timeout()),
             router,
             tls_port,
+            tls_files: false,
             public_url,
             forges,
             http: reqwest::Client::new(),
@@ -227,6 +232,18 @@ impl Ctx {
         c.get(&(env_id.to_owned(), service.to_owned())).cloned().unwrap_or_default()
     }
 
+    /// Where the router serves HTTPS, and for which hosts: every one with the operator's
+    /// certificate, else those a certificate of the router's book covers.
+    pub(crate) fn https(&self) -> Option<IngressHttps> {
+        let port = self.tls_port?;
+        Some(IngressHttps { port, names: (!self.tls_files).then(|| self.router.certs().names()) })
+    }
+
+    /// `scheme://HOST[:PORT]` of a host the router serves: `https` when a certificate covers it.
+    pub(crate) fn host_url(&self, host: &str) -> String {
+        offshoot_template::resolve::host_url(host, Some(self.router_port), self.https().as_ref())
+    }
+
     pub(crate) fn load_balancers(&self) -> BTreeMap<offshoot_router::tcp::TcpKey, std::net::SocketAddr> {
         self.load_balancers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
@@ -336,6 +353,28 @@ pub(crate) struct KubeRuntime {
     pub(crate) private_ingress_class: String,
     /// The router's address as the cluster reaches it: static sites' ingresses go there.
     pub(crate) static_upstream: Option<std::net::SocketAddr>,
+    /// Ingresses get their certificates from cert-manager, from this ClusterIssuer.
+    pub(crate) cert_manager_issuer: Option<String>,
+    /// The ACME wildcard, as the Ingresses' Secrets carry it (kept by the certificate keeper).
+    pub(crate) certificate: Arc<Mutex<Option<offshoot_manifests::Certificate>>>,
+}
+
+impl KubeRuntime {
+    /// How the Ingresses are served over HTTPS.
+    pub(crate) fn tls(&self) -> offshoot_manifests::IngressTls {
+        if let Some(issuer) = &self.cert_manager_issuer {
+            return offshoot_manifests::IngressTls::CertManager(issuer.clone());
+        }
+        match self.certificate.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            Some(c) => offshoot_manifests::IngressTls::Certificate(c),
+            None => offshoot_manifests::IngressTls::None,
+        }
+    }
+
+    /// Where the cluster's ingress serves HTTPS, and for which hosts.
+    pub(crate) fn https(&self) -> Option<IngressHttps> {
+        self.tls().https()
+    }
 }
 
 /// A git host's API: where it is and the token to call it with.

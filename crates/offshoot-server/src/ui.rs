@@ -231,14 +231,9 @@ async fn preview(State(ctx): State<Shared>, Query(q): Query<PreviewQuery>) -> Re
             .into_response();
     }
     let next = q.next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or_else(|| "/".into());
-    let (scheme, port) = match ctx.tls_port {
-        Some(p) => ("https", p),
-        None => ("http", ctx.router_port),
-    };
-    let port = if (scheme, port) == ("http", 80) || (scheme, port) == ("https", 443) { String::new() } else { format!(":{port}") };
     let to = format!(
-        "{scheme}://{}{port}{}?ticket={}&next={}",
-        q.host,
+        "{}{}?ticket={}&next={}",
+        ctx.host_url(&q.host),
         offshoot_router::access::AUTH_PATH,
         crate::previews::escape(&ctx.previews.ticket(&q.host)),
         crate::previews::escape(&next)

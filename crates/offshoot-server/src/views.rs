@@ -7,6 +7,7 @@ use crate::state::Shared;
 use offshoot_api_types as api;
 use offshoot_control::Backend as _;
 use offshoot_store::Environment;
+use offshoot_template::resolve::host_url;
 use std::collections::HashMap;
 
 pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api::App, ApiError> {
@@ -213,20 +214,21 @@ fn env_dto_of(ctx: &Shared, e: Environment, mut parts: EnvParts) -> api::Env {
     let idle_sleep_seconds = offshoot_control::sleep::idle_limit(&e, parts.app_idle);
     let mut services = Vec::new();
     let lbs = ctx.load_balancers();
+    let https = ctx.https();
     for s in parts.services {
         let hostnames = s.detail.hostnames.clone();
         let routing = s.detail.routing.clone().unwrap_or_default();
-        let (scheme, port) = match ctx.tls_port {
-            Some(p) => ("https", p),
-            None => ("http", ctx.router_port),
-        };
         let conflicts = ctx.route_conflicts(&e.id, &s.name);
         let mut urls: Vec<String> = Vec::new();
         for (host, path, _) in &routing.routes {
             if conflicts.iter().any(|c| &c.host == host && &c.path == path) {
                 continue;
             }
-            let url = format!("{scheme}://{host}:{port}{}", if path.starts_with('/') { path.as_str() } else { "/" });
+            let url = format!(
+                "{}{}",
+                host_url(host, Some(ctx.router_port), https.as_ref()),
+                if path.starts_with('/') { path.as_str() } else { "/" }
+            );
             if !urls.contains(&url) {
                 urls.push(url);
             }

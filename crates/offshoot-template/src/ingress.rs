@@ -1,5 +1,6 @@
 //! The value syntax of `ingress` settings, as NGINX reads them: sizes (`30m`, `8k`, `1g`, bare
-//! bytes) and times (`180`, `60s`, `5m`, `1m30s`, `500ms`; bare numbers are seconds).
+//! bytes) and times (`180`, `60s`, `5m`, `1m30s`, `500ms`; bare numbers are seconds); and which
+//! hosts a certificate's names cover.
 
 use std::time::Duration;
 
@@ -64,6 +65,24 @@ pub fn parse_switch(s: &str) -> Option<bool> {
     }
 }
 
+/// Whether a certificate name (`web.example.com`, or `*.example.com`) covers `host`: the same
+/// name, or one label more under a wildcard's domain (as TLS clients check, RFC 6125).
+pub fn covers(name: &str, host: &str) -> bool {
+    let (name, host) = (name.trim_end_matches('.'), host.trim_end_matches('.'));
+    if name.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    match name.strip_prefix("*.") {
+        Some(domain) => host.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(domain)),
+        None => false,
+    }
+}
+
+/// Whether any of `names` covers `host`.
+pub fn any_covers(names: &[String], host: &str) -> bool {
+    names.iter().any(|n| covers(n, host))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +104,18 @@ mod tests {
         }
         assert_eq!(parse_switch("off"), Some(false));
         assert_eq!(parse_switch("maybe"), None);
+    }
+
+    #[test]
+    fn wildcards_cover_one_label_and_names_match_whole() {
+        assert!(covers("*.example.com", "web-1.example.com"));
+        assert!(covers("*.example.com", "WEB.Example.com."));
+        assert!(!covers("*.example.com", "example.com"));
+        assert!(!covers("*.example.com", "a.b.example.com"));
+        assert!(!covers("*.example.com", ".example.com"));
+        assert!(!covers("*.example.com", "web.example.com.evil.io"));
+        assert!(covers("example.com", "EXAMPLE.com"));
+        assert!(!covers("example.com", "web.example.com"));
+        assert!(any_covers(&["example.com".into(), "*.example.com".into()], "api.example.com"));
     }
 }

@@ -43,6 +43,34 @@ pub fn dataset_variables(dataset: &str) -> Vec<(String, DatasetField)> {
         .collect()
 }
 
+/// Where an environment's hosts are served over HTTPS.
+#[derive(Clone, Debug)]
+pub struct IngressHttps {
+    pub port: u16,
+    /// The names of the certificates served there (`*.` wildcards included): a host is given
+    /// as `https` only when one covers it. `None`: every host (an operator's own certificate).
+    pub names: Option<Vec<String>>,
+}
+
+impl IngressHttps {
+    /// Whether `host` is served over HTTPS.
+    pub fn serves(&self, host: &str) -> bool {
+        self.names.as_ref().is_none_or(|names| crate::ingress::any_covers(names, host))
+    }
+}
+
+/// A host's URL: `https://HOST` as Release writes it without a port; else over HTTPS when
+/// `https` serves the host, HTTP on `http_port` otherwise (the default ports left out).
+pub fn host_url(host: &str, http_port: Option<u16>, https: Option<&IngressHttps>) -> String {
+    match (http_port, https.filter(|h| h.serves(host))) {
+        (None, _) => format!("https://{host}"),
+        (Some(_), Some(h)) if h.port == 443 => format!("https://{host}"),
+        (Some(_), Some(h)) => format!("https://{host}:{}", h.port),
+        (Some(80), None) => format!("http://{host}"),
+        (Some(port), None) => format!("http://{host}:{port}"),
+    }
+}
+
 /// Facts about the environment being resolved.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -60,8 +88,8 @@ pub struct Options {
     /// How `<SERVICE>_INGRESS_URL` is written: `https://HOST` as Release does when `None`, or
     /// `http://HOST:PORT` for a router on that port.
     pub ingress_port: Option<u16>,
-    /// With `ingress_port`: the router speaks TLS there (`https://HOST:PORT`).
-    pub ingress_tls: bool,
+    /// With `ingress_port`: where HTTPS is served, and for which hosts (`https://HOST:PORT`).
+    pub ingress_https: Option<IngressHttps>,
     /// Values of `parameters` (defaults apply to the rest).
     pub parameters: BTreeMap<String, String>,
     /// The application's file secrets, by name (what `secret_files` mount).
@@ -605,13 +633,7 @@ fn build(
         if let Some(h) = hosts.first() {
             let p = service_var_prefix(svc);
             builtins.set(format!("{p}_INGRESS_HOST"), h);
-            let url = match (opts.ingress_port, opts.ingress_tls) {
-                (None, _) | (Some(443), true) => format!("https://{h}"),
-                (Some(80), false) => format!("http://{h}"),
-                (Some(port), false) => format!("http://{h}:{port}"),
-                (Some(port), true) => format!("https://{h}:{port}"),
-            };
-            builtins.set(format!("{p}_INGRESS_URL"), url);
+            builtins.set(format!("{p}_INGRESS_URL"), host_url(h, opts.ingress_port, opts.ingress_https.as_ref()));
         }
     }
     for (k, v) in &opts.attached {

@@ -126,6 +126,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             ingress_class: args.ingress_class.clone(),
             private_ingress_class: args.private_ingress_class.clone(),
             static_upstream: args.static_upstream,
+            cert_manager_issuer: args.cert_manager_issuer.clone(),
         }),
         oidc: oidc(&args.oidc)?,
         acme: acme(&args.acme)?,

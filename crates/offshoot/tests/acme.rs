@@ -14,6 +14,13 @@ fn certs(s: &Server) -> Vec<serde_json::Value> {
     s.json(&["cert", "list"]).as_array().cloned().unwrap_or_default()
 }
 
+/// The first URL `env show` gives for the environment's `web`.
+fn web_url(s: &Server, id: &str) -> String {
+    let e = s.json(&["env", "show", id]);
+    let web = e["services"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "web")).cloned().unwrap_or_default();
+    web["urls"][0].as_str().unwrap_or_else(|| panic!("no URL: {e}")).to_owned()
+}
+
 fn web_env(s: &Server) -> String {
     let env = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
     assert_eq!(env["status"], "ready", "{env}");
@@ -42,6 +49,7 @@ fn a_new_hosts_certificate_is_issued_by_http_01_and_served() {
     });
     assert!(ready.elapsed().as_secs() < 60);
     assert!(served.1.contains("TLSv1.3") && served.1.contains("SSL certificate verify ok"), "{}", served.1);
+    assert_eq!(web_url(&s, &id), format!("https://{host}:{tls}/"), "a certificate covers it now");
     let list = certs(&s);
     let mine = list.iter().find(|c| c["name"] == host.as_str()).unwrap_or_else(|| panic!("no certificate for {host}: {list:#?}"));
     assert_eq!(mine["orders"], 1, "{mine}");
@@ -80,10 +88,19 @@ fn one_wildcard_by_dns_01_serves_every_environment_and_is_renewed() {
         // Served over HTTPS the moment it is ready: nothing to issue.
         let (ok, _, trace) = curl(&format!("web-{id}.{DOMAIN}"), tls, &root);
         assert!(ok && trace.contains("TLSv1.3") && trace.contains("SSL certificate verify ok"), "{trace}\n{}", s.log());
+        // Its URLs, and what its containers are told, are `https`.
+        let https = format!("https://web-{id}.{DOMAIN}:{tls}");
+        assert_eq!(web_url(&s, &id), format!("{https}/"));
+        let o = s.cli(&["env", "exec", &id, "web", "--", "sh", "-c", "echo $WEB_INGRESS_URL"]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), https, "{}", String::from_utf8_lossy(&o.stderr));
     }
     let list = certs(&s);
     assert_eq!(list.len(), 1, "one certificate for every environment: {list:#?}");
     assert_eq!(list[0]["orders"], 1, "{list:#?}");
+    // A connection open across the swap keeps working.
+    let id = web_env(&s);
+    let mut held = Held::open(&format!("web-{id}.{DOMAIN}"), tls, &root);
+    assert_eq!(held.get().as_deref(), Some("HTTP/1.1 200 OK"));
     // Pebble's certificates live 30 s here: the renewal comes at two thirds, and is served.
     let renewed =
         eventually(60, "the wildcard is renewed", || certs(&s).into_iter().find(|c| c["orders"] == 2 && c["serial"] != first["serial"]));
@@ -96,8 +113,10 @@ fn one_wildcard_by_dns_01_serves_every_environment_and_is_renewed() {
             ))
             .output()
             .ok()?;
+        assert_eq!(held.get().as_deref(), Some("HTTP/1.1 200 OK"), "the held connection was dropped");
         String::from_utf8_lossy(&o.stdout).to_ascii_uppercase().contains(&serial).then_some(())
     });
+    assert_eq!(held.get().as_deref(), Some("HTTP/1.1 200 OK"), "the held connection was dropped by the swap");
 }
 
 /// A DNS update the server refuses (a wrong TSIG secret): the certificate's last error says so,
@@ -112,6 +131,11 @@ fn a_refused_dns_update_is_reported_with_the_servers_answer() {
     let _pebble = pebble(dir.path(), pebble_port, free_port(), dns, 3600);
     let s = server(dir.path(), pebble_port, Some((dns, &key)));
     let failed = eventually(60, "the failure is recorded", || certs(&s).into_iter().find(|c| c["last_error"].is_string()));
+    // No certificate covers an environment's host: its URL stays plain HTTP.
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let id = web_env(&s);
+    assert_eq!(web_url(&s, &id), format!("http://web-{id}.{DOMAIN}:{}/", s.router));
     let error = failed["last_error"].as_str().unwrap_or_default();
     assert!(
         error.contains(&format!(

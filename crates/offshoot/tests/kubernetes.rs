@@ -530,3 +530,86 @@ fn registry_credentials_reach_the_cluster_as_the_pods_pull_secret() {
     let yaml = r["yaml"].as_str().unwrap_or_default();
     assert!(yaml.contains("registry-shop") && !yaml.contains("s3cret-token"), "{yaml}");
 }
+
+/// The serial of a PEM certificate (upper-case hex), as `openssl x509` reads it.
+fn serial_of(pem: &str, dir: &std::path::Path) -> String {
+    let file = dir.join("serial-of.pem");
+    std::fs::write(&file, pem).expect("pem");
+    let o = std::process::Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(&file).output().expect("openssl");
+    String::from_utf8_lossy(&o.stdout).trim().trim_start_matches("serial=").to_ascii_uppercase()
+}
+
+/// HTTPS on Kubernetes with the ACME wildcard (DNS-01 through BIND, from Pebble): each
+/// environment's Ingress names its own `kubernetes.io/tls` Secret holding the wildcard, its URLs
+/// are `https`, and a renewal reaches the Secret of the environment already running.
+#[test]
+fn on_kubernetes_the_acme_wildcard_is_each_environments_tls_secret_and_is_renewed_in_place() {
+    use support::acme::*;
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_named, dns) = bind(dir.path());
+    let key = dir.path().join("tsig.key");
+    std::fs::write(&key, TSIG_SECRET).expect("key");
+    let pebble_port = free_port();
+    let _pebble = pebble(dir.path(), pebble_port, free_port(), dns, 30);
+    let acme = acme_args(dir.path(), pebble_port, Some((dns, &key)));
+    let s = kube_server_with(&fake, &dir, &acme.iter().map(String::as_str).collect::<Vec<_>>());
+    let certs = || s.json(&["cert", "list"]).as_array().cloned().unwrap_or_default();
+    eventually(60, "the wildcard is issued", || certs().into_iter().find(|c| c["serial"].is_string()));
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let (ns, host) = (format!("offshoot-{id}"), format!("web-{id}.{DOMAIN}"));
+    let web = e["services"].as_array().expect("services").iter().find(|s| s["name"] == "web").expect("web");
+    assert_eq!(web["urls"][0].as_str(), Some(format!("https://{host}/").as_str()), "{e}");
+
+    let ingress = fake.object(&format!("/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/web-{id}-offshoot-test")).expect("ingress");
+    assert_eq!(ingress["spec"]["tls"], json!([{ "hosts": [host], "secretName": format!("tls-{id}") }]), "{ingress}");
+    let secret_path = format!("/api/v1/namespaces/{ns}/secrets/tls-{id}");
+    let secret = fake.object(&secret_path).expect("the certificate's Secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls", "{secret}");
+    assert!(secret["stringData"]["tls.key"].as_str().is_some_and(|k| k.contains("PRIVATE KEY")), "the key itself, not masked");
+    let served = serial_of(secret["stringData"]["tls.crt"].as_str().expect("tls.crt"), dir.path());
+    assert!(
+        certs().iter().any(|c| c["serial"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(&served))),
+        "the Secret holds the store's certificate ({served})"
+    );
+    // Printed manifests mask the key.
+    let rendered = String::from_utf8_lossy(&s.cli(&["env", "render", &id]).stdout).into_owned();
+    assert!(rendered.contains("kubernetes.io/tls") && !rendered.contains("PRIVATE KEY"), "{rendered}");
+
+    // Pebble's certificates live 30 s: the renewal reaches the running environment's Secret.
+    let renewed = eventually(60, "the wildcard is renewed", || {
+        certs().into_iter().find_map(|c| c["serial"].as_str().map(str::to_ascii_uppercase).filter(|x| *x != served))
+    });
+    eventually(20, "the Secret holds the renewed certificate", || {
+        let secret = fake.object(&secret_path)?;
+        (serial_of(secret["stringData"]["tls.crt"].as_str()?, dir.path()) == renewed).then_some(())
+    });
+    s.json(&["env", "delete", &id, "--wait"]);
+}
+
+/// With `--cert-manager-issuer`, every Ingress asks cert-manager for its certificate (the
+/// ClusterIssuer's annotation, a Secret name of its own) and the URLs are `https`.
+#[test]
+fn on_kubernetes_cert_manager_issues_each_ingresses_certificate() {
+    let fake = FakeKube::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = kube_server_with(&fake, &dir, &["--cert-manager-issuer", "letsencrypt-prod"]);
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let (ns, host) = (format!("offshoot-{id}"), format!("web-{id}.localhost"));
+    let web = e["services"].as_array().expect("services").iter().find(|s| s["name"] == "web").expect("web");
+    assert_eq!(web["urls"][0].as_str(), Some(format!("https://{host}/").as_str()), "{e}");
+    let name = format!("web-{id}-localhost");
+    let ingress = fake.object(&format!("/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses/{name}")).expect("ingress");
+    assert_eq!(ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"], "letsencrypt-prod", "{ingress}");
+    assert_eq!(ingress["spec"]["tls"], json!([{ "hosts": [host], "secretName": format!("{name}-tls") }]), "{ingress}");
+    assert!(fake.object(&format!("/api/v1/namespaces/{ns}/secrets/tls-{id}")).is_none(), "cert-manager makes the Secret");
+    s.json(&["env", "delete", &id, "--wait"]);
+}

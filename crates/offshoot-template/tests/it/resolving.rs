@@ -387,3 +387,35 @@ fn references_to_a_secrets_provider_are_refused_where_they_are_written() {
     let doc = document::check("t.yaml", t, Some(Kind::Template));
     assert!(doc.diagnostics.iter().any(|d| d.code == "unsupported" && d.line == 7), "{:?}", doc.diagnostics);
 }
+
+/// `<SERVICE>_INGRESS_URL` through a router: `https` only for a host a certificate served there
+/// covers (every host with the operator's own), HTTP on the router's port otherwise; the
+/// default ports left out.
+#[test]
+fn ingress_urls_are_https_only_where_a_certificate_covers_the_host() {
+    let t = document::check(
+        "t.yaml",
+        "app: a\nhostnames:\n- web: web-${env_id}.example.com\n- api: api.other.io\nservices:\n- name: web\n  image: x\n  ports:\n  - type: node_port\n    port: '80'\n- name: api\n  image: x\n  ports:\n  - type: node_port\n    port: '80'\n",
+        Some(Kind::Template),
+    );
+    let urls = |port: u16, https: Option<resolve::IngressHttps>| {
+        let opts = Options {
+            env_id: "e1".into(),
+            domain: "example.com".into(),
+            ingress_port: Some(port),
+            ingress_https: https,
+            ..Default::default()
+        };
+        let r = resolve::resolve("t.yaml", t.root.as_ref().expect("root"), None, &opts).expect("resolves");
+        let env = r.services[0].env.clone();
+        (plain(env.get("WEB_INGRESS_URL")).to_owned(), plain(env.get("API_INGRESS_URL")).to_owned())
+    };
+    let wildcard = || resolve::IngressHttps { port: 8443, names: Some(vec!["*.example.com".into(), "example.com".into()]) };
+    assert_eq!(urls(8080, None), ("http://web-e1.example.com:8080".into(), "http://api.other.io:8080".into()));
+    assert_eq!(urls(8080, Some(wildcard())), ("https://web-e1.example.com:8443".into(), "http://api.other.io:8080".into()));
+    assert_eq!(
+        urls(80, Some(resolve::IngressHttps { port: 443, names: None })),
+        ("https://web-e1.example.com".into(), "https://api.other.io".into())
+    );
+    assert_eq!(urls(80, Some(resolve::IngressHttps { port: 443, names: Some(vec![]) })).1, "http://api.other.io");
+}

@@ -151,20 +151,79 @@ pub fn challtestsrv(dir: &std::path::Path) -> (Proc, u16) {
     (proc, dns)
 }
 
-/// A server for `DOMAIN` with a TLS listener, getting its certificates from the ACME directory
-/// on 127.0.0.1:`directory_port` (trusting Pebble's HTTPS certificate in `dir`): by DNS-01
-/// through the BIND on `dns` with the key file, when given, else by HTTP-01.
-pub fn server(dir: &std::path::Path, directory_port: u16, dns: Option<(u16, &std::path::Path)>) -> Server {
-    let directory = format!("https://127.0.0.1:{directory_port}/dir");
+/// The server arguments for ACME against Pebble's directory on `directory_port`, for the domain
+/// `DOMAIN`; with `dns`, the wildcard by DNS-01 through BIND on that port with that TSIG key file.
+pub fn acme_args(dir: &std::path::Path, directory_port: u16, dns: Option<(u16, &std::path::Path)>) -> Vec<String> {
     let ca = dir.join("pebble-tls.pem");
-    let ca = ca.to_str().expect("utf-8");
-    let mut args = vec!["--domain", DOMAIN, "--tls-listen", "127.0.0.1:0", "--acme-directory", &directory, "--acme-ca-bundle", ca];
-    args.extend(["--acme-email", "ops@offshoot.test"]);
-    let (url, key);
+    let mut args: Vec<String> =
+        ["--domain", DOMAIN, "--tls-listen", "127.0.0.1:0", "--acme-email", "ops@offshoot.test"].map(str::to_owned).to_vec();
+    args.extend(["--acme-directory".to_owned(), format!("https://127.0.0.1:{directory_port}/dir")]);
+    args.extend(["--acme-ca-bundle".to_owned(), ca.to_str().expect("utf-8").to_owned()]);
     if let Some((port, key_file)) = dns {
-        url = format!("rfc2136://127.0.0.1:{port}?zone={DOMAIN}&key-name=offshoot");
-        key = key_file.to_str().expect("utf-8").to_owned();
-        args.extend(["--acme-dns", &url, "--acme-dns-key-file", &key]);
+        args.extend(["--acme-dns".to_owned(), format!("rfc2136://127.0.0.1:{port}?zone={DOMAIN}&key-name=offshoot")]);
+        args.extend(["--acme-dns-key-file".to_owned(), key_file.to_str().expect("utf-8").to_owned()]);
     }
-    Server::new_with(None, &args)
+    args
+}
+
+/// A server getting its certificates from Pebble (see `acme_args`).
+pub fn server(dir: &std::path::Path, directory_port: u16, dns: Option<(u16, &std::path::Path)>) -> Server {
+    let args = acme_args(dir, directory_port, dns);
+    Server::new_with(None, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// One TLS connection held open (`openssl s_client`, trusting only `root`), asking for `/` of
+/// a host again and again: what a certificate swap must not drop.
+pub struct Held {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    host: String,
+}
+
+impl Held {
+    pub fn open(host: &str, port: u16, root: &std::path::Path) -> Held {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-verify_return_error", "-connect", &format!("127.0.0.1:{port}"), "-servername", host, "-CAfile"])
+            .arg(root)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_client");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Held { child, stdin, lines, host: host.to_owned() }
+    }
+
+    /// The status line of one more request on the same connection (`None`: it was closed).
+    pub fn get(&mut self) -> Option<String> {
+        use std::io::Write;
+        let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        self.stdin.write_all(request.as_bytes()).ok()?;
+        self.stdin.flush().ok()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            let line = self.lines.recv_timeout(left).ok()?;
+            if line.starts_with("HTTP/1.1 ") {
+                return Some(line.trim_end().to_owned());
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
