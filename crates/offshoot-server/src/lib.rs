@@ -370,32 +370,65 @@ impl background::Periodic for AuditRetention {
 }
 
 /// Rebuilds the routing table as soon as a container starts or stops, so that the router never
-/// waits on an address that is gone.
+/// waits on an address that is gone. The event stream ends when the engine goes away (a
+/// restart, a lost connection); what happened meanwhile is not replayed, so each time it
+/// connects again, once it has been listening a moment, what the engine says of every
+/// container replaces what the events said.
 async fn follow_containers(ctx: Shared) {
     use futures_util::StreamExt as _;
     loop {
         let mut events = std::pin::pin!(ctx.rt.container_events());
-        while let Some(e) = events.next().await {
-            match e {
-                Ok((action, container)) => {
-                    tracing::debug!(%action, %container, "container event; rebuilding the routing table");
-                    // The engine's list may still show a container that just died as running:
-                    // the event is what counts.
-                    ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
-                    // Events come in bursts (a deployment): take those already waiting, then
-                    // rebuild once.
-                    while let Some(Some(Ok((action, container)))) = futures_util::FutureExt::now_or_never(events.next()) {
+        let resync = tokio::time::sleep(RESYNC_AFTER);
+        let mut resync = std::pin::pin!(resync);
+        let mut resynced = false;
+        loop {
+            tokio::select! {
+                e = events.next() => match e {
+                    Some(Ok((action, container))) => {
+                        tracing::debug!(%action, %container, "container event; rebuilding the routing table");
+                        // The engine's list may still show a container that just died as
+                        // running: the event is what counts.
                         ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
+                        // Events come in bursts (a deployment): take those already waiting,
+                        // then rebuild once.
+                        while let Some(Some(Ok((action, container)))) = futures_util::FutureExt::now_or_never(events.next()) {
+                            ctx.set_alive(&container, matches!(action.as_str(), "start" | "unpause"));
+                        }
+                        ctx.refresh_routes().await;
                     }
-                    ctx.refresh_routes().await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "container events interrupted; reconnecting");
-                    break;
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "container events interrupted; reconnecting");
+                        break;
+                    }
+                    None => break,
+                },
+                () = &mut resync, if !resynced => {
+                    resynced = true;
+                    resync_containers(&ctx).await;
                 }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// How long the event stream listens before the engine's state is read again: events from
+/// then on are not missed, and later ones correct the reading.
+const RESYNC_AFTER: Duration = Duration::from_millis(500);
+
+/// What the engine says now of every container (running or not) replaces what its events
+/// said, and the routing table is rebuilt from it.
+async fn resync_containers(ctx: &Shared) {
+    use offshoot_runtime::Runtime as _;
+    match ctx.rt.list(None).await {
+        Ok(observed) => {
+            for o in &observed {
+                ctx.set_alive(&o.name, o.state == offshoot_runtime::State::Running);
+            }
+            tracing::info!(containers = observed.len(), "container events connected; the engine's state read again");
+            ctx.refresh_routes().await;
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the engine's containers after connecting to its events"),
     }
 }
 

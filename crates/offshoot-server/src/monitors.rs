@@ -35,6 +35,8 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
             }
             match probe_once(&ctx, &container, &probe, ip).await {
                 Ok(()) => failures = 0,
+                // An engine that does not answer says nothing of the container: no restart.
+                Err(_) if !engine_answers(&ctx).await => {}
                 Err(e) => {
                     failures += 1;
                     if failures < threshold {
@@ -63,6 +65,18 @@ pub(crate) fn watch_liveness(ctx: &Shared, ns: Namespace, spec: ContainerSpec, p
             }
         }
     });
+}
+
+/// Whether the engine answers now (a probe that failed because it did not is no failure).
+async fn engine_answers(ctx: &Shared) -> bool {
+    match tokio::time::timeout(Duration::from_secs(5), ctx.rt.engine_info()).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "the engine does not answer; probes wait");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// Watches a replica's readiness probe once it is serving: after `failure_threshold`
@@ -97,6 +111,7 @@ pub(crate) fn watch_readiness(ctx: &Shared, ns: Namespace, container: String, pr
                         ctx.refresh_routes().await;
                     }
                 }
+                Err(_) if !engine_answers(&ctx).await => {}
                 Err(e) => {
                     failures += 1;
                     if failures >= threshold && ctx.set_ready(&container, false) {

@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod browser;
+pub mod engine;
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,131 @@
+//! Faults the server survives, each with "nothing lost" checked: every environment ends ready,
+//! or failed with its reason, and deleting it leaves no container, network or volume. The
+//! engine's faults are played on an engine of the test's own (`support::engine`), restarted,
+//! stopped or frozen while the machine's engine serves the other tests.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::engine::Engine;
+use support::*;
+
+/// A server on `engine`.
+fn server_on(engine: &Engine) -> Server {
+    Server::new_with_env(None, &["--network-pool", engine.pool()], &[("DOCKER_HOST", &engine.host())])
+}
+
+/// A ready environment of the example app on `s`, served by its router; its id.
+fn ready_env(s: &Server, repo: &tempfile::TempDir) -> String {
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    eventually(30, "the environment is served", || served(s, &format!("web-{id}.localhost")).then_some(()));
+    id
+}
+
+fn served(s: &Server, host: &str) -> bool {
+    http(s.router, host, "/").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+}
+
+/// The environment's status and its services' statuses.
+fn statuses(s: &Server, id: &str) -> (String, Vec<String>) {
+    let e = s.json(&["env", "show", id]);
+    let services = e["services"].as_array().into_iter().flatten().map(|s| format!("{}={}", s["name"], s["status"])).collect();
+    (e["status"].as_str().unwrap_or_default().to_owned(), services)
+}
+
+/// Deletes the environment and checks the engine holds nothing of Offshoot's afterwards.
+fn delete_leaves_nothing(s: &Server, engine: &Engine, id: &str) {
+    let d = s.json(&["env", "delete", id, "--wait"]);
+    assert_eq!(d["status"], "deleted", "{d}");
+    let left = engine.offshoot_objects();
+    assert!(left.is_empty(), "left on the engine after the delete: {left:?}");
+}
+
+/// The engine restarted while an environment idles: its containers come back (restart policy)
+/// and the router serves them again within seconds. It used to answer 503 for minutes while
+/// `env show` said ready: the events the engine sent while the server was not listening were
+/// lost, and nothing read its state again.
+#[test]
+fn an_environment_is_served_again_soon_after_the_engine_restarts() {
+    let mut engine = Engine::start("10.214.0.0/16");
+    let s = server_on(&engine);
+    let repo = shop_repo(|t| t);
+    let id = ready_env(&s, &repo);
+    let host = format!("web-{id}.localhost");
+
+    engine.restart();
+    let back = Instant::now();
+    eventually(30, "served again after the engine restarted", || served(&s, &host).then_some(()));
+    let took = back.elapsed();
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let (status, services) = statuses(&s, &id);
+    assert_eq!(status, "ready", "{services:?}");
+    assert!(services.iter().all(|x| x.ends_with("=\"ready\"")), "{services:?}");
+    assert!(s.log().contains("the engine's state read again"), "{}", s.log());
+    delete_leaves_nothing(&s, &engine, &id);
+}
+
+/// The engine restarted while an environment deploys: the deployment ends, ready or failed
+/// with its reason (never stuck deploying), and deleting it leaves nothing on the engine.
+#[test]
+fn an_engine_restart_in_the_middle_of_a_deployment_ends_it_ready_or_failed_with_its_reason() {
+    let mut engine = Engine::start("10.216.0.0/16");
+    let s = server_on(&engine);
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let e = s.json(&["env", "create", "shop", "--branch", "main"]);
+    let id = e["id"].as_str().expect("id").to_owned();
+    // The first container of the environment is up: the deployment is under way.
+    eventually(120, "the deployment starts its containers", || {
+        engine.docker(&["ps", "--format", "{{.Names}}"]).contains(&format!("offshoot-{id}-")).then_some(())
+    });
+    engine.restart();
+    let (status, reason) = eventually(180, "the deployment ends", || {
+        let e = s.json(&["env", "show", &id]);
+        let status = e["status"].as_str().unwrap_or_default().to_owned();
+        matches!(status.as_str(), "ready" | "failed").then(|| (status, e["reason"].as_str().unwrap_or_default().to_owned()))
+    });
+    if status == "failed" {
+        assert!(!reason.is_empty(), "failed without a reason");
+    } else {
+        eventually(30, "the environment is served", || served(&s, &format!("web-{id}.localhost")).then_some(()));
+    }
+    delete_leaves_nothing(&s, &engine, &id);
+}
+
+/// The engine frozen for 30 s (it answers nothing; its containers keep running): the router
+/// keeps serving, `env show` keeps answering, no probe failure restarts a container (the same
+/// containers run after), and once it answers again a new environment deploys.
+#[test]
+fn thirty_seconds_of_an_unreachable_engine_stop_nothing_that_runs() {
+    let engine = Engine::start("10.217.0.0/16");
+    let s = server_on(&engine);
+    let repo = shop_repo(|t| t);
+    let id = ready_env(&s, &repo);
+    let host = format!("web-{id}.localhost");
+    let containers = || engine.docker(&["ps", "--format", "{{.ID}} {{.Names}}"]);
+    let before = containers();
+    engine.freeze();
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(30) {
+        assert!(served(&s, &host), "the router stopped serving while the engine was unreachable");
+        assert_eq!(statuses(&s, &id).0, "ready");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    engine.thaw();
+    // What was waiting on the engine (a restart it was asked for) lands now.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(containers(), before, "a container was replaced because the engine did not answer");
+    assert!(served(&s, &host));
+    let second = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(second["status"], "ready", "{second}");
+    let second = second["id"].as_str().expect("id").to_owned();
+    for id in [id, second] {
+        let d = s.json(&["env", "delete", &id, "--wait"]);
+        assert_eq!(d["status"], "deleted", "{d}");
+    }
+    let left = engine.offshoot_objects();
+    assert!(left.is_empty(), "left on the engine: {left:?}");
+}
