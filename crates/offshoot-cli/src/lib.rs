@@ -182,6 +182,13 @@ pub struct ServerArgs {
     /// limit (`20GiB`, `512Mi`); past it, as --max-environments.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory_budget: Option<u64>,
+    /// Every container's memory limit unless its template gives one (`2GiB`, `512Mi`): no
+    /// environment can starve the machine.
+    #[arg(long, value_name = "SIZE", value_parser = parse_container_memory, default_value = "2GiB")]
+    pub container_memory: u64,
+    /// Most processes (and threads) in one container: a fork bomb stays in its container.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(i64).range(64..=4_194_304))]
+    pub container_pids: i64,
     /// Where static sites are stored: a directory, `file:///dir` or `s3://bucket[/prefix]`
     /// (S3 settings from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
     /// AWS_ALLOW_HTTP). Default: `static` in the data directory.
@@ -366,6 +373,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .filter(|b| *b >= 1.0)
         .map(|b| b as u64)
         .ok_or_else(|| format!("`{s}` is not a size: write it like `20GiB`, `512Mi` or `2G`"))
+}
+
+/// A container's memory limit: a size of at least 16 MiB (the engine refuses less than 6).
+fn parse_container_memory(s: &str) -> Result<u64, String> {
+    let b = parse_size(s)?;
+    if b < 16 << 20 { Err(format!("`{s}` is too little for a container: give at least 16Mi")) } else { Ok(b) }
 }
 
 /// An error in how the command was called (exit code 2).

@@ -52,6 +52,36 @@ pub struct DockerRuntime {
     networks: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Where environment networks take their subnets from.
     pool: NetworkPool,
+    limits: Limits,
+}
+
+/// What every container Offshoot runs is held to, so that one environment cannot starve the
+/// machine or gain privileges: a memory limit unless its spec gives one, a process limit, no
+/// new privileges (setuid binaries gain nothing) and, of the engine's default capabilities, none
+/// of those only attacks need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 2 << 30, pids: 4096 }
+    }
+}
+
+/// Dropped from the engine's default capabilities: raw sockets (ARP and DNS spoofing on the
+/// network), device nodes, the audit log and file capabilities.
+pub const DROPPED_CAPABILITIES: [&str; 4] = ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP"];
+
+/// The security options of every container.
+fn hardened(mut h: HostConfig, limits: Limits) -> HostConfig {
+    h.security_opt = Some(vec!["no-new-privileges:true".to_owned()]);
+    h.cap_drop = Some(DROPPED_CAPABILITIES.map(str::to_owned).to_vec());
+    h.pids_limit = Some(limits.pids);
+    h.privileged = Some(false);
+    h
 }
 
 fn engine(operation: &'static str, object: &str, e: DockerError) -> RuntimeError {
@@ -108,7 +138,14 @@ impl DockerRuntime {
     pub async fn connect() -> Result<Self> {
         let docker = Docker::connect_with_local_defaults().map_err(|e| RuntimeError::Unavailable { message: e.to_string() })?;
         let docker = docker.negotiate_version().await.map_err(|e| RuntimeError::Unavailable { message: e.to_string() })?;
-        Ok(DockerRuntime { docker, networks: std::sync::Arc::default(), pool: NetworkPool::default() })
+        Ok(DockerRuntime { docker, networks: std::sync::Arc::default(), pool: NetworkPool::default(), limits: Limits::default() })
+    }
+
+    /// Every container's default memory limit and process limit (see [`Limits`]).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Environment networks take their /24 subnets from `pool` (default [`subnets::DEFAULT_POOL`]).
@@ -236,12 +273,16 @@ impl DockerRuntime {
             entrypoint: Some(vec!["sleep".to_owned()]),
             cmd: Some(vec!["2147483647".to_owned()]),
             labels: Some(labels),
-            host_config: Some(HostConfig {
-                binds: Some(vec![format!("{volume}:/held")]),
-                network_mode: Some("none".to_owned()),
-                restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
-                ..Default::default()
-            }),
+            host_config: Some(hardened(
+                HostConfig {
+                    binds: Some(vec![format!("{volume}:/held")]),
+                    network_mode: Some("none".to_owned()),
+                    restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
+                    memory: Some(64 << 20),
+                    ..Default::default()
+                },
+                self.limits,
+            )),
             ..Default::default()
         };
         let opts = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
@@ -275,21 +316,25 @@ impl DockerRuntime {
         // A build reaches the internet (package registries) through the default bridge, and
         // nothing of the environment.
         let network = if spec.role == Role::Build { "bridge".to_owned() } else { ns.name() };
+        // Its own limit, else the default (raised to its request: the engine refuses a
+        // reservation above the limit).
+        let memory = spec.memory_bytes.unwrap_or_else(|| self.limits.memory_bytes.max(spec.memory_request_bytes.unwrap_or(0)));
         let host_config = HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
             network_mode: Some(network.clone()),
             nano_cpus: spec.cpu_millis.map(|m| (m as i64) * 1_000_000),
-            memory: spec.memory_bytes.map(|b| b as i64),
+            memory: Some(memory as i64),
             // Requests: a CPU share (1024 a core, at least 2) and a memory reservation, at most
-            // the limit (the engine refuses more).
+            // the limit.
             cpu_shares: spec.cpu_request_millis.map(|m| ((m * 1024 / 1000) as i64).max(2)),
-            memory_reservation: spec.memory_request_bytes.map(|b| spec.memory_bytes.map_or(b, |l| b.min(l)) as i64),
+            memory_reservation: spec.memory_request_bytes.map(|b| b.min(memory) as i64),
             // The machine itself, as Docker Desktop names it (a database on its loopback, say).
             extra_hosts: Some(vec![format!("{HOST_GATEWAY_ALIAS}:host-gateway")]),
             restart_policy: (spec.role == Role::Service)
                 .then_some(RestartPolicy { name: Some(RestartPolicyNameEnum::UNLESS_STOPPED), maximum_retry_count: None }),
             ..Default::default()
         };
+        let host_config = hardened(host_config, self.limits);
         let aliases = if spec.role == Role::Service { Some(vec![spec.service.clone()]) } else { None };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),

@@ -54,7 +54,7 @@ use std::time::Duration;
 pub use certs::AcmeConfig;
 pub use offshoot_acme::{LETS_ENCRYPT, Rfc2136};
 pub use offshoot_control::capacity::Capacity;
-pub use offshoot_docker::NetworkPool;
+pub use offshoot_docker::{Limits as ContainerLimits, NetworkPool};
 pub use offshoot_router::RouterConfig;
 pub use oidc::OidcConfig;
 pub use state::{Forge, Forges};
@@ -107,6 +107,8 @@ pub struct Config {
     pub audit_retention: Duration,
     /// Where environment networks on the Docker engine take their /24 subnets from.
     pub network_pool: NetworkPool,
+    /// Every container's default memory limit and its process limit.
+    pub container_limits: ContainerLimits,
     /// Single sign-on for the dashboard (OpenID Connect).
     pub oidc: Option<oidc::OidcConfig>,
     /// Certificates from ACME for the TLS listener.
@@ -144,7 +146,11 @@ pub async fn run(config: Config) -> Result<()> {
     ensure_admin_token(&store, &config).await?;
     let key = crypto::SecretKey::load_or_create(&config.data_dir.join("secret.key"))?;
     let instance = instance_id(&config)?;
-    let rt = DockerRuntime::connect().await.context("connect to the Docker engine")?.with_network_pool(config.network_pool);
+    let rt = DockerRuntime::connect()
+        .await
+        .context("connect to the Docker engine")?
+        .with_network_pool(config.network_pool)
+        .with_limits(config.container_limits);
     let api_listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("listen on {}", config.listen))?;
     let router_listener =
         tokio::net::TcpListener::bind(config.router_listen).await.with_context(|| format!("listen on {}", config.router_listen))?;

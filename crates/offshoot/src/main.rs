@@ -115,6 +115,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
             memory_budget: args.memory_budget,
         },
         network_pool: pool(&base.network_pool)?,
+        container_limits: offshoot_server::ContainerLimits { memory_bytes: args.container_memory, pids: args.container_pids },
         static_store: args.static_store,
         static_builder: args.static_builder,
         terraform_image: args.terraform_image,

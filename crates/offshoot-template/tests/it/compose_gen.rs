@@ -166,3 +166,22 @@ fn file_secrets_become_secret_files_read_from_the_repository_and_the_rest_is_rep
     let patch = g.template.workflows.iter().find(|w| w.name.value == "patch").expect("patch");
     assert_eq!(patch.parallelize.iter().flat_map(|s| &s.tasks).count(), 1);
 }
+
+/// A compose service asking for host privileges or the host's network gets neither: each key
+/// is reported with why, and the generated template has nothing of them.
+#[test]
+fn host_privileges_and_the_host_network_are_reported_never_granted() {
+    let compose = "services:\n  web:\n    image: busybox:stable\n    privileged: true\n    cap_add: [SYS_ADMIN, NET_ADMIN]\n    security_opt: ['seccomp:unconfined']\n    devices: ['/dev/kmsg:/dev/kmsg']\n    pid: host\n    ipc: host\n    userns_mode: host\n    network_mode: host\n";
+    let (g, diags) = compose::generate("docker-compose.yml", compose, &Options::default());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let g = g.expect("generated");
+    for key in ["privileged", "cap_add", "security_opt", "devices", "pid", "ipc", "userns_mode"] {
+        let d = g.dropped.iter().find(|d| d.item.contains(key)).unwrap_or_else(|| panic!("`{key}` not reported: {:?}", g.dropped));
+        assert!(d.reason.contains("host privileges are not granted"), "{key}: {}", d.reason);
+    }
+    assert!(g.dropped.iter().any(|d| d.item.contains("network_mode") && d.reason.contains("share one network")), "{:?}", g.dropped);
+    let yaml = g.template_yaml();
+    for word in ["privileged", "SYS_ADMIN", "host", "kmsg", "seccomp"] {
+        assert!(!yaml.contains(word), "`{word}` in the generated template:\n{yaml}");
+    }
+}

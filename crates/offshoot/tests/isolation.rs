@@ -1,0 +1,103 @@
+//! Isolation between environments and from the host, on the real engine: what every container
+//! is held to (no new privileges, capabilities dropped, a process limit, a memory limit), seen
+//! from inside the container as well as in the engine's record; and environments that cannot
+//! reach each other by name or by address.
+
+mod support;
+
+use support::*;
+
+fn ready_env(s: &Server) -> String {
+    let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    e["id"].as_str().expect("id").to_owned()
+}
+
+/// A shell command in a service's container: (exit code, standard output and error).
+fn sh(s: &Server, id: &str, service: &str, script: &str) -> (i32, String) {
+    let o = s.cli(&["env", "exec", id, service, "--", "sh", "-c", script]);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    (o.status.code().unwrap_or(-1), text)
+}
+
+/// Every container runs with `no-new-privileges`, without raw sockets and the other dropped
+/// capabilities, under a process limit and a memory limit (the server's defaults when the
+/// template gives none), never privileged, on its environment's own network, with no host
+/// path but the files Offshoot itself mounts.
+#[test]
+fn containers_run_without_new_privileges_or_raw_sockets_and_within_limits() {
+    let s = Server::new_with(None, &["--container-pids", "100", "--container-memory", "96Mi"]);
+    // Without the template's memory limit: the server's default applies.
+    let repo = shop_repo(|t| t.replace("  memory:\n    limits: 256Mi\n    requests: 32Mi\n", ""));
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let id = ready_env(&s);
+    let names: Vec<String> = docker(&["ps", "-a", "--filter", &format!("label=offshoot.env={id}"), "--format", "{{.Names}}"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() >= 3, "{names:?}");
+    for name in &names {
+        let inspect: serde_json::Value = serde_json::from_str(&docker(&["inspect", name])).expect("inspect");
+        let h = &inspect[0]["HostConfig"];
+        assert_eq!(h["SecurityOpt"], serde_json::json!(["no-new-privileges:true"]), "{name}");
+        for cap in ["NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP"] {
+            assert!(h["CapDrop"].as_array().is_some_and(|c| c.iter().any(|x| x == cap)), "{name}: {}", h["CapDrop"]);
+        }
+        assert!(h["CapAdd"].is_null(), "{name}: {}", h["CapAdd"]);
+        assert_eq!(h["Privileged"], false, "{name}");
+        assert_eq!(h["PidsLimit"], 100, "{name}");
+        assert_eq!(h["Memory"], 96 << 20, "{name}");
+        let mode = h["NetworkMode"].as_str().unwrap_or_default();
+        assert!(mode == format!("offshoot-{id}") || mode == "none", "{name}: {mode}");
+        for bind in h["Binds"].as_array().into_iter().flatten().filter_map(|b| b.as_str()) {
+            let source = bind.split(':').next().unwrap_or_default();
+            assert!(
+                !source.starts_with('/') || source.starts_with(s.data.to_str().expect("utf-8")) || source.starts_with("/dev/shm/offshoot-"),
+                "{name} mounts a host path: {bind}"
+            );
+        }
+    }
+    // From inside: no new privileges, no NET_RAW (capability 13) in the effective set.
+    let (_, status) = sh(&s, &id, "web", "grep -E '^(NoNewPrivs|CapEff)' /proc/self/status");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:\t")).expect("CapEff");
+    let caps = u64::from_str_radix(eff.trim(), 16).expect("hex");
+    assert_eq!(caps & (1 << 13), 0, "NET_RAW is effective: {eff}");
+    assert_ne!(caps & (1 << 0), 0, "CHOWN stays: {eff}");
+    let (_, memory) = sh(&s, &id, "web", "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes");
+    assert_eq!(memory.trim(), (96u64 << 20).to_string(), "{memory}");
+    // A fork bomb stays in its container: past 100 processes, fork fails.
+    let (_, bomb) = sh(&s, &id, "web", "i=0; while [ $i -lt 150 ]; do sleep 30 & i=$((i+1)); done 2>&1; echo done");
+    assert!(bomb.contains("can't fork") || bomb.contains("Resource temporarily unavailable"), "{bomb}");
+    s.json(&["env", "delete", &id, "--wait"]);
+}
+
+/// Two environments of one application: neither reaches the other's containers, by their
+/// service names (each resolves its own) or by address.
+#[test]
+fn an_environment_cannot_reach_another_by_name_or_address() {
+    let s = Server::new(None);
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let (a, b) = (ready_env(&s), ready_env(&s));
+    let address = |env: &str, service: &str| {
+        docker(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", &format!("offshoot-{env}-{service}")])
+            .trim()
+            .to_owned()
+    };
+    let (a_api, b_api) = (address(&a, "api"), address(&b, "api"));
+    assert!(!a_api.is_empty() && !b_api.is_empty() && a_api != b_api);
+    // Its own api, by name and by address.
+    let (code, out) = sh(&s, &a, "web", "nc -w 2 api 8080 </dev/null && echo reached");
+    assert!(code == 0 && out.contains("reached"), "{out}");
+    let (_, out) = sh(&s, &a, "web", "nslookup api 2>&1");
+    assert!(out.contains(&a_api) && !out.contains(&b_api), "{out}");
+    // The other's: neither its container name nor its address.
+    let (_, out) = sh(&s, &a, "web", &format!("nslookup offshoot-{b}-api 2>&1; nc -w 2 offshoot-{b}-api 8080 </dev/null && echo reached"));
+    assert!(!out.contains("reached") && !out.contains(&b_api), "{out}");
+    let (_, out) = sh(&s, &a, "web", &format!("nc -w 2 {b_api} 8080 </dev/null && echo reached"));
+    assert!(!out.contains("reached"), "environment {a} reached {b}'s api at {b_api}: {out}");
+    for id in [a, b] {
+        s.json(&["env", "delete", &id, "--wait"]);
+    }
+}
