@@ -61,10 +61,15 @@ impl<P: Ports> Control<'_, P> {
     }
 
     async fn create_app_checked(&self, req: NewApp) -> Result<App, ControlError> {
-        let repo = match std::path::Path::new(&req.repo).canonicalize() {
-            Ok(p) if p.is_dir() => p.display().to_string(),
-            _ if req.repo.contains("://") || req.repo.contains('@') => req.repo.clone(),
-            _ => return Err(ControlError::bad_input(format!("`{}` is neither a directory nor a git URL", req.repo))),
+        // Checked before any connection: a path on the server only for an administrator; no
+        // link-local or cloud metadata host.
+        let admin = self.actor.role == crate::gate::Role::Admin;
+        let repo = match offshoot_git::source::check(&req.repo, admin).map_err(|e| ControlError::bad_input(e.to_string()))? {
+            offshoot_git::source::Source::Local(path) => match std::path::Path::new(&path).canonicalize() {
+                Ok(p) if p.is_dir() => p.display().to_string(),
+                _ => return Err(ControlError::bad_input(format!("`{}` is neither a directory nor a git URL", req.repo))),
+            },
+            offshoot_git::source::Source::Remote { url, .. } => url,
         };
         let mirror = self.ports.fetch(&repo).await.map_err(|e| ControlError::Fetch { repo: repo.clone(), why: e.0 })?;
         let fallback = req.name.clone().unwrap_or_else(|| name_from_repo(&repo));

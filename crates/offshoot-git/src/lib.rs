@@ -4,6 +4,7 @@
 //! Local paths are fetched through `git upload-pack`, so `git` must be installed.
 
 pub mod hooks;
+pub mod source;
 
 use offshoot_template::envvars::normalize_repo_path;
 use offshoot_template::repo::RepoFiles;
@@ -51,6 +52,7 @@ impl Mirror {
     /// leaves nothing half-made behind.
     pub fn sync(source: &str, dest: &Path) -> Result<Mirror> {
         let mirror = Mirror { path: dest.to_owned(), source: source.to_owned() };
+        mirror.may_connect()?;
         if dest.join("HEAD").exists() {
             mirror.fetch()?;
             return Ok(mirror);
@@ -89,8 +91,24 @@ impl Mirror {
         gix::open(&self.path).map_err(|e| open_err(&self.path, e))
     }
 
+    /// Checks the source before any connection: its form (`source::check`), and for a URL what
+    /// its host resolves to now.
+    fn may_connect(&self) -> Result<()> {
+        let refused = |e: source::SourceError| GitError::Fetch { source_url: self.source.clone(), message: e.to_string() };
+        match source::check(&self.source, true).map_err(refused)? {
+            source::Source::Local(_) => Ok(()),
+            source::Source::Remote { url, host } => source::check_resolved(&url, &host, 0).map_err(refused),
+        }
+    }
+
+    /// The location it is fetched from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// Fetches every branch and tag from the source.
     pub fn fetch(&self) -> Result<()> {
+        self.may_connect()?;
         let fetch_err = |e: &dyn std::fmt::Display| GitError::Fetch { source_url: self.source.clone(), message: e.to_string() };
         let repo = self.repo()?;
         // A bare mirror keeps the source's branches as its own.

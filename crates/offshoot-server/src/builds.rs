@@ -102,6 +102,10 @@ async fn build_image(ctx: &Shared, source: &At<'_>, owner: Owner<'_>, b: &Resolv
     let (mirror, commit) = match &b.repo {
         None => (source.mirror.clone(), source.commit.to_owned()),
         Some(url) => {
+            // A path on the server only for an application an administrator made from one: a
+            // template (from any branch) may not read the server's files.
+            let local_app = matches!(offshoot_git::source::check(source.mirror.source(), true), Ok(offshoot_git::source::Source::Local(_)));
+            offshoot_git::source::check(url, local_app).map_err(|e| format!("{who}: `repo_url`: {e}"))?;
             let m = ctx.sync_mirror(url).await.map_err(|e| format!("{who}: fetch `{url}`: {e}"))?;
             let (m2, wanted) = (m.clone(), b.repo_branch.clone());
             let c = tokio::task::spawn_blocking(move || {

@@ -218,3 +218,55 @@ fn killed_while_an_import_starts_resumes_without_duplicates() {
     drop(s2);
     drop(s);
 }
+
+/// Repository locations are checked before any connection. An application fetched from a git
+/// URL (here `git daemon` on loopback) whose template asks to build from a path on the server is
+/// refused with why: a template, from any branch, may not read the server's files (an
+/// application an administrator made from a path may, as above). A link-local or cloud metadata
+/// URL, or another transport, is refused at once.
+#[test]
+fn repository_locations_are_checked_before_any_connection() {
+    let other = repo("app: unused\nservices:\n- name: x\n  image: busybox:stable\n", None, &[("img/Dockerfile", DOCKERFILE)], &[]);
+    let template = format!(
+        "app: remote\nbuilds:\n- name: site\n  context: img\n  repo_url: {}\nservices:\n- name: site\n  image: acme/other/site\n  has_repo: true\n",
+        path(&other)
+    );
+    let remote = repo(&template, None, &[], &[]);
+    let base = remote.path().parent().expect("parent").to_owned();
+    let name = remote.path().file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+    let port = free_port();
+    let mut daemon = std::process::Command::new("git")
+        .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", &format!("--port={port}")])
+        .arg(format!("--base-path={}", base.display()))
+        .arg(&base)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    support::acme::listening(port, "git daemon listens");
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", &format!("git://127.0.0.1:{port}/{name}")]);
+    let o = s.cli(&["env", "create", "remote", "--branch", "main", "--wait", "--output", "json"]);
+    let env: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(env["status"], "failed", "{env}");
+    let reason = env["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("`repo_url`") && reason.contains("is a path on the server: only an administrator may fetch from one"),
+        "{reason}"
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    for (url, why) in [
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is a cloud metadata address"),
+        ("https://[fe80::1]/repo.git", "a link-local address"),
+        ("http://metadata.google.internal/repo.git", "is a cloud metadata service"),
+        ("ext::sh@example.com", "only https, http, ssh and git URLs are fetched"),
+    ] {
+        let started = std::time::Instant::now();
+        let o = s.cli(&["app", "create", "--repo", url]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(why), "{url}: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{url}: refused only after {:?}", started.elapsed());
+    }
+}
