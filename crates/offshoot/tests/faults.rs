@@ -129,3 +129,141 @@ fn thirty_seconds_of_an_unreachable_engine_stop_nothing_that_runs() {
     let left = engine.offshoot_objects();
     assert!(left.is_empty(), "left on the engine: {left:?}");
 }
+
+/// Fifty writers at once on the SQLite store (the default): every write lands, none is refused
+/// as busy or locked, and each is recorded once in the activity log.
+#[test]
+fn fifty_concurrent_writers_on_the_sqlite_store_all_land_once() {
+    let s = Server::new(None);
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let token = s.token();
+    let writers: Vec<_> = (0..50)
+        .map(|i| {
+            let (port, token) = (s.api, token.clone());
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"key":"K{i}","value":"value-{i}"}}"#);
+                let head = format!(
+                    "POST /api/v1/apps/shop/secrets HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}",
+                    body.len()
+                );
+                http_raw(port, &head, body.as_bytes()).unwrap_or_default()
+            })
+        })
+        .collect();
+    for (i, w) in writers.into_iter().enumerate() {
+        let answer = w.join().expect("writer");
+        assert!(answer.starts_with("HTTP/1.1 204"), "writer {i}: {answer}");
+    }
+    let activity = s.json(&["activity", "--limit", "1000", "--app", "shop"]);
+    let mut targets: Vec<String> = activity
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|a| a["operation"] == "app.secret" && a["outcome"] == "ok")
+        .filter_map(|a| a["target"].as_str().map(str::to_owned))
+        .collect();
+    targets.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("shop/K{i}")).collect();
+    want.sort();
+    assert_eq!(targets, want, "each write recorded once");
+    assert!(!s.log().contains("database is locked"), "{}", s.log());
+}
+
+/// A PostgreSQL server of the test's own (its own data directory and port), to stop and start.
+struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL is installed: run `bash scripts/services`");
+        let mut versions: Vec<u32> = versions.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+        versions.sort_unstable();
+        let bin = std::path::PathBuf::from(format!("/usr/lib/postgresql/{}/bin", versions.last().expect("a version")));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().expect("chown");
+        let o = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(o.status.success(), "initdb: {}", String::from_utf8_lossy(&o.stderr));
+        let pg = Postgres { dir, port: free_port(), bin };
+        pg.ctl("start");
+        pg
+    }
+
+    fn ctl(&self, what: &str) {
+        let d = self.dir.path();
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, d.display());
+        let o = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args([what, "-w", "-m", "fast", "-D"])
+            .arg(d.join("data"))
+            .args(["-l"])
+            .arg(d.join("log"))
+            .args(["-o", &options])
+            .output()
+            .expect("pg_ctl");
+        assert!(o.status.success(), "pg_ctl {what}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .output();
+    }
+}
+
+/// The PostgreSQL store stopped for 30 s: the router keeps serving what runs, the API answers
+/// `503 unavailable` (never a crash, never a wrong-token answer), and once the store is back the
+/// server serves again without a restart: the environment is as it was, and a new one deploys.
+#[test]
+fn thirty_seconds_without_the_postgres_store_lose_nothing() {
+    let pg = Postgres::start();
+    let s = Server::new(Some(&pg.url()));
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let e = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(e["status"], "ready", "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let host = format!("web-{id}.localhost");
+    eventually(30, "served", || served(&s, &host).then_some(()));
+    pg.ctl("stop");
+    let stopped = Instant::now();
+    while stopped.elapsed() < Duration::from_secs(30) {
+        assert!(served(&s, &host), "the router stopped serving without the store");
+        let o = s.cli(&["env", "show", &id]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains("database cannot answer"), "{err}");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    pg.ctl("start");
+    let back = eventually(30, "the API answers again", || {
+        let o = s.cli(&["env", "show", &id, "--output", "json"]);
+        o.status.success().then(|| serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json"))
+    });
+    assert_eq!(back["status"], "ready", "{back}");
+    assert!(served(&s, &host));
+    let second = s.json(&["env", "create", "shop", "--branch", "main", "--wait"]);
+    assert_eq!(second["status"], "ready", "{second}");
+    for id in [id.as_str(), second["id"].as_str().expect("id")] {
+        assert_eq!(s.json(&["env", "delete", id, "--wait"])["status"], "deleted");
+    }
+}
