@@ -101,3 +101,115 @@ fn an_environment_cannot_reach_another_by_name_or_address() {
         s.json(&["env", "delete", &id, "--wait"]);
     }
 }
+
+/// Secret values are never shown: not by the CLI (human or JSON), not in an API response, a
+/// dashboard page, a rendered manifest, the activity log or the server's log, though the
+/// environment's containers get them; nor is the administrator's token in any of these. The
+/// one exception, a known gap: the Environment Variables file's own views show a secret value
+/// written in that file in the repository.
+#[test]
+fn no_secret_value_appears_in_any_output_response_page_or_log() {
+    const IN_REPO: &str = "repo-secret-4f9a2c71";
+    const SET: &str = "set-secret-8d1e7b05";
+    const FILE: &str = "file-secret-c3a9e1d4";
+    let s = Server::new(None);
+    let repo = shop_repo(|t| t);
+    let vars = repo.path().join(".release/environment_variables.yaml");
+    let text = std::fs::read_to_string(&vars).expect("vars").replace("value: change-me", &format!("value: {IN_REPO}"));
+    std::fs::write(&vars, text).expect("vars");
+    for args in [vec!["add", "-A"], vec!["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "a secret"]] {
+        assert!(std::process::Command::new("git").args(&args).current_dir(repo.path()).status().expect("git").success());
+    }
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let set = |args: &[&str], value: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(bin())
+            .args(args)
+            .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", s.api))
+            .env("OFFSHOOT_TOKEN", s.token())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the CLI");
+        child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
+        let o = child.wait_with_output().expect("wait");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let mut shown = vec![
+        set(&["app", "secret", "set", "shop", "DB_PASSWORD", "--service", "api"], SET),
+        set(&["app", "secret", "set", "shop", "tls.key", "--file"], FILE),
+    ];
+    let id = ready_env(&s);
+    // The containers get them.
+    let (_, inside) = sh(&s, &id, "api", "echo $API_TOKEN $DB_PASSWORD");
+    assert_eq!(inside.trim(), format!("{IN_REPO} {SET}"));
+    let commands: [&[&str]; 12] = [
+        &["env", "show", &id],
+        &["env", "list"],
+        &["env", "render", &id],
+        &["env", "logs", &id],
+        &["env", "jobs", &id],
+        &["app", "show", "shop"],
+        &["app", "list"],
+        &["app", "env-vars", "shop"],
+        &["app", "template", "shop"],
+        &["activity", "--limit", "1000"],
+        &["status"],
+        &["app", "deliveries", "shop"],
+    ];
+    for c in commands {
+        for output in ["human", "json"] {
+            let mut args = c.to_vec();
+            args.extend(["--output", output]);
+            let o = s.cli(&args);
+            shown.push(format!("{args:?}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+        }
+    }
+    let token = s.token();
+    for path in ["/api/v1/envs", &format!("/api/v1/envs/{id}"), "/api/v1/apps", "/api/v1/apps/shop", "/api/v1/activity?limit=1000"] {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}");
+        shown.push(format!("{path}: {}", http_raw(s.api, &head, b"").unwrap_or_default()));
+    }
+    let form = format!("token={token}&next=%2Fui%2Fenvs");
+    let head = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+        form.len()
+    );
+    let login = http_raw(s.api, &head, form.as_bytes()).expect("login");
+    let cookie = login.lines().find_map(|l| l.strip_prefix("set-cookie: ")).and_then(|c| c.split(';').next()).expect("a session").to_owned();
+    for page in ["/ui/envs", &format!("/ui/envs/{id}"), "/ui/apps", "/ui/apps/shop", "/ui/activity"] {
+        let answer = http_raw(s.api, &format!("GET {page} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}"), b"").unwrap_or_default();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{page}: {}", answer.lines().next().unwrap_or_default());
+        shown.push(format!("{page}: {answer}"));
+    }
+    s.json(&["env", "delete", &id, "--wait"]);
+    shown.push(format!("the server's log: {}", s.log()));
+    let mut leaks = Vec::new();
+    let mut file_views = Vec::new();
+    for text in &shown {
+        for secret in [SET, FILE, token.as_str()] {
+            if text.contains(secret) {
+                leaks.push(format!("`{secret}` in {}", text.chars().take(80).collect::<String>()));
+            }
+        }
+        if text.contains(IN_REPO) {
+            file_views.push(text.split(':').next().unwrap_or_default().to_owned());
+        }
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
+    // Known gap (docs/reliability.md): a value written in the repository's Environment Variables
+    // file with `secret: true` is kept in that file's stored text, so the file's own views show
+    // it; nothing else does.
+    assert_eq!(
+        file_views,
+        [
+            r#"["app", "env-vars", "shop", "--output", "human"]"#,
+            r#"["app", "env-vars", "shop", "--output", "json"]"#,
+            r#"["app", "template", "shop", "--output", "json"]"#,
+            "/ui/apps/shop",
+        ],
+        "where the repository's secret value is shown"
+    );
+}
