@@ -180,7 +180,12 @@ impl<P: Ports> Control<'_, P> {
         let work = async {
             let cur = self.template(name).await?;
             let template = template.unwrap_or(cur.template);
-            let env_vars = env_vars.unwrap_or(cur.env_vars);
+            // A file edited from a masked one (as shown) keeps the stored secret values.
+            let env_vars = match env_vars {
+                Some(edited) => offshoot_template::masking::unmasked(&edited, &cur.env_vars)
+                    .map_err(|e| ControlError::bad_input(format!("environment_variables.yaml: {e}")))?,
+                None => cur.env_vars,
+            };
             check_files(&template, &env_vars)?;
             let version = self.store.add_version(name, &template, &env_vars).await?;
             Ok(TemplateVersion { app: name.to_owned(), version, template, env_vars })

@@ -142,7 +142,8 @@ async fn delete_app(
 }
 
 fn template_dto(v: TemplateVersion) -> api::Template {
-    api::Template { app: v.app, version: v.version, template: v.template, env_vars: v.env_vars }
+    // Secret values of the Environment Variables file are never shown (saving it back keeps them).
+    api::Template { app: v.app, version: v.version, template: v.template, env_vars: offshoot_template::masking::masked(&v.env_vars) }
 }
 
 async fn get_template(

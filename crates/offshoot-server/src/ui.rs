@@ -484,7 +484,11 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
     let latest = versions.first();
     let (template, env_vars) = match &draft {
         Some(d) => (d.template.clone(), d.env_vars.clone()),
-        None => (latest.map(|v| v.template.clone()).unwrap_or_default(), latest.map(|v| v.env_vars.clone()).unwrap_or_default()),
+        // Secret values masked; saving the form back keeps them.
+        None => (
+            latest.map(|v| v.template.clone()).unwrap_or_default(),
+            latest.map(|v| offshoot_template::masking::masked(&v.env_vars)).unwrap_or_default(),
+        ),
     };
     let params = latest
         .and_then(|v| {

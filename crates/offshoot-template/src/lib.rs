@@ -12,6 +12,7 @@ pub mod envvars;
 pub mod ingress;
 pub mod interp;
 pub mod ledger;
+pub mod masking;
 pub mod model;
 pub mod params;
 pub mod repo;
