@@ -270,18 +270,7 @@ workflows:
 
 /// `offshoot app secret set APP NAME --file` with `value` on standard input.
 fn set_file_secret(s: &Server, app: &str, name: &str, value: &str) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(bin())
-        .args(["app", "secret", "set", app, name, "--file"])
-        .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", s.api))
-        .env("OFFSHOOT_TOKEN", s.token())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the CLI");
-    child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
-    let o = child.wait_with_output().expect("wait");
+    let o = s.cli_stdin(&["app", "secret", "set", app, name, "--file"], value);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 

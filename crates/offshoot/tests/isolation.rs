@@ -122,18 +122,7 @@ fn no_secret_value_appears_in_any_output_response_page_or_log() {
     }
     s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
     let set = |args: &[&str], value: &str| {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(bin())
-            .args(args)
-            .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", s.api))
-            .env("OFFSHOOT_TOKEN", s.token())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("the CLI");
-        child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write");
-        let o = child.wait_with_output().expect("wait");
+        let o = s.cli_stdin(args, value);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
     };
@@ -178,7 +167,8 @@ fn no_secret_value_appears_in_any_output_response_page_or_log() {
         form.len()
     );
     let login = http_raw(s.api, &head, form.as_bytes()).expect("login");
-    let cookie = login.lines().find_map(|l| l.strip_prefix("set-cookie: ")).and_then(|c| c.split(';').next()).expect("a session").to_owned();
+    let cookie =
+        login.lines().find_map(|l| l.strip_prefix("set-cookie: ")).and_then(|c| c.split(';').next()).expect("a session").to_owned();
     for page in ["/ui/envs", &format!("/ui/envs/{id}"), "/ui/apps", "/ui/apps/shop", "/ui/activity"] {
         let answer = http_raw(s.api, &format!("GET {page} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}"), b"").unwrap_or_default();
         assert!(answer.starts_with("HTTP/1.1 200"), "{page}: {}", answer.lines().next().unwrap_or_default());

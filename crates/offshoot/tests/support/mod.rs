@@ -131,6 +131,22 @@ impl Server {
             .expect("run the CLI")
     }
 
+    /// The CLI with `input` on its standard input.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        let token = std::fs::read_to_string(self.data.join("admin-token")).expect("admin token");
+        let mut child = Command::new(&self.bin)
+            .args(args)
+            .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", self.api))
+            .env("OFFSHOOT_TOKEN", token.trim())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the CLI");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write");
+        child.wait_with_output().expect("wait for the CLI")
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);
