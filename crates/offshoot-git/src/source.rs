@@ -63,7 +63,7 @@ pub fn check(repo: &str, local_allowed: bool) -> Result<Source, SourceError> {
     }
     let url = gix::url::parse(repo.as_bytes()).map_err(|_| SourceError::Unknown(repo.to_owned()))?;
     match url.scheme {
-        gix::url::Scheme::File => return local(repo),
+        gix::url::Scheme::File => return local(&url.path.to_string()),
         gix::url::Scheme::Https | gix::url::Scheme::Http | gix::url::Scheme::Ssh | gix::url::Scheme::Git => {}
         gix::url::Scheme::Ext | gix::url::Scheme::Helper(_) | gix::url::Scheme::HelperUrl(_) => {
             return Err(refused("only https, http, ssh and git URLs are fetched"));
@@ -123,6 +123,8 @@ mod tests {
         assert_eq!(check("/srv/repos/shop", true), Ok(Source::Local("/srv/repos/shop".into())));
         assert_eq!(check("/srv/repos/shop", false), Err(SourceError::LocalRefused("/srv/repos/shop".into())));
         assert!(matches!(check("file:///srv/repos/shop", false), Err(SourceError::LocalRefused(_))));
+        assert_eq!(check("file:///srv/repos/shop", true), Ok(Source::Local("/srv/repos/shop".into())));
+        assert_eq!(check("shop", true), Ok(Source::Local("shop".into())));
         assert!(matches!(check("../elsewhere", false), Err(SourceError::LocalRefused(_))));
     }
 

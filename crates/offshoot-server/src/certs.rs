@@ -154,9 +154,10 @@ impl CertKeeper {
         };
         let first = k.certificate.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(cert).is_none();
         if first {
-            // This server's deployments name it from now on; earlier ones at their next.
+            // This server's deployments name it from now on; earlier ones at their next. The
+            // Secrets are written anyway: another server may have renewed it while this one
+            // was down.
             tracing::info!(names = %s.names.join(", "), "acme: the Ingresses are served with the wildcard");
-            return;
         }
         let envs = match self.ctx.store.envs(None, false).await {
             Ok(envs) => envs,
