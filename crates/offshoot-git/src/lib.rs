@@ -52,11 +52,11 @@ impl Mirror {
     /// leaves nothing half-made behind.
     pub fn sync(source: &str, dest: &Path) -> Result<Mirror> {
         let mirror = Mirror { path: dest.to_owned(), source: source.to_owned() };
-        mirror.may_connect()?;
         if dest.join("HEAD").exists() {
             mirror.fetch()?;
             return Ok(mirror);
         }
+        mirror.may_connect()?;
         let fetch_err = |e: &dyn std::fmt::Display| GitError::Fetch { source_url: source.to_owned(), message: e.to_string() };
         let tmp = dest.with_extension("partial");
         if tmp.exists() {
@@ -97,7 +97,7 @@ impl Mirror {
         let refused = |e: source::SourceError| GitError::Fetch { source_url: self.source.clone(), message: e.to_string() };
         match source::check(&self.source, true).map_err(refused)? {
             source::Source::Local(_) => Ok(()),
-            source::Source::Remote { url, host } => source::check_resolved(&url, &host, 0).map_err(refused),
+            source::Source::Remote { url, host } => source::check_resolved(&url, &host).map_err(refused),
         }
     }
 

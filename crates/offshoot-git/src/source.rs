@@ -87,12 +87,13 @@ pub fn check(repo: &str, local_allowed: bool) -> Result<Source, SourceError> {
 /// Before connecting: what `host` resolves to now may not be a refused address either (a name
 /// pointed at the metadata service). A name that does not resolve is left to the fetch to
 /// report.
-pub fn check_resolved(url: &str, host: &str, port: u16) -> Result<(), SourceError> {
+pub fn check_resolved(url: &str, host: &str) -> Result<(), SourceError> {
     use std::net::ToSocketAddrs as _;
     if host.parse::<IpAddr>().is_ok() {
         return Ok(());
     }
-    for addr in (host, port).to_socket_addrs().into_iter().flatten() {
+    // The port plays no part in the lookup.
+    for addr in (host, 0).to_socket_addrs().into_iter().flatten() {
         if let Some(why) = refused_address(addr.ip()) {
             return Err(SourceError::Refused { url: url.to_owned(), why: format!("`{host}` resolves to {}, {why}", addr.ip()) });
         }
@@ -147,9 +148,9 @@ mod tests {
 
     #[test]
     fn a_name_is_checked_by_what_it_resolves_to() {
-        assert_eq!(check_resolved("http://localhost/r", "localhost", 80), Ok(()));
-        assert_eq!(check_resolved("http://127.0.0.1/r", "127.0.0.1", 80), Ok(()));
+        assert_eq!(check_resolved("http://localhost/r", "localhost"), Ok(()));
+        assert_eq!(check_resolved("http://127.0.0.1/r", "127.0.0.1"), Ok(()));
         // A name that does not resolve is the fetch's to report.
-        assert_eq!(check_resolved("http://nowhere.invalid/r", "nowhere.invalid", 80), Ok(()));
+        assert_eq!(check_resolved("http://nowhere.invalid/r", "nowhere.invalid"), Ok(()));
     }
 }
