@@ -148,14 +148,7 @@ fn a_refused_dns_update_is_reported_with_the_servers_answer() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("failing  1 time(s)"), "{text}");
     // The dashboard's Environments page shows it first.
-    let form = format!("token={}&next=%2Fui%2Fenvs", s.token());
-    let head = format!(
-        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
-        form.len()
-    );
-    let answer = http_raw(s.api, &head, form.as_bytes()).expect("login");
-    let cookie =
-        answer.lines().find_map(|l| l.strip_prefix("set-cookie: ")).and_then(|c| c.split(';').next()).expect("a session").to_owned();
+    let cookie = dashboard_login(&s, &s.token());
     let page = http_raw(s.api, &format!("GET /ui/envs HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}"), b"").expect("page");
     assert!(page.contains("HTTPS: the certificate for <code>*.offshoot.test, offshoot.test</code> failed 1 time(s)"), "{page}");
     assert!(page.contains("TSIG error BADSIG"), "{page}");

@@ -161,14 +161,7 @@ fn no_secret_value_appears_in_any_output_response_page_or_log() {
         let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}");
         shown.push(format!("{path}: {}", http_raw(s.api, &head, b"").unwrap_or_default()));
     }
-    let form = format!("token={token}&next=%2Fui%2Fenvs");
-    let head = format!(
-        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
-        form.len()
-    );
-    let login = http_raw(s.api, &head, form.as_bytes()).expect("login");
-    let cookie =
-        login.lines().find_map(|l| l.strip_prefix("set-cookie: ")).and_then(|c| c.split(';').next()).expect("a session").to_owned();
+    let cookie = dashboard_login(&s, &token);
     for page in ["/ui/envs", &format!("/ui/envs/{id}"), "/ui/apps", "/ui/apps/shop", "/ui/activity"] {
         let answer = http_raw(s.api, &format!("GET {page} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}"), b"").unwrap_or_default();
         assert!(answer.starts_with("HTTP/1.1 200"), "{page}: {}", answer.lines().next().unwrap_or_default());

@@ -49,22 +49,11 @@ fn push_private(marker: &str) -> String {
 }
 
 fn login(s: &Server, password: &str, app: Option<&str>) -> std::process::Output {
-    use std::io::Write as _;
     let mut args = vec!["registry", "login", REGISTRY, "--username", USER, "--password-stdin"];
     if let Some(a) = app {
         args.extend(["--app", a]);
     }
-    let mut child = Command::new(bin())
-        .args(&args)
-        .env("OFFSHOOT_URL", format!("http://127.0.0.1:{}", s.api))
-        .env("OFFSHOOT_TOKEN", s.token())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the CLI");
-    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write");
-    child.wait_with_output().expect("wait")
+    s.cli_stdin(&args, &format!("{password}\n"))
 }
 
 fn template(app: &str, image_or_build: &str) -> String {

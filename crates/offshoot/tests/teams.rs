@@ -237,17 +237,6 @@ fn team_only_previews_answer_signed_in_users_and_bypass_tokens() {
     s.json(&["env", "delete", &id, "--wait"]);
 }
 
-/// Logs a browser in to the dashboard with `token`: its session cookie.
-fn dashboard_login(s: &Server, token: &str) -> String {
-    let form = format!("token={token}&next=%2Fui");
-    let head = format!(
-        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
-        form.len()
-    );
-    let (_, headers, _) = exchange_with(s.api, &head, form.as_bytes());
-    cookie(&headers, "offshoot_session")
-}
-
 fn exchange_with(port: u16, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, String) {
     let raw = http_raw(port, head, body).expect("an answer");
     let (top, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));

@@ -188,6 +188,25 @@ impl Drop for Server {
     }
 }
 
+/// Logs in to the dashboard with `token`: the session cookie (`offshoot_session=...`).
+pub fn dashboard_login(s: &Server, token: &str) -> String {
+    let form = format!("token={token}&next=%2Fui");
+    let head = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+        form.len()
+    );
+    let answer = http_raw(s.api, &head, form.as_bytes()).expect("an answer");
+    answer
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.trim())
+        .find(|v| v.starts_with("offshoot_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session cookie")
+        .to_owned()
+}
+
 /// The median of measurements (benchmarks report medians: this machine is noisy).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
