@@ -29,6 +29,61 @@ struct Script {
     fail: BTreeMap<String, String>,
     delay: BTreeMap<String, Duration>,
     hang: BTreeSet<String>,
+    crash: Option<Crash>,
+}
+
+/// A kill -9 of the server at a numbered point, shared by the fake engines of a test: the
+/// points are the beginning of each call and the end of each call's effect (a container
+/// stopped, but its caller not yet told). At the chosen point the call never returns and
+/// [`Crash::fired`] wakes, so the test drops the operation there, as a killed process would
+/// leave it.
+#[derive(Clone)]
+pub struct Crash {
+    inner: Arc<CrashInner>,
+}
+
+struct CrashInner {
+    at: std::sync::atomic::AtomicUsize,
+    passed: std::sync::atomic::AtomicUsize,
+    fired: tokio::sync::Notify,
+}
+
+impl Crash {
+    /// Crashes at point `n` (from 0).
+    pub fn at(n: usize) -> Self {
+        use std::sync::atomic::AtomicUsize;
+        let inner = CrashInner { at: AtomicUsize::new(n), passed: AtomicUsize::new(0), fired: tokio::sync::Notify::new() };
+        Crash { inner: Arc::new(inner) }
+    }
+
+    /// Never crashes: counts the points a run passes.
+    pub fn never() -> Self {
+        Self::at(usize::MAX)
+    }
+
+    /// How many points were passed.
+    pub fn passed(&self) -> usize {
+        self.inner.passed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// No crash from now on (the restarted server).
+    pub fn disarm(&self) {
+        self.inner.at.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits until the crash happened.
+    pub async fn fired(&self) {
+        self.inner.fired.notified().await;
+    }
+
+    async fn point(&self) {
+        use std::sync::atomic::Ordering;
+        let n = self.inner.passed.fetch_add(1, Ordering::SeqCst);
+        if n == self.inner.at.load(Ordering::SeqCst) {
+            self.inner.fired.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// A [`Backend`] in memory. Cheap to clone: clones share their state.
@@ -96,6 +151,19 @@ impl FakeBackend {
         self
     }
 
+    /// Crashes at `crash`'s point (see [`Crash`]).
+    pub fn crash(&self, crash: &Crash) -> &Self {
+        lock(&self.script).crash = Some(crash.clone());
+        self
+    }
+
+    async fn point(&self) {
+        let crash = lock(&self.script).crash.clone();
+        if let Some(c) = crash {
+            c.point().await;
+        }
+    }
+
     /// Waits until some call begins.
     pub async fn call_began(&self) {
         self.started.notified().await;
@@ -111,6 +179,7 @@ impl FakeBackend {
     }
 
     async fn call(&self, call: &str) -> Result<(), BackendError> {
+        self.point().await;
         {
             let mut st = lock(&self.state);
             st.calls.push(call.to_owned());
@@ -222,21 +291,27 @@ impl Backend for FakeBackend {
 
     async fn stop_service(&self, service: &str) -> Result<(), BackendError> {
         self.call(&format!("stop.{service}")).await?;
-        let mut st = lock(&self.state);
-        if !st.running.contains_key(service) {
-            return Err(BackendError::not_found(format!("service `{service}` does not run")));
+        {
+            let mut st = lock(&self.state);
+            if !st.running.contains_key(service) {
+                return Err(BackendError::not_found(format!("service `{service}` does not run")));
+            }
+            st.stopped.insert(service.to_owned());
         }
-        st.stopped.insert(service.to_owned());
+        self.point().await;
         Ok(())
     }
 
     async fn resume_service(&self, service: &str) -> Result<(), BackendError> {
         self.call(&format!("resume.{service}")).await?;
-        let mut st = lock(&self.state);
-        if !st.running.contains_key(service) {
-            return Err(BackendError::not_found(format!("service `{service}` does not run")));
+        {
+            let mut st = lock(&self.state);
+            if !st.running.contains_key(service) {
+                return Err(BackendError::not_found(format!("service `{service}` does not run")));
+            }
+            st.stopped.remove(service);
         }
-        st.stopped.remove(service);
+        self.point().await;
         Ok(())
     }
 }

@@ -223,8 +223,10 @@ impl<P: Ports> Control<'_, P> {
             EnvStatus::Sleeping => {
                 let engine = self.ports.engine(env).await?;
                 let states = engine.observe().await?;
-                if states.iter().any(|s| s.running) {
-                    tracing::info!(env = %env.id, "a sleeping environment has services running; stopping them");
+                // A service stopped by a sleep that was cut short before recording it is still
+                // recorded ready: a wake would leave it stopped. Its stop is recorded now.
+                if states.iter().any(|s| s.running) || !self.unrecorded_sleep(env).await?.is_empty() {
+                    tracing::info!(env = %env.id, "a sleeping environment has services running or not recorded asleep; stopping them");
                     self.stop_services(env).await?;
                 }
                 Ok(())
@@ -235,6 +237,12 @@ impl<P: Ports> Control<'_, P> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The services of a sleeping `env` still recorded ready (a static site is always served).
+    pub async fn unrecorded_sleep(&self, env: &Environment) -> Result<Vec<String>, ControlError> {
+        let rows = self.store.services(&env.id).await?;
+        Ok(rows.into_iter().filter(|r| r.status == ServiceStatus::Ready && !r.detail.is_site()).map(|r| r.name).collect())
     }
 
     /// Wakes `env` from `sleeping` or `waking`, its imports first; a failure fails it with why.

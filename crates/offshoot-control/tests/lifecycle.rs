@@ -4,6 +4,7 @@ mod world;
 
 use offshoot_api_types::{EnvStatus, ServiceStatus};
 use offshoot_control::environments::NewEnv;
+use offshoot_control::fake::Crash;
 use offshoot_control::{Actor, ErrorKind, Role};
 use offshoot_git::hooks::PrAction;
 use offshoot_store::{EnvId, Environment};
@@ -171,6 +172,108 @@ async fn an_interrupted_sleep_or_wake_is_finished_by_converge() {
     // A ready environment: converge leaves it alone.
     system.converge(&after).await.expect("ready");
     assert_eq!(engine_calls(&w, &env.id, "stop.").len(), 3);
+}
+
+/// What a family of environments is: each one's status, its services' records, and the
+/// services its engine has running and stopped.
+type FamilyState = Vec<(EnvStatus, Vec<(String, ServiceStatus)>, Vec<String>, Vec<String>)>;
+
+async fn family_state(w: &World, ids: &[EnvId]) -> FamilyState {
+    let mut out = Vec::new();
+    for id in ids {
+        let env = w.store.env(id).await.expect("read").expect("env");
+        let engine = w.ports.engine_of(id).state();
+        let running = engine.running.keys().filter(|s| !engine.stopped.contains(*s)).cloned().collect();
+        out.push((env.status, statuses(w, id).await, running, engine.stopped.into_iter().collect()));
+    }
+    out
+}
+
+/// An importer and its import's environment, both ready (db ← api ← web each).
+async fn family() -> (World, Vec<EnvId>) {
+    let w = World::new().await;
+    w.app().await;
+    let parent = layered(&w, None).await;
+    let child = layered(&w, Some(&parent)).await;
+    (w, vec![parent.id, child.id])
+}
+
+/// Kills the server (drops the operation where it stands) at every point of a sleep, or of a
+/// wake, of an importer and its import; then does what a restarted server does (the reconciler
+/// converges each environment whose status says a sleep or a wake is under way) and checks the
+/// family ends exactly as after an uninterrupted run, and that no service whose stop (or start)
+/// was recorded before the kill was stopped (or started) again. The number of points.
+async fn killed_at_every_point(wake: bool) -> usize {
+    async fn op(w: &World, id: EnvId, wake: bool) -> Result<Environment, offshoot_control::ControlError> {
+        let admin = w.admin();
+        if wake { admin.wake_env(&id).await } else { admin.sleep_env(&id).await }
+    }
+    let prepared = || async {
+        let (w, ids) = family().await;
+        if wake {
+            w.admin().sleep_env(&ids[0]).await.expect("asleep first");
+        }
+        (w, ids)
+    };
+    let (reference, points) = {
+        let (w, ids) = prepared().await;
+        let crash = Crash::never();
+        for id in &ids {
+            w.ports.engine_of(id).crash(&crash);
+        }
+        op(&w, ids[0].clone(), wake).await.expect("the uninterrupted run");
+        (family_state(&w, &ids).await, crash.passed())
+    };
+    let (done, call) = if wake { (ServiceStatus::Ready, "resume.") } else { (ServiceStatus::Sleeping, "stop.") };
+    for n in 0..points {
+        let (w, ids) = prepared().await;
+        let crash = Crash::at(n);
+        for id in &ids {
+            w.ports.engine_of(id).crash(&crash);
+        }
+        let killed = tokio::select! {
+            r = op(&w, ids[0].clone(), wake) => Some(r.map(|_| ())),
+            () = crash.fired() => None,
+        };
+        assert!(killed.is_none(), "not killed at point {n} of {points}: {killed:?}");
+        crash.disarm();
+        let mut recorded_done = Vec::new();
+        let mut marks = Vec::new();
+        for id in &ids {
+            for (service, status) in statuses(&w, id).await {
+                if status == done {
+                    recorded_done.push(format!("{id}/{call}{service}"));
+                }
+            }
+            marks.push(w.ports.engine_of(id).state().calls.len());
+        }
+        // The restarted server: its reconciler, over every environment, importer first.
+        let system = w.as_(Actor::system("reconciler"));
+        for id in &ids {
+            let env = w.store.env(id).await.expect("read").expect("env");
+            if matches!(env.status, EnvStatus::Sleeping | EnvStatus::Waking) {
+                system.converge(&env).await.unwrap_or_else(|e| panic!("converge after point {n}: {e}"));
+            }
+        }
+        assert_eq!(family_state(&w, &ids).await, reference, "after a kill at point {n} of {points}");
+        for (id, mark) in ids.iter().zip(marks) {
+            for again in &w.ports.engine_of(id).state().calls[mark..] {
+                let key = format!("{id}/{again}");
+                assert!(!recorded_done.contains(&key), "killed at point {n}: `{key}` was recorded done and ran again");
+            }
+        }
+    }
+    points
+}
+
+#[tokio::test]
+async fn a_sleep_killed_at_every_point_is_finished_by_the_restarted_server_without_stopping_twice() {
+    assert_eq!(killed_at_every_point(false).await, 12);
+}
+
+#[tokio::test]
+async fn a_wake_killed_at_every_point_is_finished_by_the_restarted_server_without_starting_twice() {
+    assert_eq!(killed_at_every_point(true).await, 12);
 }
 
 #[tokio::test]

@@ -561,12 +561,18 @@ async fn reconcile(ctx: &Shared) -> Result<()> {
         }
         if matches!(env.status, EnvStatus::Sleeping | EnvStatus::Waking) {
             // On the Docker engine, the round's one listing says whether a sleeping environment
-            // has a container running; only then is there a sleep to finish.
+            // has a container running; only then, or when a service is still recorded ready,
+            // is there a sleep to finish.
             let running = || {
                 observed.iter().any(|o| o.env_id == env.id.as_str() && o.role == "service" && o.state == offshoot_runtime::State::Running)
             };
+            // A service still recorded ready was stopped by a sleep cut short: converge
+            // records it.
             if env.status == EnvStatus::Sleeping && ctx.kube.is_none() && !running() {
-                continue;
+                let reconciler = plane::control(ctx, offshoot_control::Actor::system("reconciler"));
+                if reconciler.unrecorded_sleep(&env).await?.is_empty() {
+                    continue;
+                }
             }
             if let Err(e) = waking::converge(ctx, &env).await {
                 tracing::warn!(env = %env.id, error = %e, "cannot finish a sleep or a wake; retrying next round");
