@@ -669,6 +669,11 @@ fn port(p: &Node) -> Result<Port, String> {
     if proto != "tcp" {
         return Err(format!("{proto} ports cannot be routed; only tcp is supported"));
     }
+    for (p, what) in std::iter::once((&container, "container port")).chain(host.as_ref().map(|h| (h, "published port"))) {
+        if !p.trim().parse::<u16>().is_ok_and(|n| n > 0) {
+            return Err(format!("the {what} `{}` is not a port number (1 to 65535)", p.trim()));
+        }
+    }
     Ok(match host {
         Some(h) => Port {
             kind: Some(Sp::new(PortType::NodePort, span)),

@@ -190,3 +190,92 @@ fn no_secret_value_appears_in_any_output_response_page_or_log() {
     assert_eq!(inside.trim(), format!("{IN_REPO} debug"), "the secret kept, the edit made");
     s.json(&["env", "delete", &id, "--wait"]);
 }
+
+/// What builds are given: an image build gets only its `build.args` (none of the environment's
+/// variables, secret or not), and a static build gets the variables of its own service, secret
+/// ones included only when mapped to it (by the variables file or `app secret set --service`),
+/// never another service's; neither ever gets the server's token.
+#[test]
+fn builds_get_no_secret_not_mapped_to_them_and_never_the_api_token() {
+    const TEMPLATE: &str = "app: spa
+hostnames:
+- api: api-${env_id}.${domain}
+- web: web-${env_id}.${domain}
+services:
+- name: api
+  image: offshoot/spa/api
+  has_repo: true
+  build:
+    context: api
+  ports:
+  - type: node_port
+    port: '8080'
+    target_port: '8080'
+  readiness_probe:
+    http_get:
+      path: /
+      port: '8080'
+    period_seconds: 1
+    failure_threshold: 30
+- name: web
+  static: true
+  build_base: front-end
+  build_command: mkdir -p dist && env > dist/env.txt
+  build_output_directory: dist/
+";
+    const VARS: &str = "defaults:
+- key: PLAIN_FOR_ALL
+  value: plain-7a1c
+services:
+  api:
+  - key: API_ONLY
+    value: api-secret-5d2e9b
+    secret: true
+  web:
+  - key: WEB_ONLY
+    value: web-secret-0c8f3a
+    secret: true
+";
+    const SET_FOR_API: &str = "set-for-api-91b4e6";
+    let repo = repo(
+        TEMPLATE,
+        Some(VARS),
+        &[
+            (
+                "api/Dockerfile",
+                "FROM busybox:stable\nRUN mkdir /www && env > /www/build-env.txt && echo api > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+            ),
+            ("front-end/README", "the front end\n"),
+        ],
+        &[],
+    );
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    s.json(&["app", "set", "spa", "--static-builder", "busybox:stable"]);
+    let o = s.cli_stdin(&["app", "secret", "set", "spa", "SET_FOR_API", "--service", "api"], SET_FOR_API);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let env = s.json(&["env", "create", "spa", "--branch", "main", "--wait"]);
+    assert_eq!(env["status"], "ready", "{env}");
+    let id = env["id"].as_str().expect("id");
+    let token = s.token();
+    let get = |host: String, path: &str| {
+        let (status, _, body) = fetch(s.router, "GET", &host, path, &[]);
+        assert_eq!(status, 200, "{host}{path}");
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    // The api container itself has what is mapped to it: the builds are what is checked.
+    let (_, inside) = sh(&s, id, "api", "echo $API_ONLY $SET_FOR_API");
+    assert_eq!(inside.trim(), format!("api-secret-5d2e9b {SET_FOR_API}"));
+    let image_build = get(format!("api-{id}.localhost"), "/build-env.txt");
+    assert!(image_build.contains("PATH="), "the build's environment was written: {image_build}");
+    for value in ["plain-7a1c", "api-secret-5d2e9b", "web-secret-0c8f3a", SET_FOR_API, &token] {
+        assert!(!image_build.contains(value), "the image build was given `{value}`: {image_build}");
+    }
+    let static_build = get(format!("web-{id}.localhost"), "/env.txt");
+    assert!(static_build.contains("PLAIN_FOR_ALL=plain-7a1c"), "{static_build}");
+    assert!(static_build.contains("WEB_ONLY=web-secret-0c8f3a"), "mapped to the site: {static_build}");
+    for value in ["api-secret-5d2e9b", SET_FOR_API, &token] {
+        assert!(!static_build.contains(value), "the static build was given `{value}`: {static_build}");
+    }
+    s.json(&["env", "delete", id, "--wait"]);
+}

@@ -185,3 +185,25 @@ fn host_privileges_and_the_host_network_are_reported_never_granted() {
         assert!(!yaml.contains(word), "`{word}` in the generated template:\n{yaml}");
     }
 }
+
+/// Found by fuzzing: a port that is no number was carried into the template, which then failed
+/// its own check at a line of the generated file. It is reported against the compose file.
+#[test]
+fn a_port_that_is_no_number_is_reported_against_the_compose_file() {
+    let compose = "services:\n  web:\n    image: busybox:stable\n    ports:\n    - \"5000:8rvice\"\n    - \"0\"\n    - \"70000:80\"\n    - \"8080\"\n";
+    let (g, diags) = compose::generate("docker-compose.yml", compose, &Options::default());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let g = g.expect("generated");
+    let reasons: Vec<&str> = g.dropped.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "the container port `8rvice` is not a port number (1 to 65535)",
+            "the container port `0` is not a port number (1 to 65535)",
+            "the published port `70000` is not a port number (1 to 65535)"
+        ]
+    );
+    let doc = offshoot_template::document::check("application_template.yaml", &g.template_yaml(), None);
+    assert!(doc.diagnostics.iter().all(|d| !d.is_error()), "{:?}", doc.diagnostics);
+    assert!(g.template_yaml().contains("port: \"8080\""), "{}", g.template_yaml());
+}
