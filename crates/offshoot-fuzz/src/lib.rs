@@ -28,7 +28,8 @@ fn text(data: &[u8]) -> Option<&str> {
 
 /// Every diagnostic names a line and a column inside the file, and says what is wrong.
 fn diagnostics_point_into(src: &str, diags: &[offshoot_template::diag::Diagnostic]) {
-    let lines = src.lines().count() + 1;
+    // YAML breaks lines at `\r\n`, `\n` and a lone `\r`.
+    let lines = src.replace("\r\n", "\n").split(['\n', '\r']).count();
     for d in diags {
         assert!(!d.message.is_empty(), "a diagnostic without a message: {d:?}");
         assert!((d.line as usize) <= lines, "line {} of a {lines}-line file: {d:?}", d.line);

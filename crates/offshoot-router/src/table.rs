@@ -258,6 +258,7 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
         let (inside, after) = rest.split_once(']')?;
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port))
             || !inside.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
+            || inside.parse::<std::net::Ipv6Addr>().is_err()
         {
             return None;
         }
@@ -292,9 +293,10 @@ fn is_port(p: &str) -> bool {
 }
 
 /// The path a request's target names, as routing sees it: percent-escapes of printable ASCII
-/// decoded, repeated `/` merged, `.` and `..` segments resolved, so that `/api/../admin` and
-/// `/%61dmin` match the rules for `/admin`. `None` when the path climbs above the root or
-/// decodes to a control byte. (The upstream receives the target unchanged.)
+/// but `%` decoded, repeated `/` merged, `.` and `..` segments resolved, so that `/api/../admin`
+/// and `/%61dmin` match the rules for `/admin`. `None` when the path climbs above the root,
+/// holds a control byte or a malformed escape. Normalising a normal form gives it back.
+/// (The upstream receives the target unchanged.)
 pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     let simple = raw.starts_with('/')
         && !raw.contains("//")
@@ -309,11 +311,16 @@ pub fn normalize_path(raw: &str) -> Option<Cow<'_, str>> {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if b == b'%'
-            && let Some(v) = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())
-            && (0x21..0x7f).contains(&v)
-        {
-            decoded.push(v);
+        if b == b'%' {
+            // A malformed escape is refused (as nginx does), and `%25` stays an escape: a `%`
+            // decoded could start an escape of its own, so the normal form would not be one.
+            let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            if (0x21..0x7f).contains(&v) && v != b'%' {
+                decoded.push(v);
+            } else {
+                decoded.extend_from_slice(&bytes[i..i + 3]);
+            }
             i += 3;
             continue;
         }
@@ -396,7 +403,8 @@ mod tests {
         assert_eq!(normalize_host("Web-E1.Example.COM:8080").as_deref(), Some("web-e1.example.com"));
         assert_eq!(normalize_host("example.com.").as_deref(), Some("example.com"));
         assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
-        for bad in ["", "a b", "a..b", "a:b", "[::1", "x/y", "a:123456", "ünï.test"] {
+        // Found by fuzzing: any run of hex digits and colons passed for an IPv6 literal.
+        for bad in ["", "a b", "a..b", "a:b", "[::1", "x/y", "a:123456", "ünï.test", "[0101:cccccccccccccccccccc]", "[1:2]"] {
             assert_eq!(normalize_host(bad), None, "{bad}");
         }
     }
@@ -412,11 +420,16 @@ mod tests {
             ("/a/b/..", "/a/"),
             ("/a%2Fb", "/a/b"),
             ("/%00", "/%00"),
+            // Found by fuzzing: `%6` then `%61` once gave `/%6ai`, itself an escape.
+            ("/%2561dmin", "/%2561dmin"),
         ] {
             assert_eq!(normalize_path(raw).as_deref(), Some(want), "{raw}");
         }
         assert_eq!(normalize_path("/../etc"), None);
         assert_eq!(normalize_path("/a\tb"), None);
+        for malformed in ["/%6%61i", "/%", "/a%zz", "/%+1"] {
+            assert_eq!(normalize_path(malformed), None, "{malformed}");
+        }
     }
 
     #[test]

@@ -248,6 +248,22 @@ fn label(s: &str) -> String {
     l.trim_matches('-').to_owned()
 }
 
+/// A hostname's first label before `-${env_id}` (7 characters): at most 55 characters, so the
+/// label stays within DNS's 63, and not one `taken` already begins with.
+fn host_label(wanted: &str, taken: &[Hostname]) -> String {
+    const MAX: usize = 63 - 1 - 7;
+    let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>().trim_end_matches('-').to_owned();
+    let used = |l: &str| taken.iter().any(|h| h.template.value.starts_with(&format!("{l}-${{env_id}}")));
+    let mut l = cut(wanted, MAX);
+    let mut n = 2;
+    while used(&l) {
+        let suffix = format!("-{n}");
+        l = format!("{}{suffix}", cut(wanted, MAX - suffix.len()));
+        n += 1;
+    }
+    l
+}
+
 /// Parses `"8080"`, `"80:8080"`, `"127.0.0.1:80:8080"`, `"8080/tcp"`; `None` for ranges.
 fn short_port(s: &str) -> Result<(Option<String>, String, String), String> {
     let (spec, proto) = s.split_once('/').unwrap_or((s, "tcp"));
@@ -424,10 +440,10 @@ pub(crate) fn generate_from_node(root: &Node, opts: &Options<'_>, d: &mut Diagno
         names.push(name.value.clone());
         let (svc, vars) = service(&mut g, d, &name, v, &repo_name);
         if svc.ports.iter().flatten().any(|p| p.kind.as_ref().is_some_and(|k| k.value == PortType::NodePort)) {
-            template.hostnames.push(Hostname {
-                service: name.clone(),
-                template: t(format!("{}-{}-${{env_id}}.${{domain}}", label(&name), label(&app)), Span::default()),
-            });
+            let host = host_label(&format!("{}-{}", label(&name), label(&app)), &template.hostnames);
+            template
+                .hostnames
+                .push(Hostname { service: name.clone(), template: t(format!("{host}-${{env_id}}.${{domain}}"), Span::default()) });
         }
         env_vars.services.push((name.clone(), vars));
         template.services.push(svc);
@@ -451,6 +467,8 @@ pub(crate) fn generate_from_node(root: &Node, opts: &Options<'_>, d: &mut Diagno
             keep
         });
     }
+    // Compose refuses a dependency cycle too; it is reported where the compose file has it.
+    crate::validate::depends_on_cycles(d, &template.services);
     let step = |label: &str, tasks: Vec<Task>| Step {
         step: Some(t(label, Span::default())),
         tasks: tasks.into_iter().map(Sp::synthetic).collect(),

@@ -633,7 +633,8 @@ fn ingress_settings(d: &mut Diagnostics, i: &crate::model::Ingress) {
     }
 }
 
-fn depends_on_cycles(d: &mut Diagnostics, services: &[Service]) {
+/// Reports each `depends_on` cycle once, at the dependency that closes it.
+pub(crate) fn depends_on_cycles(d: &mut Diagnostics, services: &[Service]) {
     // The first definition of a name is the one a duplicate is reported against.
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, s) in services.iter().enumerate() {

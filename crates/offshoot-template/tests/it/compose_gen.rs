@@ -207,3 +207,32 @@ fn a_port_that_is_no_number_is_reported_against_the_compose_file() {
     assert!(doc.diagnostics.iter().all(|d| !d.is_error()), "{:?}", doc.diagnostics);
     assert!(g.template_yaml().contains("port: \"8080\""), "{}", g.template_yaml());
 }
+
+/// Found by fuzzing: a `depends_on` cycle was generated into a template that then failed its
+/// own check. It is an error against the compose file's line, as `docker compose` refuses it.
+#[test]
+fn a_dependency_cycle_is_an_error_at_the_compose_file_line() {
+    let compose = "services:\n  api:\n    image: busybox:stable\n    depends_on: [db]\n  db:\n    image: busybox:stable\n    depends_on:\n      - api\n";
+    let (_, diags) = compose::generate("docker-compose.yml", compose, &Options::default());
+    let errors: Vec<(u32, &str)> = diags.iter().filter(|d| d.is_error()).map(|d| (d.line, d.message.as_str())).collect();
+    assert_eq!(errors, [(8, "depends_on forms a cycle: api -> db -> api")], "{diags:?}");
+    assert_eq!(&*diags[0].file, "docker-compose.yml");
+}
+
+/// Found by fuzzing: a long service name made a hostname label longer than DNS allows (63).
+/// It is shortened, and two services shortened alike still get hostnames of their own.
+#[test]
+fn a_long_service_name_gets_a_hostname_within_dns_limits() {
+    let long = "front".to_owned() + &"-end".repeat(20);
+    let compose = format!(
+        "services:\n  {long}-a:\n    image: busybox:stable\n    ports: ['8080:80']\n  {long}-b:\n    image: busybox:stable\n    ports: ['8081:80']\n"
+    );
+    let (g, diags) = compose::generate("docker-compose.yml", &compose, &Options::default());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let yaml = g.expect("generated").template_yaml();
+    let doc = offshoot_template::document::check("application_template.yaml", &yaml, None);
+    assert!(doc.diagnostics.iter().all(|d| !d.is_error()), "{:?}\n{yaml}", doc.diagnostics);
+    let hosts: Vec<&str> = yaml.lines().filter(|l| l.contains("${env_id}")).collect();
+    assert_eq!(hosts.len(), 2, "{yaml}");
+    assert_ne!(hosts[0].split(':').nth(1), hosts[1].split(':').nth(1), "{yaml}");
+}
