@@ -42,6 +42,16 @@ impl From<offshoot_store::StoreError> for ApiError {
     fn from(e: offshoot_store::StoreError) -> Self {
         match e {
             offshoot_store::StoreError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            e if e.is_full() => {
+                let operation = e.operation().unwrap_or("write");
+                tracing::error!(error = format!("{:#}", anyhow::Error::new(e)), "the database's disk is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    format!("the server's disk is full: its database cannot be written (while trying to {operation})"),
+                )
+                .hint("free space where the server keeps its data (`--data-dir`, or the database server's disk), then try again")
+            }
             e if e.is_unavailable() => {
                 let operation = e.operation().unwrap_or("read");
                 tracing::error!(error = format!("{:#}", anyhow::Error::new(e)), "the database cannot answer");

@@ -91,6 +91,18 @@ impl StoreError {
         }
     }
 
+    /// The database's disk is full (SQLite's `SQLITE_FULL`, PostgreSQL's `disk_full`, or the
+    /// operating system's "no space left"): nothing was written, and it is worth a retry once
+    /// there is room.
+    pub fn is_full(&self) -> bool {
+        let StoreError::Db { source, .. } = self else { return false };
+        match source {
+            sqlx::Error::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            sqlx::Error::Database(e) => e.code().is_some_and(|c| c == "13" || c == "53100"),
+            _ => false,
+        }
+    }
+
     /// What the store was doing when it failed (for a database error).
     pub fn operation(&self) -> Option<&'static str> {
         match self {
