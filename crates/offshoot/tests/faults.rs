@@ -216,7 +216,29 @@ impl Postgres {
     }
 
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.url_of("postgres")
+    }
+
+    fn url_of(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs `sql` on database `db`; what it printed.
+    fn sql(&self, db: &str, sql: &str) -> String {
+        let o = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+            .output()
+            .expect("psql");
+        assert!(o.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    }
+
+    /// The databases and roles a server instance made here.
+    fn objects_of(&self, instance: &str) -> Vec<String> {
+        let sql = format!(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, 'ods_{instance}_') UNION ALL SELECT 'role ' || rolname FROM pg_roles WHERE starts_with(rolname, 'ods_{instance}_') ORDER BY 1"
+        );
+        self.sql("postgres", &sql).lines().map(str::to_owned).collect()
     }
 }
 
@@ -266,4 +288,65 @@ fn thirty_seconds_without_the_postgres_store_lose_nothing() {
     for id in [id.as_str(), second["id"].as_str().expect("id")] {
         assert_eq!(s.json(&["env", "delete", id, "--wait"])["status"], "deleted");
     }
+}
+
+/// A dataset's database server restarted while clones are handed out, checked in and made:
+/// an environment created meanwhile gets a clone of its own, one deleted meanwhile has its
+/// clone dropped once the server is back, the pool refills, and in the end nothing of the
+/// instance is left on the database server.
+#[test]
+fn a_dataset_server_restarted_while_clones_are_handed_out_loses_and_leaves_nothing() {
+    let pg = Postgres::start();
+    pg.sql("postgres", "CREATE DATABASE artists_src");
+    pg.sql("artists_src", "CREATE TABLE artists (id serial PRIMARY KEY, name text NOT NULL); INSERT INTO artists (name) VALUES ('Nina')");
+    let template = "app: reader\nhostnames:\n- web: web-${env_id}.${domain}\nenvironment_templates:\n- name: ephemeral\n  datasets:\n  - name: artists\n- name: permanent\nservices:\n- name: web\n  image: busybox:stable\n  command: [sh, -c, 'mkdir -p /www && echo $DB_NAME > /www/index.html && exec httpd -f -p 8080 -h /www']\n  ports:\n  - type: node_port\n    port: '8080'\n    target_port: '8080'\n";
+    let vars = "defaults: []\nmapping:\n  DB_NAME: ${ARTISTS_DB_NAME}\n";
+    let repo = repo(template, Some(vars), &[], &[]);
+    let s = Server::new_with(None, &["--dataset-wait", "90"]);
+    let instance = s.instance();
+    s.json(&["dataset", "create", "artists", "--source", &pg.url_of("artists_src"), "--pool-size", "2"]);
+    let pool = |ready: u64, leased: u64| {
+        eventually(90, &format!("pool {ready} ready / {leased} leased"), || {
+            let d = s.json(&["dataset", "show", "artists"]);
+            (d["pool"]["ready"] == ready && d["pool"]["leased"] == leased && d["pool"]["filling"] == 0).then_some(d)
+        })
+    };
+    pool(2, 0);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let create = || {
+        let e = s.json(&["env", "create", "reader", "--branch", "main", "--wait"]);
+        assert_eq!(e["status"], "ready", "{e}");
+        (e["id"].as_str().expect("id").to_owned(), e["datasets"][0]["database"].as_str().expect("a clone").to_owned())
+    };
+    let (first, first_clone) = create();
+    // Stopped at once: the refill that this checkout started is cut short.
+    pg.ctl("stop");
+    let (second, second_clone) = create();
+    assert_ne!(first_clone, second_clone, "two environments, one clone");
+    let deleted = s.json(&["env", "delete", &first, "--wait"]);
+    assert_eq!(deleted["status"], "deleted", "{deleted}");
+    std::thread::sleep(Duration::from_secs(10));
+    pg.ctl("start");
+
+    // Back: the deleted environment's clone is dropped, the pool refills, the leased clone stays.
+    let d = pool(2, 1);
+    assert_eq!(d["state"], "ready", "{d}");
+    eventually(60, "the returned clone is dropped", || (!pg.objects_of(&instance).contains(&first_clone)).then_some(()));
+    let objects = pg.objects_of(&instance);
+    assert!(objects.contains(&second_clone), "the clone in use was kept: {objects:?}");
+    assert_eq!(
+        objects.iter().filter(|o| !o.starts_with("role ")).count(),
+        4,
+        "a snapshot, two ready clones and the one in use: {objects:?}"
+    );
+    let page = http(s.router, &format!("web-{second}.localhost"), "/").unwrap_or_default();
+    assert!(page.contains(&second_clone), "{page}");
+
+    // The faults did happen: the keeper was cut short, and the check-in could not drop at once.
+    let log = s.log();
+    assert!(log.contains("the pool keeper stopped; it retries"), "{log}");
+    assert!(log.contains("the clone will be dropped by the pool keeper"), "{log}");
+    s.json(&["env", "delete", &second, "--wait"]);
+    assert!(s.cli(&["dataset", "delete", "artists"]).status.success());
+    eventually(60, "nothing of the instance on the database server", || pg.objects_of(&instance).is_empty().then_some(()));
 }
