@@ -189,6 +189,15 @@ pub struct ServerArgs {
     /// Most processes (and threads) in one container: a fork bomb stays in its container.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(i64).range(64..=4_194_304))]
     pub container_pids: i64,
+    /// Let containers reach every service of this machine. By default (as root, with
+    /// iptables) they reach only the router, their datasets' database servers and the
+    /// `--allow-host-port`s: never the API, SSH or another database.
+    #[arg(long)]
+    pub no_host_firewall: bool,
+    /// A port of this machine containers may reach besides those (a package mirror, say);
+    /// repeatable.
+    #[arg(long = "allow-host-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub allow_host_ports: Vec<u16>,
     /// Where static sites are stored: a directory, `file:///dir` or `s3://bucket[/prefix]`
     /// (S3 settings from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
     /// AWS_ALLOW_HTTP). Default: `static` in the data directory.

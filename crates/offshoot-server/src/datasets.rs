@@ -30,6 +30,14 @@ async fn create(
     Json(req): Json<api::CreateDataset>,
 ) -> Result<(StatusCode, Json<api::DatasetInfo>), ApiError> {
     let d = plane::control(&ctx, actor).create_dataset(&req).await?;
+    // Its environments reach its server.
+    if let Some(fw) = &ctx.firewall {
+        let given =
+            crate::clones::target(&ctx.key, &d).map_err(|e| e.to_string()).and_then(|dsn| fw.give(dsn.port).map_err(|e| e.to_string()));
+        if let Err(e) = given {
+            tracing::warn!(dataset = %d.name, error = %e, "host firewall: the dataset's server is not given to containers");
+        }
+    }
     Ok((StatusCode::CREATED, Json(info(&ctx, d).await?)))
 }
 

@@ -17,6 +17,7 @@ mod error;
 mod events;
 mod failure;
 mod feedback;
+mod firewall;
 mod infra;
 mod keeper;
 mod kube_rt;
@@ -109,6 +110,9 @@ pub struct Config {
     pub network_pool: NetworkPool,
     /// Every container's default memory limit and its process limit.
     pub container_limits: ContainerLimits,
+    /// Keep containers from this machine's services, but for the router, datasets' servers
+    /// and these ports; `None`: no firewall.
+    pub host_firewall: Option<Vec<u16>>,
     /// Single sign-on for the dashboard (OpenID Connect).
     pub oidc: Option<oidc::OidcConfig>,
     /// Certificates from ACME for the TLS listener.
@@ -136,6 +140,30 @@ pub struct TlsListen {
     /// A certificate chain and key (PEM) to serve for the names ACME's do not cover; with ACME
     /// alone, none.
     pub files: Option<(PathBuf, PathBuf)>,
+}
+
+/// Sets up the host firewall for the network pool: the router's ports when it listens beyond
+/// loopback (containers reach it as anyone does), each dataset's server, and `allowed`. Without
+/// root or iptables, a warning says containers reach every service of the machine.
+async fn host_firewall(ctx: &Ctx, config: &Config, allowed: &[u16]) -> Option<std::sync::Arc<firewall::HostFirewall>> {
+    let mut ports: Vec<u16> = allowed.to_vec();
+    if !config.router_listen.ip().is_loopback() {
+        ports.push(ctx.router_port);
+        ports.extend(ctx.tls_port);
+    }
+    for d in ctx.store.datasets().await.unwrap_or_default() {
+        match clones::target(&ctx.key, &d) {
+            Ok(dsn) => ports.push(dsn.port),
+            Err(e) => tracing::warn!(dataset = %d.name, error = %e, "host firewall: cannot read the dataset's server"),
+        }
+    }
+    match firewall::HostFirewall::set_up(&config.network_pool.to_string(), ports) {
+        Ok(fw) => Some(std::sync::Arc::new(fw)),
+        Err(e) => {
+            tracing::warn!(error = %e, "containers can reach every service of this machine (run as root with iptables, or pass --no-host-firewall to say so)");
+            None
+        }
+    }
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -197,6 +225,9 @@ pub async fn run(config: Config) -> Result<()> {
     ctx.dataset_wait = config.dataset_wait;
     ctx.capacity = config.capacity;
     ctx.terraform_image = config.terraform_image.clone();
+    if let (Some(allowed), None) = (&config.host_firewall, &config.kubernetes) {
+        ctx.firewall = host_firewall(&ctx, &config, allowed).await;
+    }
     if let Some(o) = &config.oidc {
         ctx.sso = Some(Arc::new(oidc::Sso::new(o, &ctx.public_url)?));
         tracing::info!(issuer = %o.issuer, "dashboard single sign-on");

@@ -45,6 +45,8 @@ pub(crate) struct Ctx {
     pub(crate) certs_wake: Arc<tokio::sync::Notify>,
     /// How long an environment waits for a clone when a pool is empty.
     pub(crate) dataset_wait: Duration,
+    /// What containers may reach of this machine, when the server keeps them from the rest.
+    pub(crate) firewall: Option<Arc<crate::firewall::HostFirewall>>,
     /// Limits on running environments.
     pub(crate) capacity: offshoot_control::capacity::Capacity,
     /// Environments run on Kubernetes rather than on the engine (which still builds images).
@@ -123,6 +125,7 @@ impl Ctx {
             pools_wake: Arc::default(),
             certs_wake: Arc::default(),
             dataset_wait: Duration::from_secs(300),
+            firewall: None,
             capacity: offshoot_control::capacity::Capacity::default(),
             kube: None,
             sites: None,

@@ -116,6 +116,7 @@ fn server(args: offshoot_cli::ServerArgs) -> anyhow::Result<ExitCode> {
         },
         network_pool: pool(&base.network_pool)?,
         container_limits: offshoot_server::ContainerLimits { memory_bytes: args.container_memory, pids: args.container_pids },
+        host_firewall: (!args.no_host_firewall).then_some(args.allow_host_ports),
         static_store: args.static_store,
         static_builder: args.static_builder,
         terraform_image: args.terraform_image,

@@ -279,3 +279,32 @@ services:
     }
     s.json(&["env", "delete", id, "--wait"]);
 }
+
+/// Containers reach this machine only where they are given: the router (listening beyond
+/// loopback here), the `--allow-host-port`s and their datasets' database servers (the dataset
+/// tests read their clones through it); never the API, nor a service of the machine no app is
+/// given. The reachable ports prove the path works: the others are refused by the firewall.
+#[test]
+fn containers_reach_only_the_host_services_they_are_given() {
+    let listen = || {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+        let port = l.local_addr().expect("addr").port().to_string();
+        std::thread::spawn(move || for _ in l.incoming() {});
+        port
+    };
+    let (not_given, given) = (listen(), listen());
+    let s = Server::new_with(None, &["--listen", "0.0.0.0:0", "--router-listen", "0.0.0.0:0", "--allow-host-port", &given]);
+    assert!(s.log().contains("host firewall: containers reach this machine only on the ports they are given"), "{}", s.log());
+    let repo = shop_repo(|t| t);
+    s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
+    let id = ready_env(&s);
+    let reaches = |port: &str| {
+        let (_, said) = sh(&s, &id, "api", &format!("nc -w 3 host.docker.internal {port} </dev/null && echo open || echo closed"));
+        said.lines().last().unwrap_or_default().trim() == "open"
+    };
+    assert!(reaches(&s.router.to_string()), "the router is reached");
+    assert!(reaches(&given), "an allowed port is reached");
+    assert!(!reaches(&s.api.to_string()), "the API is reached from a container");
+    assert!(!reaches(&not_given), "a service of the machine no app is given is reached");
+    s.json(&["env", "delete", &id, "--wait"]);
+}

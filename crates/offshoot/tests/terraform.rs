@@ -49,6 +49,8 @@ fn docker0() -> String {
 /// A listener the provisioners call: it records each path, and answers 500 while `failing`.
 struct Sink {
     url: String,
+    /// Its port, which containers are let through the host firewall to (`--allow-host-port`).
+    port: String,
     seen: Arc<Mutex<Vec<String>>>,
     failing: Arc<AtomicBool>,
 }
@@ -57,7 +59,8 @@ impl Sink {
     fn start() -> Sink {
         let ip = docker0();
         let listener = TcpListener::bind(format!("{ip}:0")).expect("bind on docker0");
-        let url = format!("http://{ip}:{}", listener.local_addr().expect("addr").port());
+        let port = listener.local_addr().expect("addr").port().to_string();
+        let url = format!("http://{ip}:{port}");
         let (seen, failing) = (Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
         let (s, f) = (seen.clone(), failing.clone());
         std::thread::spawn(move || {
@@ -71,7 +74,7 @@ impl Sink {
                 s.lock().expect("lock").push(format!("{}{path}", if fail { "refused " } else { "" }));
             }
         });
-        Sink { url, seen, failing }
+        Sink { url, port, seen, failing }
     }
 
     fn seen(&self) -> Vec<String> {
@@ -159,7 +162,7 @@ fn infrastructure_applies_feeds_its_outputs_to_services_survives_a_restart_and_d
     let vars = format!("defaults:\n- key: SINK_URL\n  value: {}\n", sink.url);
     let repo = repo(TEMPLATE, Some(&vars), &[("terraform/main.tf", MODULE), ("terraform/values.yaml", "generation: '1'\n")], &[]);
     let data = tempfile::tempdir().expect("tempdir");
-    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER]);
+    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER, "--allow-host-port", &sink.port]);
     s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
 
     // Setup: applied before the service starts, which gets its outputs.
@@ -193,7 +196,7 @@ fn infrastructure_applies_feeds_its_outputs_to_services_survives_a_restart_and_d
 
     // A restart keeps the state: patching the same module makes nothing again.
     s.kill();
-    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER]);
+    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER, "--allow-host-port", &sink.port]);
     assert_eq!(s.json(&["env", "deploy", &id, "--wait"])["status"], "ready");
     assert_eq!(sink.seen(), [format!("/created/{id}-1")], "nothing was made again");
 
@@ -244,7 +247,7 @@ fn a_run_cut_short_by_a_killed_server_is_salvaged_and_nothing_is_made_twice() {
         MODULE.replace("command = \"wget -q -O- '${var.SINK_URL}/created/", "command = \"sleep 4; wget -q -O- '${var.SINK_URL}/created/");
     let repo = repo(TEMPLATE, Some(&vars), &[("terraform/main.tf", slow.as_str()), ("terraform/values.yaml", "generation: '1'\n")], &[]);
     let data = tempfile::tempdir().expect("tempdir");
-    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER]);
+    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER, "--allow-host-port", &sink.port]);
     s.json(&["app", "create", "--repo", repo.path().to_str().expect("utf-8")]);
     let env = s.json(&["env", "create", "infra", "--branch", "main"]);
     let id = env["id"].as_str().expect("id").to_owned();
@@ -254,7 +257,7 @@ fn a_run_cut_short_by_a_killed_server_is_salvaged_and_nothing_is_made_twice() {
     });
     s.kill();
     assert!(sink.seen().is_empty(), "killed before the provisioner called: {:?}", sink.seen());
-    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER]);
+    let mut s = Server::start_with(data.path(), None, &["--terraform-image", RUNNER, "--allow-host-port", &sink.port]);
     let ready = eventually(120, "the resumed deployment ends", || {
         let e = s.json(&["env", "show", &id]);
         (e["status"] != "creating" && e["status"] != "deploying").then_some(e)

@@ -62,7 +62,13 @@ impl Server {
     /// here and bound later could be taken by another test's server in between.
     pub fn start_bin(bin: &str, data: &Path, db: Option<&str>, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin);
-        cmd.args(["server", "--listen", "127.0.0.1:0", "--router-listen", "127.0.0.1:0", "--data-dir", data.to_str().expect("utf-8")]);
+        cmd.args(["server", "--data-dir", data.to_str().expect("utf-8")]);
+        // Loopback, unless the test says where.
+        for (flag, default) in [("--listen", "127.0.0.1:0"), ("--router-listen", "127.0.0.1:0")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
         if let Some(db) = db {
             cmd.args(["--database-url", db]);
         }
