@@ -166,6 +166,17 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Kills the server (-9) and starts it again on its data directory, as a crash and a
+    /// restart would: what it left on the engine stays (dropping a server cleans up after it).
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.kill();
+        let next = Server::start_with(&self.data, None, extra);
+        let mut old = std::mem::replace(self, next);
+        self._tmp = old._tmp.take();
+        // Killed already; its clean-up would remove what the new one runs.
+        std::mem::forget(old);
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
