@@ -168,6 +168,47 @@ pub fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> (String, Vec<Str
     (out, unset)
 }
 
+/// What makes `s` no valid compose interpolation, as `docker compose` refuses it: a `${` not
+/// closed, or a `${...}` that is no variable reference (`${secrets.x}`, `${}`).
+fn interpolation_error(s: &str) -> Option<String> {
+    let shown = |t: &str| if t.chars().count() > 60 { format!("{}…", t.chars().take(60).collect::<String>()) } else { t.to_owned() };
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            rest = r;
+            continue;
+        }
+        let Some(body) = after.strip_prefix('{') else {
+            rest = after;
+            continue;
+        };
+        let Some(end) = matching_brace(body) else {
+            return Some(format!("`${{{}` is not closed", shown(body)));
+        };
+        let expr = &body[..end];
+        let name_end = expr.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expr.len());
+        let (name, op) = expr.split_at(name_end);
+        let default = if [":-", ":?", ":+"].iter().any(|p| op.starts_with(p)) {
+            &op[2..]
+        } else if op.starts_with(['-', '?', '+']) {
+            &op[1..]
+        } else if op.is_empty() {
+            ""
+        } else {
+            return Some(format!("`${{{}}}` is not a variable reference", shown(expr)));
+        };
+        if name.is_empty() {
+            return Some(format!("`${{{}}}` names no variable", shown(expr)));
+        }
+        if let Some(e) = interpolation_error(default) {
+            return Some(e);
+        }
+        rest = &body[end + 1..];
+    }
+    None
+}
+
 fn matching_brace(s: &str) -> Option<usize> {
     let mut depth = 0usize;
     for (i, c) in s.char_indices() {
@@ -185,6 +226,11 @@ fn matching_brace(s: &str) -> Option<usize> {
 fn interpolate_tree(n: &mut Node, vars: &BTreeMap<String, String>, d: &mut Diagnostics) {
     match &mut n.value {
         Value::Scalar(s) if s.text.contains('$') => {
+            if let Some(why) = interpolation_error(&s.text) {
+                d.error(n.span, "invalid-interpolation", format!("invalid interpolation: {why}"));
+                d.hint("write `$$` for a literal `$`");
+                return;
+            }
             let (t, unset) = interpolate(&s.text, vars);
             for name in unset {
                 d.warn(n.span, "unset-variable", format!("`{name}` is not set; it is replaced by an empty string"));

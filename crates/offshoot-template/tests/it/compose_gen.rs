@@ -236,3 +236,25 @@ fn a_long_service_name_gets_a_hostname_within_dns_limits() {
     assert_eq!(hosts.len(), 2, "{yaml}");
     assert_ne!(hosts[0].split(':').nth(1), hosts[1].split(':').nth(1), "{yaml}");
 }
+
+/// Found by fuzzing: a `${` not closed, or one that is no variable reference, was carried into
+/// the variables file (where `${secrets.…` means a secrets provider). `docker compose` refuses
+/// such a file; so does generation, at the line.
+#[test]
+fn an_invalid_interpolation_is_an_error_at_its_line() {
+    for (value, why) in [
+        ("${secrets.me=x", "`${secrets.me=x` is not closed"),
+        ("${secrets.token}", "`${secrets.token}` is not a variable reference"),
+        ("a${}b", "`${}` names no variable"),
+        ("${A:-${B.c}}", "`${B.c}` is not a variable reference"),
+    ] {
+        let compose = format!("services:\n  web:\n    image: busybox:stable\n    environment:\n      X: '{value}'\n");
+        let (_, diags) = compose::generate("docker-compose.yml", &compose, &Options::default());
+        let errors: Vec<(u32, &str)> = diags.iter().filter(|d| d.is_error()).map(|d| (d.line, d.message.as_str())).collect();
+        assert_eq!(errors, [(5, format!("invalid interpolation: {why}").as_str())], "{value}");
+    }
+    // Valid forms pass, `$$` included.
+    let compose = "services:\n  web:\n    image: busybox:stable\n    environment:\n      X: '$$HOME ${A:-x} ${B?} $C'\n";
+    let (_, diags) = compose::generate("docker-compose.yml", compose, &Options::default());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+}
