@@ -31,9 +31,14 @@ async fn create(
 ) -> Result<(StatusCode, Json<api::DatasetInfo>), ApiError> {
     let d = plane::control(&ctx, actor).create_dataset(&req).await?;
     // Its environments reach its server.
-    if let Some(fw) = &ctx.firewall {
-        let given =
-            crate::clones::target(&ctx.key, &d).map_err(|e| e.to_string()).and_then(|dsn| fw.give(dsn.port).map_err(|e| e.to_string()));
+    if let Some(fw) = ctx.firewall.clone() {
+        let given = match crate::clones::target(&ctx.key, &d) {
+            // `iptables` runs as a process: not on the request's thread.
+            Ok(dsn) => tokio::task::spawn_blocking(move || fw.give(dsn.port).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
         if let Err(e) = given {
             tracing::warn!(dataset = %d.name, error = %e, "host firewall: the dataset's server is not given to containers");
         }

@@ -54,7 +54,8 @@ fn ensure(chain: &str, rule: &[&str], at_head: bool) -> Result<(), FirewallError
 impl HostFirewall {
     /// Sets up the chain for containers of `pool` (a CIDR) and gives them `ports`.
     pub(crate) fn set_up(pool: &str, ports: impl IntoIterator<Item = u16>) -> Result<HostFirewall, FirewallError> {
-        if !iptables(&["-L", CHAIN, "-n"])? {
+        // Another server may make it between the check and the creation.
+        if !iptables(&["-L", CHAIN, "-n"])? && iptables(&["-N", CHAIN]).is_err() && !iptables(&["-L", CHAIN, "-n"])? {
             iptables(&["-N", CHAIN])?;
         }
         // The catch-all first (appended once, so it stays last), then what is let through.
