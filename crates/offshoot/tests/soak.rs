@@ -218,6 +218,16 @@ fn soak(kills: usize) -> Report {
         kept.push(e["id"].as_str().expect("id").to_owned());
     }
     let sh = Arc::new(Shared { router: AtomicU16::new(server.router), server: RwLock::new(server), restarting: AtomicBool::new(false) });
+    // Threads hold the server: on a failure it would outlive the test, environments and all.
+    struct CleanUp(Arc<Shared>, Arc<AtomicBool>);
+    impl Drop for CleanUp {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::SeqCst);
+            self.0.server.write().unwrap_or_else(std::sync::PoisonError::into_inner).clean_up();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _clean_up = CleanUp(sh.clone(), stop.clone());
     for id in &kept {
         sh.until(180, "ready", id, |_| {}, |e| status_is(e, "ready"));
     }
@@ -226,7 +236,6 @@ fn soak(kills: usize) -> Report {
         eventually(30, "served", || http(sh.router.load(Ordering::SeqCst), h, "/").filter(|r| r.starts_with("HTTP/1.1 200")));
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
     let (requests, errors, injected) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let errors_seen = Arc::new(Mutex::new(Vec::new()));
     let load_threads = 8u64;

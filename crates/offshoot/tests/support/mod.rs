@@ -189,9 +189,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.clean_up();
+    }
+}
+
+impl Server {
+    /// Kills the server and removes what it left on the engine, whatever the test did (failed
+    /// environments keep their network and volumes until deleted). Dropping a server does it;
+    /// a test whose threads share the server calls it when they may outlive a failure.
+    pub fn clean_up(&mut self) {
         self.kill();
-        // Leave nothing behind on the engine, whatever the test did (failed environments keep
-        // their network and volumes until deleted).
         let label = format!("label=offshoot.instance={}", self.instance());
         for id in docker(&["ps", "-aq", "--filter", &label]).split_whitespace() {
             docker(&["rm", "-f", id]);
