@@ -925,7 +925,8 @@ fn healthcheck(v: &Node) -> Option<Probe> {
     let secs = |k: &str| v.get(k).and_then(|x| x.as_text()).and_then(seconds).map(|n| Sp::new(n, v.span));
     Some(Probe {
         exec: Some(ExecAction { command: command.into_iter().map(|c| t(c, test.span)).collect() }),
-        failure_threshold: num("retries"),
+        // `retries: 0` is Docker's "the default" (3), not "never".
+        failure_threshold: num("retries").filter(|n| n.value > 0),
         timeout_seconds: secs("timeout"),
         period_seconds: secs("interval").or(Some(Sp::new(30, v.span))),
         initial_delay_seconds: secs("start_period"),

@@ -258,3 +258,16 @@ fn an_invalid_interpolation_is_an_error_at_its_line() {
     let (_, diags) = compose::generate("docker-compose.yml", compose, &Options::default());
     assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
 }
+
+/// Found by fuzzing: `retries: 0` (Docker's "the default") became `failure_threshold: 0`, which
+/// the template refuses. It is left to the default.
+#[test]
+fn a_healthcheck_with_zero_retries_keeps_the_default_threshold() {
+    let compose = "services:\n  db:\n    image: busybox:stable\n    healthcheck:\n      test: [CMD, true]\n      retries: 0\n";
+    let (g, diags) = compose::generate("docker-compose.yml", compose, &Options::default());
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+    let yaml = g.expect("generated").template_yaml();
+    assert!(!yaml.contains("failure_threshold"), "{yaml}");
+    let doc = offshoot_template::document::check("application_template.yaml", &yaml, None);
+    assert!(doc.diagnostics.iter().all(|d| !d.is_error()), "{:?}", doc.diagnostics);
+}
