@@ -225,6 +225,15 @@ pub fn parse_github(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
                 other => return Ok(Parsed::Ignored(format!("pull_request action `{other}` asks for nothing"))),
             };
             let pr = r.get(&v, "pull_request")?;
+            // From a fork (or a fork since deleted: `head.repo` null): not deployed.
+            let base = r.name(&v, "repository.full_name")?;
+            if let Some(head_repo) = pr.get("head").and_then(|h| h.get("repo")) {
+                let from = head_repo.get("full_name").and_then(Value::as_str);
+                if from != Some(base.as_str()) {
+                    let number = r.number(&v, "number").or_else(|_| r.number(pr, "number"))?;
+                    return Ok(Parsed::Ignored(from_fork(number, from.unwrap_or("a deleted fork"))));
+                }
+            }
             Ok(Parsed::Event(GitEvent::PullRequest(PullRequest {
                 provider: Provider::Github,
                 action,
@@ -266,6 +275,13 @@ pub fn parse_gitlab(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
                 "update" if label_change => PrAction::Labeled,
                 other => return Ok(Parsed::Ignored(format!("merge request action `{other}` asks for nothing"))),
             };
+            let project = |k: &str| attrs.get(k).and_then(Value::as_u64);
+            if let (Some(source), Some(target)) = (project("source_project_id"), project("target_project_id"))
+                && source != target
+            {
+                let from = attrs.get("source").and_then(|s| s.get("path_with_namespace")).and_then(Value::as_str);
+                return Ok(Parsed::Ignored(from_fork(r.number(attrs, "iid")?, from.unwrap_or(&format!("project {source}")))));
+            }
             Ok(Parsed::Event(GitEvent::PullRequest(PullRequest {
                 provider: Provider::Gitlab,
                 action,
@@ -281,6 +297,15 @@ pub fn parse_gitlab(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
     }
 }
 
+/// Why a pull request from a fork asks for nothing: its code would run with the
+/// application's configuration and secrets, and nobody has approved it (Offshoot has no
+/// approval step yet).
+fn from_fork(number: u64, fork: &str) -> String {
+    format!(
+        "pull request #{number} comes from the fork `{fork}`: pull requests from forks are not deployed (their code would run with this application's configuration and secrets); push its branch to the repository for an environment"
+    )
+}
+
 fn push(ref_name: String, commit: Option<String>) -> Result<Parsed, PayloadError> {
     if !ref_name.starts_with("refs/heads/") && !ref_name.starts_with("refs/tags/") {
         return Ok(Parsed::Ignored(format!("`{ref_name}` is neither a branch nor a tag")));
@@ -293,6 +318,29 @@ mod tests {
     use super::*;
 
     const A: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn pull_requests_from_forks_ask_for_nothing_and_say_why() {
+        let gh = |head_repo: &str| {
+            format!(
+                r#"{{"action":"opened","number":7,"pull_request":{{"number":7,"head":{{"ref":"main","sha":"{A}","repo":{head_repo}}},"labels":[]}},"repository":{{"full_name":"acme/shop"}}}}"#
+            )
+        };
+        let fork = parse_github("pull_request", gh(r#"{"full_name":"mallory/shop"}"#).as_bytes()).expect("parsed");
+        assert!(matches!(&fork, Parsed::Ignored(why) if why.starts_with("pull request #7 comes from the fork `mallory/shop`")), "{fork:?}");
+        let deleted = parse_github("pull_request", gh("null").as_bytes()).expect("parsed");
+        assert!(matches!(&deleted, Parsed::Ignored(why) if why.contains("`a deleted fork`")), "{deleted:?}");
+        let own = parse_github("pull_request", gh(r#"{"full_name":"acme/shop"}"#).as_bytes()).expect("parsed");
+        assert!(matches!(own, Parsed::Event(GitEvent::PullRequest(_))), "{own:?}");
+        let gl = |source: u64| {
+            format!(
+                r#"{{"object_attributes":{{"iid":3,"action":"open","source_branch":"main","last_commit":{{"id":"{A}"}},"source_project_id":{source},"target_project_id":1,"source":{{"path_with_namespace":"mallory/shop"}}}},"labels":[]}}"#
+            )
+        };
+        let fork = parse_gitlab("Merge Request Hook", gl(9).as_bytes()).expect("parsed");
+        assert!(matches!(&fork, Parsed::Ignored(why) if why.contains("#3 comes from the fork `mallory/shop`")), "{fork:?}");
+        assert!(matches!(parse_gitlab("Merge Request Hook", gl(1).as_bytes()), Ok(Parsed::Event(_))));
+    }
 
     #[test]
     fn github_signature_round_trips_and_rejects_tampering() {
