@@ -81,14 +81,24 @@ pub fn masked(text: &str) -> String {
 /// to take it from is an error naming it.
 pub fn unmasked(edited: &str, stored: &str) -> Result<String, String> {
     let Some(file) = read(edited) else { return Ok(edited.to_owned()) };
-    let masked: Vec<_> = secrets(&file).into_iter().filter(|(_, _, _, v)| v == MASK).collect();
-    if masked.is_empty() {
+    let all = secrets(&file);
+    if !all.iter().any(|(_, _, _, v)| v == MASK) {
         return Ok(edited.to_owned());
     }
     let before = read(stored).map(|f| secrets(&f)).unwrap_or_default();
     let mut edits = Vec::new();
-    for (section, key, span, _) in masked {
-        let Some((_, _, old, _)) = before.iter().find(|(s, k, _, v)| *s == section && *k == key && v != MASK) else {
+    // A key written twice in a section (the last one counts) is matched by its place among
+    // those of its name: the second `TOKEN` takes the second stored `TOKEN`'s value.
+    let mut nth: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+    for (section, key, span, value) in all {
+        let place = nth.entry((section.clone(), key.clone())).or_default();
+        let index = *place;
+        *place += 1;
+        if value != MASK {
+            continue;
+        }
+        let same = |(s, k, _, _): &&(String, String, Span, String)| *s == section && *k == key;
+        let Some((_, _, old, _)) = before.iter().filter(same).nth(index).filter(|(_, _, _, v)| v != MASK) else {
             return Err(format!(
                 "`{key}` ({section}) reads `{MASK}`, and there is no stored value to keep: write its value, or remove the variable"
             ));
@@ -122,6 +132,15 @@ mod tests {
         assert!(saved.contains("value: debug") && saved.contains("'s3cr:et'") && saved.contains("line one"), "{saved}");
         let replaced = unmasked(&shown.replacen(&format!("\"{MASK}\""), "new-value", 1), FILE).expect("unmasked");
         assert!(replaced.contains("new-value") && !replaced.contains("s3cr:et"), "{replaced}");
+    }
+
+    #[test]
+    fn a_key_written_twice_gets_back_its_own_value() {
+        // Found by fuzzing: the second `TOKEN` took the first one's value back.
+        let file = "defaults:\n- key: TOKEN\n  value: first\n  secret: true\n- key: TOKEN\n  value: second\n  secret: true\n";
+        let shown = masked(file);
+        assert!(!shown.contains("first") && !shown.contains("second"), "{shown}");
+        assert_eq!(unmasked(&shown, file).expect("unmasked"), file);
     }
 
     #[test]
