@@ -79,8 +79,11 @@ pub fn generate(file: &str, src: &str, opts: &Options<'_>) -> (Option<Generated>
 
 /// Compose interpolation: `$$`, `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
 /// `${VAR:?error}`, `${VAR?error}`, `${VAR:+alt}`, `${VAR+alt}`. Returns the text and the
-/// names that were unset with no default.
-pub fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> (String, Vec<String>) {
+/// names that were unset with no default; or why it is no valid interpolation, as
+/// `docker compose` refuses it: a `${` not closed, or a `${...}` that is no variable reference
+/// (`${secrets.x}`, `${}`).
+pub fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> Result<(String, Vec<String>), String> {
+    let shown = |t: &str| if t.chars().count() > 60 { format!("{}…", t.chars().take(60).collect::<String>()) } else { t.to_owned() };
     let mut out = String::new();
     let mut unset = Vec::new();
     let mut rest = s;
@@ -92,31 +95,30 @@ pub fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> (String, Vec<Str
             rest = r;
         } else if let Some(body) = after.strip_prefix('{') {
             let Some(end) = matching_brace(body) else {
-                out.push_str(&rest[i..]);
-                rest = "";
-                break;
+                return Err(format!("`${{{}` is not closed", shown(body)));
             };
             let expr = &body[..end];
             let name_end = expr.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expr.len());
             let (name, op) = expr.split_at(name_end);
+            // The operator, and the text after it (a default, an error message, an alternative).
+            let (op, text) = match op.get(..2) {
+                Some(two @ (":-" | ":?" | ":+")) => (two, &op[2..]),
+                _ if op.starts_with(['-', '?', '+']) => (&op[..1], &op[1..]),
+                _ if op.is_empty() => ("", ""),
+                _ => return Err(format!("`${{{}}}` is not a variable reference", shown(expr))),
+            };
+            if name.is_empty() {
+                return Err(format!("`${{{}}}` names no variable", shown(expr)));
+            }
+            let (inner, _) = interpolate(text, vars)?;
             let val = vars.get(name);
             let set_nonempty = val.is_some_and(|v| !v.is_empty());
-            let (inner, _) = interpolate(op.get(2..).unwrap_or(""), vars);
-            let inner1 = || interpolate(op.get(1..).unwrap_or(""), vars).0;
-            let v = match op.get(..2).unwrap_or(op) {
+            let v = match op {
                 ":-" => {
                     if set_nonempty {
                         val.cloned().unwrap_or_default()
                     } else {
                         inner
-                    }
-                }
-                ":?" => {
-                    if set_nonempty {
-                        val.cloned().unwrap_or_default()
-                    } else {
-                        unset.push(name.to_owned());
-                        String::new()
                     }
                 }
                 ":+" => {
@@ -126,26 +128,24 @@ pub fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> (String, Vec<Str
                         String::new()
                     }
                 }
-                _ => match op.chars().next() {
-                    Some('-') => val.cloned().unwrap_or_else(inner1),
-                    Some('?') => val.cloned().unwrap_or_else(|| {
+                "-" => val.cloned().unwrap_or(inner),
+                "+" => {
+                    if val.is_some() {
+                        inner
+                    } else {
+                        String::new()
+                    }
+                }
+                ":?" if !set_nonempty => {
+                    unset.push(name.to_owned());
+                    String::new()
+                }
+                _ => match val {
+                    Some(v) => v.clone(),
+                    None => {
                         unset.push(name.to_owned());
                         String::new()
-                    }),
-                    Some('+') => {
-                        if val.is_some() {
-                            inner1()
-                        } else {
-                            String::new()
-                        }
                     }
-                    _ => match val {
-                        Some(v) => v.clone(),
-                        None => {
-                            unset.push(name.to_owned());
-                            String::new()
-                        }
-                    },
                 },
             };
             out.push_str(&v);
@@ -165,48 +165,7 @@ pub fn interpolate(s: &str, vars: &BTreeMap<String, String>) -> (String, Vec<Str
         }
     }
     out.push_str(rest);
-    (out, unset)
-}
-
-/// What makes `s` no valid compose interpolation, as `docker compose` refuses it: a `${` not
-/// closed, or a `${...}` that is no variable reference (`${secrets.x}`, `${}`).
-fn interpolation_error(s: &str) -> Option<String> {
-    let shown = |t: &str| if t.chars().count() > 60 { format!("{}…", t.chars().take(60).collect::<String>()) } else { t.to_owned() };
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        let after = &rest[i + 1..];
-        if let Some(r) = after.strip_prefix('$') {
-            rest = r;
-            continue;
-        }
-        let Some(body) = after.strip_prefix('{') else {
-            rest = after;
-            continue;
-        };
-        let Some(end) = matching_brace(body) else {
-            return Some(format!("`${{{}` is not closed", shown(body)));
-        };
-        let expr = &body[..end];
-        let name_end = expr.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expr.len());
-        let (name, op) = expr.split_at(name_end);
-        let default = if [":-", ":?", ":+"].iter().any(|p| op.starts_with(p)) {
-            &op[2..]
-        } else if op.starts_with(['-', '?', '+']) {
-            &op[1..]
-        } else if op.is_empty() {
-            ""
-        } else {
-            return Some(format!("`${{{}}}` is not a variable reference", shown(expr)));
-        };
-        if name.is_empty() {
-            return Some(format!("`${{{}}}` names no variable", shown(expr)));
-        }
-        if let Some(e) = interpolation_error(default) {
-            return Some(e);
-        }
-        rest = &body[end + 1..];
-    }
-    None
+    Ok((out, unset))
 }
 
 fn matching_brace(s: &str) -> Option<usize> {
@@ -226,12 +185,14 @@ fn matching_brace(s: &str) -> Option<usize> {
 fn interpolate_tree(n: &mut Node, vars: &BTreeMap<String, String>, d: &mut Diagnostics) {
     match &mut n.value {
         Value::Scalar(s) if s.text.contains('$') => {
-            if let Some(why) = interpolation_error(&s.text) {
-                d.error(n.span, "invalid-interpolation", format!("invalid interpolation: {why}"));
-                d.hint("write `$$` for a literal `$`");
-                return;
-            }
-            let (t, unset) = interpolate(&s.text, vars);
+            let (t, unset) = match interpolate(&s.text, vars) {
+                Ok(done) => done,
+                Err(why) => {
+                    d.error(n.span, "invalid-interpolation", format!("invalid interpolation: {why}"));
+                    d.hint("write `$$` for a literal `$`");
+                    return;
+                }
+            };
             for name in unset {
                 d.warn(n.span, "unset-variable", format!("`{name}` is not set; it is replaced by an empty string"));
                 d.hint("set it in the repository's `.env` file, or give a default: `${NAME:-value}`");
