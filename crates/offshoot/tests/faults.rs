@@ -225,12 +225,7 @@ impl Postgres {
 
     /// Runs `sql` on database `db`; what it printed.
     fn sql(&self, db: &str, sql: &str) -> String {
-        let o = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
-            .output()
-            .expect("psql");
-        assert!(o.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        psql_at(self.port, "postgres", db, sql)
     }
 
     /// The databases and roles a server instance made here.

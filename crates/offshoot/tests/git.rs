@@ -6,6 +6,7 @@ mod support;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::hooks::{Hook, github_push, post};
 use support::*;
 
 fn path(d: &tempfile::TempDir) -> &str {
@@ -29,56 +30,11 @@ fn commit(dir: &std::path::Path, branch: &str, files: &[(&str, &str)]) -> String
     c
 }
 
-/// POSTs a webhook; the status code and body.
-fn post(port: u16, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    let mut head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}", body.len());
-    for (k, v) in headers {
-        head.push_str(&format!("\r\n{k}: {v}"));
-    }
-    let out = http_raw(port, &head, body).unwrap_or_default();
-    let code = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
-}
-
-struct Hook {
-    port: u16,
-    path: String,
-    secret: String,
-}
-
-impl Hook {
-    fn of(s: &Server, app: &str) -> Hook {
-        let w = s.json(&["app", "webhook", app]);
-        let url = w["url"].as_str().expect("url");
-        assert_eq!(w["gitlab_url"].as_str(), Some(url.replace("/github/", "/gitlab/").as_str()));
-        let path = url.split_once(&format!("127.0.0.1:{}", s.api)).expect("the server's address").1.to_owned();
-        Hook { port: s.api, path, secret: w["secret"].as_str().expect("secret").to_owned() }
-    }
-
-    fn github(&self, event: &str, delivery: &str, body: &str) -> (u16, String) {
-        let sig = offshoot_git::hooks::sign_github(self.secret.as_bytes(), body.as_bytes());
-        let headers = [("X-GitHub-Event", event.to_owned()), ("X-GitHub-Delivery", delivery.to_owned()), ("X-Hub-Signature-256", sig)];
-        post(self.port, &self.path, &headers, body.as_bytes())
-    }
-
-    fn gitlab(&self, event: &str, uuid: &str, token: &str, body: &str) -> (u16, String) {
-        let headers =
-            [("X-Gitlab-Event", event.to_owned()), ("X-Gitlab-Event-UUID", uuid.to_owned()), ("X-Gitlab-Token", token.to_owned())];
-        post(self.port, &self.path.replace("/github/", "/gitlab/"), &headers, body.as_bytes())
-    }
-}
-
 fn github_pr(action: &str, number: u64, branch: &str, sha: &str, labels: &[&str]) -> String {
     let labels: Vec<String> = labels.iter().map(|l| format!(r#"{{"name":"{l}"}}"#)).collect();
     format!(
         r#"{{"action":"{action}","number":{number},"pull_request":{{"number":{number},"state":"open","html_url":"https://github.com/o/r/pull/{number}","head":{{"ref":"{branch}","sha":"{sha}","repo":{{"full_name":"o/r"}}}},"base":{{"ref":"main"}},"labels":[{}]}},"repository":{{"full_name":"o/r"}},"sender":{{"login":"dev"}}}}"#,
         labels.join(",")
-    )
-}
-
-fn github_push(branch: &str, before: &str, after: &str) -> String {
-    format!(
-        r#"{{"ref":"refs/heads/{branch}","before":"{before}","after":"{after}","created":false,"deleted":false,"forced":false,"repository":{{"full_name":"o/r"}},"commits":[{{"id":"{after}","message":"change"}}]}}"#
     )
 }
 

@@ -197,32 +197,6 @@ fn no_secret_value_appears_in_any_output_response_page_or_log() {
 /// never another service's; neither ever gets the server's token.
 #[test]
 fn builds_get_no_secret_not_mapped_to_them_and_never_the_api_token() {
-    const TEMPLATE: &str = "app: spa
-hostnames:
-- api: api-${env_id}.${domain}
-- web: web-${env_id}.${domain}
-services:
-- name: api
-  image: offshoot/spa/api
-  has_repo: true
-  build:
-    context: api
-  ports:
-  - type: node_port
-    port: '8080'
-    target_port: '8080'
-  readiness_probe:
-    http_get:
-      path: /
-      port: '8080'
-    period_seconds: 1
-    failure_threshold: 30
-- name: web
-  static: true
-  build_base: front-end
-  build_command: mkdir -p dist && env > dist/env.txt
-  build_output_directory: dist/
-";
     const VARS: &str = "defaults:
 - key: PLAIN_FOR_ALL
   value: plain-7a1c
@@ -238,14 +212,14 @@ services:
 ";
     const SET_FOR_API: &str = "set-for-api-91b4e6";
     let repo = repo(
-        TEMPLATE,
+        SPA_TEMPLATE,
         Some(VARS),
         &[
             (
                 "api/Dockerfile",
                 "FROM busybox:stable\nRUN mkdir /www && env > /www/build-env.txt && echo api > /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
             ),
-            ("front-end/README", "the front end\n"),
+            ("front-end/build.sh", "env > dist/env.txt\n"),
         ],
         &[],
     );

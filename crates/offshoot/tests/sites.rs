@@ -9,34 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::*;
 
-const TEMPLATE: &str = "app: spa
-hostnames:
-- api: api-${env_id}.${domain}
-- web: web-${env_id}.${domain}
-services:
-- name: api
-  image: offshoot/spa/api
-  has_repo: true
-  build:
-    context: api
-  ports:
-  - type: node_port
-    port: '8080'
-    target_port: '8080'
-  readiness_probe:
-    http_get:
-      path: /
-      port: '8080'
-    period_seconds: 1
-    failure_threshold: 30
-- name: web
-  static: true
-  build_base: front-end
-  build_package_install_command: mkdir -p dist/assets
-  build_command: sh build.sh
-  build_output_directory: dist/
-";
-
 /// The front end's build: a fingerprinted bundle, a page that names the API's URL (a build-time
 /// variable), a text file worth compressing, and a random build id (changes with every build).
 const BUILD_SH: &str = r#"set -e
@@ -54,7 +26,7 @@ echo "secret is $TOKEN"
 
 fn spa_repo() -> tempfile::TempDir {
     repo(
-        TEMPLATE,
+        SPA_TEMPLATE,
         Some("defaults:\n- key: TOKEN\n  value: not-for-logs-1234\n  secret: true\n"),
         &[
             (

@@ -16,6 +16,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use support::hooks::{Hook, github_push};
 use support::*;
 
 const TEMPLATE: &str = "app: soak
@@ -104,22 +105,11 @@ fn status_is(e: Option<&serde_json::Value>, s: &str) -> bool {
     e.is_some_and(|e| e["status"] == s)
 }
 
-/// Signs and posts a GitHub push of `commit` on `branch`.
+/// Signs and posts a GitHub push of `commit` on `branch` (nothing when the server is down).
 fn push_hook(sh: &Shared, branch: &str, commit: &str, delivery: &str) {
     let Some(w) = sh.try_json(&["app", "webhook", "soak"]) else { return };
-    let (Some(url), Some(secret)) = (w["url"].as_str(), w["secret"].as_str()) else { return };
-    // The path after `http://HOST:PORT`.
-    let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
-    let body = format!(
-        r#"{{"ref":"refs/heads/{branch}","before":"0000000000000000000000000000000000000000","after":"{commit}","created":false,"deleted":false,"forced":false,"repository":{{"full_name":"o/soak"}},"commits":[{{"id":"{commit}","message":"soak"}}]}}"#
-    );
-    let sig = offshoot_git::hooks::sign_github(secret.as_bytes(), body.as_bytes());
-    let port = sh.server.read().expect("lock").api;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-GitHub-Event: push\r\nX-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: {sig}",
-        body.len()
-    );
-    let _ = http_raw(port, &head, body.as_bytes());
+    let hook = Hook::from_answer(sh.server.read().expect("lock").api, &w);
+    hook.github("push", delivery, &github_push(branch, "0000000000000000000000000000000000000000", commit));
 }
 
 fn git_out(dir: &std::path::Path, args: &[&str]) -> String {

@@ -6,6 +6,7 @@
 pub mod acme;
 pub mod browser;
 pub mod engine;
+pub mod hooks;
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -352,6 +353,36 @@ pub fn repo(template: &str, vars: Option<&str>, files: &[(&str, &str)], branches
 
 pub const DOCKERFILE: &str = "FROM busybox:stable\nARG BACKEND_URL=\nCOPY index.html /www/index.html\nRUN echo \"backend: $BACKEND_URL\" >> /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n";
 
+/// An application `spa`: an API built from `api/` and a static front end built in
+/// `front-end/` by its `build.sh` (into `dist/`, where `dist/assets` exists).
+pub const SPA_TEMPLATE: &str = "app: spa
+hostnames:
+- api: api-${env_id}.${domain}
+- web: web-${env_id}.${domain}
+services:
+- name: api
+  image: offshoot/spa/api
+  has_repo: true
+  build:
+    context: api
+  ports:
+  - type: node_port
+    port: '8080'
+    target_port: '8080'
+  readiness_probe:
+    http_get:
+      path: /
+      port: '8080'
+    period_seconds: 1
+    failure_threshold: 30
+- name: web
+  static: true
+  build_base: front-end
+  build_package_install_command: mkdir -p dist/assets
+  build_command: sh build.sh
+  build_output_directory: dist/
+";
+
 pub fn one_service(app: &str, service: &str, extra: &str) -> String {
     format!(
         "app: {app}\n{extra}hostnames:\n- {service}: {service}-${{env_id}}.${{domain}}\nservices:\n- name: {service}\n  image: offshoot/{app}/{service}\n  has_repo: true\n  build:\n    context: {service}\n    args:\n    - BACKEND_URL=${{envs.BACKEND_URL}}\n  ports:\n  - type: node_port\n    port: '8080'\n    target_port: '8080'\n  readiness_probe:\n    http_get:\n      path: /\n      port: '8080'\n    period_seconds: 1\n    failure_threshold: 30\n"
@@ -414,8 +445,14 @@ pub fn db_client_image() -> &'static str {
 
 /// Runs SQL on this machine's PostgreSQL as the `offshoot` role; returns the output (`psql -tA`).
 pub fn psql(db: &str, sql: &str) -> String {
+    psql_at(5432, "offshoot", db, sql)
+}
+
+/// `sql` on database `db` of the PostgreSQL on 127.0.0.1:`port` as `user` (password `offshoot`
+/// where one is asked); what it printed.
+pub fn psql_at(port: u16, user: &str, db: &str, sql: &str) -> String {
     let o = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "offshoot", "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
         .env("PGPASSWORD", "offshoot")
         .output()
         .expect("psql");
