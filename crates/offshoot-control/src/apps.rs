@@ -119,6 +119,8 @@ impl<P: Ports> Control<'_, P> {
         if let Some(g) = self.store.app_git(app).await? {
             return Ok(g);
         }
+        // Made for an application that exists (a name from a request may not).
+        self.find_app(app).await?;
         let secret = crate::ids::random_hex::<32>();
         let g = AppGit {
             app: app.to_owned(),
