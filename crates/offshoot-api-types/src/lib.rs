@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct AppCreate {
     /// A local path or a git URL.
     pub repo: String,
@@ -12,7 +13,7 @@ pub struct AppCreate {
     pub branch: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct App {
     pub name: String,
     pub repo: String,
@@ -65,13 +66,13 @@ fn public() -> String {
 }
 
 /// An application's previews' bypass token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct BypassToken {
     pub token: String,
 }
 
 /// Changes to an application's settings; absent fields are kept.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct AppUpdate {
     pub pull_requests: Option<bool>,
     /// An empty string removes the label requirement.
@@ -105,7 +106,7 @@ pub struct AppUpdate {
 }
 
 /// `GET /status`: environments running and sleeping, against the server's limits.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Status {
     /// Environments whose services run or are being started (imports' included).
     pub running: usize,
@@ -121,13 +122,13 @@ pub struct Status {
 }
 
 /// More lifetime for an environment, from now.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnvExtend {
     pub ttl_seconds: u64,
 }
 
 /// Changes to an environment's settings; absent fields are kept.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct EnvUpdate {
     /// It sleeps after this long without a request (`30m`), never (`off`), or as its
     /// application says (`default`).
@@ -136,7 +137,7 @@ pub struct EnvUpdate {
 }
 
 /// Where to point a repository's webhook, and its secret.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Webhook {
     /// GitHub: content type `application/json`, the secret below.
     pub url: String,
@@ -146,7 +147,7 @@ pub struct Webhook {
 }
 
 /// A webhook delivery or a polled change, and what it did.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Delivery {
     pub id: String,
     /// The normalized event.
@@ -160,7 +161,7 @@ pub struct Delivery {
 }
 
 /// The answer to a webhook.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct HookAnswer {
     /// `accepted`, `duplicate` or `ignored`.
     pub status: String,
@@ -170,7 +171,7 @@ pub struct HookAnswer {
 }
 
 /// The pull request an environment was made for.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct PullRequestRef {
     /// `github` or `gitlab`.
     pub provider: String,
@@ -182,7 +183,7 @@ pub struct PullRequestRef {
     pub labels: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Template {
     pub app: String,
     pub version: i64,
@@ -191,13 +192,13 @@ pub struct Template {
 }
 
 /// A new version: either file may be left out to keep the current one.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct TemplateUpdate {
     pub template: Option<String>,
     pub env_vars: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct SecretSet {
     pub key: String,
     /// Absent: the secret applies to every service.
@@ -208,7 +209,7 @@ pub struct SecretSet {
     pub file: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnvCreate {
     pub app: String,
     pub branch: String,
@@ -220,12 +221,12 @@ pub struct EnvCreate {
     pub parameters: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct EnvDeploy {
     pub commit: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Service {
     pub name: String,
     pub status: ServiceStatus,
@@ -240,14 +241,14 @@ pub struct Service {
     pub load_balancers: Vec<LoadBalancer>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct LoadBalancer {
     pub port: u16,
     /// `127.0.0.1:N`.
     pub address: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Deployment {
     pub id: String,
     pub workflow: String,
@@ -265,7 +266,7 @@ pub struct Deployment {
 }
 
 /// One step of a deployment's workflow, from its step log.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct DeploymentStep {
     pub name: String,
     /// `running`, `done` or `failed`.
@@ -275,7 +276,7 @@ pub struct DeploymentStep {
     pub output: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Env {
     pub id: String,
     pub app: String,
@@ -330,7 +331,7 @@ pub struct Env {
 }
 
 /// An `infrastructure` entry of an environment.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Infrastructure {
     pub name: String,
     /// `new` (never applied), `applied`, `failed`, or `destroyed` (after its environment's
@@ -357,7 +358,7 @@ pub struct Infrastructure {
 }
 
 /// One `apply` or `destroy` of an entry.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct InfrastructureRun {
     pub id: String,
     pub action: String,
@@ -376,7 +377,7 @@ pub struct InfrastructureRun {
 }
 
 /// A key of an environment's template that its runtime does not apply.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct CompatItem {
     /// The ledger's key (`Service.registry`).
     pub key: String,
@@ -389,7 +390,7 @@ pub struct CompatItem {
 }
 
 /// A cron job of an environment with its latest runs.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct CronJob {
     pub name: String,
     /// Five cron fields, UTC.
@@ -406,7 +407,7 @@ pub struct CronJob {
 }
 
 /// One occurrence of a cron job's schedule: run, or skipped and why.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct CronRun {
     pub id: String,
     pub scheduled_at: i64,
@@ -424,7 +425,7 @@ pub struct CronRun {
 }
 
 /// A parameter's value in an environment.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct ParameterValue {
     pub name: String,
     pub value: String,
@@ -434,7 +435,7 @@ pub struct ParameterValue {
 }
 
 /// A clone checked out to an environment (its password is in the environment's variables only).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct AttachedDataset {
     pub dataset: String,
     pub database: String,
@@ -448,7 +449,7 @@ pub struct AttachedDataset {
 }
 
 /// `GET /envs/{id}/manifests`: what the environment is as Kubernetes manifests.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RenderedManifests {
     pub runtime: String,
     /// Multi-document YAML; secret values masked.
@@ -458,7 +459,7 @@ pub struct RenderedManifests {
 }
 
 /// `POST /datasets`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateDataset {
     pub name: String,
     /// The database to snapshot: `postgres://user:pass@host:port/db` or `mysql://...`.
@@ -477,21 +478,21 @@ pub struct CreateDataset {
     pub ttl: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct PoolState {
     pub ready: u32,
     pub leased: u32,
     pub filling: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Snapshot {
     pub generation: i64,
     pub bytes: i64,
     pub taken_at: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Lease {
     pub env_id: String,
     pub database: String,
@@ -504,7 +505,7 @@ pub struct Lease {
     pub stale: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct DatasetInfo {
     pub name: String,
     /// `postgres` or `mariadb`.
@@ -537,7 +538,7 @@ pub struct DatasetInfo {
 }
 
 /// One imported app's environment, and why its branch was chosen.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Import {
     pub app: String,
     pub branch: String,
@@ -549,7 +550,7 @@ pub struct Import {
 }
 
 /// One operation that changed something (or was refused), as the activity log keeps it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Activity {
     /// Milliseconds since the epoch.
     pub at: i64,
@@ -570,7 +571,7 @@ pub struct Activity {
 }
 
 /// A user of this server.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct User {
     pub email: String,
     /// `viewer`, `developer` or `admin`.
@@ -582,25 +583,25 @@ pub struct User {
     pub grants: Vec<Grant>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Grant {
     pub app: String,
     pub role: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct UserCreate {
     pub email: String,
     pub role: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct UserUpdate {
     pub role: String,
 }
 
 /// A token as listed: never its value.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Token {
     pub id: String,
     pub name: String,
@@ -610,7 +611,7 @@ pub struct Token {
     pub expires_at: Option<i64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct TokenCreate {
     /// Whose (default: the caller's own; another user's is an admin's to make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -623,40 +624,40 @@ pub struct TokenCreate {
 }
 
 /// A token just made: shown once.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokenCreated {
     pub token: String,
     pub id: String,
     pub expires_at: Option<i64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct GrantSet {
     pub email: String,
     /// `viewer`, `developer`, `admin`, or `none` to remove the grant.
     pub role: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Logs {
     pub service: String,
     pub logs: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ExecRequest {
     pub service: String,
     pub command: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ExecResult {
     pub exit_code: i64,
     pub output: String,
 }
 
 /// Every error body: a stable code, a message for people, and diagnostics for invalid files.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
@@ -697,7 +698,10 @@ pub fn span_ms(ms: i64) -> String {
 macro_rules! statuses {
     ($(#[$doc:meta])* $name:ident, $kind:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        // Each variant's text is its name in snake case; said at the enum too, where the OpenAPI
+        // description reads it (a variant's `rename` from a macro fragment is not seen there).
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
         }
@@ -793,7 +797,7 @@ statuses! {
 }
 
 /// What `offshoot doctor` found (`--output json`): one entry per check, in a fixed order.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct DoctorReport {
     pub checks: Vec<DoctorCheck>,
 }
@@ -806,7 +810,7 @@ impl DoctorReport {
 }
 
 /// One check of `offshoot doctor`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct DoctorCheck {
     /// A stable name: `engine`, `images`, `api-port`, `router-port`, `domain`, `data-dir`,
     /// `disk`, `database`.
@@ -835,13 +839,21 @@ mod tests {
         for s in ServiceStatus::ALL {
             assert_eq!(serde_json::from_value::<ServiceStatus>(serde_json::json!(s.as_str())).expect("json"), *s);
         }
+        // The OpenAPI description lists the same forms.
+        fn described<T: utoipa::PartialSchema>() -> Vec<String> {
+            let schema = serde_json::to_value(T::schema()).expect("json");
+            serde_json::from_value(schema["enum"].clone()).expect("an enum")
+        }
+        assert_eq!(described::<EnvStatus>(), EnvStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert_eq!(described::<DeploymentStatus>(), DeploymentStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert_eq!(described::<ServiceStatus>(), ServiceStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
         let e = "napping".parse::<EnvStatus>().expect_err("unknown");
         assert_eq!(e.to_string(), "`napping` is not an environment status");
     }
 }
 
 /// Credentials for a container registry (the password is write-only).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct RegistryLogin {
     pub host: String,
     /// Absent: the whole server's.
@@ -852,7 +864,7 @@ pub struct RegistryLogin {
 }
 
 /// A certificate from ACME (or a name still waiting for its first), as listed: never its key.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Certificate {
     /// Its first name: `*.example.com`, or one host.
     pub name: String,
@@ -880,7 +892,7 @@ pub struct Certificate {
 }
 
 /// A registry login, as listed: never its password.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct RegistryInfo {
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

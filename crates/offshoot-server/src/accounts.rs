@@ -2,16 +2,17 @@
 //! session, becomes its user's [`Actor`] (its role, its grants, the token used, the address
 //! the request came from). The rules live in `offshoot_control::users`.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Body, Params};
 use crate::plane::control;
 use crate::state::Shared;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use offshoot_api_types as api;
 use offshoot_control::{Actor, Role};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The actor of a user: its role and grants (`None` when disabled or unknown). A store that
 /// cannot answer is an error, never an unknown user: a request is not told its valid token is
@@ -32,16 +33,16 @@ pub(crate) async fn actor_of_token(ctx: &Shared, token: &str) -> Result<Option<A
     Ok(actor_of_user(ctx, &u.email).await?.map(|a| a.with_token(&t.id)))
 }
 
-pub(crate) fn api(router: Router<Shared>) -> Router<Shared> {
+pub(crate) fn api(router: OpenApiRouter<Shared>) -> OpenApiRouter<Shared> {
     router
-        .route("/users", get(users).post(create_user))
-        .route("/users/{email}", post(set_user))
-        .route("/users/{email}/disable", post(disable_user))
-        .route("/tokens", get(tokens).post(create_token))
-        .route("/tokens/{id}", delete(revoke_token))
-        .route("/apps/{name}/grants", post(grant))
-        .route("/whoami", get(whoami))
-        .route("/apps/{name}/bypass-token", post(bypass_token))
+        .routes(routes!(users, create_user))
+        .routes(routes!(set_user))
+        .routes(routes!(disable_user))
+        .routes(routes!(tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(grant))
+        .routes(routes!(whoami))
+        .routes(routes!(bypass_token))
 }
 
 async fn user_dto(ctx: &Shared, u: offshoot_store::User) -> Result<api::User, ApiError> {
@@ -49,6 +50,7 @@ async fn user_dto(ctx: &Shared, u: offshoot_store::User) -> Result<api::User, Ap
     Ok(api::User { email: u.email, role: u.role, disabled: u.disabled != 0, created_at: u.created_at, grants })
 }
 
+#[utoipa::path(get, path = "/users", tag = "accounts", responses((status = 200, description = "The users", body = Vec<api::User>)))]
 async fn users(State(ctx): State<Shared>, Extension(actor): Extension<Actor>) -> Result<Json<Vec<api::User>>, ApiError> {
     let mut out = Vec::new();
     for u in control(&ctx, actor).users().await? {
@@ -57,25 +59,28 @@ async fn users(State(ctx): State<Shared>, Extension(actor): Extension<Actor>) ->
     Ok(Json(out))
 }
 
+#[utoipa::path(post, path = "/users", tag = "accounts", request_body = api::UserCreate, responses((status = 201, description = "Created", body = api::User)))]
 async fn create_user(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<api::UserCreate>,
+    Body(body): Body<api::UserCreate>,
 ) -> Result<(StatusCode, Json<api::User>), ApiError> {
     let u = control(&ctx, actor).create_user(&body.email, &body.role).await?;
     Ok((StatusCode::CREATED, Json(user_dto(&ctx, u).await?)))
 }
 
+#[utoipa::path(post, path = "/users/{email}", tag = "accounts", params(("email" = String, Path, min_length = 1, description = "The user's e-mail")), request_body = api::UserUpdate, responses((status = 200, description = "Its new role", body = api::User)))]
 async fn set_user(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(email): Path<String>,
-    Json(body): Json<api::UserUpdate>,
+    Body(body): Body<api::UserUpdate>,
 ) -> Result<Json<api::User>, ApiError> {
     let u = control(&ctx, actor).set_user_role(&email, &body.role).await?;
     Ok(Json(user_dto(&ctx, u).await?))
 }
 
+#[utoipa::path(post, path = "/users/{email}/disable", tag = "accounts", params(("email" = String, Path, min_length = 1, description = "The user's e-mail")), responses((status = 204, description = "Disabled")))]
 async fn disable_user(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
@@ -85,15 +90,17 @@ async fn disable_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TokensQuery {
     user: Option<String>,
 }
 
+#[utoipa::path(get, path = "/tokens", tag = "accounts", params(TokensQuery), responses((status = 200, description = "The tokens, never their values", body = Vec<api::Token>)))]
 async fn tokens(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
-    Query(q): Query<TokensQuery>,
+    Params(q): Params<TokensQuery>,
 ) -> Result<Json<Vec<api::Token>>, ApiError> {
     let list = control(&ctx, actor).tokens(q.user.as_deref()).await?;
     Ok(Json(
@@ -103,15 +110,17 @@ async fn tokens(
     ))
 }
 
+#[utoipa::path(post, path = "/tokens", tag = "accounts", request_body = api::TokenCreate, responses((status = 201, description = "Made; its value is shown this once", body = api::TokenCreated)))]
 async fn create_token(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<api::TokenCreate>,
+    Body(body): Body<api::TokenCreate>,
 ) -> Result<(StatusCode, Json<api::TokenCreated>), ApiError> {
     let t = control(&ctx, actor).create_token(body.user.as_deref(), body.name.as_deref(), body.expires.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(api::TokenCreated { token: t.token, id: t.row.id, expires_at: t.row.expires_at })))
 }
 
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "accounts", params(("id" = String, Path, min_length = 1, description = "The token's id")), responses((status = 204, description = "Revoked")))]
 async fn revoke_token(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
@@ -121,28 +130,31 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/apps/{name}/grants", tag = "accounts", params(("name" = String, Path, min_length = 1, description = "The application's name")), request_body = api::GrantSet, responses((status = 204, description = "Granted")))]
 async fn grant(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-    Json(body): Json<api::GrantSet>,
+    Body(body): Body<api::GrantSet>,
 ) -> Result<StatusCode, ApiError> {
     control(&ctx, actor).grant(&name, &body.email, &body.role).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RotateQuery {
     #[serde(default)]
     rotate: bool,
 }
 
 /// An application's previews' bypass token (made on first ask, new with `?rotate=true`).
+#[utoipa::path(post, path = "/apps/{name}/bypass-token", tag = "accounts", params(("name" = String, Path, min_length = 1, description = "The application's name"), RotateQuery), responses((status = 200, description = "The token", body = api::BypassToken)))]
 async fn bypass_token(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-    Query(q): Query<RotateQuery>,
+    Params(q): Params<RotateQuery>,
 ) -> Result<Json<api::BypassToken>, ApiError> {
     let token = control(&ctx, actor).bypass_token(&name, q.rotate).await?;
     ctx.refresh_routes().await;
@@ -150,6 +162,7 @@ async fn bypass_token(
 }
 
 /// Who the caller is.
+#[utoipa::path(get, path = "/whoami", tag = "accounts", responses((status = 200, description = "The caller", body = api::User)))]
 async fn whoami(State(ctx): State<Shared>, Extension(actor): Extension<Actor>) -> Result<Json<api::User>, ApiError> {
     match ctx.store.user(&actor.name).await? {
         Some(u) => Ok(Json(user_dto(&ctx, u).await?)),

@@ -1,63 +1,95 @@
 //! The HTTP API (`/api/v1`, bearer token) and `/healthz`.
 
 use crate::backends::EnvBackend;
-use crate::error::ApiError;
+use crate::error::{ApiError, Body, Params};
 use crate::plane::{control, find_app, find_env};
 use crate::state::Shared;
 use crate::views::{app_dto, env_dto, env_dtos};
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use offshoot_api_types as api;
 use offshoot_control::apps::{NewApp, TemplateVersion};
 use offshoot_control::environments::NewEnv;
 use offshoot_control::{Actor, Backend as _, Operation};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Largest request body the API accepts.
 pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
 
-pub(crate) fn router(ctx: Shared) -> Router {
-    let api = Router::new()
-        .route("/apps", post(create_app).get(list_apps))
-        .route("/apps/{name}", get(show_app).delete(delete_app))
-        .route("/apps/{name}/template", get(get_template).put(put_template))
-        .route("/apps/{name}/secrets", post(set_secret))
-        .route("/envs", post(create_env).get(list_envs))
-        .route("/envs/{id}", get(show_env).delete(delete_env))
-        .route("/envs/{id}/settings", post(update_env))
-        .route("/envs/{id}/extend", post(extend_env))
-        .route("/envs/{id}/deploy", post(deploy_env))
-        .route("/envs/{id}/sleep", post(sleep_env))
-        .route("/envs/{id}/wake", post(wake_env))
-        .route("/envs/{id}/logs", get(env_logs))
-        .route("/envs/{id}/jobs", get(env_jobs))
-        .route("/envs/{id}/infrastructure", get(env_infrastructure))
-        .route("/envs/{id}/build-logs", get(build_logs))
-        .route("/envs/{id}/manifests", get(env_manifests))
-        .route("/envs/{id}/exec", post(env_exec))
-        .route("/registries", post(registry_login).get(registries))
-        .route("/certs", get(certificates))
-        .route("/registries/{host}", axum::routing::delete(registry_logout))
-        .route("/activity", get(activity))
-        .route("/status", get(status))
-        .route("/loops", get(loops));
-    let api = crate::accounts::api(crate::datasets::api(crate::webhooks::api(api)))
-        .route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
-    // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
-    let metrics = Router::new().route("/metrics", get(metrics)).route_layer(axum::middleware::from_fn_with_state(ctx.clone(), auth));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .merge(metrics)
-        .nest("/api/v1", api)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(ctx.clone())
-        .merge(crate::webhooks::hooks(ctx))
+/// The API's operations at `/api/v1`, each with its OpenAPI description (`utoipa::path`): the
+/// routes and the published description are made from the same list, so they cannot drift.
+fn api_routes() -> OpenApiRouter<Shared> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(create_app, list_apps))
+        .routes(routes!(show_app, delete_app))
+        .routes(routes!(get_template, put_template))
+        .routes(routes!(set_secret))
+        .routes(routes!(create_env, list_envs))
+        .routes(routes!(show_env, delete_env))
+        .routes(routes!(update_env))
+        .routes(routes!(extend_env))
+        .routes(routes!(deploy_env))
+        .routes(routes!(sleep_env))
+        .routes(routes!(wake_env))
+        .routes(routes!(env_logs))
+        .routes(routes!(env_jobs))
+        .routes(routes!(env_infrastructure))
+        .routes(routes!(build_logs))
+        .routes(routes!(env_manifests))
+        .routes(routes!(env_exec))
+        .routes(routes!(registry_login, registries))
+        .routes(routes!(certificates))
+        .routes(routes!(registry_logout))
+        .routes(routes!(activity))
+        .routes(routes!(status))
+        .routes(routes!(loops));
+    crate::accounts::api(crate::datasets::api(crate::webhooks::api(api)))
 }
 
+/// The routes outside `/api/v1` that the description covers: the health check, the metrics
+/// (bearer token), the description itself.
+fn outer_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(openapi_json))
+}
+
+/// The API's OpenAPI description, made from the routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let doc = OpenApiRouter::with_openapi(crate::openapi::base())
+        .nest("/api/v1", api_routes())
+        .merge(outer_routes())
+        .routes(routes!(metrics))
+        .into_openapi();
+    crate::openapi::complete(doc)
+}
+
+pub(crate) fn router(ctx: Shared) -> Router {
+    let auth = axum::middleware::from_fn_with_state(ctx.clone(), auth);
+    let api = api_routes().route_layer(auth.clone());
+    // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
+    let metrics = OpenApiRouter::new().routes(routes!(metrics)).route_layer(auth);
+    let (routes, _) = OpenApiRouter::new().nest("/api/v1", api).merge(metrics).merge(outer_routes()).split_for_parts();
+    routes.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(ctx.clone()).merge(crate::webhooks::hooks(ctx))
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "server", security(()), responses((status = 200, description = "The server answers", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// This description, as JSON (OpenAPI 3.1).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server", security(()), responses((status = 200, description = "The API's OpenAPI description", body = Object)))]
+async fn openapi_json() -> Response {
+    static SPEC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = SPEC.get_or_init(|| openapi().to_json().unwrap_or_default());
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], text.as_str()).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "server", responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", body = String, content_type = "application/openmetrics-text")))]
 async fn metrics(State(ctx): State<Shared>) -> Response {
     let text = ctx.router.metrics_text();
     // The router's text ends with `# EOF`: the loops' counters go before it.
@@ -67,6 +99,7 @@ async fn metrics(State(ctx): State<Shared>) -> Response {
 }
 
 /// Environments running and sleeping, against the server's limits.
+#[utoipa::path(get, path = "/status", tag = "server", responses((status = 200, description = "Environments running and sleeping, against the limits", body = api::Status)))]
 async fn status(State(ctx): State<Shared>) -> Result<Json<api::Status>, ApiError> {
     let u = control(&ctx, Actor::token()).usage().await?;
     Ok(Json(api::Status {
@@ -79,46 +112,65 @@ async fn status(State(ctx): State<Shared>) -> Result<Json<api::Status>, ApiError
 }
 
 /// How each background loop's rounds went.
+#[utoipa::path(get, path = "/loops", tag = "server", responses((status = 200, description = "Each background loop's rounds", body = std::collections::BTreeMap<String, crate::background::LoopStatus>)))]
 async fn loops(State(ctx): State<Shared>) -> Json<std::collections::BTreeMap<&'static str, crate::background::LoopStatus>> {
     Json(ctx.background.loops().snapshot())
 }
 
-/// Lets requests with a valid API token through, as the token's actor.
-async fn auth(State(ctx): State<Shared>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let actor = match token {
-        Some(t) => match crate::accounts::actor_of_token(&ctx, t).await {
-            Ok(a) => a,
-            Err(e) => return ApiError::from(e).into_response(),
-        },
-        None => None,
-    };
-    if let Some(actor) = actor {
-        let address = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
-        req.extensions_mut().insert(actor.from_address(address));
-        next.run(req).await
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` header is required")
-            .hint("the admin token is in the server's data directory, `admin-token`")
-            .into_response()
+/// The actor of a request's bearer token: `None` without a valid one.
+async fn bearer(ctx: &Shared, headers: &axum::http::HeaderMap) -> Result<Option<Actor>, ApiError> {
+    let token =
+        headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    match token {
+        Some(t) => Ok(crate::accounts::actor_of_token(ctx, t).await?),
+        None => Ok(None),
     }
 }
 
+fn unauthorized() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer <token>` header is required")
+        .hint("the admin token is in the server's data directory, `admin-token`")
+}
+
+/// Lets requests with a valid API token through, as the token's actor.
+async fn auth(State(ctx): State<Shared>, mut req: Request, next: Next) -> Response {
+    match bearer(&ctx, req.headers()).await {
+        Ok(Some(actor)) => {
+            let address = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+            req.extensions_mut().insert(actor.from_address(address));
+            next.run(req).await
+        }
+        Ok(None) => unauthorized().into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Any path the server does not serve: a JSON 404 like every other error. Under `/api/`, a
+/// request without a valid token gets 401 first, as from every operation there: which paths
+/// exist is not told to strangers.
+pub(crate) async fn no_such_path(ctx: Shared, req: Request) -> ApiError {
+    if req.uri().path().starts_with("/api/") {
+        match bearer(&ctx, req.headers()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return unauthorized(),
+            Err(e) => return e,
+        }
+    }
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such path: `{}`", req.uri().path()))
+}
+
+#[utoipa::path(post, path = "/apps", tag = "apps", request_body = api::AppCreate, responses((status = 201, description = "Created, version 1 of its configuration generated from the repository", body = api::App)))]
 pub(crate) async fn create_app(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<api::AppCreate>,
+    Body(body): Body<api::AppCreate>,
 ) -> Result<(StatusCode, Json<api::App>), ApiError> {
     let req = NewApp { repo: body.repo, name: body.name, branch: body.branch };
     let app = control(&ctx, actor).create_app(req).await?;
     Ok((StatusCode::CREATED, Json(app_dto(&ctx, app).await?)))
 }
 
+#[utoipa::path(get, path = "/apps", tag = "apps", responses((status = 200, description = "Every application", body = Vec<api::App>)))]
 async fn list_apps(State(ctx): State<Shared>) -> Result<Json<Vec<api::App>>, ApiError> {
     let mut out = Vec::new();
     for a in ctx.store.apps().await? {
@@ -127,11 +179,13 @@ async fn list_apps(State(ctx): State<Shared>) -> Result<Json<Vec<api::App>>, Api
     Ok(Json(out))
 }
 
+#[utoipa::path(get, path = "/apps/{name}", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), responses((status = 200, description = "The application", body = api::App)))]
 async fn show_app(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::App>, ApiError> {
     let a = find_app(&ctx, &name).await?;
     Ok(Json(app_dto(&ctx, a).await?))
 }
 
+#[utoipa::path(delete, path = "/apps/{name}", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), responses((status = 204, description = "Deleted")))]
 async fn delete_app(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
@@ -146,6 +200,7 @@ fn template_dto(v: TemplateVersion) -> api::Template {
     api::Template { app: v.app, version: v.version, template: v.template, env_vars: offshoot_template::masking::masked(&v.env_vars) }
 }
 
+#[utoipa::path(get, path = "/apps/{name}/template", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), responses((status = 200, description = "Its current configuration; secret values masked", body = api::Template)))]
 async fn get_template(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
@@ -154,20 +209,22 @@ async fn get_template(
     Ok(Json(template_dto(control(&ctx, actor).template(&name).await?)))
 }
 
+#[utoipa::path(put, path = "/apps/{name}/template", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), request_body = api::TemplateUpdate, responses((status = 200, description = "The new version", body = api::Template)))]
 async fn put_template(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-    Json(body): Json<api::TemplateUpdate>,
+    Body(body): Body<api::TemplateUpdate>,
 ) -> Result<Json<api::Template>, ApiError> {
     Ok(Json(template_dto(control(&ctx, actor).update_template(&name, body.template, body.env_vars).await?)))
 }
 
+#[utoipa::path(post, path = "/apps/{name}/secrets", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), request_body = api::SecretSet, responses((status = 204, description = "Stored, encrypted")))]
 async fn set_secret(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-    Json(body): Json<api::SecretSet>,
+    Body(body): Body<api::SecretSet>,
 ) -> Result<StatusCode, ApiError> {
     let c = control(&ctx, actor);
     match (body.file, body.service.as_deref()) {
@@ -178,10 +235,11 @@ async fn set_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/envs", tag = "envs", request_body = api::EnvCreate, responses((status = 202, description = "Created; its setup runs", body = api::Env)))]
 async fn create_env(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<api::EnvCreate>,
+    Body(body): Body<api::EnvCreate>,
 ) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let req = NewEnv {
         app: body.app,
@@ -196,20 +254,24 @@ async fn create_env(
 }
 
 /// `?app=NAME`: of one application.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AppQuery {
     app: Option<String>,
 }
 
-async fn list_envs(State(ctx): State<Shared>, Query(q): Query<AppQuery>) -> Result<Json<Vec<api::Env>>, ApiError> {
+#[utoipa::path(get, path = "/envs", tag = "envs", params(AppQuery), responses((status = 200, description = "The environments", body = Vec<api::Env>)))]
+async fn list_envs(State(ctx): State<Shared>, Params(q): Params<AppQuery>) -> Result<Json<Vec<api::Env>>, ApiError> {
     Ok(Json(env_dtos(&ctx, q.app.as_deref()).await?))
 }
 
+#[utoipa::path(get, path = "/envs/{id}", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id")), responses((status = 200, description = "The environment", body = api::Env)))]
 async fn show_env(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::Env>, ApiError> {
     let e = find_env(&ctx, &id).await?;
     Ok(Json(env_dto(&ctx, e).await?))
 }
 
+#[utoipa::path(delete, path = "/envs/{id}", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id")), responses((status = 202, description = "Its teardown runs", body = api::Env)))]
 async fn delete_env(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
@@ -219,56 +281,62 @@ async fn delete_env(
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
 }
 
+#[utoipa::path(post, path = "/envs/{id}/deploy", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id")), request_body = api::EnvDeploy, responses((status = 202, description = "Its patch runs", body = api::Env)))]
 async fn deploy_env(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<api::EnvDeploy>,
+    Body(body): Body<api::EnvDeploy>,
 ) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     let e = control(&ctx, actor).deploy_env(&id, body.commit).await?;
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
     #[serde(default)]
     wait: bool,
 }
 
+#[utoipa::path(post, path = "/envs/{id}/settings", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id")), request_body = api::EnvUpdate, responses((status = 200, description = "Changed", body = api::Env)))]
 async fn update_env(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<api::EnvUpdate>,
+    Body(body): Body<api::EnvUpdate>,
 ) -> Result<Json<api::Env>, ApiError> {
     let e = control(&ctx, actor).update_env_settings(&id, &body).await?;
     Ok(Json(env_dto(&ctx, e).await?))
 }
 
+#[utoipa::path(post, path = "/envs/{id}/extend", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id")), request_body = api::EnvExtend, responses((status = 200, description = "Its new expiry", body = api::Env)))]
 async fn extend_env(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<api::EnvExtend>,
+    Body(body): Body<api::EnvExtend>,
 ) -> Result<Json<api::Env>, ApiError> {
     let e = control(&ctx, actor).extend_env(&id, body.ttl_seconds).await?;
     Ok(Json(env_dto(&ctx, e).await?))
 }
 
+#[utoipa::path(post, path = "/envs/{id}/sleep", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id"), WaitQuery), responses((status = 200, description = "Asleep (`wait`)", body = api::Env), (status = 202, description = "Going to sleep", body = api::Env)))]
 async fn sleep_env(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    Params(q): Params<WaitQuery>,
 ) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     sleep_or_wake(ctx, actor, id, q.wait, Operation::SleepEnv).await
 }
 
+#[utoipa::path(post, path = "/envs/{id}/wake", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id"), WaitQuery), responses((status = 200, description = "Awake (`wait`)", body = api::Env), (status = 202, description = "Waking", body = api::Env)))]
 async fn wake_env(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    Params(q): Params<WaitQuery>,
 ) -> Result<(StatusCode, Json<api::Env>), ApiError> {
     sleep_or_wake(ctx, actor, id, q.wait, Operation::WakeEnv).await
 }
@@ -327,8 +395,11 @@ async fn sleep_or_wake(ctx: Shared, actor: Actor, id: String, wait: bool, op: Op
     Ok((StatusCode::ACCEPTED, Json(env_dto(&ctx, e).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ActivityQuery {
+    /// How many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     app: Option<String>,
     user: Option<String>,
@@ -338,7 +409,8 @@ struct ActivityQuery {
 
 /// What was done, newest first (`limit`: 1 to 1,000, default 100), of one application, by one
 /// user, since a while ago.
-async fn activity(State(ctx): State<Shared>, Query(q): Query<ActivityQuery>) -> Result<Json<Vec<api::Activity>>, ApiError> {
+#[utoipa::path(get, path = "/activity", tag = "server", params(ActivityQuery), responses((status = 200, description = "What was done, newest first", body = Vec<api::Activity>)))]
+async fn activity(State(ctx): State<Shared>, Params(q): Params<ActivityQuery>) -> Result<Json<Vec<api::Activity>>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("`limit` must be between 1 and 1000"));
@@ -368,20 +440,27 @@ async fn activity(State(ctx): State<Shared>, Query(q): Query<ActivityQuery>) -> 
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
     service: Option<String>,
     tail: Option<usize>,
 }
 
-async fn env_logs(State(ctx): State<Shared>, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Result<Json<Vec<api::Logs>>, ApiError> {
+#[utoipa::path(get, path = "/envs/{id}/logs", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id"), LogsQuery), responses((status = 200, description = "Its services' logs", body = Vec<api::Logs>)))]
+async fn env_logs(
+    State(ctx): State<Shared>,
+    Path(id): Path<String>,
+    Params(q): Params<LogsQuery>,
+) -> Result<Json<Vec<api::Logs>>, ApiError> {
     Ok(Json(crate::views::logs(&ctx, &id, q.service.as_deref(), q.tail.unwrap_or(200)).await?))
 }
 
+#[utoipa::path(post, path = "/registries", tag = "server", request_body = api::RegistryLogin, responses((status = 204, description = "Stored, the password encrypted")))]
 async fn registry_login(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<api::RegistryLogin>,
+    Body(body): Body<api::RegistryLogin>,
 ) -> Result<StatusCode, ApiError> {
     let login = offshoot_control::registries::Login { host: body.host, app: body.app, username: body.username, password: body.password };
     control(&ctx, actor).registry_login(login).await?;
@@ -389,6 +468,7 @@ async fn registry_login(
 }
 
 /// The certificates from ACME: names, issuer, validity, orders, the last failure; never a key.
+#[utoipa::path(get, path = "/certs", tag = "server", responses((status = 200, description = "The certificates", body = Vec<api::Certificate>)))]
 async fn certificates(State(ctx): State<Shared>) -> Result<Json<Vec<api::Certificate>>, ApiError> {
     let rows = ctx.store.certificates().await?;
     Ok(Json(
@@ -411,6 +491,7 @@ async fn certificates(State(ctx): State<Shared>) -> Result<Json<Vec<api::Certifi
 }
 
 /// The registry logins: host, whose, user; never a password.
+#[utoipa::path(get, path = "/registries", tag = "server", responses((status = 200, description = "The registry logins", body = Vec<api::RegistryInfo>)))]
 async fn registries(State(ctx): State<Shared>) -> Result<Json<Vec<api::RegistryInfo>>, ApiError> {
     let all = ctx.store.registry_credentials().await?;
     Ok(Json(
@@ -425,26 +506,29 @@ async fn registries(State(ctx): State<Shared>) -> Result<Json<Vec<api::RegistryI
     ))
 }
 
+#[utoipa::path(delete, path = "/registries/{host}", tag = "server", params(("host" = String, Path, min_length = 1, description = "The registry's host"), AppQuery), responses((status = 204, description = "Forgotten")))]
 async fn registry_logout(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(host): Path<String>,
-    Query(q): Query<AppQuery>,
+    Params(q): Params<AppQuery>,
 ) -> Result<StatusCode, ApiError> {
     control(&ctx, actor).registry_logout(&host, q.app.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct JobsQuery {
     job: Option<String>,
 }
 
 /// The environment's cron jobs (or one), each with its latest runs, newest first.
+#[utoipa::path(get, path = "/envs/{id}/jobs", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id"), JobsQuery), responses((status = 200, description = "Its cron jobs", body = Vec<api::CronJob>)))]
 async fn env_jobs(
     State(ctx): State<Shared>,
     Path(id): Path<String>,
-    Query(q): Query<JobsQuery>,
+    Params(q): Params<JobsQuery>,
 ) -> Result<Json<Vec<api::CronJob>>, ApiError> {
     let e = find_env(&ctx, &id).await?;
     let jobs = crate::views::cron_jobs(&ctx, &e).await?;
@@ -457,17 +541,19 @@ async fn env_jobs(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct InfraQuery {
     name: Option<String>,
 }
 
 /// The environment's `infrastructure` entries with their runs; with `?name=`, that one entry
 /// with its runs' logs.
+#[utoipa::path(get, path = "/envs/{id}/infrastructure", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id"), InfraQuery), responses((status = 200, description = "Its Terraform entries", body = Vec<api::Infrastructure>)))]
 async fn env_infrastructure(
     State(ctx): State<Shared>,
     Path(id): Path<String>,
-    Query(q): Query<InfraQuery>,
+    Params(q): Params<InfraQuery>,
 ) -> Result<Json<Vec<api::Infrastructure>>, ApiError> {
     let e = find_env(&ctx, &id).await?;
     let fork = crate::resolving::Fork::parse(&e).ok();
@@ -482,6 +568,7 @@ async fn env_infrastructure(
 
 /// The environment as Kubernetes manifests: its forked configuration resolved as for a
 /// deployment, built services at the images they were built as, secret values masked.
+#[utoipa::path(get, path = "/envs/{id}/manifests", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id")), responses((status = 200, description = "Its Kubernetes manifests", body = api::RenderedManifests)))]
 async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<api::RenderedManifests>, ApiError> {
     let e = find_env(&ctx, &id).await?;
     let r = crate::resolving::resolve_env(&ctx, &e, None)
@@ -496,6 +583,7 @@ async fn env_manifests(State(ctx): State<Shared>, Path(id): Path<String>) -> Res
 }
 
 /// The build logs of the environment's latest deployment that built anything.
+#[utoipa::path(get, path = "/envs/{id}/build-logs", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id")), responses((status = 200, description = "Its latest build logs", body = Vec<api::Logs>)))]
 async fn build_logs(State(ctx): State<Shared>, Path(id): Path<String>) -> Result<Json<Vec<api::Logs>>, ApiError> {
     find_env(&ctx, &id).await?;
     for d in ctx.store.deployments(&id).await?.into_iter().rev() {
@@ -507,11 +595,12 @@ async fn build_logs(State(ctx): State<Shared>, Path(id): Path<String>) -> Result
     Ok(Json(Vec::new()))
 }
 
+#[utoipa::path(post, path = "/envs/{id}/exec", tag = "envs", params(("id" = String, Path, min_length = 1, description = "The environment's id")), request_body = api::ExecRequest, responses((status = 200, description = "The command ran", body = api::ExecResult)))]
 async fn env_exec(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    Json(body): Json<api::ExecRequest>,
+    Body(body): Body<api::ExecRequest>,
 ) -> Result<Json<api::ExecResult>, ApiError> {
     // Recorded on the environment and service; the command itself may hold secrets. Checked
     // past the gate: a role that may not run commands learns nothing of the environment.

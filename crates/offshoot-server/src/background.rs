@@ -35,7 +35,7 @@ pub(crate) trait Periodic: Send + 'static {
 }
 
 /// How each loop's rounds went.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct LoopStatus {
     pub(crate) rounds: u64,
     pub(crate) failures: u64,

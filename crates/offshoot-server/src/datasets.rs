@@ -4,30 +4,29 @@
 //! [`crate::clones`].
 
 use crate::clones::{decrypt_dsn, lease_expiry, source_ctx, target_ctx};
-use crate::error::ApiError;
+use crate::error::{ApiError, Body, Params};
 use crate::plane;
 use crate::state::Shared;
-use axum::extract::{Extension, Path, Query, State};
+use axum::Json;
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use offshoot_api_types as api;
 use offshoot_control::Actor;
 use offshoot_datasets::Schedule;
 use offshoot_store::{Dataset, EnvId, now_ms};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(crate) fn api(router: Router<Shared>) -> Router<Shared> {
-    router
-        .route("/datasets", post(create).get(list))
-        .route("/datasets/{name}", get(show).delete(delete))
-        .route("/datasets/{name}/refresh", post(refresh))
+pub(crate) fn api(router: OpenApiRouter<Shared>) -> OpenApiRouter<Shared> {
+    router.routes(routes!(create, list)).routes(routes!(show, delete)).routes(routes!(refresh))
 }
 
+#[utoipa::path(post, operation_id = "create_dataset", path = "/datasets", tag = "datasets", request_body = api::CreateDataset, responses((status = 201, description = "Created; its snapshot is taken", body = api::DatasetInfo)))]
 async fn create(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
-    Json(req): Json<api::CreateDataset>,
+    Body(req): Body<api::CreateDataset>,
 ) -> Result<(StatusCode, Json<api::DatasetInfo>), ApiError> {
     let d = plane::control(&ctx, actor).create_dataset(&req).await?;
     // Its environments reach its server.
@@ -46,6 +45,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(info(&ctx, d).await?)))
 }
 
+#[utoipa::path(get, operation_id = "list_datasets", path = "/datasets", tag = "datasets", responses((status = 200, description = "The datasets", body = Vec<api::DatasetInfo>)))]
 pub(crate) async fn list(State(ctx): State<Shared>) -> Result<Json<Vec<api::DatasetInfo>>, ApiError> {
     let mut out = Vec::new();
     for d in ctx.store.datasets().await? {
@@ -54,6 +54,7 @@ pub(crate) async fn list(State(ctx): State<Shared>) -> Result<Json<Vec<api::Data
     Ok(Json(out))
 }
 
+#[utoipa::path(get, operation_id = "show_dataset", path = "/datasets/{name}", tag = "datasets", params(("name" = String, Path, min_length = 1, description = "The dataset's name")), responses((status = 200, description = "The dataset", body = api::DatasetInfo)))]
 async fn show(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
@@ -63,6 +64,7 @@ async fn show(
     Ok(Json(info(&ctx, d).await?))
 }
 
+#[utoipa::path(post, operation_id = "refresh_dataset", path = "/datasets/{name}/refresh", tag = "datasets", params(("name" = String, Path, min_length = 1, description = "The dataset's name")), responses((status = 202, description = "A new snapshot is taken", body = api::DatasetInfo)))]
 async fn refresh(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
@@ -72,17 +74,19 @@ async fn refresh(
     Ok((StatusCode::ACCEPTED, Json(info(&ctx, d).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(delete, operation_id = "delete_dataset", path = "/datasets/{name}", tag = "datasets", params(("name" = String, Path, min_length = 1, description = "The dataset's name"), DeleteQuery), responses((status = 202, description = "Being deleted", body = api::DatasetInfo)))]
 async fn delete(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    Params(q): Params<DeleteQuery>,
 ) -> Result<(StatusCode, Json<api::DatasetInfo>), ApiError> {
     let d = plane::control(&ctx, actor).delete_dataset(&name, q.force).await?;
     Ok((StatusCode::ACCEPTED, Json(info(&ctx, d).await?)))

@@ -113,3 +113,49 @@ impl IntoResponse for ApiError {
         (self.status, Json(body)).into_response()
     }
 }
+
+/// A JSON request body: a JSON object. One that cannot be read is refused as every other error
+/// is, with a JSON [`ErrorBody`] (axum's own refusal is plain text): 400 for bad JSON, 413 over
+/// the size limit, 415 without `Content-Type: application/json`, 422 for JSON of the wrong shape
+/// (an array is not taken for an object, as serde would).
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::rejection::JsonRejection;
+        let value = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v)) => v,
+            Err(r) => {
+                let code = match &r {
+                    JsonRejection::JsonSyntaxError(_) | JsonRejection::JsonDataError(_) => "bad_json",
+                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+                    _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+                    _ => "bad_request",
+                };
+                return Err(ApiError::new(r.status(), code, r.body_text()));
+            }
+        };
+        if !value.is_object() {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "the body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", format!("the body does not fit: {e}")))
+    }
+}
+
+/// A request's query string, refused with a JSON [`ErrorBody`] (400) when it does not parse.
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Params(v)),
+            Err(r) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text())),
+        }
+    }
+}

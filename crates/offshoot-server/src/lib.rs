@@ -23,6 +23,7 @@ mod keeper;
 mod kube_rt;
 mod monitors;
 mod oidc;
+mod openapi;
 mod plane;
 mod previews;
 mod repo_mounts;
@@ -52,6 +53,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use api::openapi;
 pub use certs::AcmeConfig;
 pub use offshoot_acme::{LETS_ENCRYPT, Rfc2136};
 pub use offshoot_control::capacity::Capacity;
@@ -310,7 +312,11 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(api = %api_listener.local_addr()?, router = %router_port, tls = ?tls_port, domain = %config.domain, "offshoot server ready");
     let mut stop = stop_rx.clone();
     let app = api::router(ctx.clone())
-        .merge(ui::router(ctx.clone(), sso::routes()).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)).with_state(ctx.clone()));
+        .merge(ui::router(ctx.clone(), sso::routes()).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)).with_state(ctx.clone()))
+        .fallback({
+            let ctx = ctx.clone();
+            move |req: axum::extract::Request| api::no_such_path(ctx.clone(), req)
+        });
     axum::serve(api_listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -3,16 +3,18 @@
 //! payload's repository name is never trusted to find the application), recorded as a delivery
 //! (a repeated delivery id is ignored), answered, then handled in the background.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Body, Params};
 use crate::state::Shared;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use offshoot_api_types as api;
 use offshoot_control::Actor;
 use offshoot_git::hooks::{self, Parsed};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Largest webhook body accepted (GitHub's pushes of many commits stay well below it).
 pub(crate) const MAX_HOOK_BODY: usize = 2 * 1024 * 1024;
@@ -27,11 +29,8 @@ pub(crate) fn hooks(ctx: Shared) -> Router {
 }
 
 /// The API's routes for git settings (behind the bearer token).
-pub(crate) fn api(router: Router<Shared>) -> Router<Shared> {
-    router
-        .route("/apps/{name}/webhook", get(show_webhook).post(rotate_webhook))
-        .route("/apps/{name}/deliveries", get(deliveries))
-        .route("/apps/{name}/settings", post(update_app))
+pub(crate) fn api(router: OpenApiRouter<Shared>) -> OpenApiRouter<Shared> {
+    router.routes(routes!(show_webhook, rotate_webhook)).routes(routes!(deliveries)).routes(routes!(update_app))
 }
 
 fn unauthorized(message: &str) -> ApiError {
@@ -137,6 +136,7 @@ fn webhook_dto(ctx: &Shared, app: &str, secret: String) -> api::Webhook {
     api::Webhook { url: format!("{base}/hooks/github/{app}"), secret, gitlab_url: format!("{base}/hooks/gitlab/{app}") }
 }
 
+#[utoipa::path(get, path = "/apps/{name}/webhook", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), responses((status = 200, description = "Where to point its webhooks, and their secret", body = api::Webhook)))]
 async fn show_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Result<Json<api::Webhook>, ApiError> {
     crate::plane::find_app(&ctx, &name).await?;
     let secret = secret(&ctx, &name).await?;
@@ -144,6 +144,7 @@ async fn show_webhook(State(ctx): State<Shared>, Path(name): Path<String>) -> Re
 }
 
 /// A new secret: webhooks signed with the old one are refused from now on.
+#[utoipa::path(post, path = "/apps/{name}/webhook", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), responses((status = 200, description = "A new secret", body = api::Webhook)))]
 async fn rotate_webhook(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
@@ -153,11 +154,12 @@ async fn rotate_webhook(
     Ok(Json(webhook_dto(&ctx, &name, secret)))
 }
 
+#[utoipa::path(post, path = "/apps/{name}/settings", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), request_body = api::AppUpdate, responses((status = 200, description = "Its settings", body = api::App)))]
 async fn update_app(
     State(ctx): State<Shared>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-    Json(body): Json<api::AppUpdate>,
+    Body(body): Body<api::AppUpdate>,
 ) -> Result<Json<api::App>, ApiError> {
     crate::plane::control(&ctx, actor).update_settings(&name, &body).await?;
     if body.access.is_some() {
@@ -167,15 +169,17 @@ async fn update_app(
     Ok(Json(crate::views::app_dto(&ctx, app).await?))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/apps/{name}/deliveries", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name"), DeliveriesQuery), responses((status = 200, description = "Its webhook deliveries, newest first", body = Vec<api::Delivery>)))]
 async fn deliveries(
     State(ctx): State<Shared>,
     Path(name): Path<String>,
-    Query(q): Query<DeliveriesQuery>,
+    Params(q): Params<DeliveriesQuery>,
 ) -> Result<Json<Vec<api::Delivery>>, ApiError> {
     crate::plane::find_app(&ctx, &name).await?;
     let list = ctx.store.deliveries(&name, q.limit.unwrap_or(50).clamp(1, 1000)).await?;
