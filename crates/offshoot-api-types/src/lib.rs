@@ -59,6 +59,9 @@ pub struct App {
     /// `public` or `team`.
     #[serde(default = "public")]
     pub access: String,
+    /// Whether the environments of forks' pull requests get its secrets (else they run without).
+    #[serde(default)]
+    pub fork_secrets: bool,
 }
 
 fn public() -> String {
@@ -103,6 +106,41 @@ pub struct AppUpdate {
     /// When its sleeping environments wake (`0 7 * * 1-5`), or `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_schedule: Option<String>,
+    /// Whether the environments of forks' pull requests (once approved) get its secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_secrets: Option<bool>,
+}
+
+/// A pull request from a fork, as held for approval.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ForkPull {
+    pub number: u64,
+    /// `github` or `gitlab`.
+    pub provider: String,
+    /// The fork it comes from (`owner/name`).
+    pub fork: String,
+    /// Its head commit, as last seen.
+    pub head_commit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `waiting` (its head is not approved), `approved`, or `closed`.
+    pub status: String,
+    /// The commit approved, by whom, when (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<i64>,
+    /// Its environment, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_id: Option<String>,
+}
+
+/// What an approval did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Approval {
+    pub result: String,
 }
 
 /// `GET /status`: environments running and sleeping, against the server's limits.

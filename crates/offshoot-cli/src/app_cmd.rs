@@ -67,41 +67,7 @@ pub(crate) enum Command {
         role: String,
     },
     /// Change an application's settings.
-    Set {
-        name: String,
-        /// Create an environment for each pull request (torn down when it closes).
-        #[arg(long, value_parser = ["on", "off"])]
-        pull_requests: Option<String>,
-        /// Only for pull requests carrying this label (`""` for every pull request).
-        #[arg(long)]
-        pull_request_label: Option<String>,
-        /// The image static sites are built in (`""` for the server's default).
-        #[arg(long, value_name = "IMAGE")]
-        static_builder: Option<String>,
-        /// The image its Terraform `infrastructure` runs in (`""` for the server's default).
-        #[arg(long, value_name = "IMAGE")]
-        terraform_image: Option<String>,
-        /// Who its environments' URLs answer: anyone, or only the team (signed in to the
-        /// dashboard, or with the bypass token).
-        #[arg(long, value_parser = ["public", "team"])]
-        access: Option<String>,
-        /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
-        #[arg(long, value_name = "DURATION")]
-        idle_sleep: Option<String>,
-        /// The lifetime its new environments get (`7d`), or `off`; `env create --ttl` overrides.
-        #[arg(long, value_name = "DURATION")]
-        ttl: Option<String>,
-        /// The lifetime its new pull-request environments get (`3d`), or `off`.
-        #[arg(long, value_name = "DURATION")]
-        pull_request_ttl: Option<String>,
-        /// When its environments go to sleep: five cron fields in the server's time zone
-        /// (`"0 20 * * 1-5"`), or `off`. A request still wakes one.
-        #[arg(long, value_name = "CRON")]
-        sleep_schedule: Option<String>,
-        /// When its sleeping environments wake (`"0 7 * * 1-5"`), or `off`.
-        #[arg(long, value_name = "CRON")]
-        wake_schedule: Option<String>,
-    },
+    Set(Box<SetArgs>),
     /// The latest webhook deliveries and polled changes, and what each did.
     Deliveries {
         name: String,
@@ -126,6 +92,48 @@ pub(crate) enum SecretCommand {
     },
 }
 
+/// `offshoot app set`'s settings.
+#[derive(clap::Args)]
+pub(crate) struct SetArgs {
+    name: String,
+    /// Create an environment for each pull request (torn down when it closes).
+    #[arg(long, value_parser = ["on", "off"])]
+    pull_requests: Option<String>,
+    /// Only for pull requests carrying this label (`""` for every pull request).
+    #[arg(long)]
+    pull_request_label: Option<String>,
+    /// Whether the environments of forks' pull requests (once approved) get the
+    /// application's secrets; off by default: they run without them.
+    #[arg(long, value_parser = ["on", "off"])]
+    fork_secrets: Option<String>,
+    /// The image static sites are built in (`""` for the server's default).
+    #[arg(long, value_name = "IMAGE")]
+    static_builder: Option<String>,
+    /// The image its Terraform `infrastructure` runs in (`""` for the server's default).
+    #[arg(long, value_name = "IMAGE")]
+    terraform_image: Option<String>,
+    /// Who its environments' URLs answer: anyone, or only the team (signed in to the
+    /// dashboard, or with the bypass token).
+    #[arg(long, value_parser = ["public", "team"])]
+    access: Option<String>,
+    /// Its environments sleep after this long without a request (`30m`, `2h`), or `off`.
+    #[arg(long, value_name = "DURATION")]
+    idle_sleep: Option<String>,
+    /// The lifetime its new environments get (`7d`), or `off`; `env create --ttl` overrides.
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+    /// The lifetime its new pull-request environments get (`3d`), or `off`.
+    #[arg(long, value_name = "DURATION")]
+    pull_request_ttl: Option<String>,
+    /// When its environments go to sleep: five cron fields in the server's time zone
+    /// (`"0 20 * * 1-5"`), or `off`. A request still wakes one.
+    #[arg(long, value_name = "CRON")]
+    sleep_schedule: Option<String>,
+    /// When its sleeping environments wake (`"0 7 * * 1-5"`), or `off`.
+    #[arg(long, value_name = "CRON")]
+    wake_schedule: Option<String>,
+}
+
 fn print_app(a: &api::App, output: Output) {
     match output {
         Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(a).unwrap_or_default())),
@@ -135,6 +143,9 @@ fn print_app(a: &api::App, output: Output) {
                 match &a.pull_request_label {
                     Some(l) => out(&format!("  pull requests: on, with label `{l}`\n")),
                     None => out("  pull requests: on\n"),
+                }
+                if a.fork_secrets {
+                    out("  forks' pull requests get the secrets\n");
                 }
             }
             if let Some(b) = &a.static_builder {
@@ -233,19 +244,21 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 out(&format!("{email}: {role} on {name}\n"));
             }
         }
-        Command::Set {
-            name,
-            pull_requests,
-            pull_request_label,
-            static_builder,
-            terraform_image,
-            access,
-            idle_sleep,
-            ttl,
-            pull_request_ttl,
-            sleep_schedule,
-            wake_schedule,
-        } => {
+        Command::Set(set) => {
+            let SetArgs {
+                name,
+                pull_requests,
+                pull_request_label,
+                fork_secrets,
+                static_builder,
+                terraform_image,
+                access,
+                idle_sleep,
+                ttl,
+                pull_request_ttl,
+                sleep_schedule,
+                wake_schedule,
+            } = *set;
             let body = api::AppUpdate {
                 pull_requests: pull_requests.map(|p| p == "on"),
                 pull_request_label,
@@ -257,8 +270,10 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 pull_request_ttl,
                 sleep_schedule,
                 wake_schedule,
+                fork_secrets: fork_secrets.map(|f| f == "on"),
             };
             let given = [
+                body.fork_secrets.is_some(),
                 body.pull_requests.is_some(),
                 body.pull_request_label.is_some(),
                 body.static_builder.is_some(),
@@ -272,7 +287,7 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
             ];
             if !given.contains(&true) {
                 return Err(crate::UsageError(
-                    "nothing to change: give --pull-requests on|off, --pull-request-label, --static-builder, --terraform-image, --access, --idle-sleep, --ttl, --pull-request-ttl, --sleep-schedule and/or --wake-schedule".into(),
+                    "nothing to change: give --pull-requests on|off, --pull-request-label, --fork-secrets on|off, --static-builder, --terraform-image, --access, --idle-sleep, --ttl, --pull-request-ttl, --sleep-schedule and/or --wake-schedule".into(),
                 )
                 .into());
             }

@@ -107,6 +107,16 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "kubernetes")]
         runtime: crate::template_cmd::RuntimeKind,
     },
+    /// Approve a pull request from a fork: its head commit gets an environment (or its
+    /// environment moves to it), without the application's secrets unless the application
+    /// allows them. New commits wait for another approval.
+    Approve {
+        app: String,
+        /// The pull request's number.
+        number: u64,
+    },
+    /// List the pull requests from forks: waiting for approval, or approved.
+    Pending { app: String },
     /// Tear an environment down (runs `teardown`).
     Delete {
         id: String,
@@ -421,6 +431,32 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             return finish(e, output);
+        }
+        Command::Approve { app, number } => {
+            let a: api::Approval = api.post(&format!("/apps/{}/pulls/{number}/approve", enc(&app)), &serde_json::json!({}))?;
+            match output {
+                Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&a).unwrap_or_default())),
+                Output::Human => out(&format!("{}\n", a.result)),
+            }
+        }
+        Command::Pending { app } => {
+            let list: Vec<api::ForkPull> = api.get(&format!("/apps/{}/pulls", enc(&app)))?;
+            match output {
+                Output::Json => out(&format!("{}\n", serde_json::to_string_pretty(&list).unwrap_or_default())),
+                Output::Human if list.is_empty() => out(&format!("no pull request from a fork for `{app}`\n")),
+                Output::Human => {
+                    let mut text = String::new();
+                    for p in &list {
+                        let head = p.head_commit.get(..7).unwrap_or(&p.head_commit);
+                        let env = p.env_id.as_deref().map(|e| format!("  environment {e}")).unwrap_or_default();
+                        text.push_str(&format!("#{}  {}  from {}  head {head}{env}\n", p.number, p.status, p.fork));
+                    }
+                    if list.iter().any(|p| p.status == "waiting") {
+                        text.push_str(&format!("approve one: offshoot env approve {app} NUMBER\n"));
+                    }
+                    out(&text);
+                }
+            }
         }
         Command::Delete { id, wait: w } => {
             let e: api::Env = api.delete_json(&format!("/envs/{}", enc(&id)))?;

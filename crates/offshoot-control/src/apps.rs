@@ -138,6 +138,7 @@ impl<P: Ports> Control<'_, P> {
             pull_request_ttl_seconds: None,
             sleep_schedule: None,
             wake_schedule: None,
+            fork_secrets: 0,
         };
         Ok(self.store.ensure_app_git(&g).await?)
     }
@@ -301,6 +302,9 @@ impl<P: Ports> Control<'_, P> {
                 Some(text) => parse_schedule("wake_schedule", text)?,
             };
             self.store.set_app_schedules(name, sleep_at.as_deref(), wake_at.as_deref()).await?;
+            if let Some(on) = req.fork_secrets {
+                self.store.set_fork_secrets(name, on).await?;
+            }
             self.app_git(name).await
         };
         let noted = |_: &AppGit| Noted::detail(settings_changed(req));
@@ -381,6 +385,7 @@ fn settings_changed(req: &AppUpdate) -> String {
         ("pull_request_ttl", req.pull_request_ttl.is_some()),
         ("sleep_schedule", req.sleep_schedule.is_some()),
         ("wake_schedule", req.wake_schedule.is_some()),
+        ("fork_secrets", req.fork_secrets.is_some()),
     ];
     named.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }

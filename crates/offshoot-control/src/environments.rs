@@ -84,6 +84,13 @@ impl<P: Ports> Control<'_, P> {
             message: problems.join("; "),
             hint: Some("`offshoot app template APP` shows the template's `parameters`".into()),
         })?;
+        // A fork's pull request is deployed once approved, and as what it is (its secrets kept).
+        if offshoot_git::hooks::is_pull_ref(&req.branch) && req.pull_request.as_ref().is_none_or(|p| p.fork.is_none()) {
+            return Err(ControlError::BadInput {
+                message: format!("`{}` is a pull request's head, not a branch", req.branch),
+                hint: Some(format!("a pull request from a fork gets its environment once approved: `offshoot env approve {} N`", app.name)),
+            });
+        }
         self.check_branch(&app, req.mirror, &req.branch).await?;
         // Without its own lifetime, the application's for its kind (pull request or not).
         let git = self.store.app_git(&app.name).await?;

@@ -150,6 +150,7 @@ operations! {
     /// A new bypass token for an application's team-only previews.
     RotateBypass => "app.bypass", Admin;
     CreateEnv => "env.create", Developer;
+    ApprovePullRequest => "env.approve", Developer;
     DeployEnv => "env.deploy", Developer;
     DeleteEnv => "env.delete", Developer;
     /// A command run in one of an environment's services.
@@ -190,6 +191,7 @@ impl Operation {
                 | Operation::SetSecret
                 | Operation::RotateBypass
                 | Operation::CreateEnv
+                | Operation::ApprovePullRequest
                 | Operation::DeployEnv
                 | Operation::DeleteEnv
                 | Operation::ExecInEnv

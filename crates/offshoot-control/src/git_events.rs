@@ -23,7 +23,7 @@ use offshoot_template::model;
 use std::time::Duration;
 
 /// Attempts to fetch before a delivery fails (with 0.2 s, then 1 s between them).
-const FETCH_ATTEMPTS: u32 = 3;
+pub(crate) const FETCH_ATTEMPTS: u32 = 3;
 
 /// Records a new event; `false` when a delivery of that id was recorded before.
 pub async fn record_delivery(store: &Store, id: &str, app: &str, event: &GitEvent) -> Result<bool, StoreError> {
@@ -40,7 +40,7 @@ pub async fn record_delivery(store: &Store, id: &str, app: &str, event: &GitEven
 }
 
 /// A failure that a delivery records as its result.
-fn failed(message: impl Into<String>) -> ControlError {
+pub(crate) fn failed(message: impl Into<String>) -> ControlError {
     ControlError::Unprocessable { code: "delivery", message: message.into(), hint: None }
 }
 
@@ -54,7 +54,9 @@ impl<P: Ports> Control<'_, P> {
         }
         let outcome = match serde_json::from_str::<GitEvent>(&d.event) {
             Ok(GitEvent::Push { ref_name, commit }) => self.on_push(&d.app, &ref_name, commit.as_deref()).await,
+            Ok(GitEvent::PullRequest(pr)) if pr.fork.is_some() => self.on_fork_pull_request(&d.app, pr).await,
             Ok(GitEvent::PullRequest(pr)) => self.on_pull_request(&d.app, pr).await,
+            Ok(GitEvent::Approve { number, by }) => self.approve(&d.app, number, &format!("{by} (a comment)")).await,
             Err(e) => Err(failed(format!("unreadable event: {e}"))),
         };
         let (st, text) = match outcome {
@@ -176,7 +178,7 @@ impl<P: Ports> Control<'_, P> {
     }
 
     /// The environment made for a pull request, if there is one.
-    async fn pr_env(&self, app: &str, pr: &PullRequest) -> Result<Option<Environment>, ControlError> {
+    pub(crate) async fn pr_env(&self, app: &str, pr: &PullRequest) -> Result<Option<Environment>, ControlError> {
         let key = pr.key();
         let all = self.store.envs(Some(app), false).await?;
         Ok(all.into_iter().find(|e| {
@@ -186,7 +188,7 @@ impl<P: Ports> Control<'_, P> {
         }))
     }
 
-    async fn on_pull_request(&self, app_name: &str, pr: PullRequest) -> Result<String, ControlError> {
+    pub(crate) async fn on_pull_request(&self, app_name: &str, pr: PullRequest) -> Result<String, ControlError> {
         let app = self.store.app(app_name).await?.ok_or_else(|| failed("the application was deleted"))?;
         let git = self.app_git(app_name).await?;
         let existing = self.pr_env(app_name, &pr).await?;
@@ -328,7 +330,7 @@ fn tracking_tag(env: &Environment) -> Option<String> {
     setting(&env.template, env.environment_template.as_deref(), |e| e.tracking_tag.clone(), |t| t.tracking_tag).flatten().map(|x| x.value)
 }
 
-fn short(c: &str) -> &str {
+pub(crate) fn short(c: &str) -> &str {
     c.get(..7).unwrap_or(c)
 }
 

@@ -32,6 +32,7 @@ pub mod environments;
 mod error;
 mod executor;
 pub mod fake;
+pub mod forks;
 pub mod gate;
 pub mod git_events;
 mod ids;

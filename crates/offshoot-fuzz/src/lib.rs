@@ -113,7 +113,10 @@ pub fn webhook(data: &[u8]) {
             assert!(name_ok(&pr.head_branch) && name_ok(&pr.repo), "{pr:?}");
             assert!(commit_ok(&pr.head_commit), "{pr:?}");
             assert!(pr.labels.iter().all(|l| name_ok(l)), "{pr:?}");
+            assert!(pr.fork.as_deref().is_none_or(name_ok), "{pr:?}");
+            assert!(offshoot_git::hooks::is_pull_ref(&pr.head_ref()), "{pr:?}");
         }
+        Ok(Parsed::Event(GitEvent::Approve { by, .. })) => assert!(name_ok(&by), "{by:?}"),
         Ok(Parsed::Ignored(why)) => assert!(!why.is_empty()),
         Err(e) => assert!(!e.to_string().is_empty()),
     }

@@ -41,6 +41,12 @@ pub enum GitEvent {
         commit: Option<String>,
     },
     PullRequest(PullRequest),
+    /// A comment approving a pull request from a fork (`/offshoot approve`), by someone the host
+    /// says belongs to the repository (GitHub: an owner, member or collaborator).
+    Approve {
+        number: u64,
+        by: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +76,10 @@ pub struct PullRequest {
     /// The pull request's page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The fork it comes from (`owner/name`, or `a deleted fork`): its code is not trusted until
+    /// approved, and its head is fetched from [`PullRequest::head_ref`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<String>,
 }
 
 impl PullRequest {
@@ -77,6 +87,30 @@ impl PullRequest {
     pub fn key(&self) -> String {
         format!("{}:{}#{}", self.provider.as_str(), self.repo, self.number)
     }
+
+    /// The ref the base repository keeps the pull request's head at: `refs/pull/N/head`
+    /// (GitHub) or `refs/merge-requests/N/head` (GitLab). A fork's branches are not the
+    /// repository's: its head is fetched from there.
+    pub fn head_ref(&self) -> String {
+        match self.provider {
+            Provider::Github => format!("refs/pull/{}/head", self.number),
+            Provider::Gitlab => format!("refs/merge-requests/{}/head", self.number),
+        }
+    }
+}
+
+/// The comment that approves a pull request from a fork (its first line).
+pub const APPROVE_COMMAND: &str = "/offshoot approve";
+
+/// The label that approves a pull request from a fork (only those who may label it can).
+pub const APPROVE_LABEL: &str = "offshoot-approved";
+
+/// Whether `name` is a ref where a host keeps a pull request's head (see
+/// [`PullRequest::head_ref`]).
+pub fn is_pull_ref(name: &str) -> bool {
+    let number =
+        name.strip_prefix("refs/pull/").or_else(|| name.strip_prefix("refs/merge-requests/")).and_then(|r| r.strip_suffix("/head"));
+    number.is_some_and(|n| !n.is_empty() && n.len() <= 12 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A payload understood, or why it asks for nothing.
@@ -225,15 +259,15 @@ pub fn parse_github(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
                 other => return Ok(Parsed::Ignored(format!("pull_request action `{other}` asks for nothing"))),
             };
             let pr = r.get(&v, "pull_request")?;
-            // From a fork (or a fork since deleted: `head.repo` null): not deployed.
+            // From a fork (or a fork since deleted: `head.repo` null).
             let base = r.name(&v, "repository.full_name")?;
-            if let Some(head_repo) = pr.get("head").and_then(|h| h.get("repo")) {
-                let from = head_repo.get("full_name").and_then(Value::as_str);
-                if from != Some(base.as_str()) {
-                    let number = r.number(&v, "number").or_else(|_| r.number(pr, "number"))?;
-                    return Ok(Parsed::Ignored(from_fork(number, from.unwrap_or("a deleted fork"))));
+            let fork = match pr.get("head").and_then(|h| h.get("repo")) {
+                Some(head_repo) => {
+                    let from = head_repo.get("full_name").and_then(Value::as_str);
+                    (from != Some(base.as_str())).then(|| from.filter(|f| check_name(f).is_ok()).unwrap_or("a deleted fork").to_owned())
                 }
-            }
+                None => None,
+            };
             Ok(Parsed::Event(GitEvent::PullRequest(PullRequest {
                 provider: Provider::Github,
                 action,
@@ -243,7 +277,28 @@ pub fn parse_github(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
                 labels: r.labels(pr.get("labels"), "name")?,
                 repo: r.name(&v, "repository.full_name")?,
                 url: pr.get("html_url").and_then(Value::as_str).filter(|u| check_name(u).is_ok()).map(str::to_owned),
+                fork,
             })))
+        }
+        "issue_comment" => {
+            let v = parse_json(event, body)?;
+            if r.str(&v, "action")? != "created" || v.get("issue").and_then(|i| i.get("pull_request")).is_none_or(Value::is_null) {
+                return Ok(Parsed::Ignored("a comment that is not a new one on a pull request asks for nothing".into()));
+            }
+            let text = r.str(&v, "comment.body")?;
+            if text.lines().next().map(str::trim) != Some(APPROVE_COMMAND) {
+                return Ok(Parsed::Ignored(format!("a comment asks for nothing unless its first line is `{APPROVE_COMMAND}`")));
+            }
+            let number = r.number(&v, "issue.number")?;
+            let by = r.name(&v, "comment.user.login")?;
+            // GitHub says how the author is related to the repository; only its own may approve.
+            let association = v.get("comment").and_then(|c| c.get("author_association")).and_then(Value::as_str).unwrap_or("NONE");
+            if !matches!(association, "OWNER" | "MEMBER" | "COLLABORATOR") {
+                return Ok(Parsed::Ignored(format!(
+                    "`{by}` may not approve pull request #{number}: only an owner, member or collaborator of the repository may (GitHub says `{association}`)"
+                )));
+            }
+            Ok(Parsed::Event(GitEvent::Approve { number, by }))
         }
         other => Ok(Parsed::Ignored(format!("`{other}` events ask for nothing"))),
     }
@@ -276,12 +331,13 @@ pub fn parse_gitlab(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
                 other => return Ok(Parsed::Ignored(format!("merge request action `{other}` asks for nothing"))),
             };
             let project = |k: &str| attrs.get(k).and_then(Value::as_u64);
-            if let (Some(source), Some(target)) = (project("source_project_id"), project("target_project_id"))
-                && source != target
-            {
-                let from = attrs.get("source").and_then(|s| s.get("path_with_namespace")).and_then(Value::as_str);
-                return Ok(Parsed::Ignored(from_fork(r.number(attrs, "iid")?, from.unwrap_or(&format!("project {source}")))));
-            }
+            let fork = match (project("source_project_id"), project("target_project_id")) {
+                (Some(source), Some(target)) if source != target => {
+                    let from = attrs.get("source").and_then(|s| s.get("path_with_namespace")).and_then(Value::as_str);
+                    Some(from.filter(|f| check_name(f).is_ok()).map_or_else(|| format!("project {source}"), str::to_owned))
+                }
+                _ => None,
+            };
             Ok(Parsed::Event(GitEvent::PullRequest(PullRequest {
                 provider: Provider::Gitlab,
                 action,
@@ -291,19 +347,11 @@ pub fn parse_gitlab(event: &str, body: &[u8]) -> Result<Parsed, PayloadError> {
                 labels: r.labels(v.get("labels"), "title")?,
                 repo: r.repo(attrs, "target_project_id").or_else(|_| r.repo(&v, "project.id"))?,
                 url: attrs.get("url").and_then(Value::as_str).filter(|u| check_name(u).is_ok()).map(str::to_owned),
+                fork,
             })))
         }
         other => Ok(Parsed::Ignored(format!("`{other}` events ask for nothing"))),
     }
-}
-
-/// Why a pull request from a fork asks for nothing: its code would run with the
-/// application's configuration and secrets, and nobody has approved it (Offshoot has no
-/// approval step yet).
-fn from_fork(number: u64, fork: &str) -> String {
-    format!(
-        "pull request #{number} comes from the fork `{fork}`: pull requests from forks are not deployed (their code would run with this application's configuration and secrets); push its branch to the repository for an environment"
-    )
 }
 
 fn push(ref_name: String, commit: Option<String>) -> Result<Parsed, PayloadError> {
@@ -320,26 +368,63 @@ mod tests {
     const A: &str = "0123456789abcdef0123456789abcdef01234567";
 
     #[test]
-    fn pull_requests_from_forks_ask_for_nothing_and_say_why() {
+    fn pull_requests_from_forks_name_the_fork() {
         let gh = |head_repo: &str| {
             format!(
                 r#"{{"action":"opened","number":7,"pull_request":{{"number":7,"head":{{"ref":"main","sha":"{A}","repo":{head_repo}}},"labels":[]}},"repository":{{"full_name":"acme/shop"}}}}"#
             )
         };
-        let fork = parse_github("pull_request", gh(r#"{"full_name":"mallory/shop"}"#).as_bytes()).expect("parsed");
-        assert!(matches!(&fork, Parsed::Ignored(why) if why.starts_with("pull request #7 comes from the fork `mallory/shop`")), "{fork:?}");
-        let deleted = parse_github("pull_request", gh("null").as_bytes()).expect("parsed");
-        assert!(matches!(&deleted, Parsed::Ignored(why) if why.contains("`a deleted fork`")), "{deleted:?}");
-        let own = parse_github("pull_request", gh(r#"{"full_name":"acme/shop"}"#).as_bytes()).expect("parsed");
-        assert!(matches!(own, Parsed::Event(GitEvent::PullRequest(_))), "{own:?}");
+        let fork = |parsed: Result<Parsed, PayloadError>| match parsed {
+            Ok(Parsed::Event(GitEvent::PullRequest(p))) => (p.fork.clone(), p.head_ref()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            fork(parse_github("pull_request", gh(r#"{"full_name":"mallory/shop"}"#).as_bytes())),
+            (Some("mallory/shop".into()), "refs/pull/7/head".into())
+        );
+        assert_eq!(fork(parse_github("pull_request", gh("null").as_bytes())).0.as_deref(), Some("a deleted fork"));
+        assert_eq!(fork(parse_github("pull_request", gh(r#"{"full_name":"acme/shop"}"#).as_bytes())).0, None);
         let gl = |source: u64| {
             format!(
                 r#"{{"object_attributes":{{"iid":3,"action":"open","source_branch":"main","last_commit":{{"id":"{A}"}},"source_project_id":{source},"target_project_id":1,"source":{{"path_with_namespace":"mallory/shop"}}}},"labels":[]}}"#
             )
         };
-        let fork = parse_gitlab("Merge Request Hook", gl(9).as_bytes()).expect("parsed");
-        assert!(matches!(&fork, Parsed::Ignored(why) if why.contains("#3 comes from the fork `mallory/shop`")), "{fork:?}");
-        assert!(matches!(parse_gitlab("Merge Request Hook", gl(1).as_bytes()), Ok(Parsed::Event(_))));
+        assert_eq!(
+            fork(parse_gitlab("Merge Request Hook", gl(9).as_bytes())),
+            (Some("mallory/shop".into()), "refs/merge-requests/3/head".into())
+        );
+        assert_eq!(fork(parse_gitlab("Merge Request Hook", gl(1).as_bytes())).0, None);
+        assert!(is_pull_ref("refs/pull/7/head") && is_pull_ref("refs/merge-requests/3/head"));
+        for not in ["refs/pull//head", "refs/pull/7/merge", "refs/heads/main", "refs/pull/7a/head", "refs/pull/7/head/x"] {
+            assert!(!is_pull_ref(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn a_comment_approves_only_from_the_repository_s_own_people() {
+        let comment = |body: &str, association: &str, on_pr: bool| {
+            let pr = if on_pr { r#","pull_request":{"url":"x"}"# } else { "" };
+            format!(
+                r#"{{"action":"created","issue":{{"number":7{pr}}},"comment":{{"body":{},"user":{{"login":"maintainer"}},"author_association":"{association}"}},"repository":{{"full_name":"acme/shop"}}}}"#,
+                serde_json::to_string(body).expect("json")
+            )
+        };
+        for association in ["OWNER", "MEMBER", "COLLABORATOR"] {
+            let parsed = parse_github("issue_comment", comment("/offshoot approve\nlooks fine", association, true).as_bytes());
+            assert_eq!(parsed, Ok(Parsed::Event(GitEvent::Approve { number: 7, by: "maintainer".into() })), "{association}");
+        }
+        for association in ["CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR", "NONE"] {
+            let parsed = parse_github("issue_comment", comment("/offshoot approve", association, true).as_bytes());
+            assert!(
+                matches!(&parsed, Ok(Parsed::Ignored(why)) if why.contains("may not approve") && why.contains(association)),
+                "{parsed:?}"
+            );
+        }
+        assert!(matches!(
+            parse_github("issue_comment", comment("lgtm /offshoot approve", "OWNER", true).as_bytes()),
+            Ok(Parsed::Ignored(_))
+        ));
+        assert!(matches!(parse_github("issue_comment", comment("/offshoot approve", "OWNER", false).as_bytes()), Ok(Parsed::Ignored(_))));
     }
 
     #[test]

@@ -123,6 +123,32 @@ impl Mirror {
         Ok(())
     }
 
+    /// Fetches one pull request's head (`refs/pull/N/head`, `refs/merge-requests/N/head`: a
+    /// fork's commits, which the base repository keeps there) into the same ref of the mirror.
+    pub fn fetch_pull(&self, reference: &str) -> Result<()> {
+        if !hooks::is_pull_ref(reference) {
+            return Err(GitError::Fetch {
+                source_url: self.source.clone(),
+                message: format!("`{reference}` is not a pull request's head"),
+            });
+        }
+        self.may_connect()?;
+        let fetch_err = |e: &dyn std::fmt::Display| GitError::Fetch { source_url: self.source.clone(), message: e.to_string() };
+        let repo = self.repo()?;
+        let remote = repo
+            .find_remote("origin")
+            .map_err(|e| fetch_err(&e))?
+            .with_refspecs([format!("+{reference}:{reference}").as_str()], gix::remote::Direction::Fetch)
+            .map_err(|e| fetch_err(&e))?;
+        let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| fetch_err(&e))?;
+        let prepared = conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| fetch_err(&e))?;
+        let outcome = prepared.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| fetch_err(&e))?;
+        if outcome.ref_map.mappings.is_empty() {
+            return Err(fetch_err(&format!("the repository has no `{reference}`")));
+        }
+        Ok(())
+    }
+
     /// Branch names (without `refs/heads/`), sorted.
     pub fn branches(&self) -> Result<Vec<String>> {
         let repo = self.repo()?;
@@ -189,7 +215,13 @@ impl Mirror {
     /// The commit a branch points to, or `None` if there is no such branch.
     pub fn resolve(&self, branch: &str) -> Result<Option<String>> {
         let repo = self.repo()?;
-        for name in [format!("refs/remotes/origin/{branch}"), format!("refs/heads/{branch}")] {
+        // A pull request from a fork is followed at the ref its head was fetched to.
+        let names = if hooks::is_pull_ref(branch) {
+            vec![branch.to_owned()]
+        } else {
+            vec![format!("refs/remotes/origin/{branch}"), format!("refs/heads/{branch}")]
+        };
+        for name in names {
             if let Ok(mut r) = repo.find_reference(name.as_str()) {
                 let id = r.peel_to_id().map_err(|e| open_err(&self.path, e))?;
                 return Ok(Some(id.to_string()));

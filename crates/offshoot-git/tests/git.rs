@@ -149,3 +149,32 @@ fn a_file_or_folder_is_read_whole_within_a_limit() {
     assert!(matches!(m.read_item(&head, "../etc/passwd", 1024), Err(GitError::BadPath { .. })));
     assert!(matches!(m.read_item(&head, "/etc/passwd", 1024), Err(GitError::BadPath { .. })));
 }
+
+#[test]
+fn a_pull_request_s_head_is_fetched_from_its_ref_not_from_a_branch() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    source_repo(&src);
+    // A fork's commit: the base repository keeps it at `refs/pull/7/head` only, as GitHub does.
+    git(&src, &["checkout", "-q", "--detach"]);
+    write(&src, "api/main.txt", "from the fork\n");
+    git(&src, &["commit", "-qam", "fork"]);
+    let head = git(&src, &["rev-parse", "HEAD"]);
+    git(&src, &["update-ref", "refs/pull/7/head", &head]);
+    git(&src, &["checkout", "-q", "main"]);
+
+    let m = Mirror::sync(src.to_str().expect("utf-8"), &tmp.path().join("mirror")).expect("sync");
+    assert!(!m.has_commit(&head).expect("has"), "branches and tags only: the fork's commit is not fetched");
+    assert_eq!(m.resolve("refs/pull/7/head").expect("resolve"), None);
+    m.fetch_pull("refs/pull/7/head").expect("fetch the pull request's head");
+    assert_eq!(m.resolve("refs/pull/7/head").expect("resolve").as_deref(), Some(head.as_str()));
+    assert_eq!(m.read_file(&head, "api/main.txt").expect("read"), Some(b"from the fork\n".to_vec()));
+    // Fetching branches again keeps it; a pull request the repository does not have is an error.
+    m.fetch().expect("fetch");
+    assert_eq!(m.resolve("refs/pull/7/head").expect("resolve").as_deref(), Some(head.as_str()));
+    let e = m.fetch_pull("refs/pull/8/head").expect_err("no such pull request");
+    assert!(e.to_string().contains("refs/pull/8/head"), "{e}");
+    let e = m.fetch_pull("refs/heads/main").expect_err("not a pull request's head");
+    assert!(e.to_string().contains("not a pull request's head"), "{e}");
+}

@@ -124,7 +124,14 @@ async fn resolve_own(
     imported: BTreeMap<String, String>,
 ) -> Result<Resolved, Failure> {
     let mut vars = fork.vars.clone();
-    let secret_files = add_secrets(ctx, &env.app, &mut vars).await?;
+    // A fork's code gets none of the application's secrets unless the application allows it.
+    let withheld = offshoot_control::forks::withholds_secrets(env, ctx.store.app_git(&env.app).await?.as_ref());
+    let secret_files = if withheld {
+        withhold_secrets(&mut vars);
+        BTreeMap::new()
+    } else {
+        add_secrets(ctx, &env.app, &mut vars).await?
+    };
     let attached = crate::clones::variables(ctx, &env.id)
         .await?
         .into_iter()
@@ -157,6 +164,12 @@ async fn resolve_own(
     // A file secret the application does not have is refused, not mounted empty.
     for s in &r.services {
         if let Some(f) = s.secret_files.iter().find(|f| f.value.is_none()) {
+            if withheld {
+                return Err(Failure::Reason(format!(
+                    "service `{}` mounts the file secret `{}`, which the environment of a fork's pull request does not get; `offshoot app set {} --fork-secrets on` gives forks the application's secrets",
+                    s.name, f.name, env.app
+                )));
+            }
             return Err(Failure::Reason(format!(
                 "service `{}`: application `{}` has no file secret `{}`; set it: `offshoot app secret set {} {} --file < FILE`",
                 s.name, env.app, f.name, env.app, f.name
@@ -164,6 +177,15 @@ async fn resolve_own(
         }
     }
     Ok(r)
+}
+
+/// Empties every secret value of an Environment Variables file (the keys stay, so the template
+/// still resolves).
+fn withhold_secrets(vars: &mut EnvVarsFile) {
+    let all = vars.defaults.iter_mut().chain(vars.envs.iter_mut()).chain(vars.services.iter_mut().flat_map(|(_, list)| list.iter_mut()));
+    for v in all.filter(|v| v.secret) {
+        v.value = Some(Sp::synthetic(VarValue::Secret(SecretString::new(String::new()))));
+    }
 }
 
 /// Adds the application's secrets to its variables; returns its file secrets (`--file`), which

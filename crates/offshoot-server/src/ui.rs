@@ -661,6 +661,7 @@ async fn save_settings(
         pull_request_ttl: t(f.pull_request_ttl),
         sleep_schedule: t(f.sleep_schedule),
         wake_schedule: t(f.wake_schedule),
+        fork_secrets: None,
     };
     match control(&ctx, s.1.clone()).update_settings(&name, &req).await {
         Ok(_) => {

@@ -27,6 +27,7 @@ pub(crate) async fn app_dto(ctx: &Shared, a: offshoot_store::App) -> Result<api:
         static_builder: git.as_ref().and_then(|g| g.static_builder.clone()),
         terraform_image: git.as_ref().and_then(|g| g.terraform_image.clone()),
         access: git.as_ref().and_then(|g| g.access.clone()).unwrap_or_else(|| "public".into()),
+        fork_secrets: git.as_ref().is_some_and(|g| g.fork_secrets != 0),
         idle_sleep_seconds: git.as_ref().and_then(|g| g.idle_sleep_seconds),
         ttl_seconds: git.as_ref().and_then(|g| g.ttl_seconds),
         pull_request_ttl_seconds: git.as_ref().and_then(|g| g.pull_request_ttl_seconds),

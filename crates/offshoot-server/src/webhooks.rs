@@ -30,7 +30,12 @@ pub(crate) fn hooks(ctx: Shared) -> Router {
 
 /// The API's routes for git settings (behind the bearer token).
 pub(crate) fn api(router: OpenApiRouter<Shared>) -> OpenApiRouter<Shared> {
-    router.routes(routes!(show_webhook, rotate_webhook)).routes(routes!(deliveries)).routes(routes!(update_app))
+    router
+        .routes(routes!(show_webhook, rotate_webhook))
+        .routes(routes!(deliveries))
+        .routes(routes!(update_app))
+        .routes(routes!(fork_pulls))
+        .routes(routes!(approve_pull))
 }
 
 fn unauthorized(message: &str) -> ApiError {
@@ -195,4 +200,49 @@ async fn deliveries(
             })
             .collect(),
     ))
+}
+
+/// The pull requests from forks: those waiting for approval, and those approved.
+#[utoipa::path(get, path = "/apps/{name}/pulls", tag = "apps", params(("name" = String, Path, min_length = 1, description = "The application's name")), responses((status = 200, description = "Its forks' pull requests, by number", body = Vec<api::ForkPull>)))]
+async fn fork_pulls(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<api::ForkPull>>, ApiError> {
+    let held = crate::plane::control(&ctx, actor).fork_pulls(&name).await?;
+    Ok(Json(
+        held.into_iter()
+            .map(|h| api::ForkPull {
+                status: if h.approved() { "approved" } else { "waiting" }.into(),
+                number: h.pull_request.number,
+                provider: h.pull_request.provider.as_str().into(),
+                fork: h.pull_request.fork.clone().unwrap_or_default(),
+                head_commit: h.pull_request.head_commit.clone(),
+                url: h.pull_request.url.clone(),
+                approved_commit: h.record.approved_commit,
+                approved_by: h.record.approved_by,
+                approved_at: h.record.approved_at,
+                env_id: h.env.map(|e| e.id.to_string()),
+            })
+            .collect(),
+    ))
+}
+
+/// Approves the head commit of a fork's pull request (the developer role) and deploys it:
+/// its environment is made, or moved to that commit. New commits wait for another approval.
+#[utoipa::path(
+    post,
+    path = "/apps/{name}/pulls/{number}/approve",
+    tag = "apps",
+    params(("name" = String, Path, min_length = 1, description = "The application's name"), ("number" = u64, Path, description = "The pull request's number")),
+    responses((status = 200, description = "Approved; what it did", body = api::Approval))
+)]
+async fn approve_pull(
+    State(ctx): State<Shared>,
+    Extension(actor): Extension<Actor>,
+    Path((name, number)): Path<(String, String)>,
+) -> Result<Json<api::Approval>, ApiError> {
+    let number = number.parse::<u64>().map_err(|_| ApiError::bad_request(format!("`{number}` is not a pull request's number")))?;
+    let result = crate::plane::control(&ctx, actor).approve_pull_request(&name, number).await?;
+    Ok(Json(api::Approval { result }))
 }

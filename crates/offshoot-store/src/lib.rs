@@ -7,6 +7,7 @@ mod activity;
 mod certs;
 mod cron;
 mod datasets;
+mod forks;
 mod ids;
 mod infra;
 mod registries;
@@ -17,6 +18,7 @@ pub use activity::{Activity, ActivityFilter};
 pub use certs::{CertRow, IssuedCert};
 pub use cron::{CRON_HISTORY, CronRun};
 pub use datasets::{Dataset, DatasetClone};
+pub use forks::ForkPull;
 pub use ids::{AppName, DeploymentId, EnvId};
 pub use infra::{INFRA_HISTORY, INFRA_LOG_BYTES, InfraRun, InfraState, InfraUpdate};
 pub use offshoot_api_types::{DeploymentStatus, EnvStatus, ServiceStatus};
@@ -254,6 +256,8 @@ pub struct AppGit {
     pub access: Option<String>,
     /// Its previews' bypass token, sealed.
     pub bypass_token: Option<String>,
+    /// Whether forks' pull requests get its secrets (`0` or `1`).
+    pub fork_secrets: i64,
 }
 
 /// A webhook delivery or a polled change: a normalized event (JSON the server owns).
@@ -336,7 +340,7 @@ impl RawServiceRow {
 const ENV_COLUMNS: &str = "id, app, branch, commit_sha, environment_template, status, reason, template, env_vars, expires_at, created_at, updated_at, parent_id, import_info, pull_request, sleeping_since, last_request_at, idle_sleep_seconds, parameters";
 const DELIVERY_COLUMNS: &str = "id, app, event, status, result, received_at, finished_at";
 const APP_GIT_COLUMNS: &str = "app, webhook_secret, pull_requests, pull_request_label, gitops_error, fetch_error, static_builder, idle_sleep_seconds, ttl_seconds, pull_request_ttl_seconds, \
-     sleep_schedule, wake_schedule, terraform_image, access, bypass_token";
+     sleep_schedule, wake_schedule, terraform_image, access, bypass_token, fork_secrets";
 const DEPLOYMENT_COLUMNS: &str = "id, env_id, workflow, commit_sha, status, error, phases, created_at, finished_at";
 
 impl Store {
@@ -502,6 +506,7 @@ impl Store {
             "DELETE FROM deliveries WHERE app = $1",
             "DELETE FROM git_heads WHERE app = $1",
             "DELETE FROM pr_comments WHERE app = $1",
+            "DELETE FROM fork_pulls WHERE app = $1",
         ] {
             sqlx::query(q).bind(name).execute(&mut *tx).await.map_err(db("delete an app"))?;
         }
@@ -1026,7 +1031,7 @@ impl Store {
     /// Creates an application's git settings unless it has them; returns what it has.
     pub async fn ensure_app_git(&self, g: &AppGit) -> Result<AppGit> {
         sqlx::query(&format!(
-            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT (app) DO NOTHING"
+            "INSERT INTO app_git ({APP_GIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (app) DO NOTHING"
         ))
         .bind(&g.app)
         .bind(&g.webhook_secret)
@@ -1043,6 +1048,7 @@ impl Store {
         .bind(&g.terraform_image)
         .bind(&g.access)
         .bind(&g.bypass_token)
+        .bind(g.fork_secrets)
         .execute(&self.pool)
         .await
         .map_err(db("store git settings"))?;

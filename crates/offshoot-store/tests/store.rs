@@ -149,8 +149,24 @@ async fn suite(store: Store) {
         pull_request_ttl_seconds: None,
         sleep_schedule: None,
         wake_schedule: None,
+        fork_secrets: 0,
     };
     assert_eq!(store.ensure_app_git(&git).await.expect("git"), git);
+    // Forks' pull requests: an event recorded, then approved; a newer event keeps the approval.
+    store.set_fork_pull("shop", "github:o/r#7", 7, "{\"v\":1}").await.expect("fork pull");
+    store.approve_fork_pull("shop", "github:o/r#7", "abc", "alice").await.expect("approve");
+    store.set_fork_pull("shop", "github:o/r#7", 7, "{\"v\":2}").await.expect("fork pull");
+    let held = store.fork_pull("shop", "github:o/r#7").await.expect("read").expect("held");
+    assert_eq!(
+        (held.event.as_str(), held.approved_commit.as_deref(), held.approved_by.as_deref()),
+        ("{\"v\":2}", Some("abc"), Some("alice"))
+    );
+    assert_eq!(store.fork_pulls("shop").await.expect("list").len(), 1);
+    store.set_fork_secrets("shop", true).await.expect("fork secrets");
+    assert_eq!(store.app_git("shop").await.expect("git").expect("some").fork_secrets, 1);
+    store.set_fork_secrets("shop", false).await.expect("fork secrets");
+    store.delete_fork_pull("shop", "github:o/r#7").await.expect("forget");
+    assert!(store.fork_pull("shop", "github:o/r#7").await.expect("read").is_none());
     let other = AppGit { webhook_secret: "other".into(), ..git.clone() };
     assert_eq!(store.ensure_app_git(&other).await.expect("git").webhook_secret, "enc");
     store.set_pull_requests("shop", true, Some("preview")).await.expect("prs");

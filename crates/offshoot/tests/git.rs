@@ -412,3 +412,115 @@ fn a_delivery_recorded_before_a_crash_is_handled_after_the_restart() {
     assert!(http(s.router, &format!("web-{id}.localhost"), "/").unwrap_or_default().contains("after the crash"));
     s.cli(&["env", "delete", &id, "--wait"]);
 }
+
+/// A GitHub pull request from the fork `mallory/r`.
+fn github_fork_pr(action: &str, number: u64, sha: &str, labels: &[&str]) -> String {
+    github_pr(action, number, "patch-1", sha, labels).replacen(r#""repo":{"full_name":"o/r"}"#, r#""repo":{"full_name":"mallory/r"}"#, 1)
+}
+
+/// A GitHub comment on pull request `number` by `login`, related to the repository as
+/// `association`.
+fn github_comment(number: u64, body: &str, login: &str, association: &str) -> String {
+    format!(
+        r#"{{"action":"created","issue":{{"number":{number},"pull_request":{{"url":"https://api.github.com/repos/o/r/pulls/{number}"}}}},"comment":{{"body":"{body}","user":{{"login":"{login}"}},"author_association":"{association}"}},"repository":{{"full_name":"o/r"}}}}"#
+    )
+}
+
+/// A commit of a fork, kept by the repository at `refs/pull/N/head` only (as GitHub keeps it).
+fn fork_commit(dir: &std::path::Path, number: u64, page: &str) -> String {
+    git(dir, &["checkout", "-q", "--detach", "main"]);
+    std::fs::write(dir.join("web/index.html"), page).expect("write");
+    git(dir, &["commit", "-qam", "from a fork"]);
+    let c = head(dir, "HEAD");
+    git(dir, &["update-ref", &format!("refs/pull/{number}/head"), &c]);
+    git(dir, &["checkout", "-q", "main"]);
+    c
+}
+
+/// A variable of a service's container: `None` when it is not set.
+fn printenv(s: &Server, id: &str, key: &str) -> Option<String> {
+    let script = format!("if [ -n \"${{{key}+set}}\" ]; then echo \"=${key}\"; else echo unset; fi");
+    let r = s.cli(&["env", "exec", id, "web", "--", "sh", "-c", &script]);
+    assert!(r.status.success(), "{r:?}");
+    String::from_utf8_lossy(&r.stdout).trim().strip_prefix('=').map(str::to_owned)
+}
+
+#[test]
+fn a_fork_s_pull_request_waits_for_approval_and_runs_without_the_secrets() {
+    let vars = "defaults:\n- key: FILE_SECRET\n  value: from-the-file\n  secret: true\n- key: PLAIN\n  value: plain\n";
+    let repo = app_repo("shop", "web", "", Some(vars), false);
+    let s = Server::new(None);
+    s.json(&["app", "create", "--repo", path(&repo)]);
+    s.json(&["app", "set", "shop", "--pull-requests", "on"]);
+    let set = s.cli_stdin(&["app", "secret", "set", "shop", "API_KEY"], "s3cr3t-value");
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let hook = Hook::of(&s, "shop");
+    let first = fork_commit(repo.path(), 12, "shop from a fork\n");
+
+    // Held: nothing deployed, and the delivery says how to approve it.
+    assert_eq!(hook.github("pull_request", "f-1", &github_fork_pr("opened", 12, &first, &[])).0, 202);
+    let d = handled(&s, "shop", "github:f-1");
+    let result = d["result"].as_str().unwrap_or_default();
+    assert!(result.contains("from the fork `mallory/r` waits for approval") && result.contains("offshoot env approve shop 12"), "{d}");
+    assert!(env_of_pr(&s, "shop", 12).is_none());
+    let pending = s.json(&["env", "pending", "shop"]);
+    assert_eq!(
+        (pending[0]["number"].as_u64(), pending[0]["status"].as_str(), pending[0]["fork"].as_str()),
+        (Some(12), Some("waiting"), Some("mallory/r")),
+        "{pending}"
+    );
+    // Nobody may deploy its head as a branch of their own, and a comment from outside approves nothing.
+    let own = s.cli(&["env", "create", "shop", "--branch", "refs/pull/12/head"]);
+    assert!(!own.status.success() && String::from_utf8_lossy(&own.stderr).contains("offshoot env approve shop"), "{own:?}");
+    let (code, answer) = hook.github("issue_comment", "f-2", &github_comment(12, "/offshoot approve", "mallory", "CONTRIBUTOR"));
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains("may not approve"), "{answer}");
+    assert!(env_of_pr(&s, "shop", 12).is_none());
+
+    // Approved: an environment of its head, fetched from `refs/pull/12/head`, without the secrets.
+    let approved = s.json(&["env", "approve", "shop", "12"]);
+    assert!(approved["result"].as_str().unwrap_or_default().contains("approved by admin"), "{approved}");
+    let env = wait_for("the fork's environment", 120, || env_of_pr(&s, "shop", 12).filter(|e| e["status"] == "ready"));
+    let id = env["id"].as_str().expect("id").to_owned();
+    assert_eq!((env["branch"].as_str(), env["commit"].as_str()), (Some("refs/pull/12/head"), Some(first.as_str())));
+    let host = format!("web-{id}.localhost");
+    assert!(http(s.router, &host, "/").unwrap_or_default().contains("shop from a fork"));
+    assert_eq!(printenv(&s, &id, "API_KEY"), None, "an application secret reached a fork's code");
+    assert_eq!(printenv(&s, &id, "FILE_SECRET").as_deref(), Some(""), "a secret of the variables file reached a fork's code");
+    assert_eq!(printenv(&s, &id, "PLAIN").as_deref(), Some("plain"));
+
+    // New commits wait for another approval; the environment stays where it was approved.
+    let second = fork_commit(repo.path(), 12, "shop from a fork, second\n");
+    assert_eq!(hook.github("pull_request", "f-3", &github_fork_pr("synchronize", 12, &second, &[])).0, 202);
+    let d = handled(&s, "shop", "github:f-3");
+    assert!(d["result"].as_str().unwrap_or_default().contains(&format!("{id} stays as it is")), "{d}");
+    assert_eq!(s.json(&["env", "show", &id])["commit"].as_str(), Some(first.as_str()));
+    // A member's comment approves it: patched to the new commit.
+    assert_eq!(hook.github("issue_comment", "f-4", &github_comment(12, "/offshoot approve", "maintainer", "MEMBER")).0, 202);
+    let d = handled(&s, "shop", "github:f-4");
+    assert!(d["result"].as_str().unwrap_or_default().contains("approved by maintainer (a comment)"), "{d}");
+    wait_for("the patch to the approved commit", 120, || {
+        let e = s.json(&["env", "show", &id]);
+        (e["status"] == "ready" && e["commit"] == second.as_str()).then_some(())
+    });
+    assert!(http(s.router, &host, "/").unwrap_or_default().contains("second"));
+    let pending = s.json(&["env", "pending", "shop"]);
+    assert_eq!(
+        (pending[0]["status"].as_str(), pending[0]["approved_by"].as_str()),
+        (Some("approved"), Some("maintainer (a comment)")),
+        "{pending}"
+    );
+
+    // An application that allows it gives forks its secrets.
+    s.json(&["app", "set", "shop", "--fork-secrets", "on"]);
+    s.json(&["env", "deploy", &id, "--wait"]);
+    assert_eq!(printenv(&s, &id, "API_KEY").as_deref(), Some("s3cr3t-value"));
+    assert_eq!(printenv(&s, &id, "FILE_SECRET").as_deref(), Some("from-the-file"));
+
+    // Closed: torn down and forgotten.
+    assert_eq!(hook.github("pull_request", "f-5", &github_fork_pr("closed", 12, &second, &[])).0, 202);
+    handled(&s, "shop", "github:f-5");
+    wait_for("the teardown", 60, || (s.json(&["env", "show", &id])["status"] == "deleted").then_some(()));
+    assert_eq!(s.json(&["env", "pending", "shop"]), serde_json::json!([]));
+    assert_eq!(leftovers(&id), "");
+}

@@ -35,6 +35,7 @@ fn request(op: Operation, n: usize) -> (&'static str, String, Option<serde_json:
         Operation::GrantApp => ("POST", "/apps/nope/grants".into(), Some(json!({"email": "dev@example.com", "role": "admin"}))),
         Operation::RotateBypass => ("POST", "/apps/nope/bypass-token?rotate=true".into(), Some(json!({}))),
         Operation::CreateEnv => ("POST", "/envs".into(), Some(json!({"app": "nope", "branch": "main"}))),
+        Operation::ApprovePullRequest => ("POST", "/apps/nope/pulls/7/approve".into(), Some(json!({}))),
         Operation::DeployEnv => ("POST", "/envs/nope123/deploy".into(), Some(json!({}))),
         Operation::DeleteEnv => ("DELETE", "/envs/nope123".into(), None),
         Operation::ExecInEnv => ("POST", "/envs/nope123/exec".into(), Some(json!({"service": "web", "command": ["true"]}))),

@@ -244,6 +244,7 @@ pub fn pr(action: PrAction, head: &str, commit: &str) -> PullRequest {
         labels: Vec::new(),
         repo: "acme/shop".into(),
         url: None,
+        fork: None,
     }
 }
 
