@@ -55,6 +55,13 @@ impl<P: Ports> Control<'_, P> {
         self.store.set_fork_pull(app, &key, number(&pr), &event).await?;
         let approved = self.store.fork_pull(app, &key).await?.and_then(|h| h.approved_commit);
         if approved.as_deref() != Some(pr.head_commit.as_str()) {
+            // Nothing to approve when it would get no environment anyway: said as for any
+            // pull request.
+            let git = self.app_git(app).await?;
+            let unlabelled = git.pull_request_label.as_ref().is_some_and(|l| !pr.labels.contains(l));
+            if (git.pull_requests == 0 || unlabelled) && self.pr_env(app, &pr).await?.is_none() {
+                return self.on_pull_request(app, pr).await;
+            }
             if !pr.labels.iter().any(|l| l == APPROVE_LABEL) {
                 return self.waiting(app, &pr).await;
             }

@@ -253,6 +253,59 @@ async fn a_pull_request_gets_an_environment_that_closes_with_it() {
 }
 
 #[tokio::test]
+async fn a_fork_s_pull_request_waits_for_an_approval_of_its_head_commit() {
+    let w = World::new().await;
+    w.app().await;
+    let head = git(&w.repo, &["rev-parse", "feature/x"]);
+    git(&w.repo, &["update-ref", "refs/pull/7/head", &head]);
+    let fork =
+        |action, commit: &str| offshoot_git::hooks::PullRequest { fork: Some("mallory/shop".into()), ..pr(action, "patch-1", commit) };
+    // With pull-request environments off there is nothing to approve: said as for any.
+    let (_, result) = w.deliver("f1", GitEvent::PullRequest(fork(PrAction::Opened, &head)), "webhook").await;
+    assert!(result.contains("pull-request environments are off"), "{result}");
+    w.store.set_pull_requests("shop", true, None).await.expect("on");
+    let (status, result) = w.deliver("f2", GitEvent::PullRequest(fork(PrAction::Opened, &head)), "webhook").await;
+    assert_eq!(status, "done");
+    assert!(
+        result.contains("from the fork `mallory/shop` waits for approval") && result.contains("offshoot env approve shop 7"),
+        "{result}"
+    );
+    assert!(w.store.envs(Some("shop"), false).await.expect("envs").is_empty());
+    // A viewer may not approve; a developer does, and the head gets an environment.
+    let refused = w.as_(Actor::user("ann", Role::Viewer)).approve_pull_request("shop", 7).await.expect_err("a viewer");
+    assert_eq!(refused.kind(), ErrorKind::Forbidden);
+    let done = w.as_(Actor::user("dev", Role::Developer)).approve_pull_request("shop", 7).await.expect("approved");
+    assert!(done.starts_with(&format!("{} of pull request #7 approved by dev", &head[..7])), "{done}");
+    let envs = w.store.envs(Some("shop"), false).await.expect("envs");
+    assert_eq!((envs.len(), envs[0].branch.as_str()), (1, "refs/pull/7/head"));
+    let setup = w.store.deployments(&envs[0].id).await.expect("deployments");
+    assert_eq!(setup[0].commit_sha.as_deref(), Some(head.as_str()), "its setup deploys the approved commit");
+    let git_settings = w.store.app_git("shop").await.expect("read");
+    assert!(offshoot_control::forks::withholds_secrets(&envs[0], git_settings.as_ref()));
+    // A new commit waits; the label approves it.
+    let next = commit(&w.repo, &[("README", "from the fork\n")], "fork");
+    git(&w.repo, &["update-ref", "refs/pull/7/head", &next]);
+    let (_, result) = w.deliver("f3", GitEvent::PullRequest(fork(PrAction::Synchronize, &next)), "webhook").await;
+    assert!(result.contains(&format!("{} stays as it is", envs[0].id)), "{result}");
+    let labelled = offshoot_git::hooks::PullRequest { labels: vec!["offshoot-approved".into()], ..fork(PrAction::Labeled, &next) };
+    let (_, result) = w.deliver("f4", GitEvent::PullRequest(labelled), "webhook").await;
+    let held = w.store.fork_pull("shop", "github:acme/shop#7").await.expect("read").expect("held");
+    assert_eq!(
+        (held.approved_commit.as_deref(), held.approved_by.as_deref()),
+        (Some(next.as_str()), Some("the label `offshoot-approved`")),
+        "{result}"
+    );
+    // A comment approving a pull request that is no fork's: nothing held.
+    let (status, result) = w.deliver("f5", GitEvent::Approve { number: 8, by: "maintainer".into() }, "webhook").await;
+    assert_eq!(status, "failed");
+    assert!(result.contains("pull request from a fork `shop #8` does not exist"), "{result}");
+    // Nobody deploys the pull request's ref as a branch.
+    let own = NewEnv { app: "shop".into(), branch: "refs/pull/7/head".into(), ..NewEnv::default() };
+    let e = w.admin().create_env(own).await.expect_err("refused");
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+}
+
+#[tokio::test]
 async fn a_push_of_an_invalid_configuration_is_refused_with_its_diagnostics_and_changes_nothing() {
     let w = World::new().await;
     w.app().await;

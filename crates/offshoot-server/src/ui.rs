@@ -37,6 +37,7 @@ pub(crate) fn router(ctx: Shared, public: Router<Shared>) -> Router<Shared> {
         .route("/ui/apps/{name}/delete", post(delete_app))
         .route("/ui/apps/{name}/settings", post(save_settings))
         .route("/ui/apps/{name}/restore", post(restore_version))
+        .route("/ui/apps/{name}/pulls/{number}/approve", post(approve_pull))
         .merge(crate::ui_envs::routes())
         .merge(crate::ui_admin::routes())
         .route("/ui/activity", get(activity))
@@ -481,6 +482,7 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
     let versions = ctx.store.versions(name).await.unwrap_or_default();
     let envs = ctx.store.envs(Some(name), false).await.unwrap_or_default();
     let git = ctx.store.app_git(name).await.ok().flatten();
+    let forks = control(ctx, s.1.clone()).fork_pulls(name).await.unwrap_or_default();
     let latest = versions.first();
     let (template, env_vars) = match &draft {
         Some(d) => (d.template.clone(), d.env_vars.clone()),
@@ -512,6 +514,7 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
             }
             (new_env_form(s, Some(name), &[], &params))
         }
+        @if !forks.is_empty() { (forks_section(s, name, &forks, git.as_ref().is_some_and(|g| g.fork_secrets != 0))) }
         @if let Some(g) = &git { (settings_form(s, name, g)) }
         form.card method="post" action={ "/ui/apps/" (name) "/config" } {
             h2 { "Configuration" }
@@ -574,6 +577,53 @@ async fn render_app(ctx: &Shared, s: &Session, name: &str, error: Option<ApiErro
         }
     };
     (status, page(&format!("Application {name}"), Some(s), body)).into_response()
+}
+
+/// The pull requests from forks: each waiting one with a button that approves its head commit.
+fn forks_section(s: &Session, name: &str, forks: &[offshoot_control::forks::Held], secrets: bool) -> Markup {
+    let short = |c: &str| c.get(..7).unwrap_or(c).to_owned();
+    html! {
+        section aria-labelledby="forks-h" {
+            h2 #forks-h { "Pull requests from forks" }
+            p.muted {
+                "Someone else's code: each waits until its head commit is approved, and runs "
+                @if secrets { "with" } @else { "without" } " this application's secrets."
+            }
+            ul { @for h in forks {
+                @let pr = &h.pull_request;
+                li {
+                    "#" (pr.number) " from " code { (pr.fork.as_deref().unwrap_or_default()) } " · head " code { (short(&pr.head_commit)) } " · "
+                    @if h.approved() { "approved by " (h.record.approved_by.as_deref().unwrap_or_default()) } @else { strong { "waiting" } }
+                    @if let Some(e) = &h.env { " · " a href={ "/ui/envs/" (e.id) } { (e.id) } }
+                    @if !h.approved() {
+                        form.inline method="post" action={ "/ui/apps/" (name) "/pulls/" (pr.number) "/approve" } {
+                            (csrf_field(s))
+                            button type="submit" { "Approve " (short(&pr.head_commit)) }
+                        }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+/// Approves a fork's pull request's head commit, as the signed-in user.
+async fn approve_pull(
+    State(ctx): State<Shared>,
+    axum::Extension(s): axum::Extension<Session>,
+    Path((name, number)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if !csrf_ok(&s, &f.csrf) {
+        return forbidden();
+    }
+    let Ok(number) = number.parse::<u64>() else {
+        return render_app(&ctx, &s, &name, Some(ApiError::bad_request(format!("`{number}` is not a pull request's number"))), None).await;
+    };
+    match control(&ctx, s.1.clone()).approve_pull_request(&name, number).await {
+        Ok(_) => Redirect::to(&format!("/ui/apps/{name}")).into_response(),
+        Err(e) => render_app(&ctx, &s, &name, Some(e.into()), None).await,
+    }
 }
 
 /// A duration in seconds as the settings take it (`90m`, `2h`, `3d`), or `off`.

@@ -511,6 +511,26 @@ fn a_fork_s_pull_request_waits_for_approval_and_runs_without_the_secrets() {
         "{pending}"
     );
 
+    // The dashboard shows a waiting commit with a button that approves it.
+    let third = fork_commit(repo.path(), 12, "shop from a fork, third\n");
+    assert_eq!(hook.github("pull_request", "f-6", &github_fork_pr("synchronize", 12, &third, &[])).0, 202);
+    handled(&s, "shop", "github:f-6");
+    let session = dashboard_login(&s, &s.token());
+    let page = http_raw(s.api, &format!("GET /ui/apps/shop HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}"), b"").unwrap_or_default();
+    assert!(page.contains("Pull requests from forks") && page.contains(&format!("Approve {}", &third[..7])), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("a CSRF token");
+    let form = format!("csrf={csrf}");
+    let head = format!(
+        "POST /ui/apps/shop/pulls/12/approve HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}",
+        form.len()
+    );
+    let answer = http_raw(s.api, &head, form.as_bytes()).unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    wait_for("the patch approved on the dashboard", 120, || {
+        let e = s.json(&["env", "show", &id]);
+        (e["status"] == "ready" && e["commit"] == third.as_str()).then_some(())
+    });
+
     // An application that allows it gives forks its secrets.
     s.json(&["app", "set", "shop", "--fork-secrets", "on"]);
     s.json(&["env", "deploy", &id, "--wait"]);
@@ -518,7 +538,7 @@ fn a_fork_s_pull_request_waits_for_approval_and_runs_without_the_secrets() {
     assert_eq!(printenv(&s, &id, "FILE_SECRET").as_deref(), Some("from-the-file"));
 
     // Closed: torn down and forgotten.
-    assert_eq!(hook.github("pull_request", "f-5", &github_fork_pr("closed", 12, &second, &[])).0, 202);
+    assert_eq!(hook.github("pull_request", "f-5", &github_fork_pr("closed", 12, &third, &[])).0, 202);
     handled(&s, "shop", "github:f-5");
     wait_for("the teardown", 60, || (s.json(&["env", "show", &id])["status"] == "deleted").then_some(()));
     assert_eq!(s.json(&["env", "pending", "shop"]), serde_json::json!([]));
