@@ -108,43 +108,35 @@ impl Mirror {
 
     /// Fetches every branch and tag from the source.
     pub fn fetch(&self) -> Result<()> {
+        // A bare mirror keeps the source's branches as its own.
+        self.fetch_refs(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]).map(|_| ())
+    }
+
+    /// Fetches `refspecs` from the source; how many refs they matched.
+    fn fetch_refs(&self, refspecs: &[&str]) -> Result<usize> {
         self.may_connect()?;
         let fetch_err = |e: &dyn std::fmt::Display| GitError::Fetch { source_url: self.source.clone(), message: e.to_string() };
         let repo = self.repo()?;
-        // A bare mirror keeps the source's branches as its own.
         let remote = repo
             .find_remote("origin")
             .map_err(|e| fetch_err(&e))?
-            .with_refspecs(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
+            .with_refspecs(refspecs.iter().copied(), gix::remote::Direction::Fetch)
             .map_err(|e| fetch_err(&e))?;
         let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| fetch_err(&e))?;
         let prepared = conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| fetch_err(&e))?;
-        prepared.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| fetch_err(&e))?;
-        Ok(())
+        let outcome = prepared.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| fetch_err(&e))?;
+        Ok(outcome.ref_map.mappings.len())
     }
 
     /// Fetches one pull request's head (`refs/pull/N/head`, `refs/merge-requests/N/head`: a
     /// fork's commits, which the base repository keeps there) into the same ref of the mirror.
     pub fn fetch_pull(&self, reference: &str) -> Result<()> {
+        let refused = |message: String| GitError::Fetch { source_url: self.source.clone(), message };
         if !hooks::is_pull_ref(reference) {
-            return Err(GitError::Fetch {
-                source_url: self.source.clone(),
-                message: format!("`{reference}` is not a pull request's head"),
-            });
+            return Err(refused(format!("`{reference}` is not a pull request's head")));
         }
-        self.may_connect()?;
-        let fetch_err = |e: &dyn std::fmt::Display| GitError::Fetch { source_url: self.source.clone(), message: e.to_string() };
-        let repo = self.repo()?;
-        let remote = repo
-            .find_remote("origin")
-            .map_err(|e| fetch_err(&e))?
-            .with_refspecs([format!("+{reference}:{reference}").as_str()], gix::remote::Direction::Fetch)
-            .map_err(|e| fetch_err(&e))?;
-        let conn = remote.connect(gix::remote::Direction::Fetch).map_err(|e| fetch_err(&e))?;
-        let prepared = conn.prepare_fetch(gix::progress::Discard, Default::default()).map_err(|e| fetch_err(&e))?;
-        let outcome = prepared.receive(gix::progress::Discard, &AtomicBool::new(false)).map_err(|e| fetch_err(&e))?;
-        if outcome.ref_map.mappings.is_empty() {
-            return Err(fetch_err(&format!("the repository has no `{reference}`")));
+        if self.fetch_refs(&[format!("+{reference}:{reference}").as_str()])? == 0 {
+            return Err(refused(format!("the repository has no `{reference}`")));
         }
         Ok(())
     }

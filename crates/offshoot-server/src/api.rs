@@ -51,28 +51,28 @@ fn api_routes() -> OpenApiRouter<Shared> {
     crate::accounts::api(crate::datasets::api(crate::webhooks::api(api)))
 }
 
-/// The routes outside `/api/v1` that the description covers: the health check, the metrics
-/// (bearer token), the description itself.
-fn outer_routes() -> OpenApiRouter<Shared> {
+/// The routes outside `/api/v1` that the description covers: the health check and the
+/// description itself, open to anyone.
+fn open_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(openapi_json))
 }
 
-/// The API's OpenAPI description, made from the routes.
+/// The whole API with its operations in place: `api` at `/api/v1`, `metrics`, the open routes.
+/// The server routes it; its description is [`openapi`].
+fn assemble(api: OpenApiRouter<Shared>, metrics: OpenApiRouter<Shared>) -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(crate::openapi::base()).nest("/api/v1", api).merge(metrics).merge(open_routes())
+}
+
+/// The API's OpenAPI description, made from its routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let doc = OpenApiRouter::with_openapi(crate::openapi::base())
-        .nest("/api/v1", api_routes())
-        .merge(outer_routes())
-        .routes(routes!(metrics))
-        .into_openapi();
-    crate::openapi::complete(doc)
+    crate::openapi::complete(assemble(api_routes(), OpenApiRouter::new().routes(routes!(metrics))).into_openapi())
 }
 
 pub(crate) fn router(ctx: Shared) -> Router {
     let auth = axum::middleware::from_fn_with_state(ctx.clone(), auth);
-    let api = api_routes().route_layer(auth.clone());
     // Prometheus scrapes with the same bearer token (`authorization` in its scrape config).
-    let metrics = OpenApiRouter::new().routes(routes!(metrics)).route_layer(auth);
-    let (routes, _) = OpenApiRouter::new().nest("/api/v1", api).merge(metrics).merge(outer_routes()).split_for_parts();
+    let metrics = OpenApiRouter::new().routes(routes!(metrics)).route_layer(auth.clone());
+    let (routes, _) = assemble(api_routes().route_layer(auth), metrics).split_for_parts();
     routes.layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(ctx.clone()).merge(crate::webhooks::hooks(ctx))
 }
 

@@ -27,12 +27,18 @@ fn pass(st: &str, s: &Server, dir: &Path, spec: &Path, config: Option<&Path>, ex
     let auth = format!("Authorization: Bearer {}", s.token());
     let url = format!("http://127.0.0.1:{}", s.api);
     cmd.args(["run", spec.to_str().expect("utf-8"), "--url", &url, "-H", &auth]);
-    cmd.args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"]);
+    // Not checked: that every schema-valid request is accepted (names, hosts and roles have
+    // rules a schema does not say; refusals are 4xx with the reason), and that a deleted
+    // resource answers 404 (an environment's teardown runs after the 202, and its record stays
+    // readable with the status `deleted`).
+    cmd.args(["--checks", "all", "--exclude-checks", "positive_data_acceptance,use_after_free"]);
     for op in ["create_app", "create_dataset", "revoke_token", "disable_user", "set_user"] {
         cmd.args(["--exclude-operation-id", op]);
     }
     // Stopping a container takes up to its 10 s grace: a sleep that waits for one is no hang.
-    cmd.args(["--seed", "1", "-w", "2", "--max-examples", "25", "--request-timeout", "60", "--max-response-time", "60"]);
+    // One worker: hypothesis, under schemathesis's threads, now and then fails inside itself
+    // ("AST constructor recursion depth mismatch"), which says nothing of the API.
+    cmd.args(["--seed", "1", "-w", "1", "--max-examples", "25", "--request-timeout", "60", "--max-response-time", "60"]);
     cmd.args(extra).current_dir(dir).env("NO_COLOR", "1");
     let out = cmd.output().expect("run schemathesis");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

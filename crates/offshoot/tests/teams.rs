@@ -398,6 +398,7 @@ fn every_dashboard_form_is_allowed_or_refused_by_role() {
             "pull_requests=off&pull_request_label=&access=public&static_builder=&terraform_image=&idle_sleep=off&ttl=off&pull_request_ttl=off&sleep_schedule=&wake_schedule=",
         ),
         (Operation::CreateEnv, "/ui/envs", "app=shop&branch=no-such-branch"),
+        (Operation::ApprovePullRequest, "/ui/apps/shop/pulls/7/approve", ""),
         (Operation::DeployEnv, "/ui/envs/nope123/deploy", ""),
         (Operation::ExtendEnv, "/ui/envs/nope123/extend", "ttl=3600"),
         (Operation::SleepEnv, "/ui/envs/nope123/sleep", ""),
