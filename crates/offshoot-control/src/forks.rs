@@ -104,6 +104,32 @@ impl<P: Ports> Control<'_, P> {
         self.on_pull_request(app_name, pr).await
     }
 
+    /// What an environment of a fork's pull request may deploy: the commit approved. Asked for
+    /// another (or for its ref's head, which may have moved past it), it is refused.
+    pub(crate) async fn approved_for(&self, env: &Environment, asked: Option<String>) -> Result<String, ControlError> {
+        let pr = env.pull_request.as_deref().and_then(|p| serde_json::from_str::<PullRequest>(p).ok());
+        let held = match &pr {
+            Some(pr) => self.store.fork_pull(&env.app, &pr.key()).await?,
+            None => None,
+        };
+        let approved = held.and_then(|h| h.approved_commit).or_else(|| env.commit_sha.clone());
+        let number = pr.map_or(0, |p| p.number);
+        let hint = || Some(format!("`offshoot env approve {} {number}` approves the pull request's head; it is then deployed", env.app));
+        match (approved, asked) {
+            (Some(a), Some(c)) if a != c => Err(ControlError::Conflict {
+                code: "not-approved",
+                message: format!("commit {} of a fork's pull request is not the one approved ({})", short(&c), short(&a)),
+                hint: hint(),
+            }),
+            (Some(a), _) => Ok(a),
+            (None, _) => Err(ControlError::Conflict {
+                code: "not-approved",
+                message: "no commit of this fork's pull request is approved".into(),
+                hint: hint(),
+            }),
+        }
+    }
+
     /// Approves the head commit of a fork's pull request as the actor (the developer role), and
     /// deploys it.
     pub async fn approve_pull_request(&self, app: &str, number: u64) -> Result<String, ControlError> {

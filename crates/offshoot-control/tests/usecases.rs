@@ -287,6 +287,13 @@ async fn a_fork_s_pull_request_waits_for_an_approval_of_its_head_commit() {
     git(&w.repo, &["update-ref", "refs/pull/7/head", &next]);
     let (_, result) = w.deliver("f3", GitEvent::PullRequest(fork(PrAction::Synchronize, &next)), "webhook").await;
     assert!(result.contains(&format!("{} stays as it is", envs[0].id)), "{result}");
+    // Meanwhile it deploys only the commit approved, whatever its ref's head.
+    let dev = w.as_(Actor::user("dev", Role::Developer));
+    let e = dev.deploy_env(&envs[0].id, Some(next.clone())).await.expect_err("not approved");
+    assert!(e.to_string().contains("is not the one approved"), "{e}");
+    dev.deploy_env(&envs[0].id, None).await.expect("redeployed");
+    let last = w.store.deployments(&envs[0].id).await.expect("deployments");
+    assert_eq!(last.last().and_then(|d| d.commit_sha.as_deref()), Some(head.as_str()), "the approved commit, not the ref's head");
     let labelled = offshoot_git::hooks::PullRequest { labels: vec!["offshoot-approved".into()], ..fork(PrAction::Labeled, &next) };
     let (_, result) = w.deliver("f4", GitEvent::PullRequest(labelled), "webhook").await;
     let held = w.store.fork_pull("shop", "github:acme/shop#7").await.expect("read").expect("held");
