@@ -272,20 +272,9 @@ pub(crate) fn run(cmd: Command, output: Output) -> Result<ExitCode> {
                 wake_schedule,
                 fork_secrets: fork_secrets.map(|f| f == "on"),
             };
-            let given = [
-                body.fork_secrets.is_some(),
-                body.pull_requests.is_some(),
-                body.pull_request_label.is_some(),
-                body.static_builder.is_some(),
-                body.terraform_image.is_some(),
-                body.access.is_some(),
-                body.idle_sleep.is_some(),
-                body.ttl.is_some(),
-                body.pull_request_ttl.is_some(),
-                body.sleep_schedule.is_some(),
-                body.wake_schedule.is_some(),
-            ];
-            if !given.contains(&true) {
+            // Nothing given: every field of the body absent.
+            let given = serde_json::to_value(&body).ok().and_then(|v| v.as_object().map(|o| o.values().any(|x| !x.is_null())));
+            if given != Some(true) {
                 return Err(crate::UsageError(
                     "nothing to change: give --pull-requests on|off, --pull-request-label, --fork-secrets on|off, --static-builder, --terraform-image, --access, --idle-sleep, --ttl, --pull-request-ttl, --sleep-schedule and/or --wake-schedule".into(),
                 )
