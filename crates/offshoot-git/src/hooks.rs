@@ -110,7 +110,8 @@ pub const APPROVE_LABEL: &str = "offshoot-approved";
 pub fn is_pull_ref(name: &str) -> bool {
     let number =
         name.strip_prefix("refs/pull/").or_else(|| name.strip_prefix("refs/merge-requests/")).and_then(|r| r.strip_suffix("/head"));
-    number.is_some_and(|n| !n.is_empty() && n.len() <= 12 && n.bytes().all(|b| b.is_ascii_digit()))
+    // Any number a payload may carry (a `u64`: the parsers take no other).
+    number.is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<u64>().is_ok())
 }
 
 /// A payload understood, or why it asks for nothing.
@@ -395,7 +396,17 @@ mod tests {
         );
         assert_eq!(fork(parse_gitlab("Merge Request Hook", gl(1).as_bytes())).0, None);
         assert!(is_pull_ref("refs/pull/7/head") && is_pull_ref("refs/merge-requests/3/head"));
-        for not in ["refs/pull//head", "refs/pull/7/merge", "refs/heads/main", "refs/pull/7a/head", "refs/pull/7/head/x"] {
+        // Found by fuzzing: a pull request's number as large as a payload may give.
+        assert!(is_pull_ref(&format!("refs/pull/{}/head", u64::MAX)) && is_pull_ref("refs/pull/770149358736003887/head"));
+        for not in [
+            "refs/pull//head",
+            "refs/pull/7/merge",
+            "refs/heads/main",
+            "refs/pull/7a/head",
+            "refs/pull/7/head/x",
+            "refs/pull/+7/head",
+            "refs/pull/18446744073709551616/head",
+        ] {
             assert!(!is_pull_ref(not), "{not}");
         }
     }
