@@ -258,8 +258,8 @@ impl<P: Ports> Control<'_, P> {
             {
                 return Err(ControlError::bad_input(format!("`{c}` is not a full commit SHA")));
             }
-            // A fork's pull request runs only the commit approved.
-            let commit = if crate::forks::from_fork(&e) { Some(self.approved_for(&e, commit).await?) } else { commit };
+            // A fork's pull request runs only the commit approved (forks.rs).
+            let commit = self.approved_for(&e, commit).await?;
             // A sleeper wakes first: `patch` starts only what it rebuilds, the rest must run.
             if matches!(e.status, EnvStatus::Sleeping | EnvStatus::Waking) {
                 self.finish_wake(&e).await?;

@@ -104,9 +104,13 @@ impl<P: Ports> Control<'_, P> {
         self.on_pull_request(app_name, pr).await
     }
 
-    /// What an environment of a fork's pull request may deploy: the commit approved. Asked for
+    /// The commit an environment may deploy when `asked` is asked for: any for an environment
+    /// that does not run a fork's code; for one that does, the commit approved. Asked for
     /// another (or for its ref's head, which may have moved past it), it is refused.
-    pub(crate) async fn approved_for(&self, env: &Environment, asked: Option<String>) -> Result<String, ControlError> {
+    pub(crate) async fn approved_for(&self, env: &Environment, asked: Option<String>) -> Result<Option<String>, ControlError> {
+        if !from_fork(env) {
+            return Ok(asked);
+        }
         let pr = env.pull_request.as_deref().and_then(|p| serde_json::from_str::<PullRequest>(p).ok());
         let held = match &pr {
             Some(pr) => self.store.fork_pull(&env.app, &pr.key()).await?,
@@ -121,7 +125,7 @@ impl<P: Ports> Control<'_, P> {
                 message: format!("commit {} of a fork's pull request is not the one approved ({})", short(&c), short(&a)),
                 hint: hint(),
             }),
-            (Some(a), _) => Ok(a),
+            (Some(a), _) => Ok(Some(a)),
             (None, _) => Err(ControlError::Conflict {
                 code: "not-approved",
                 message: "no commit of this fork's pull request is approved".into(),
