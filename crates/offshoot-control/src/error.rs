@@ -124,12 +124,15 @@ impl ControlError {
         }
     }
 
-    /// The message followed by each diagnostic as `file:line:column: message`, for places that
-    /// show text only (a delivery's result).
+    /// The message followed by each diagnostic as `file:line:column: message`, then the hint as
+    /// `hint: …`, for places that show text only (a delivery's result).
     pub fn to_text(&self) -> String {
         let mut text = self.to_string();
         for d in self.diagnostics() {
             text.push_str(&format!("\n{}:{}:{}: {}", d.file, d.line, d.column, d.message));
+        }
+        if let Some(h) = self.hint() {
+            text.push_str(&format!("\nhint: {h}"));
         }
         text
     }
