@@ -59,7 +59,8 @@ pub struct App {
     /// `public` or `team`.
     #[serde(default = "public")]
     pub access: String,
-    /// Whether the environments of forks' pull requests get its secrets (else they run without).
+    /// Whether the environments of forks' pull requests get its secrets and dataset clones, its
+    /// environments imported into them too (else they run without).
     #[serde(default)]
     pub fork_secrets: bool,
 }
@@ -106,7 +107,8 @@ pub struct AppUpdate {
     /// When its sleeping environments wake (`0 7 * * 1-5`), or `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wake_schedule: Option<String>,
-    /// Whether the environments of forks' pull requests (once approved) get its secrets.
+    /// Whether the environments of forks' pull requests (once approved) get its secrets and
+    /// dataset clones, its environments imported into them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork_secrets: Option<bool>,
 }

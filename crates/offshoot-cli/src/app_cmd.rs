@@ -103,7 +103,8 @@ pub(crate) struct SetArgs {
     #[arg(long)]
     pull_request_label: Option<String>,
     /// Whether the environments of forks' pull requests (once approved) get the
-    /// application's secrets; off by default: they run without them.
+    /// application's secrets and dataset clones, its environments imported into them too; off
+    /// by default: they run without them.
     #[arg(long, value_parser = ["on", "off"])]
     fork_secrets: Option<String>,
     /// The image static sites are built in (`""` for the server's default).

@@ -24,6 +24,13 @@ impl<P: Ports> Control<'_, P> {
         for c in held.iter().filter(|c| !wanted.contains(&c.dataset)) {
             self.check_in(c).await?;
         }
+        // A dataset's data is the team's, as its secrets are: a fork's code gets neither.
+        if !wanted.is_empty() && crate::forks::secrets_withheld(self.store, env).await? {
+            return Err(refuse(
+                format!("a fork's pull request gets no clone of a dataset ({}): their data is the team's", wanted.join(", ")),
+                Some(format!("`offshoot app set {} --fork-secrets on` gives forks the application's secrets and datasets", env.app)),
+            ));
+        }
         for name in wanted.iter().filter(|n| !held.iter().any(|c| &&c.dataset == n)) {
             self.checkout(env, name, wait).await?;
         }

@@ -13,7 +13,7 @@ use crate::gate::{Noted, Operation, gate};
 use crate::git_events::{FETCH_ATTEMPTS, failed, short};
 use crate::ports::Ports;
 use offshoot_git::hooks::{APPROVE_COMMAND, APPROVE_LABEL, PrAction, PullRequest};
-use offshoot_store::{Environment, ForkPull};
+use offshoot_store::{Environment, ForkPull, Store, StoreError};
 
 /// A fork's pull request as held, with its environment if it has one.
 #[derive(Clone, Debug)]
@@ -36,10 +36,22 @@ pub fn from_fork(env: &Environment) -> bool {
     env.pull_request.as_deref().and_then(|p| serde_json::from_str::<PullRequest>(p).ok()).is_some_and(|p| p.fork.is_some())
 }
 
-/// Whether the environment's services get none of its application's secrets: it runs a fork's
-/// code and the application does not allow forks its secrets.
-pub fn withholds_secrets(env: &Environment, git: Option<&offshoot_store::AppGit>) -> bool {
-    from_fork(env) && git.is_none_or(|g| g.fork_secrets == 0)
+/// Whether an environment's services get none of their application's secrets: the root of its
+/// group (`root`, itself or the environment importing it) runs a fork's code, and their
+/// application (`git`, its settings) does not allow forks its secrets. Each application decides
+/// for its own secrets, imported ones too.
+pub fn withholds_secrets(root: &Environment, git: Option<&offshoot_store::AppGit>) -> bool {
+    from_fork(root) && git.is_none_or(|g| g.fork_secrets == 0)
+}
+
+/// [`withholds_secrets`] of an environment, reading the root of its group and its application's
+/// settings. Such an environment gets neither its application's secrets nor clones of datasets.
+pub async fn secrets_withheld(store: &Store, env: &Environment) -> Result<bool, StoreError> {
+    let root = match &env.parent_id {
+        Some(p) => store.env(p).await?,
+        None => None,
+    };
+    Ok(withholds_secrets(root.as_ref().unwrap_or(env), store.app_git(&env.app).await?.as_ref()))
 }
 
 impl<P: Ports> Control<'_, P> {

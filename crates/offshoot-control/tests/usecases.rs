@@ -280,8 +280,19 @@ async fn a_fork_s_pull_request_waits_for_an_approval_of_its_head_commit() {
     assert_eq!((envs.len(), envs[0].branch.as_str()), (1, "refs/pull/7/head"));
     let setup = w.store.deployments(&envs[0].id).await.expect("deployments");
     assert_eq!(setup[0].commit_sha.as_deref(), Some(head.as_str()), "its setup deploys the approved commit");
-    let git_settings = w.store.app_git("shop").await.expect("read");
-    assert!(offshoot_control::forks::withholds_secrets(&envs[0], git_settings.as_ref()));
+    assert!(offshoot_control::forks::secrets_withheld(&w.store, &envs[0]).await.expect("read"));
+    // Nor does it get a clone of a dataset, unless the application allows forks its secrets.
+    let system = w.as_(Actor::system("controller"));
+    let wait = std::time::Duration::from_millis(100);
+    let e = system.attach_datasets(&envs[0], &["artists".into()], wait).await.expect_err("a fork's");
+    assert!(e.to_string().contains("a fork's pull request gets no clone of a dataset (artists)"), "{e}");
+    assert!(e.hint().is_some_and(|h| h.contains("offshoot app set shop --fork-secrets on")), "{e:?}");
+    system.attach_datasets(&envs[0], &[], wait).await.expect("none wanted: nothing to refuse");
+    w.store.set_fork_secrets("shop", true).await.expect("allowed");
+    assert!(!offshoot_control::forks::secrets_withheld(&w.store, &envs[0]).await.expect("read"));
+    let e = system.attach_datasets(&envs[0], &["artists".into()], wait).await.expect_err("no such dataset here");
+    assert!(e.to_string().contains("dataset `artists` does not exist"), "allowed, it goes on to check out: {e}");
+    w.store.set_fork_secrets("shop", false).await.expect("withheld again");
     // A new commit waits; the label approves it.
     let next = commit(&w.repo, &[("README", "from the fork\n")], "fork");
     git(&w.repo, &["update-ref", "refs/pull/7/head", &next]);
@@ -306,6 +317,7 @@ async fn a_fork_s_pull_request_waits_for_an_approval_of_its_head_commit() {
     let (status, result) = w.deliver("f5", GitEvent::Approve { number: 8, by: "maintainer".into() }, "webhook").await;
     assert_eq!(status, "failed");
     assert!(result.contains("pull request from a fork `shop #8` does not exist"), "{result}");
+    assert!(result.contains("\nhint: `offshoot env pending shop` lists those waiting"), "the result says what to do: {result}");
     // Nobody deploys the pull request's ref as a branch.
     let own = NewEnv { app: "shop".into(), branch: "refs/pull/7/head".into(), ..NewEnv::default() };
     let e = w.admin().create_env(own).await.expect_err("refused");

@@ -124,8 +124,10 @@ async fn resolve_own(
     imported: BTreeMap<String, String>,
 ) -> Result<Resolved, Failure> {
     let mut vars = fork.vars.clone();
-    // A fork's code gets none of the application's secrets unless the application allows it.
-    let withheld = offshoot_control::forks::withholds_secrets(env, ctx.store.app_git(&env.app).await?.as_ref());
+    // A fork's environment gets none of an application's secrets unless that application
+    // allows it: its own, and those of the applications it imports (their code is trusted,
+    // but it answers the fork's on the same network).
+    let withheld = offshoot_control::forks::secrets_withheld(&ctx.store, env).await?;
     let secret_files = if withheld {
         withhold_secrets(&mut vars);
         BTreeMap::new()

@@ -439,8 +439,12 @@ fn fork_commit(dir: &std::path::Path, number: u64, page: &str) -> String {
 
 /// A variable of a service's container: `None` when it is not set.
 fn printenv(s: &Server, id: &str, key: &str) -> Option<String> {
+    printenv_of(s, id, "web", key)
+}
+
+fn printenv_of(s: &Server, id: &str, service: &str, key: &str) -> Option<String> {
     let script = format!("if [ -n \"${{{key}+set}}\" ]; then echo \"=${key}\"; else echo unset; fi");
-    let r = s.cli(&["env", "exec", id, "web", "--", "sh", "-c", &script]);
+    let r = s.cli(&["env", "exec", id, service, "--", "sh", "-c", &script]);
     assert!(r.status.success(), "{r:?}");
     String::from_utf8_lossy(&r.stdout).trim().strip_prefix('=').map(str::to_owned)
 }
@@ -448,12 +452,16 @@ fn printenv(s: &Server, id: &str, key: &str) -> Option<String> {
 #[test]
 fn a_fork_s_pull_request_waits_for_approval_and_runs_without_the_secrets() {
     let vars = "defaults:\n- key: FILE_SECRET\n  value: from-the-file\n  secret: true\n- key: PLAIN\n  value: plain\n";
-    let repo = app_repo("shop", "web", "", Some(vars), false);
+    let repo = app_repo("shop", "web", "app_imports:\n- name: stock\n", Some(vars), false);
+    let stock = app_repo("stock", "api", "", None, false);
     let s = Server::new(None);
+    s.json(&["app", "create", "--repo", path(&stock)]);
     s.json(&["app", "create", "--repo", path(&repo)]);
     s.json(&["app", "set", "shop", "--pull-requests", "on"]);
-    let set = s.cli_stdin(&["app", "secret", "set", "shop", "API_KEY"], "s3cr3t-value");
-    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    for (app, key, value) in [("shop", "API_KEY", "s3cr3t-value"), ("stock", "STOCK_KEY", "st0ck-s3cr3t")] {
+        let set = s.cli_stdin(&["app", "secret", "set", app, key], value);
+        assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    }
     let hook = Hook::of(&s, "shop");
     let first = fork_commit(repo.path(), 12, "shop from a fork\n");
 
@@ -488,6 +496,10 @@ fn a_fork_s_pull_request_waits_for_approval_and_runs_without_the_secrets() {
     assert_eq!(printenv(&s, &id, "API_KEY"), None, "an application secret reached a fork's code");
     assert_eq!(printenv(&s, &id, "FILE_SECRET").as_deref(), Some(""), "a secret of the variables file reached a fork's code");
     assert_eq!(printenv(&s, &id, "PLAIN").as_deref(), Some("plain"));
+    // Nor do those of the application it imports: its trusted code answers the fork's.
+    let import = env["imports"][0]["env_id"].as_str().expect("the import's environment").to_owned();
+    assert_eq!(s.json(&["env", "show", &import])["status"], "ready");
+    assert_eq!(printenv_of(&s, &import, "api", "STOCK_KEY"), None, "an imported application's secret answers a fork's code");
 
     // New commits wait for another approval; the environment stays where it was approved.
     let second = fork_commit(repo.path(), 12, "shop from a fork, second\n");
@@ -536,6 +548,11 @@ fn a_fork_s_pull_request_waits_for_approval_and_runs_without_the_secrets() {
     s.json(&["env", "deploy", &id, "--wait"]);
     assert_eq!(printenv(&s, &id, "API_KEY").as_deref(), Some("s3cr3t-value"));
     assert_eq!(printenv(&s, &id, "FILE_SECRET").as_deref(), Some("from-the-file"));
+    // Each application decides for its own secrets.
+    assert_eq!(printenv_of(&s, &import, "api", "STOCK_KEY"), None);
+    s.json(&["app", "set", "stock", "--fork-secrets", "on"]);
+    s.json(&["env", "deploy", &import, "--wait"]);
+    assert_eq!(printenv_of(&s, &import, "api", "STOCK_KEY").as_deref(), Some("st0ck-s3cr3t"));
 
     // Closed: torn down and forgotten.
     assert_eq!(hook.github("pull_request", "f-5", &github_fork_pr("closed", 12, &third, &[])).0, 202);
@@ -543,4 +560,5 @@ fn a_fork_s_pull_request_waits_for_approval_and_runs_without_the_secrets() {
     wait_for("the teardown", 60, || (s.json(&["env", "show", &id])["status"] == "deleted").then_some(()));
     assert_eq!(s.json(&["env", "pending", "shop"]), serde_json::json!([]));
     assert_eq!(leftovers(&id), "");
+    assert_eq!(leftovers(&import), "");
 }
