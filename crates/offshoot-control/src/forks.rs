@@ -36,22 +36,16 @@ pub fn from_fork(env: &Environment) -> bool {
     env.pull_request.as_deref().and_then(|p| serde_json::from_str::<PullRequest>(p).ok()).is_some_and(|p| p.fork.is_some())
 }
 
-/// Whether an environment's services get none of their application's secrets: the root of its
-/// group (`root`, itself or the environment importing it) runs a fork's code, and their
-/// application (`git`, its settings) does not allow forks its secrets. Each application decides
-/// for its own secrets, imported ones too.
-pub fn withholds_secrets(root: &Environment, git: Option<&offshoot_store::AppGit>) -> bool {
-    from_fork(root) && git.is_none_or(|g| g.fork_secrets == 0)
-}
-
-/// [`withholds_secrets`] of an environment, reading the root of its group and its application's
-/// settings. Such an environment gets neither its application's secrets nor clones of datasets.
+/// Whether an environment's services get none of their application's secrets nor clones of
+/// its datasets: the root of its group (itself or the environment importing it) runs a fork's
+/// code, and the environment's own application does not allow forks its secrets. Each
+/// application decides for its own secrets, imported ones too.
 pub async fn secrets_withheld(store: &Store, env: &Environment) -> Result<bool, StoreError> {
-    let root = match &env.parent_id {
-        Some(p) => store.env(p).await?,
-        None => None,
+    let from_a_fork = match store.root_env(env).await? {
+        Some(root) => from_fork(&root),
+        None => from_fork(env),
     };
-    Ok(withholds_secrets(root.as_ref().unwrap_or(env), store.app_git(&env.app).await?.as_ref()))
+    Ok(from_a_fork && store.app_git(&env.app).await?.is_none_or(|g| g.fork_secrets == 0))
 }
 
 impl<P: Ports> Control<'_, P> {

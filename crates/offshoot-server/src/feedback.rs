@@ -20,13 +20,7 @@ pub(crate) fn notify(ctx: &Shared, env: &Environment) {
     let (shared, env) = (ctx.clone(), env.clone());
     ctx.background.spawn("pull-request feedback", async move {
         let ctx = shared;
-        let root = match &env.parent_id {
-            Some(p) => match ctx.store.env(p).await {
-                Ok(Some(p)) => p,
-                _ => return,
-            },
-            None => env,
-        };
+        let Ok(Some(root)) = ctx.store.root_env(&env).await else { return };
         let Some(pr) = root.pull_request.as_deref().and_then(|p| serde_json::from_str::<PullRequest>(p).ok()) else { return };
         // One update at a time per pull request, each reading the latest state.
         let lock = ctx.lock_for(&format!("feedback/{}", pr.key()));

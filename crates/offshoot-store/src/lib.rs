@@ -609,6 +609,15 @@ impl Store {
             .map_err(db("find an environment"))
     }
 
+    /// The root of an environment's group: the environment importing it, or itself when it
+    /// imports; `None` when its importer is gone.
+    pub async fn root_env(&self, env: &Environment) -> Result<Option<Environment>> {
+        match &env.parent_id {
+            Some(parent) => self.env(parent).await,
+            None => Ok(Some(env.clone())),
+        }
+    }
+
     /// Environments, newest first; of one app if given; without deleted ones unless asked.
     pub async fn envs(&self, app: Option<&str>, include_deleted: bool) -> Result<Vec<Environment>> {
         let mut sql = format!("SELECT {ENV_COLUMNS} FROM environments WHERE ($1 = '' OR app = $1)");
